@@ -1,0 +1,1 @@
+//! Automatic call distribution: drives calls, owns queues and the agent table.

@@ -1,0 +1,1 @@
+//! The HTTP API: admin, manager and agent routes, reports, metrics.

@@ -1,0 +1,369 @@
+//! The compiled, validated configuration: what every other layer reads.
+//!
+//! `config::load` turns the TOML file into these types (see `raw.rs` and `compile.rs`). Values
+//! here are already checked: durations are in range, references are typed ids that index the
+//! vectors of [`Config`], time zones are parsed, file paths are absolute. A value of these types
+//! cannot point at something that does not exist, so the engine never re-validates.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, NaiveTime};
+use chrono_tz::Tz;
+use ipnet::IpNet;
+
+/// Index of an agent group in [`Config::agent_groups`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentGroupId(pub u32);
+/// Index of a queue in [`Config::queues`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub u32);
+/// Index of an hours set in [`Config::hours`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HoursId(pub u32);
+/// Index of a holiday set in [`Config::holiday_sets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HolidaySetId(pub u32);
+/// Index of a workflow in [`Config::workflows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkflowId(pub u32);
+/// Index of a prompt in [`Config::prompts`]. The media layer renders every prompt once at load
+/// time and keeps the frames in a table with the same indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PromptId(pub u32);
+/// Index of a question in its workflow's [`Workflow::questions`] (level one is index 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QuestionId(pub u32);
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (absolute).
+    pub source: PathBuf,
+    pub server: Server,
+    pub registrations: Vec<Registration>,
+    pub agent_groups: Vec<AgentGroup>,
+    pub queues: Vec<Queue>,
+    pub hours: Vec<Hours>,
+    pub holiday_sets: Vec<HolidaySet>,
+    pub workflows: Vec<Workflow>,
+    /// Every prompt of every workflow and action, deduplicated by (source, language).
+    pub prompts: Vec<Prompt>,
+}
+
+impl Config {
+    pub fn agent_group(&self, id: AgentGroupId) -> &AgentGroup {
+        &self.agent_groups[id.0 as usize]
+    }
+    pub fn queue(&self, id: QueueId) -> &Queue {
+        &self.queues[id.0 as usize]
+    }
+    pub fn hours_set(&self, id: HoursId) -> &Hours {
+        &self.hours[id.0 as usize]
+    }
+    pub fn holiday_set(&self, id: HolidaySetId) -> &HolidaySet {
+        &self.holiday_sets[id.0 as usize]
+    }
+    pub fn workflow(&self, id: WorkflowId) -> &Workflow {
+        &self.workflows[id.0 as usize]
+    }
+    pub fn prompt(&self, id: PromptId) -> &Prompt {
+        &self.prompts[id.0 as usize]
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// SIP listeners, e.g. `udp:127.0.0.1:5060`. Port 0 asks the OS for a free port.
+    pub sip_listen: Vec<Listen>,
+    /// Host written into Via, Contact and SDP `c=`.
+    pub advertised_host: String,
+    /// Inclusive range of UDP ports for RTP sockets.
+    pub rtp_ports: RangeInclusive<u16>,
+    /// Admin, agent and metrics HTTP API. Port 0 asks the OS for a free port.
+    pub http_listen: SocketAddr,
+    /// `sqlite://…` (relative paths resolved against the config folder) or `postgres://…`.
+    pub database: DatabaseUrl,
+    /// Music on hold for workflows without their own; a built-in tone loop when `None`.
+    pub default_music_on_hold: Option<PathBuf>,
+    /// An agent who declined or failed is not offered the same call again sooner (30 s to 600 s).
+    pub agent_ringback_grace_period: Duration,
+    /// Source networks allowed to place calls. INVITEs from anywhere else get 403.
+    pub trusted_peers: Vec<IpNet>,
+    /// Concurrent calls answered before new INVITEs get 503 with Retry-After (`max_calls`).
+    pub max_calls: u32,
+    /// Whether INVITEs to agents carry call-context headers (`call_context`).
+    pub call_context: bool,
+}
+
+/// A database URL, kept apart so that a password inside it is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`, PATH absolute after resolution.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`, as written.
+    Postgres(Secret),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            Self::Postgres(_) => f.write_str("postgres://***"),
+        }
+    }
+}
+
+/// One SIP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A secret (password, database URL with credentials). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself. Call only where it is used (digest computation, connecting).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A SIP URI that parsed (`sip:` or `sips:`), kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SipUri(pub String);
+
+impl SipUri {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SipUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `[[registration]]`: register a workflow URI with an upstream registrar.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub aor: SipUri,
+    pub registrar: SipUri,
+    pub username: String,
+    /// From `password_file` (trailing newline trimmed) or `password_env`.
+    pub password: Secret,
+    pub expires: Duration,
+}
+
+/// `[[agent_group]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentGroup {
+    pub name: String,
+    pub description: Option<String>,
+    pub participation: Participation,
+    pub routing: RoutingMethod,
+    /// 10 s to 600 s, default 20 s.
+    pub alert_time: Duration,
+    /// Ordered: serial and round robin follow this order.
+    pub agents: Vec<SipUri>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Participation {
+    /// In the group whenever configured; cannot sign out.
+    Informal,
+    /// Must sign in to the group (API or agent page) before calls reach them.
+    Formal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoutingMethod {
+    LongestIdle,
+    Parallel,
+    RoundRobin,
+    Serial,
+    Attendant,
+}
+
+/// `[[queue]]`.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub name: String,
+    pub description: Option<String>,
+    /// Offered in this order, cycling back to the first after the last.
+    pub agent_groups: Vec<AgentGroupId>,
+    pub timeout: Option<QueueTimeout>,
+    pub overflow: Option<Overflow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueTimeout {
+    /// 10 s to 65,535 s, counted from queue entry.
+    pub after: Duration,
+    /// Never a question.
+    pub action: CallAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct Overflow {
+    /// 0 to 1,000 waiting calls; 0 overflows every call at once.
+    pub max_calls: u32,
+    pub candidate: OverflowCandidate,
+    /// Never a question.
+    pub action: CallAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowCandidate {
+    Newest,
+    Oldest,
+}
+
+/// What to do with a call: an optional prompt, then a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallAction {
+    pub prompt: Option<PromptId>,
+    pub target: ActionTarget,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionTarget {
+    Disconnect,
+    /// Forward to a voicemail box (a new outbound leg).
+    Voicemail(SipUri),
+    /// Forward to a SIP address or a number written as `sip:+E164@host` (a new outbound leg).
+    Forward(SipUri),
+    /// Another queue: the caller stays, the clocks restart.
+    Queue(QueueId),
+    /// An IVR question of the same workflow (only inside interactive workflows).
+    Question(QuestionId),
+}
+
+/// `[[hours]]`: a weekly template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hours {
+    pub name: String,
+    /// Index 0 is Monday (`chrono::Weekday::num_days_from_monday`). At most two ranges a day,
+    /// each `open < close`, sorted, not overlapping; an empty day is closed.
+    pub days: [Vec<TimeRange>; 7],
+}
+
+/// Open from `open` (inclusive) to `close` (exclusive), local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub open: NaiveTime,
+    pub close: NaiveTime,
+}
+
+/// `[[holiday_set]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HolidaySet {
+    pub name: String,
+    pub holidays: Vec<Holiday>,
+}
+
+/// From `start` (inclusive) to `end` (exclusive), local to the workflow that uses the set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holiday {
+    pub name: String,
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowKind {
+    HuntGroup,
+    Interactive,
+}
+
+/// `[[workflow]]`.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub kind: WorkflowKind,
+    /// The SIP URI calls arrive at (unique across workflows).
+    pub uri: SipUri,
+    pub display_number: Option<String>,
+    pub description: Option<String>,
+    /// Inactive workflows answer 480.
+    pub active: bool,
+    /// Callers never learn which agent answered.
+    pub anonymous: bool,
+    /// BCP 47 tag, e.g. `en-US`; picks the text-to-speech voice.
+    pub language: String,
+    pub time_zone: Tz,
+    pub welcome: Option<PromptId>,
+    /// Hunt group: a queue. Interactive: question 0.
+    pub start: ActionTarget,
+    /// Workflow music on hold; else the server default; else the built-in tone loop.
+    pub music_on_hold: Option<PathBuf>,
+    /// Open all the time when `None`.
+    pub business_hours: Option<HoursId>,
+    /// Played and done outside business hours; disconnect when `None`. Never a queue or question.
+    pub out_of_hours: Option<CallAction>,
+    pub holidays: Vec<HolidaySetId>,
+    /// Played and done on a holiday; disconnect when `None`. Never a queue or question.
+    pub on_holiday: Option<CallAction>,
+    pub managers: Vec<SipUri>,
+    /// The IVR tree, flattened; [`ActionTarget::Question`] indexes it. Empty for hunt groups.
+    pub questions: Vec<Question>,
+}
+
+/// An IVR question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    pub prompt: PromptId,
+    pub invalid_answer: Option<PromptId>,
+    pub no_answer: Option<PromptId>,
+    /// Time allowed for a key after the prompt ends (default 5 s).
+    pub no_input_timeout: Duration,
+    pub answers: Vec<Answer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// One of `0`-`9`, `*`, `#`; unique within its question.
+    pub dtmf: Option<char>,
+    /// Spoken phrases; accepted and kept, not yet recognised.
+    pub voice: Vec<String>,
+    /// A queue or the next question (or any other action but none of them repeat questions).
+    pub action: CallAction,
+}
+
+/// A prompt to play: an audio file or text for text-to-speech.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Prompt {
+    pub source: PromptSource,
+    /// The language of the workflow that uses it (picks the TTS voice).
+    pub language: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PromptSource {
+    /// A WAV file (absolute path), already probed: PCM 8/16-bit, A-law or µ-law.
+    File(PathBuf),
+    /// At most 4,096 characters, rendered by espeak-ng at load time.
+    Text(String),
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("rgsd {}", env!("CARGO_PKG_VERSION"));
+}

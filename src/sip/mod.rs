@@ -1,0 +1,3 @@
+//! SIP signalling: transport, messages, transactions, dialogs, registration.
+//!
+//! Must not import `workflow`, `acd`, `store` or `api`.
