@@ -1,1 +1,290 @@
-//! The composition root.
+//! The composition root: loads the configuration, opens the store, binds the listeners, runs
+//! until a signal, reloads on SIGHUP.
+//!
+//! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused, calls in
+//! progress given a grace period, then exit 0), SIGINT stops at once (exit 0), SIGHUP reloads
+//! (a broken file is reported and the running configuration kept).
+//!
+//! Once every listener is bound, `serve` prints one machine-readable line on stdout:
+//!
+//! ```text
+//! READY sip=udp:127.0.0.1:5060,tcp:127.0.0.1:5060 http=127.0.0.1:8080
+//! ```
+//!
+//! Tests and scripts wait on that line (ports 0 in the config become the real ports there),
+//! and under systemd (`Type=notify`) the same moment sends `READY=1`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cli::{EXIT_CONFIG, print_diagnostics};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::model::{Config, Transport};
+use crate::config::{self, LoadOptions};
+use crate::store::Store;
+
+/// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What every layer shares: the live configuration, the store and the clock.
+#[derive(Clone)]
+pub struct Shared {
+    /// The configuration in force; swapped whole on reload. Calls in progress keep the `Arc`
+    /// they started with.
+    pub config: Arc<ArcSwap<Config>>,
+    pub store: Store,
+    pub clock: SharedClock,
+}
+
+/// The addresses the daemon actually bound (ports resolved).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub sip: Vec<(Transport, SocketAddr)>,
+    pub http: SocketAddr,
+}
+
+impl Bound {
+    /// The readiness line printed on stdout.
+    pub fn ready_line(&self) -> String {
+        let sip: Vec<String> = self
+            .sip
+            .iter()
+            .map(|(t, a)| {
+                let t = match t {
+                    Transport::Udp => "udp",
+                    Transport::Tcp => "tcp",
+                };
+                format!("{t}:{a}")
+            })
+            .collect();
+        format!("READY sip={} http={}", sip.join(","), self.http)
+    }
+}
+
+/// `rgsd serve`.
+pub async fn serve_main(path: PathBuf) -> ExitCode {
+    let Some(config) = load_or_report(&path) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let shutdown = CancellationToken::new();
+    let running = match Daemon::start(config, Arc::new(SystemClock), shutdown.clone()).await {
+        Ok(d) => d,
+        Err(e) => {
+            error!("cannot start: {e:#}");
+            eprintln!("rgsd: cannot start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", running.bound.ready_line());
+    notify(&[sd_notify::NotifyState::Ready]);
+    match running.run_until_signal(path).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("stopped on error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rgsd migrate`.
+pub async fn migrate_main(path: PathBuf) -> ExitCode {
+    let Some(config) = load_or_report(&path) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let result = async {
+        let store = Store::connect(&config.server.database)
+            .await
+            .context("cannot open the database")?;
+        store.migrate().await.context("migration failed")?;
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            println!("database {:?}: migrated", config.server.database);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rgsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Config> {
+    match config::load(path, &LoadOptions::default()) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                warn!("{w}");
+            }
+            Some(loaded.config)
+        }
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                error!("{d}");
+            }
+            print_diagnostics(&diagnostics);
+            None
+        }
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    // Not under systemd (no NOTIFY_SOCKET): nothing to do. A failure to notify is worth a
+    // warning, never a crash.
+    if let Err(e) = sd_notify::notify(state) {
+        warn!("systemd notify failed: {e}");
+    }
+}
+
+/// A started daemon.
+pub struct Daemon {
+    pub shared: Shared,
+    pub bound: Bound,
+    shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Daemon {
+    /// Opens the store, migrates it, syncs the configured agent groups and binds every
+    /// listener.
+    ///
+    /// # Errors
+    /// Database unreachable, a migration failed, a listener could not be bound.
+    pub async fn start(
+        config: Config,
+        clock: SharedClock,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.server.database)
+            .await
+            .with_context(|| format!("cannot open database {:?}", config.server.database))?;
+        store.migrate().await.context("database migration failed")?;
+        store
+            .sync_config_groups(&config.agent_groups)
+            .await
+            .context("cannot store the configured agent groups")?;
+
+        let tasks = tokio_util::task::TaskTracker::new();
+
+        let http = tokio::net::TcpListener::bind(config.server.http_listen)
+            .await
+            .with_context(|| format!("cannot bind http_listen {}", config.server.http_listen))?;
+        let http_addr = http.local_addr()?;
+
+        let mut sip = Vec::new();
+        for l in &config.server.sip_listen {
+            sip.push((l.transport, l.addr));
+        }
+
+        info!(
+            "rgsd {} serving {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            config.source.display(),
+            config::summary(&config)
+        );
+        let shared = Shared {
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            store,
+            clock,
+        };
+
+        let router = crate::api::router(shared.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(http, router).with_graceful_shutdown(token.cancelled_owned());
+            if let Err(e) = serve.await {
+                error!("http server stopped: {e}");
+            }
+        });
+
+        Ok(Self {
+            shared,
+            bound: Bound {
+                sip,
+                http: http_addr,
+            },
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Waits for SIGTERM, SIGINT or SIGHUP and acts on them.
+    ///
+    /// # Errors
+    /// Signal handlers could not be installed.
+    pub async fn run_until_signal(self, config_path: PathBuf) -> anyhow::Result<()> {
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let grace = loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: stopping gracefully"); break SHUTDOWN_GRACE; }
+                _ = int.recv() => { info!("SIGINT: stopping now"); break Duration::ZERO; }
+                _ = hup.recv() => {
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    self.reload(&config_path).await;
+                    notify(&[sd_notify::NotifyState::Ready]);
+                }
+                () = self.shutdown.cancelled() => break SHUTDOWN_GRACE,
+            }
+        };
+        self.stop(grace).await;
+        Ok(())
+    }
+
+    /// Loads the file again; applies it only when it is entirely valid.
+    pub async fn reload(&self, path: &Path) {
+        match config::load(path, &LoadOptions::default()) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    warn!("{w}");
+                }
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .sync_config_groups(&loaded.config.agent_groups)
+                    .await
+                {
+                    error!("reload refused: cannot store the agent groups: {e}");
+                    return;
+                }
+                info!("reloaded: {}", config::summary(&loaded.config));
+                self.shared.config.store(Arc::new(loaded.config));
+            }
+            Err(diagnostics) => {
+                for d in &diagnostics {
+                    error!("{d}");
+                }
+                error!(
+                    "reload refused: {} problem(s); the running configuration stays",
+                    diagnostics.len()
+                );
+            }
+        }
+    }
+
+    /// Stops every task, giving them `grace` to finish.
+    pub async fn stop(self, grace: Duration) {
+        notify(&[sd_notify::NotifyState::Stopping]);
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace.max(Duration::from_secs(1)), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("tasks still running after {grace:?}; exiting anyway");
+        }
+        self.shared.store.close().await;
+        info!("stopped");
+    }
+}
