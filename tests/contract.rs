@@ -19,7 +19,7 @@ fn contract_path() -> PathBuf {
 /// A playable WAV file: 16-bit PCM, mono, 8 kHz, 100 ms of a quiet ramp.
 fn wav_bytes() -> Vec<u8> {
     let samples: Vec<i16> = (0..800i16).map(|i| (i % 64) * 16).collect();
-    let data_len = u32::try_from(samples.len() * 2).unwrap();
+    let data_len = u32::try_from(samples.len() * 2).expect("scratch files");
     let mut out = Vec::new();
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&(36 + data_len).to_le_bytes());
@@ -41,20 +41,20 @@ fn wav_bytes() -> Vec<u8> {
 
 /// Copies the contract into a scratch folder with every file it names.
 fn scratch_contract() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("scratch files");
     let config = dir.path().join("rgsd.toml");
-    std::fs::copy(contract_path(), &config).unwrap();
-    std::fs::create_dir_all(dir.path().join("sounds")).unwrap();
+    std::fs::copy(contract_path(), &config).expect("scratch files");
+    std::fs::create_dir_all(dir.path().join("sounds")).expect("scratch files");
     for wav in [
         "default-moh.wav",
         "sales-moh.wav",
         "holiday.wav",
         "support-welcome.wav",
     ] {
-        std::fs::write(dir.path().join("sounds").join(wav), wav_bytes()).unwrap();
+        std::fs::write(dir.path().join("sounds").join(wav), wav_bytes()).expect("scratch files");
     }
-    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
-    std::fs::write(dir.path().join("secrets/sales.pass"), "s3cret\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).expect("scratch files");
+    std::fs::write(dir.path().join("secrets/sales.pass"), "s3cret\n").expect("scratch files");
     (dir, config)
 }
 
@@ -133,7 +133,10 @@ fn contract_server_values() {
     assert_eq!(r.username, "sales");
     assert_eq!(r.password.expose(), "s3cret", "trailing newline trimmed");
     assert_eq!(r.expires, Duration::from_secs(600));
-    assert!(!format!("{r:?}").contains("s3cret"), "Debug never shows a secret");
+    assert!(
+        !format!("{r:?}").contains("s3cret"),
+        "Debug never shows a secret"
+    );
 }
 
 #[test]
@@ -155,7 +158,9 @@ fn contract_groups_and_queues() {
     assert_eq!(q_sales.agent_groups.len(), 1);
     let timeout = q_sales.timeout.as_ref().unwrap();
     assert_eq!(timeout.after, Duration::from_secs(300));
-    assert!(matches!(&timeout.action.target, ActionTarget::Voicemail(u) if u.as_str() == "sip:sales-vm@127.0.0.1:5090"));
+    assert!(
+        matches!(&timeout.action.target, ActionTarget::Voicemail(u) if u.as_str() == "sip:sales-vm@127.0.0.1:5090")
+    );
     let overflow = q_sales.overflow.as_ref().unwrap();
     assert_eq!(overflow.max_calls, 50);
     assert_eq!(overflow.candidate, OverflowCandidate::Newest);
@@ -176,7 +181,9 @@ fn contract_groups_and_queues() {
     }
     let overflow = q_billing.overflow.as_ref().unwrap();
     assert_eq!(overflow.candidate, OverflowCandidate::Oldest);
-    assert!(matches!(&overflow.action.target, ActionTarget::Forward(u) if u.as_str() == "sip:+14255550199@127.0.0.1:5080"));
+    assert!(
+        matches!(&overflow.action.target, ActionTarget::Forward(u) if u.as_str() == "sip:+14255550199@127.0.0.1:5080")
+    );
 }
 
 #[test]
@@ -194,7 +201,10 @@ fn contract_hours_and_holidays() {
         (t(13, 0), t(17, 30))
     );
     assert_eq!(office.days[4][0].close, t(16, 0), "Friday closes at 16:00");
-    assert!(office.days[5].is_empty() && office.days[6].is_empty(), "weekend closed");
+    assert!(
+        office.days[5].is_empty() && office.days[6].is_empty(),
+        "weekend closed"
+    );
 
     let us = &config.holiday_sets[0];
     assert_eq!(us.holidays.len(), 2);
@@ -222,7 +232,10 @@ fn contract_workflows() {
         ActionTarget::Queue(q) => assert_eq!(config.queue(q).name, "Sales"),
         ref other => panic!("expected a queue, got {other:?}"),
     }
-    assert_eq!(config.hours_set(sales.business_hours.unwrap()).name, "Office");
+    assert_eq!(
+        config.hours_set(sales.business_hours.unwrap()).name,
+        "Office"
+    );
     assert_eq!(config.holiday_set(sales.holidays[0]).name, "US 2026");
     let welcome = config.prompt(sales.welcome.unwrap());
     assert_eq!(
@@ -246,7 +259,10 @@ fn contract_workflows() {
     let support = &config.workflows[1];
     assert_eq!(support.kind, WorkflowKind::Interactive);
     assert_eq!(support.time_zone, chrono_tz::Europe::Paris);
-    assert_eq!(support.start, ActionTarget::Question(rgsd::config::model::QuestionId(0)));
+    assert_eq!(
+        support.start,
+        ActionTarget::Question(rgsd::config::model::QuestionId(0))
+    );
     assert_eq!(support.questions.len(), 2, "two levels, flattened");
     let top = &support.questions[0];
     assert_eq!(top.no_input_timeout, Duration::from_secs(5));

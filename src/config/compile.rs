@@ -82,45 +82,54 @@ pub(crate) fn compile(
     c.index_names(raw);
 
     let server = c.server(raw);
-    let registrations: Option<Vec<_>> = raw
+    let registrations: Vec<Option<_>> = raw
         .registration
         .iter()
         .enumerate()
         .map(|(i, r)| c.registration(r, &format!("registration[{i}]")))
         .collect();
     c.duplicate_registrations(raw);
-    let agent_groups: Option<Vec<_>> = raw
+    let agent_groups: Vec<Option<_>> = raw
         .agent_group
         .iter()
         .enumerate()
         .map(|(i, g)| c.agent_group(g, &format!("agent_group[{i}]")))
         .collect();
     let queue_languages = queue_languages(raw);
-    let queues: Option<Vec<_>> = raw
+    let queues: Vec<Option<_>> = raw
         .queue
         .iter()
         .enumerate()
         .map(|(i, q)| c.queue(q, i, &queue_languages))
         .collect();
-    let hours: Option<Vec<_>> = raw
+    let hours: Vec<Option<_>> = raw
         .hours
         .iter()
         .enumerate()
         .map(|(i, h)| c.hours(h, &format!("hours[{i}]")))
         .collect();
-    let holiday_sets: Option<Vec<_>> = raw
+    let holiday_sets: Vec<Option<_>> = raw
         .holiday_set
         .iter()
         .enumerate()
         .map(|(i, h)| c.holiday_set(h, &format!("holiday_set[{i}]")))
         .collect();
-    let workflows: Option<Vec<_>> = raw
+    let workflows: Vec<Option<_>> = raw
         .workflow
         .iter()
         .enumerate()
         .map(|(i, w)| c.workflow(w, &format!("workflow[{i}]")))
         .collect();
     c.duplicate_workflow_uris(raw);
+    // Every object was compiled above (its problems reported); only now may one `None` spoil
+    // the whole list. Collecting into `Option<Vec<_>>` directly would stop at the first `None`
+    // and skip the checks of every later object.
+    let registrations: Option<Vec<_>> = registrations.into_iter().collect();
+    let agent_groups: Option<Vec<_>> = agent_groups.into_iter().collect();
+    let queues: Option<Vec<_>> = queues.into_iter().collect();
+    let hours: Option<Vec<_>> = hours.into_iter().collect();
+    let holiday_sets: Option<Vec<_>> = holiday_sets.into_iter().collect();
+    let workflows: Option<Vec<_>> = workflows.into_iter().collect();
     if let (Some(groups), Some(queues)) = (&agent_groups, &queues) {
         c.warn_queues_without_agents(raw, groups, queues);
     }
@@ -1111,7 +1120,8 @@ impl Compiler<'_> {
             }
             port
         };
-        let (low_port, high_port) = (bound(low, 0)?, bound(high, 1)?);
+        let (low_port, high_port) = (bound(low, 0), bound(high, 1));
+        let (low_port, high_port) = (low_port?, high_port?);
         if low_port > high_port {
             self.error(&ports.span(), key, format!("the range [{low_port}, {high_port}] is empty: the first port must not exceed the second"));
             return None;
@@ -1516,7 +1526,11 @@ impl Compiler<'_> {
                     self.error(
                         second_span,
                         second_key,
-                        format!("this range overlaps {first_key}"),
+                        format!(
+                            "{} overlaps {} ({first_key}); the two ranges of a day must not overlap",
+                            show_range(second),
+                            show_range(first)
+                        ),
                     );
                     ok = false;
                 }
@@ -1849,6 +1863,16 @@ fn queue_languages(raw: &RawConfig) -> HashMap<String, String> {
         }
     }
     languages
+}
+
+/// `HH:MM-HH:MM` as written (the end of the day as `24:00`).
+fn show_range(r: &TimeRange) -> String {
+    let close = if r.close == super::values::end_of_day() {
+        "24:00".to_owned()
+    } else {
+        r.close.format("%H:%M").to_string()
+    };
+    format!("{}-{close}", r.open.format("%H:%M"))
 }
 
 /// `parent.key`.

@@ -385,35 +385,51 @@ fn key_span(root: &DeTable<'_>, path: &[Segment]) -> Option<Range<usize>> {
     last_key_span
 }
 
-/// The path of the innermost value whose span holds `offset`.
+/// The path of the innermost key or value whose span holds `offset`. Walks every node: the
+/// span of a table built from `[[array]]` headers does not cover its keys.
 fn path_at(root: &DeTable<'_>, offset: usize) -> Vec<Segment> {
-    let mut path = Vec::new();
-    let mut table = Some(root);
-    let mut array = None;
-    loop {
-        let next = if let Some(t) = table.take() {
-            t.iter()
-                .find(|(key, v)| key.span().contains(&offset) || contains(&v.span(), offset))
-                .map(|(key, v)| (Segment::Key(key.get_ref().to_string()), v.get_ref()))
-        } else if let Some(a) = array.take() {
-            let items: &toml::de::DeArray<'_> = a;
-            items
-                .iter()
-                .enumerate()
-                .find(|(_, v)| contains(&v.span(), offset))
-                .map(|(i, v)| (Segment::Index(i), v.get_ref()))
-        } else {
-            None
-        };
-        let Some((segment, value)) = next else {
-            return path;
-        };
-        path.push(segment);
-        match value {
-            DeValue::Table(t) => table = Some(t),
-            DeValue::Array(a) => array = Some(a),
-            _ => return path,
+    let mut best = Vec::new();
+    walk_table(root, offset, &mut Vec::new(), &mut best);
+    best
+}
+
+fn walk_table(
+    table: &DeTable<'_>,
+    offset: usize,
+    path: &mut Vec<Segment>,
+    best: &mut Vec<Segment>,
+) {
+    for (key, value) in table.iter() {
+        path.push(Segment::Key(key.get_ref().to_string()));
+        if (contains(&key.span(), offset) || contains(&value.span(), offset))
+            && path.len() > best.len()
+        {
+            best.clone_from(path);
         }
+        walk_value(value.get_ref(), offset, path, best);
+        path.pop();
+    }
+}
+
+fn walk_value(
+    value: &DeValue<'_>,
+    offset: usize,
+    path: &mut Vec<Segment>,
+    best: &mut Vec<Segment>,
+) {
+    match value {
+        DeValue::Table(t) => walk_table(t, offset, path, best),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Segment::Index(i));
+                if contains(&item.span(), offset) && path.len() > best.len() {
+                    best.clone_from(path);
+                }
+                walk_value(item.get_ref(), offset, path, best);
+                path.pop();
+            }
+        }
+        _ => {}
     }
 }
 
