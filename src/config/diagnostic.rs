@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(map.position(4), (1, 5));
         assert_eq!(map.position(6), (2, 1));
         // 'é' is two bytes but one column.
-        assert_eq!(map.position(9), (2, 4));
+        assert_eq!(map.position(10), (2, 4));
         assert_eq!(map.position(14), (3, 1));
         assert_eq!(map.position(15), (4, 1));
         assert_eq!(map.position(999), (4, 2));
