@@ -1,6 +1,127 @@
 //! Configuration: TOML file → validated [`model::Config`].
 //!
+//! Two stages, as STYLE §6.8 describes: `raw.rs` reads the file into spanned serde types
+//! (reporting every TOML syntax error and every unknown key at once), then `compile.rs` checks
+//! every rule and builds the [`model::Config`], collecting every problem into one list of
+//! [`Diagnostic`]s, warnings kept apart. `serve` and `check` both call [`load`], so their messages
+//! cannot drift apart. Nothing here runs per call.
+//!
 //! Must not import any other rgsd layer (the WAV header probe in `media::wav` is pure and the
 //! one exception).
 
+mod compile;
+pub mod diagnostic;
 pub mod model;
+mod raw;
+mod values;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Severity};
+
+use model::Config;
+
+/// How much of the machine [`load`] checks besides the file and the files it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Check that the tools the configuration needs are installed: text prompts need
+    /// `espeak-ng` on `PATH`. Files named by the configuration (prompts, music, password files)
+    /// and `password_env` variables are always checked. Default `true`.
+    pub check_environment: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            check_environment: true,
+        }
+    }
+}
+
+/// A configuration that loaded, with the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// Probably-unintended settings that do not stop rgsd (e.g. a queue without agents), sorted
+    /// by line.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads, checks and compiles the configuration file at `path`.
+///
+/// # Errors
+/// Every problem found, sorted by line: an unreadable file, TOML syntax errors, unknown keys,
+/// type errors, out-of-range values, undeclared references, missing files or secrets. When there
+/// is at least one error, the warnings found are returned with the errors.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
+    let env = compile::Environment {
+        var: &|name| std::env::var(name).ok(),
+        text_to_speech: || find_on_path("espeak-ng").is_some(),
+    };
+    load_with(path, opts, &env)
+}
+
+/// [`load`] with the process environment injected (tests cannot change the real one safely).
+pub(crate) fn load_with(
+    path: &Path,
+    opts: &LoadOptions,
+    env: &compile::Environment<'_>,
+) -> Result<Loaded, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![diagnostic::file_error(
+            path,
+            format!("cannot read the configuration file: {e}"),
+        )]
+    })?;
+    let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = source.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+    let map = diagnostic::SourceMap::new(path, &text);
+    let raw = raw::parse(&map, &text).map_err(|mut d| {
+        diagnostic::sort(&mut d);
+        d
+    })?;
+    compile::compile(&raw, &map, source, &base, opts, env)
+}
+
+/// Resolves a path written in the configuration: relative paths are relative to the folder of
+/// the configuration file. The only place that does so.
+pub(crate) fn resolve_path(base: &Path, written: &str) -> PathBuf {
+    let path = Path::new(written);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// The first executable file called `name` in a folder of `PATH`.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// One line for the start-up log: "2 workflows, 2 queues, 2 agent groups, 3 agents" (agents
+/// counted once however many groups list them).
+pub fn summary(config: &Config) -> String {
+    let agents: BTreeSet<&str> = config
+        .agent_groups
+        .iter()
+        .flat_map(|g| g.agents.iter().map(model::SipUri::as_str))
+        .collect();
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    [
+        count(config.workflows.len(), "workflow", "workflows"),
+        count(config.queues.len(), "queue", "queues"),
+        count(config.agent_groups.len(), "agent group", "agent groups"),
+        count(agents.len(), "agent", "agents"),
+    ]
+    .join(", ")
+}

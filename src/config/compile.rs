@@ -1,0 +1,1911 @@
+//! Compile: raw, spanned configuration → validated [`Config`], every problem collected.
+//!
+//! [`compile`] walks the raw file once, in file order, and never stops at the first problem:
+//! each check pushes a [`Diagnostic`] and yields `None`, and the [`Config`] is built only when no
+//! error was found. Names are indexed before anything else so that a reference can be checked
+//! wherever it appears. Warnings (real configuration smells, never noise) are kept apart.
+
+use std::collections::HashMap;
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::diagnostic::{self, Diagnostic, Severity, SourceMap};
+use super::model::{
+    ActionTarget, AgentGroup, AgentGroupId, Answer, CallAction, Config, DatabaseUrl, Holiday,
+    HolidaySet, HolidaySetId, Hours, HoursId, Overflow, OverflowCandidate, Participation, Prompt,
+    PromptId, PromptSource, Question, QuestionId, Queue, QueueId, QueueTimeout, Registration,
+    RoutingMethod, Secret, Server, SipUri, TimeRange, Workflow, WorkflowKind,
+};
+use super::raw::{
+    RawAction, RawAgentGroup, RawAnswer, RawCallAction, RawConfig, RawHolidaySet, RawHours,
+    RawPrompt, RawQuestion, RawQueue, RawRegistration, RawServer, RawWorkflow, SList, SString,
+};
+use super::values::{
+    format_duration, parse_duration, parse_listen, parse_local_datetime, parse_sip_uri,
+    parse_time_range,
+};
+use super::{LoadOptions, Loaded, resolve_path};
+use crate::media::wav;
+
+/// What compile needs from the machine, injected so tests control it.
+pub(crate) struct Environment<'a> {
+    /// Reads an environment variable (`password_env`).
+    pub(crate) var: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether text-to-speech (`espeak-ng`) is installed; asked only when
+    /// [`LoadOptions::check_environment`] is set and a text prompt exists.
+    pub(crate) text_to_speech: fn() -> bool,
+}
+
+/// Limits from the contract and the spec (§9, §15).
+const ALERT_TIME: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
+const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
+const GRACE: RangeInclusive<Duration> = Duration::from_secs(30)..=Duration::from_secs(600);
+const GRACE_DEFAULT: Duration = Duration::from_secs(60);
+const QUEUE_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(10)..=Duration::from_secs(65_535);
+const NO_INPUT: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(60);
+const NO_INPUT_DEFAULT: Duration = Duration::from_secs(5);
+const EXPIRES_DEFAULT: Duration = Duration::from_secs(3600);
+const OVERFLOW_MAX_CALLS: RangeInclusive<i64> = 0..=1_000;
+const SERVER_MAX_CALLS: RangeInclusive<i64> = 1..=100_000;
+const SERVER_MAX_CALLS_DEFAULT: u32 = 1_000;
+const RTP_PORTS_DEFAULT: RangeInclusive<u16> = 20_000..=20_999;
+const HTTP_LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+const TEXT_PROMPT_MAX_CHARS: usize = 4_096;
+const MAX_QUESTION_LEVELS: u32 = 2;
+const DEFAULT_LANGUAGE: &str = "en-US";
+
+/// Compiles the raw file. `source` is the absolute path of the file, `base` its folder.
+pub(crate) fn compile(
+    raw: &RawConfig,
+    map: &SourceMap<'_>,
+    source: PathBuf,
+    base: &Path,
+    opts: &LoadOptions,
+    env: &Environment<'_>,
+) -> Result<Loaded, Vec<Diagnostic>> {
+    let mut c = Compiler {
+        map,
+        base,
+        env,
+        diagnostics: Vec::new(),
+        prompts: Vec::new(),
+        prompt_ids: HashMap::new(),
+        first_text_prompt: None,
+        names: Names::default(),
+    };
+    c.index_names(raw);
+
+    let server = c.server(raw);
+    let registrations: Vec<Option<_>> = raw
+        .registration
+        .iter()
+        .enumerate()
+        .map(|(i, r)| c.registration(r, &format!("registration[{i}]")))
+        .collect();
+    c.duplicate_registrations(raw);
+    let agent_groups: Vec<Option<_>> = raw
+        .agent_group
+        .iter()
+        .enumerate()
+        .map(|(i, g)| c.agent_group(g, &format!("agent_group[{i}]")))
+        .collect();
+    let queue_languages = queue_languages(raw);
+    let queues: Vec<Option<_>> = raw
+        .queue
+        .iter()
+        .enumerate()
+        .map(|(i, q)| c.queue(q, i, &queue_languages))
+        .collect();
+    let hours: Vec<Option<_>> = raw
+        .hours
+        .iter()
+        .enumerate()
+        .map(|(i, h)| c.hours(h, &format!("hours[{i}]")))
+        .collect();
+    let holiday_sets: Vec<Option<_>> = raw
+        .holiday_set
+        .iter()
+        .enumerate()
+        .map(|(i, h)| c.holiday_set(h, &format!("holiday_set[{i}]")))
+        .collect();
+    let workflows: Vec<Option<_>> = raw
+        .workflow
+        .iter()
+        .enumerate()
+        .map(|(i, w)| c.workflow(w, &format!("workflow[{i}]")))
+        .collect();
+    c.duplicate_workflow_uris(raw);
+    // Every object was compiled above (its problems reported); only now may one `None` spoil
+    // the whole list. Collecting into `Option<Vec<_>>` directly would stop at the first `None`
+    // and skip the checks of every later object.
+    let registrations: Option<Vec<_>> = registrations.into_iter().collect();
+    let agent_groups: Option<Vec<_>> = agent_groups.into_iter().collect();
+    let queues: Option<Vec<_>> = queues.into_iter().collect();
+    let hours: Option<Vec<_>> = hours.into_iter().collect();
+    let holiday_sets: Option<Vec<_>> = holiday_sets.into_iter().collect();
+    let workflows: Option<Vec<_>> = workflows.into_iter().collect();
+    if let (Some(groups), Some(queues)) = (&agent_groups, &queues) {
+        c.warn_queues_without_agents(raw, groups, queues);
+    }
+    if opts.check_environment {
+        c.check_text_to_speech();
+    }
+
+    let Compiler {
+        mut diagnostics,
+        prompts,
+        ..
+    } = c;
+    diagnostic::sort(&mut diagnostics);
+    let (errors, warnings): (Vec<_>, Vec<_>) =
+        diagnostics.into_iter().partition(Diagnostic::is_error);
+    if !errors.is_empty() {
+        let mut all = errors;
+        all.extend(warnings);
+        diagnostic::sort(&mut all);
+        return Err(all);
+    }
+    match (
+        server,
+        registrations,
+        agent_groups,
+        queues,
+        hours,
+        holiday_sets,
+        workflows,
+    ) {
+        (
+            Some(server),
+            Some(registrations),
+            Some(agent_groups),
+            Some(queues),
+            Some(hours),
+            Some(holiday_sets),
+            Some(workflows),
+        ) => Ok(Loaded {
+            config: Config {
+                source,
+                server,
+                registrations,
+                agent_groups,
+                queues,
+                hours,
+                holiday_sets,
+                workflows,
+                prompts,
+            },
+            warnings,
+        }),
+        // Every `None` above comes with an error, so this arm means a check forgot to report.
+        _ => Err(vec![diagnostic::file_error(
+            map_file(map),
+            "internal error: the configuration was refused without a message; please report this",
+        )]),
+    }
+}
+
+fn map_file<'a>(map: &'a SourceMap<'_>) -> &'a Path {
+    map.file()
+}
+
+/// Name → index, per object kind.
+#[derive(Default)]
+struct Names {
+    agent_groups: HashMap<String, AgentGroupId>,
+    queues: HashMap<String, QueueId>,
+    hours: HashMap<String, HoursId>,
+    holiday_sets: HashMap<String, HolidaySetId>,
+}
+
+/// Where an action sits, which decides the targets it may have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    OutOfHours,
+    OnHoliday,
+    /// A queue's timeout; the queue itself.
+    QueueTimeout(QueueId),
+    /// A queue's overflow; the queue itself.
+    QueueOverflow(QueueId),
+    /// An answer of an interactive workflow's question at this level (1 = top).
+    Answer(u32),
+}
+
+impl Place {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::OutOfHours => "out_of_hours",
+            Self::OnHoliday => "on_holiday",
+            Self::QueueTimeout(_) => "a queue timeout",
+            Self::QueueOverflow(_) => "a queue overflow",
+            Self::Answer(_) => "an answer",
+        }
+    }
+}
+
+/// The IVR tree of the workflow being compiled; a slot is `None` until its question compiled.
+struct Ivr {
+    questions: Vec<Option<Question>>,
+}
+
+struct Compiler<'a> {
+    map: &'a SourceMap<'a>,
+    base: &'a Path,
+    env: &'a Environment<'a>,
+    diagnostics: Vec<Diagnostic>,
+    prompts: Vec<Prompt>,
+    prompt_ids: HashMap<Prompt, PromptId>,
+    /// The first text prompt (span, key), for the text-to-speech check.
+    first_text_prompt: Option<(Range<usize>, String)>,
+    names: Names,
+}
+
+/// A `u32` id from a vector index; configurations never hold 4 billion objects.
+fn id(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        self.diagnostics
+            .push(self.map.at(Severity::Error, span, key, message));
+    }
+
+    fn warn(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        self.diagnostics
+            .push(self.map.at(Severity::Warning, span, key, message));
+    }
+
+    /// `value`, or an error at the table that lacks it.
+    fn required<'r, T>(
+        &mut self,
+        value: &'r Option<T>,
+        table_span: &Range<usize>,
+        table_key: &str,
+        key: &str,
+    ) -> Option<&'r T> {
+        if value.is_none() {
+            self.error(
+                table_span,
+                &join(table_key, key),
+                format!("missing required key `{key}`"),
+            );
+        }
+        value.as_ref()
+    }
+
+    // ---- names -------------------------------------------------------------------------
+
+    fn index_names(&mut self, raw: &RawConfig) {
+        let mut names = Names::default();
+        self.index(
+            "agent group",
+            "agent_group",
+            raw.agent_group
+                .iter()
+                .map(|g| (g.span(), g.get_ref().name.as_ref())),
+            &mut names.agent_groups,
+            AgentGroupId,
+        );
+        self.index(
+            "queue",
+            "queue",
+            raw.queue
+                .iter()
+                .map(|q| (q.span(), q.get_ref().name.as_ref())),
+            &mut names.queues,
+            QueueId,
+        );
+        self.index(
+            "hours",
+            "hours",
+            raw.hours
+                .iter()
+                .map(|h| (h.span(), h.get_ref().name.as_ref())),
+            &mut names.hours,
+            HoursId,
+        );
+        self.index(
+            "holiday set",
+            "holiday_set",
+            raw.holiday_set
+                .iter()
+                .map(|h| (h.span(), h.get_ref().name.as_ref())),
+            &mut names.holiday_sets,
+            HolidaySetId,
+        );
+        // Workflows are never referenced by name, but two with one name confuse reports.
+        let mut workflows = HashMap::new();
+        self.index(
+            "workflow",
+            "workflow",
+            raw.workflow
+                .iter()
+                .map(|w| (w.span(), w.get_ref().name.as_ref())),
+            &mut workflows,
+            WorkflowIdx,
+        );
+        self.names = names;
+    }
+
+    /// Records each object's name; reports missing, empty and duplicate names.
+    fn index<'r, Id: Copy>(
+        &mut self,
+        what: &str,
+        table: &str,
+        items: impl Iterator<Item = (Range<usize>, Option<&'r SString>)>,
+        out: &mut HashMap<String, Id>,
+        make: fn(u32) -> Id,
+    ) {
+        let mut first_line: HashMap<String, usize> = HashMap::new();
+        for (i, (span, name)) in items.enumerate() {
+            let key = format!("{table}[{i}]");
+            let Some(name) = self.required(&name.cloned(), &span, &key, "name").cloned() else {
+                continue;
+            };
+            let key = join(&key, "name");
+            let text = name.get_ref().trim();
+            if text.is_empty() {
+                self.error(&name.span(), &key, format!("a {what} name cannot be empty"));
+                continue;
+            }
+            if let Some(line) = first_line.get(text) {
+                self.error(
+                    &name.span(),
+                    &key,
+                    format!("duplicate {what} name \"{text}\"; the first is on line {line}"),
+                );
+                continue;
+            }
+            first_line.insert(text.to_owned(), self.map.position(name.span().start).0);
+            out.insert(text.to_owned(), make(id(i)));
+        }
+    }
+
+    /// Looks a name up; reports an undeclared one with what is declared.
+    fn lookup<Id: Copy>(
+        &mut self,
+        what: &str,
+        table: &str,
+        names: &HashMap<String, Id>,
+        name: &SString,
+        key: &str,
+    ) -> Option<Id> {
+        let text = name.get_ref().trim();
+        if let Some(found) = names.get(text) {
+            return Some(*found);
+        }
+        let mut declared: Vec<&str> = names.keys().map(String::as_str).collect();
+        declared.sort_unstable();
+        let hint = match declared
+            .iter()
+            .map(|d| (strsim::damerau_levenshtein(d, text), *d))
+            .filter(|(distance, _)| *distance <= 2)
+            .min()
+        {
+            Some((_, close)) => format!("; did you mean \"{close}\"?"),
+            None if declared.is_empty() => format!("; no [[{table}]] is declared"),
+            None => format!(
+                "; declared: {}",
+                declared
+                    .iter()
+                    .map(|d| format!("\"{d}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        self.error(
+            &name.span(),
+            key,
+            format!("{what} \"{text}\" is not declared{hint}"),
+        );
+        None
+    }
+
+    // ---- values ------------------------------------------------------------------------
+
+    /// A duration within `range`, or `default` when absent.
+    fn duration(
+        &mut self,
+        value: Option<&SString>,
+        key: &str,
+        range: &RangeInclusive<Duration>,
+        default: Option<Duration>,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return default;
+        };
+        let text = value.get_ref();
+        let d = match parse_duration(text.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(&value.span(), key, e);
+                return None;
+            }
+        };
+        if d < *range.start() {
+            self.error(
+                &value.span(),
+                key,
+                format!(
+                    "{text} is below the minimum {}",
+                    format_duration(*range.start())
+                ),
+            );
+            return None;
+        }
+        if d > *range.end() {
+            self.error(
+                &value.span(),
+                key,
+                format!(
+                    "{text} is above the maximum {}",
+                    format_duration(*range.end())
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// An integer within `range`.
+    fn integer(
+        &mut self,
+        value: &Spanned<i64>,
+        key: &str,
+        range: &RangeInclusive<i64>,
+    ) -> Option<u32> {
+        let v = *value.get_ref();
+        if !range.contains(&v) {
+            self.error(
+                &value.span(),
+                key,
+                format!(
+                    "{v} is out of range; allowed: {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            return None;
+        }
+        u32::try_from(v).ok()
+    }
+
+    fn sip_uri(&mut self, value: &SString, key: &str) -> Option<SipUri> {
+        parse_sip_uri(value.get_ref().trim())
+            .map_err(|e| self.error(&value.span(), key, e))
+            .ok()
+    }
+
+    fn sip_uris(&mut self, list: Option<&SList>, key: &str, what: &str) -> Option<Vec<SipUri>> {
+        let Some(list) = list else {
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in list.get_ref().iter().enumerate() {
+            let item_key = format!("{key}[{i}]");
+            match self.sip_uri(item, &item_key) {
+                Some(uri) if out.contains(&uri) => {
+                    self.error(
+                        &item.span(),
+                        &item_key,
+                        format!("{what} {uri} is listed twice"),
+                    );
+                    ok = false;
+                }
+                Some(uri) => out.push(uri),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// A WAV file that exists and whose header rgsd can play.
+    fn wav_file(&mut self, value: &SString, key: &str) -> Option<PathBuf> {
+        let written = value.get_ref();
+        if written.trim().is_empty() {
+            self.error(&value.span(), key, "the file name is empty");
+            return None;
+        }
+        let path = resolve_path(self.base, written);
+        match wav::probe(&path) {
+            Ok(_) => Some(path),
+            Err(wav::WavError::Io { source, .. }) => {
+                self.error(
+                    &value.span(),
+                    key,
+                    format!("cannot read \"{written}\" ({}): {source}", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    &value.span(),
+                    key,
+                    format!("cannot use \"{written}\" ({}): {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
+    fn language(&mut self, value: Option<&SString>, key: &str) -> Option<String> {
+        let Some(value) = value else {
+            return Some(DEFAULT_LANGUAGE.to_owned());
+        };
+        let text = value.get_ref().trim();
+        if is_language_tag(text) {
+            Some(text.to_owned())
+        } else {
+            self.error(
+                &value.span(),
+                key,
+                format!("\"{text}\" is not a language tag; write e.g. \"en-US\" or \"fr-FR\""),
+            );
+            None
+        }
+    }
+
+    // ---- prompts -----------------------------------------------------------------------
+
+    /// A prompt, deduplicated by (source, language).
+    fn prompt(&mut self, raw: &Spanned<RawPrompt>, key: &str, language: &str) -> Option<PromptId> {
+        let p = raw.get_ref();
+        let source = match (&p.text, &p.file) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    &raw.span(),
+                    key,
+                    "a prompt is either { text = \"…\" } or { file = \"…\" }, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    &raw.span(),
+                    key,
+                    "a prompt needs text = \"…\" (spoken by text-to-speech) or file = \"…\" (a WAV file)",
+                );
+                return None;
+            }
+            (Some(text), None) => {
+                let text_key = join(key, "text");
+                let chars = text.get_ref().chars().count();
+                if text.get_ref().trim().is_empty() {
+                    self.error(&text.span(), &text_key, "the prompt text is empty");
+                    return None;
+                }
+                if chars > TEXT_PROMPT_MAX_CHARS {
+                    self.error(
+                        &text.span(),
+                        &text_key,
+                        format!(
+                            "the prompt text has {chars} characters; at most {TEXT_PROMPT_MAX_CHARS} are allowed"
+                        ),
+                    );
+                    return None;
+                }
+                if self.first_text_prompt.is_none() {
+                    self.first_text_prompt = Some((text.span(), text_key));
+                }
+                PromptSource::Text(text.get_ref().clone())
+            }
+            (None, Some(file)) => PromptSource::File(self.wav_file(file, &join(key, "file"))?),
+        };
+        let prompt = Prompt {
+            source,
+            language: language.to_owned(),
+        };
+        if let Some(existing) = self.prompt_ids.get(&prompt) {
+            return Some(*existing);
+        }
+        let new = PromptId(id(self.prompts.len()));
+        self.prompts.push(prompt.clone());
+        self.prompt_ids.insert(prompt, new);
+        Some(new)
+    }
+
+    fn optional_prompt(
+        &mut self,
+        raw: Option<&Spanned<RawPrompt>>,
+        key: &str,
+        language: &str,
+    ) -> Result<Option<PromptId>, ()> {
+        match raw {
+            None => Ok(None),
+            Some(p) => self.prompt(p, key, language).map(Some).ok_or(()),
+        }
+    }
+
+    fn check_text_to_speech(&mut self) {
+        if let Some((span, key)) = self.first_text_prompt.clone()
+            && !(self.env.text_to_speech)()
+        {
+            {
+                self.error(
+                    &span,
+                    &key,
+                    "text prompts are spoken by espeak-ng, which is not on PATH; install espeak-ng (Debian: apt-get install espeak-ng) or use file prompts",
+                );
+            }
+        }
+    }
+
+    // ---- actions -----------------------------------------------------------------------
+
+    /// An action and the optional prompt written next to it. `ivr` is the workflow's question
+    /// tree when the action is an answer's.
+    fn action(
+        &mut self,
+        raw: &Spanned<RawAction>,
+        prompt: Option<&Spanned<RawPrompt>>,
+        key: &str,
+        place: Place,
+        language: &str,
+        ivr: Option<&mut Ivr>,
+    ) -> Option<CallAction> {
+        let prompt_key = match key.strip_suffix(".action") {
+            Some(parent) => join(parent, "prompt"),
+            None => join(key, "prompt"),
+        };
+        let prompt = self.optional_prompt(prompt, &prompt_key, language);
+        let target = self.target(raw, key, place, language, ivr);
+        Some(CallAction {
+            prompt: prompt.ok()?,
+            target: target?,
+        })
+    }
+
+    fn target(
+        &mut self,
+        raw: &Spanned<RawAction>,
+        key: &str,
+        place: Place,
+        language: &str,
+        ivr: Option<&mut Ivr>,
+    ) -> Option<ActionTarget> {
+        let span = raw.span();
+        let table = match raw.get_ref() {
+            RawAction::Word(word) if word.trim() == "disconnect" => {
+                return Some(ActionTarget::Disconnect);
+            }
+            RawAction::Word(word) => {
+                let hint = match word.trim() {
+                    w @ ("voicemail" | "forward" | "queue" | "question") => {
+                        format!("; write {{ {w} = … }}")
+                    }
+                    _ => String::new(),
+                };
+                self.error(
+                    &span,
+                    key,
+                    format!(
+                        "unknown action \"{word}\"; an action is \"disconnect\", {{ voicemail = \"sip:…\" }}, {{ forward = \"sip:…\" }}, {{ queue = \"NAME\" }} or {{ question = {{ … }} }}{hint}"
+                    ),
+                );
+                return None;
+            }
+            RawAction::Table(t) => t,
+        };
+        let given = [
+            table.voicemail.is_some(),
+            table.forward.is_some(),
+            table.queue.is_some(),
+            table.question.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            self.error(
+                &span,
+                key,
+                "an action names exactly one target: { voicemail = \"sip:…\" }, { forward = \"sip:…\" }, { queue = \"NAME\" } or { question = { … } }",
+            );
+            return None;
+        }
+        if let Some(uri) = &table.voicemail {
+            return self
+                .sip_uri(uri, &join(key, "voicemail"))
+                .map(ActionTarget::Voicemail);
+        }
+        if let Some(uri) = &table.forward {
+            return self
+                .sip_uri(uri, &join(key, "forward"))
+                .map(ActionTarget::Forward);
+        }
+        if let Some(name) = &table.queue {
+            let queue_key = join(key, "queue");
+            if matches!(place, Place::OutOfHours | Place::OnHoliday) {
+                self.error(
+                    &name.span(),
+                    &queue_key,
+                    format!(
+                        "{} cannot send calls to a queue (agents are not working then); use \"disconnect\", voicemail or forward",
+                        place.describe()
+                    ),
+                );
+                return None;
+            }
+            let queues = std::mem::take(&mut self.names.queues);
+            let found = self.lookup("queue", "queue", &queues, name, &queue_key);
+            self.names.queues = queues;
+            let found = found?;
+            if let Place::QueueTimeout(own) | Place::QueueOverflow(own) = place
+                && own == found
+            {
+                {
+                    self.error(
+                        &name.span(),
+                        &queue_key,
+                        format!(
+                            "{} cannot send calls back to the same queue; name another queue, voicemail, forward or \"disconnect\"",
+                            place.describe()
+                        ),
+                    );
+                    return None;
+                }
+            }
+            return Some(ActionTarget::Queue(found));
+        }
+        let question = table.question.as_ref()?;
+        let question_key = join(key, "question");
+        let (Place::Answer(level), Some(ivr)) = (place, ivr) else {
+            self.error(
+                &question.span(),
+                &question_key,
+                format!(
+                    "{} cannot go to a question; questions only follow answers of an interactive workflow",
+                    place.describe()
+                ),
+            );
+            return None;
+        };
+        if level >= MAX_QUESTION_LEVELS {
+            self.error(
+                &question.span(),
+                &question_key,
+                format!("at most {MAX_QUESTION_LEVELS} levels of questions are allowed; this would be level {}", level + 1),
+            );
+            return None;
+        }
+        let raw_question = Spanned::new(question.span(), question.get_ref().as_ref());
+        self.question(&raw_question, &question_key, level + 1, language, ivr)
+            .map(ActionTarget::Question)
+    }
+
+    fn question(
+        &mut self,
+        raw: &Spanned<&RawQuestion>,
+        key: &str,
+        level: u32,
+        language: &str,
+        ivr: &mut Ivr,
+    ) -> Option<QuestionId> {
+        let slot = ivr.questions.len();
+        ivr.questions.push(None);
+        let q = *raw.get_ref();
+        let span = raw.span();
+        let prompt = self
+            .required(&q.prompt, &span, key, "prompt")
+            .and_then(|p| self.prompt(p, &join(key, "prompt"), language));
+        let invalid_answer = self.optional_prompt(
+            q.invalid_answer.as_ref(),
+            &join(key, "invalid_answer"),
+            language,
+        );
+        let no_answer =
+            self.optional_prompt(q.no_answer.as_ref(), &join(key, "no_answer"), language);
+        let no_input_timeout = self.duration(
+            q.no_input_timeout.as_ref(),
+            &join(key, "no_input_timeout"),
+            &NO_INPUT,
+            Some(NO_INPUT_DEFAULT),
+        );
+        let answers_key = join(key, "answers");
+        let mut answers = Some(Vec::new());
+        match &q.answers {
+            None => {
+                self.error(
+                    &span,
+                    &answers_key,
+                    "a question needs answers: add [[…answers]] tables with dtmf and action",
+                );
+                answers = None;
+            }
+            Some(list) if list.get_ref().is_empty() => {
+                self.error(
+                    &list.span(),
+                    &answers_key,
+                    "a question needs at least one answer",
+                );
+                answers = None;
+            }
+            Some(list) => {
+                let mut keys_used: HashMap<char, usize> = HashMap::new();
+                for (i, a) in list.get_ref().iter().enumerate() {
+                    let answer_key = format!("{answers_key}[{i}]");
+                    let answer =
+                        self.answer(a, &answer_key, level, language, ivr, &mut keys_used, i);
+                    match (answer, answers.as_mut()) {
+                        (Some(answer), Some(v)) => v.push(answer),
+                        _ => answers = None,
+                    }
+                }
+                if keys_used.is_empty() {
+                    self.warn(
+                        &span,
+                        key,
+                        "no answer of this question has a dtmf key; voice answers are not recognised yet, so callers cannot choose",
+                    );
+                }
+            }
+        }
+        let question = Question {
+            prompt: prompt?,
+            invalid_answer: invalid_answer.ok()?,
+            no_answer: no_answer.ok()?,
+            no_input_timeout: no_input_timeout?,
+            answers: answers?,
+        };
+        if let Some(s) = ivr.questions.get_mut(slot) {
+            *s = Some(question);
+        }
+        Some(QuestionId(id(slot)))
+    }
+
+    #[allow(clippy::too_many_arguments)] // one answer needs its question's whole context
+    fn answer(
+        &mut self,
+        raw: &Spanned<RawAnswer>,
+        key: &str,
+        level: u32,
+        language: &str,
+        ivr: &mut Ivr,
+        keys_used: &mut HashMap<char, usize>,
+        index: usize,
+    ) -> Option<Answer> {
+        let a = raw.get_ref();
+        let span = raw.span();
+        let mut ok = true;
+        let dtmf = match &a.dtmf {
+            None => None,
+            Some(d) => {
+                let dtmf_key = join(key, "dtmf");
+                let text = d.get_ref();
+                let mut chars = text.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => {
+                        if let Some(other) = keys_used.get(&c) {
+                            self.error(
+                                &d.span(),
+                                &dtmf_key,
+                                format!(
+                                    "key {c} is already used by answers[{other}] of this question"
+                                ),
+                            );
+                            ok = false;
+                        } else {
+                            keys_used.insert(c, index);
+                        }
+                        Some(c)
+                    }
+                    _ => {
+                        self.error(
+                            &d.span(),
+                            &dtmf_key,
+                            format!("\"{text}\" is not a key; dtmf is one of 0-9, * or #"),
+                        );
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let mut voice = Vec::new();
+        if let Some(list) = &a.voice {
+            for (i, phrase) in list.get_ref().iter().enumerate() {
+                if phrase.get_ref().trim().is_empty() {
+                    self.error(
+                        &phrase.span(),
+                        &format!("{key}.voice[{i}]"),
+                        "a voice phrase cannot be empty",
+                    );
+                    ok = false;
+                } else {
+                    voice.push(phrase.get_ref().trim().to_owned());
+                }
+            }
+        }
+        if a.dtmf.is_none() && voice.is_empty() {
+            self.error(
+                &span,
+                key,
+                "an answer needs dtmf = \"KEY\" or voice = [\"phrase\", …] (or both)",
+            );
+            ok = false;
+        }
+        let action = self
+            .required(&a.action, &span, key, "action")
+            .and_then(|act| {
+                self.action(
+                    act,
+                    a.prompt.as_ref(),
+                    &join(key, "action"),
+                    Place::Answer(level),
+                    language,
+                    Some(ivr),
+                )
+            });
+        if !ok {
+            return None;
+        }
+        Some(Answer {
+            dtmf,
+            voice,
+            action: action?,
+        })
+    }
+
+    // ---- objects -----------------------------------------------------------------------
+
+    fn server(&mut self, raw: &RawConfig) -> Option<Server> {
+        let Some(server) = &raw.server else {
+            self.error(
+                &(0..0),
+                "server",
+                "missing [server] table; it needs at least sip_listen, advertised_host, database and trusted_peers",
+            );
+            return None;
+        };
+        let span = server.span();
+        let s: &RawServer = server.get_ref();
+        let key = "server";
+
+        let sip_listen = self
+            .required(&s.sip_listen, &span, key, "sip_listen")
+            .and_then(|list| {
+                let list_key = "server.sip_listen";
+                if list.get_ref().is_empty() {
+                    self.error(
+                        &list.span(),
+                        list_key,
+                        "list at least one listener, e.g. [\"udp:0.0.0.0:5060\"]",
+                    );
+                    return None;
+                }
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in list.get_ref().iter().enumerate() {
+                    let item_key = format!("{list_key}[{i}]");
+                    match parse_listen(item.get_ref().trim()) {
+                        Ok(l) if out.contains(&l) => {
+                            self.error(
+                                &item.span(),
+                                &item_key,
+                                format!("\"{}\" is listed twice", item.get_ref()),
+                            );
+                            ok = false;
+                        }
+                        Ok(l) => out.push(l),
+                        Err(e) => {
+                            self.error(&item.span(), &item_key, e);
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(out)
+            });
+
+        let advertised_host = self
+            .required(&s.advertised_host, &span, key, "advertised_host")
+            .and_then(|h| {
+                let text = h.get_ref().trim();
+                if is_host(text) {
+                    Some(text.to_owned())
+                } else {
+                    self.error(
+                        &h.span(),
+                        "server.advertised_host",
+                        format!("\"{text}\" is not a host name or IP address (write it without scheme or port)"),
+                    );
+                    None
+                }
+            });
+
+        let rtp_ports = match &s.rtp_ports {
+            None => Some(RTP_PORTS_DEFAULT),
+            Some(ports) => self.rtp_ports(ports),
+        };
+
+        let http_listen = match &s.http_listen {
+            None => HTTP_LISTEN_DEFAULT.parse().ok(),
+            Some(h) => h.get_ref().trim().parse().map_err(|_| {
+                self.error(
+                    &h.span(),
+                    "server.http_listen",
+                    format!("\"{}\" is not an IP address and port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", h.get_ref()),
+                );
+            }).ok(),
+        };
+
+        let database = self
+            .required(&s.database, &span, key, "database")
+            .and_then(|d| self.database(d));
+
+        let default_music_on_hold = match &s.default_music_on_hold {
+            None => Some(None),
+            Some(f) => self.wav_file(f, "server.default_music_on_hold").map(Some),
+        };
+
+        let grace = self.duration(
+            s.agent_ringback_grace_period.as_ref(),
+            "server.agent_ringback_grace_period",
+            &GRACE,
+            Some(GRACE_DEFAULT),
+        );
+
+        let trusted_peers = self
+            .required(&s.trusted_peers, &span, key, "trusted_peers")
+            .and_then(|list| {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in list.get_ref().iter().enumerate() {
+                    let text = item.get_ref().trim();
+                    let net = text
+                        .parse::<IpNet>()
+                        .ok()
+                        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                    match net {
+                        Some(n) => out.push(n),
+                        None => {
+                            self.error(
+                                &item.span(),
+                                &format!("server.trusted_peers[{i}]"),
+                                format!("\"{text}\" is not a network or address; write e.g. \"192.0.2.0/24\" or \"192.0.2.10\""),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(out)
+            });
+
+        let max_calls = match &s.max_calls {
+            None => Some(SERVER_MAX_CALLS_DEFAULT),
+            Some(m) => self.integer(m, "server.max_calls", &SERVER_MAX_CALLS),
+        };
+
+        Some(Server {
+            sip_listen: sip_listen?,
+            advertised_host: advertised_host?,
+            rtp_ports: rtp_ports?,
+            http_listen: http_listen?,
+            database: database?,
+            default_music_on_hold: default_music_on_hold?,
+            agent_ringback_grace_period: grace?,
+            trusted_peers: trusted_peers?,
+            max_calls: max_calls?,
+            call_context: s.call_context.unwrap_or(true),
+        })
+    }
+
+    fn rtp_ports(&mut self, ports: &Spanned<Vec<Spanned<i64>>>) -> Option<RangeInclusive<u16>> {
+        let key = "server.rtp_ports";
+        let [low, high] = ports.get_ref().as_slice() else {
+            self.error(
+                &ports.span(),
+                key,
+                "write the inclusive range as [LOW, HIGH], e.g. [20000, 20999]",
+            );
+            return None;
+        };
+        let mut bound = |v: &Spanned<i64>, i: usize| {
+            let port = u16::try_from(*v.get_ref()).ok().filter(|p| *p >= 1024);
+            if port.is_none() {
+                self.error(
+                    &v.span(),
+                    &format!("{key}[{i}]"),
+                    format!(
+                        "{} is not a usable port; RTP ports go from 1024 to 65535",
+                        v.get_ref()
+                    ),
+                );
+            }
+            port
+        };
+        let (low_port, high_port) = (bound(low, 0), bound(high, 1));
+        let (low_port, high_port) = (low_port?, high_port?);
+        if low_port > high_port {
+            self.error(&ports.span(), key, format!("the range [{low_port}, {high_port}] is empty: the first port must not exceed the second"));
+            return None;
+        }
+        if low_port % 2 != 0 || high_port % 2 != 1 {
+            self.error(
+                &ports.span(),
+                key,
+                format!("[{low_port}, {high_port}] must hold whole RTP/RTCP pairs: start at an even port and end at an odd one, e.g. [20000, 20999]"),
+            );
+            return None;
+        }
+        Some(low_port..=high_port)
+    }
+
+    fn database(&mut self, value: &SString) -> Option<DatabaseUrl> {
+        let text = value.get_ref().trim();
+        let key = "server.database";
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                self.error(
+                    &value.span(),
+                    key,
+                    "the SQLite path is empty; write e.g. \"sqlite://rgsd.db\"",
+                );
+                return None;
+            }
+            return Some(DatabaseUrl::Sqlite(resolve_path(self.base, path)));
+        }
+        for scheme in ["postgres://", "postgresql://"] {
+            if let Some(rest) = text.strip_prefix(scheme) {
+                if rest.is_empty() {
+                    self.error(&value.span(), key, "the PostgreSQL URL names no host; write e.g. \"postgres://rgsd@localhost/rgsd\"");
+                    return None;
+                }
+                return Some(DatabaseUrl::Postgres(Secret::new(text.to_owned())));
+            }
+        }
+        // Never echo the value: it may hold a password.
+        self.error(
+            &value.span(),
+            key,
+            "unsupported database URL; write \"sqlite://PATH\" (relative to the config folder) or \"postgres://USER@HOST/DBNAME\"",
+        );
+        None
+    }
+
+    fn registration(&mut self, raw: &Spanned<RawRegistration>, key: &str) -> Option<Registration> {
+        let span = raw.span();
+        let r = raw.get_ref();
+        let aor = self
+            .required(&r.aor, &span, key, "aor")
+            .and_then(|u| self.sip_uri(u, &join(key, "aor")));
+        let registrar = self
+            .required(&r.registrar, &span, key, "registrar")
+            .and_then(|u| self.sip_uri(u, &join(key, "registrar")));
+        let username = self
+            .required(&r.username, &span, key, "username")
+            .and_then(|u| {
+                if u.get_ref().trim().is_empty() {
+                    self.error(&u.span(), &join(key, "username"), "the username is empty");
+                    None
+                } else {
+                    Some(u.get_ref().clone())
+                }
+            });
+        let expires = self.duration(
+            r.expires.as_ref(),
+            &join(key, "expires"),
+            &(Duration::from_secs(1)..=Duration::from_secs(u64::from(u32::MAX))),
+            Some(EXPIRES_DEFAULT),
+        );
+        let password = self.password(r, &span, key);
+        Some(Registration {
+            aor: aor?,
+            registrar: registrar?,
+            username: username?,
+            password: password?,
+            expires: expires?,
+        })
+    }
+
+    fn password(&mut self, r: &RawRegistration, span: &Range<usize>, key: &str) -> Option<Secret> {
+        if let Some(inline) = &r.password {
+            self.error(
+                &inline.span(),
+                &join(key, "password"),
+                "passwords are not written in the configuration file; use password_file = \"secrets/NAME.pass\" or password_env = \"VARIABLE\"",
+            );
+            return None;
+        }
+        match (&r.password_file, &r.password_env) {
+            (Some(f), Some(_)) => {
+                self.error(
+                    &f.span(),
+                    &join(key, "password_file"),
+                    "use either password_file or password_env, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    span,
+                    &join(key, "password_file"),
+                    "missing password_file or password_env",
+                );
+                None
+            }
+            (Some(file), None) => {
+                let file_key = join(key, "password_file");
+                let path = resolve_path(self.base, file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(contents) => {
+                        let secret = contents.trim_end_matches(['\n', '\r']);
+                        if secret.is_empty() {
+                            self.error(
+                                &file.span(),
+                                &file_key,
+                                format!("the password file {} is empty", path.display()),
+                            );
+                            None
+                        } else {
+                            Some(Secret::new(secret.to_owned()))
+                        }
+                    }
+                    Err(e) => {
+                        self.error(
+                            &file.span(),
+                            &file_key,
+                            format!("cannot read the password file {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(var)) => {
+                let var_key = join(key, "password_env");
+                let name = var.get_ref().trim();
+                match (self.env.var)(name) {
+                    Some(value) if !value.is_empty() => Some(Secret::new(value)),
+                    Some(_) => {
+                        self.error(
+                            &var.span(),
+                            &var_key,
+                            format!("the environment variable {name} is empty"),
+                        );
+                        None
+                    }
+                    None => {
+                        self.error(
+                            &var.span(),
+                            &var_key,
+                            format!("the environment variable {name} is not set"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn duplicate_registrations(&mut self, raw: &RawConfig) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, r) in raw.registration.iter().enumerate() {
+            if let Some(aor) = &r.get_ref().aor {
+                let text = aor.get_ref().trim().to_owned();
+                if let Some(line) = seen.get(&text) {
+                    self.error(
+                        &aor.span(),
+                        &format!("registration[{i}].aor"),
+                        format!("{text} is registered twice; the first is on line {line}"),
+                    );
+                } else {
+                    seen.insert(text, self.map.position(aor.span().start).0);
+                }
+            }
+        }
+    }
+
+    fn agent_group(&mut self, raw: &Spanned<RawAgentGroup>, key: &str) -> Option<AgentGroup> {
+        let g = raw.get_ref();
+        let name = g.name.as_ref().map(|n| n.get_ref().trim().to_owned());
+        let participation = match &g.participation {
+            None => Some(Participation::Informal),
+            Some(p) => match p.get_ref().trim() {
+                "informal" => Some(Participation::Informal),
+                "formal" => Some(Participation::Formal),
+                other => {
+                    self.error(
+                        &p.span(),
+                        &join(key, "participation"),
+                        format!(
+                            "unknown participation \"{other}\"; use \"informal\" or \"formal\""
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let routing = match &g.routing {
+            None => Some(RoutingMethod::Parallel),
+            Some(r) => match r.get_ref().trim() {
+                "longest_idle" => Some(RoutingMethod::LongestIdle),
+                "parallel" => Some(RoutingMethod::Parallel),
+                "round_robin" => Some(RoutingMethod::RoundRobin),
+                "serial" => Some(RoutingMethod::Serial),
+                "attendant" => Some(RoutingMethod::Attendant),
+                other => {
+                    self.error(&r.span(), &join(key, "routing"), format!("unknown routing \"{other}\"; use \"longest_idle\", \"parallel\", \"round_robin\", \"serial\" or \"attendant\""));
+                    None
+                }
+            },
+        };
+        let alert_time = self.duration(
+            g.alert_time.as_ref(),
+            &join(key, "alert_time"),
+            &ALERT_TIME,
+            Some(ALERT_TIME_DEFAULT),
+        );
+        let agents = self.sip_uris(g.agents.as_ref(), &join(key, "agents"), "agent");
+        Some(AgentGroup {
+            name: name?,
+            description: g.description.clone(),
+            participation: participation?,
+            routing: routing?,
+            alert_time: alert_time?,
+            agents: agents?,
+        })
+    }
+
+    fn queue(
+        &mut self,
+        raw: &Spanned<RawQueue>,
+        index: usize,
+        languages: &HashMap<String, String>,
+    ) -> Option<Queue> {
+        let key = &format!("queue[{index}]");
+        let own = QueueId(id(index));
+        let span = raw.span();
+        let q = raw.get_ref();
+        let name = q.name.as_ref().map(|n| n.get_ref().trim().to_owned());
+        let language = match &q.language {
+            Some(l) => self.language(Some(l), &join(key, "language")),
+            None => Some(
+                name.as_ref()
+                    .and_then(|n| languages.get(n))
+                    .cloned()
+                    .unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned()),
+            ),
+        };
+        let language = language.unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned());
+        let groups_key = join(key, "agent_groups");
+        let agent_groups = self
+            .required(&q.agent_groups, &span, key, "agent_groups")
+            .and_then(|list| {
+                if list.get_ref().is_empty() {
+                    self.error(&list.span(), &groups_key, "list at least one agent group");
+                    return None;
+                }
+                let names = std::mem::take(&mut self.names.agent_groups);
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, g) in list.get_ref().iter().enumerate() {
+                    let item_key = format!("{groups_key}[{i}]");
+                    match self.lookup("agent group", "agent_group", &names, g, &item_key) {
+                        Some(found) if out.contains(&found) => {
+                            self.error(
+                                &g.span(),
+                                &item_key,
+                                format!("agent group \"{}\" is listed twice", g.get_ref().trim()),
+                            );
+                            ok = false;
+                        }
+                        Some(found) => out.push(found),
+                        None => ok = false,
+                    }
+                }
+                self.names.agent_groups = names;
+                ok.then_some(out)
+            });
+        let timeout = match &q.timeout {
+            None => Some(None),
+            Some(t) => {
+                let t_key = join(key, "timeout");
+                let tv = t.get_ref();
+                let after = self
+                    .required(&tv.after, &t.span(), &t_key, "after")
+                    .and_then(|a| {
+                        self.duration(Some(a), &join(&t_key, "after"), &QUEUE_TIMEOUT, None)
+                    });
+                let action = self
+                    .required(&tv.action, &t.span(), &t_key, "action")
+                    .and_then(|a| {
+                        self.action(
+                            a,
+                            tv.prompt.as_ref(),
+                            &join(&t_key, "action"),
+                            Place::QueueTimeout(own),
+                            &language,
+                            None,
+                        )
+                    });
+                match (after, action) {
+                    (Some(after), Some(action)) => Some(Some(QueueTimeout { after, action })),
+                    _ => None,
+                }
+            }
+        };
+        let overflow = match &q.overflow {
+            None => Some(None),
+            Some(o) => {
+                let o_key = join(key, "overflow");
+                let ov = o.get_ref();
+                let max_calls = self
+                    .required(&ov.max_calls, &o.span(), &o_key, "max_calls")
+                    .and_then(|m| self.integer(m, &join(&o_key, "max_calls"), &OVERFLOW_MAX_CALLS));
+                let candidate = match &ov.candidate {
+                    None => Some(OverflowCandidate::Newest),
+                    Some(c) => {
+                        match c.get_ref().trim() {
+                            "newest" => Some(OverflowCandidate::Newest),
+                            "oldest" => Some(OverflowCandidate::Oldest),
+                            other => {
+                                self.error(&c.span(), &join(&o_key, "candidate"), format!("unknown candidate \"{other}\"; use \"newest\" or \"oldest\""));
+                                None
+                            }
+                        }
+                    }
+                };
+                let action = self
+                    .required(&ov.action, &o.span(), &o_key, "action")
+                    .and_then(|a| {
+                        self.action(
+                            a,
+                            ov.prompt.as_ref(),
+                            &join(&o_key, "action"),
+                            Place::QueueOverflow(own),
+                            &language,
+                            None,
+                        )
+                    });
+                match (max_calls, candidate, action) {
+                    (Some(max_calls), Some(candidate), Some(action)) => Some(Some(Overflow {
+                        max_calls,
+                        candidate,
+                        action,
+                    })),
+                    _ => None,
+                }
+            }
+        };
+        Some(Queue {
+            name: name?,
+            description: q.description.clone(),
+            agent_groups: agent_groups?,
+            timeout: timeout?,
+            overflow: overflow?,
+        })
+    }
+
+    fn hours(&mut self, raw: &Spanned<RawHours>, key: &str) -> Option<Hours> {
+        let h = raw.get_ref();
+        let mut days: [Vec<TimeRange>; 7] = Default::default();
+        let mut ok = true;
+        for (day_index, (day, list)) in h.days().into_iter().enumerate() {
+            let Some(list) = list else { continue };
+            let day_key = join(key, day);
+            if list.get_ref().len() > 2 {
+                self.error(
+                    &list.span(),
+                    &day_key,
+                    format!(
+                        "{} ranges given; at most two ranges a day are allowed",
+                        list.get_ref().len()
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+            let mut ranges: Vec<(TimeRange, Range<usize>, String)> = Vec::new();
+            for (i, item) in list.get_ref().iter().enumerate() {
+                let item_key = format!("{day_key}[{i}]");
+                match parse_time_range(item.get_ref().trim()) {
+                    Ok((open, close)) if open < close => {
+                        ranges.push((TimeRange { open, close }, item.span(), item_key));
+                    }
+                    Ok(_) => {
+                        self.error(&item.span(), &item_key, format!("\"{}\": the opening time must be before the closing time (ranges cannot cross midnight)", item.get_ref()));
+                        ok = false;
+                    }
+                    Err(e) => {
+                        self.error(&item.span(), &item_key, e);
+                        ok = false;
+                    }
+                }
+            }
+            ranges.sort_by_key(|(r, _, _)| r.open);
+            if let [(first, _, first_key), (second, second_span, second_key)] = ranges.as_slice()
+                && second.open < first.close
+            {
+                {
+                    self.error(
+                        second_span,
+                        second_key,
+                        format!(
+                            "{} overlaps {} ({first_key}); the two ranges of a day must not overlap",
+                            show_range(second),
+                            show_range(first)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            if let Some(slot) = days.get_mut(day_index) {
+                *slot = ranges.into_iter().map(|(r, _, _)| r).collect();
+            }
+        }
+        let name = h.name.as_ref()?.get_ref().trim().to_owned();
+        ok.then_some(Hours { name, days })
+    }
+
+    fn holiday_set(&mut self, raw: &Spanned<RawHolidaySet>, key: &str) -> Option<HolidaySet> {
+        let span = raw.span();
+        let h = raw.get_ref();
+        let list_key = join(key, "holidays");
+        let holidays = self
+            .required(&h.holidays, &span, key, "holidays")
+            .and_then(|list| {
+                if list.get_ref().is_empty() {
+                    self.error(&list.span(), &list_key, "a holiday set needs at least one holiday");
+                    return None;
+                }
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in list.get_ref().iter().enumerate() {
+                    let item_key = format!("{list_key}[{i}]");
+                    let d = item.get_ref();
+                    let datetime = |this: &mut Self, v: &Option<SString>, field: &str| {
+                        this.required(v, &item.span(), &item_key, field).and_then(|s| {
+                            parse_local_datetime(s.get_ref().trim())
+                                .map_err(|e| this.error(&s.span(), &join(&item_key, field), e))
+                                .ok()
+                        })
+                    };
+                    let start = datetime(self, &d.start, "start");
+                    let end = datetime(self, &d.end, "end");
+                    let name = self.required(&d.name, &item.span(), &item_key, "name").map(|n| n.get_ref().trim().to_owned());
+                    match (name, start, end) {
+                        (Some(name), Some(start), Some(end)) if start < end => out.push(Holiday { name, start, end }),
+                        (Some(_), Some(_), Some(_)) => {
+                            let at = d.end.as_ref().map_or(item.span(), Spanned::span);
+                            self.error(&at, &join(&item_key, "end"), "the end must be after the start (end is exclusive: a one-day holiday ends at 00:00 the next day)");
+                            ok = false;
+                        }
+                        _ => ok = false,
+                    }
+                }
+                ok.then_some(out)
+            });
+        Some(HolidaySet {
+            name: h.name.as_ref()?.get_ref().trim().to_owned(),
+            holidays: holidays?,
+        })
+    }
+
+    fn workflow(&mut self, raw: &Spanned<RawWorkflow>, key: &str) -> Option<Workflow> {
+        let span = raw.span();
+        let w = raw.get_ref();
+        let name = w.name.as_ref().map(|n| n.get_ref().trim().to_owned());
+        let kind =
+            self.required(&w.kind, &span, key, "kind")
+                .and_then(|k| match k.get_ref().trim() {
+                    "hunt_group" => Some(WorkflowKind::HuntGroup),
+                    "interactive" => Some(WorkflowKind::Interactive),
+                    other => {
+                        self.error(
+                            &k.span(),
+                            &join(key, "kind"),
+                            format!(
+                                "unknown kind \"{other}\"; use \"hunt_group\" or \"interactive\""
+                            ),
+                        );
+                        None
+                    }
+                });
+        let uri = self
+            .required(&w.uri, &span, key, "uri")
+            .and_then(|u| self.sip_uri(u, &join(key, "uri")));
+        let language = self.language(w.language.as_ref(), &join(key, "language"));
+        let lang = language
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned());
+        let time_zone = match &w.time_zone {
+            None => Some(Tz::UTC),
+            Some(tz) => tz.get_ref().trim().parse::<Tz>().map_err(|_| {
+                self.error(&tz.span(), &join(key, "time_zone"), format!("\"{}\" is not an IANA time zone; write e.g. \"Europe/Paris\" or \"UTC\"", tz.get_ref()));
+            }).ok(),
+        };
+        let welcome = self.optional_prompt(w.welcome.as_ref(), &join(key, "welcome"), &lang);
+        let music_on_hold = match &w.music_on_hold {
+            None => Some(None),
+            Some(f) => self.wav_file(f, &join(key, "music_on_hold")).map(Some),
+        };
+        let business_hours = match &w.business_hours {
+            None => Some(None),
+            Some(h) => {
+                let names = std::mem::take(&mut self.names.hours);
+                let found = self.lookup("hours", "hours", &names, h, &join(key, "business_hours"));
+                self.names.hours = names;
+                found.map(Some)
+            }
+        };
+        let holidays = match &w.holidays {
+            None => Some(Vec::new()),
+            Some(list) => {
+                let names = std::mem::take(&mut self.names.holiday_sets);
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, h) in list.get_ref().iter().enumerate() {
+                    let item_key = format!("{key}.holidays[{i}]");
+                    match self.lookup("holiday set", "holiday_set", &names, h, &item_key) {
+                        Some(found) if !out.contains(&found) => out.push(found),
+                        Some(_) => {
+                            self.error(
+                                &h.span(),
+                                &item_key,
+                                format!("holiday set \"{}\" is listed twice", h.get_ref().trim()),
+                            );
+                            ok = false;
+                        }
+                        None => ok = false,
+                    }
+                }
+                self.names.holiday_sets = names;
+                ok.then_some(out)
+            }
+        };
+        let out_of_hours = self.closed_action(
+            w.out_of_hours.as_ref(),
+            &join(key, "out_of_hours"),
+            Place::OutOfHours,
+            &lang,
+        );
+        let on_holiday = self.closed_action(
+            w.on_holiday.as_ref(),
+            &join(key, "on_holiday"),
+            Place::OnHoliday,
+            &lang,
+        );
+        let managers = self.sip_uris(w.managers.as_ref(), &join(key, "managers"), "manager");
+
+        let mut ivr = Ivr {
+            questions: Vec::new(),
+        };
+        let start = match kind? {
+            WorkflowKind::HuntGroup => {
+                if let Some(q) = &w.question {
+                    self.error(&q.span(), &join(key, "question"), "a hunt_group workflow has no questions; use kind = \"interactive\" or remove [workflow.question]");
+                }
+                match &w.queue {
+                    None => {
+                        self.error(
+                            &span,
+                            &join(key, "queue"),
+                            "a hunt_group workflow needs queue = \"NAME\"",
+                        );
+                        None
+                    }
+                    Some(q) => {
+                        let names = std::mem::take(&mut self.names.queues);
+                        let found = self.lookup("queue", "queue", &names, q, &join(key, "queue"));
+                        self.names.queues = names;
+                        found
+                            .filter(|_| w.question.is_none())
+                            .map(ActionTarget::Queue)
+                    }
+                }
+            }
+            WorkflowKind::Interactive => {
+                if let Some(q) = &w.queue {
+                    self.error(&q.span(), &join(key, "queue"), "an interactive workflow starts with its question; send calls to a queue from an answer's action instead");
+                }
+                match &w.question {
+                    None => {
+                        self.error(
+                            &span,
+                            &join(key, "question"),
+                            "an interactive workflow needs a [workflow.question] with answers",
+                        );
+                        None
+                    }
+                    Some(q) => {
+                        let rq = Spanned::new(q.span(), q.get_ref());
+                        self.question(&rq, &join(key, "question"), 1, &lang, &mut ivr)
+                            .filter(|_| w.queue.is_none())
+                            .map(ActionTarget::Question)
+                    }
+                }
+            }
+        };
+        let questions: Option<Vec<Question>> = ivr.questions.into_iter().collect();
+        Some(Workflow {
+            name: name?,
+            kind: kind?,
+            uri: uri?,
+            display_number: w.display_number.clone(),
+            description: w.description.clone(),
+            active: w.active.unwrap_or(true),
+            anonymous: w.anonymous.unwrap_or(false),
+            language: language?,
+            time_zone: time_zone?,
+            welcome: welcome.ok()?,
+            start: start?,
+            music_on_hold: music_on_hold?,
+            business_hours: business_hours?,
+            out_of_hours: out_of_hours.ok()?,
+            holidays: holidays?,
+            on_holiday: on_holiday.ok()?,
+            managers: managers?,
+            questions: questions?,
+        })
+    }
+
+    /// `out_of_hours` / `on_holiday`: `{ prompt, action }`, action `"disconnect"` when left out.
+    fn closed_action(
+        &mut self,
+        raw: Option<&Spanned<RawCallAction>>,
+        key: &str,
+        place: Place,
+        language: &str,
+    ) -> Result<Option<CallAction>, ()> {
+        let Some(raw) = raw else { return Ok(None) };
+        let a = raw.get_ref();
+        match &a.action {
+            Some(action) => self
+                .action(
+                    action,
+                    a.prompt.as_ref(),
+                    &join(key, "action"),
+                    place,
+                    language,
+                    None,
+                )
+                .map(Some)
+                .ok_or(()),
+            None => {
+                let prompt =
+                    self.optional_prompt(a.prompt.as_ref(), &join(key, "prompt"), language)?;
+                Ok(Some(CallAction {
+                    prompt,
+                    target: ActionTarget::Disconnect,
+                }))
+            }
+        }
+    }
+
+    fn duplicate_workflow_uris(&mut self, raw: &RawConfig) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, w) in raw.workflow.iter().enumerate() {
+            if let Some(uri) = &w.get_ref().uri {
+                let text = uri.get_ref().trim().to_owned();
+                if let Some(line) = seen.get(&text) {
+                    self.error(&uri.span(), &format!("workflow[{i}].uri"), format!("{text} is already the URI of the workflow on line {line}; each workflow needs its own URI"));
+                } else {
+                    seen.insert(text, self.map.position(uri.span().start).0);
+                }
+            }
+        }
+    }
+
+    fn warn_queues_without_agents(
+        &mut self,
+        raw: &RawConfig,
+        groups: &[AgentGroup],
+        queues: &[Queue],
+    ) {
+        for (i, (queue, raw_queue)) in queues.iter().zip(&raw.queue).enumerate() {
+            let no_agents = queue
+                .agent_groups
+                .iter()
+                .all(|g| groups.get(g.0 as usize).is_none_or(|g| g.agents.is_empty()));
+            if no_agents {
+                let span = raw_queue
+                    .get_ref()
+                    .agent_groups
+                    .as_ref()
+                    .map_or(raw_queue.span(), Spanned::span);
+                self.warn(
+                    &span,
+                    &format!("queue[{i}].agent_groups"),
+                    format!("no agent group of queue \"{}\" lists any agent; its calls will wait until agents are added", queue.name),
+                );
+            }
+        }
+    }
+}
+
+/// Marker id for workflow names (only checked for duplicates).
+#[derive(Clone, Copy)]
+struct WorkflowIdx(#[allow(dead_code)] u32); // the index is kept for symmetry, never read
+
+/// For each queue name, the language of the first workflow (in file order) that sends calls to
+/// it directly: its prompts speak that language unless `queue.language` says otherwise.
+fn queue_languages(raw: &RawConfig) -> HashMap<String, String> {
+    fn from_action(action: &RawAction, out: &mut Vec<String>) {
+        if let RawAction::Table(t) = action {
+            if let Some(q) = &t.queue {
+                out.push(q.get_ref().trim().to_owned());
+            }
+            if let Some(q) = &t.question {
+                from_question(q.get_ref(), out);
+            }
+        }
+    }
+    fn from_question(q: &RawQuestion, out: &mut Vec<String>) {
+        for a in q.answers.iter().flat_map(|l| l.get_ref()) {
+            if let Some(action) = &a.get_ref().action {
+                from_action(action.get_ref(), out);
+            }
+        }
+    }
+    let mut languages = HashMap::new();
+    for w in &raw.workflow {
+        let w = w.get_ref();
+        let language = w
+            .language
+            .as_ref()
+            .map_or(DEFAULT_LANGUAGE, |l| l.get_ref().trim())
+            .to_owned();
+        let mut names = Vec::new();
+        if let Some(q) = &w.queue {
+            names.push(q.get_ref().trim().to_owned());
+        }
+        if let Some(q) = &w.question {
+            from_question(q.get_ref(), &mut names);
+        }
+        for name in names {
+            languages.entry(name).or_insert_with(|| language.clone());
+        }
+    }
+    languages
+}
+
+/// `HH:MM-HH:MM` as written (the end of the day as `24:00`).
+fn show_range(r: &TimeRange) -> String {
+    let close = if r.close == super::values::end_of_day() {
+        "24:00".to_owned()
+    } else {
+        r.close.format("%H:%M").to_string()
+    };
+    format!("{}-{close}", r.open.format("%H:%M"))
+}
+
+/// `parent.key`.
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// A BCP 47 tag in its common shape: a 2-3 letter language, then 2-8 character subtags.
+fn is_language_tag(text: &str) -> bool {
+    let mut parts = text.split('-');
+    let primary_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
+    primary_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// An IP address or a DNS name.
+fn is_host(text: &str) -> bool {
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}

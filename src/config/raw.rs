@@ -1,0 +1,526 @@
+//! Raw configuration types: the TOML file exactly as written, before any check.
+//!
+//! Every value a later check may point at is a [`Spanned`], so its diagnostic carries a line.
+//! Durations, times, dates, URIs, paths and enum words stay strings here and are parsed in
+//! `compile.rs`, which collects every problem instead of stopping at the first one. For the same
+//! reason, keys the contract requires are `Option`s here: a missing key is a diagnostic in
+//! `compile.rs`, not a serde error that would hide every other problem.
+//!
+//! [`parse`] reads the text: TOML syntax errors (all of them), then unknown keys (all of them, via
+//! `serde_ignored`, each located by walking the span-keeping `DeTable`), then at most one type
+//! error (a string where a table belongs, ...), which stops serde.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diagnostic::{Diagnostic, SourceMap};
+
+/// A string with its place in the file.
+pub(crate) type SString = Spanned<String>;
+/// A list of strings with the place of the list and of each item.
+pub(crate) type SList = Spanned<Vec<SString>>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawConfig {
+    pub(crate) server: Option<Spanned<RawServer>>,
+    #[serde(default)]
+    pub(crate) registration: Vec<Spanned<RawRegistration>>,
+    #[serde(default)]
+    pub(crate) agent_group: Vec<Spanned<RawAgentGroup>>,
+    #[serde(default)]
+    pub(crate) queue: Vec<Spanned<RawQueue>>,
+    #[serde(default)]
+    pub(crate) hours: Vec<Spanned<RawHours>>,
+    #[serde(default)]
+    pub(crate) holiday_set: Vec<Spanned<RawHolidaySet>>,
+    #[serde(default)]
+    pub(crate) workflow: Vec<Spanned<RawWorkflow>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawServer {
+    /// Required: `["udp:IP:PORT", "tcp:IP:PORT"]`.
+    pub(crate) sip_listen: Option<SList>,
+    /// Required: the host written into Via, Contact and SDP.
+    pub(crate) advertised_host: Option<SString>,
+    /// `[low, high]`, inclusive; default `[20000, 20999]`.
+    pub(crate) rtp_ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// Default `127.0.0.1:8080`.
+    pub(crate) http_listen: Option<SString>,
+    /// Required: `sqlite://PATH` or `postgres://…`.
+    pub(crate) database: Option<SString>,
+    pub(crate) default_music_on_hold: Option<SString>,
+    /// Default `60s`.
+    pub(crate) agent_ringback_grace_period: Option<SString>,
+    /// Required: networks (`127.0.0.0/8`) or single addresses allowed to place calls.
+    pub(crate) trusted_peers: Option<SList>,
+    /// Extra key: concurrent calls before new INVITEs get 503; default 1000, 1 to 100,000.
+    pub(crate) max_calls: Option<Spanned<i64>>,
+    /// Extra key: whether INVITEs to agents carry call-context headers; default true.
+    pub(crate) call_context: Option<bool>,
+}
+
+/// `[[registration]]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawRegistration {
+    pub(crate) aor: Option<SString>,
+    pub(crate) registrar: Option<SString>,
+    pub(crate) username: Option<SString>,
+    pub(crate) password_file: Option<SString>,
+    pub(crate) password_env: Option<SString>,
+    /// Not allowed: secrets never sit in the config file. Kept here to say so precisely.
+    pub(crate) password: Option<Spanned<toml::Value>>,
+    /// Default `3600s`.
+    pub(crate) expires: Option<SString>,
+}
+
+/// `[[agent_group]]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawAgentGroup {
+    pub(crate) name: Option<SString>,
+    /// Extra key: free text for admins.
+    pub(crate) description: Option<String>,
+    pub(crate) participation: Option<SString>,
+    pub(crate) routing: Option<SString>,
+    pub(crate) alert_time: Option<SString>,
+    pub(crate) agents: Option<SList>,
+}
+
+/// `[[queue]]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawQueue {
+    pub(crate) name: Option<SString>,
+    /// Extra key: free text for admins.
+    pub(crate) description: Option<String>,
+    /// Extra key: the language (TTS voice) of this queue's timeout and overflow prompts; by
+    /// default the language of the first workflow that sends calls to the queue.
+    pub(crate) language: Option<SString>,
+    pub(crate) agent_groups: Option<SList>,
+    pub(crate) timeout: Option<Spanned<RawTimeout>>,
+    pub(crate) overflow: Option<Spanned<RawOverflow>>,
+}
+
+/// `timeout = { after, prompt, action }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawTimeout {
+    pub(crate) after: Option<SString>,
+    pub(crate) prompt: Option<Spanned<RawPrompt>>,
+    pub(crate) action: Option<Spanned<RawAction>>,
+}
+
+/// `overflow = { max_calls, candidate, prompt, action }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawOverflow {
+    pub(crate) max_calls: Option<Spanned<i64>>,
+    pub(crate) candidate: Option<SString>,
+    pub(crate) prompt: Option<Spanned<RawPrompt>>,
+    pub(crate) action: Option<Spanned<RawAction>>,
+}
+
+/// `[[hours]]`: up to two `"HH:MM-HH:MM"` ranges per day; a day left out is closed.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawHours {
+    pub(crate) name: Option<SString>,
+    pub(crate) monday: Option<SList>,
+    pub(crate) tuesday: Option<SList>,
+    pub(crate) wednesday: Option<SList>,
+    pub(crate) thursday: Option<SList>,
+    pub(crate) friday: Option<SList>,
+    pub(crate) saturday: Option<SList>,
+    pub(crate) sunday: Option<SList>,
+}
+
+impl RawHours {
+    /// The seven days, Monday first, with their key names.
+    pub(crate) fn days(&self) -> [(&'static str, Option<&SList>); 7] {
+        [
+            ("monday", self.monday.as_ref()),
+            ("tuesday", self.tuesday.as_ref()),
+            ("wednesday", self.wednesday.as_ref()),
+            ("thursday", self.thursday.as_ref()),
+            ("friday", self.friday.as_ref()),
+            ("saturday", self.saturday.as_ref()),
+            ("sunday", self.sunday.as_ref()),
+        ]
+    }
+}
+
+/// `[[holiday_set]]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawHolidaySet {
+    pub(crate) name: Option<SString>,
+    pub(crate) holidays: Option<Spanned<Vec<Spanned<RawHoliday>>>>,
+}
+
+/// `{ name, start, end }` inside a holiday set.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawHoliday {
+    pub(crate) name: Option<SString>,
+    pub(crate) start: Option<SString>,
+    pub(crate) end: Option<SString>,
+}
+
+/// `[[workflow]]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawWorkflow {
+    pub(crate) name: Option<SString>,
+    pub(crate) kind: Option<SString>,
+    pub(crate) uri: Option<SString>,
+    pub(crate) display_number: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) active: Option<bool>,
+    pub(crate) anonymous: Option<bool>,
+    pub(crate) language: Option<SString>,
+    pub(crate) time_zone: Option<SString>,
+    pub(crate) welcome: Option<Spanned<RawPrompt>>,
+    pub(crate) queue: Option<SString>,
+    pub(crate) question: Option<Spanned<RawQuestion>>,
+    pub(crate) music_on_hold: Option<SString>,
+    pub(crate) business_hours: Option<SString>,
+    pub(crate) out_of_hours: Option<Spanned<RawCallAction>>,
+    pub(crate) holidays: Option<SList>,
+    pub(crate) on_holiday: Option<Spanned<RawCallAction>>,
+    pub(crate) managers: Option<SList>,
+}
+
+/// `{ prompt, action }` for `out_of_hours` and `on_holiday`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawCallAction {
+    pub(crate) prompt: Option<Spanned<RawPrompt>>,
+    pub(crate) action: Option<Spanned<RawAction>>,
+}
+
+/// `{ text = "…" }` or `{ file = "…" }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawPrompt {
+    pub(crate) text: Option<SString>,
+    pub(crate) file: Option<SString>,
+}
+
+/// `[workflow.question]` or `action = { question = { … } }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawQuestion {
+    pub(crate) prompt: Option<Spanned<RawPrompt>>,
+    pub(crate) invalid_answer: Option<Spanned<RawPrompt>>,
+    pub(crate) no_answer: Option<Spanned<RawPrompt>>,
+    /// Extra key: time allowed for a key after the prompt ends; default `5s`, 1 s to 60 s.
+    pub(crate) no_input_timeout: Option<SString>,
+    pub(crate) answers: Option<Spanned<Vec<Spanned<RawAnswer>>>>,
+}
+
+/// `[[workflow.question.answers]]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawAnswer {
+    pub(crate) dtmf: Option<SString>,
+    pub(crate) voice: Option<SList>,
+    pub(crate) prompt: Option<Spanned<RawPrompt>>,
+    pub(crate) action: Option<Spanned<RawAction>>,
+}
+
+/// An action: a word (`"disconnect"`) or a table naming one target.
+#[derive(Debug)]
+pub(crate) enum RawAction {
+    Word(String),
+    Table(RawActionTable),
+}
+
+/// `{ voicemail = URI }`, `{ forward = URI }`, `{ queue = NAME }` or `{ question = {…} }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawActionTable {
+    pub(crate) voicemail: Option<SString>,
+    pub(crate) forward: Option<SString>,
+    pub(crate) queue: Option<SString>,
+    pub(crate) question: Option<Spanned<Box<RawQuestion>>>,
+}
+
+impl<'de> Deserialize<'de> for RawAction {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ActionVisitor;
+        impl<'de> de::Visitor<'de> for ActionVisitor {
+            type Value = RawAction;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "\"disconnect\" or a table such as { queue = \"Sales\" }, { voicemail = \"sip:…\" }, { forward = \"sip:…\" } or { question = { … } }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAction, E> {
+                Ok(RawAction::Word(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawAction, A::Error> {
+                RawActionTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawAction::Table)
+            }
+        }
+        deserializer.deserialize_any(ActionVisitor)
+    }
+}
+
+/// One step of a path into the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// Writes a path the way diagnostics show keys: `workflow[1].question.answers[0].dtmf`; keys
+/// that are not bare TOML keys are quoted.
+pub(crate) fn render_path(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let bare = !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if bare {
+                    out.push_str(k);
+                } else {
+                    out.push_str(&format!("{k:?}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads the TOML text into [`RawConfig`], or returns every syntax error, every unknown key and
+/// the type error that stopped serde, if any.
+pub(crate) fn parse(map: &SourceMap<'_>, text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
+    let (doc, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        return Err(syntax_errors
+            .iter()
+            .map(|e| {
+                let span = e.span().unwrap_or(0..0);
+                map.error(
+                    &span,
+                    "",
+                    format!("TOML syntax: {}", e.message().trim_end()),
+                )
+            })
+            .collect());
+    }
+    let mut ignored: Vec<Vec<Segment>> = Vec::new();
+    let deserializer = toml::de::Deserializer::from(doc.clone());
+    let result: Result<RawConfig, toml::de::Error> =
+        serde_ignored::deserialize(deserializer, |path| ignored.push(segments(&path)));
+
+    let mut diagnostics = Vec::new();
+    for path in &ignored {
+        let span = key_span(doc.get_ref(), path).unwrap_or(0..0);
+        diagnostics.push(map.error(&span, render_path(path), unknown_key_message(path)));
+    }
+    match result {
+        Ok(raw) if diagnostics.is_empty() => Ok(raw),
+        Ok(_) => Err(diagnostics),
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let path = path_at(doc.get_ref(), span.start);
+            let key = render_path(&path);
+            let message = e.message().trim_end().to_owned();
+            diagnostics.push(map.error(&span, key, message));
+            Err(diagnostics)
+        }
+    }
+}
+
+/// A `serde_ignored` path as segments, without the private keys of `Spanned`.
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut current = Some(path);
+    while let Some(p) = current {
+        current = match p {
+            serde_ignored::Path::Root => None,
+            serde_ignored::Path::Seq { parent, index } => {
+                out.push(Segment::Index(*index));
+                Some(*parent)
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                if !key.starts_with("$__serde_spanned_private") {
+                    out.push(Segment::Key(key.clone()));
+                }
+                Some(*parent)
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => Some(*parent),
+        };
+    }
+    out.reverse();
+    out
+}
+
+/// The span of the last key of `path` in the document.
+fn key_span(root: &DeTable<'_>, path: &[Segment]) -> Option<Range<usize>> {
+    let mut table = root;
+    let mut value: Option<&DeValue<'_>> = None;
+    let mut last_key_span = None;
+    for segment in path {
+        match segment {
+            Segment::Key(k) => {
+                if let Some(v) = value {
+                    table = v.as_table()?;
+                }
+                let (key, v) = table.iter().find(|(key, _)| key.get_ref() == k)?;
+                last_key_span = Some(key.span());
+                value = Some(v.get_ref());
+            }
+            Segment::Index(i) => {
+                let item = value?.as_array()?.get(*i)?;
+                value = Some(item.get_ref());
+            }
+        }
+    }
+    last_key_span
+}
+
+/// The path of the innermost key or value whose span holds `offset`. Walks every node: the
+/// span of a table built from `[[array]]` headers does not cover its keys.
+fn path_at(root: &DeTable<'_>, offset: usize) -> Vec<Segment> {
+    let mut best = Vec::new();
+    walk_table(root, offset, &mut Vec::new(), &mut best);
+    best
+}
+
+fn walk_table(
+    table: &DeTable<'_>,
+    offset: usize,
+    path: &mut Vec<Segment>,
+    best: &mut Vec<Segment>,
+) {
+    for (key, value) in table.iter() {
+        path.push(Segment::Key(key.get_ref().to_string()));
+        if (contains(&key.span(), offset) || contains(&value.span(), offset))
+            && path.len() > best.len()
+        {
+            best.clone_from(path);
+        }
+        walk_value(value.get_ref(), offset, path, best);
+        path.pop();
+    }
+}
+
+fn walk_value(
+    value: &DeValue<'_>,
+    offset: usize,
+    path: &mut Vec<Segment>,
+    best: &mut Vec<Segment>,
+) {
+    match value {
+        DeValue::Table(t) => walk_table(t, offset, path, best),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Segment::Index(i));
+                if contains(&item.span(), offset) && path.len() > best.len() {
+                    best.clone_from(path);
+                }
+                walk_value(item.get_ref(), offset, path, best);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn contains(span: &Range<usize>, offset: usize) -> bool {
+    span.start <= offset && offset < span.end.max(span.start + 1)
+}
+
+/// "unknown key `x`", with the closest valid key or the list of valid keys.
+fn unknown_key_message(path: &[Segment]) -> String {
+    let Some(Segment::Key(key)) = path.last() else {
+        return "unknown key".to_owned();
+    };
+    let parent = path[..path.len() - 1].iter().rev().find_map(|s| match s {
+        Segment::Key(k) => Some(k.as_str()),
+        Segment::Index(_) => None,
+    });
+    let known = known_keys(parent);
+    let closest = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(k, key), *k))
+        .filter(|(distance, _)| *distance <= 2)
+        .min();
+    match closest {
+        Some((_, suggestion)) => format!("unknown key `{key}`; did you mean `{suggestion}`?"),
+        None if known.is_empty() => format!("unknown key `{key}`"),
+        None => format!(
+            "unknown key `{key}`; the keys allowed here are {}",
+            known
+                .iter()
+                .filter(|k| **k != "password")
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The keys a table accepts, told by the table's key in its parent.
+fn known_keys(parent: Option<&str>) -> &'static [&'static str] {
+    match parent {
+        None => fields_of::<RawConfig>(),
+        Some("server") => fields_of::<RawServer>(),
+        Some("registration") => fields_of::<RawRegistration>(),
+        Some("agent_group") => fields_of::<RawAgentGroup>(),
+        Some("queue") => fields_of::<RawQueue>(),
+        Some("timeout") => fields_of::<RawTimeout>(),
+        Some("overflow") => fields_of::<RawOverflow>(),
+        Some("hours") => fields_of::<RawHours>(),
+        Some("holiday_set") => fields_of::<RawHolidaySet>(),
+        Some("holidays") => fields_of::<RawHoliday>(),
+        Some("workflow") => fields_of::<RawWorkflow>(),
+        Some("question") => fields_of::<RawQuestion>(),
+        Some("answers") => fields_of::<RawAnswer>(),
+        Some("action") => fields_of::<RawActionTable>(),
+        Some("out_of_hours" | "on_holiday") => fields_of::<RawCallAction>(),
+        Some("prompt" | "welcome" | "invalid_answer" | "no_answer") => fields_of::<RawPrompt>(),
+        Some(_) => &[],
+    }
+}
+
+/// The field names serde's derive gives a struct: asks the derived `Deserialize` to read from a
+/// deserializer that records the list and stops.
+fn fields_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    // The probe always fails on purpose; only the recorded list matters.
+    let _ = T::deserialize(FieldsProbe(&mut fields));
+    fields
+}
+
+struct FieldsProbe<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> de::Deserializer<'de> for FieldsProbe<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("field probe"))
+    }
+
+    fn deserialize_struct<V: de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("field probe"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}

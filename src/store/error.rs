@@ -1,0 +1,145 @@
+//! [`StoreError`], and the one place where database errors become domain errors.
+//!
+//! A duplicate agent URI must reach the API as "conflict" (409) and an unknown id as "not found"
+//! (404), never as an opaque database failure (500). [`classify`] turns sqlx's error kinds into
+//! those variants; every query passes the [`Entity`] it was about, because SQLite's messages do
+//! not name the foreign key that failed. [`StoreError::is_transient`] tells the record writer
+//! which failures are worth retrying.
+
+use std::path::PathBuf;
+
+use sqlx::error::ErrorKind;
+
+/// What a [`StoreError::Conflict`] or [`StoreError::NotFound`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entity {
+    Agent,
+    AgentGroup,
+    /// An agent's membership of a group (also the target of sign-in and sign-out).
+    Membership,
+    ApiToken,
+    CallRecord,
+    AuditEntry,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Agent => "agent",
+            Self::AgentGroup => "agent group",
+            Self::Membership => "group membership",
+            Self::ApiToken => "API token",
+            Self::CallRecord => "call record",
+            Self::AuditEntry => "audit entry",
+        })
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The SQLite file could not be opened or created: check that its folder exists and that
+    /// rgsd may write there.
+    #[error("cannot open SQLite database {}", path.display())]
+    OpenSqlite {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The PostgreSQL server could not be reached, or refused the login. The URL is deliberately
+    /// not part of this error: it may carry a password.
+    #[error("cannot connect to PostgreSQL")]
+    ConnectPostgres(#[source] sqlx::Error),
+    /// Applying the schema migrations failed (for example an applied migration was edited).
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The thing already exists (a duplicate agent URI, group name or membership). HTTP 409.
+    #[error("{0} already exists")]
+    Conflict(Entity),
+    /// No such thing (unknown id, URI or name). HTTP 404.
+    #[error("{0} not found")]
+    NotFound(Entity),
+    /// Sign-in and sign-out apply to formal groups only; members of an informal group are always
+    /// in it. HTTP 409.
+    #[error("agent group {group:?} is informal: its agents cannot sign in or out")]
+    InformalGroup { group: String },
+    /// A value read back from the database is not one rgsd writes (a hand-edited row, or a newer
+    /// rgsd's schema). The row is skipped by nobody: the operation fails.
+    #[error("unexpected value {value:?} in column {column}")]
+    Corrupt { column: &'static str, value: String },
+    /// The operating system's random source failed, so no token could be issued.
+    #[error("the operating system's random source failed")]
+    Random(#[source] getrandom::Error),
+    /// Any other database failure: unreachable server, locked file, I/O error. HTTP 500 or 503.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: the database was unreachable, busy or out of
+    /// resources. Constraint violations, corrupt values and unknown ids are permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::OpenSqlite { .. } | Self::ConnectPostgres(_) => true,
+            Self::Database(e) => is_transient(e),
+            Self::Migrate(_)
+            | Self::Conflict(_)
+            | Self::NotFound(_)
+            | Self::InformalGroup { .. }
+            | Self::Corrupt { .. }
+            | Self::Random(_) => false,
+        }
+    }
+}
+
+/// Maps a sqlx error from a statement about `entity` to a [`StoreError`]: unique violations become
+/// [`StoreError::Conflict`], foreign-key violations [`StoreError::NotFound`], everything else
+/// [`StoreError::Database`]. The single place where constraint violations are interpreted.
+pub(crate) fn classify(err: sqlx::Error, entity: Entity) -> StoreError {
+    if let Some(db) = err.as_database_error() {
+        match db.kind() {
+            ErrorKind::UniqueViolation => return StoreError::Conflict(entity),
+            ErrorKind::ForeignKeyViolation => return StoreError::NotFound(entity),
+            _ => {}
+        }
+    }
+    StoreError::Database(err)
+}
+
+/// `.map_err(on(Entity::Agent))`: [`classify`] as a closure.
+pub(crate) fn on(entity: Entity) -> impl Fn(sqlx::Error) -> StoreError {
+    move |err| classify(err, entity)
+}
+
+/// Whether a sqlx error is worth retrying (see [`StoreError::is_transient`]).
+fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite reports extended result codes; the primary code is the low byte.
+                // 5 BUSY, 6 LOCKED, 7 NOMEM, 10 IOERR, 13 FULL, 14 CANTOPEN, 15 PROTOCOL.
+                code.parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 10 | 13 | 14 | 15))
+            } else {
+                // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient
+                // resources, 57P01..57P03 shutting down / cannot connect now, 40001 serialization
+                // failure, 40P01 deadlock.
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(
+                        code.as_ref(),
+                        "57P01" | "57P02" | "57P03" | "40001" | "40P01"
+                    )
+            }
+        }
+        _ => false,
+    }
+}

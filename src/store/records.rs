@@ -1,0 +1,383 @@
+//! Call records: one per call that reached a workflow, with every offer made to an agent. The
+//! usage and call-list reports are computed from them.
+//!
+//! Records are written by the [`super::RecordWriter`], off the routing path, and may be written
+//! late (after a database outage) or twice (a retry after a lost acknowledgement): a record is
+//! identified by its Call-ID and arrival time, and writing it again is a no-op.
+//!
+//! Names and URIs (workflow, queue, agent, group) are copied as text: a record is history and
+//! outlives the things it mentions.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::error::{Entity, StoreError, on};
+use super::{Store, duration_from_ms, duration_to_ms, from_ms, from_ms_opt, on_pool, to_ms};
+use crate::config::model::SipUri;
+
+/// Database id of a call record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRecordId(pub i64);
+
+/// How a call ended, as far as the reports care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// An agent answered.
+    Answered,
+    /// The caller hung up before an agent answered.
+    Abandoned,
+    /// The queue's time-out action moved the call on.
+    QueueTimedOut,
+    /// The queue's overflow action moved the call on.
+    Overflowed,
+    /// Outside business hours: the out-of-hours action applied.
+    OutOfHours,
+    /// On a holiday: the holiday action applied.
+    Holiday,
+    /// An IVR answer sent the call to a SIP address or voicemail.
+    Forwarded,
+    /// rgsd ended the call by an action (disconnect, too many wrong IVR answers).
+    Disconnected,
+    /// Refused before it was answered (inactive workflow, untrusted peer, too many calls);
+    /// `sip_code` says which.
+    Rejected,
+    /// An internal error ended the call.
+    Failed,
+}
+
+impl CallOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Abandoned => "abandoned",
+            Self::QueueTimedOut => "queue_timed_out",
+            Self::Overflowed => "overflowed",
+            Self::OutOfHours => "out_of_hours",
+            Self::Holiday => "holiday",
+            Self::Forwarded => "forwarded",
+            Self::Disconnected => "disconnected",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "answered" => Self::Answered,
+            "abandoned" => Self::Abandoned,
+            "queue_timed_out" => Self::QueueTimedOut,
+            "overflowed" => Self::Overflowed,
+            "out_of_hours" => Self::OutOfHours,
+            "holiday" => Self::Holiday,
+            "forwarded" => Self::Forwarded,
+            "disconnected" => Self::Disconnected,
+            "rejected" => Self::Rejected,
+            "failed" => Self::Failed,
+            _ => return Err(corrupt("call_record.outcome", s)),
+        })
+    }
+}
+
+/// How one offer to an agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OfferResult {
+    Answered,
+    /// The agent refused (a 4xx/5xx/6xx final response); `sip_code` says which.
+    Declined,
+    /// The alert time ran out.
+    NoAnswer,
+    /// Withdrawn: another agent answered, or the caller hung up.
+    Cancelled,
+    /// The agent could not be reached (transport error, timeout of the INVITE transaction).
+    Failed,
+}
+
+impl OfferResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Declined => "declined",
+            Self::NoAnswer => "no_answer",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "answered" => Self::Answered,
+            "declined" => Self::Declined,
+            "no_answer" => Self::NoAnswer,
+            "cancelled" => Self::Cancelled,
+            "failed" => Self::Failed,
+            _ => return Err(corrupt("call_offer.result", s)),
+        })
+    }
+}
+
+/// One call, from arrival to end. Times are wall-clock UTC, stored at millisecond precision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// The SIP Call-ID of the caller's leg.
+    pub call_id: String,
+    /// Workflow name.
+    pub workflow: String,
+    pub workflow_uri: SipUri,
+    /// The caller's address as received (the From URI; not necessarily `sip:`).
+    pub caller: String,
+    pub arrived_at: DateTime<Utc>,
+    pub welcome_ended_at: Option<DateTime<Utc>>,
+    /// The last queue the call waited in.
+    pub queue: Option<String>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: DateTime<Utc>,
+    pub outcome: CallOutcome,
+    /// The agent who answered.
+    pub agent: Option<SipUri>,
+    /// The group through which the call reached that agent.
+    pub agent_group: Option<String>,
+    /// Where a time-out, overflow or IVR action sent the call (a SIP URI or a queue name).
+    pub transferred_to: Option<String>,
+    /// The final SIP status of the caller's leg, when rgsd sent one.
+    pub sip_code: Option<u16>,
+    /// Time spent waiting in queues.
+    pub wait: Option<Duration>,
+    /// Time spent talking to the agent.
+    pub talk: Option<Duration>,
+    /// Every offer, in the order made.
+    pub offers: Vec<CallOffer>,
+}
+
+/// One offer of a call to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOffer {
+    pub agent: SipUri,
+    pub agent_group: Option<String>,
+    pub offered_at: DateTime<Utc>,
+    pub result: OfferResult,
+    /// The agent's final SIP status, when one came back.
+    pub sip_code: Option<u16>,
+}
+
+fn corrupt(column: &'static str, value: &str) -> StoreError {
+    StoreError::Corrupt {
+        column,
+        value: value.to_owned(),
+    }
+}
+
+#[derive(FromRow)]
+struct RecordRow {
+    id: i64,
+    call_id: String,
+    workflow: String,
+    workflow_uri: String,
+    caller: String,
+    arrived_at: i64,
+    welcome_ended_at: Option<i64>,
+    queue: Option<String>,
+    queued_at: Option<i64>,
+    answered_at: Option<i64>,
+    ended_at: i64,
+    outcome: String,
+    agent: Option<String>,
+    agent_group: Option<String>,
+    transferred_to: Option<String>,
+    sip_code: Option<i32>,
+    wait_ms: Option<i64>,
+    talk_ms: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct OfferRow {
+    call_record_id: i64,
+    agent: String,
+    agent_group: Option<String>,
+    offered_at: i64,
+    result: String,
+    sip_code: Option<i32>,
+}
+
+fn sip_code_from(code: Option<i32>, column: &'static str) -> Result<Option<u16>, StoreError> {
+    code.map(|c| u16::try_from(c).map_err(|_| corrupt(column, &c.to_string())))
+        .transpose()
+}
+
+impl RecordRow {
+    fn into_record(self, offers: Vec<CallOffer>) -> Result<CallRecord, StoreError> {
+        Ok(CallRecord {
+            arrived_at: from_ms(self.arrived_at, "call_record.arrived_at")?,
+            welcome_ended_at: from_ms_opt(self.welcome_ended_at, "call_record.welcome_ended_at")?,
+            queued_at: from_ms_opt(self.queued_at, "call_record.queued_at")?,
+            answered_at: from_ms_opt(self.answered_at, "call_record.answered_at")?,
+            ended_at: from_ms(self.ended_at, "call_record.ended_at")?,
+            outcome: CallOutcome::parse(&self.outcome)?,
+            sip_code: sip_code_from(self.sip_code, "call_record.sip_code")?,
+            wait: self
+                .wait_ms
+                .map(|ms| duration_from_ms(ms, "call_record.wait_ms"))
+                .transpose()?,
+            talk: self
+                .talk_ms
+                .map(|ms| duration_from_ms(ms, "call_record.talk_ms"))
+                .transpose()?,
+            call_id: self.call_id,
+            workflow: self.workflow,
+            workflow_uri: SipUri(self.workflow_uri),
+            caller: self.caller,
+            queue: self.queue,
+            agent: self.agent.map(SipUri),
+            agent_group: self.agent_group,
+            transferred_to: self.transferred_to,
+            offers,
+        })
+    }
+}
+
+impl OfferRow {
+    fn into_offer(self) -> Result<CallOffer, StoreError> {
+        Ok(CallOffer {
+            agent: SipUri(self.agent),
+            agent_group: self.agent_group,
+            offered_at: from_ms(self.offered_at, "call_offer.offered_at")?,
+            result: OfferResult::parse(&self.result)?,
+            sip_code: sip_code_from(self.sip_code, "call_offer.sip_code")?,
+        })
+    }
+}
+
+impl Store {
+    /// Writes a call record and its offers in one transaction. Writing the same record again
+    /// (same Call-ID and arrival time) changes nothing and returns the stored record's id.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; see [`StoreError::is_transient`] for which are worth retrying.
+    pub async fn record_call(&self, record: &CallRecord) -> Result<CallRecordId, StoreError> {
+        let now = self.now_ms();
+        let r = record;
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let inserted = sqlx::query_scalar::<_, i64>(
+                "insert into call_record (call_id, workflow, workflow_uri, caller, arrived_at,
+                                          welcome_ended_at, queue, queued_at, answered_at, ended_at,
+                                          outcome, agent, agent_group, transferred_to, sip_code,
+                                          wait_ms, talk_ms, created_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                         $18)
+                 on conflict (call_id, arrived_at) do nothing
+                 returning id",
+            )
+            .bind(r.call_id.as_str())
+            .bind(r.workflow.as_str())
+            .bind(r.workflow_uri.as_str())
+            .bind(r.caller.as_str())
+            .bind(to_ms(r.arrived_at))
+            .bind(r.welcome_ended_at.map(to_ms))
+            .bind(r.queue.as_deref())
+            .bind(r.queued_at.map(to_ms))
+            .bind(r.answered_at.map(to_ms))
+            .bind(to_ms(r.ended_at))
+            .bind(r.outcome.as_str())
+            .bind(r.agent.as_ref().map(SipUri::as_str))
+            .bind(r.agent_group.as_deref())
+            .bind(r.transferred_to.as_deref())
+            .bind(r.sip_code.map(i32::from))
+            .bind(r.wait.map(duration_to_ms))
+            .bind(r.talk.map(duration_to_ms))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(on(Entity::CallRecord))?;
+            let Some(id) = inserted else {
+                // Already stored (a retry): leave it, offers included, as it is.
+                let id = sqlx::query_scalar::<_, i64>(
+                    "select id from call_record where call_id = $1 and arrived_at = $2",
+                )
+                .bind(r.call_id.as_str())
+                .bind(to_ms(r.arrived_at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(on(Entity::CallRecord))?;
+                return Ok(CallRecordId(id));
+            };
+            for offer in &r.offers {
+                sqlx::query(
+                    "insert into call_offer (call_record_id, agent, agent_group, offered_at,
+                                             result, sip_code)
+                     values ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(id)
+                .bind(offer.agent.as_str())
+                .bind(offer.agent_group.as_deref())
+                .bind(to_ms(offer.offered_at))
+                .bind(offer.result.as_str())
+                .bind(offer.sip_code.map(i32::from))
+                .execute(&mut *tx)
+                .await
+                .map_err(on(Entity::CallRecord))?;
+            }
+            tx.commit().await.map_err(StoreError::Database)?;
+            Ok(CallRecordId(id))
+        }.await)
+    }
+
+    /// Calls that arrived in `[from, to)`, by arrival (then by write order), with their offers
+    /// in the order made.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`].
+    pub async fn call_records_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let (records, offers) = on_pool!(self, pool => async {
+            // Both reads in one transaction, so the offers belong to exactly these records.
+            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let records = sqlx::query_as::<_, RecordRow>(
+                "select id, call_id, workflow, workflow_uri, caller, arrived_at, welcome_ended_at,
+                        queue, queued_at, answered_at, ended_at, outcome, agent, agent_group,
+                        transferred_to, sip_code, wait_ms, talk_ms
+                 from call_record
+                 where arrived_at >= $1 and arrived_at < $2
+                 order by arrived_at, id",
+            )
+            .bind(to_ms(from))
+            .bind(to_ms(to))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(on(Entity::CallRecord))?;
+            let offers = sqlx::query_as::<_, OfferRow>(
+                "select o.call_record_id, o.agent, o.agent_group, o.offered_at, o.result, o.sip_code
+                 from call_offer o join call_record r on r.id = o.call_record_id
+                 where r.arrived_at >= $1 and r.arrived_at < $2
+                 order by o.call_record_id, o.id",
+            )
+            .bind(to_ms(from))
+            .bind(to_ms(to))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(on(Entity::CallRecord))?;
+            tx.commit().await.map_err(StoreError::Database)?;
+            Ok::<_, StoreError>((records, offers))
+        }.await)?;
+        let mut by_record: std::collections::HashMap<i64, Vec<CallOffer>> =
+            std::collections::HashMap::new();
+        for o in offers {
+            by_record
+                .entry(o.call_record_id)
+                .or_default()
+                .push(o.into_offer()?);
+        }
+        records
+            .into_iter()
+            .map(|row| {
+                let offers = by_record.remove(&row.id).unwrap_or_default();
+                row.into_record(offers)
+            })
+            .collect()
+    }
+}

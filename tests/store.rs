@@ -1,0 +1,789 @@
+//! The store contract: one suite of assertions ([`contract`]) that every backend must pass, run
+//! on SQLite always and on PostgreSQL when `RGSD_TEST_PG_URL` names a server (for example
+//! `postgres://postgres@127.0.0.1:5432/test`). Each PostgreSQL run creates a database of its own
+//! (`rgsd_test_<random>`) and drops it afterwards, so parallel runs and a reused CI server do not
+//! see each other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rgsd::clock::ManualClock;
+use rgsd::config::model::{AgentGroup, DatabaseUrl, Participation, RoutingMethod, Secret, SipUri};
+use rgsd::store::{
+    AgentFields, AgentId, CallOffer, CallOutcome, CallRecord, Entity, GroupId, GroupSource,
+    OfferResult, Role, SignIn, Store, StoreError,
+};
+use sqlx::Connection;
+
+fn uri(s: &str) -> SipUri {
+    SipUri(format!("sip:{s}@127.0.0.1"))
+}
+
+/// 2026-11-20T10:00:00Z plus `ms`.
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_795_687_200_000 + ms).unwrap()
+}
+
+fn group(name: &str, participation: Participation, agents: &[&str]) -> AgentGroup {
+    AgentGroup {
+        name: name.into(),
+        description: Some(format!("{name} team")),
+        participation,
+        routing: RoutingMethod::Serial,
+        alert_time: Duration::from_secs(20),
+        agents: agents.iter().map(|a| uri(a)).collect(),
+    }
+}
+
+fn agent(name: &str, display: Option<&str>) -> AgentFields {
+    AgentFields {
+        sip_uri: uri(name),
+        display_name: display.map(str::to_owned),
+    }
+}
+
+fn call(n: i64, arrived_at: DateTime<Utc>) -> CallRecord {
+    CallRecord {
+        call_id: format!("{n}-a84b4c76e66710@127.0.0.1"),
+        workflow: "Sales".into(),
+        workflow_uri: uri("sales"),
+        caller: format!("sip:+1555000{n:04}@trunk.example"),
+        arrived_at,
+        welcome_ended_at: Some(arrived_at + chrono::Duration::milliseconds(3_250)),
+        queue: Some("Sales queue".into()),
+        queued_at: Some(arrived_at + chrono::Duration::milliseconds(3_251)),
+        answered_at: Some(arrived_at + chrono::Duration::milliseconds(30_000)),
+        ended_at: arrived_at + chrono::Duration::milliseconds(95_000),
+        outcome: CallOutcome::Answered,
+        agent: Some(uri("bob")),
+        agent_group: Some("Sales agents".into()),
+        transferred_to: None,
+        sip_code: Some(200),
+        wait: Some(Duration::from_millis(26_749)),
+        talk: Some(Duration::from_millis(65_000)),
+        offers: vec![
+            CallOffer {
+                agent: uri("alice"),
+                agent_group: Some("Sales agents".into()),
+                offered_at: arrived_at + chrono::Duration::milliseconds(3_300),
+                result: OfferResult::NoAnswer,
+                sip_code: Some(487),
+            },
+            CallOffer {
+                agent: uri("bob"),
+                agent_group: Some("Sales agents".into()),
+                offered_at: arrived_at + chrono::Duration::milliseconds(23_300),
+                result: OfferResult::Answered,
+                sip_code: Some(200),
+            },
+        ],
+    }
+}
+
+/// Every assertion about the store, on a fresh, empty, unmigrated database.
+async fn contract(store: Store) {
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let store = store.with_clock(clock.clone());
+
+    // Migrations: applying them twice is a no-op.
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+
+    agents(&store, &clock).await;
+    groups(&store, &clock).await;
+    sign_in(&store, &clock).await;
+    config_sync(&store, &clock).await;
+    call_records(&store).await;
+    tokens(&store, &clock).await;
+    audit(&store, &clock).await;
+    deleting_an_agent_removes_its_memberships_and_sign_ins(&store).await;
+}
+
+async fn agents(store: &Store, clock: &ManualClock) {
+    let alice = store
+        .create_agent(&agent("alice", Some("Alice")))
+        .await
+        .unwrap();
+    assert_eq!(alice.sip_uri, uri("alice"));
+    assert_eq!(alice.display_name.as_deref(), Some("Alice"));
+    assert_eq!((alice.created_at, alice.updated_at), (at(0), at(0)));
+
+    let bob = store.create_agent(&agent("bob", None)).await.unwrap();
+    assert_ne!(alice.id, bob.id);
+
+    // A duplicate URI is a conflict, not a database failure.
+    let dup = store.create_agent(&agent("alice", Some("Other"))).await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict(Entity::Agent))),
+        "{dup:?}"
+    );
+
+    assert_eq!(store.get_agent(alice.id).await.unwrap(), alice);
+    assert_eq!(store.get_agent_by_uri(&uri("bob")).await.unwrap(), bob);
+    assert!(matches!(
+        store.get_agent(AgentId(987_654)).await,
+        Err(StoreError::NotFound(Entity::Agent))
+    ));
+    assert!(matches!(
+        store.get_agent_by_uri(&uri("nobody")).await,
+        Err(StoreError::NotFound(Entity::Agent))
+    ));
+
+    clock.advance(Duration::from_secs(60));
+    let alice2 = store
+        .update_agent(alice.id, &agent("alice", Some("Alice A.")))
+        .await
+        .unwrap();
+    assert_eq!(alice2.display_name.as_deref(), Some("Alice A."));
+    assert_eq!((alice2.created_at, alice2.updated_at), (at(0), at(60_000)));
+
+    let taken = store.update_agent(alice.id, &agent("bob", None)).await;
+    assert!(
+        matches!(taken, Err(StoreError::Conflict(Entity::Agent))),
+        "{taken:?}"
+    );
+    assert!(matches!(
+        store
+            .update_agent(AgentId(987_654), &agent("zed", None))
+            .await,
+        Err(StoreError::NotFound(Entity::Agent))
+    ));
+
+    let temp = store.create_agent(&agent("temp", None)).await.unwrap();
+    store.delete_agent(temp.id).await.unwrap();
+    assert!(matches!(
+        store.delete_agent(temp.id).await,
+        Err(StoreError::NotFound(Entity::Agent))
+    ));
+
+    let listed: Vec<SipUri> = store
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.sip_uri)
+        .collect();
+    assert_eq!(listed, vec![uri("alice"), uri("bob")]);
+}
+
+async fn groups(store: &Store, clock: &ManualClock) {
+    clock.set(at(100_000));
+    // Members keep their order; a URI not seen before becomes an agent.
+    let sales = store
+        .create_group(&group(
+            "Sales agents",
+            Participation::Informal,
+            &["carol", "alice", "bob"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(sales.source, GroupSource::Api);
+    assert_eq!(sales.agents, vec![uri("carol"), uri("alice"), uri("bob")]);
+    assert_eq!(sales.routing, RoutingMethod::Serial);
+    assert_eq!(sales.alert_time, Duration::from_secs(20));
+    assert_eq!(sales.created_at, at(100_000));
+    assert_eq!(
+        sales.to_agent_group(),
+        group(
+            "Sales agents",
+            Participation::Informal,
+            &["carol", "alice", "bob"]
+        )
+    );
+    let carol = store.get_agent_by_uri(&uri("carol")).await.unwrap();
+    assert_eq!(carol.display_name, None);
+
+    let dup = store
+        .create_group(&group("Sales agents", Participation::Formal, &[]))
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict(Entity::AgentGroup))),
+        "{dup:?}"
+    );
+
+    // A URI listed twice is refused, and the whole creation is rolled back.
+    let twice = store
+        .create_group(&group("Twice", Participation::Formal, &["alice", "alice"]))
+        .await;
+    assert!(
+        matches!(twice, Err(StoreError::Conflict(Entity::Membership))),
+        "{twice:?}"
+    );
+    assert!(matches!(
+        store.get_group_by_name("Twice").await,
+        Err(StoreError::NotFound(Entity::AgentGroup))
+    ));
+
+    clock.set(at(110_000));
+    let mut changed = group("Sales team", Participation::Informal, &["bob", "carol"]);
+    changed.routing = RoutingMethod::RoundRobin;
+    changed.alert_time = Duration::from_millis(12_500);
+    changed.description = None;
+    let updated = store.update_group(sales.id, &changed).await.unwrap();
+    assert_eq!(updated.to_agent_group(), changed);
+    assert_eq!(updated.source, GroupSource::Api);
+    assert_eq!(
+        (updated.created_at, updated.updated_at),
+        (at(100_000), at(110_000))
+    );
+    assert!(matches!(
+        store.get_group_by_name("Sales agents").await,
+        Err(StoreError::NotFound(Entity::AgentGroup))
+    ));
+
+    let reordered = store
+        .set_group_members(sales.id, &[uri("alice"), uri("carol"), uri("bob")])
+        .await
+        .unwrap();
+    assert_eq!(
+        reordered.agents,
+        vec![uri("alice"), uri("carol"), uri("bob")]
+    );
+    assert_eq!(store.get_group(sales.id).await.unwrap(), reordered);
+    assert_eq!(
+        store.get_group_by_name("Sales team").await.unwrap(),
+        reordered
+    );
+
+    assert!(matches!(
+        store.set_group_members(GroupId(987_654), &[]).await,
+        Err(StoreError::NotFound(Entity::AgentGroup))
+    ));
+    assert!(matches!(
+        store.update_group(GroupId(987_654), &changed).await,
+        Err(StoreError::NotFound(Entity::AgentGroup))
+    ));
+    assert!(matches!(
+        store.get_group(GroupId(987_654)).await,
+        Err(StoreError::NotFound(Entity::AgentGroup))
+    ));
+
+    let other = store
+        .create_group(&group("Other", Participation::Formal, &["bob"]))
+        .await
+        .unwrap();
+    let rename = store
+        .update_group(other.id, &group("Sales team", Participation::Formal, &[]))
+        .await;
+    assert!(
+        matches!(rename, Err(StoreError::Conflict(Entity::AgentGroup))),
+        "{rename:?}"
+    );
+    store.delete_group(other.id).await.unwrap();
+    assert!(matches!(
+        store.delete_group(other.id).await,
+        Err(StoreError::NotFound(Entity::AgentGroup))
+    ));
+    // Deleting a group keeps its agents.
+    store.get_agent_by_uri(&uri("bob")).await.unwrap();
+
+    let names: Vec<(String, Vec<SipUri>)> = store
+        .list_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.name, g.agents))
+        .collect();
+    assert_eq!(
+        names,
+        vec![(
+            "Sales team".to_owned(),
+            vec![uri("alice"), uri("carol"), uri("bob")]
+        )]
+    );
+}
+
+async fn sign_in(store: &Store, clock: &ManualClock) {
+    clock.set(at(200_000));
+    let support = store
+        .create_group(&group("Support", Participation::Formal, &["alice", "bob"]))
+        .await
+        .unwrap();
+
+    assert!(store.sign_in(&uri("alice"), "Support").await.unwrap());
+    clock.set(at(201_000));
+    // Already signed in: no change, and `since` stays the first sign-in.
+    assert!(!store.sign_in(&uri("alice"), "Support").await.unwrap());
+    assert_eq!(
+        store.signed_in_groups(&uri("alice")).await.unwrap(),
+        vec!["Support".to_owned()]
+    );
+    assert_eq!(
+        store.sign_in_state().await.unwrap(),
+        vec![SignIn {
+            agent: uri("alice"),
+            group: "Support".into(),
+            since: at(200_000),
+        }]
+    );
+    // Never signed in: signing out changes nothing.
+    assert!(!store.sign_out(&uri("bob"), "Support").await.unwrap());
+    assert!(
+        store
+            .signed_in_groups(&uri("bob"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .signed_in_groups(&uri("nobody"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let not_member = store.sign_in(&uri("carol"), "Support").await;
+    assert!(
+        matches!(not_member, Err(StoreError::NotFound(Entity::Membership))),
+        "{not_member:?}"
+    );
+    let no_agent = store.sign_in(&uri("nobody"), "Support").await;
+    assert!(
+        matches!(no_agent, Err(StoreError::NotFound(Entity::Agent))),
+        "{no_agent:?}"
+    );
+    let no_group = store.sign_in(&uri("alice"), "Nope").await;
+    assert!(
+        matches!(no_group, Err(StoreError::NotFound(Entity::AgentGroup))),
+        "{no_group:?}"
+    );
+    let informal = store.sign_in(&uri("alice"), "Sales team").await;
+    assert!(
+        matches!(&informal, Err(StoreError::InformalGroup { group }) if group == "Sales team"),
+        "{informal:?}"
+    );
+
+    // Reordering members keeps sign-in state; leaving the group drops it.
+    store
+        .set_group_members(support.id, &[uri("bob"), uri("alice")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.signed_in_groups(&uri("alice")).await.unwrap(),
+        vec!["Support".to_owned()]
+    );
+    store
+        .set_group_members(support.id, &[uri("bob")])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .signed_in_groups(&uri("alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .set_group_members(support.id, &[uri("bob"), uri("alice")])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .signed_in_groups(&uri("alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(store.sign_in(&uri("alice"), "Support").await.unwrap());
+    assert!(store.sign_in(&uri("bob"), "Support").await.unwrap());
+    clock.set(at(202_000));
+    assert!(store.sign_out(&uri("alice"), "Support").await.unwrap());
+    assert!(!store.sign_out(&uri("alice"), "Support").await.unwrap());
+    assert_eq!(
+        store.sign_in_state().await.unwrap(),
+        vec![SignIn {
+            agent: uri("bob"),
+            group: "Support".into(),
+            since: at(201_000),
+        }]
+    );
+}
+
+async fn config_sync(store: &Store, clock: &ManualClock) {
+    clock.set(at(300_000));
+    // An API group that the file will take over, signed-in state included.
+    store
+        .create_group(&group("Escalation", Participation::Formal, &["dave"]))
+        .await
+        .unwrap();
+    store.sign_in(&uri("dave"), "Escalation").await.unwrap();
+
+    let declared = vec![
+        group("Hotline", Participation::Informal, &["erin", "alice"]),
+        group("Escalation", Participation::Formal, &["dave", "erin"]),
+    ];
+    let report = store.sync_config_groups(&declared).await.unwrap();
+    assert_eq!(report.created, vec!["Hotline".to_owned()]);
+    assert_eq!(report.taken_over, vec!["Escalation".to_owned()]);
+    assert!(report.updated.is_empty() && report.retired.is_empty());
+    assert_eq!(report.unchanged, 0);
+    assert!(report.to_string().contains("1 created"), "{report}");
+    let hotline = store.get_group_by_name("Hotline").await.unwrap();
+    assert_eq!(hotline.source, GroupSource::Config);
+    assert_eq!(hotline.to_agent_group(), declared[0]);
+    let escalation = store.get_group_by_name("Escalation").await.unwrap();
+    assert_eq!(escalation.source, GroupSource::Config);
+    assert_eq!(escalation.to_agent_group(), declared[1]);
+    assert_eq!(
+        store.signed_in_groups(&uri("dave")).await.unwrap(),
+        vec!["Escalation".to_owned()]
+    );
+
+    // The same file again changes nothing.
+    clock.set(at(301_000));
+    let again = store.sync_config_groups(&declared).await.unwrap();
+    assert_eq!(again.unchanged, 2);
+    assert!(again.created.is_empty() && again.updated.is_empty() && again.taken_over.is_empty());
+    assert_eq!(
+        store.get_group_by_name("Hotline").await.unwrap().updated_at,
+        at(300_000)
+    );
+
+    // Hotline changes, Escalation leaves the file: it is retired, not deleted.
+    let mut hotline2 = group("Hotline", Participation::Informal, &["alice", "erin"]);
+    hotline2.routing = RoutingMethod::Parallel;
+    let report = store.sync_config_groups(&[hotline2.clone()]).await.unwrap();
+    assert_eq!(report.updated, vec!["Hotline".to_owned()]);
+    assert_eq!(report.retired, vec!["Escalation".to_owned()]);
+    assert_eq!(
+        store
+            .get_group_by_name("Hotline")
+            .await
+            .unwrap()
+            .to_agent_group(),
+        hotline2
+    );
+    let retired = store.get_group_by_name("Escalation").await.unwrap();
+    assert_eq!(retired.source, GroupSource::Retired);
+    assert_eq!(retired.agents, vec![uri("dave"), uri("erin")]);
+    assert_eq!(
+        store.signed_in_groups(&uri("dave")).await.unwrap(),
+        vec!["Escalation".to_owned()]
+    );
+    // API groups are left alone.
+    let support = store.get_group_by_name("Support").await.unwrap();
+    assert_eq!(support.source, GroupSource::Api);
+    assert_eq!(support.agents, vec![uri("bob"), uri("alice")]);
+
+    // Declared again: restored as a config group, sign-in state intact.
+    let report = store
+        .sync_config_groups(&[hotline2.clone(), declared[1].clone()])
+        .await
+        .unwrap();
+    assert_eq!(report.updated, vec!["Escalation".to_owned()]);
+    assert_eq!(report.unchanged, 1);
+    assert_eq!(
+        store.get_group_by_name("Escalation").await.unwrap().source,
+        GroupSource::Config
+    );
+    assert_eq!(
+        store.signed_in_groups(&uri("dave")).await.unwrap(),
+        vec!["Escalation".to_owned()]
+    );
+
+    // A bad declaration changes nothing at all.
+    let bad = vec![
+        group("Brand new", Participation::Informal, &["zoe"]),
+        group("Hotline", Participation::Informal, &["alice", "alice"]),
+    ];
+    let err = store.sync_config_groups(&bad).await;
+    assert!(
+        matches!(err, Err(StoreError::Conflict(Entity::Membership))),
+        "{err:?}"
+    );
+    assert!(matches!(
+        store.get_group_by_name("Brand new").await,
+        Err(StoreError::NotFound(Entity::AgentGroup))
+    ));
+    assert!(matches!(
+        store.get_agent_by_uri(&uri("zoe")).await,
+        Err(StoreError::NotFound(Entity::Agent))
+    ));
+    assert_eq!(
+        store
+            .get_group_by_name("Hotline")
+            .await
+            .unwrap()
+            .to_agent_group(),
+        hotline2
+    );
+}
+
+async fn call_records(store: &Store) {
+    let first = call(1, at(1_000_000));
+    let mut second = call(2, at(1_000_500));
+    second.outcome = CallOutcome::QueueTimedOut;
+    second.answered_at = None;
+    second.agent = None;
+    second.agent_group = None;
+    second.transferred_to = Some("sip:voicemail@127.0.0.1".into());
+    second.sip_code = None;
+    second.talk = None;
+    second.welcome_ended_at = None;
+    second.offers = vec![];
+    let late = call(3, at(2_000_000));
+
+    // Written out of arrival order; read back in arrival order.
+    let id_late = store.record_call(&late).await.unwrap();
+    let id_second = store.record_call(&second).await.unwrap();
+    let id_first = store.record_call(&first).await.unwrap();
+    assert_ne!(id_first, id_second);
+    // Writing a record again stores nothing new and returns the same id.
+    assert_eq!(store.record_call(&first).await.unwrap(), id_first);
+    assert_eq!(store.record_call(&late).await.unwrap(), id_late);
+
+    // [from, to): the start is included, the end is not.
+    let window = store
+        .call_records_between(at(1_000_000), at(2_000_000))
+        .await
+        .unwrap();
+    assert_eq!(window, vec![first.clone(), second.clone()]);
+    let all = store
+        .call_records_between(at(0), at(3_000_000))
+        .await
+        .unwrap();
+    assert_eq!(all, vec![first, second, late]);
+    assert!(
+        store
+            .call_records_between(at(1_000_501), at(2_000_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn tokens(store: &Store, clock: &ManualClock) {
+    clock.set(at(400_000));
+    let issued = store
+        .create_token(Role::Agent, "sip:alice@127.0.0.1")
+        .await
+        .unwrap();
+    let token = issued.token.expose().to_owned();
+    assert!(token.starts_with("rgsd_") && token.len() >= 64, "{token}");
+    assert!(!format!("{issued:?}").contains(&token));
+    assert_eq!(issued.info.role, Role::Agent);
+    assert_eq!(issued.info.created_at, at(400_000));
+    assert_eq!(issued.info.revoked_at, None);
+
+    let admin = store.create_token(Role::Admin, "root").await.unwrap();
+    assert_ne!(admin.token.expose(), token);
+
+    assert_eq!(
+        store.authenticate(&token).await.unwrap(),
+        Some(issued.info.clone())
+    );
+    assert_eq!(
+        store
+            .authenticate(admin.token.expose())
+            .await
+            .unwrap()
+            .map(|t| t.role),
+        Some(Role::Admin)
+    );
+    let mut wrong = token.clone();
+    wrong.pop();
+    wrong.push(if token.ends_with('0') { '1' } else { '0' });
+    assert_eq!(store.authenticate(&wrong).await.unwrap(), None);
+    assert_eq!(store.authenticate("").await.unwrap(), None);
+    assert_eq!(store.authenticate("not a token").await.unwrap(), None);
+
+    clock.set(at(401_000));
+    store.revoke_token(issued.info.id).await.unwrap();
+    assert_eq!(store.authenticate(&token).await.unwrap(), None);
+    clock.set(at(402_000));
+    store.revoke_token(issued.info.id).await.unwrap();
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, issued.info.id);
+    assert_eq!(listed[0].revoked_at, Some(at(401_000)));
+    assert_eq!(listed[1].revoked_at, None);
+    assert!(matches!(
+        store.revoke_token(rgsd::store::TokenId(987_654)).await,
+        Err(StoreError::NotFound(Entity::ApiToken))
+    ));
+}
+
+async fn audit(store: &Store, clock: &ManualClock) {
+    clock.set(at(500_000));
+    store
+        .audit(
+            "root",
+            "agent.create",
+            "sip:alice@127.0.0.1",
+            &serde_json::json!({"display_name": "Alice"}),
+        )
+        .await
+        .unwrap();
+    clock.set(at(501_000));
+    store
+        .audit(
+            "root",
+            "group.members.set",
+            "Support",
+            &serde_json::json!({"agents": ["sip:bob@127.0.0.1"], "n": 1}),
+        )
+        .await
+        .unwrap();
+    clock.set(at(502_000));
+    store
+        .audit(
+            "sip:mgr@127.0.0.1",
+            "token.revoke",
+            "7",
+            &serde_json::json!(null),
+        )
+        .await
+        .unwrap();
+
+    let since = store.list_audit(at(501_000), 10).await.unwrap();
+    assert_eq!(since.len(), 2);
+    assert_eq!(since[0].action, "group.members.set");
+    assert_eq!(since[0].at, at(501_000));
+    assert_eq!(
+        since[0].detail,
+        serde_json::json!({"agents": ["sip:bob@127.0.0.1"], "n": 1})
+    );
+    assert_eq!(since[1].actor, "sip:mgr@127.0.0.1");
+    assert!(since[0].id < since[1].id);
+    let first = store.list_audit(at(0), 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].target, "sip:alice@127.0.0.1");
+    assert!(store.list_audit(at(600_000), 10).await.unwrap().is_empty());
+}
+
+async fn deleting_an_agent_removes_its_memberships_and_sign_ins(store: &Store) {
+    let bob = store.get_agent_by_uri(&uri("bob")).await.unwrap();
+    assert_eq!(
+        store.signed_in_groups(&uri("bob")).await.unwrap(),
+        vec!["Support".to_owned()]
+    );
+    store.delete_agent(bob.id).await.unwrap();
+    assert_eq!(
+        store.get_group_by_name("Support").await.unwrap().agents,
+        vec![uri("alice")]
+    );
+    assert!(
+        !store
+            .sign_in_state()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.agent == uri("bob"))
+    );
+    // Call records keep the URI of a deleted agent.
+    let records = store
+        .call_records_between(at(0), at(3_000_000))
+        .await
+        .unwrap();
+    assert_eq!(records[0].agent, Some(uri("bob")));
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = DatabaseUrl::Sqlite(dir.path().join("rgsd.db"));
+    let store = Store::connect(&url).await.unwrap();
+    contract(store.clone()).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_contract() {
+    let Ok(admin_url) = std::env::var("RGSD_TEST_PG_URL") else {
+        println!("skipping: RGSD_TEST_PG_URL not set");
+        return;
+    };
+    let scratch = ScratchDatabase::create(&admin_url).await;
+    let store = Store::connect(&DatabaseUrl::Postgres(Secret::new(scratch.url.clone())))
+        .await
+        .unwrap();
+    contract(store.clone()).await;
+    store.close().await;
+}
+
+/// A PostgreSQL database of the test's own, dropped (even after a failed assertion) on `Drop`.
+struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    /// The URL of the scratch database.
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(admin_url: &str) -> ScratchDatabase {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).unwrap();
+        let name = format!("rgsd_test_{}", hex::encode(random));
+        let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+        // `name` is made of [a-z0-9_] only, so it needs no quoting.
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        ScratchDatabase {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop cannot be async: a thread with a runtime of its own does the work.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists {name} with (force)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop scratch database {}", self.name);
+        }
+    }
+}
+
+/// `url` with its database (path) replaced by `database`, query string kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
