@@ -4,6 +4,10 @@
 //! (`rgsd_test_<random>`) and drops it afterwards, so parallel runs and a reused CI server do not
 //! see each other.
 
+// The helpers below are test code too, but clippy's `allow-unwrap-in-tests` only covers
+// `#[test]` functions: a failed `unwrap` is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
