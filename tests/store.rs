@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use rgsd::clock::ManualClock;
 use rgsd::config::model::{AgentGroup, DatabaseUrl, Participation, RoutingMethod, Secret, SipUri};
 use rgsd::store::{
-    AgentFields, AgentId, CallOffer, CallOutcome, CallRecord, Entity, GroupId, GroupSource,
-    OfferResult, Role, SignIn, Store, StoreError,
+    AgentFields, AgentId, CallOffer, CallOutcome, CallRecord, ConnectOptions, Entity, GroupId,
+    GroupSource, OfferResult, RecordWriter, Role, SignIn, Store, StoreError, WriterOptions,
+    WriterStatus,
 };
 use sqlx::Connection;
 
@@ -706,6 +707,100 @@ async fn postgres_passes_the_contract() {
         .unwrap();
     contract(store.clone()).await;
     store.close().await;
+}
+
+/// A real outage: the database stops accepting connections and every session to it is killed,
+/// while calls keep ending. The writer keeps the records, and writes them, in order and once,
+/// when the database is back. A record the database refuses (a NUL byte, which PostgreSQL text
+/// cannot hold) is dropped without blocking the others.
+#[tokio::test]
+async fn postgres_outage_loses_no_call_records() {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let Ok(admin_url) = std::env::var("RGSD_TEST_PG_URL") else {
+        println!("skipping: RGSD_TEST_PG_URL not set");
+        return;
+    };
+    let scratch = ScratchDatabase::create(&admin_url).await;
+    let options = ConnectOptions {
+        acquire_timeout: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    };
+    let url = DatabaseUrl::Postgres(Secret::new(scratch.url.clone()));
+    let store = Store::connect_with(&url, &options).await.unwrap();
+    store.migrate().await.unwrap();
+    let writer = RecordWriter::spawn(
+        store.clone(),
+        WriterOptions {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            ..WriterOptions::default()
+        },
+    );
+    let mut changes = writer.subscribe();
+    let before = call(0, at(0));
+    writer.submit(before.clone()).unwrap();
+    tokio::time::timeout(LIMIT, changes.wait_for(|_| writer.pending() == 0))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let name = &scratch.name;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {name} allow_connections false"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    let mut expected = vec![before];
+    for n in 1..=20 {
+        let mut record = call(n, at(n * 1000));
+        if n == 10 {
+            record.caller = "sip:bad\0byte@127.0.0.1".to_owned();
+        } else {
+            expected.push(record.clone());
+        }
+        writer.submit(record).unwrap();
+    }
+    tokio::time::timeout(
+        LIMIT,
+        changes.wait_for(|s| matches!(s, WriterStatus::Retrying { failures } if *failures >= 3)),
+    )
+    .await
+    .expect("the writer never failed: was the database really down?")
+    .unwrap();
+    let during = writer.stats();
+    assert_eq!((during.written, during.pending, during.dropped), (1, 20, 0));
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {name} allow_connections true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    tokio::time::timeout(LIMIT, changes.wait_for(|_| writer.pending() == 0))
+        .await
+        .expect("the buffer was never flushed")
+        .unwrap();
+    let stats = writer.shutdown(LIMIT).await;
+    assert_eq!(
+        (stats.written, stats.rejected, stats.dropped, stats.pending),
+        (20, 1, 0, 0)
+    );
+    let stored = store
+        .call_records_between(at(-1), at(100_000))
+        .await
+        .unwrap();
+    assert_eq!(stored, expected);
+    store.close().await;
+    admin.close().await.unwrap();
 }
 
 /// A PostgreSQL database of the test's own, dropped (even after a failed assertion) on `Drop`.
