@@ -28,7 +28,7 @@
 //! same way everywhere. The cost is millisecond precision: sub-millisecond parts are dropped.
 //! Durations (alert time, wait, talk) are stored as milliseconds too.
 //!
-//! "Now" (for `created_at`, `changed_at`, audit times) comes from a [`Clock`], never from the
+//! "Now" (for `created_at`, `changed_at`, audit times) comes from a [`Clock`](crate::clock::Clock), never from the
 //! system directly, so tests can pin it.
 
 pub mod agents;
@@ -302,6 +302,45 @@ mod tests {
         );
         assert!(duration_from_ms(-1, "d").is_err());
         assert_eq!(duration_to_ms(Duration::MAX), i64::MAX);
+    }
+
+    #[tokio::test]
+    async fn sqlite_is_created_if_missing_in_wal_mode_with_foreign_keys_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let store = Store::connect(&DatabaseUrl::Sqlite(path.clone()))
+            .await
+            .unwrap();
+        assert!(path.exists());
+        assert_eq!(store.backend_name(), "sqlite");
+        let Backend::Sqlite(pool) = &store.backend else {
+            panic!("not sqlite")
+        };
+        let mode: String = sqlx::query_scalar("pragma journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("pragma foreign_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_in_a_missing_folder_is_an_open_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-folder").join("rgsd.db");
+        let err = Store::connect(&DatabaseUrl::Sqlite(path.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::OpenSqlite { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("no-such-folder"), "{err}");
     }
 
     #[tokio::test]
