@@ -103,6 +103,7 @@ async fn contract(store: Store) {
     tokens(&store, &clock).await;
     audit(&store, &clock).await;
     deleting_an_agent_removes_its_memberships_and_sign_ins(&store).await;
+    concurrent_writers_all_succeed(&store).await;
 }
 
 async fn agents(store: &Store, clock: &ManualClock) {
@@ -686,7 +687,53 @@ async fn deleting_an_agent_removes_its_memberships_and_sign_ins(store: &Store) {
     assert_eq!(records[0].agent, Some(uri("bob")));
 }
 
-#[tokio::test]
+/// Writers racing each other (calls ending while an administrator edits groups and a reload
+/// synchronises the config) must all succeed: on SQLite this relies on write transactions taking
+/// the lock up front.
+async fn concurrent_writers_all_succeed(store: &Store) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .record_call(&call(100 + n, at(5_000_000 + n * 1000)))
+                .await
+                .map(|_| ())
+        });
+    }
+    for n in 0..4 {
+        let syncing = store.clone();
+        tasks.spawn(async move {
+            let declared = [group(
+                "Hotline",
+                Participation::Informal,
+                &["alice", if n % 2 == 0 { "erin" } else { "frank" }],
+            )];
+            syncing.sync_config_groups(&declared).await.map(|_| ())
+        });
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .create_group(&group(
+                    &format!("Concurrent {n}"),
+                    Participation::Formal,
+                    &["alice"],
+                ))
+                .await
+                .map(|_| ())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let stored = store
+        .call_records_between(at(5_000_000), at(6_000_000))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_passes_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let url = DatabaseUrl::Sqlite(dir.path().join("rgsd.db"));
@@ -695,7 +742,7 @@ async fn sqlite_passes_the_contract() {
     store.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_contract() {
     let Ok(admin_url) = std::env::var("RGSD_TEST_PG_URL") else {
         println!("skipping: RGSD_TEST_PG_URL not set");

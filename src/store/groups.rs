@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::error::{Entity, StoreError, on};
-use super::{Store, duration_from_ms, duration_to_ms, from_ms, on_pool};
+use super::{BeginWrite, Store, duration_from_ms, duration_to_ms, from_ms, on_pool};
 use crate::config::model::{AgentGroup, Participation, RoutingMethod, SipUri};
 
 /// Database id of an agent group.
@@ -411,7 +411,7 @@ impl Store {
     pub async fn create_group(&self, group: &AgentGroup) -> Result<Group, StoreError> {
         let now = self.now_ms();
         let id = on_pool!(self, pool => async {
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             let id = tx.insert_group(group, GroupSource::Api, now).await?;
             tx.write_members(id, &group.agents, now).await?;
             tx.commit().await.map_err(StoreError::Database)?;
@@ -507,7 +507,7 @@ impl Store {
     pub async fn update_group(&self, id: GroupId, group: &AgentGroup) -> Result<Group, StoreError> {
         let now = self.now_ms();
         on_pool!(self, pool => async {
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             if !tx.update_settings(id.0, group, None, now).await? {
                 return Err(StoreError::NotFound(Entity::AgentGroup));
             }
@@ -530,7 +530,7 @@ impl Store {
     ) -> Result<Group, StoreError> {
         let now = self.now_ms();
         on_pool!(self, pool => async {
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             let found = sqlx::query("update agent_group set updated_at = $2 where id = $1")
                 .bind(id.0)
                 .bind(now)
@@ -577,7 +577,7 @@ impl Store {
         let now = self.now_ms();
         on_pool!(self, pool => async {
             let mut report = SyncReport::default();
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             for g in groups {
                 let Some(row) = tx.group_by_name(&g.name).await? else {
                     let id = tx.insert_group(g, GroupSource::Config, now).await?;

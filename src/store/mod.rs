@@ -12,7 +12,8 @@
 //! `Backend` is an enum of the two pools, and every method is one `match` on it, written with
 //! the private `on_pool!` macro: the body is written once and compiled once per backend. The SQL
 //! text is shared: both dialects accept `$N` placeholders, `insert … returning`, and
-//! `on conflict … do update/nothing`. Only the schema differs (`migrations/sqlite/` versus
+//! `on conflict … do update/nothing`. Besides how a writing transaction starts (`BeginWrite`:
+//! `begin immediate` on SQLite), only the schema differs (`migrations/sqlite/` versus
 //! `migrations/postgres/`: identity columns and `boolean`), in two folders with the same version
 //! numbers. Queries are checked at run time (`query_as::<_, Row>` with `#[derive(FromRow)]`), not
 //! by the `query!` macros, which check against one database at build time; the contract suite in
@@ -78,7 +79,33 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
+use on_pool;
+
+/// Starting a transaction that will write: the one statement where the dialects differ outside
+/// the schema. SQLite's default `begin` is deferred: a transaction that reads first and writes
+/// later fails at once with `SQLITE_BUSY` if another connection wrote in between (the busy
+/// timeout does not apply to that upgrade). `begin immediate` takes the write lock up front and
+/// waits for it under the busy timeout instead. PostgreSQL's row locks need no such care.
+trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, StoreError>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.begin_with("begin immediate")
+            .await
+            .map_err(StoreError::Database)
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.begin().await.map_err(StoreError::Database)
+    }
+}
 
 /// Pool settings. [`Default`] is what `serve` uses.
 #[derive(Debug, Clone)]
