@@ -94,6 +94,7 @@ async fn contract(store: Store) {
     // Migrations: applying them twice is a no-op.
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
+    store.ping().await.unwrap();
 
     agents(&store, &clock).await;
     groups(&store, &clock).await;
@@ -360,6 +361,21 @@ async fn sign_in(store: &Store, clock: &ManualClock) {
         matches!(&informal, Err(StoreError::InformalGroup { group }) if group == "Sales team"),
         "{informal:?}"
     );
+
+    // A group that turns informal reports no sign-ins; formal again, they count again.
+    let mut informal = group("Support", Participation::Informal, &["alice", "bob"]);
+    store.update_group(support.id, &informal).await.unwrap();
+    assert!(
+        store
+            .signed_in_groups(&uri("alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.sign_in_state().await.unwrap().is_empty());
+    informal.participation = Participation::Formal;
+    store.update_group(support.id, &informal).await.unwrap();
+    assert_eq!(store.sign_in_state().await.unwrap().len(), 1);
 
     // Reordering members keeps sign-in state; leaving the group drops it.
     store

@@ -23,7 +23,9 @@
 //! # Formal sign-in
 //!
 //! Sign-in state belongs to a membership (a foreign key to it), so leaving a group drops the
-//! state. No row means signed out. Informal groups have no sign-in state.
+//! state. No row means signed out. Informal groups have no sign-in state: signing in to one is
+//! refused, and state left from when a group was formal is not reported while it is informal
+//! (it counts again if the group becomes formal again).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -714,11 +716,12 @@ impl Store {
              from agent_sign_in s
              join agent a on a.id = s.agent_id
              join agent_group g on g.id = s.group_id
-             where a.sip_uri = $1 and s.signed_in = $2
+             where a.sip_uri = $1 and s.signed_in = $2 and g.participation = $3
              order by g.name",
         )
         .bind(agent.as_str())
         .bind(true)
+        .bind(participation_str(Participation::Formal))
         .fetch_all(pool)
         .await)
         .map_err(on(Entity::Membership))
@@ -734,10 +737,11 @@ impl Store {
              from agent_sign_in s
              join agent a on a.id = s.agent_id
              join agent_group g on g.id = s.group_id
-             where s.signed_in = $1
+             where s.signed_in = $1 and g.participation = $2
              order by g.name, a.sip_uri",
         )
         .bind(true)
+        .bind(participation_str(Participation::Formal))
         .fetch_all(pool)
         .await)
         .map_err(on(Entity::Membership))?;

@@ -215,6 +215,15 @@ impl Store {
         .map_err(StoreError::Migrate)
     }
 
+    /// Checks that the database answers (for health checks).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("select 1").execute(pool).await.map(|_| ()))
+            .map_err(StoreError::Database)
+    }
+
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {

@@ -149,6 +149,9 @@ type WriteFuture = Pin<Box<dyn Future<Output = Result<CallRecordId, StoreError>>
 
 impl RecordWriter {
     /// Starts the writer task on the current tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as `tokio::spawn`).
     pub fn spawn(store: Store, options: WriterOptions) -> RecordWriter {
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
