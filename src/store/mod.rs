@@ -61,7 +61,7 @@ pub use error::{Entity, StoreError};
 pub use groups::{Group, GroupId, GroupSource, SignIn, SyncReport};
 pub use records::{CallOffer, CallOutcome, CallRecord, CallRecordId, OfferResult};
 pub use tokens::{IssuedToken, Role, TokenId, TokenInfo};
-pub use writer::{RecordWriter, WriterOptions, WriterStats, WriterStatus};
+pub use writer::{RecordWriter, SubmitError, WriterOptions, WriterStats, WriterStatus};
 
 /// The SQLite schema, embedded at build time.
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
