@@ -4,6 +4,10 @@
 //! (`rgsd_test_<random>`) and drops it afterwards, so parallel runs and a reused CI server do not
 //! see each other.
 
+// The helpers below are test code too, but clippy's `allow-unwrap-in-tests` only covers
+// `#[test]` functions: a failed `unwrap` is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +15,9 @@ use chrono::{DateTime, Utc};
 use rgsd::clock::ManualClock;
 use rgsd::config::model::{AgentGroup, DatabaseUrl, Participation, RoutingMethod, Secret, SipUri};
 use rgsd::store::{
-    AgentFields, AgentId, CallOffer, CallOutcome, CallRecord, Entity, GroupId, GroupSource,
-    OfferResult, Role, SignIn, Store, StoreError,
+    AgentFields, AgentId, CallOffer, CallOutcome, CallRecord, ConnectOptions, Entity, GroupId,
+    GroupSource, OfferResult, RecordWriter, Role, SignIn, Store, StoreError, WriterOptions,
+    WriterStatus,
 };
 use sqlx::Connection;
 
@@ -89,6 +94,7 @@ async fn contract(store: Store) {
     // Migrations: applying them twice is a no-op.
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
+    store.ping().await.unwrap();
 
     agents(&store, &clock).await;
     groups(&store, &clock).await;
@@ -98,6 +104,7 @@ async fn contract(store: Store) {
     tokens(&store, &clock).await;
     audit(&store, &clock).await;
     deleting_an_agent_removes_its_memberships_and_sign_ins(&store).await;
+    concurrent_writers_all_succeed(&store).await;
 }
 
 async fn agents(store: &Store, clock: &ManualClock) {
@@ -354,6 +361,21 @@ async fn sign_in(store: &Store, clock: &ManualClock) {
         matches!(&informal, Err(StoreError::InformalGroup { group }) if group == "Sales team"),
         "{informal:?}"
     );
+
+    // A group that turns informal reports no sign-ins; formal again, they count again.
+    let mut informal = group("Support", Participation::Informal, &["alice", "bob"]);
+    store.update_group(support.id, &informal).await.unwrap();
+    assert!(
+        store
+            .signed_in_groups(&uri("alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.sign_in_state().await.unwrap().is_empty());
+    informal.participation = Participation::Formal;
+    store.update_group(support.id, &informal).await.unwrap();
+    assert_eq!(store.sign_in_state().await.unwrap().len(), 1);
 
     // Reordering members keeps sign-in state; leaving the group drops it.
     store
@@ -681,7 +703,53 @@ async fn deleting_an_agent_removes_its_memberships_and_sign_ins(store: &Store) {
     assert_eq!(records[0].agent, Some(uri("bob")));
 }
 
-#[tokio::test]
+/// Writers racing each other (calls ending while an administrator edits groups and a reload
+/// synchronises the config) must all succeed: on SQLite this relies on write transactions taking
+/// the lock up front.
+async fn concurrent_writers_all_succeed(store: &Store) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .record_call(&call(100 + n, at(5_000_000 + n * 1000)))
+                .await
+                .map(|_| ())
+        });
+    }
+    for n in 0..4 {
+        let syncing = store.clone();
+        tasks.spawn(async move {
+            let declared = [group(
+                "Hotline",
+                Participation::Informal,
+                &["alice", if n % 2 == 0 { "erin" } else { "frank" }],
+            )];
+            syncing.sync_config_groups(&declared).await.map(|_| ())
+        });
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .create_group(&group(
+                    &format!("Concurrent {n}"),
+                    Participation::Formal,
+                    &["alice"],
+                ))
+                .await
+                .map(|_| ())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let stored = store
+        .call_records_between(at(5_000_000), at(6_000_000))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_passes_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let url = DatabaseUrl::Sqlite(dir.path().join("rgsd.db"));
@@ -690,7 +758,7 @@ async fn sqlite_passes_the_contract() {
     store.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_contract() {
     let Ok(admin_url) = std::env::var("RGSD_TEST_PG_URL") else {
         println!("skipping: RGSD_TEST_PG_URL not set");
@@ -702,6 +770,100 @@ async fn postgres_passes_the_contract() {
         .unwrap();
     contract(store.clone()).await;
     store.close().await;
+}
+
+/// A real outage: the database stops accepting connections and every session to it is killed,
+/// while calls keep ending. The writer keeps the records, and writes them, in order and once,
+/// when the database is back. A record the database refuses (a NUL byte, which PostgreSQL text
+/// cannot hold) is dropped without blocking the others.
+#[tokio::test]
+async fn postgres_outage_loses_no_call_records() {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let Ok(admin_url) = std::env::var("RGSD_TEST_PG_URL") else {
+        println!("skipping: RGSD_TEST_PG_URL not set");
+        return;
+    };
+    let scratch = ScratchDatabase::create(&admin_url).await;
+    let options = ConnectOptions {
+        acquire_timeout: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    };
+    let url = DatabaseUrl::Postgres(Secret::new(scratch.url.clone()));
+    let store = Store::connect_with(&url, &options).await.unwrap();
+    store.migrate().await.unwrap();
+    let writer = RecordWriter::spawn(
+        store.clone(),
+        WriterOptions {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            ..WriterOptions::default()
+        },
+    );
+    let mut changes = writer.subscribe();
+    let before = call(0, at(0));
+    writer.submit(before.clone()).unwrap();
+    tokio::time::timeout(LIMIT, changes.wait_for(|_| writer.pending() == 0))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let name = &scratch.name;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {name} allow_connections false"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    let mut expected = vec![before];
+    for n in 1..=20 {
+        let mut record = call(n, at(n * 1000));
+        if n == 10 {
+            record.caller = "sip:bad\0byte@127.0.0.1".to_owned();
+        } else {
+            expected.push(record.clone());
+        }
+        writer.submit(record).unwrap();
+    }
+    tokio::time::timeout(
+        LIMIT,
+        changes.wait_for(|s| matches!(s, WriterStatus::Retrying { failures } if *failures >= 3)),
+    )
+    .await
+    .expect("the writer never failed: was the database really down?")
+    .unwrap();
+    let during = writer.stats();
+    assert_eq!((during.written, during.pending, during.dropped), (1, 20, 0));
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {name} allow_connections true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    tokio::time::timeout(LIMIT, changes.wait_for(|_| writer.pending() == 0))
+        .await
+        .expect("the buffer was never flushed")
+        .unwrap();
+    let stats = writer.shutdown(LIMIT).await;
+    assert_eq!(
+        (stats.written, stats.rejected, stats.dropped, stats.pending),
+        (20, 1, 0, 0)
+    );
+    let stored = store
+        .call_records_between(at(-1), at(100_000))
+        .await
+        .unwrap();
+    assert_eq!(stored, expected);
+    store.close().await;
+    admin.close().await.unwrap();
 }
 
 /// A PostgreSQL database of the test's own, dropped (even after a failed assertion) on `Drop`.

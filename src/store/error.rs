@@ -76,8 +76,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying again later may succeed: the database was unreachable, busy or out of
-    /// resources. Constraint violations, corrupt values and unknown ids are permanent.
+    /// Whether trying again later may succeed: the database was unreachable, refused connections,
+    /// was busy or out of resources. Errors about the data itself (constraint violations, values
+    /// the database cannot take, corrupt values, unknown ids) are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::OpenSqlite { .. } | Self::ConnectPostgres(_) => true,
@@ -112,34 +113,63 @@ pub(crate) fn on(entity: Entity) -> impl Fn(sqlx::Error) -> StoreError {
 }
 
 /// Whether a sqlx error is worth retrying (see [`StoreError::is_transient`]).
+///
+/// Inverted on purpose: only errors about the *data* of the statement are permanent (constraint
+/// violations, values the database cannot take, decoding). Everything else — I/O, pool time-outs,
+/// a database that refuses connections, is shutting down, is missing or has the wrong schema —
+/// is about the database's availability, will hit every record alike, and is retried: for the
+/// record writer, keeping a good record and retrying costs memory, dropping it loses it.
 fn is_transient(err: &sqlx::Error) -> bool {
     match err {
+        sqlx::Error::Database(db) => {
+            if !matches!(db.kind(), ErrorKind::Other) {
+                // Unique, foreign-key, not-null, check, exclusion violations.
+                return false;
+            }
+            let Some(code) = db.code() else {
+                return true;
+            };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite reports extended result codes; the primary code is the low byte.
+                // 18 TOOBIG, 19 CONSTRAINT, 20 MISMATCH, 25 RANGE: the data, not the database.
+                !code
+                    .parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+            } else {
+                // PostgreSQL SQLSTATE classes 22 (data exception) and 23 (integrity violation).
+                !(code.starts_with("22") || code.starts_with("23"))
+            }
+        }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let Some(code) = db.code() else {
-                return false;
-            };
-            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // SQLite reports extended result codes; the primary code is the low byte.
-                // 5 BUSY, 6 LOCKED, 7 NOMEM, 10 IOERR, 13 FULL, 14 CANTOPEN, 15 PROTOCOL.
-                code.parse::<i32>()
-                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 10 | 13 | 14 | 15))
-            } else {
-                // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient
-                // resources, 57P01..57P03 shutting down / cannot connect now, 40001 serialization
-                // failure, 40P01 deadlock.
-                code.starts_with("08")
-                    || code.starts_with("53")
-                    || matches!(
-                        code.as_ref(),
-                        "57P01" | "57P02" | "57P03" | "40001" | "40P01"
-                    )
-            }
-        }
+        // Encoding, decoding, missing rows or columns, configuration: retrying gives the same.
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_transient_and_bad_data_is_not() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(StoreError::Database(io).is_transient());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::Conflict(Entity::Agent).is_transient());
+        assert!(!StoreError::NotFound(Entity::Agent).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+    }
+
+    #[test]
+    fn classify_leaves_non_constraint_errors_alone() {
+        assert!(matches!(
+            classify(sqlx::Error::PoolTimedOut, Entity::Agent),
+            StoreError::Database(sqlx::Error::PoolTimedOut)
+        ));
     }
 }

@@ -23,7 +23,9 @@
 //! # Formal sign-in
 //!
 //! Sign-in state belongs to a membership (a foreign key to it), so leaving a group drops the
-//! state. No row means signed out. Informal groups have no sign-in state.
+//! state. No row means signed out. Informal groups have no sign-in state: signing in to one is
+//! refused, and state left from when a group was formal is not reported while it is informal
+//! (it counts again if the group becomes formal again).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -32,7 +34,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::error::{Entity, StoreError, on};
-use super::{Store, duration_from_ms, duration_to_ms, from_ms, on_pool};
+use super::{BeginWrite, Store, duration_from_ms, duration_to_ms, from_ms, on_pool};
 use crate::config::model::{AgentGroup, Participation, RoutingMethod, SipUri};
 
 /// Database id of an agent group.
@@ -411,7 +413,7 @@ impl Store {
     pub async fn create_group(&self, group: &AgentGroup) -> Result<Group, StoreError> {
         let now = self.now_ms();
         let id = on_pool!(self, pool => async {
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             let id = tx.insert_group(group, GroupSource::Api, now).await?;
             tx.write_members(id, &group.agents, now).await?;
             tx.commit().await.map_err(StoreError::Database)?;
@@ -507,7 +509,7 @@ impl Store {
     pub async fn update_group(&self, id: GroupId, group: &AgentGroup) -> Result<Group, StoreError> {
         let now = self.now_ms();
         on_pool!(self, pool => async {
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             if !tx.update_settings(id.0, group, None, now).await? {
                 return Err(StoreError::NotFound(Entity::AgentGroup));
             }
@@ -530,7 +532,7 @@ impl Store {
     ) -> Result<Group, StoreError> {
         let now = self.now_ms();
         on_pool!(self, pool => async {
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             let found = sqlx::query("update agent_group set updated_at = $2 where id = $1")
                 .bind(id.0)
                 .bind(now)
@@ -577,7 +579,7 @@ impl Store {
         let now = self.now_ms();
         on_pool!(self, pool => async {
             let mut report = SyncReport::default();
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             for g in groups {
                 let Some(row) = tx.group_by_name(&g.name).await? else {
                     let id = tx.insert_group(g, GroupSource::Config, now).await?;
@@ -714,11 +716,12 @@ impl Store {
              from agent_sign_in s
              join agent a on a.id = s.agent_id
              join agent_group g on g.id = s.group_id
-             where a.sip_uri = $1 and s.signed_in = $2
+             where a.sip_uri = $1 and s.signed_in = $2 and g.participation = $3
              order by g.name",
         )
         .bind(agent.as_str())
         .bind(true)
+        .bind(participation_str(Participation::Formal))
         .fetch_all(pool)
         .await)
         .map_err(on(Entity::Membership))
@@ -734,10 +737,11 @@ impl Store {
              from agent_sign_in s
              join agent a on a.id = s.agent_id
              join agent_group g on g.id = s.group_id
-             where s.signed_in = $1
+             where s.signed_in = $1 and g.participation = $2
              order by g.name, a.sip_uri",
         )
         .bind(true)
+        .bind(participation_str(Participation::Formal))
         .fetch_all(pool)
         .await)
         .map_err(on(Entity::Membership))?;

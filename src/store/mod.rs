@@ -12,7 +12,8 @@
 //! `Backend` is an enum of the two pools, and every method is one `match` on it, written with
 //! the private `on_pool!` macro: the body is written once and compiled once per backend. The SQL
 //! text is shared: both dialects accept `$N` placeholders, `insert … returning`, and
-//! `on conflict … do update/nothing`. Only the schema differs (`migrations/sqlite/` versus
+//! `on conflict … do update/nothing`. Besides how a writing transaction starts (`BeginWrite`:
+//! `begin immediate` on SQLite), only the schema differs (`migrations/sqlite/` versus
 //! `migrations/postgres/`: identity columns and `boolean`), in two folders with the same version
 //! numbers. Queries are checked at run time (`query_as::<_, Row>` with `#[derive(FromRow)]`), not
 //! by the `query!` macros, which check against one database at build time; the contract suite in
@@ -28,7 +29,7 @@
 //! same way everywhere. The cost is millisecond precision: sub-millisecond parts are dropped.
 //! Durations (alert time, wait, talk) are stored as milliseconds too.
 //!
-//! "Now" (for `created_at`, `changed_at`, audit times) comes from a [`Clock`], never from the
+//! "Now" (for `created_at`, `changed_at`, audit times) comes from a [`Clock`](crate::clock::Clock), never from the
 //! system directly, so tests can pin it.
 
 pub mod agents;
@@ -60,7 +61,7 @@ pub use error::{Entity, StoreError};
 pub use groups::{Group, GroupId, GroupSource, SignIn, SyncReport};
 pub use records::{CallOffer, CallOutcome, CallRecord, CallRecordId, OfferResult};
 pub use tokens::{IssuedToken, Role, TokenId, TokenInfo};
-pub use writer::{RecordWriter, WriterOptions, WriterStats, WriterStatus};
+pub use writer::{RecordWriter, SubmitError, WriterOptions, WriterStats, WriterStatus};
 
 /// The SQLite schema, embedded at build time.
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -78,7 +79,33 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
+use on_pool;
+
+/// Starting a transaction that will write: the one statement where the dialects differ outside
+/// the schema. SQLite's default `begin` is deferred: a transaction that reads first and writes
+/// later fails at once with `SQLITE_BUSY` if another connection wrote in between (the busy
+/// timeout does not apply to that upgrade). `begin immediate` takes the write lock up front and
+/// waits for it under the busy timeout instead. PostgreSQL's row locks need no such care.
+trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, StoreError>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.begin_with("begin immediate")
+            .await
+            .map_err(StoreError::Database)
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.begin().await.map_err(StoreError::Database)
+    }
+}
 
 /// Pool settings. [`Default`] is what `serve` uses.
 #[derive(Debug, Clone)]
@@ -186,6 +213,15 @@ impl Store {
             Backend::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
         }
         .map_err(StoreError::Migrate)
+    }
+
+    /// Checks that the database answers (for health checks).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("select 1").execute(pool).await.map(|_| ()))
+            .map_err(StoreError::Database)
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
@@ -302,6 +338,45 @@ mod tests {
         );
         assert!(duration_from_ms(-1, "d").is_err());
         assert_eq!(duration_to_ms(Duration::MAX), i64::MAX);
+    }
+
+    #[tokio::test]
+    async fn sqlite_is_created_if_missing_in_wal_mode_with_foreign_keys_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let store = Store::connect(&DatabaseUrl::Sqlite(path.clone()))
+            .await
+            .unwrap();
+        assert!(path.exists());
+        assert_eq!(store.backend_name(), "sqlite");
+        let Backend::Sqlite(pool) = &store.backend else {
+            panic!("not sqlite")
+        };
+        let mode: String = sqlx::query_scalar("pragma journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("pragma foreign_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_in_a_missing_folder_is_an_open_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-folder").join("rgsd.db");
+        let err = Store::connect(&DatabaseUrl::Sqlite(path.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::OpenSqlite { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("no-such-folder"), "{err}");
     }
 
     #[tokio::test]

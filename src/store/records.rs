@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::error::{Entity, StoreError, on};
-use super::{Store, duration_from_ms, duration_to_ms, from_ms, from_ms_opt, on_pool, to_ms};
+use super::{
+    BeginWrite, Store, duration_from_ms, duration_to_ms, from_ms, from_ms_opt, on_pool, to_ms,
+};
 use crate::config::model::SipUri;
 
 /// Database id of a call record.
@@ -259,7 +261,7 @@ impl Store {
         let now = self.now_ms();
         let r = record;
         on_pool!(self, pool => async {
-            let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+            let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query_scalar::<_, i64>(
                 "insert into call_record (call_id, workflow, workflow_uri, caller, arrived_at,
                                           welcome_ended_at, queue, queued_at, answered_at, ended_at,

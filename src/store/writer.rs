@@ -10,8 +10,8 @@
 //!
 //! The writer task always keeps draining the channel into its own buffer, also while a write is
 //! in flight or waiting to be retried, so the channel only fills if the task itself is starved.
-//! A write that fails for a transient reason (database unreachable, busy, out of resources; see
-//! [`StoreError::is_transient`]) is retried with exponential back-off, and the buffer is written
+//! A write that fails for a transient reason (database unreachable, refusing connections, busy,
+//! out of resources; see [`StoreError::is_transient`]) is retried with exponential back-off, and the buffer is written
 //! in arrival order once the database answers again. A write that fails permanently (a record
 //! the database refuses) is logged and dropped so that it cannot block the ones behind it.
 //!
@@ -149,6 +149,9 @@ type WriteFuture = Pin<Box<dyn Future<Output = Result<CallRecordId, StoreError>>
 
 impl RecordWriter {
     /// Starts the writer task on the current tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as `tokio::spawn`).
     pub fn spawn(store: Store, options: WriterOptions) -> RecordWriter {
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -218,6 +221,12 @@ impl RecordWriter {
         *self.shared.status.borrow()
     }
 
+    /// A receiver that sees every change of the writer's state (each write, failure, drop),
+    /// for health checks that want to wait rather than poll.
+    pub fn subscribe(&self) -> watch::Receiver<WriterStatus> {
+        self.shared.status.subscribe()
+    }
+
     /// Stops taking records and writes what is left, retrying for at most `grace`; then counts
     /// whatever is still unwritten as dropped. Returns the final counters. Calling it again
     /// returns the counters at once.
@@ -249,7 +258,7 @@ impl RecordWriter {
     /// Waits until `done` holds for the counters. For tests.
     #[cfg(test)]
     async fn wait_until(&self, done: impl Fn(&WriterStats) -> bool) {
-        let mut rx = self.shared.status.subscribe();
+        let mut rx = self.subscribe();
         loop {
             if done(&self.stats()) {
                 return;
