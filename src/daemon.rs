@@ -75,6 +75,15 @@ pub async fn serve_main(path: PathBuf) -> ExitCode {
     let Some(config) = load_or_report(&path) else {
         return ExitCode::from(EXIT_CONFIG);
     };
+    // Handlers first: a signal that arrives right after READY must not kill the process with
+    // its default action.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rgsd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = CancellationToken::new();
     let running = match Daemon::start(config, Arc::new(SystemClock), shutdown.clone()).await {
         Ok(d) => d,
@@ -86,7 +95,7 @@ pub async fn serve_main(path: PathBuf) -> ExitCode {
     };
     println!("{}", running.bound.ready_line());
     notify(&[sd_notify::NotifyState::Ready]);
-    match running.run_until_signal(path).await {
+    match running.run_until_signal(signals, path).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("stopped on error: {e:#}");
@@ -143,6 +152,27 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     // warning, never a crash.
     if let Err(e) = sd_notify::notify(state) {
         warn!("systemd notify failed: {e}");
+    }
+}
+
+/// The signals the daemon acts on, installed before anything else so none is lost.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the SIGTERM, SIGINT and SIGHUP handlers.
+    ///
+    /// # Errors
+    /// The OS refused a handler.
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+        })
     }
 }
 
@@ -218,19 +248,20 @@ impl Daemon {
         })
     }
 
-    /// Waits for SIGTERM, SIGINT or SIGHUP and acts on them.
+    /// Waits for SIGTERM, SIGINT or SIGHUP (or the shutdown token) and acts on them.
     ///
     /// # Errors
-    /// Signal handlers could not be installed.
-    pub async fn run_until_signal(self, config_path: PathBuf) -> anyhow::Result<()> {
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    /// None today; the `Result` leaves room for a fatal error in a long-running task.
+    pub async fn run_until_signal(
+        self,
+        mut signals: Signals,
+        config_path: PathBuf,
+    ) -> anyhow::Result<()> {
         let grace = loop {
             tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: stopping gracefully"); break SHUTDOWN_GRACE; }
-                _ = int.recv() => { info!("SIGINT: stopping now"); break Duration::ZERO; }
-                _ = hup.recv() => {
+                _ = signals.term.recv() => { info!("SIGTERM: stopping gracefully"); break SHUTDOWN_GRACE; }
+                _ = signals.int.recv() => { info!("SIGINT: stopping now"); break Duration::ZERO; }
+                _ = signals.hup.recv() => {
                     notify(&[sd_notify::NotifyState::Reloading]);
                     self.reload(&config_path).await;
                     notify(&[sd_notify::NotifyState::Ready]);

@@ -1,6 +1,7 @@
 //! Test harness shared by the integration tests: scratch folders, the real `rgsd` binary on
 //! ephemeral ports, skip helpers.
 #![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(unreachable_pub)] // `pub` here means "shared by the test binaries", not crate API
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
