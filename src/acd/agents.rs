@@ -404,6 +404,11 @@ mod tests {
     use super::*;
     use crate::workflow::testing::{add_group, config, t0, uri};
 
+    /// `n` seconds in the table's nanosecond idle clock.
+    fn secs(n: u64) -> u64 {
+        n * 1_000_000_000
+    }
+
     fn table() -> (AgentTable, Instant) {
         let mut c = config();
         add_group(
@@ -487,7 +492,7 @@ mod tests {
         let end = start + Duration::from_secs(90);
         t.call_ended(a, end, false);
         assert_eq!(t.state(a), AgentState::Idle);
-        assert_eq!(t.idle_since(a), Duration::from_secs(90).as_nanos() as u64);
+        assert_eq!(t.idle_since(a), secs(90));
         // With wrap-up the agent is not free until wrap-up ends; the idle clock already runs.
         assert!(t.claim(a, CallKey(3)));
         t.answered(a, CallKey(3));
@@ -496,7 +501,7 @@ mod tests {
         assert!(!t.claim(a, CallKey(4)));
         t.end_wrap_up(a);
         assert!(t.is_free(a));
-        assert_eq!(t.idle_since(a), Duration::from_secs(100).as_nanos() as u64);
+        assert_eq!(t.idle_since(a), secs(100));
     }
 
     #[test]
@@ -511,7 +516,7 @@ mod tests {
         assert_eq!(t.idle_since(a), 0, "idle clock waits for the last call");
         t.call_ended(a, start + Duration::from_secs(9), false);
         assert_eq!(t.state(a), AgentState::Idle);
-        assert_eq!(t.idle_since(a), Duration::from_secs(9).as_nanos() as u64);
+        assert_eq!(t.idle_since(a), secs(9));
     }
 
     #[test]
@@ -524,7 +529,7 @@ mod tests {
         assert!(!t.claim(a, CallKey(1)));
         t.set_online(a, true, start + Duration::from_secs(3));
         assert!(t.is_free(a));
-        assert_eq!(t.idle_since(a), Duration::from_secs(3).as_nanos() as u64);
+        assert_eq!(t.idle_since(a), secs(3));
     }
 
     #[test]
@@ -539,7 +544,7 @@ mod tests {
             .unwrap();
         assert!(t.is_signed_in(b, formal));
         assert!(!t.is_signed_in(c, formal));
-        assert_eq!(t.idle_since(b), Duration::from_secs(1).as_nanos() as u64);
+        assert_eq!(t.idle_since(b), secs(1));
         t.sign_out(b, formal).unwrap();
         assert!(!t.is_signed_in(b, formal));
         assert_eq!(

@@ -1050,3 +1050,988 @@ impl Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{
+        Answer, Holiday, HolidaySet, HolidaySetId, Hours, HoursId, OverflowCandidate,
+        Participation, Question, RoutingMethod, TimeRange, WorkflowKind,
+    };
+    use crate::workflow::testing::{
+        action, add_group, add_prompt, add_queue, add_workflow, config, set_overflow, set_timeout,
+        t0, uri, utc0,
+    };
+    use chrono::NaiveTime;
+
+    const Q0: QueueId = QueueId(0);
+    const Q1: QueueId = QueueId(1);
+    const G0: AgentGroupId = AgentGroupId(0);
+    const A0: AgentId = AgentId(0);
+    const A1: AgentId = AgentId(1);
+    const A2: AgentId = AgentId(2);
+
+    /// Prompts by name, to assert on `Play`.
+    struct Prompts {
+        welcome: PromptId,
+        closed: PromptId,
+        holiday: PromptId,
+        busy: PromptId,
+        question: PromptId,
+        question2: PromptId,
+        invalid: PromptId,
+        no_answer: PromptId,
+    }
+
+    /// Two queues (Q0 over a serial group of a0, a1, a2; Q1 over the same group), a hunt-group
+    /// workflow (0) and an interactive one (1), both with a welcome prompt.
+    fn fixture() -> (Config, Prompts) {
+        let mut c = config();
+        let p = Prompts {
+            welcome: add_prompt(&mut c, "welcome"),
+            closed: add_prompt(&mut c, "closed"),
+            holiday: add_prompt(&mut c, "holiday"),
+            busy: add_prompt(&mut c, "all agents busy"),
+            question: add_prompt(&mut c, "press 1 for sales, 2 for more, 9 for voicemail"),
+            question2: add_prompt(&mut c, "press 1 for billing"),
+            invalid: add_prompt(&mut c, "invalid"),
+            no_answer: add_prompt(&mut c, "no answer"),
+        };
+        let g = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            20,
+            &["a0", "a1", "a2"],
+        );
+        add_queue(&mut c, &[g]);
+        add_queue(&mut c, &[g]);
+        let hunt = add_workflow(&mut c, WorkflowKind::HuntGroup, ActionTarget::Queue(Q0));
+        c.workflows[hunt.0 as usize].welcome = Some(p.welcome);
+        let ivr = add_workflow(
+            &mut c,
+            WorkflowKind::Interactive,
+            ActionTarget::Question(QuestionId(0)),
+        );
+        let wf = &mut c.workflows[ivr.0 as usize];
+        wf.welcome = Some(p.welcome);
+        wf.questions = vec![
+            Question {
+                prompt: p.question,
+                invalid_answer: Some(p.invalid),
+                no_answer: Some(p.no_answer),
+                no_input_timeout: Duration::from_secs(5),
+                answers: vec![
+                    Answer {
+                        dtmf: Some('1'),
+                        voice: vec!["sales".into()],
+                        action: action(None, ActionTarget::Queue(Q0)),
+                    },
+                    Answer {
+                        dtmf: Some('2'),
+                        voice: vec![],
+                        action: action(None, ActionTarget::Question(QuestionId(1))),
+                    },
+                    Answer {
+                        dtmf: Some('9'),
+                        voice: vec![],
+                        action: action(Some(p.busy), ActionTarget::Voicemail(uri("vm"))),
+                    },
+                    Answer {
+                        dtmf: None,
+                        voice: vec!["operator".into()],
+                        action: action(None, ActionTarget::Disconnect),
+                    },
+                ],
+            },
+            Question {
+                prompt: p.question2,
+                invalid_answer: None,
+                no_answer: None,
+                no_input_timeout: Duration::from_secs(3),
+                answers: vec![Answer {
+                    dtmf: Some('#'),
+                    voice: vec![],
+                    action: action(None, ActionTarget::Queue(Q1)),
+                }],
+            },
+        ];
+        (c, p)
+    }
+
+    const HUNT: WorkflowId = WorkflowId(0);
+    const IVR: WorkflowId = WorkflowId(1);
+
+    /// A call on simulated time.
+    struct Sim {
+        call: Call,
+        now: Now,
+    }
+
+    impl Sim {
+        fn new(config: Config, workflow: WorkflowId) -> Self {
+            Self::at(config, workflow, utc0())
+        }
+
+        fn at(config: Config, workflow: WorkflowId, utc: DateTime<Utc>) -> Self {
+            let now = Now { instant: t0(), utc };
+            Self {
+                call: Call::new(Arc::new(config), workflow, now),
+                now,
+            }
+        }
+
+        /// Feeds an event; returns the effects without the record entries.
+        fn on(&mut self, event: Event) -> Vec<Effect> {
+            let mut out = vec![];
+            self.call.on(event, self.now, &mut out);
+            out.retain(|e| !matches!(e, Effect::Record(_)));
+            out
+        }
+
+        fn wait(&mut self, secs: u64) {
+            self.now = self.now.after(Duration::from_secs(secs));
+        }
+
+        fn at_secs(&self, secs: u64) -> Instant {
+            self.now.instant + Duration::from_secs(secs)
+        }
+
+        fn outcome(&self) -> Option<&Outcome> {
+            self.call.outcome()
+        }
+
+        fn records(&self) -> Vec<RecordEvent> {
+            self.call
+                .timeline()
+                .iter()
+                .map(|s| s.event.clone())
+                .collect()
+        }
+
+        /// Hunt group, open: welcome played, now queued in Q0 (effects of the entry dropped).
+        fn queued(config: Config) -> Self {
+            let mut sim = Self::new(config, HUNT);
+            sim.on(Event::Started);
+            sim.on(Event::PromptEnded);
+            sim.on(Event::EnteredQueue(Entry::Waiting { position: 1 }));
+            sim
+        }
+
+        fn offer(&mut self, agents: &[AgentId]) -> Vec<Effect> {
+            self.on(Event::Offered(Offer {
+                group: G0,
+                agents: agents.to_vec(),
+                alert_time: Duration::from_secs(20),
+            }))
+        }
+    }
+
+    fn enter_q0(sim: &Sim, timeout: Option<u64>) -> Vec<Effect> {
+        let mut v = vec![Effect::StartMusicOnHold, Effect::Enqueue(Q0)];
+        if let Some(secs) = timeout {
+            v.push(Effect::Arm(Timer::QueueTimeout, sim.at_secs(secs)));
+        }
+        v
+    }
+
+    #[test]
+    fn hunt_group_answered_by_the_second_agent() {
+        let (c, p) = fixture();
+        let mut sim = Sim::new(c, HUNT);
+        assert_eq!(sim.on(Event::Started), vec![Effect::Play(p.welcome)]);
+        assert_eq!(
+            sim.on(Event::Digit('1')),
+            vec![],
+            "the welcome is not skippable"
+        );
+        sim.wait(4);
+        assert_eq!(sim.on(Event::PromptEnded), enter_q0(&sim, None));
+        assert_eq!(
+            sim.on(Event::EnteredQueue(Entry::Waiting { position: 3 })),
+            vec![]
+        );
+        sim.wait(30);
+        assert_eq!(
+            sim.offer(&[A0]),
+            vec![Effect::Ring(A0), Effect::Arm(Timer::Alert, sim.at_secs(20))]
+        );
+        sim.wait(20);
+        assert_eq!(
+            sim.on(Event::AlertTimeout),
+            vec![Effect::CancelRing(A0), Effect::NextOffer(Q0)]
+        );
+        assert_eq!(
+            sim.offer(&[A1]),
+            vec![Effect::Ring(A1), Effect::Arm(Timer::Alert, sim.at_secs(20))]
+        );
+        sim.wait(5);
+        assert_eq!(
+            sim.on(Event::AgentAnswered(A1)),
+            vec![
+                Effect::Disarm(Timer::Alert),
+                Effect::Disarm(Timer::QueueTimeout),
+                Effect::Dequeue(Q0),
+                Effect::Bridge(A1),
+            ]
+        );
+        assert!(matches!(
+            sim.call.phase(),
+            Phase::Bridged {
+                peer: Peer::Agent(A1),
+                ..
+            }
+        ));
+        sim.wait(120);
+        assert_eq!(sim.on(Event::PeerHungUp), vec![Effect::Hangup]);
+        assert_eq!(sim.outcome(), Some(&Outcome::Answered { agent: A1 }));
+        assert_eq!(
+            sim.records(),
+            vec![
+                RecordEvent::Arrived { workflow: HUNT },
+                RecordEvent::WelcomeEnded,
+                RecordEvent::Schedule(OpenState::Open),
+                RecordEvent::QueueEntered { queue: Q0 },
+                RecordEvent::Waiting {
+                    queue: Q0,
+                    position: 3
+                },
+                RecordEvent::Offered {
+                    agent: A0,
+                    group: G0
+                },
+                RecordEvent::OfferEnded {
+                    agent: A0,
+                    result: OfferResult::NoAnswer
+                },
+                RecordEvent::Offered {
+                    agent: A1,
+                    group: G0
+                },
+                RecordEvent::OfferEnded {
+                    agent: A1,
+                    result: OfferResult::Answered
+                },
+                RecordEvent::Ended(Outcome::Answered { agent: A1 }),
+            ]
+        );
+        // Timeline stamps follow simulated wall time: arrival at 10:00:00, end 179 s later.
+        let tl = sim.call.timeline();
+        assert_eq!(tl[0].at, utc0());
+        assert_eq!(tl[tl.len() - 1].at, utc0() + chrono::Duration::seconds(179));
+        // After the end everything is stray; a late offer's agents are let go.
+        assert_eq!(sim.on(Event::CallerHungUp), vec![]);
+        assert_eq!(sim.offer(&[A2]), vec![Effect::ReleaseAgent(A2)]);
+    }
+
+    #[test]
+    fn without_a_welcome_prompt_the_schedule_is_checked_at_once() {
+        let (mut c, _) = fixture();
+        c.workflows[0].welcome = None;
+        let mut sim = Sim::new(c, HUNT);
+        assert_eq!(sim.on(Event::Started), enter_q0(&sim, None));
+    }
+
+    #[test]
+    fn caller_hears_parallel_ringing_and_first_answer_wins() {
+        let (c, _) = fixture();
+        let mut sim = Sim::queued(c);
+        sim.offer(&[A0, A1, A2]);
+        assert_eq!(
+            sim.on(Event::AgentAnswered(A2)),
+            vec![
+                Effect::CancelRing(A0),
+                Effect::CancelRing(A1),
+                Effect::Disarm(Timer::Alert),
+                Effect::Disarm(Timer::QueueTimeout),
+                Effect::Dequeue(Q0),
+                Effect::Bridge(A2),
+            ]
+        );
+        // A0's 200 OK crossed the CANCEL: that leg is dropped.
+        assert_eq!(
+            sim.on(Event::AgentAnswered(A0)),
+            vec![Effect::DropAgent(A0)]
+        );
+        assert_eq!(sim.on(Event::CallerHungUp), vec![Effect::HangupPeer]);
+        assert_eq!(sim.outcome(), Some(&Outcome::Answered { agent: A2 }));
+    }
+
+    #[test]
+    fn agent_declines_grace_is_noted_and_the_next_offer_asked() {
+        let (c, _) = fixture();
+        let mut sim = Sim::queued(c);
+        sim.offer(&[A0]);
+        sim.wait(3);
+        assert_eq!(
+            sim.on(Event::AgentRefused(A0, SipStatus(603))),
+            vec![
+                Effect::ReleaseAgent(A0),
+                Effect::NoteRefusal {
+                    queue: Q0,
+                    agent: A0,
+                    until: sim.at_secs(60)
+                },
+                Effect::Disarm(Timer::Alert),
+                Effect::NextOffer(Q0),
+            ]
+        );
+        assert!(matches!(sim.call.phase(), Phase::Queued { .. }));
+        assert!(sim.records().contains(&RecordEvent::OfferEnded {
+            agent: A0,
+            result: OfferResult::Refused(SipStatus(603)),
+        }));
+        // A stale alert time-out after that does nothing.
+        assert_eq!(sim.on(Event::AlertTimeout), vec![]);
+    }
+
+    #[test]
+    fn in_parallel_one_refusal_keeps_the_others_ringing() {
+        let (c, _) = fixture();
+        let mut sim = Sim::queued(c);
+        sim.offer(&[A0, A1]);
+        assert_eq!(
+            sim.on(Event::AgentFailed(A1)),
+            vec![
+                Effect::ReleaseAgent(A1),
+                Effect::NoteRefusal {
+                    queue: Q0,
+                    agent: A1,
+                    until: sim.at_secs(60)
+                },
+            ]
+        );
+        assert!(
+            matches!(sim.call.phase(), Phase::Offering { ringing, .. } if ringing == &vec![A0])
+        );
+        // A refusal from an agent not ringing (already released) changes nothing.
+        assert_eq!(sim.on(Event::AgentRefused(A1, SipStatus(486))), vec![]);
+        let effects = sim.on(Event::AgentRefused(A0, SipStatus(486)));
+        assert_eq!(effects.last(), Some(&Effect::NextOffer(Q0)));
+    }
+
+    fn with_hours_and_holiday(c: &mut Config) {
+        let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        let weekday = vec![TimeRange {
+            open: t(9, 0),
+            close: t(17, 0),
+        }];
+        c.hours.push(Hours {
+            name: "office".into(),
+            days: [
+                weekday.clone(),
+                weekday.clone(),
+                weekday.clone(),
+                weekday.clone(),
+                weekday,
+                vec![],
+                vec![],
+            ],
+        });
+        c.holiday_sets.push(HolidaySet {
+            name: "2026".into(),
+            holidays: vec![Holiday {
+                name: "Christmas".into(),
+                start: "2026-12-25T00:00:00".parse().unwrap(),
+                end: "2026-12-26T00:00:00".parse().unwrap(),
+            }],
+        });
+        let wf = &mut c.workflows[0];
+        wf.business_hours = Some(HoursId(0));
+        wf.holidays = vec![HolidaySetId(0)];
+    }
+
+    #[test]
+    fn holiday_wins_and_runs_the_holiday_action_after_its_prompt() {
+        let (mut c, p) = fixture();
+        with_hours_and_holiday(&mut c);
+        c.workflows[0].on_holiday =
+            Some(action(Some(p.holiday), ActionTarget::Voicemail(uri("vm"))));
+        c.workflows[0].out_of_hours = Some(action(Some(p.closed), ActionTarget::Disconnect));
+        // Friday 25 December 2026, 10:00 UTC: office hours, and Christmas.
+        let at = utc0() + chrono::Duration::days(3);
+        let mut sim = Sim::at(c, HUNT, at);
+        sim.on(Event::Started);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Play(p.holiday)]);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Forward(uri("vm"))]);
+        assert_eq!(sim.on(Event::ForwardAnswered), vec![]);
+        assert_eq!(sim.on(Event::PeerHungUp), vec![Effect::Hangup]);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Forwarded {
+                to: uri("vm"),
+                voicemail: true,
+                because: Because::Holiday("Christmas".into()),
+            })
+        );
+        assert!(
+            sim.records()
+                .contains(&RecordEvent::Schedule(OpenState::Holiday(
+                    "Christmas".into()
+                )))
+        );
+    }
+
+    #[test]
+    fn out_of_hours_plays_its_prompt_then_disconnects() {
+        let (mut c, p) = fixture();
+        with_hours_and_holiday(&mut c);
+        c.workflows[0].out_of_hours = Some(action(Some(p.closed), ActionTarget::Disconnect));
+        // Saturday 26 December, 10:00: a closed day.
+        let mut sim = Sim::at(c, HUNT, utc0() + chrono::Duration::days(4));
+        sim.on(Event::Started);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Play(p.closed)]);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Hangup]);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Disconnected {
+                because: Because::OutOfHours
+            })
+        );
+    }
+
+    #[test]
+    fn closed_without_an_action_disconnects_at_once() {
+        let (mut c, _) = fixture();
+        with_hours_and_holiday(&mut c);
+        // Tuesday 22 December, 20:00 UTC: after hours.
+        let mut sim = Sim::at(c, HUNT, utc0() + chrono::Duration::hours(10));
+        sim.on(Event::Started);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Hangup]);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Disconnected {
+                because: Because::OutOfHours
+            })
+        );
+    }
+
+    /// Interactive workflow past its welcome, first question playing.
+    fn asking() -> (Sim, Prompts) {
+        let (c, p) = fixture();
+        let mut sim = Sim::new(c, IVR);
+        sim.on(Event::Started);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Play(p.question)]);
+        (sim, p)
+    }
+
+    #[test]
+    fn ivr_valid_key_after_the_prompt_goes_to_the_queue() {
+        let (mut sim, _) = asking();
+        assert_eq!(
+            sim.on(Event::PromptEnded),
+            vec![Effect::Arm(Timer::NoInput, sim.at_secs(5))]
+        );
+        sim.wait(2);
+        let mut expected = vec![Effect::Disarm(Timer::NoInput)];
+        expected.extend(enter_q0(&sim, None));
+        assert_eq!(sim.on(Event::Digit('1')), expected);
+        assert!(sim.records().contains(&RecordEvent::Key {
+            question: QuestionId(0),
+            key: '1',
+            valid: true
+        }));
+    }
+
+    #[test]
+    fn ivr_key_during_the_question_prompt_barges_in_to_the_next_question() {
+        let (mut sim, p) = asking();
+        assert_eq!(sim.on(Event::Digit('2')), vec![Effect::Play(p.question2)]);
+        assert_eq!(
+            sim.on(Event::PromptEnded),
+            vec![Effect::Arm(Timer::NoInput, sim.at_secs(3))]
+        );
+        let effects = sim.on(Event::Digit('#'));
+        assert!(effects.contains(&Effect::Enqueue(Q1)));
+    }
+
+    #[test]
+    fn ivr_answer_with_a_prompt_plays_it_before_forwarding() {
+        let (mut sim, p) = asking();
+        assert_eq!(sim.on(Event::Digit('9')), vec![Effect::Play(p.busy)]);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Forward(uri("vm"))]);
+        assert_eq!(
+            sim.on(Event::ForwardFailed(SipStatus(486))),
+            vec![Effect::Hangup]
+        );
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::ForwardFailed {
+                to: uri("vm"),
+                status: SipStatus(486),
+                because: Because::IvrAnswer,
+            })
+        );
+    }
+
+    #[test]
+    fn ivr_five_invalid_keys_disconnect() {
+        let (mut sim, p) = asking();
+        for attempt in 1..MAX_IVR_ATTEMPTS {
+            assert_eq!(
+                sim.on(Event::Digit('7')),
+                vec![Effect::Play(p.invalid)],
+                "attempt {attempt}"
+            );
+            assert_eq!(
+                sim.on(Event::Digit('1')),
+                vec![],
+                "keys during the invalid prompt are dropped"
+            );
+            assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Play(p.question)]);
+        }
+        assert_eq!(sim.on(Event::Digit('*')), vec![Effect::Hangup]);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Disconnected {
+                because: Because::IvrAttempts
+            })
+        );
+        let invalid = sim
+            .records()
+            .iter()
+            .filter(|r| matches!(r, RecordEvent::Key { valid: false, .. }))
+            .count();
+        assert_eq!(invalid, 5);
+    }
+
+    #[test]
+    fn ivr_no_input_plays_the_no_answer_prompt_and_asks_again() {
+        let (mut sim, p) = asking();
+        sim.on(Event::PromptEnded);
+        sim.wait(5);
+        assert_eq!(
+            sim.on(Event::NoInputTimeout),
+            vec![Effect::Play(p.no_answer)]
+        );
+        assert_eq!(
+            sim.on(Event::NoInputTimeout),
+            vec![],
+            "a stale time-out is ignored"
+        );
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Play(p.question)]);
+        assert_eq!(
+            sim.on(Event::PromptEnded),
+            vec![Effect::Arm(Timer::NoInput, sim.at_secs(5))]
+        );
+        assert!(sim.records().contains(&RecordEvent::NoInput {
+            question: QuestionId(0)
+        }));
+    }
+
+    #[test]
+    fn ivr_silence_and_wrong_keys_count_together_and_without_prompts_repeat_the_question() {
+        let (c, p) = fixture();
+        let mut sim = Sim::new(c, IVR);
+        sim.on(Event::Started);
+        sim.on(Event::PromptEnded);
+        assert_eq!(sim.on(Event::Digit('2')), vec![Effect::Play(p.question2)]);
+        // Question 1 has no invalid/no-answer prompts: the question itself repeats.
+        for _ in 0..2 {
+            sim.on(Event::PromptEnded);
+            assert_eq!(
+                sim.on(Event::NoInputTimeout),
+                vec![Effect::Play(p.question2)]
+            );
+            assert_eq!(sim.on(Event::Digit('5')), vec![Effect::Play(p.question2)]);
+        }
+        sim.on(Event::PromptEnded);
+        assert_eq!(
+            sim.on(Event::NoInputTimeout),
+            vec![Effect::Hangup],
+            "fifth failure"
+        );
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Disconnected {
+                because: Because::IvrAttempts
+            })
+        );
+    }
+
+    #[test]
+    fn overflow_on_entry_runs_the_overflow_action() {
+        let (mut c, p) = fixture();
+        set_overflow(
+            &mut c,
+            Q0,
+            5,
+            OverflowCandidate::Newest,
+            action(Some(p.busy), ActionTarget::Forward(uri("desk"))),
+        );
+        let mut sim = Sim::new(c, HUNT);
+        sim.on(Event::Started);
+        sim.on(Event::PromptEnded);
+        assert_eq!(
+            sim.on(Event::EnteredQueue(Entry::Overflow)),
+            vec![Effect::Disarm(Timer::QueueTimeout), Effect::Play(p.busy)]
+        );
+        assert_eq!(
+            sim.on(Event::PromptEnded),
+            vec![Effect::Forward(uri("desk"))]
+        );
+        sim.on(Event::ForwardAnswered);
+        sim.on(Event::CallerHungUp);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Forwarded {
+                to: uri("desk"),
+                voicemail: false,
+                because: Because::Overflow
+            })
+        );
+        assert!(
+            sim.records()
+                .contains(&RecordEvent::Overflowed { queue: Q0 })
+        );
+    }
+
+    #[test]
+    fn oldest_call_overflowed_while_ringing_cancels_its_agents() {
+        let (mut c, _) = fixture();
+        set_overflow(
+            &mut c,
+            Q0,
+            1,
+            OverflowCandidate::Oldest,
+            action(None, ActionTarget::Disconnect),
+        );
+        let mut sim = Sim::queued(c);
+        sim.offer(&[A0]);
+        assert_eq!(
+            sim.on(Event::Overflowed),
+            vec![
+                Effect::CancelRing(A0),
+                Effect::Disarm(Timer::Alert),
+                Effect::Disarm(Timer::QueueTimeout),
+                Effect::Hangup,
+            ]
+        );
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Disconnected {
+                because: Because::Overflow
+            })
+        );
+    }
+
+    #[test]
+    fn queue_time_out_with_each_action() {
+        let targets = [
+            ActionTarget::Disconnect,
+            ActionTarget::Voicemail(uri("vm")),
+            ActionTarget::Forward(uri("desk")),
+            ActionTarget::Queue(Q1),
+        ];
+        for target in targets {
+            let (mut c, _) = fixture();
+            set_timeout(&mut c, Q0, 300, action(None, target.clone()));
+            set_timeout(&mut c, Q1, 100, action(None, ActionTarget::Disconnect));
+            let mut sim = Sim::new(c, HUNT);
+            sim.on(Event::Started);
+            assert_eq!(
+                sim.on(Event::PromptEnded),
+                enter_q0(&sim, Some(300)),
+                "{target:?}"
+            );
+            sim.wait(200);
+            sim.offer(&[A0]);
+            sim.wait(20);
+            sim.on(Event::AlertTimeout);
+            sim.offer(&[A1]);
+            sim.wait(80);
+            let head = [
+                Effect::CancelRing(A1),
+                Effect::Disarm(Timer::Alert),
+                Effect::Dequeue(Q0),
+            ];
+            let effects = sim.on(Event::QueueTimeout);
+            assert_eq!(effects[..3], head[..], "{target:?}");
+            let tail = effects[3..].to_vec();
+            match &target {
+                ActionTarget::Disconnect => {
+                    assert_eq!(tail, vec![Effect::Hangup]);
+                    assert_eq!(
+                        sim.outcome(),
+                        Some(&Outcome::Disconnected {
+                            because: Because::QueueTimeout
+                        })
+                    );
+                }
+                ActionTarget::Voicemail(to) | ActionTarget::Forward(to) => {
+                    assert_eq!(tail, vec![Effect::Forward(to.clone())]);
+                    sim.on(Event::ForwardAnswered);
+                    sim.on(Event::PeerHungUp);
+                    assert_eq!(
+                        sim.outcome(),
+                        Some(&Outcome::Forwarded {
+                            to: to.clone(),
+                            voicemail: matches!(target, ActionTarget::Voicemail(_)),
+                            because: Because::QueueTimeout,
+                        })
+                    );
+                }
+                ActionTarget::Queue(q1) => {
+                    // The caller stays; the clocks restart in the new queue.
+                    assert_eq!(
+                        tail,
+                        vec![
+                            Effect::StartMusicOnHold,
+                            Effect::Enqueue(*q1),
+                            Effect::Arm(Timer::QueueTimeout, sim.at_secs(100)),
+                        ]
+                    );
+                    assert!(
+                        matches!(sim.call.phase(), Phase::Queued { queue, since } if *queue == Q1 && *since == sim.now.instant)
+                    );
+                    sim.wait(100);
+                    assert_eq!(
+                        sim.on(Event::QueueTimeout),
+                        vec![Effect::Dequeue(Q1), Effect::Hangup]
+                    );
+                }
+                ActionTarget::Question(_) => unreachable!("not in this table"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_queue_loop_is_cut_after_max_entries() {
+        let (mut c, _) = fixture();
+        set_timeout(&mut c, Q0, 10, action(None, ActionTarget::Queue(Q1)));
+        set_timeout(&mut c, Q1, 10, action(None, ActionTarget::Queue(Q0)));
+        let mut sim = Sim::queued(c);
+        let mut hops = 1;
+        while sim.outcome().is_none() {
+            assert!(hops <= MAX_QUEUE_ENTRIES, "bounded");
+            sim.wait(10);
+            sim.on(Event::QueueTimeout);
+            hops += 1;
+        }
+        assert_eq!(hops, MAX_QUEUE_ENTRIES + 1);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Disconnected {
+                because: Because::QueueLoop
+            })
+        );
+    }
+
+    #[test]
+    fn a_queue_without_agents_disconnects() {
+        let (mut c, _) = fixture();
+        c.agent_groups[0].agents.clear();
+        let mut sim = Sim::new(c, HUNT);
+        sim.on(Event::Started);
+        assert_eq!(sim.on(Event::PromptEnded), vec![Effect::Hangup]);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::Disconnected {
+                because: Because::NoAgents
+            })
+        );
+    }
+
+    #[test]
+    fn caller_hang_up_in_each_phase() {
+        let (c, p) = fixture();
+        type Setup = fn(&mut Sim);
+        let cases: Vec<(&str, WorkflowId, Setup, Vec<Effect>, Outcome)> = vec![
+            (
+                "before start",
+                HUNT,
+                |_| {},
+                vec![],
+                Outcome::AbandonedInWelcome,
+            ),
+            (
+                "welcome",
+                HUNT,
+                |s| {
+                    s.on(Event::Started);
+                },
+                vec![],
+                Outcome::AbandonedInWelcome,
+            ),
+            (
+                "question prompt",
+                IVR,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                },
+                vec![Effect::Disarm(Timer::NoInput)],
+                Outcome::AbandonedInIvr,
+            ),
+            (
+                "waiting for a key",
+                IVR,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                    s.on(Event::PromptEnded);
+                },
+                vec![Effect::Disarm(Timer::NoInput)],
+                Outcome::AbandonedInIvr,
+            ),
+            (
+                "invalid prompt",
+                IVR,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                    s.on(Event::Digit('0'));
+                },
+                vec![Effect::Disarm(Timer::NoInput)],
+                Outcome::AbandonedInIvr,
+            ),
+            (
+                "answer prompt",
+                IVR,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                    s.on(Event::Digit('9'));
+                },
+                vec![],
+                Outcome::AbandonedInAnnouncement {
+                    because: Because::IvrAnswer,
+                },
+            ),
+            (
+                "queued",
+                HUNT,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                },
+                vec![Effect::Disarm(Timer::QueueTimeout), Effect::Dequeue(Q0)],
+                Outcome::AbandonedInQueue,
+            ),
+            (
+                "ringing",
+                HUNT,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                    s.offer(&[A0, A1]);
+                },
+                vec![
+                    Effect::CancelRing(A0),
+                    Effect::CancelRing(A1),
+                    Effect::Disarm(Timer::Alert),
+                    Effect::Disarm(Timer::QueueTimeout),
+                    Effect::Dequeue(Q0),
+                ],
+                Outcome::AbandonedInQueue,
+            ),
+            (
+                "forwarding",
+                IVR,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                    s.on(Event::Digit('9'));
+                    s.on(Event::PromptEnded);
+                },
+                vec![Effect::CancelForward],
+                Outcome::AbandonedWhileForwarding,
+            ),
+            (
+                "bridged to an agent",
+                HUNT,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                    s.offer(&[A0]);
+                    s.on(Event::AgentAnswered(A0));
+                },
+                vec![Effect::HangupPeer],
+                Outcome::Answered { agent: A0 },
+            ),
+            (
+                "bridged to voicemail",
+                IVR,
+                |s| {
+                    s.on(Event::Started);
+                    s.on(Event::PromptEnded);
+                    s.on(Event::Digit('9'));
+                    s.on(Event::PromptEnded);
+                    s.on(Event::ForwardAnswered);
+                },
+                vec![Effect::HangupPeer],
+                Outcome::Forwarded {
+                    to: uri("vm"),
+                    voicemail: true,
+                    because: Because::IvrAnswer,
+                },
+            ),
+        ];
+        let _ = p;
+        for (name, wf, setup, effects, outcome) in cases {
+            let mut sim = Sim::new(c.clone(), wf);
+            setup(&mut sim);
+            assert_eq!(sim.on(Event::CallerHungUp), effects, "{name}");
+            assert_eq!(sim.outcome(), Some(&outcome), "{name}");
+            assert_eq!(
+                sim.records().last(),
+                Some(&RecordEvent::Ended(outcome)),
+                "{name}"
+            );
+            assert_eq!(
+                sim.on(Event::CallerHungUp),
+                vec![],
+                "{name}: a second hang-up is stray"
+            );
+        }
+    }
+
+    #[test]
+    fn closed_announcement_hang_up_keeps_the_reason() {
+        let (mut c, p) = fixture();
+        with_hours_and_holiday(&mut c);
+        c.workflows[0].out_of_hours = Some(action(Some(p.closed), ActionTarget::Disconnect));
+        let mut sim = Sim::at(c, HUNT, utc0() + chrono::Duration::days(4));
+        sim.on(Event::Started);
+        sim.on(Event::PromptEnded);
+        assert_eq!(sim.on(Event::CallerHungUp), vec![]);
+        assert_eq!(
+            sim.outcome(),
+            Some(&Outcome::AbandonedInAnnouncement {
+                because: Because::OutOfHours
+            })
+        );
+    }
+
+    #[test]
+    fn stray_events_change_nothing_but_free_agents() {
+        let (c, p) = fixture();
+        let mut sim = Sim::new(c, HUNT);
+        sim.on(Event::Started);
+        // During the welcome: late queue/agent/timer events.
+        for e in [
+            Event::NoInputTimeout,
+            Event::AlertTimeout,
+            Event::QueueTimeout,
+            Event::Overflowed,
+            Event::EnteredQueue(Entry::Overflow),
+            Event::AgentRefused(A0, SipStatus(486)),
+            Event::ForwardAnswered,
+            Event::PeerHungUp,
+            Event::Started,
+        ] {
+            assert_eq!(sim.on(e.clone()), vec![], "{e:?}");
+            assert_eq!(sim.call.phase(), &Phase::Welcome, "{e:?}");
+        }
+        assert_eq!(
+            sim.offer(&[A0, A1]),
+            vec![Effect::ReleaseAgent(A0), Effect::ReleaseAgent(A1)]
+        );
+        assert_eq!(
+            sim.on(Event::AgentAnswered(A2)),
+            vec![Effect::DropAgent(A2)]
+        );
+        assert_eq!(sim.call.phase(), &Phase::Welcome);
+        let _ = p;
+    }
+}

@@ -184,7 +184,14 @@ mod tests {
         let office = office();
         let xmas = holidays(&[("Christmas", "2026-12-25T00:00:00", "2026-12-26T00:00:00")]);
         // Paris is UTC+1 in winter, UTC+2 in summer.
-        let cases: &[(&str, Option<&Hours>, &[&HolidaySet], &str, OpenState)] = &[
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Hours>,
+            &'a [&'a HolidaySet],
+            &'a str,
+            OpenState,
+        );
+        let cases: &[Case<'_>] = &[
             (
                 "no hours: always open",
                 None,
