@@ -704,3 +704,331 @@ mod tests {
         );
     }
 }
+
+/// The call machine, the queue cores and the agent table wired together by a small synchronous
+/// stand-in for the tokio driver, on simulated time: checks that the effects and events of the
+/// three fit together.
+#[cfg(test)]
+mod wired {
+    use super::*;
+    use crate::acd::agents::AgentState;
+    use crate::config::model::{ActionTarget, Config, Participation, WorkflowId, WorkflowKind};
+    use crate::workflow::call::{Call, Effect, Event, Now, Outcome, SipStatus, Timer};
+    use crate::workflow::testing::{
+        action, add_group, add_queue, add_workflow, config, set_overflow, set_timeout, t0, utc0,
+    };
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct World {
+        config: Arc<Config>,
+        table: AgentTable,
+        queues: Vec<QueueCore>,
+        calls: BTreeMap<CallKey, Call>,
+        timers: BTreeMap<(CallKey, u8), (Instant, Timer)>,
+        /// Agent legs ringing: (call, agent).
+        ringing: BTreeSet<(CallKey, AgentId)>,
+        /// Which agent each call is bridged to.
+        bridged: HashMap<CallKey, AgentId>,
+        wake_at: Option<Instant>,
+        inbox: VecDeque<(CallKey, Event)>,
+        now: Now,
+    }
+
+    fn timer_slot(t: Timer) -> u8 {
+        match t {
+            Timer::NoInput => 0,
+            Timer::Alert => 1,
+            Timer::QueueTimeout => 2,
+        }
+    }
+
+    impl World {
+        fn new(config: Config) -> Self {
+            let now = Now {
+                instant: t0(),
+                utc: utc0(),
+            };
+            let queues = (0..config.queues.len())
+                .map(|i| {
+                    let id = QueueId(u32::try_from(i).unwrap());
+                    QueueCore::new(id, config.queue(id))
+                })
+                .collect();
+            Self {
+                table: AgentTable::from_config(&config, now.instant),
+                config: Arc::new(config),
+                queues,
+                calls: BTreeMap::new(),
+                timers: BTreeMap::new(),
+                ringing: BTreeSet::new(),
+                bridged: HashMap::new(),
+                wake_at: None,
+                inbox: VecDeque::new(),
+                now,
+            }
+        }
+
+        fn arrive(&mut self, key: u32) {
+            let key = CallKey(key);
+            let call = Call::new(Arc::clone(&self.config), WorkflowId(0), self.now);
+            self.calls.insert(key, call);
+            self.send(key, Event::Started);
+        }
+
+        fn send(&mut self, key: CallKey, event: Event) {
+            self.inbox.push_back((key, event));
+            let mut budget = 10_000;
+            while let Some((key, event)) = self.inbox.pop_front() {
+                budget -= 1;
+                assert!(budget > 0, "event storm");
+                let Some(call) = self.calls.get_mut(&key) else {
+                    continue;
+                };
+                let mut out = vec![];
+                call.on(event, self.now, &mut out);
+                for effect in out {
+                    self.apply(key, effect);
+                }
+            }
+        }
+
+        fn apply(&mut self, key: CallKey, effect: Effect) {
+            let now = self.now.instant;
+            match effect {
+                Effect::Enqueue(q) => {
+                    let joined = self.queues[q.0 as usize].join(key);
+                    self.inbox
+                        .push_back((key, Event::EnteredQueue(joined.entry)));
+                    if let Some(old) = joined.evicted {
+                        self.inbox.push_back((old, Event::Overflowed));
+                    }
+                    self.dispatch_all();
+                }
+                Effect::Dequeue(q) => {
+                    self.queues[q.0 as usize].leave(key);
+                }
+                Effect::NoteRefusal {
+                    queue,
+                    agent,
+                    until,
+                } => {
+                    self.queues[queue.0 as usize].refused(key, agent, until);
+                }
+                Effect::NextOffer(q) => {
+                    self.queues[q.0 as usize].offer_ended(key);
+                    self.dispatch_all();
+                }
+                Effect::Ring(agent) => {
+                    self.ringing.insert((key, agent));
+                }
+                Effect::CancelRing(agent)
+                | Effect::ReleaseAgent(agent)
+                | Effect::DropAgent(agent) => {
+                    self.ringing.remove(&(key, agent));
+                    self.table.release(agent, key);
+                    self.dispatch_all();
+                }
+                Effect::Bridge(agent) => {
+                    self.ringing.remove(&(key, agent));
+                    self.table.answered(agent, key);
+                    self.bridged.insert(key, agent);
+                }
+                Effect::HangupPeer | Effect::Hangup => {
+                    if let Some(agent) = self.bridged.remove(&key) {
+                        self.table.call_ended(agent, now, false);
+                        self.dispatch_all();
+                    }
+                }
+                Effect::Arm(t, at) => {
+                    self.timers.insert((key, timer_slot(t)), (at, t));
+                }
+                Effect::Disarm(t) => {
+                    self.timers.remove(&(key, timer_slot(t)));
+                }
+                Effect::Play(_)
+                | Effect::StartMusicOnHold
+                | Effect::Forward(_)
+                | Effect::CancelForward
+                | Effect::Record(_) => {}
+            }
+            if self.calls.get(&key).is_some_and(|c| c.outcome().is_some()) {
+                self.timers.retain(|(k, _), _| *k != key);
+            }
+        }
+
+        fn dispatch_all(&mut self) {
+            self.wake_at = None;
+            for q in &mut self.queues {
+                let d = q.dispatch(&self.table, self.now.instant);
+                self.wake_at = self.wake_at.min(d.wake_at).or(d.wake_at);
+                for o in d.offers {
+                    self.inbox.push_back((o.call, Event::Offered(o.offer)));
+                }
+            }
+        }
+
+        /// Moves simulated time forward by `secs`, firing due timers and grace wake-ups in order.
+        fn wait(&mut self, secs: u64) {
+            let until = self.now.instant + Duration::from_secs(secs);
+            for _ in 0..10_000 {
+                let next_timer = self
+                    .timers
+                    .iter()
+                    .map(|(k, (at, t))| (*at, k.0, *t))
+                    .min_by_key(|(at, k, _)| (*at, *k));
+                let next_wake = self.wake_at.filter(|w| *w <= until);
+                match (next_timer.filter(|(at, ..)| *at <= until), next_wake) {
+                    (Some((at, key, t)), wake) if wake.is_none_or(|w| at <= w) => {
+                        self.set_now(at);
+                        self.timers.remove(&(key, timer_slot(t)));
+                        self.send(key, t.event());
+                    }
+                    (_, Some(wake)) => {
+                        self.set_now(wake);
+                        self.dispatch_all();
+                        let pending: Vec<_> = self.inbox.drain(..).collect();
+                        for (k, e) in pending {
+                            self.send(k, e);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            self.set_now(until);
+        }
+
+        fn set_now(&mut self, at: Instant) {
+            let by = at.saturating_duration_since(self.now.instant);
+            self.now = self.now.after(by);
+        }
+
+        fn ringing_for(&self, key: u32) -> Vec<u32> {
+            self.ringing
+                .iter()
+                .filter(|(k, _)| k.0 == key)
+                .map(|(_, a)| a.0)
+                .collect()
+        }
+
+        fn outcome(&self, key: u32) -> Option<&Outcome> {
+            self.calls[&CallKey(key)].outcome()
+        }
+    }
+
+    fn one_queue(routing: RoutingMethod, agents: &[&str]) -> Config {
+        let mut c = config();
+        let g = add_group(&mut c, routing, Participation::Informal, 20, agents);
+        let q = add_queue(&mut c, &[g]);
+        add_workflow(&mut c, WorkflowKind::HuntGroup, ActionTarget::Queue(q));
+        c
+    }
+
+    #[test]
+    fn declines_are_respected_for_the_grace_period_then_offered_again() {
+        let mut w = World::new(one_queue(RoutingMethod::Serial, &["a0", "a1"]));
+        w.arrive(1);
+        assert_eq!(w.ringing_for(1), vec![0]);
+        w.wait(2);
+        w.send(CallKey(1), Event::AgentRefused(AgentId(0), SipStatus(603)));
+        assert_eq!(w.ringing_for(1), vec![1], "next agent at once");
+        w.wait(2);
+        w.send(CallKey(1), Event::AgentRefused(AgentId(1), SipStatus(486)));
+        assert_eq!(
+            w.ringing_for(1),
+            Vec::<u32>::new(),
+            "both in grace: the call waits"
+        );
+        // Another call is offered a0 at once: the grace is for call 1 only.
+        w.arrive(2);
+        assert_eq!(w.ringing_for(2), vec![0]);
+        w.send(CallKey(2), Event::CallerHungUp);
+        assert_eq!(w.table.state(AgentId(0)), AgentState::Idle);
+        assert_eq!(
+            w.ringing_for(1),
+            Vec::<u32>::new(),
+            "a0 freed, but still in grace for call 1"
+        );
+        // a0 declined at +2 s with a 60 s grace: offered again at +62 s, not before.
+        w.wait(57);
+        assert_eq!(w.ringing_for(1), Vec::<u32>::new());
+        w.wait(1);
+        assert_eq!(w.ringing_for(1), vec![0]);
+        w.send(CallKey(1), Event::AgentAnswered(AgentId(0)));
+        w.send(CallKey(1), Event::PeerHungUp);
+        assert_eq!(w.outcome(1), Some(&Outcome::Answered { agent: AgentId(0) }));
+        assert_eq!(w.table.state(AgentId(0)), AgentState::Idle);
+    }
+
+    #[test]
+    fn alert_timeouts_walk_the_group_and_cycle_until_the_queue_times_out() {
+        let mut c = one_queue(RoutingMethod::Serial, &["a0", "a1"]);
+        set_timeout(
+            &mut c,
+            QueueId(0),
+            100,
+            action(None, ActionTarget::Disconnect),
+        );
+        let mut w = World::new(c);
+        w.arrive(1);
+        let mut seen = vec![];
+        for _ in 0..5 {
+            seen.push(w.ringing_for(1));
+            w.wait(20);
+        }
+        assert_eq!(seen, vec![vec![0], vec![1], vec![0], vec![1], vec![0]]);
+        assert_eq!(
+            w.outcome(1),
+            Some(&Outcome::Disconnected {
+                because: crate::workflow::call::Because::QueueTimeout
+            })
+        );
+        assert!(
+            w.table.is_free(AgentId(0)) && w.table.is_free(AgentId(1)),
+            "claims released"
+        );
+        assert!(w.queues[0].is_empty());
+    }
+
+    #[test]
+    fn oldest_overflow_frees_its_agent_for_the_next_call() {
+        let mut c = one_queue(RoutingMethod::Serial, &["a0"]);
+        set_overflow(
+            &mut c,
+            QueueId(0),
+            1,
+            OverflowCandidate::Oldest,
+            action(None, ActionTarget::Disconnect),
+        );
+        let mut w = World::new(c);
+        w.arrive(1);
+        assert_eq!(w.ringing_for(1), vec![0]);
+        w.arrive(2);
+        assert_eq!(
+            w.outcome(1),
+            Some(&Outcome::Disconnected {
+                because: crate::workflow::call::Because::Overflow
+            })
+        );
+        assert_eq!(
+            w.ringing_for(2),
+            vec![0],
+            "a0 released by call 1, offered to call 2"
+        );
+    }
+
+    #[test]
+    fn a_freed_agent_goes_to_the_head_of_the_queue() {
+        let mut w = World::new(one_queue(RoutingMethod::LongestIdle, &["a0"]));
+        w.arrive(1);
+        w.send(CallKey(1), Event::AgentAnswered(AgentId(0)));
+        w.arrive(2);
+        w.arrive(3);
+        assert!(w.ringing.is_empty());
+        w.wait(60);
+        w.send(CallKey(1), Event::PeerHungUp);
+        assert_eq!(w.ringing_for(2), vec![0]);
+        assert_eq!(w.ringing_for(3), Vec::<u32>::new());
+    }
+}
