@@ -1909,3 +1909,367 @@ fn is_host(text: &str) -> bool {
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use chrono::NaiveTime;
+
+    use super::Environment;
+    use crate::config::model::{
+        ActionTarget, Config, OverflowCandidate, Participation, PromptSource, RoutingMethod,
+    };
+    use crate::config::values::end_of_day;
+    use crate::config::{Diagnostic, LoadOptions, Loaded, load_with};
+
+    const SERVER: &str = r#"
+[server]
+sip_listen = ["udp:127.0.0.1:0"]
+advertised_host = "127.0.0.1"
+database = "sqlite://rgsd.db"
+trusted_peers = ["127.0.0.1"]
+
+[[agent_group]]
+name = "Agents"
+agents = ["sip:alice@127.0.0.1"]
+
+[[queue]]
+name = "Main"
+agent_groups = ["Agents"]
+"#;
+
+    const WORKFLOW: &str = r#"
+[[workflow]]
+name = "Main line"
+kind = "hunt_group"
+uri = "sip:main@127.0.0.1"
+queue = "Main"
+"#;
+
+    fn env_with<'a>(
+        var: &'a dyn Fn(&str) -> Option<String>,
+        text_to_speech: fn() -> bool,
+    ) -> Environment<'a> {
+        Environment {
+            var,
+            text_to_speech,
+        }
+    }
+
+    fn load_text(
+        text: &str,
+        check_environment: bool,
+        env: &Environment<'_>,
+    ) -> Result<Loaded, Vec<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgsd.toml");
+        std::fs::write(&path, text).unwrap();
+        load_with(&path, &LoadOptions { check_environment }, env)
+    }
+
+    fn load_ok(text: &str) -> Config {
+        let env = env_with(&|_| None, || true);
+        match load_text(text, true, &env) {
+            Ok(loaded) => loaded.config,
+            Err(d) => panic!(
+                "{}",
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+
+    fn load_err(text: &str) -> Vec<Diagnostic> {
+        let env = env_with(&|_| None, || true);
+        load_text(text, true, &env).expect_err("must be refused")
+    }
+
+    #[test]
+    fn defaults_are_what_the_docs_say() {
+        let config = load_ok(&format!("{SERVER}{WORKFLOW}"));
+        let s = &config.server;
+        assert_eq!(s.rtp_ports, 20000..=20999);
+        assert_eq!(s.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.agent_ringback_grace_period, Duration::from_secs(60));
+        assert_eq!(s.max_calls, 1000);
+        assert!(s.call_context);
+        assert_eq!(
+            s.trusted_peers,
+            vec!["127.0.0.1/32".parse().unwrap()],
+            "an address is a /32"
+        );
+        let g = &config.agent_groups[0];
+        assert_eq!(g.participation, Participation::Informal);
+        assert_eq!(g.routing, RoutingMethod::Parallel);
+        assert_eq!(g.alert_time, Duration::from_secs(20));
+        let w = &config.workflows[0];
+        assert!(
+            w.active,
+            "a workflow written in the file is active unless it says otherwise"
+        );
+        assert!(!w.anonymous);
+        assert_eq!(w.language, "en-US");
+        assert_eq!(w.time_zone, chrono_tz::UTC);
+        assert!(w.welcome.is_none() && w.out_of_hours.is_none() && w.on_holiday.is_none());
+        assert!(config.queues[0].timeout.is_none() && config.queues[0].overflow.is_none());
+        assert!(config.prompts.is_empty());
+    }
+
+    #[test]
+    fn extra_keys_are_read() {
+        let text = format!(
+            "{}{WORKFLOW}display_number = \"+1 425 555 0100\"\ndescription = \"Front line\"\n",
+            SERVER
+                .replace("trusted_peers = [\"127.0.0.1\"]", "trusted_peers = [\"127.0.0.1\"]\nmax_calls = 20\ncall_context = false")
+                .replace("name = \"Agents\"", "name = \"Agents\"\ndescription = \"Front desk\"")
+                .replace("name = \"Main\"", "name = \"Main\"\ndescription = \"First queue\"\noverflow = { max_calls = 0, action = \"disconnect\" }")
+        );
+        let config = load_ok(&text);
+        assert_eq!(config.server.max_calls, 20);
+        assert!(!config.server.call_context);
+        assert_eq!(
+            config.agent_groups[0].description.as_deref(),
+            Some("Front desk")
+        );
+        assert_eq!(config.queues[0].description.as_deref(), Some("First queue"));
+        let overflow = config.queues[0].overflow.as_ref().unwrap();
+        assert_eq!(overflow.max_calls, 0, "0 overflows every call at once");
+        assert_eq!(overflow.candidate, OverflowCandidate::Newest);
+        assert_eq!(
+            config.workflows[0].display_number.as_deref(),
+            Some("+1 425 555 0100")
+        );
+    }
+
+    #[test]
+    fn hours_are_sorted_and_24_00_closes_at_midnight() {
+        let text = format!(
+            "{SERVER}{WORKFLOW}business_hours = \"Office\"\n\n[[hours]]\nname = \"Office\"\nmonday = [\"18:00-24:00\", \"08:00-12:00\"]\nsunday = []\n"
+        );
+        let config = load_ok(&text);
+        let monday = &config.hours[0].days[0];
+        assert_eq!(monday[0].open, NaiveTime::from_hms_opt(8, 0, 0).unwrap());
+        assert_eq!(monday[1].open, NaiveTime::from_hms_opt(18, 0, 0).unwrap());
+        assert_eq!(monday[1].close, end_of_day());
+        assert!(
+            config.hours[0].days[6].is_empty(),
+            "an empty list is a closed day"
+        );
+    }
+
+    #[test]
+    fn touching_ranges_do_not_overlap() {
+        let text = format!(
+            "{SERVER}{WORKFLOW}\n[[hours]]\nname = \"Office\"\nmonday = [\"08:00-12:00\", \"12:00-17:00\"]\n"
+        );
+        assert_eq!(load_ok(&text).hours[0].days[0].len(), 2);
+    }
+
+    #[test]
+    fn prompts_are_deduplicated_by_source_and_language() {
+        let text = format!(
+            r#"{SERVER}{WORKFLOW}welcome = {{ text = "Hello" }}
+out_of_hours = {{ prompt = {{ text = "Hello" }} }}
+
+[[workflow]]
+name = "French line"
+kind = "hunt_group"
+uri = "sip:fr@127.0.0.1"
+queue = "Main"
+language = "fr-FR"
+welcome = {{ text = "Hello" }}
+"#
+        );
+        let config = load_ok(&text);
+        let en = &config.workflows[0];
+        let fr = &config.workflows[1];
+        assert_eq!(
+            en.welcome,
+            en.out_of_hours.as_ref().unwrap().prompt,
+            "same text, same language"
+        );
+        assert_ne!(en.welcome, fr.welcome, "same text, another language");
+        assert_eq!(config.prompts.len(), 2);
+        assert_eq!(config.prompt(fr.welcome.unwrap()).language, "fr-FR");
+        // Left without an action, out_of_hours plays its prompt and disconnects.
+        assert_eq!(
+            en.out_of_hours.as_ref().unwrap().target,
+            ActionTarget::Disconnect
+        );
+    }
+
+    #[test]
+    fn queue_prompts_speak_the_language_of_the_first_workflow_using_the_queue() {
+        let queue_prompt =
+            "timeout = { after = \"60s\", prompt = { text = \"Bye\" }, action = \"disconnect\" }";
+        let with_timeout = SERVER.replace(
+            "agent_groups = [\"Agents\"]",
+            &format!("agent_groups = [\"Agents\"]\n{queue_prompt}"),
+        );
+        let text = format!("{with_timeout}{WORKFLOW}language = \"de-DE\"\n");
+        let config = load_ok(&text);
+        let timeout = config.queues[0].timeout.as_ref().unwrap();
+        assert_eq!(
+            config.prompt(timeout.action.prompt.unwrap()).language,
+            "de-DE"
+        );
+        assert_eq!(
+            config.prompt(timeout.action.prompt.unwrap()).source,
+            PromptSource::Text("Bye".into())
+        );
+
+        let explicit =
+            with_timeout.replace("name = \"Main\"", "name = \"Main\"\nlanguage = \"es-ES\"");
+        let config = load_ok(&format!("{explicit}{WORKFLOW}language = \"de-DE\"\n"));
+        let timeout = config.queues[0].timeout.as_ref().unwrap();
+        assert_eq!(
+            config.prompt(timeout.action.prompt.unwrap()).language,
+            "es-ES"
+        );
+    }
+
+    #[test]
+    fn text_prompts_need_espeak_only_when_the_environment_is_checked() {
+        let text = format!("{SERVER}{WORKFLOW}welcome = {{ text = \"Hello\" }}\n");
+        let no_tts = env_with(&|_| None, || false);
+        let errors = load_text(&text, true, &no_tts).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "workflow[0].welcome.text");
+        assert!(
+            errors[0]
+                .message
+                .contains("install espeak-ng (Debian: apt-get install espeak-ng)")
+        );
+        assert!(load_text(&text, false, &no_tts).is_ok());
+        // Without text prompts, espeak-ng is not needed at all.
+        assert!(load_text(&format!("{SERVER}{WORKFLOW}"), true, &no_tts).is_ok());
+    }
+
+    #[test]
+    fn password_env_is_read_and_never_printed() {
+        let text = format!(
+            "{SERVER}{WORKFLOW}\n[[registration]]\naor = \"sip:main@127.0.0.1\"\nregistrar = \"sip:127.0.0.1:5080\"\nusername = \"main\"\npassword_env = \"RGSD_PW\"\n"
+        );
+        let lookup = |name: &str| (name == "RGSD_PW").then(|| "hunter2".to_owned());
+        let env = env_with(&lookup, || true);
+        let config = load_text(&text, true, &env).unwrap().config;
+        let r = &config.registrations[0];
+        assert_eq!(r.password.expose(), "hunter2");
+        assert_eq!(r.expires, Duration::from_secs(3600));
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let empty = |_: &str| Some(String::new());
+        let env = env_with(&empty, || true);
+        let errors = load_text(&text, true, &env).unwrap_err();
+        assert!(errors[0].message.contains("RGSD_PW is empty"), "{errors:?}");
+    }
+
+    #[test]
+    fn postgres_urls_are_secrets() {
+        let text = format!("{SERVER}{WORKFLOW}").replace(
+            "sqlite://rgsd.db",
+            "postgres://rgsd:topsecret@localhost/rgsd",
+        );
+        let config = load_ok(&text);
+        assert!(!format!("{config:?}").contains("topsecret"));
+        let bad =
+            format!("{SERVER}{WORKFLOW}").replace("sqlite://rgsd.db", "mysql://u:topsecret@h/db");
+        let errors = load_err(&bad);
+        assert!(
+            errors.iter().all(|d| !d.to_string().contains("topsecret")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn sqlite_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgsd.toml");
+        std::fs::write(&path, format!("{SERVER}{WORKFLOW}")).unwrap();
+        let env = env_with(&|_| None, || true);
+        let config = load_with(&path, &LoadOptions::default(), &env)
+            .unwrap()
+            .config;
+        let expected = std::path::absolute(dir.path()).unwrap().join("rgsd.db");
+        assert_eq!(
+            config.server.database,
+            crate::config::model::DatabaseUrl::Sqlite(expected)
+        );
+        assert_eq!(config.source, std::path::absolute(&path).unwrap());
+        assert!(Path::new(&config.source).is_absolute());
+    }
+
+    #[test]
+    fn questions_are_flattened_with_the_top_question_first() {
+        let text = format!(
+            r##"{SERVER}
+[[workflow]]
+name = "IVR"
+kind = "interactive"
+uri = "sip:ivr@127.0.0.1"
+
+[workflow.question]
+prompt = {{ text = "Top" }}
+no_input_timeout = "8s"
+
+[[workflow.question.answers]]
+dtmf = "1"
+action = {{ question = {{ prompt = {{ text = "First" }}, answers = [{{ dtmf = "*", action = "disconnect" }}] }} }}
+
+[[workflow.question.answers]]
+dtmf = "2"
+prompt = {{ text = "Transferring" }}
+action = {{ question = {{ prompt = {{ text = "Second" }}, answers = [{{ dtmf = "#", action = {{ queue = "Main" }} }}] }} }}
+"##
+        );
+        let config = load_ok(&text);
+        let w = &config.workflows[0];
+        assert_eq!(w.questions.len(), 3);
+        let text_of = |q: usize| match &config.prompt(w.questions[q].prompt).source {
+            PromptSource::Text(t) => t.clone(),
+            PromptSource::File(_) => String::new(),
+        };
+        assert_eq!(text_of(0), "Top");
+        assert_eq!(w.questions[0].no_input_timeout, Duration::from_secs(8));
+        for (answer, expected) in [(0, "First"), (1, "Second")] {
+            let ActionTarget::Question(q) = w.questions[0].answers[answer].action.target else {
+                panic!("answer {answer} leads to a question");
+            };
+            assert_eq!(text_of(q.0 as usize), expected);
+        }
+        assert!(
+            w.questions[0].answers[1].action.prompt.is_some(),
+            "prompt next to action"
+        );
+        assert_eq!(w.questions[1].answers[0].dtmf, Some('*'));
+    }
+
+    #[test]
+    fn an_action_of_the_wrong_type_says_what_an_action_is() {
+        let text = format!("{SERVER}{WORKFLOW}out_of_hours = {{ action = 5 }}\n");
+        let errors = load_err(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "workflow[0].out_of_hours.action");
+        assert!(
+            errors[0].message.contains("\"disconnect\" or a table"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_a_type_error_come_together() {
+        let text = format!("{SERVER}colour = 1\n{WORKFLOW}active = \"yes\"\n");
+        let errors = load_err(&text);
+        let keys: Vec<&str> = errors.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["queue[0].colour", "workflow[0].active"],
+            "{errors:?}"
+        );
+    }
+}

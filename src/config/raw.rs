@@ -299,7 +299,7 @@ pub(crate) fn render_path(path: &[Segment]) -> String {
 pub(crate) fn parse(map: &SourceMap<'_>, text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
     let (doc, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
-        return Err(syntax_errors
+        let mut diagnostics: Vec<Diagnostic> = syntax_errors
             .iter()
             .map(|e| {
                 let span = e.span().unwrap_or(0..0);
@@ -309,7 +309,11 @@ pub(crate) fn parse(map: &SourceMap<'_>, text: &str) -> Result<RawConfig, Vec<Di
                     format!("TOML syntax: {}", e.message().trim_end()),
                 )
             })
-            .collect());
+            .collect();
+        // The recovering parser may report one problem twice.
+        super::diagnostic::sort(&mut diagnostics);
+        diagnostics.dedup();
+        return Err(diagnostics);
     }
     let mut ignored: Vec<Vec<Segment>> = Vec::new();
     let deserializer = toml::de::Deserializer::from(doc.clone());
@@ -522,5 +526,121 @@ impl<'de> de::Deserializer<'de> for FieldsProbe<'_> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
         option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
         ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn unknown(text: &str) -> Vec<(usize, String, String)> {
+        let map = SourceMap::new(Path::new("t.toml"), text);
+        let Err(diagnostics) = parse(&map, text) else {
+            panic!("expected diagnostics");
+        };
+        diagnostics
+            .into_iter()
+            .map(|d| (d.line, d.key, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn every_table_kind_knows_its_keys() {
+        for parent in [
+            None,
+            Some("server"),
+            Some("registration"),
+            Some("agent_group"),
+            Some("queue"),
+            Some("timeout"),
+            Some("overflow"),
+            Some("hours"),
+            Some("holiday_set"),
+            Some("holidays"),
+            Some("workflow"),
+            Some("question"),
+            Some("answers"),
+            Some("action"),
+            Some("out_of_hours"),
+            Some("prompt"),
+        ] {
+            assert!(!known_keys(parent).is_empty(), "{parent:?}");
+        }
+        assert!(known_keys(Some("hours")).contains(&"sunday"));
+        assert!(known_keys(Some("action")).contains(&"question"));
+    }
+
+    #[test]
+    fn unknown_keys_deep_inside_inline_tables_are_located() {
+        let text = r#"
+[[holiday_set]]
+name = "X"
+holidays = [
+  { name = "A", start = "2026-01-01T00:00", end = "2026-01-02T00:00", colour = "red" },
+]
+
+[[workflow]]
+name = "W"
+
+[workflow.question]
+prompt = { txt = "Hi" }
+
+[[workflow.question.answers]]
+dtmf = "1"
+action = { question = { prompt = { text = "x" }, answers = [{ dtmf = "1", action = "disconnect", extra = 1 }] } }
+"#;
+        let mut found = unknown(text);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                (
+                    5,
+                    "holiday_set[0].holidays[0].colour".to_owned(),
+                    "unknown key `colour`; the keys allowed here are `name`, `start`, `end`"
+                        .to_owned()
+                ),
+                (
+                    12,
+                    "workflow[0].question.prompt.txt".to_owned(),
+                    "unknown key `txt`; did you mean `text`?".to_owned()
+                ),
+                (
+                    16,
+                    "workflow[0].question.answers[0].action.question.answers[0].extra".to_owned(),
+                    "unknown key `extra`; the keys allowed here are `dtmf`, `voice`, `prompt`, `action`"
+                        .to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_inline_password_key_is_not_listed_as_allowed() {
+        let found = unknown("[[registration]]\nsecret = \"x\"\n");
+        assert_eq!(found.len(), 1);
+        assert!(!found[0].2.contains("`password`"), "{}", found[0].2);
+        assert!(found[0].2.contains("`password_file`"));
+    }
+
+    #[test]
+    fn every_syntax_error_is_reported() {
+        let found = unknown("a = \nb = [1,\n[server\n");
+        assert!(!found.is_empty());
+        assert!(found.iter().all(|(_, _, m)| m.starts_with("TOML syntax:")));
+        assert_eq!(found[0].0, 1, "{found:?}");
+    }
+
+    #[test]
+    fn paths_render_with_indexes_and_quoted_keys() {
+        let path = [
+            Segment::Key("workflow".into()),
+            Segment::Index(1),
+            Segment::Key("Sales line".into()),
+            Segment::Key("dtmf".into()),
+        ];
+        assert_eq!(render_path(&path), "workflow[1].\"Sales line\".dtmf");
     }
 }
