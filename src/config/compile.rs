@@ -19,7 +19,7 @@ use super::model::{
     ActionTarget, AgentGroup, AgentGroupId, Answer, CallAction, Config, DatabaseUrl, Holiday,
     HolidaySet, HolidaySetId, Hours, HoursId, Overflow, OverflowCandidate, Participation, Prompt,
     PromptId, PromptSource, Question, QuestionId, Queue, QueueId, QueueTimeout, Registration,
-    RoutingMethod, Secret, Server, SipUri, TimeRange, Workflow, WorkflowKind,
+    RoutingMethod, Secret, Server, SipUri, TimeRange, Workflow, WorkflowId, WorkflowKind,
 };
 use super::raw::{
     RawAction, RawAgentGroup, RawAnswer, RawCallAction, RawConfig, RawHolidaySet, RawHours,
@@ -184,14 +184,10 @@ pub(crate) fn compile(
         }),
         // Every `None` above comes with an error, so this arm means a check forgot to report.
         _ => Err(vec![diagnostic::file_error(
-            map_file(map),
+            map.file(),
             "internal error: the configuration was refused without a message; please report this",
         )]),
     }
-}
-
-fn map_file<'a>(map: &'a SourceMap<'_>) -> &'a Path {
-    map.file()
 }
 
 /// Name → index, per object kind.
@@ -328,7 +324,7 @@ impl Compiler<'_> {
                 .iter()
                 .map(|w| (w.span(), w.get_ref().name.as_ref())),
             &mut workflows,
-            WorkflowIdx,
+            WorkflowId,
         );
         self.names = names;
     }
@@ -345,7 +341,8 @@ impl Compiler<'_> {
         let mut first_line: HashMap<String, usize> = HashMap::new();
         for (i, (span, name)) in items.enumerate() {
             let key = format!("{table}[{i}]");
-            let Some(name) = self.required(&name.cloned(), &span, &key, "name").cloned() else {
+            let Some(name) = name else {
+                self.error(&span, &join(&key, "name"), "missing required key `name`");
                 continue;
             };
             let key = join(&key, "name");
@@ -372,10 +369,11 @@ impl Compiler<'_> {
         &mut self,
         what: &str,
         table: &str,
-        names: &HashMap<String, Id>,
+        select: fn(&Names) -> &HashMap<String, Id>,
         name: &SString,
         key: &str,
     ) -> Option<Id> {
+        let names = select(&self.names);
         let text = name.get_ref().trim();
         if let Some(found) = names.get(text) {
             return Some(*found);
@@ -405,6 +403,22 @@ impl Compiler<'_> {
             format!("{what} \"{text}\" is not declared{hint}"),
         );
         None
+    }
+
+    fn lookup_queue(&mut self, name: &SString, key: &str) -> Option<QueueId> {
+        self.lookup("queue", "queue", |n| &n.queues, name, key)
+    }
+
+    fn lookup_agent_group(&mut self, name: &SString, key: &str) -> Option<AgentGroupId> {
+        self.lookup("agent group", "agent_group", |n| &n.agent_groups, name, key)
+    }
+
+    fn lookup_hours(&mut self, name: &SString, key: &str) -> Option<HoursId> {
+        self.lookup("hours", "hours", |n| &n.hours, name, key)
+    }
+
+    fn lookup_holiday_set(&mut self, name: &SString, key: &str) -> Option<HolidaySetId> {
+        self.lookup("holiday set", "holiday_set", |n| &n.holiday_sets, name, key)
     }
 
     // ---- values ------------------------------------------------------------------------
@@ -733,10 +747,7 @@ impl Compiler<'_> {
                 );
                 return None;
             }
-            let queues = std::mem::take(&mut self.names.queues);
-            let found = self.lookup("queue", "queue", &queues, name, &queue_key);
-            self.names.queues = queues;
-            let found = found?;
+            let found = self.lookup_queue(name, &queue_key)?;
             if let Place::QueueTimeout(own) | Place::QueueOverflow(own) = place
                 && own == found
             {
@@ -1381,12 +1392,11 @@ impl Compiler<'_> {
                     self.error(&list.span(), &groups_key, "list at least one agent group");
                     return None;
                 }
-                let names = std::mem::take(&mut self.names.agent_groups);
                 let mut out = Vec::new();
                 let mut ok = true;
                 for (i, g) in list.get_ref().iter().enumerate() {
                     let item_key = format!("{groups_key}[{i}]");
-                    match self.lookup("agent group", "agent_group", &names, g, &item_key) {
+                    match self.lookup_agent_group(g, &item_key) {
                         Some(found) if out.contains(&found) => {
                             self.error(
                                 &g.span(),
@@ -1399,7 +1409,6 @@ impl Compiler<'_> {
                         None => ok = false,
                     }
                 }
-                self.names.agent_groups = names;
                 ok.then_some(out)
             });
         let timeout = match &q.timeout {
@@ -1627,22 +1636,16 @@ impl Compiler<'_> {
         };
         let business_hours = match &w.business_hours {
             None => Some(None),
-            Some(h) => {
-                let names = std::mem::take(&mut self.names.hours);
-                let found = self.lookup("hours", "hours", &names, h, &join(key, "business_hours"));
-                self.names.hours = names;
-                found.map(Some)
-            }
+            Some(h) => self.lookup_hours(h, &join(key, "business_hours")).map(Some),
         };
         let holidays = match &w.holidays {
             None => Some(Vec::new()),
             Some(list) => {
-                let names = std::mem::take(&mut self.names.holiday_sets);
                 let mut out = Vec::new();
                 let mut ok = true;
                 for (i, h) in list.get_ref().iter().enumerate() {
                     let item_key = format!("{key}.holidays[{i}]");
-                    match self.lookup("holiday set", "holiday_set", &names, h, &item_key) {
+                    match self.lookup_holiday_set(h, &item_key) {
                         Some(found) if !out.contains(&found) => out.push(found),
                         Some(_) => {
                             self.error(
@@ -1655,7 +1658,6 @@ impl Compiler<'_> {
                         None => ok = false,
                     }
                 }
-                self.names.holiday_sets = names;
                 ok.then_some(out)
             }
         };
@@ -1691,10 +1693,8 @@ impl Compiler<'_> {
                         None
                     }
                     Some(q) => {
-                        let names = std::mem::take(&mut self.names.queues);
-                        let found = self.lookup("queue", "queue", &names, q, &join(key, "queue"));
-                        self.names.queues = names;
-                        found
+                        // With a question too (reported above) the workflow is refused.
+                        self.lookup_queue(q, &join(key, "queue"))
                             .filter(|_| w.question.is_none())
                             .map(ActionTarget::Queue)
                     }
@@ -1818,10 +1818,6 @@ impl Compiler<'_> {
         }
     }
 }
-
-/// Marker id for workflow names (only checked for duplicates).
-#[derive(Clone, Copy)]
-struct WorkflowIdx(#[allow(dead_code)] u32); // the index is kept for symmetry, never read
 
 /// For each queue name, the language of the first workflow (in file order) that sends calls to
 /// it directly: its prompts speak that language unless `queue.language` says otherwise.
