@@ -1065,6 +1065,13 @@ impl Compiler<'_> {
         let trusted_peers = self
             .required(&s.trusted_peers, &span, key, "trusted_peers")
             .and_then(|list| {
+                if list.get_ref().is_empty() {
+                    self.warn(
+                        &list.span(),
+                        "server.trusted_peers",
+                        "the list is empty, so every call is refused with 403; list the networks of your PBX or trunk, e.g. [\"192.0.2.0/24\"]",
+                    );
+                }
                 let mut out = Vec::new();
                 let mut ok = true;
                 for (i, item) in list.get_ref().iter().enumerate() {
@@ -2013,6 +2020,24 @@ queue = "Main"
         assert!(w.welcome.is_none() && w.out_of_hours.is_none() && w.on_holiday.is_none());
         assert!(config.queues[0].timeout.is_none() && config.queues[0].overflow.is_none());
         assert!(config.prompts.is_empty());
+    }
+
+    #[test]
+    fn summary_counts_each_agent_once_and_speaks_singular() {
+        let config = load_ok(&format!("{SERVER}{WORKFLOW}"));
+        assert_eq!(
+            crate::config::summary(&config),
+            "1 workflow, 1 queue, 1 agent group, 1 agent"
+        );
+        let two_groups = SERVER.replace(
+            "[[queue]]",
+            "[[agent_group]]\nname = \"More\"\nagents = [\"sip:alice@127.0.0.1\", \"sip:bob@127.0.0.1\"]\n\n[[queue]]",
+        );
+        let config = load_ok(&format!("{two_groups}{WORKFLOW}"));
+        assert_eq!(
+            crate::config::summary(&config),
+            "1 workflow, 1 queue, 2 agent groups, 2 agents"
+        );
     }
 
     #[test]
