@@ -450,6 +450,11 @@ fn unknown_key_message(path: &[Segment]) -> String {
         Segment::Key(k) => Some(k.as_str()),
         Segment::Index(_) => None,
     });
+    if parent == Some("action") && key == "prompt" {
+        return "unknown key `prompt`: a prompt goes next to `action`, not inside it, e.g. \
+                timeout = { after = \"300s\", prompt = { text = \"…\" }, action = \"disconnect\" }"
+            .to_owned();
+    }
     let known = known_keys(parent);
     let closest = known
         .iter()
@@ -614,6 +619,20 @@ action = { question = { prompt = { text = "x" }, answers = [{ dtmf = "1", action
                         .to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_prompt_inside_an_action_says_where_it_belongs() {
+        let found = unknown(
+            "[[queue]]\ntimeout = { after = \"60s\", action = { queue = \"B\", prompt = { text = \"x\" } } }\n",
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, "queue[0].timeout.action.prompt");
+        assert!(
+            found[0].2.contains("goes next to `action`"),
+            "{}",
+            found[0].2
         );
     }
 
