@@ -641,13 +641,11 @@ impl Compiler<'_> {
         if let Some((span, key)) = self.first_text_prompt.clone()
             && !(self.env.text_to_speech)()
         {
-            {
-                self.error(
-                    &span,
-                    &key,
-                    "text prompts are spoken by espeak-ng, which is not on PATH; install espeak-ng (Debian: apt-get install espeak-ng) or use file prompts",
-                );
-            }
+            self.error(
+                &span,
+                &key,
+                "text prompts are spoken by espeak-ng, which is not on PATH; install espeak-ng (Debian: apt-get install espeak-ng) or use file prompts",
+            );
         }
     }
 
@@ -751,17 +749,15 @@ impl Compiler<'_> {
             if let Place::QueueTimeout(own) | Place::QueueOverflow(own) = place
                 && own == found
             {
-                {
-                    self.error(
-                        &name.span(),
-                        &queue_key,
-                        format!(
-                            "{} cannot send calls back to the same queue; name another queue, voicemail, forward or \"disconnect\"",
-                            place.describe()
-                        ),
-                    );
-                    return None;
-                }
+                self.error(
+                    &name.span(),
+                    &queue_key,
+                    format!(
+                        "{} cannot send calls back to the same queue; name another queue, voicemail, forward or \"disconnect\"",
+                        place.describe()
+                    ),
+                );
+                return None;
             }
             return Some(ActionTarget::Queue(found));
         }
@@ -1538,18 +1534,16 @@ impl Compiler<'_> {
             if let [(first, _, first_key), (second, second_span, second_key)] = ranges.as_slice()
                 && second.open < first.close
             {
-                {
-                    self.error(
-                        second_span,
-                        second_key,
-                        format!(
-                            "{} overlaps {} ({first_key}); the two ranges of a day must not overlap",
-                            show_range(second),
-                            show_range(first)
-                        ),
-                    );
-                    ok = false;
-                }
+                self.error(
+                    second_span,
+                    second_key,
+                    format!(
+                        "{} overlaps {} ({first_key}); the two ranges of a day must not overlap",
+                        show_range(second),
+                        show_range(first)
+                    ),
+                );
+                ok = false;
             }
             if let Some(slot) = days.get_mut(day_index) {
                 *slot = ranges.into_iter().map(|(r, _, _)| r).collect();
