@@ -151,10 +151,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn rtp_ports(
-        &mut self,
-        ports: &Spanned<Vec<Spanned<i64>>>,
-    ) -> Option<RangeInclusive<u16>> {
+    fn rtp_ports(&mut self, ports: &Spanned<Vec<Spanned<i64>>>) -> Option<RangeInclusive<u16>> {
         let key = "server.rtp_ports";
         let [low, high] = ports.get_ref().as_slice() else {
             self.error(
@@ -266,12 +263,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn password(
-        &mut self,
-        r: &RawRegistration,
-        span: &Range<usize>,
-        key: &str,
-    ) -> Option<Secret> {
+    fn password(&mut self, r: &RawRegistration, span: &Range<usize>, key: &str) -> Option<Secret> {
         if let Some(inline) = &r.password {
             self.error(
                 &inline.span(),
