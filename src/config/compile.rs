@@ -53,6 +53,9 @@ pub(crate) struct Environment<'a> {
 /// Limits from the contract and the spec (§9, §15).
 const ALERT_TIME: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
 const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
+/// Clients reject longer alert times in practice (spec §9), and SIP proxies give up on a ringing
+/// INVITE after about three minutes (RFC 3261 timer C).
+const ALERT_TIME_PRACTICAL_MAX: Duration = Duration::from_secs(180);
 const GRACE: RangeInclusive<Duration> = Duration::from_secs(30)..=Duration::from_secs(600);
 const GRACE_DEFAULT: Duration = Duration::from_secs(60);
 const QUEUE_TIMEOUT: RangeInclusive<Duration> =
@@ -585,6 +588,19 @@ impl Compiler<'_> {
             &ALERT_TIME,
             Some(ALERT_TIME_DEFAULT),
         );
+        if let (Some(t), Some(written)) = (alert_time, &g.alert_time)
+            && t > ALERT_TIME_PRACTICAL_MAX
+        {
+            self.warn(
+                &written.span(),
+                &join(key, "alert_time"),
+                format!(
+                    "{} is allowed, but many phones and proxies stop ringing after {}; agents may never see calls ring that long",
+                    written.get_ref(),
+                    format_duration(ALERT_TIME_PRACTICAL_MAX)
+                ),
+            );
+        }
         let agents = self.sip_uris(g.agents.as_ref(), &join(key, "agents"), "agent");
         Some(AgentGroup {
             name: name?,
