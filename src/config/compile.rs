@@ -369,7 +369,9 @@ impl Compiler<'_> {
             .min()
         {
             Some((_, close)) => format!("; did you mean \"{close}\"?"),
-            None if declared.is_empty() => format!("; no [[{table}]] is declared"),
+            None if declared.is_empty() => {
+                format!("; declare it in a [[{table}]] table with name = \"{text}\"")
+            }
             None => format!(
                 "; declared: {}",
                 declared
@@ -925,8 +927,19 @@ impl Compiler<'_> {
         let mut ivr = Ivr {
             questions: Vec::new(),
         };
-        let start = match kind? {
-            WorkflowKind::HuntGroup => {
+        let start = match kind {
+            // The kind is missing or wrong (reported): still check whatever start is written.
+            None => {
+                if let Some(q) = &w.queue {
+                    self.lookup_queue(q, &join(key, "queue"));
+                }
+                if let Some(q) = &w.question {
+                    let rq = Spanned::new(q.span(), q.get_ref());
+                    self.question(&rq, &join(key, "question"), 1, &lang, &mut ivr);
+                }
+                None
+            }
+            Some(WorkflowKind::HuntGroup) => {
                 if let Some(q) = &w.question {
                     self.error(&q.span(), &join(key, "question"), "a hunt_group workflow has no questions; use kind = \"interactive\" or remove [workflow.question]");
                 }
@@ -947,7 +960,7 @@ impl Compiler<'_> {
                     }
                 }
             }
-            WorkflowKind::Interactive => {
+            Some(WorkflowKind::Interactive) => {
                 if let Some(q) = &w.queue {
                     self.error(&q.span(), &join(key, "queue"), "an interactive workflow starts with its question; send calls to a queue from an answer's action instead");
                 }
