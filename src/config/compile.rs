@@ -4,6 +4,10 @@
 //! each check pushes a [`Diagnostic`] and yields `None`, and the [`Config`] is built only when no
 //! error was found. Names are indexed before anything else so that a reference can be checked
 //! wherever it appears. Warnings (real configuration smells, never noise) are kept apart.
+//!
+//! The checks are methods of one `Compiler`, split by subject: `[server]` and registrations in
+//! `compile/server.rs`, prompts, actions and IVR questions in `compile/ivr.rs`, the other
+//! objects here. The submodules share this file's imports (`use super::*`).
 
 use std::collections::HashMap;
 use std::ops::{Range, RangeInclusive};
@@ -19,7 +23,7 @@ use super::model::{
     ActionTarget, AgentGroup, AgentGroupId, Answer, CallAction, Config, DatabaseUrl, Holiday,
     HolidaySet, HolidaySetId, Hours, HoursId, Overflow, OverflowCandidate, Participation, Prompt,
     PromptId, PromptSource, Question, QuestionId, Queue, QueueId, QueueTimeout, Registration,
-    RoutingMethod, Secret, Server, SipUri, TimeRange, Workflow, WorkflowKind,
+    RoutingMethod, Secret, Server, SipUri, TimeRange, Workflow, WorkflowId, WorkflowKind,
 };
 use super::raw::{
     RawAction, RawAgentGroup, RawAnswer, RawCallAction, RawConfig, RawHolidaySet, RawHours,
@@ -31,6 +35,11 @@ use super::values::{
 };
 use super::{LoadOptions, Loaded, resolve_path};
 use crate::media::wav;
+
+mod ivr;
+mod server;
+
+use ivr::{Ivr, Place};
 
 /// What compile needs from the machine, injected so tests control it.
 pub(crate) struct Environment<'a> {
@@ -44,6 +53,9 @@ pub(crate) struct Environment<'a> {
 /// Limits from the contract and the spec (§9, §15).
 const ALERT_TIME: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
 const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
+/// Clients reject longer alert times in practice (spec §9), and SIP proxies give up on a ringing
+/// INVITE after about three minutes (RFC 3261 timer C).
+const ALERT_TIME_PRACTICAL_MAX: Duration = Duration::from_secs(180);
 const GRACE: RangeInclusive<Duration> = Duration::from_secs(30)..=Duration::from_secs(600);
 const GRACE_DEFAULT: Duration = Duration::from_secs(60);
 const QUEUE_TIMEOUT: RangeInclusive<Duration> =
@@ -184,14 +196,10 @@ pub(crate) fn compile(
         }),
         // Every `None` above comes with an error, so this arm means a check forgot to report.
         _ => Err(vec![diagnostic::file_error(
-            map_file(map),
+            map.file(),
             "internal error: the configuration was refused without a message; please report this",
         )]),
     }
-}
-
-fn map_file<'a>(map: &'a SourceMap<'_>) -> &'a Path {
-    map.file()
 }
 
 /// Name → index, per object kind.
@@ -201,36 +209,6 @@ struct Names {
     queues: HashMap<String, QueueId>,
     hours: HashMap<String, HoursId>,
     holiday_sets: HashMap<String, HolidaySetId>,
-}
-
-/// Where an action sits, which decides the targets it may have.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Place {
-    OutOfHours,
-    OnHoliday,
-    /// A queue's timeout; the queue itself.
-    QueueTimeout(QueueId),
-    /// A queue's overflow; the queue itself.
-    QueueOverflow(QueueId),
-    /// An answer of an interactive workflow's question at this level (1 = top).
-    Answer(u32),
-}
-
-impl Place {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::OutOfHours => "out_of_hours",
-            Self::OnHoliday => "on_holiday",
-            Self::QueueTimeout(_) => "a queue timeout",
-            Self::QueueOverflow(_) => "a queue overflow",
-            Self::Answer(_) => "an answer",
-        }
-    }
-}
-
-/// The IVR tree of the workflow being compiled; a slot is `None` until its question compiled.
-struct Ivr {
-    questions: Vec<Option<Question>>,
 }
 
 struct Compiler<'a> {
@@ -328,7 +306,7 @@ impl Compiler<'_> {
                 .iter()
                 .map(|w| (w.span(), w.get_ref().name.as_ref())),
             &mut workflows,
-            WorkflowIdx,
+            WorkflowId,
         );
         self.names = names;
     }
@@ -345,7 +323,8 @@ impl Compiler<'_> {
         let mut first_line: HashMap<String, usize> = HashMap::new();
         for (i, (span, name)) in items.enumerate() {
             let key = format!("{table}[{i}]");
-            let Some(name) = self.required(&name.cloned(), &span, &key, "name").cloned() else {
+            let Some(name) = name else {
+                self.error(&span, &join(&key, "name"), "missing required key `name`");
                 continue;
             };
             let key = join(&key, "name");
@@ -372,10 +351,11 @@ impl Compiler<'_> {
         &mut self,
         what: &str,
         table: &str,
-        names: &HashMap<String, Id>,
+        select: fn(&Names) -> &HashMap<String, Id>,
         name: &SString,
         key: &str,
     ) -> Option<Id> {
+        let names = select(&self.names);
         let text = name.get_ref().trim();
         if let Some(found) = names.get(text) {
             return Some(*found);
@@ -389,7 +369,9 @@ impl Compiler<'_> {
             .min()
         {
             Some((_, close)) => format!("; did you mean \"{close}\"?"),
-            None if declared.is_empty() => format!("; no [[{table}]] is declared"),
+            None if declared.is_empty() => {
+                format!("; declare it in a [[{table}]] table with name = \"{text}\"")
+            }
             None => format!(
                 "; declared: {}",
                 declared
@@ -405,6 +387,22 @@ impl Compiler<'_> {
             format!("{what} \"{text}\" is not declared{hint}"),
         );
         None
+    }
+
+    fn lookup_queue(&mut self, name: &SString, key: &str) -> Option<QueueId> {
+        self.lookup("queue", "queue", |n| &n.queues, name, key)
+    }
+
+    fn lookup_agent_group(&mut self, name: &SString, key: &str) -> Option<AgentGroupId> {
+        self.lookup("agent group", "agent_group", |n| &n.agent_groups, name, key)
+    }
+
+    fn lookup_hours(&mut self, name: &SString, key: &str) -> Option<HoursId> {
+        self.lookup("hours", "hours", |n| &n.hours, name, key)
+    }
+
+    fn lookup_holiday_set(&mut self, name: &SString, key: &str) -> Option<HolidaySetId> {
+        self.lookup("holiday set", "holiday_set", |n| &n.holiday_sets, name, key)
     }
 
     // ---- values ------------------------------------------------------------------------
@@ -552,755 +550,6 @@ impl Compiler<'_> {
         }
     }
 
-    // ---- prompts -----------------------------------------------------------------------
-
-    /// A prompt, deduplicated by (source, language).
-    fn prompt(&mut self, raw: &Spanned<RawPrompt>, key: &str, language: &str) -> Option<PromptId> {
-        let p = raw.get_ref();
-        let source = match (&p.text, &p.file) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    &raw.span(),
-                    key,
-                    "a prompt is either { text = \"…\" } or { file = \"…\" }, not both",
-                );
-                return None;
-            }
-            (None, None) => {
-                self.error(
-                    &raw.span(),
-                    key,
-                    "a prompt needs text = \"…\" (spoken by text-to-speech) or file = \"…\" (a WAV file)",
-                );
-                return None;
-            }
-            (Some(text), None) => {
-                let text_key = join(key, "text");
-                let chars = text.get_ref().chars().count();
-                if text.get_ref().trim().is_empty() {
-                    self.error(&text.span(), &text_key, "the prompt text is empty");
-                    return None;
-                }
-                if chars > TEXT_PROMPT_MAX_CHARS {
-                    self.error(
-                        &text.span(),
-                        &text_key,
-                        format!(
-                            "the prompt text has {chars} characters; at most {TEXT_PROMPT_MAX_CHARS} are allowed"
-                        ),
-                    );
-                    return None;
-                }
-                if self.first_text_prompt.is_none() {
-                    self.first_text_prompt = Some((text.span(), text_key));
-                }
-                PromptSource::Text(text.get_ref().clone())
-            }
-            (None, Some(file)) => PromptSource::File(self.wav_file(file, &join(key, "file"))?),
-        };
-        let prompt = Prompt {
-            source,
-            language: language.to_owned(),
-        };
-        if let Some(existing) = self.prompt_ids.get(&prompt) {
-            return Some(*existing);
-        }
-        let new = PromptId(id(self.prompts.len()));
-        self.prompts.push(prompt.clone());
-        self.prompt_ids.insert(prompt, new);
-        Some(new)
-    }
-
-    fn optional_prompt(
-        &mut self,
-        raw: Option<&Spanned<RawPrompt>>,
-        key: &str,
-        language: &str,
-    ) -> Result<Option<PromptId>, ()> {
-        match raw {
-            None => Ok(None),
-            Some(p) => self.prompt(p, key, language).map(Some).ok_or(()),
-        }
-    }
-
-    fn check_text_to_speech(&mut self) {
-        if let Some((span, key)) = self.first_text_prompt.clone()
-            && !(self.env.text_to_speech)()
-        {
-            {
-                self.error(
-                    &span,
-                    &key,
-                    "text prompts are spoken by espeak-ng, which is not on PATH; install espeak-ng (Debian: apt-get install espeak-ng) or use file prompts",
-                );
-            }
-        }
-    }
-
-    // ---- actions -----------------------------------------------------------------------
-
-    /// An action and the optional prompt written next to it. `ivr` is the workflow's question
-    /// tree when the action is an answer's.
-    fn action(
-        &mut self,
-        raw: &Spanned<RawAction>,
-        prompt: Option<&Spanned<RawPrompt>>,
-        key: &str,
-        place: Place,
-        language: &str,
-        ivr: Option<&mut Ivr>,
-    ) -> Option<CallAction> {
-        let prompt_key = match key.strip_suffix(".action") {
-            Some(parent) => join(parent, "prompt"),
-            None => join(key, "prompt"),
-        };
-        let prompt = self.optional_prompt(prompt, &prompt_key, language);
-        let target = self.target(raw, key, place, language, ivr);
-        Some(CallAction {
-            prompt: prompt.ok()?,
-            target: target?,
-        })
-    }
-
-    fn target(
-        &mut self,
-        raw: &Spanned<RawAction>,
-        key: &str,
-        place: Place,
-        language: &str,
-        ivr: Option<&mut Ivr>,
-    ) -> Option<ActionTarget> {
-        let span = raw.span();
-        let table = match raw.get_ref() {
-            RawAction::Word(word) if word.trim() == "disconnect" => {
-                return Some(ActionTarget::Disconnect);
-            }
-            RawAction::Word(word) => {
-                let hint = match word.trim() {
-                    w @ ("voicemail" | "forward" | "queue" | "question") => {
-                        format!("; write {{ {w} = … }}")
-                    }
-                    _ => String::new(),
-                };
-                self.error(
-                    &span,
-                    key,
-                    format!(
-                        "unknown action \"{word}\"; an action is \"disconnect\", {{ voicemail = \"sip:…\" }}, {{ forward = \"sip:…\" }}, {{ queue = \"NAME\" }} or {{ question = {{ … }} }}{hint}"
-                    ),
-                );
-                return None;
-            }
-            RawAction::Table(t) => t,
-        };
-        let given = [
-            table.voicemail.is_some(),
-            table.forward.is_some(),
-            table.queue.is_some(),
-            table.question.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if given != 1 {
-            self.error(
-                &span,
-                key,
-                "an action names exactly one target: { voicemail = \"sip:…\" }, { forward = \"sip:…\" }, { queue = \"NAME\" } or { question = { … } }",
-            );
-            return None;
-        }
-        if let Some(uri) = &table.voicemail {
-            return self
-                .sip_uri(uri, &join(key, "voicemail"))
-                .map(ActionTarget::Voicemail);
-        }
-        if let Some(uri) = &table.forward {
-            return self
-                .sip_uri(uri, &join(key, "forward"))
-                .map(ActionTarget::Forward);
-        }
-        if let Some(name) = &table.queue {
-            let queue_key = join(key, "queue");
-            if matches!(place, Place::OutOfHours | Place::OnHoliday) {
-                self.error(
-                    &name.span(),
-                    &queue_key,
-                    format!(
-                        "{} cannot send calls to a queue (agents are not working then); use \"disconnect\", voicemail or forward",
-                        place.describe()
-                    ),
-                );
-                return None;
-            }
-            let queues = std::mem::take(&mut self.names.queues);
-            let found = self.lookup("queue", "queue", &queues, name, &queue_key);
-            self.names.queues = queues;
-            let found = found?;
-            if let Place::QueueTimeout(own) | Place::QueueOverflow(own) = place
-                && own == found
-            {
-                {
-                    self.error(
-                        &name.span(),
-                        &queue_key,
-                        format!(
-                            "{} cannot send calls back to the same queue; name another queue, voicemail, forward or \"disconnect\"",
-                            place.describe()
-                        ),
-                    );
-                    return None;
-                }
-            }
-            return Some(ActionTarget::Queue(found));
-        }
-        let question = table.question.as_ref()?;
-        let question_key = join(key, "question");
-        let (Place::Answer(level), Some(ivr)) = (place, ivr) else {
-            self.error(
-                &question.span(),
-                &question_key,
-                format!(
-                    "{} cannot go to a question; questions only follow answers of an interactive workflow",
-                    place.describe()
-                ),
-            );
-            return None;
-        };
-        if level >= MAX_QUESTION_LEVELS {
-            self.error(
-                &question.span(),
-                &question_key,
-                format!("at most {MAX_QUESTION_LEVELS} levels of questions are allowed; this would be level {}", level + 1),
-            );
-            return None;
-        }
-        let raw_question = Spanned::new(question.span(), question.get_ref().as_ref());
-        self.question(&raw_question, &question_key, level + 1, language, ivr)
-            .map(ActionTarget::Question)
-    }
-
-    fn question(
-        &mut self,
-        raw: &Spanned<&RawQuestion>,
-        key: &str,
-        level: u32,
-        language: &str,
-        ivr: &mut Ivr,
-    ) -> Option<QuestionId> {
-        let slot = ivr.questions.len();
-        ivr.questions.push(None);
-        let q = *raw.get_ref();
-        let span = raw.span();
-        let prompt = self
-            .required(&q.prompt, &span, key, "prompt")
-            .and_then(|p| self.prompt(p, &join(key, "prompt"), language));
-        let invalid_answer = self.optional_prompt(
-            q.invalid_answer.as_ref(),
-            &join(key, "invalid_answer"),
-            language,
-        );
-        let no_answer =
-            self.optional_prompt(q.no_answer.as_ref(), &join(key, "no_answer"), language);
-        let no_input_timeout = self.duration(
-            q.no_input_timeout.as_ref(),
-            &join(key, "no_input_timeout"),
-            &NO_INPUT,
-            Some(NO_INPUT_DEFAULT),
-        );
-        let answers_key = join(key, "answers");
-        let mut answers = Some(Vec::new());
-        match &q.answers {
-            None => {
-                self.error(
-                    &span,
-                    &answers_key,
-                    "a question needs answers: add [[…answers]] tables with dtmf and action",
-                );
-                answers = None;
-            }
-            Some(list) if list.get_ref().is_empty() => {
-                self.error(
-                    &list.span(),
-                    &answers_key,
-                    "a question needs at least one answer",
-                );
-                answers = None;
-            }
-            Some(list) => {
-                let mut keys_used: HashMap<char, usize> = HashMap::new();
-                for (i, a) in list.get_ref().iter().enumerate() {
-                    let answer_key = format!("{answers_key}[{i}]");
-                    let answer =
-                        self.answer(a, &answer_key, level, language, ivr, &mut keys_used, i);
-                    match (answer, answers.as_mut()) {
-                        (Some(answer), Some(v)) => v.push(answer),
-                        _ => answers = None,
-                    }
-                }
-                if keys_used.is_empty() {
-                    self.warn(
-                        &span,
-                        key,
-                        "no answer of this question has a dtmf key; voice answers are not recognised yet, so callers cannot choose",
-                    );
-                }
-            }
-        }
-        let question = Question {
-            prompt: prompt?,
-            invalid_answer: invalid_answer.ok()?,
-            no_answer: no_answer.ok()?,
-            no_input_timeout: no_input_timeout?,
-            answers: answers?,
-        };
-        if let Some(s) = ivr.questions.get_mut(slot) {
-            *s = Some(question);
-        }
-        Some(QuestionId(id(slot)))
-    }
-
-    #[allow(clippy::too_many_arguments)] // one answer needs its question's whole context
-    fn answer(
-        &mut self,
-        raw: &Spanned<RawAnswer>,
-        key: &str,
-        level: u32,
-        language: &str,
-        ivr: &mut Ivr,
-        keys_used: &mut HashMap<char, usize>,
-        index: usize,
-    ) -> Option<Answer> {
-        let a = raw.get_ref();
-        let span = raw.span();
-        let mut ok = true;
-        let dtmf = match &a.dtmf {
-            None => None,
-            Some(d) => {
-                let dtmf_key = join(key, "dtmf");
-                let text = d.get_ref();
-                let mut chars = text.chars();
-                match (chars.next(), chars.next()) {
-                    (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => {
-                        if let Some(other) = keys_used.get(&c) {
-                            self.error(
-                                &d.span(),
-                                &dtmf_key,
-                                format!(
-                                    "key {c} is already used by answers[{other}] of this question"
-                                ),
-                            );
-                            ok = false;
-                        } else {
-                            keys_used.insert(c, index);
-                        }
-                        Some(c)
-                    }
-                    _ => {
-                        self.error(
-                            &d.span(),
-                            &dtmf_key,
-                            format!("\"{text}\" is not a key; dtmf is one of 0-9, * or #"),
-                        );
-                        ok = false;
-                        None
-                    }
-                }
-            }
-        };
-        let mut voice = Vec::new();
-        if let Some(list) = &a.voice {
-            for (i, phrase) in list.get_ref().iter().enumerate() {
-                if phrase.get_ref().trim().is_empty() {
-                    self.error(
-                        &phrase.span(),
-                        &format!("{key}.voice[{i}]"),
-                        "a voice phrase cannot be empty",
-                    );
-                    ok = false;
-                } else {
-                    voice.push(phrase.get_ref().trim().to_owned());
-                }
-            }
-        }
-        if a.dtmf.is_none() && voice.is_empty() {
-            self.error(
-                &span,
-                key,
-                "an answer needs dtmf = \"KEY\" or voice = [\"phrase\", …] (or both)",
-            );
-            ok = false;
-        }
-        let action = self
-            .required(&a.action, &span, key, "action")
-            .and_then(|act| {
-                self.action(
-                    act,
-                    a.prompt.as_ref(),
-                    &join(key, "action"),
-                    Place::Answer(level),
-                    language,
-                    Some(ivr),
-                )
-            });
-        if !ok {
-            return None;
-        }
-        Some(Answer {
-            dtmf,
-            voice,
-            action: action?,
-        })
-    }
-
-    // ---- objects -----------------------------------------------------------------------
-
-    fn server(&mut self, raw: &RawConfig) -> Option<Server> {
-        let Some(server) = &raw.server else {
-            self.error(
-                &(0..0),
-                "server",
-                "missing [server] table; it needs at least sip_listen, advertised_host, database and trusted_peers",
-            );
-            return None;
-        };
-        let span = server.span();
-        let s: &RawServer = server.get_ref();
-        let key = "server";
-
-        let sip_listen = self
-            .required(&s.sip_listen, &span, key, "sip_listen")
-            .and_then(|list| {
-                let list_key = "server.sip_listen";
-                if list.get_ref().is_empty() {
-                    self.error(
-                        &list.span(),
-                        list_key,
-                        "list at least one listener, e.g. [\"udp:0.0.0.0:5060\"]",
-                    );
-                    return None;
-                }
-                let mut out = Vec::new();
-                let mut ok = true;
-                for (i, item) in list.get_ref().iter().enumerate() {
-                    let item_key = format!("{list_key}[{i}]");
-                    match parse_listen(item.get_ref().trim()) {
-                        Ok(l) if out.contains(&l) => {
-                            self.error(
-                                &item.span(),
-                                &item_key,
-                                format!("\"{}\" is listed twice", item.get_ref()),
-                            );
-                            ok = false;
-                        }
-                        Ok(l) => out.push(l),
-                        Err(e) => {
-                            self.error(&item.span(), &item_key, e);
-                            ok = false;
-                        }
-                    }
-                }
-                ok.then_some(out)
-            });
-
-        let advertised_host = self
-            .required(&s.advertised_host, &span, key, "advertised_host")
-            .and_then(|h| {
-                let text = h.get_ref().trim();
-                if is_host(text) {
-                    Some(text.to_owned())
-                } else {
-                    self.error(
-                        &h.span(),
-                        "server.advertised_host",
-                        format!("\"{text}\" is not a host name or IP address (write it without scheme or port)"),
-                    );
-                    None
-                }
-            });
-
-        let rtp_ports = match &s.rtp_ports {
-            None => Some(RTP_PORTS_DEFAULT),
-            Some(ports) => self.rtp_ports(ports),
-        };
-
-        let http_listen = match &s.http_listen {
-            None => HTTP_LISTEN_DEFAULT.parse().ok(),
-            Some(h) => h.get_ref().trim().parse().map_err(|_| {
-                self.error(
-                    &h.span(),
-                    "server.http_listen",
-                    format!("\"{}\" is not an IP address and port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", h.get_ref()),
-                );
-            }).ok(),
-        };
-
-        let database = self
-            .required(&s.database, &span, key, "database")
-            .and_then(|d| self.database(d));
-
-        let default_music_on_hold = match &s.default_music_on_hold {
-            None => Some(None),
-            Some(f) => self.wav_file(f, "server.default_music_on_hold").map(Some),
-        };
-
-        let grace = self.duration(
-            s.agent_ringback_grace_period.as_ref(),
-            "server.agent_ringback_grace_period",
-            &GRACE,
-            Some(GRACE_DEFAULT),
-        );
-
-        let trusted_peers = self
-            .required(&s.trusted_peers, &span, key, "trusted_peers")
-            .and_then(|list| {
-                let mut out = Vec::new();
-                let mut ok = true;
-                for (i, item) in list.get_ref().iter().enumerate() {
-                    let text = item.get_ref().trim();
-                    let net = text
-                        .parse::<IpNet>()
-                        .ok()
-                        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
-                    match net {
-                        Some(n) => out.push(n),
-                        None => {
-                            self.error(
-                                &item.span(),
-                                &format!("server.trusted_peers[{i}]"),
-                                format!("\"{text}\" is not a network or address; write e.g. \"192.0.2.0/24\" or \"192.0.2.10\""),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
-                ok.then_some(out)
-            });
-
-        let max_calls = match &s.max_calls {
-            None => Some(SERVER_MAX_CALLS_DEFAULT),
-            Some(m) => self.integer(m, "server.max_calls", &SERVER_MAX_CALLS),
-        };
-
-        Some(Server {
-            sip_listen: sip_listen?,
-            advertised_host: advertised_host?,
-            rtp_ports: rtp_ports?,
-            http_listen: http_listen?,
-            database: database?,
-            default_music_on_hold: default_music_on_hold?,
-            agent_ringback_grace_period: grace?,
-            trusted_peers: trusted_peers?,
-            max_calls: max_calls?,
-            call_context: s.call_context.unwrap_or(true),
-        })
-    }
-
-    fn rtp_ports(&mut self, ports: &Spanned<Vec<Spanned<i64>>>) -> Option<RangeInclusive<u16>> {
-        let key = "server.rtp_ports";
-        let [low, high] = ports.get_ref().as_slice() else {
-            self.error(
-                &ports.span(),
-                key,
-                "write the inclusive range as [LOW, HIGH], e.g. [20000, 20999]",
-            );
-            return None;
-        };
-        let mut bound = |v: &Spanned<i64>, i: usize| {
-            let port = u16::try_from(*v.get_ref()).ok().filter(|p| *p >= 1024);
-            if port.is_none() {
-                self.error(
-                    &v.span(),
-                    &format!("{key}[{i}]"),
-                    format!(
-                        "{} is not a usable port; RTP ports go from 1024 to 65535",
-                        v.get_ref()
-                    ),
-                );
-            }
-            port
-        };
-        let (low_port, high_port) = (bound(low, 0), bound(high, 1));
-        let (low_port, high_port) = (low_port?, high_port?);
-        if low_port > high_port {
-            self.error(&ports.span(), key, format!("the range [{low_port}, {high_port}] is empty: the first port must not exceed the second"));
-            return None;
-        }
-        if low_port % 2 != 0 || high_port % 2 != 1 {
-            self.error(
-                &ports.span(),
-                key,
-                format!("[{low_port}, {high_port}] must hold whole RTP/RTCP pairs: start at an even port and end at an odd one, e.g. [20000, 20999]"),
-            );
-            return None;
-        }
-        Some(low_port..=high_port)
-    }
-
-    fn database(&mut self, value: &SString) -> Option<DatabaseUrl> {
-        let text = value.get_ref().trim();
-        let key = "server.database";
-        if let Some(path) = text.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                self.error(
-                    &value.span(),
-                    key,
-                    "the SQLite path is empty; write e.g. \"sqlite://rgsd.db\"",
-                );
-                return None;
-            }
-            return Some(DatabaseUrl::Sqlite(resolve_path(self.base, path)));
-        }
-        for scheme in ["postgres://", "postgresql://"] {
-            if let Some(rest) = text.strip_prefix(scheme) {
-                if rest.is_empty() {
-                    self.error(&value.span(), key, "the PostgreSQL URL names no host; write e.g. \"postgres://rgsd@localhost/rgsd\"");
-                    return None;
-                }
-                return Some(DatabaseUrl::Postgres(Secret::new(text.to_owned())));
-            }
-        }
-        // Never echo the value: it may hold a password.
-        self.error(
-            &value.span(),
-            key,
-            "unsupported database URL; write \"sqlite://PATH\" (relative to the config folder) or \"postgres://USER@HOST/DBNAME\"",
-        );
-        None
-    }
-
-    fn registration(&mut self, raw: &Spanned<RawRegistration>, key: &str) -> Option<Registration> {
-        let span = raw.span();
-        let r = raw.get_ref();
-        let aor = self
-            .required(&r.aor, &span, key, "aor")
-            .and_then(|u| self.sip_uri(u, &join(key, "aor")));
-        let registrar = self
-            .required(&r.registrar, &span, key, "registrar")
-            .and_then(|u| self.sip_uri(u, &join(key, "registrar")));
-        let username = self
-            .required(&r.username, &span, key, "username")
-            .and_then(|u| {
-                if u.get_ref().trim().is_empty() {
-                    self.error(&u.span(), &join(key, "username"), "the username is empty");
-                    None
-                } else {
-                    Some(u.get_ref().clone())
-                }
-            });
-        let expires = self.duration(
-            r.expires.as_ref(),
-            &join(key, "expires"),
-            &(Duration::from_secs(1)..=Duration::from_secs(u64::from(u32::MAX))),
-            Some(EXPIRES_DEFAULT),
-        );
-        let password = self.password(r, &span, key);
-        Some(Registration {
-            aor: aor?,
-            registrar: registrar?,
-            username: username?,
-            password: password?,
-            expires: expires?,
-        })
-    }
-
-    fn password(&mut self, r: &RawRegistration, span: &Range<usize>, key: &str) -> Option<Secret> {
-        if let Some(inline) = &r.password {
-            self.error(
-                &inline.span(),
-                &join(key, "password"),
-                "passwords are not written in the configuration file; use password_file = \"secrets/NAME.pass\" or password_env = \"VARIABLE\"",
-            );
-            return None;
-        }
-        match (&r.password_file, &r.password_env) {
-            (Some(f), Some(_)) => {
-                self.error(
-                    &f.span(),
-                    &join(key, "password_file"),
-                    "use either password_file or password_env, not both",
-                );
-                None
-            }
-            (None, None) => {
-                self.error(
-                    span,
-                    &join(key, "password_file"),
-                    "missing password_file or password_env",
-                );
-                None
-            }
-            (Some(file), None) => {
-                let file_key = join(key, "password_file");
-                let path = resolve_path(self.base, file.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(contents) => {
-                        let secret = contents.trim_end_matches(['\n', '\r']);
-                        if secret.is_empty() {
-                            self.error(
-                                &file.span(),
-                                &file_key,
-                                format!("the password file {} is empty", path.display()),
-                            );
-                            None
-                        } else {
-                            Some(Secret::new(secret.to_owned()))
-                        }
-                    }
-                    Err(e) => {
-                        self.error(
-                            &file.span(),
-                            &file_key,
-                            format!("cannot read the password file {}: {e}", path.display()),
-                        );
-                        None
-                    }
-                }
-            }
-            (None, Some(var)) => {
-                let var_key = join(key, "password_env");
-                let name = var.get_ref().trim();
-                match (self.env.var)(name) {
-                    Some(value) if !value.is_empty() => Some(Secret::new(value)),
-                    Some(_) => {
-                        self.error(
-                            &var.span(),
-                            &var_key,
-                            format!("the environment variable {name} is empty"),
-                        );
-                        None
-                    }
-                    None => {
-                        self.error(
-                            &var.span(),
-                            &var_key,
-                            format!("the environment variable {name} is not set"),
-                        );
-                        None
-                    }
-                }
-            }
-        }
-    }
-
-    fn duplicate_registrations(&mut self, raw: &RawConfig) {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for (i, r) in raw.registration.iter().enumerate() {
-            if let Some(aor) = &r.get_ref().aor {
-                let text = aor.get_ref().trim().to_owned();
-                if let Some(line) = seen.get(&text) {
-                    self.error(
-                        &aor.span(),
-                        &format!("registration[{i}].aor"),
-                        format!("{text} is registered twice; the first is on line {line}"),
-                    );
-                } else {
-                    seen.insert(text, self.map.position(aor.span().start).0);
-                }
-            }
-        }
-    }
-
     fn agent_group(&mut self, raw: &Spanned<RawAgentGroup>, key: &str) -> Option<AgentGroup> {
         let g = raw.get_ref();
         let name = g.name.as_ref().map(|n| n.get_ref().trim().to_owned());
@@ -1341,6 +590,19 @@ impl Compiler<'_> {
             &ALERT_TIME,
             Some(ALERT_TIME_DEFAULT),
         );
+        if let (Some(t), Some(written)) = (alert_time, &g.alert_time)
+            && t > ALERT_TIME_PRACTICAL_MAX
+        {
+            self.warn(
+                &written.span(),
+                &join(key, "alert_time"),
+                format!(
+                    "{} is allowed, but many phones and proxies stop ringing after {}; agents may never see calls ring that long",
+                    written.get_ref(),
+                    format_duration(ALERT_TIME_PRACTICAL_MAX)
+                ),
+            );
+        }
         let agents = self.sip_uris(g.agents.as_ref(), &join(key, "agents"), "agent");
         Some(AgentGroup {
             name: name?,
@@ -1381,12 +643,11 @@ impl Compiler<'_> {
                     self.error(&list.span(), &groups_key, "list at least one agent group");
                     return None;
                 }
-                let names = std::mem::take(&mut self.names.agent_groups);
                 let mut out = Vec::new();
                 let mut ok = true;
                 for (i, g) in list.get_ref().iter().enumerate() {
                     let item_key = format!("{groups_key}[{i}]");
-                    match self.lookup("agent group", "agent_group", &names, g, &item_key) {
+                    match self.lookup_agent_group(g, &item_key) {
                         Some(found) if out.contains(&found) => {
                             self.error(
                                 &g.span(),
@@ -1399,7 +660,6 @@ impl Compiler<'_> {
                         None => ok = false,
                     }
                 }
-                self.names.agent_groups = names;
                 ok.then_some(out)
             });
         let timeout = match &q.timeout {
@@ -1522,18 +782,16 @@ impl Compiler<'_> {
             if let [(first, _, first_key), (second, second_span, second_key)] = ranges.as_slice()
                 && second.open < first.close
             {
-                {
-                    self.error(
-                        second_span,
-                        second_key,
-                        format!(
-                            "{} overlaps {} ({first_key}); the two ranges of a day must not overlap",
-                            show_range(second),
-                            show_range(first)
-                        ),
-                    );
-                    ok = false;
-                }
+                self.error(
+                    second_span,
+                    second_key,
+                    format!(
+                        "{} overlaps {} ({first_key}); the two ranges of a day must not overlap",
+                        show_range(second),
+                        show_range(first)
+                    ),
+                );
+                ok = false;
             }
             if let Some(slot) = days.get_mut(day_index) {
                 *slot = ranges.into_iter().map(|(r, _, _)| r).collect();
@@ -1627,22 +885,16 @@ impl Compiler<'_> {
         };
         let business_hours = match &w.business_hours {
             None => Some(None),
-            Some(h) => {
-                let names = std::mem::take(&mut self.names.hours);
-                let found = self.lookup("hours", "hours", &names, h, &join(key, "business_hours"));
-                self.names.hours = names;
-                found.map(Some)
-            }
+            Some(h) => self.lookup_hours(h, &join(key, "business_hours")).map(Some),
         };
         let holidays = match &w.holidays {
             None => Some(Vec::new()),
             Some(list) => {
-                let names = std::mem::take(&mut self.names.holiday_sets);
                 let mut out = Vec::new();
                 let mut ok = true;
                 for (i, h) in list.get_ref().iter().enumerate() {
                     let item_key = format!("{key}.holidays[{i}]");
-                    match self.lookup("holiday set", "holiday_set", &names, h, &item_key) {
+                    match self.lookup_holiday_set(h, &item_key) {
                         Some(found) if !out.contains(&found) => out.push(found),
                         Some(_) => {
                             self.error(
@@ -1655,7 +907,6 @@ impl Compiler<'_> {
                         None => ok = false,
                     }
                 }
-                self.names.holiday_sets = names;
                 ok.then_some(out)
             }
         };
@@ -1676,8 +927,19 @@ impl Compiler<'_> {
         let mut ivr = Ivr {
             questions: Vec::new(),
         };
-        let start = match kind? {
-            WorkflowKind::HuntGroup => {
+        let start = match kind {
+            // The kind is missing or wrong (reported): still check whatever start is written.
+            None => {
+                if let Some(q) = &w.queue {
+                    self.lookup_queue(q, &join(key, "queue"));
+                }
+                if let Some(q) = &w.question {
+                    let rq = Spanned::new(q.span(), q.get_ref());
+                    self.question(&rq, &join(key, "question"), 1, &lang, &mut ivr);
+                }
+                None
+            }
+            Some(WorkflowKind::HuntGroup) => {
                 if let Some(q) = &w.question {
                     self.error(&q.span(), &join(key, "question"), "a hunt_group workflow has no questions; use kind = \"interactive\" or remove [workflow.question]");
                 }
@@ -1691,16 +953,14 @@ impl Compiler<'_> {
                         None
                     }
                     Some(q) => {
-                        let names = std::mem::take(&mut self.names.queues);
-                        let found = self.lookup("queue", "queue", &names, q, &join(key, "queue"));
-                        self.names.queues = names;
-                        found
+                        // With a question too (reported above) the workflow is refused.
+                        self.lookup_queue(q, &join(key, "queue"))
                             .filter(|_| w.question.is_none())
                             .map(ActionTarget::Queue)
                     }
                 }
             }
-            WorkflowKind::Interactive => {
+            Some(WorkflowKind::Interactive) => {
                 if let Some(q) = &w.queue {
                     self.error(&q.span(), &join(key, "queue"), "an interactive workflow starts with its question; send calls to a queue from an answer's action instead");
                 }
@@ -1745,39 +1005,6 @@ impl Compiler<'_> {
         })
     }
 
-    /// `out_of_hours` / `on_holiday`: `{ prompt, action }`, action `"disconnect"` when left out.
-    fn closed_action(
-        &mut self,
-        raw: Option<&Spanned<RawCallAction>>,
-        key: &str,
-        place: Place,
-        language: &str,
-    ) -> Result<Option<CallAction>, ()> {
-        let Some(raw) = raw else { return Ok(None) };
-        let a = raw.get_ref();
-        match &a.action {
-            Some(action) => self
-                .action(
-                    action,
-                    a.prompt.as_ref(),
-                    &join(key, "action"),
-                    place,
-                    language,
-                    None,
-                )
-                .map(Some)
-                .ok_or(()),
-            None => {
-                let prompt =
-                    self.optional_prompt(a.prompt.as_ref(), &join(key, "prompt"), language)?;
-                Ok(Some(CallAction {
-                    prompt,
-                    target: ActionTarget::Disconnect,
-                }))
-            }
-        }
-    }
-
     fn duplicate_workflow_uris(&mut self, raw: &RawConfig) {
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, w) in raw.workflow.iter().enumerate() {
@@ -1818,10 +1045,6 @@ impl Compiler<'_> {
         }
     }
 }
-
-/// Marker id for workflow names (only checked for duplicates).
-#[derive(Clone, Copy)]
-struct WorkflowIdx(#[allow(dead_code)] u32); // the index is kept for symmetry, never read
 
 /// For each queue name, the language of the first workflow (in file order) that sends calls to
 /// it directly: its prompts speak that language unless `queue.language` says otherwise.
@@ -1894,18 +1117,384 @@ fn is_language_tag(text: &str) -> bool {
         && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
-/// An IP address or a DNS name.
-fn is_host(text: &str) -> bool {
-    if text.parse::<std::net::IpAddr>().is_ok() {
-        return true;
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use chrono::NaiveTime;
+
+    use super::Environment;
+    use crate::config::model::{
+        ActionTarget, Config, OverflowCandidate, Participation, PromptSource, RoutingMethod,
+    };
+    use crate::config::values::end_of_day;
+    use crate::config::{Diagnostic, LoadOptions, Loaded, load_with};
+
+    const SERVER: &str = r#"
+[server]
+sip_listen = ["udp:127.0.0.1:0"]
+advertised_host = "127.0.0.1"
+database = "sqlite://rgsd.db"
+trusted_peers = ["127.0.0.1"]
+
+[[agent_group]]
+name = "Agents"
+agents = ["sip:alice@127.0.0.1"]
+
+[[queue]]
+name = "Main"
+agent_groups = ["Agents"]
+"#;
+
+    const WORKFLOW: &str = r#"
+[[workflow]]
+name = "Main line"
+kind = "hunt_group"
+uri = "sip:main@127.0.0.1"
+queue = "Main"
+"#;
+
+    fn env_with<'a>(
+        var: &'a dyn Fn(&str) -> Option<String>,
+        text_to_speech: fn() -> bool,
+    ) -> Environment<'a> {
+        Environment {
+            var,
+            text_to_speech,
+        }
     }
-    !text.is_empty()
-        && text.len() <= 253
-        && text.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
+
+    fn load_text(
+        text: &str,
+        check_environment: bool,
+        env: &Environment<'_>,
+    ) -> Result<Loaded, Vec<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgsd.toml");
+        std::fs::write(&path, text).unwrap();
+        load_with(&path, &LoadOptions { check_environment }, env)
+    }
+
+    fn load_ok(text: &str) -> Config {
+        let env = env_with(&|_| None, || true);
+        match load_text(text, true, &env) {
+            Ok(loaded) => loaded.config,
+            Err(d) => panic!(
+                "{}",
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+
+    fn load_err(text: &str) -> Vec<Diagnostic> {
+        let env = env_with(&|_| None, || true);
+        load_text(text, true, &env).expect_err("must be refused")
+    }
+
+    #[test]
+    fn defaults_are_what_the_docs_say() {
+        let config = load_ok(&format!("{SERVER}{WORKFLOW}"));
+        let s = &config.server;
+        assert_eq!(s.rtp_ports, 20000..=20999);
+        assert_eq!(s.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.agent_ringback_grace_period, Duration::from_secs(60));
+        assert_eq!(s.max_calls, 1000);
+        assert!(s.call_context);
+        assert_eq!(
+            s.trusted_peers,
+            vec!["127.0.0.1/32".parse().unwrap()],
+            "an address is a /32"
+        );
+        let g = &config.agent_groups[0];
+        assert_eq!(g.participation, Participation::Informal);
+        assert_eq!(g.routing, RoutingMethod::Parallel);
+        assert_eq!(g.alert_time, Duration::from_secs(20));
+        let w = &config.workflows[0];
+        assert!(
+            w.active,
+            "a workflow written in the file is active unless it says otherwise"
+        );
+        assert!(!w.anonymous);
+        assert_eq!(w.language, "en-US");
+        assert_eq!(w.time_zone, chrono_tz::UTC);
+        assert!(w.welcome.is_none() && w.out_of_hours.is_none() && w.on_holiday.is_none());
+        assert!(config.queues[0].timeout.is_none() && config.queues[0].overflow.is_none());
+        assert!(config.prompts.is_empty());
+    }
+
+    #[test]
+    fn summary_counts_each_agent_once_and_speaks_singular() {
+        let config = load_ok(&format!("{SERVER}{WORKFLOW}"));
+        assert_eq!(
+            crate::config::summary(&config),
+            "1 workflow, 1 queue, 1 agent group, 1 agent"
+        );
+        let two_groups = SERVER.replace(
+            "[[queue]]",
+            "[[agent_group]]\nname = \"More\"\nagents = [\"sip:alice@127.0.0.1\", \"sip:bob@127.0.0.1\"]\n\n[[queue]]",
+        );
+        let config = load_ok(&format!("{two_groups}{WORKFLOW}"));
+        assert_eq!(
+            crate::config::summary(&config),
+            "1 workflow, 1 queue, 2 agent groups, 2 agents"
+        );
+    }
+
+    #[test]
+    fn extra_keys_are_read() {
+        let text = format!(
+            "{}{WORKFLOW}display_number = \"+1 425 555 0100\"\ndescription = \"Front line\"\n",
+            SERVER
+                .replace("trusted_peers = [\"127.0.0.1\"]", "trusted_peers = [\"127.0.0.1\"]\nmax_calls = 20\ncall_context = false")
+                .replace("name = \"Agents\"", "name = \"Agents\"\ndescription = \"Front desk\"")
+                .replace("name = \"Main\"", "name = \"Main\"\ndescription = \"First queue\"\noverflow = { max_calls = 0, action = \"disconnect\" }")
+        );
+        let config = load_ok(&text);
+        assert_eq!(config.server.max_calls, 20);
+        assert!(!config.server.call_context);
+        assert_eq!(
+            config.agent_groups[0].description.as_deref(),
+            Some("Front desk")
+        );
+        assert_eq!(config.queues[0].description.as_deref(), Some("First queue"));
+        let overflow = config.queues[0].overflow.as_ref().unwrap();
+        assert_eq!(overflow.max_calls, 0, "0 overflows every call at once");
+        assert_eq!(overflow.candidate, OverflowCandidate::Newest);
+        assert_eq!(
+            config.workflows[0].display_number.as_deref(),
+            Some("+1 425 555 0100")
+        );
+    }
+
+    #[test]
+    fn hours_are_sorted_and_24_00_closes_at_midnight() {
+        let text = format!(
+            "{SERVER}{WORKFLOW}business_hours = \"Office\"\n\n[[hours]]\nname = \"Office\"\nmonday = [\"18:00-24:00\", \"08:00-12:00\"]\nsunday = []\n"
+        );
+        let config = load_ok(&text);
+        let monday = &config.hours[0].days[0];
+        assert_eq!(monday[0].open, NaiveTime::from_hms_opt(8, 0, 0).unwrap());
+        assert_eq!(monday[1].open, NaiveTime::from_hms_opt(18, 0, 0).unwrap());
+        assert_eq!(monday[1].close, end_of_day());
+        assert!(
+            config.hours[0].days[6].is_empty(),
+            "an empty list is a closed day"
+        );
+    }
+
+    #[test]
+    fn touching_ranges_do_not_overlap() {
+        let text = format!(
+            "{SERVER}{WORKFLOW}\n[[hours]]\nname = \"Office\"\nmonday = [\"08:00-12:00\", \"12:00-17:00\"]\n"
+        );
+        assert_eq!(load_ok(&text).hours[0].days[0].len(), 2);
+    }
+
+    #[test]
+    fn prompts_are_deduplicated_by_source_and_language() {
+        let text = format!(
+            r#"{SERVER}{WORKFLOW}welcome = {{ text = "Hello" }}
+out_of_hours = {{ prompt = {{ text = "Hello" }} }}
+
+[[workflow]]
+name = "French line"
+kind = "hunt_group"
+uri = "sip:fr@127.0.0.1"
+queue = "Main"
+language = "fr-FR"
+welcome = {{ text = "Hello" }}
+"#
+        );
+        let config = load_ok(&text);
+        let en = &config.workflows[0];
+        let fr = &config.workflows[1];
+        assert_eq!(
+            en.welcome,
+            en.out_of_hours.as_ref().unwrap().prompt,
+            "same text, same language"
+        );
+        assert_ne!(en.welcome, fr.welcome, "same text, another language");
+        assert_eq!(config.prompts.len(), 2);
+        assert_eq!(config.prompt(fr.welcome.unwrap()).language, "fr-FR");
+        // Left without an action, out_of_hours plays its prompt and disconnects.
+        assert_eq!(
+            en.out_of_hours.as_ref().unwrap().target,
+            ActionTarget::Disconnect
+        );
+    }
+
+    #[test]
+    fn queue_prompts_speak_the_language_of_the_first_workflow_using_the_queue() {
+        let queue_prompt =
+            "timeout = { after = \"60s\", prompt = { text = \"Bye\" }, action = \"disconnect\" }";
+        let with_timeout = SERVER.replace(
+            "agent_groups = [\"Agents\"]",
+            &format!("agent_groups = [\"Agents\"]\n{queue_prompt}"),
+        );
+        let text = format!("{with_timeout}{WORKFLOW}language = \"de-DE\"\n");
+        let config = load_ok(&text);
+        let timeout = config.queues[0].timeout.as_ref().unwrap();
+        assert_eq!(
+            config.prompt(timeout.action.prompt.unwrap()).language,
+            "de-DE"
+        );
+        assert_eq!(
+            config.prompt(timeout.action.prompt.unwrap()).source,
+            PromptSource::Text("Bye".into())
+        );
+
+        let explicit =
+            with_timeout.replace("name = \"Main\"", "name = \"Main\"\nlanguage = \"es-ES\"");
+        let config = load_ok(&format!("{explicit}{WORKFLOW}language = \"de-DE\"\n"));
+        let timeout = config.queues[0].timeout.as_ref().unwrap();
+        assert_eq!(
+            config.prompt(timeout.action.prompt.unwrap()).language,
+            "es-ES"
+        );
+    }
+
+    #[test]
+    fn text_prompts_need_espeak_only_when_the_environment_is_checked() {
+        let text = format!("{SERVER}{WORKFLOW}welcome = {{ text = \"Hello\" }}\n");
+        let no_tts = env_with(&|_| None, || false);
+        let errors = load_text(&text, true, &no_tts).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "workflow[0].welcome.text");
+        assert!(
+            errors[0]
+                .message
+                .contains("install espeak-ng (Debian: apt-get install espeak-ng)")
+        );
+        assert!(load_text(&text, false, &no_tts).is_ok());
+        // Without text prompts, espeak-ng is not needed at all.
+        assert!(load_text(&format!("{SERVER}{WORKFLOW}"), true, &no_tts).is_ok());
+    }
+
+    #[test]
+    fn password_env_is_read_and_never_printed() {
+        let text = format!(
+            "{SERVER}{WORKFLOW}\n[[registration]]\naor = \"sip:main@127.0.0.1\"\nregistrar = \"sip:127.0.0.1:5080\"\nusername = \"main\"\npassword_env = \"RGSD_PW\"\n"
+        );
+        let lookup = |name: &str| (name == "RGSD_PW").then(|| "hunter2".to_owned());
+        let env = env_with(&lookup, || true);
+        let config = load_text(&text, true, &env).unwrap().config;
+        let r = &config.registrations[0];
+        assert_eq!(r.password.expose(), "hunter2");
+        assert_eq!(r.expires, Duration::from_secs(3600));
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let empty = |_: &str| Some(String::new());
+        let env = env_with(&empty, || true);
+        let errors = load_text(&text, true, &env).unwrap_err();
+        assert!(errors[0].message.contains("RGSD_PW is empty"), "{errors:?}");
+    }
+
+    #[test]
+    fn postgres_urls_are_secrets() {
+        let text = format!("{SERVER}{WORKFLOW}").replace(
+            "sqlite://rgsd.db",
+            "postgres://rgsd:topsecret@localhost/rgsd",
+        );
+        let config = load_ok(&text);
+        assert!(!format!("{config:?}").contains("topsecret"));
+        let bad =
+            format!("{SERVER}{WORKFLOW}").replace("sqlite://rgsd.db", "mysql://u:topsecret@h/db");
+        let errors = load_err(&bad);
+        assert!(
+            errors.iter().all(|d| !d.to_string().contains("topsecret")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn sqlite_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgsd.toml");
+        std::fs::write(&path, format!("{SERVER}{WORKFLOW}")).unwrap();
+        let env = env_with(&|_| None, || true);
+        let config = load_with(&path, &LoadOptions::default(), &env)
+            .unwrap()
+            .config;
+        let expected = std::path::absolute(dir.path()).unwrap().join("rgsd.db");
+        assert_eq!(
+            config.server.database,
+            crate::config::model::DatabaseUrl::Sqlite(expected)
+        );
+        assert_eq!(config.source, std::path::absolute(&path).unwrap());
+        assert!(Path::new(&config.source).is_absolute());
+    }
+
+    #[test]
+    fn questions_are_flattened_with_the_top_question_first() {
+        let text = format!(
+            r##"{SERVER}
+[[workflow]]
+name = "IVR"
+kind = "interactive"
+uri = "sip:ivr@127.0.0.1"
+
+[workflow.question]
+prompt = {{ text = "Top" }}
+no_input_timeout = "8s"
+
+[[workflow.question.answers]]
+dtmf = "1"
+action = {{ question = {{ prompt = {{ text = "First" }}, answers = [{{ dtmf = "*", action = "disconnect" }}] }} }}
+
+[[workflow.question.answers]]
+dtmf = "2"
+prompt = {{ text = "Transferring" }}
+action = {{ question = {{ prompt = {{ text = "Second" }}, answers = [{{ dtmf = "#", action = {{ queue = "Main" }} }}] }} }}
+"##
+        );
+        let config = load_ok(&text);
+        let w = &config.workflows[0];
+        assert_eq!(w.questions.len(), 3);
+        let text_of = |q: usize| match &config.prompt(w.questions[q].prompt).source {
+            PromptSource::Text(t) => t.clone(),
+            PromptSource::File(_) => String::new(),
+        };
+        assert_eq!(text_of(0), "Top");
+        assert_eq!(w.questions[0].no_input_timeout, Duration::from_secs(8));
+        for (answer, expected) in [(0, "First"), (1, "Second")] {
+            let ActionTarget::Question(q) = w.questions[0].answers[answer].action.target else {
+                panic!("answer {answer} leads to a question");
+            };
+            assert_eq!(text_of(q.0 as usize), expected);
+        }
+        assert!(
+            w.questions[0].answers[1].action.prompt.is_some(),
+            "prompt next to action"
+        );
+        assert_eq!(w.questions[1].answers[0].dtmf, Some('*'));
+    }
+
+    #[test]
+    fn an_action_of_the_wrong_type_says_what_an_action_is() {
+        let text = format!("{SERVER}{WORKFLOW}out_of_hours = {{ action = 5 }}\n");
+        let errors = load_err(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "workflow[0].out_of_hours.action");
+        assert!(
+            errors[0].message.contains("\"disconnect\" or a table"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_a_type_error_come_together() {
+        let text = format!("{SERVER}colour = 1\n{WORKFLOW}active = \"yes\"\n");
+        let errors = load_err(&text);
+        let keys: Vec<&str> = errors.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["queue[0].colour", "workflow[0].active"],
+            "{errors:?}"
+        );
+    }
 }

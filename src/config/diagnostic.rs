@@ -4,7 +4,7 @@
 //!
 //! Keys are written as TOML paths with array indexes counted from 0 in file order
 //! (`workflow[1].question.answers[0].dtmf`), so every key is unambiguous even when a name is
-//! missing or duplicated. A [`SourceMap`] turns the byte offsets the TOML parser reports into
+//! missing or duplicated. A `SourceMap` turns the byte offsets the TOML parser reports into
 //! lines and columns.
 
 use std::fmt;

@@ -97,9 +97,13 @@ pub(crate) fn resolve_path(base: &Path, written: &str) -> PathBuf {
 
 /// The first executable file called `name` in a folder of `PATH`.
 fn find_on_path(name: &str) -> Option<PathBuf> {
+    find_in(&std::env::var_os("PATH")?, name)
+}
+
+/// The first executable file called `name` in one of the folders of `path_var` (`PATH` syntax).
+fn find_in(path_var: &std::ffi::OsStr, name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(path_var)
         .map(|dir| dir.join(name))
         .find(|candidate| {
             std::fs::metadata(candidate)
@@ -124,4 +128,37 @@ pub fn summary(config: &Config) -> String {
         count(agents.len(), "agent", "agents"),
     ]
     .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn find_in_wants_an_executable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        let bin = tempfile::tempdir().unwrap();
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("espeak-ng"), "not executable").unwrap();
+        let exe = bin.path().join("espeak-ng");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path_var = std::env::join_paths([plain.as_path(), bin.path()]).unwrap();
+        assert_eq!(find_in(&path_var, "espeak-ng"), Some(exe));
+        let only_plain = std::env::join_paths([plain.as_path()]).unwrap();
+        assert_eq!(find_in(&only_plain, "espeak-ng"), None);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let base = Path::new("/etc/rgsd");
+        assert_eq!(
+            resolve_path(base, "sounds/a.wav"),
+            Path::new("/etc/rgsd/sounds/a.wav")
+        );
+        assert_eq!(resolve_path(base, "/srv/a.wav"), Path::new("/srv/a.wav"));
+    }
 }

@@ -6,10 +6,12 @@
 //! reason, keys the contract requires are `Option`s here: a missing key is a diagnostic in
 //! `compile.rs`, not a serde error that would hide every other problem.
 //!
-//! [`parse`] reads the text: TOML syntax errors (all of them), then unknown keys (all of them, via
-//! `serde_ignored`, each located by walking the span-keeping `DeTable`), then at most one type
-//! error (a string where a table belongs, ...), which stops serde.
+//! [`parse`] reads the text: TOML syntax errors (all of them); otherwise unknown keys (all of them,
+//! via `serde_ignored`, each located by walking the span-keeping `DeTable`) and type errors (a
+//! string where a table belongs, ...). serde stops at a type error, so `parse` drops the offending
+//! key and deserializes again until none is left: every type error comes out in one run too.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 
@@ -263,7 +265,7 @@ impl<'de> Deserialize<'de> for RawAction {
 }
 
 /// One step of a path into the document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Segment {
     Key(String),
     Index(usize),
@@ -294,12 +296,12 @@ pub(crate) fn render_path(path: &[Segment]) -> String {
     out
 }
 
-/// Reads the TOML text into [`RawConfig`], or returns every syntax error, every unknown key and
-/// the type error that stopped serde, if any.
+/// Reads the TOML text into [`RawConfig`], or returns every syntax error, or every unknown key
+/// and every type error, sorted by line.
 pub(crate) fn parse(map: &SourceMap<'_>, text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
     let (doc, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
-        return Err(syntax_errors
+        let mut diagnostics: Vec<Diagnostic> = syntax_errors
             .iter()
             .map(|e| {
                 let span = e.span().unwrap_or(0..0);
@@ -309,30 +311,138 @@ pub(crate) fn parse(map: &SourceMap<'_>, text: &str) -> Result<RawConfig, Vec<Di
                     format!("TOML syntax: {}", e.message().trim_end()),
                 )
             })
-            .collect());
+            .collect();
+        // The recovering parser may report one problem twice.
+        super::diagnostic::sort(&mut diagnostics);
+        diagnostics.dedup();
+        return Err(diagnostics);
     }
-    let mut ignored: Vec<Vec<Segment>> = Vec::new();
-    let deserializer = toml::de::Deserializer::from(doc.clone());
-    let result: Result<RawConfig, toml::de::Error> =
-        serde_ignored::deserialize(deserializer, |path| ignored.push(segments(&path)));
-
+    // serde stops at the first type error. Report it, drop the offending key from a copy of the
+    // document and deserialize again, so that every type error and every unknown key comes out
+    // in one run. Every key of the raw types is optional, so dropping one adds no new error.
+    let original = doc.get_ref();
+    let mut current = doc.clone();
+    let mut unknown: BTreeSet<Vec<Segment>> = BTreeSet::new();
     let mut diagnostics = Vec::new();
-    for path in &ignored {
-        let span = key_span(doc.get_ref(), path).unwrap_or(0..0);
+    let mut outcome = None;
+    for _ in 0..MAX_TYPE_ERRORS {
+        let deserializer = toml::de::Deserializer::from(current.clone());
+        let result: Result<RawConfig, toml::de::Error> =
+            serde_ignored::deserialize(deserializer, |path| {
+                unknown.insert(segments(&path));
+            });
+        match result {
+            Ok(raw) => {
+                outcome = Some(raw);
+                break;
+            }
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let path = path_at(original, span.start);
+                let message = type_error_message(e.message().trim_end(), &path);
+                diagnostics.push(map.error(&span, render_path(&path), message));
+                if !remove_key(current.get_mut(), &path) {
+                    break;
+                }
+            }
+        }
+    }
+    for path in &unknown {
+        let span = key_span(original, path).unwrap_or(0..0);
         diagnostics.push(map.error(&span, render_path(path), unknown_key_message(path)));
     }
-    match result {
-        Ok(raw) if diagnostics.is_empty() => Ok(raw),
-        Ok(_) => Err(diagnostics),
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let path = path_at(doc.get_ref(), span.start);
-            let key = render_path(&path);
-            let message = e.message().trim_end().to_owned();
-            diagnostics.push(map.error(&span, key, message));
+    match outcome {
+        Some(raw) if diagnostics.is_empty() => Ok(raw),
+        _ => {
+            super::diagnostic::sort(&mut diagnostics);
             Err(diagnostics)
         }
     }
+}
+
+/// serde's "invalid type: string \"yes\", expected a boolean", said in the file's terms.
+fn type_error_message(message: &str, path: &[Segment]) -> String {
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return message.to_owned();
+    };
+    let top_level_array = matches!(
+        path,
+        [Segment::Key(k)] if ["registration", "agent_group", "queue", "hours", "holiday_set", "workflow"].contains(&k.as_str())
+    );
+    let expected = match expected {
+        "a sequence" if top_level_array => {
+            let Some(Segment::Key(k)) = path.first() else {
+                return message.to_owned();
+            };
+            return format!("write each entry under a [[{k}]] header (double brackets), not [{k}]");
+        }
+        "a sequence" => "a list, e.g. [\"…\"]".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        "i64" | "u32" | "an integer" => "a whole number".to_owned(),
+        "a string" => "a quoted string".to_owned(),
+        "struct RawPrompt" => "a prompt: { text = \"…\" } or { file = \"…\" }".to_owned(),
+        "struct RawCallAction" => "a table: { prompt = { … }, action = … }".to_owned(),
+        "struct RawTimeout" => "a table: { after = \"300s\", action = … }".to_owned(),
+        "struct RawOverflow" => "a table: { max_calls = 50, action = … }".to_owned(),
+        other if other.starts_with("struct Raw") => "a table".to_owned(),
+        other => other.to_owned(),
+    };
+    format!("expected {expected}, found {found}")
+}
+
+/// Type errors reported before giving up (each costs one more pass over the document).
+const MAX_TYPE_ERRORS: usize = 100;
+
+/// Removes the innermost key of `path` from the document (for a path into an array, the key
+/// holding the array). False when there is nothing to remove.
+fn remove_key(root: &mut DeTable<'_>, path: &[Segment]) -> bool {
+    let Some(last) = path.iter().rposition(|s| matches!(s, Segment::Key(_))) else {
+        return false;
+    };
+    let Segment::Key(key) = &path[last] else {
+        return false;
+    };
+    let Some(table) = table_at_mut(root, &path[..last]) else {
+        return false;
+    };
+    table.remove(key.as_str()).is_some()
+}
+
+fn table_at_mut<'a, 'i>(
+    table: &'a mut DeTable<'i>,
+    path: &[Segment],
+) -> Option<&'a mut DeTable<'i>> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(table);
+    };
+    let Segment::Key(key) = first else {
+        return None;
+    };
+    let (_, value) = table.iter_mut().find(|(k, _)| k.get_ref() == key)?;
+    match value_at_mut(value.get_mut(), rest)? {
+        DeValue::Table(t) => Some(t),
+        _ => None,
+    }
+}
+
+fn value_at_mut<'a, 'i>(
+    value: &'a mut DeValue<'i>,
+    path: &[Segment],
+) -> Option<&'a mut DeValue<'i>> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(value);
+    };
+    let next = match (first, value) {
+        (Segment::Key(key), DeValue::Table(t)) => {
+            t.iter_mut().find(|(k, _)| k.get_ref() == key)?.1.get_mut()
+        }
+        (Segment::Index(i), DeValue::Array(items)) => items.get_mut(*i)?.get_mut(),
+        _ => return None,
+    };
+    value_at_mut(next, rest)
 }
 
 /// A `serde_ignored` path as segments, without the private keys of `Spanned`.
@@ -446,6 +556,11 @@ fn unknown_key_message(path: &[Segment]) -> String {
         Segment::Key(k) => Some(k.as_str()),
         Segment::Index(_) => None,
     });
+    if parent == Some("action") && key == "prompt" {
+        return "unknown key `prompt`: a prompt goes next to `action`, not inside it, e.g. \
+                timeout = { after = \"300s\", prompt = { text = \"…\" }, action = \"disconnect\" }"
+            .to_owned();
+    }
     let known = known_keys(parent);
     let closest = known
         .iter()
@@ -522,5 +637,135 @@ impl<'de> de::Deserializer<'de> for FieldsProbe<'_> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
         option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
         ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn unknown(text: &str) -> Vec<(usize, String, String)> {
+        let map = SourceMap::new(Path::new("t.toml"), text);
+        let Err(diagnostics) = parse(&map, text) else {
+            panic!("expected diagnostics");
+        };
+        diagnostics
+            .into_iter()
+            .map(|d| (d.line, d.key, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn every_table_kind_knows_its_keys() {
+        for parent in [
+            None,
+            Some("server"),
+            Some("registration"),
+            Some("agent_group"),
+            Some("queue"),
+            Some("timeout"),
+            Some("overflow"),
+            Some("hours"),
+            Some("holiday_set"),
+            Some("holidays"),
+            Some("workflow"),
+            Some("question"),
+            Some("answers"),
+            Some("action"),
+            Some("out_of_hours"),
+            Some("prompt"),
+        ] {
+            assert!(!known_keys(parent).is_empty(), "{parent:?}");
+        }
+        assert!(known_keys(Some("hours")).contains(&"sunday"));
+        assert!(known_keys(Some("action")).contains(&"question"));
+    }
+
+    #[test]
+    fn unknown_keys_deep_inside_inline_tables_are_located() {
+        let text = r#"
+[[holiday_set]]
+name = "X"
+holidays = [
+  { name = "A", start = "2026-01-01T00:00", end = "2026-01-02T00:00", colour = "red" },
+]
+
+[[workflow]]
+name = "W"
+
+[workflow.question]
+prompt = { txt = "Hi" }
+
+[[workflow.question.answers]]
+dtmf = "1"
+action = { question = { prompt = { text = "x" }, answers = [{ dtmf = "1", action = "disconnect", extra = 1 }] } }
+"#;
+        let mut found = unknown(text);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                (
+                    5,
+                    "holiday_set[0].holidays[0].colour".to_owned(),
+                    "unknown key `colour`; the keys allowed here are `name`, `start`, `end`"
+                        .to_owned()
+                ),
+                (
+                    12,
+                    "workflow[0].question.prompt.txt".to_owned(),
+                    "unknown key `txt`; did you mean `text`?".to_owned()
+                ),
+                (
+                    16,
+                    "workflow[0].question.answers[0].action.question.answers[0].extra".to_owned(),
+                    "unknown key `extra`; the keys allowed here are `dtmf`, `voice`, `prompt`, `action`"
+                        .to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_prompt_inside_an_action_says_where_it_belongs() {
+        let found = unknown(
+            "[[queue]]\ntimeout = { after = \"60s\", action = { queue = \"B\", prompt = { text = \"x\" } } }\n",
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, "queue[0].timeout.action.prompt");
+        assert!(
+            found[0].2.contains("goes next to `action`"),
+            "{}",
+            found[0].2
+        );
+    }
+
+    #[test]
+    fn the_inline_password_key_is_not_listed_as_allowed() {
+        let found = unknown("[[registration]]\nsecret = \"x\"\n");
+        assert_eq!(found.len(), 1);
+        assert!(!found[0].2.contains("`password`"), "{}", found[0].2);
+        assert!(found[0].2.contains("`password_file`"));
+    }
+
+    #[test]
+    fn every_syntax_error_is_reported() {
+        let found = unknown("a = \nb = [1,\n[server\n");
+        assert!(!found.is_empty());
+        assert!(found.iter().all(|(_, _, m)| m.starts_with("TOML syntax:")));
+        assert_eq!(found[0].0, 1, "{found:?}");
+    }
+
+    #[test]
+    fn paths_render_with_indexes_and_quoted_keys() {
+        let path = [
+            Segment::Key("workflow".into()),
+            Segment::Index(1),
+            Segment::Key("Sales line".into()),
+            Segment::Key("dtmf".into()),
+        ];
+        assert_eq!(render_path(&path), "workflow[1].\"Sales line\".dtmf");
     }
 }

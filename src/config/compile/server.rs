@@ -1,0 +1,378 @@
+//! `[server]` and `[[registration]]`: listeners, ports, database, secrets.
+
+use super::*;
+
+impl Compiler<'_> {
+    pub(super) fn server(&mut self, raw: &RawConfig) -> Option<Server> {
+        let Some(server) = &raw.server else {
+            self.error(
+                &(0..0),
+                "server",
+                "missing [server] table; it needs at least sip_listen, advertised_host, database and trusted_peers",
+            );
+            return None;
+        };
+        let span = server.span();
+        let s: &RawServer = server.get_ref();
+        let key = "server";
+
+        let sip_listen = self
+            .required(&s.sip_listen, &span, key, "sip_listen")
+            .and_then(|list| {
+                let list_key = "server.sip_listen";
+                if list.get_ref().is_empty() {
+                    self.error(
+                        &list.span(),
+                        list_key,
+                        "list at least one listener, e.g. [\"udp:0.0.0.0:5060\"]",
+                    );
+                    return None;
+                }
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in list.get_ref().iter().enumerate() {
+                    let item_key = format!("{list_key}[{i}]");
+                    match parse_listen(item.get_ref().trim()) {
+                        Ok(l) if out.contains(&l) => {
+                            self.error(
+                                &item.span(),
+                                &item_key,
+                                format!("\"{}\" is listed twice", item.get_ref()),
+                            );
+                            ok = false;
+                        }
+                        Ok(l) => out.push(l),
+                        Err(e) => {
+                            self.error(&item.span(), &item_key, e);
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(out)
+            });
+
+        let advertised_host = self
+            .required(&s.advertised_host, &span, key, "advertised_host")
+            .and_then(|h| {
+                let text = h.get_ref().trim();
+                if is_host(text) {
+                    Some(text.to_owned())
+                } else {
+                    self.error(
+                        &h.span(),
+                        "server.advertised_host",
+                        format!("\"{text}\" is not a host name or IP address (write it without scheme or port)"),
+                    );
+                    None
+                }
+            });
+
+        let rtp_ports = match &s.rtp_ports {
+            None => Some(RTP_PORTS_DEFAULT),
+            Some(ports) => self.rtp_ports(ports),
+        };
+
+        let http_listen = match &s.http_listen {
+            None => HTTP_LISTEN_DEFAULT.parse().ok(),
+            Some(h) => h.get_ref().trim().parse().map_err(|_| {
+                self.error(
+                    &h.span(),
+                    "server.http_listen",
+                    format!("\"{}\" is not an IP address and port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", h.get_ref()),
+                );
+            }).ok(),
+        };
+
+        let database = self
+            .required(&s.database, &span, key, "database")
+            .and_then(|d| self.database(d));
+
+        let default_music_on_hold = match &s.default_music_on_hold {
+            None => Some(None),
+            Some(f) => self.wav_file(f, "server.default_music_on_hold").map(Some),
+        };
+
+        let grace = self.duration(
+            s.agent_ringback_grace_period.as_ref(),
+            "server.agent_ringback_grace_period",
+            &GRACE,
+            Some(GRACE_DEFAULT),
+        );
+
+        let trusted_peers = self
+            .required(&s.trusted_peers, &span, key, "trusted_peers")
+            .and_then(|list| {
+                if list.get_ref().is_empty() {
+                    self.warn(
+                        &list.span(),
+                        "server.trusted_peers",
+                        "the list is empty, so every call is refused with 403; list the networks of your PBX or trunk, e.g. [\"192.0.2.0/24\"]",
+                    );
+                }
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in list.get_ref().iter().enumerate() {
+                    let text = item.get_ref().trim();
+                    let net = text
+                        .parse::<IpNet>()
+                        .ok()
+                        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                    match net {
+                        Some(n) => out.push(n),
+                        None => {
+                            self.error(
+                                &item.span(),
+                                &format!("server.trusted_peers[{i}]"),
+                                format!("\"{text}\" is not a network or address; write e.g. \"192.0.2.0/24\" or \"192.0.2.10\""),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(out)
+            });
+
+        let max_calls = match &s.max_calls {
+            None => Some(SERVER_MAX_CALLS_DEFAULT),
+            Some(m) => self.integer(m, "server.max_calls", &SERVER_MAX_CALLS),
+        };
+
+        Some(Server {
+            sip_listen: sip_listen?,
+            advertised_host: advertised_host?,
+            rtp_ports: rtp_ports?,
+            http_listen: http_listen?,
+            database: database?,
+            default_music_on_hold: default_music_on_hold?,
+            agent_ringback_grace_period: grace?,
+            trusted_peers: trusted_peers?,
+            max_calls: max_calls?,
+            call_context: s.call_context.unwrap_or(true),
+        })
+    }
+
+    fn rtp_ports(&mut self, ports: &Spanned<Vec<Spanned<i64>>>) -> Option<RangeInclusive<u16>> {
+        let key = "server.rtp_ports";
+        let [low, high] = ports.get_ref().as_slice() else {
+            self.error(
+                &ports.span(),
+                key,
+                "write the inclusive range as [LOW, HIGH], e.g. [20000, 20999]",
+            );
+            return None;
+        };
+        let mut bound = |v: &Spanned<i64>, i: usize| {
+            let port = u16::try_from(*v.get_ref()).ok().filter(|p| *p >= 1024);
+            if port.is_none() {
+                self.error(
+                    &v.span(),
+                    &format!("{key}[{i}]"),
+                    format!(
+                        "{} is not a usable port; RTP ports go from 1024 to 65535",
+                        v.get_ref()
+                    ),
+                );
+            }
+            port
+        };
+        let (low_port, high_port) = (bound(low, 0), bound(high, 1));
+        let (low_port, high_port) = (low_port?, high_port?);
+        if low_port > high_port {
+            self.error(&ports.span(), key, format!("the range [{low_port}, {high_port}] is empty: the first port must not exceed the second"));
+            return None;
+        }
+        if low_port % 2 != 0 || high_port % 2 != 1 {
+            self.error(
+                &ports.span(),
+                key,
+                format!("[{low_port}, {high_port}] must hold whole RTP/RTCP pairs: start at an even port and end at an odd one, e.g. [20000, 20999]"),
+            );
+            return None;
+        }
+        Some(low_port..=high_port)
+    }
+
+    fn database(&mut self, value: &SString) -> Option<DatabaseUrl> {
+        let text = value.get_ref().trim();
+        let key = "server.database";
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                self.error(
+                    &value.span(),
+                    key,
+                    "the SQLite path is empty; write e.g. \"sqlite://rgsd.db\"",
+                );
+                return None;
+            }
+            return Some(DatabaseUrl::Sqlite(resolve_path(self.base, path)));
+        }
+        for scheme in ["postgres://", "postgresql://"] {
+            if let Some(rest) = text.strip_prefix(scheme) {
+                if rest.is_empty() {
+                    self.error(&value.span(), key, "the PostgreSQL URL names no host; write e.g. \"postgres://rgsd@localhost/rgsd\"");
+                    return None;
+                }
+                return Some(DatabaseUrl::Postgres(Secret::new(text.to_owned())));
+            }
+        }
+        // Never echo the value: it may hold a password.
+        self.error(
+            &value.span(),
+            key,
+            "unsupported database URL; write \"sqlite://PATH\" (relative to the config folder) or \"postgres://USER@HOST/DBNAME\"",
+        );
+        None
+    }
+
+    pub(super) fn registration(
+        &mut self,
+        raw: &Spanned<RawRegistration>,
+        key: &str,
+    ) -> Option<Registration> {
+        let span = raw.span();
+        let r = raw.get_ref();
+        let aor = self
+            .required(&r.aor, &span, key, "aor")
+            .and_then(|u| self.sip_uri(u, &join(key, "aor")));
+        let registrar = self
+            .required(&r.registrar, &span, key, "registrar")
+            .and_then(|u| self.sip_uri(u, &join(key, "registrar")));
+        let username = self
+            .required(&r.username, &span, key, "username")
+            .and_then(|u| {
+                if u.get_ref().trim().is_empty() {
+                    self.error(&u.span(), &join(key, "username"), "the username is empty");
+                    None
+                } else {
+                    Some(u.get_ref().clone())
+                }
+            });
+        let expires = self.duration(
+            r.expires.as_ref(),
+            &join(key, "expires"),
+            &(Duration::from_secs(1)..=Duration::from_secs(u64::from(u32::MAX))),
+            Some(EXPIRES_DEFAULT),
+        );
+        let password = self.password(r, &span, key);
+        Some(Registration {
+            aor: aor?,
+            registrar: registrar?,
+            username: username?,
+            password: password?,
+            expires: expires?,
+        })
+    }
+
+    fn password(&mut self, r: &RawRegistration, span: &Range<usize>, key: &str) -> Option<Secret> {
+        if let Some(inline) = &r.password {
+            self.error(
+                &inline.span(),
+                &join(key, "password"),
+                "passwords are not written in the configuration file; use password_file = \"secrets/NAME.pass\" or password_env = \"VARIABLE\"",
+            );
+            return None;
+        }
+        match (&r.password_file, &r.password_env) {
+            (Some(f), Some(_)) => {
+                self.error(
+                    &f.span(),
+                    &join(key, "password_file"),
+                    "use either password_file or password_env, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    span,
+                    &join(key, "password_file"),
+                    "missing password_file or password_env",
+                );
+                None
+            }
+            (Some(file), None) => {
+                let file_key = join(key, "password_file");
+                let path = resolve_path(self.base, file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(contents) => {
+                        let secret = contents.trim_end_matches(['\n', '\r']);
+                        if secret.is_empty() {
+                            self.error(
+                                &file.span(),
+                                &file_key,
+                                format!("the password file {} is empty", path.display()),
+                            );
+                            None
+                        } else {
+                            Some(Secret::new(secret.to_owned()))
+                        }
+                    }
+                    Err(e) => {
+                        self.error(
+                            &file.span(),
+                            &file_key,
+                            format!("cannot read the password file {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(var)) => {
+                let var_key = join(key, "password_env");
+                let name = var.get_ref().trim();
+                match (self.env.var)(name) {
+                    Some(value) if !value.is_empty() => Some(Secret::new(value)),
+                    Some(_) => {
+                        self.error(
+                            &var.span(),
+                            &var_key,
+                            format!("the environment variable {name} is empty"),
+                        );
+                        None
+                    }
+                    None => {
+                        self.error(
+                            &var.span(),
+                            &var_key,
+                            format!("the environment variable {name} is not set"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn duplicate_registrations(&mut self, raw: &RawConfig) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, r) in raw.registration.iter().enumerate() {
+            if let Some(aor) = &r.get_ref().aor {
+                let text = aor.get_ref().trim().to_owned();
+                if let Some(line) = seen.get(&text) {
+                    self.error(
+                        &aor.span(),
+                        &format!("registration[{i}].aor"),
+                        format!("{text} is registered twice; the first is on line {line}"),
+                    );
+                } else {
+                    seen.insert(text, self.map.position(aor.span().start).0);
+                }
+            }
+        }
+    }
+}
+
+/// An IP address or a DNS name.
+fn is_host(text: &str) -> bool {
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
