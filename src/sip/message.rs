@@ -68,7 +68,7 @@ pub enum ParseError {
 }
 
 /// A SIP method. Unknown methods are kept as written so that they can be answered with 405.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Method {
     Invite,
     Ack,
@@ -220,6 +220,21 @@ impl Headers {
 
     pub fn remove(&mut self, name: &str) {
         self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// Replaces the first value of list header `name` (the top Via), keeping the others.
+    pub fn set_first_list_item(&mut self, name: &str, value: &str) {
+        if let Some((_, line)) = self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            let mut items: Vec<String> = split_list(line).map(str::to_owned).collect();
+            if let Some(first) = items.first_mut() {
+                value.clone_into(first);
+            }
+            *line = items.join(", ");
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -405,6 +420,51 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     };
     check_mandatory(&message)?;
     Ok(message)
+}
+
+/// A 400 response for a request that failed [`parse`], when one can still be formed: the start
+/// line is a request line (not ACK) and Via, From, To, Call-ID and CSeq can be copied as written.
+/// `None` means the message must be dropped.
+pub fn bad_request(bytes: &[u8], error: &ParseError) -> Option<Bytes> {
+    let bytes = bytes.get(..bytes.len().min(MAX_MESSAGE_SIZE))?;
+    let head_len = header_end(bytes).unwrap_or(bytes.len());
+    let head = std::str::from_utf8(bytes.get(..head_len)?).ok()?;
+    let mut lines = head.trim_start().lines();
+    let method = lines.next()?.split(' ').next()?;
+    if method.starts_with("SIP/") || method == "ACK" || Method::from_token(method).is_none() {
+        return None;
+    }
+    // Keep only well-formed lines; a folded or broken line elsewhere must not stop the reply.
+    let mut headers = Headers::new();
+    for line in lines {
+        if let Some((n, v)) = line.split_once(':') {
+            let n = n.trim();
+            if !n.is_empty() && n.bytes().all(is_token_byte) {
+                headers.push(long_name(n), v.trim());
+            }
+        }
+    }
+    let mut out = Headers::new();
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        let value = headers.get(name)?;
+        if name == "Via" {
+            for via in headers.get_lines("Via") {
+                out.push("Via", via);
+            }
+        } else {
+            out.push(name, value);
+        }
+    }
+    let response = Response {
+        status: 400,
+        reason: match error {
+            ParseError::Version => "Version Not Supported".to_owned(),
+            e => format!("Bad Request ({e})"),
+        },
+        headers: out,
+        body: Bytes::new(),
+    };
+    Some(response.to_bytes())
 }
 
 fn parse_header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, ParseError> {
@@ -920,6 +980,23 @@ f: <sip:a@b>;tag=1\r\nt: <sip:x@y>\r\ni: abc\r\nCSeq: 1\r\n  OPTIONS\r\nl: 0\r\n
         assert_eq!(back.to().unwrap().tag(), Some("xyz"));
         assert_eq!(back.top_via().unwrap().branch(), Some("z9hG4bK776"));
         assert_eq!(back.reason, "Busy Here");
+    }
+
+    #[test]
+    fn bad_request_copies_headers_when_it_can() {
+        let broken = INVITE.replace("Max-Forwards: 70", "Max-Forwards: seventy");
+        let err = parse(broken.as_bytes()).unwrap_err();
+        let reply = bad_request(broken.as_bytes(), &err).unwrap();
+        let Message::Response(r) = parse(&reply).unwrap_or_else(|e| panic!("{e}")) else {
+            panic!()
+        };
+        assert_eq!(r.status, 400);
+        assert_eq!(r.headers.get("Call-ID"), Some("a84b4c76e66710"));
+        let no_via = INVITE.replace(
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776;rport\r\n",
+            "",
+        );
+        assert!(bad_request(no_via.as_bytes(), &ParseError::MandatoryHeader("Via")).is_none());
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub enum Action {
 
 /// What identifies a transaction (RFC 3261 §17.1.3 and §17.2.3): the top Via branch, its
 /// sent-by (server side), and the method, with ACK folded into INVITE.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransactionKey {
     pub branch: String,
     pub sent_by: String,
