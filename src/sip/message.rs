@@ -408,7 +408,12 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
                 ParseError::StartLine
             });
         }
-        if uri.is_empty() || !uri.contains(':') || uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        if uri.is_empty()
+            || !uri.contains(':')
+            || uri
+                .bytes()
+                .any(|b| b <= b' ' || b == 0x7f || b"<>\"".contains(&b))
+        {
             return Err(ParseError::RequestUri);
         }
         Message::Request(Request {
@@ -497,11 +502,20 @@ fn check_mandatory(message: &Message) -> Result<(), ParseError> {
             return Err(ParseError::MandatoryHeader(name));
         }
     }
-    let via = headers
-        .get_list("Via")
-        .next()
-        .ok_or(ParseError::MandatoryHeader("Via"))?;
-    Via::parse(via)?;
+    let mut vias = 0;
+    for via in headers.get_lines("Via") {
+        // Empty list elements (`,,`) are as malformed as a bad value.
+        if via.split(',').any(|v| v.trim().is_empty()) {
+            return Err(ParseError::HeaderValue("Via"));
+        }
+        for item in split_list(via) {
+            Via::parse(item)?;
+            vias += 1;
+        }
+    }
+    if vias == 0 {
+        return Err(ParseError::MandatoryHeader("Via"));
+    }
     NameAddr::parse(headers.get("From").unwrap_or_default())
         .map_err(|_| ParseError::HeaderValue("From"))?;
     NameAddr::parse(headers.get("To").unwrap_or_default())
@@ -539,17 +553,17 @@ impl Via {
     /// [`ParseError::HeaderValue`] when the protocol or sent-by is missing.
     pub fn parse(value: &str) -> Result<Self, ParseError> {
         const BAD: ParseError = ParseError::HeaderValue("Via");
-        let (proto, rest) = value.trim().split_once(char::is_whitespace).ok_or(BAD)?;
-        let mut proto_parts = proto.split('/').map(str::trim);
-        let (Some(name), Some(version), Some(transport), None) = (
-            proto_parts.next(),
-            proto_parts.next(),
-            proto_parts.next(),
-            proto_parts.next(),
-        ) else {
-            return Err(BAD);
-        };
-        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" || transport.is_empty() {
+        // sent-protocol allows LWS around each '/' (RFC 4475 §3.1.1.1).
+        let (name, rest) = value.trim().split_once('/').ok_or(BAD)?;
+        let (version, rest) = rest.split_once('/').ok_or(BAD)?;
+        let rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).ok_or(BAD)?;
+        let (transport, rest) = rest.split_at(end);
+        if !name.trim().eq_ignore_ascii_case("SIP")
+            || version.trim() != "2.0"
+            || transport.is_empty()
+            || !transport.bytes().all(is_token_byte)
+        {
             return Err(BAD);
         }
         let mut items = rest.split(';');
@@ -557,10 +571,14 @@ impl Via {
         if sent_by.is_empty() || sent_by.contains(char::is_whitespace) {
             return Err(BAD);
         }
+        let items: Vec<&str> = items.collect();
+        if items.iter().any(|p| p.trim().is_empty()) {
+            return Err(BAD); // `;;`: an empty via-param
+        }
         Ok(Self {
             transport: transport.to_ascii_uppercase(),
             sent_by: sent_by.to_owned(),
-            params: parse_params(items),
+            params: parse_params(items.into_iter()),
         })
     }
 
