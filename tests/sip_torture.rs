@@ -20,10 +20,10 @@ fn corpus(dir: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .join(dir);
     let mut files: Vec<_> = std::fs::read_dir(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .map(|e| e.unwrap().path())
+        .map(|e| e.expect("corpus entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "sip"))
         .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
+            let bytes = std::fs::read(&p).expect("corpus file");
             (p, bytes)
         })
         .collect();
