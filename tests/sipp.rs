@@ -53,15 +53,15 @@ async fn start(trusted: &str) -> Harness {
         listen: vec![
             Listen {
                 transport: Transport::Udp,
-                addr: "127.0.0.1:0".parse().unwrap(),
+                addr: "127.0.0.1:0".parse().expect("test harness"),
             },
             Listen {
                 transport: Transport::Tcp,
-                addr: "127.0.0.1:0".parse().unwrap(),
+                addr: "127.0.0.1:0".parse().expect("test harness"),
             },
         ],
         advertised_host: "127.0.0.1".into(),
-        trusted_peers: vec![trusted.parse().unwrap()],
+        trusted_peers: vec![trusted.parse().expect("test harness")],
         max_calls: 10,
         rate_limit: RateLimit::default(),
     };
@@ -73,23 +73,25 @@ async fn start(trusted: &str) -> Harness {
     let shutdown = CancellationToken::new();
     let (endpoint, mut calls) = Endpoint::bind(config, router, shutdown.clone())
         .await
-        .unwrap();
+        .expect("test harness");
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     tokio::spawn(async move {
         while let Some(mut incoming) = calls.recv().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let record = |e: &str| seen.lock().unwrap().push(e.to_owned());
+                let record = |e: &str| seen.lock().expect("test harness").push(e.to_owned());
                 record("incoming");
-                incoming.ring(180, None).unwrap();
+                incoming.ring(180, None).expect("test harness");
                 if user_of(&incoming.info().request_uri) == "hold" {
                     while let Some(event) = incoming.next_event().await {
                         record(&format!("{event:?}"));
                     }
                     return;
                 }
-                let mut call = incoming.answer(Bytes::from_static(ANSWER_SDP)).unwrap();
+                let mut call = incoming
+                    .answer(Bytes::from_static(ANSWER_SDP))
+                    .expect("test harness");
                 while let Some(event) = call.next_event().await {
                     let terminal = event.is_terminal();
                     record(&format!("{event:?}"));
@@ -120,7 +122,7 @@ async fn run_sipp(
     tcp: bool,
     service: &str,
 ) -> SippRun {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("test harness");
     let errors = dir.path().join("errors.log");
     let messages = dir.path().join("messages.log");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -144,7 +146,7 @@ async fn run_sipp(
         .spawn()
         .expect("spawn sipp");
     let status = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
-        Ok(status) => status.unwrap().code(),
+        Ok(status) => status.expect("test harness").code(),
         Err(_) => {
             let _ = child.kill().await;
             None
@@ -185,21 +187,21 @@ macro_rules! require_sipp {
 
 async fn wait_for_event(h: &Harness, needle: &str) -> Vec<String> {
     for _ in 0..100 {
-        let events = h.events.lock().unwrap().clone();
+        let events = h.events.lock().expect("test harness").clone();
         if events.iter().any(|e| e.starts_with(needle)) {
             return events;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    h.events.lock().unwrap().clone()
+    h.events.lock().expect("test harness").clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_over_udp_and_tcp() {
     let sipp = require_sipp!();
     let h = start("127.0.0.0/8").await;
-    let udp = h.endpoint.local_addr(Transport::Udp).unwrap();
-    let tcp = h.endpoint.local_addr(Transport::Tcp).unwrap();
+    let udp = h.endpoint.local_addr(Transport::Udp).expect("test harness");
+    let tcp = h.endpoint.local_addr(Transport::Tcp).expect("test harness");
     run_sipp(&sipp, "caller_options.xml", udp, false, "sales")
         .await
         .assert_success("OPTIONS over UDP");
@@ -212,14 +214,17 @@ async fn options_over_udp_and_tcp() {
 async fn unknown_uri_gets_404_and_inactive_480() {
     let sipp = require_sipp!();
     let h = start("127.0.0.0/8").await;
-    let udp = h.endpoint.local_addr(Transport::Udp).unwrap();
+    let udp = h.endpoint.local_addr(Transport::Udp).expect("test harness");
     run_sipp(&sipp, "caller_unknown_uri.xml", udp, false, "nobody")
         .await
         .assert_success("404");
     run_sipp(&sipp, "caller_inactive.xml", udp, false, "closed")
         .await
         .assert_success("480");
-    assert!(h.events.lock().unwrap().is_empty(), "nothing handed up");
+    assert!(
+        h.events.lock().expect("test harness").is_empty(),
+        "nothing handed up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,11 +232,14 @@ async fn untrusted_source_gets_403() {
     let sipp = require_sipp!();
     // Only 10/8 is trusted, so SIPp on 127.0.0.1 is not.
     let h = start("10.0.0.0/8").await;
-    let udp = h.endpoint.local_addr(Transport::Udp).unwrap();
+    let udp = h.endpoint.local_addr(Transport::Udp).expect("test harness");
     run_sipp(&sipp, "caller_untrusted.xml", udp, false, "sales")
         .await
         .assert_success("403");
-    assert!(h.events.lock().unwrap().is_empty(), "never handed up");
+    assert!(
+        h.events.lock().expect("test harness").is_empty(),
+        "never handed up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,7 +250,7 @@ async fn invite_answer_ack_bye_over_udp_and_tcp() {
         let target = h
             .endpoint
             .local_addr(if tcp { Transport::Tcp } else { Transport::Udp })
-            .unwrap();
+            .expect("test harness");
         run_sipp(&sipp, "caller_call_bye.xml", target, tcp, "sales")
             .await
             .assert_success(if tcp {
@@ -259,7 +267,7 @@ async fn invite_answer_ack_bye_over_udp_and_tcp() {
 async fn cancel_gets_487() {
     let sipp = require_sipp!();
     let h = start("127.0.0.0/8").await;
-    let udp = h.endpoint.local_addr(Transport::Udp).unwrap();
+    let udp = h.endpoint.local_addr(Transport::Udp).expect("test harness");
     run_sipp(&sipp, "caller_cancel.xml", udp, false, "hold")
         .await
         .assert_success("CANCEL");
@@ -271,7 +279,7 @@ async fn cancel_gets_487() {
 async fn ok_is_retransmitted_until_the_withheld_ack() {
     let sipp = require_sipp!();
     let h = start("127.0.0.0/8").await;
-    let udp = h.endpoint.local_addr(Transport::Udp).unwrap();
+    let udp = h.endpoint.local_addr(Transport::Udp).expect("test harness");
     let run = run_sipp(&sipp, "caller_ack_withheld.xml", udp, false, "sales").await;
     run.assert_success("withheld ACK");
     // SIPp logs every datagram it receives, duplicates included.
