@@ -296,3 +296,174 @@ async fn ok_is_retransmitted_until_the_withheld_ack() {
     let events = wait_for_event(&h, "Bye").await;
     assert_eq!(events, ["incoming", "Confirmed { sdp: None }", "Bye"]);
 }
+
+/// Starts SIPp as an agent (UAS) on a free loopback UDP port; returns the child and the port.
+/// The port is found by binding and releasing it; INVITE retransmission (timer A) covers the
+/// moment SIPp needs to bind.
+fn start_agent(
+    sipp: &Path,
+    scenario: &str,
+    dir: &Path,
+) -> (tokio::process::Child, u16, PathBuf, PathBuf) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let errors = dir.join("errors.log");
+    let messages = dir.join("messages.log");
+    let child = tokio::process::Command::new(sipp)
+        .arg("-sf")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/sipp")
+                .join(scenario),
+        )
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-t",
+            "u1",
+        ])
+        .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+        .args(["-trace_err", "-error_file"])
+        .arg(&errors)
+        .args(["-trace_msg", "-message_file"])
+        .arg(&messages)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sipp");
+    (child, port, errors, messages)
+}
+
+async fn finish_agent(mut child: tokio::process::Child, errors: &Path, messages: &Path) -> SippRun {
+    let status = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(status) => status.expect("sipp wait").code(),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    SippRun {
+        status,
+        errors: std::fs::read_to_string(errors).unwrap_or_default(),
+        messages: std::fs::read_to_string(messages).unwrap_or_default(),
+    }
+}
+
+async fn next(leg: &mut rgsd::sip::OutboundCall) -> rgsd::sip::CallEvent {
+    tokio::time::timeout(Duration::from_secs(30), leg.next_event())
+        .await
+        .expect("event in time")
+        .expect("leg event")
+}
+
+fn agent_uri(port: u16) -> rgsd::config::model::SipUri {
+    rgsd::config::model::SipUri(format!("sip:agent@127.0.0.1:{port}"))
+}
+
+fn me() -> rgsd::config::model::SipUri {
+    rgsd::config::model::SipUri("sip:sales@127.0.0.1".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_leg_answered_then_bye() {
+    use rgsd::sip::CallEvent;
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) = start_agent(&sipp, "agent_answers.xml", dir.path());
+    let mut leg = h
+        .endpoint
+        .invite(
+            &agent_uri(port),
+            &me(),
+            Bytes::from_static(ANSWER_SDP),
+            vec![],
+        )
+        .await
+        .expect("invite");
+    assert!(matches!(
+        next(&mut leg).await,
+        CallEvent::Provisional {
+            status: 180,
+            sdp: None
+        }
+    ));
+    match next(&mut leg).await {
+        CallEvent::Answered { sdp } => assert!(sdp.starts_with(b"v=0")),
+        other => panic!("expected Answered, got {other:?}"),
+    }
+    leg.bye().expect("bye");
+    assert_eq!(next(&mut leg).await, CallEvent::Ended);
+    finish_agent(child, &errors, &messages)
+        .await
+        .assert_success("agent answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_leg_busy_fails_with_486() {
+    use rgsd::sip::{CallEvent, LegFailure};
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) = start_agent(&sipp, "agent_busy.xml", dir.path());
+    let mut leg = h
+        .endpoint
+        .invite(
+            &agent_uri(port),
+            &me(),
+            Bytes::from_static(ANSWER_SDP),
+            vec![],
+        )
+        .await
+        .expect("invite");
+    assert_eq!(
+        next(&mut leg).await,
+        CallEvent::Failed(LegFailure::Status(486))
+    );
+    finish_agent(child, &errors, &messages)
+        .await
+        .assert_success("agent busy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_leg_cancelled_while_ringing() {
+    use rgsd::sip::{CallEvent, LegFailure};
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) =
+        start_agent(&sipp, "agent_rings_until_cancel.xml", dir.path());
+    let mut leg = h
+        .endpoint
+        .invite(
+            &agent_uri(port),
+            &me(),
+            Bytes::from_static(ANSWER_SDP),
+            vec![("X-Rgsd-Workflow".into(), "sales".into())],
+        )
+        .await
+        .expect("invite");
+    assert!(matches!(
+        next(&mut leg).await,
+        CallEvent::Provisional { status: 180, .. }
+    ));
+    leg.cancel().expect("cancel");
+    assert_eq!(
+        next(&mut leg).await,
+        CallEvent::Failed(LegFailure::Status(487))
+    );
+    let run = finish_agent(child, &errors, &messages).await;
+    run.assert_success("agent cancelled");
+    assert!(
+        run.messages.contains("X-Rgsd-Workflow: sales"),
+        "extra header sent"
+    );
+}
