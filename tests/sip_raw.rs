@@ -383,3 +383,35 @@ async fn rate_limit_drops_a_flood() {
         .await;
     assert!(ua.silent().await, "fourth request dropped");
 }
+
+/// The caller never ACKs our 200: it is retransmitted at T1 doubling to T2 until 64·T1, then
+/// the endpoint reports `AckTimeout` and sends BYE. Runs on tokio's paused clock: the runtime
+/// jumps from one timer to the next while the socket is idle, so 32 s pass in milliseconds.
+#[tokio::test(start_paused = true)]
+async fn unacknowledged_200_is_retransmitted_then_bye() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    ua.send(&request("INVITE", "sales", "noack", 1, "", "", ""))
+        .await;
+    let start = tokio::time::Instant::now();
+    let mut oks = Vec::new();
+    let bye = loop {
+        let mut buf = vec![0u8; 65_536];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(60), ua.socket.recv_from(&mut buf))
+            .await
+            .expect("traffic in time")
+            .expect("recv");
+        match parse(&buf[..len]).expect("parse") {
+            Message::Response(r) if r.status == 200 => oks.push(start.elapsed()),
+            Message::Response(_) => {}
+            Message::Request(req) => break req,
+        }
+        assert!(oks.len() < 20, "retransmitting forever");
+    };
+    assert_eq!(bye.method, rgsd::sip::message::Method::Bye);
+    let secs: Vec<u128> = oks.iter().map(|d| d.as_millis() / 100).collect();
+    // First 200 at once, then 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s (tenths of a second).
+    assert_eq!(secs, [0, 5, 15, 35, 75, 115, 155, 195, 235, 275, 315]);
+    let events = wait_events(&s, 1).await;
+    assert_eq!(events, ["AckTimeout"]);
+}
