@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
         });
     });
     c.bench_function("serialize INVITE", |b| {
-        b.iter(|| black_box(&invite).to_bytes())
+        b.iter(|| black_box(&invite).to_bytes());
     });
 }
 
