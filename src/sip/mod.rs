@@ -1,3 +1,69 @@
-//! SIP signalling: transport, messages, transactions, dialogs, registration.
+//! SIP signalling: transport, messages, transactions, dialogs, and the B2BUA endpoint the call
+//! controller drives.
 //!
-//! Must not import `workflow`, `acd`, `store` or `api`.
+//! Must not import `workflow`, `acd`, `store` or `api`; SDP crosses this layer as bytes.
+//!
+//! # Layers
+//!
+//! ```text
+//! endpoint   Endpoint, edge policy (trust, rate, max_calls, routing), the driver task
+//! call       IncomingCall -> Call, OutboundCall, CallEvent: what the controller holds
+//! dialog     tags, CSeq, route set, remote target (pure)
+//! transaction  RFC 3261 §17 client/server, INVITE/non-INVITE, timers A–M (pure, sans-IO)
+//! message    bytes <-> Request/Response (never panics; 400 when a reply can be formed)
+//! transport  UDP and TCP listeners, Content-Length framing, flows
+//! ```
+//!
+//! # Flow for a call controller
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use rgsd::sip::{CallEvent, Endpoint, EndpointConfig, RouteDecision};
+//! # async fn example(config: EndpointConfig, agent: rgsd::config::model::SipUri,
+//! #                  me: rgsd::config::model::SipUri, our_sdp: Bytes) -> anyhow::Result<()> {
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let router = Arc::new(|uri: &str, _to: &str| {
+//!     if uri.starts_with("sip:sales@") { RouteDecision::Accept } else { RouteDecision::NotFound }
+//! });
+//! let (endpoint, mut calls) = Endpoint::bind(config, router, shutdown.clone()).await?;
+//! while let Some(incoming) = calls.recv().await {
+//!     incoming.ring(180, None)?;
+//!     // Media builds an answer from incoming.info().sdp; then:
+//!     let mut caller = incoming.answer(our_sdp.clone())?;
+//!     // Start the agent leg.
+//!     let mut agent_leg = endpoint.invite(&agent, &me, our_sdp.clone(), vec![]).await?;
+//!     while let Some(event) = agent_leg.next_event().await {
+//!         match event {
+//!             CallEvent::Answered { sdp: _ } => break,
+//!             CallEvent::Failed(_) => { caller.bye()?; break; }
+//!             _ => {}
+//!         }
+//!     }
+//!     // Later: caller.next_event() yields Confirmed, Bye, Reinvite, Info, AckTimeout, …
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Every end of a leg reaches its holder as a terminal [`CallEvent`] (see
+//! [`CallEvent::is_terminal`]); nothing fails silently.
+//!
+//! # Routing choices
+//!
+//! Responses go back to the request's source address and port (symmetric response routing,
+//! RFC 3581 behaviour whether or not the peer asked with `rport`). In-dialog requests we send
+//! carry the dialog's remote target and route set, but are sent to the peer address the dialog
+//! was formed with; rgsd faces single-hop peers (trunks, PBXs, phones), for which this is the
+//! address that works through NAT.
+
+pub mod call;
+pub mod dialog;
+pub mod endpoint;
+pub mod message;
+pub mod policy;
+pub mod transaction;
+pub mod transport;
+
+pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure, OutboundCall};
+pub use endpoint::{CallRouter, Endpoint, EndpointConfig, InviteError, RouteDecision};
+pub use transport::{BindError, BoundListener};

@@ -1,0 +1,148 @@
+//! Edge policy, pure: who may place calls, how fast a source may send, how many calls at once.
+//!
+//! The endpoint asks these before any request reaches a transaction user. Nothing here does I/O
+//! or reads a clock; time comes in as a parameter.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::time::Instant;
+
+/// Whether `source` is inside one of the trusted networks.
+pub fn is_trusted(trusted: &[IpNet], source: IpAddr) -> bool {
+    let source = match source {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|net| net.contains(&source))
+}
+
+/// Token-bucket limits for requests from one source address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed in a burst.
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    /// 50 requests/s sustained, bursts of 200: far above what a trunk or PBX sends per address
+    /// for the call volumes rgsd targets, far below a scanner's rate.
+    fn default() -> Self {
+        Self {
+            per_second: 50.0,
+            burst: 200.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// When we last logged this source as an offender (one line per minute).
+    logged: Option<Instant>,
+}
+
+/// What the limiter says about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Drop it; this is the first refusal for this source in a minute, so log one line.
+    DropAndLog,
+    /// Drop it quietly.
+    Drop,
+}
+
+/// Per-source token buckets.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: RateLimit,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+/// Beyond this many tracked sources, idle full buckets are forgotten.
+const MAX_TRACKED: usize = 10_000;
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl RateLimiter {
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            buckets: HashMap::new(),
+        }
+    }
+
+    pub fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
+        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&source) {
+            let idle = Duration::from_secs_f64(self.limit.burst / self.limit.per_second.max(0.001));
+            self.buckets
+                .retain(|_, b| now.duration_since(b.last) < idle);
+        }
+        let limit = self.limit;
+        let bucket = self.buckets.entry(source).or_insert(Bucket {
+            tokens: limit.burst,
+            last: now,
+            logged: None,
+        });
+        let elapsed = now.duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Verdict::Allow;
+        }
+        match bucket.logged {
+            Some(at) if now.duration_since(at) < LOG_EVERY => Verdict::Drop,
+            _ => {
+                bucket.logged = Some(now);
+                Verdict::DropAndLog
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_by_network_including_v4_mapped() {
+        let nets: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        assert!(is_trusted(&nets, "127.0.0.2".parse().unwrap()));
+        assert!(is_trusted(&nets, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(is_trusted(&nets, "fd00::1".parse().unwrap()));
+        assert!(!is_trusted(&nets, "10.0.0.1".parse().unwrap()));
+        assert!(!is_trusted(&[], "127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bucket_allows_burst_then_refills_and_logs_once_a_minute() {
+        let mut rl = RateLimiter::new(RateLimit {
+            per_second: 10.0,
+            burst: 5.0,
+        });
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(rl.check(ip, t0), Verdict::Allow);
+        }
+        assert_eq!(rl.check(ip, t0), Verdict::DropAndLog);
+        assert_eq!(rl.check(ip, t0), Verdict::Drop);
+        // 100 ms later one token is back.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(rl.check(ip, t1), Verdict::Allow);
+        assert_eq!(rl.check(ip, t1), Verdict::Drop);
+        // Another source is unaffected.
+        assert_eq!(rl.check("192.0.2.2".parse().unwrap(), t1), Verdict::Allow);
+        // A minute after the first log line, the next refusal logs again.
+        let t2 = t0 + Duration::from_secs(61);
+        for _ in 0..5 {
+            rl.check(ip, t2);
+        }
+        assert_eq!(rl.check(ip, t2), Verdict::DropAndLog);
+    }
+}

@@ -1,0 +1,438 @@
+//! UDP and TCP transports: listeners, stream framing, and sending on a flow.
+//!
+//! Each UDP socket and each TCP connection has a task that reads, frames and forwards
+//! [`TransportEvent`]s to the endpoint's driver; the driver sends through [`Transports`] without
+//! awaiting (UDP `try_send_to`; TCP through the connection's writer queue), so one slow peer
+//! never stalls the others. TLS would be another stream kind beside TCP (same framing, same
+//! [`Flow::Stream`]), which is why framing lives apart from the socket code.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::message::{MAX_MESSAGE_SIZE, ParseError, content_length, header_end};
+use crate::config::model::{Listen, Transport};
+
+/// Where a message came from or goes to, beyond the peer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// A UDP socket, by index into the bound listeners.
+    Udp(usize),
+    /// A TCP connection (inbound or outbound), by id.
+    Stream(u64),
+}
+
+impl Flow {
+    /// Whether the transport is reliable (no retransmission timers A, E, G).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Self::Stream(_))
+    }
+}
+
+/// A listener after binding (port 0 resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundListener {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// What the transport tasks tell the driver.
+#[derive(Debug)]
+pub(crate) enum TransportEvent {
+    /// One whole message (a datagram, or one frame cut from a stream).
+    Message {
+        bytes: Bytes,
+        source: SocketAddr,
+        flow: Flow,
+    },
+    /// An inbound stream connection was accepted; its writer queue.
+    Opened {
+        id: u64,
+        peer: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    },
+    /// A stream connection closed or failed to connect.
+    Closed { id: u64, peer: SocketAddr },
+}
+
+/// Why binding the listeners failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A socket could not be bound.
+    #[error("cannot bind {transport:?} {addr}")]
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No listener was configured.
+    #[error("no SIP listener configured")]
+    NoListener,
+}
+
+/// Cuts one message off the front of a stream buffer.
+///
+/// Returns `Ok(None)` until a whole message is buffered. Leading CRLF keep-alives are
+/// discarded. A stream message without Content-Length is taken to have no body (RFC 3261 §18.3
+/// makes the header mandatory on streams).
+///
+/// # Errors
+///
+/// [`ParseError::TooLarge`] when headers or body exceed [`MAX_MESSAGE_SIZE`], or a bad
+/// Content-Length: the connection must then be closed, as framing is lost.
+pub fn next_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, ParseError> {
+    let skip = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let _ = buf.split_to(skip);
+    let Some(head) = header_end(buf) else {
+        return if buf.len() > MAX_MESSAGE_SIZE {
+            Err(ParseError::TooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    let body = content_length(&buf[..head])?.unwrap_or(0);
+    let total = head.checked_add(body).ok_or(ParseError::TooLarge)?;
+    if total > MAX_MESSAGE_SIZE {
+        return Err(ParseError::TooLarge);
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(total).freeze()))
+}
+
+/// The sockets and connections the driver sends on.
+pub(crate) struct Transports {
+    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    /// Writer queues of open stream connections.
+    streams: HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
+    /// Outbound connection reuse: peer address to connection id.
+    by_peer: HashMap<SocketAddr, u64>,
+    next_id: Arc<AtomicU64>,
+    events: mpsc::Sender<TransportEvent>,
+    bound: Vec<BoundListener>,
+    shutdown: CancellationToken,
+}
+
+/// Stream writer queue depth; a peer this far behind is dropped.
+const STREAM_QUEUE: usize = 256;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Transports {
+    /// Binds every listener and starts its reader task.
+    pub(crate) async fn bind(
+        listen: &[Listen],
+        events: mpsc::Sender<TransportEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BindError> {
+        if listen.is_empty() {
+            return Err(BindError::NoListener);
+        }
+        let mut this = Self {
+            udp: Vec::new(),
+            streams: HashMap::new(),
+            by_peer: HashMap::new(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            events,
+            bound: Vec::new(),
+            shutdown,
+        };
+        for l in listen {
+            let err = |source| BindError::Bind {
+                transport: l.transport,
+                addr: l.addr,
+                source,
+            };
+            match l.transport {
+                Transport::Udp => {
+                    let socket = Arc::new(UdpSocket::bind(l.addr).await.map_err(err)?);
+                    let addr = socket.local_addr().map_err(err)?;
+                    let index = this.udp.len();
+                    this.udp.push((socket.clone(), addr));
+                    this.bound.push(BoundListener {
+                        transport: Transport::Udp,
+                        addr,
+                    });
+                    tokio::spawn(udp_reader(
+                        socket,
+                        index,
+                        this.events.clone(),
+                        this.shutdown.clone(),
+                    ));
+                }
+                Transport::Tcp => {
+                    let listener = TcpListener::bind(l.addr).await.map_err(err)?;
+                    let addr = listener.local_addr().map_err(err)?;
+                    this.bound.push(BoundListener {
+                        transport: Transport::Tcp,
+                        addr,
+                    });
+                    tokio::spawn(tcp_acceptor(
+                        listener,
+                        this.next_id.clone(),
+                        this.events.clone(),
+                        this.shutdown.clone(),
+                    ));
+                }
+            }
+        }
+        Ok(this)
+    }
+
+    pub(crate) fn bound(&self) -> &[BoundListener] {
+        &self.bound
+    }
+
+    /// The local address a flow sends from (for Via and Contact ports).
+    pub(crate) fn local_port(&self, flow: Flow) -> u16 {
+        match flow {
+            Flow::Udp(i) => self.udp.get(i).map_or(0, |(_, a)| a.port()),
+            Flow::Stream(_) => self
+                .bound
+                .iter()
+                .find(|b| b.transport == Transport::Tcp)
+                .map_or(0, |b| b.addr.port()),
+        }
+    }
+
+    /// A UDP flow able to reach `dest` (same address family), if any.
+    pub(crate) fn udp_flow_for(&self, dest: SocketAddr) -> Option<Flow> {
+        self.udp
+            .iter()
+            .position(|(_, a)| a.is_ipv4() == dest.is_ipv4())
+            .map(Flow::Udp)
+    }
+
+    /// The stream connection to `dest`, opening one if needed. Bytes queued before the
+    /// connection is up are sent once it is; a failed connect reports
+    /// [`TransportEvent::Closed`].
+    pub(crate) fn stream_flow_for(&mut self, dest: SocketAddr) -> Flow {
+        if let Some(id) = self.by_peer.get(&dest)
+            && self.streams.contains_key(id)
+        {
+            return Flow::Stream(*id);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        self.streams.insert(id, (tx, dest));
+        self.by_peer.insert(dest, id);
+        let events = self.events.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
+                Ok(Ok(stream)) => run_stream(stream, dest, id, rx, events, shutdown).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%dest, error = %e, "TCP connect failed");
+                    let _ = events.send(TransportEvent::Closed { id, peer: dest }).await;
+                }
+                Err(_) => {
+                    tracing::debug!(%dest, "TCP connect timed out");
+                    let _ = events.send(TransportEvent::Closed { id, peer: dest }).await;
+                }
+            }
+        });
+        Flow::Stream(id)
+    }
+
+    /// Registers an accepted connection's writer.
+    pub(crate) fn adopt_stream(&mut self, id: u64, peer: SocketAddr, writer: mpsc::Sender<Bytes>) {
+        self.streams.insert(id, (writer, peer));
+        self.by_peer.entry(peer).or_insert(id);
+    }
+
+    pub(crate) fn has_stream(&self, id: u64) -> bool {
+        self.streams.contains_key(&id)
+    }
+
+    pub(crate) fn forget_stream(&mut self, id: u64) {
+        if let Some((_, peer)) = self.streams.remove(&id)
+            && self.by_peer.get(&peer) == Some(&id)
+        {
+            self.by_peer.remove(&peer);
+        }
+    }
+
+    /// Sends without waiting. Returns false when the message could not be queued (the
+    /// connection is gone, or the socket buffer is full): UDP retransmission covers the latter.
+    pub(crate) fn send(&self, flow: Flow, dest: SocketAddr, bytes: Bytes) -> bool {
+        match flow {
+            Flow::Udp(i) => {
+                let Some((socket, _)) = self.udp.get(i) else {
+                    return false;
+                };
+                match socket.try_send_to(&bytes, dest) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::debug!(%dest, error = %e, "UDP send failed");
+                        false
+                    }
+                }
+            }
+            Flow::Stream(id) => match self.streams.get(&id) {
+                Some((tx, _)) => tx.try_send(bytes).is_ok(),
+                None => false,
+            },
+        }
+    }
+}
+
+async fn udp_reader(
+    socket: Arc<UdpSocket>,
+    index: usize,
+    events: mpsc::Sender<TransportEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match received {
+            Ok((len, source)) => {
+                let bytes = Bytes::copy_from_slice(&buf[..len]);
+                let event = TransportEvent::Message {
+                    bytes,
+                    source,
+                    flow: Flow::Udp(index),
+                };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP port unreachable and the like surface here on some systems: keep reading.
+            Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+        }
+    }
+}
+
+async fn tcp_acceptor(
+    listener: TcpListener,
+    next_id: Arc<AtomicU64>,
+    events: mpsc::Sender<TransportEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                let events = events.clone();
+                let shutdown = shutdown.clone();
+                // The writer reaches the driver before any message of this connection.
+                tokio::spawn(async move {
+                    if events
+                        .send(TransportEvent::Opened {
+                            id,
+                            peer,
+                            writer: tx,
+                        })
+                        .await
+                        .is_ok()
+                    {
+                        run_stream(stream, peer, id, rx, events, shutdown).await;
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads frames from and writes queued bytes to one stream until it closes.
+async fn run_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    mut outgoing: mpsc::Receiver<Bytes>,
+    events: mpsc::Sender<TransportEvent>,
+    shutdown: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(8192);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            out = outgoing.recv() => match out {
+                Some(bytes) => {
+                    if let Err(e) = writer.write_all(&bytes).await {
+                        tracing::debug!(%peer, error = %e, "TCP write failed");
+                        break;
+                    }
+                }
+                None => break,
+            },
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => loop {
+                    match next_frame(&mut buf) {
+                        Ok(Some(bytes)) => {
+                            let event = TransportEvent::Message { bytes, source: peer, flow: Flow::Stream(id) };
+                            if events.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TCP framing lost; closing");
+                            let _ = events.send(TransportEvent::Closed { id, peer }).await;
+                            return;
+                        }
+                    }
+                },
+            },
+        }
+    }
+    let _ = events.send(TransportEvent::Closed { id, peer }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_by_content_length_and_skips_keepalives() {
+        let mut buf = BytesMut::from(
+            &b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nabcBYE sip:x SIP/2.0\r\nl: 0\r\n"[..],
+        );
+        let first = next_frame(&mut buf).unwrap().unwrap();
+        assert!(first.starts_with(b"OPTIONS") && first.ends_with(b"abc"));
+        assert_eq!(
+            next_frame(&mut buf).unwrap(),
+            None,
+            "second still incomplete"
+        );
+        buf.extend_from_slice(b"\r\n");
+        let second = next_frame(&mut buf).unwrap().unwrap();
+        assert!(second.starts_with(b"BYE"));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn refuses_oversized_frames() {
+        let mut buf =
+            BytesMut::from(&b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999\r\n\r\n"[..]);
+        assert_eq!(next_frame(&mut buf), Err(ParseError::TooLarge));
+        let mut endless = BytesMut::from(&vec![b'a'; MAX_MESSAGE_SIZE + 10][..]);
+        assert_eq!(next_frame(&mut endless), Err(ParseError::TooLarge));
+    }
+}

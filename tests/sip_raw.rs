@@ -1,0 +1,417 @@
+//! Raw SIP over loopback UDP against the in-process endpoint: exact status lines for the cases
+//! SIPp scenarios do not cover (malformed requests, unknown methods, in-dialog requests,
+//! session timers, limits). No timers are crossed, so each test takes milliseconds.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rgsd::config::model::{Listen, Transport};
+use rgsd::sip::message::{Message, Response, parse};
+use rgsd::sip::policy::RateLimit;
+use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+const LOCAL_SDP: &str = "v=0\r\no=rgsd 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+
+struct Setup {
+    target: SocketAddr,
+    events: Arc<Mutex<Vec<String>>>,
+    shutdown: CancellationToken,
+    _endpoint: Endpoint,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Endpoint on UDP 127.0.0.1:0; the controller answers `sales` and keeps `hold` ringing.
+async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
+    let config = EndpointConfig {
+        listen: vec![Listen {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        }],
+        advertised_host: "127.0.0.1".into(),
+        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        max_calls,
+        rate_limit,
+    };
+    let router = Arc::new(|uri: &str, _: &str| {
+        if uri.contains("sales@") || uri.contains("hold@") {
+            RouteDecision::Accept
+        } else {
+            RouteDecision::NotFound
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let (endpoint, mut calls) = Endpoint::bind(config, router, shutdown.clone())
+        .await
+        .expect("bind");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    tokio::spawn(async move {
+        while let Some(mut incoming) = calls.recv().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                if incoming.info().request_uri.contains("hold@") {
+                    while let Some(e) = incoming.next_event().await {
+                        seen.lock().expect("lock").push(format!("{e:?}"));
+                    }
+                    return;
+                }
+                let mut call = incoming
+                    .answer(Bytes::from_static(LOCAL_SDP.as_bytes()))
+                    .expect("answer");
+                while let Some(e) = call.next_event().await {
+                    seen.lock().expect("lock").push(format!("{e:?}"));
+                    if e.is_terminal() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Setup {
+        target: endpoint.local_addr(Transport::Udp).expect("udp"),
+        events,
+        shutdown,
+        _endpoint: endpoint,
+    }
+}
+
+struct Ua {
+    socket: UdpSocket,
+    target: SocketAddr,
+    port: u16,
+}
+
+impl Ua {
+    async fn new(target: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind ua");
+        let port = socket.local_addr().expect("addr").port();
+        Self {
+            socket,
+            target,
+            port,
+        }
+    }
+
+    async fn send(&self, text: &str) {
+        let text = text.replace("PORT", &self.port.to_string());
+        let text = text.replace('\n', "\r\n");
+        self.socket
+            .send_to(text.as_bytes(), self.target)
+            .await
+            .expect("send");
+    }
+
+    /// The next response other than 100 Trying.
+    async fn recv(&self) -> Response {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (len, _) =
+                tokio::time::timeout(Duration::from_secs(5), self.socket.recv_from(&mut buf))
+                    .await
+                    .expect("a response in time")
+                    .expect("recv");
+            match parse(&buf[..len]) {
+                Ok(Message::Response(r)) if r.status == 100 => continue,
+                Ok(Message::Response(r)) => return r,
+                other => panic!("not a response: {other:?}"),
+            }
+        }
+    }
+
+    async fn silent(&self) -> bool {
+        let mut buf = vec![0u8; 65_536];
+        tokio::time::timeout(Duration::from_millis(150), self.socket.recv_from(&mut buf))
+            .await
+            .is_err()
+    }
+}
+
+fn request(
+    method: &str,
+    user: &str,
+    call: &str,
+    cseq: u32,
+    to_tag: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    let to_tag = if to_tag.is_empty() {
+        String::new()
+    } else {
+        format!(";tag={to_tag}")
+    };
+    format!(
+        "{method} sip:{user}@127.0.0.1 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bK{call}{cseq}{method};rport\n\
+From: <sip:caller@127.0.0.1:PORT>;tag=c1\n\
+To: <sip:{user}@127.0.0.1>{to_tag}\n\
+Call-ID: {call}\n\
+CSeq: {cseq} {method}\n\
+Max-Forwards: 70\n\
+Contact: <sip:caller@127.0.0.1:PORT>\n\
+{extra}Content-Length: {}\n\n{body}",
+        body.len()
+    )
+}
+
+async fn wait_events(setup: &Setup, n: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let events = setup.events.lock().expect("lock").clone();
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    setup.events.lock().expect("lock").clone()
+}
+
+#[tokio::test]
+async fn malformed_request_gets_400_and_unanswerable_junk_is_dropped() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    let bad = request("OPTIONS", "sales", "bad1", 1, "", "", "")
+        .replace("Max-Forwards: 70", "Max-Forwards: many");
+    ua.send(&bad).await;
+    let r = ua.recv().await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.headers.get("Call-ID"), Some("bad1"));
+    ua.send("garbage without any header\n\n").await;
+    assert!(ua.silent().await, "no reply to junk");
+}
+
+#[tokio::test]
+async fn unknown_method_gets_405_with_allow() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    ua.send(&request("NEWMETHOD", "sales", "m1", 1, "", "", ""))
+        .await;
+    let r = ua.recv().await;
+    assert_eq!(r.status, 405);
+    assert!(r.headers.get("Allow").is_some_and(|a| a.contains("INVITE")));
+    // The response carries our rport/received stamp back.
+    let via = r.top_via().expect("via");
+    assert_eq!(via.param("rport"), Some(Some(ua.port.to_string().as_str())));
+}
+
+#[tokio::test]
+async fn requests_outside_any_dialog() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    ua.send(&request("BYE", "sales", "x1", 1, "nope", "", ""))
+        .await;
+    assert_eq!(ua.recv().await.status, 481);
+    ua.send(&request("CANCEL", "sales", "x2", 1, "", "", ""))
+        .await;
+    assert_eq!(ua.recv().await.status, 481);
+    ua.send(&request(
+        "INVITE",
+        "sales",
+        "x3",
+        1,
+        "",
+        "Require: 100rel\n",
+        "",
+    ))
+    .await;
+    let r = ua.recv().await;
+    assert_eq!(
+        (r.status, r.headers.get("Unsupported")),
+        (420, Some("100rel"))
+    );
+    ua.send(&request(
+        "INVITE",
+        "sales",
+        "x4",
+        1,
+        "",
+        "Session-Expires: 30\n",
+        "",
+    ))
+    .await;
+    let r = ua.recv().await;
+    assert_eq!((r.status, r.headers.get("Min-SE")), (422, Some("90")));
+    ua.send(&request(
+        "INVITE",
+        "sales",
+        "x5",
+        1,
+        "",
+        "Content-Type: text/plain\n",
+        "hi",
+    ))
+    .await;
+    assert_eq!(ua.recv().await.status, 415);
+}
+
+#[tokio::test]
+async fn dialog_reinvite_update_info_bye() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    let offer = "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\n";
+    ua.send(&request(
+        "INVITE",
+        "sales",
+        "d1",
+        1,
+        "",
+        "Supported: timer\nSession-Expires: 1800\nContent-Type: application/sdp\n",
+        offer,
+    ))
+    .await;
+    let ok = ua.recv().await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(&ok.body[..], LOCAL_SDP.as_bytes());
+    assert_eq!(
+        ok.headers.get("Session-Expires"),
+        Some("1800;refresher=uac")
+    );
+    assert_eq!(ok.headers.get("Require"), Some("timer"));
+    let tag = ok
+        .to()
+        .and_then(|t| t.tag().map(str::to_owned))
+        .expect("to tag");
+    ua.send(&request("ACK", "sales", "d1", 1, &tag, "", ""))
+        .await;
+
+    ua.send(&request(
+        "INVITE",
+        "sales",
+        "d1",
+        2,
+        &tag,
+        "Content-Type: application/sdp\n",
+        offer,
+    ))
+    .await;
+    let re = ua.recv().await;
+    assert_eq!(re.status, 200);
+    assert_eq!(
+        &re.body[..],
+        LOCAL_SDP.as_bytes(),
+        "answered with the current local SDP"
+    );
+    ua.send(&request("ACK", "sales", "d1", 2, &tag, "", ""))
+        .await;
+
+    ua.send(&request(
+        "UPDATE",
+        "sales",
+        "d1",
+        3,
+        &tag,
+        "Content-Type: application/sdp\n",
+        offer,
+    ))
+    .await;
+    assert_eq!(ua.recv().await.status, 200);
+    ua.send(&request(
+        "INFO",
+        "sales",
+        "d1",
+        4,
+        &tag,
+        "Content-Type: application/dtmf-relay\n",
+        "Signal=5\r\nDuration=160\r\n",
+    ))
+    .await;
+    assert_eq!(ua.recv().await.status, 200);
+    // An old CSeq is refused.
+    ua.send(&request("INFO", "sales", "d1", 3, &tag, "", ""))
+        .await;
+    assert_eq!(ua.recv().await.status, 500);
+    ua.send(&request("BYE", "sales", "d1", 5, &tag, "", ""))
+        .await;
+    assert_eq!(ua.recv().await.status, 200);
+
+    let events = wait_events(&s, 5).await;
+    assert_eq!(events[0], "Confirmed { sdp: None }");
+    assert!(events[1].starts_with("Reinvite { sdp: Some("), "{events:?}");
+    assert!(events[2].starts_with("Update { sdp: Some("), "{events:?}");
+    assert!(events[3].contains("application/dtmf-relay"), "{events:?}");
+    assert_eq!(events[4], "Bye");
+}
+
+#[tokio::test]
+async fn max_calls_gives_503_with_retry_after() {
+    let s = setup(1, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    ua.send(&request("INVITE", "hold", "q1", 1, "", "", ""))
+        .await;
+    // The first call is held (no final response); the second is over the cap.
+    ua.send(&request("INVITE", "hold", "q2", 1, "", "", ""))
+        .await;
+    let r = ua.recv().await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers.get("Call-ID"), Some("q2"));
+    assert_eq!(r.headers.get("Retry-After"), Some("5"));
+}
+
+#[tokio::test]
+async fn rate_limit_drops_a_flood() {
+    let s = setup(
+        10,
+        RateLimit {
+            per_second: 0.001,
+            burst: 3.0,
+        },
+    )
+    .await;
+    let ua = Ua::new(s.target).await;
+    for i in 0..3 {
+        ua.send(&request(
+            "OPTIONS",
+            "sales",
+            &format!("r{i}"),
+            1,
+            "",
+            "",
+            "",
+        ))
+        .await;
+        assert_eq!(ua.recv().await.status, 200);
+    }
+    ua.send(&request("OPTIONS", "sales", "r9", 1, "", "", ""))
+        .await;
+    assert!(ua.silent().await, "fourth request dropped");
+}
+
+/// The caller never ACKs our 200: it is retransmitted at T1 doubling to T2 until 64·T1, then
+/// the endpoint reports `AckTimeout` and sends BYE. Runs on tokio's paused clock: the runtime
+/// jumps from one timer to the next while the socket is idle, so 32 s pass in milliseconds.
+#[tokio::test(start_paused = true)]
+async fn unacknowledged_200_is_retransmitted_then_bye() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    ua.send(&request("INVITE", "sales", "noack", 1, "", "", ""))
+        .await;
+    let start = tokio::time::Instant::now();
+    let mut oks = Vec::new();
+    let bye = loop {
+        let mut buf = vec![0u8; 65_536];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(60), ua.socket.recv_from(&mut buf))
+            .await
+            .expect("traffic in time")
+            .expect("recv");
+        match parse(&buf[..len]).expect("parse") {
+            Message::Response(r) if r.status == 200 => oks.push(start.elapsed()),
+            Message::Response(_) => {}
+            Message::Request(req) => break req,
+        }
+        assert!(oks.len() < 20, "retransmitting forever");
+    };
+    assert_eq!(bye.method, rgsd::sip::message::Method::Bye);
+    let secs: Vec<u128> = oks.iter().map(|d| d.as_millis() / 100).collect();
+    // First 200 at once, then 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s (tenths of a second).
+    assert_eq!(secs, [0, 5, 15, 35, 75, 115, 155, 195, 235, 275, 315]);
+    let events = wait_events(&s, 1).await;
+    assert_eq!(events, ["AckTimeout"]);
+}
