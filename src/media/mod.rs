@@ -2,4 +2,7 @@
 //!
 //! Must not import `sip`, `workflow` or `acd`.
 
+pub mod clip;
+pub mod codec;
+pub mod g711;
 pub mod wav;
