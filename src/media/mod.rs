@@ -4,5 +4,6 @@
 
 pub mod clip;
 pub mod codec;
+pub mod dtmf;
 pub mod g711;
 pub mod wav;
