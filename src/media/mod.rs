@@ -6,4 +6,5 @@ pub mod clip;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;
+pub mod sdp;
 pub mod wav;
