@@ -6,5 +6,6 @@ pub mod clip;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;
+pub mod ports;
 pub mod sdp;
 pub mod wav;
