@@ -7,5 +7,6 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod ports;
+pub mod rtp;
 pub mod sdp;
 pub mod wav;
