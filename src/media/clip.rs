@@ -161,6 +161,12 @@ pub fn tone_loop() -> Arc<Clip> {
 }
 
 #[cfg(test)]
+// Test signal generators: every float-to-integer cast is on a value bounded by construction.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
 pub(crate) mod tests {
     use super::*;
 

@@ -302,6 +302,12 @@ impl InbandDetector {
 }
 
 #[cfg(test)]
+// Test signal generators: every float-to-integer cast is on a value bounded by construction.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
 mod tests {
     use super::*;
     use std::time::Duration;

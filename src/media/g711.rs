@@ -12,6 +12,14 @@ const ULAW_BIAS: i32 = 0x84;
 const ULAW_CLIP: i32 = 32_635;
 
 /// Encodes one 16-bit linear sample as µ-law.
+// Bit-level codec arithmetic in `const fn`, where `From`/`TryFrom` are not available: every cast
+// here is on a value whose range the comments prove (codes are 0..=255, segments 0..=7,
+// magnitudes ≤ 32_767).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #[must_use]
 pub const fn linear_to_ulaw(sample: i16) -> u8 {
     let s = sample as i32;
@@ -30,6 +38,14 @@ pub const fn linear_to_ulaw(sample: i16) -> u8 {
 }
 
 /// Decodes one µ-law code to a 16-bit linear sample.
+// Bit-level codec arithmetic in `const fn`, where `From`/`TryFrom` are not available: every cast
+// here is on a value whose range the comments prove (codes are 0..=255, segments 0..=7,
+// magnitudes ≤ 32_767).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #[must_use]
 pub const fn ulaw_to_linear(code: u8) -> i16 {
     let u = !code;
@@ -48,6 +64,14 @@ pub const fn ulaw_to_linear(code: u8) -> i16 {
 const ALAW_SEGMENT_END: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
 
 /// Encodes one 16-bit linear sample as A-law.
+// Bit-level codec arithmetic in `const fn`, where `From`/`TryFrom` are not available: every cast
+// here is on a value whose range the comments prove (codes are 0..=255, segments 0..=7,
+// magnitudes ≤ 32_767).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #[must_use]
 pub const fn linear_to_alaw(sample: i16) -> u8 {
     let mut pcm = (sample as i32) >> 3;
@@ -71,6 +95,14 @@ pub const fn linear_to_alaw(sample: i16) -> u8 {
 }
 
 /// Decodes one A-law code to a 16-bit linear sample.
+// Bit-level codec arithmetic in `const fn`, where `From`/`TryFrom` are not available: every cast
+// here is on a value whose range the comments prove (codes are 0..=255, segments 0..=7,
+// magnitudes ≤ 32_767).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #[must_use]
 pub const fn alaw_to_linear(code: u8) -> i16 {
     let a = (code ^ 0x55) as i32;
@@ -88,6 +120,14 @@ pub const fn alaw_to_linear(code: u8) -> i16 {
     if a & 0x80 != 0 { t as i16 } else { -t as i16 }
 }
 
+// Bit-level codec arithmetic in `const fn`, where `From`/`TryFrom` are not available: every cast
+// here is on a value whose range the comments prove (codes are 0..=255, segments 0..=7,
+// magnitudes ≤ 32_767).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 const fn build_ulaw_to_alaw() -> [u8; 256] {
     let mut table = [0u8; 256];
     let mut i = 0;
@@ -98,6 +138,14 @@ const fn build_ulaw_to_alaw() -> [u8; 256] {
     table
 }
 
+// Bit-level codec arithmetic in `const fn`, where `From`/`TryFrom` are not available: every cast
+// here is on a value whose range the comments prove (codes are 0..=255, segments 0..=7,
+// magnitudes ≤ 32_767).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 const fn build_alaw_to_ulaw() -> [u8; 256] {
     let mut table = [0u8; 256];
     let mut i = 0;

@@ -6,6 +6,7 @@ pub mod clip;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;
+pub mod leg;
 pub mod ports;
 pub mod rtp;
 pub mod sdp;

@@ -195,10 +195,10 @@ mod tests {
             assert!(held.len() <= 2);
         }
         let got: Vec<u16> = held.iter().map(RtpSocket::port).collect();
-        if taken % 2 == 0 {
+        if taken.is_multiple_of(2) {
             assert!(!got.contains(&taken));
         }
         // The skipped port is still in the pool, not lost.
-        assert_eq!(pool.available(), usize::from(taken % 2 == 0));
+        assert_eq!(pool.available(), usize::from(taken.is_multiple_of(2)));
     }
 }
