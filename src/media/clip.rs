@@ -112,7 +112,7 @@ impl Clip {
 }
 
 /// Clamps and scales a sample in -1.0..=1.0 to 16 bits.
-fn to_i16(s: f32) -> i16 {
+pub(crate) fn to_i16(s: f32) -> i16 {
     // The clamp keeps the product inside i16's range, so the cast cannot truncate.
     #[allow(clippy::cast_possible_truncation)]
     let v = (s.clamp(-1.0, 1.0) * 32_767.0).round() as i16;
