@@ -1,5 +1,23 @@
 //! Media: SDP, RTP, prompts, music on hold, DTMF, bridging.
 //!
-//! Must not import `sip`, `workflow` or `acd`.
+//! Must not import `sip`, `workflow` or `acd` (only `config` model types).
+//!
+//! - [`leg`]: the API the call controller uses: [`leg::MediaEngine`] creates a [`leg::Leg`]
+//!   from an SDP offer (or makes an offer), and the leg plays prompts and music, reports digits
+//!   and bridges to another leg.
+//! - [`assets`]: [`assets::MediaAssets`], every prompt and music file decoded once at load.
+//! - [`sdp`]: offer/answer rules. [`rtp`]: stream numbering and the relay. [`ports`]: the RTP
+//!   port pool. [`dtmf`]: RFC 4733, SIP INFO and in-band digits. [`clip`], [`codec`], [`g711`],
+//!   [`wav`], [`tts`]: audio.
 
+pub mod assets;
+pub mod clip;
+pub mod codec;
+pub mod dtmf;
+pub mod g711;
+pub mod leg;
+pub mod ports;
+pub mod rtp;
+pub mod sdp;
+pub mod tts;
 pub mod wav;

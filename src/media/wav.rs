@@ -163,6 +163,47 @@ pub fn parse(bytes: &[u8]) -> Result<(WavInfo, &[u8]), WavError> {
     ))
 }
 
+/// A whole WAV file decoded to mono linear samples at its own rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub sample_rate: u32,
+    /// Mono samples in -1.0..=1.0; stereo files are mixed down by averaging the two channels.
+    pub samples: Vec<f32>,
+}
+
+/// Decodes a whole WAV file held in memory to mono samples (see [`Decoded`]).
+///
+/// # Errors
+/// [`WavError`] says why the bytes are not a playable WAV file.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, WavError> {
+    let (info, data) = parse(bytes)?;
+    let channels = usize::from(info.channels);
+    let width = match info.format {
+        WavFormat::Pcm16 => 2,
+        WavFormat::Pcm8 | WavFormat::ALaw | WavFormat::MuLaw => 1,
+    };
+    let sample = |b: &[u8]| -> f32 {
+        match info.format {
+            WavFormat::Pcm8 => (f32::from(b[0]) - 128.0) / 128.0,
+            WavFormat::Pcm16 => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
+            WavFormat::ALaw => f32::from(super::g711::alaw_to_linear(b[0])) / 32_768.0,
+            WavFormat::MuLaw => f32::from(super::g711::ulaw_to_linear(b[0])) / 32_768.0,
+        }
+    };
+    let samples = data
+        .chunks_exact(width * channels)
+        .map(|frame| {
+            let sum: f32 = frame.chunks_exact(width).map(sample).sum();
+            // channels is 1 or 2 (checked by `parse`).
+            sum / f32::from(info.channels)
+        })
+        .collect();
+    Ok(Decoded {
+        sample_rate: info.sample_rate,
+        samples,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -204,6 +245,25 @@ pub(crate) mod tests {
             assert_eq!(info.frames, 400 / (2 * u64::from(bits / 8)));
             assert_eq!(data.len(), 400);
         }
+    }
+
+    #[test]
+    fn decodes_each_format_to_mono() {
+        // One stereo frame: left and right at different levels, averaged.
+        let pcm16: Vec<u8> = [16_384i16, -8_192, 0, 0]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let d = decode(&wav_bytes(1, 2, 16_000, 16, &pcm16)).unwrap();
+        assert_eq!(d.sample_rate, 16_000);
+        assert_eq!(d.samples, vec![0.125, 0.0]);
+        let d = decode(&wav_bytes(1, 1, 8_000, 8, &[128, 255, 0])).unwrap();
+        assert_eq!(d.samples, vec![0.0, 127.0 / 128.0, -1.0]);
+        let d = decode(&wav_bytes(7, 1, 8_000, 8, &[0x80, 0xFF])).unwrap();
+        assert!((d.samples[0] - 32_124.0 / 32_768.0).abs() < 1e-6);
+        assert_eq!(d.samples[1], 0.0);
+        let d = decode(&wav_bytes(6, 1, 8_000, 8, &[0xAA])).unwrap();
+        assert!((d.samples[0] - 32_256.0 / 32_768.0).abs() < 1e-6);
     }
 
     #[test]

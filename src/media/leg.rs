@@ -1,0 +1,938 @@
+//! The per-leg media API the call controller uses: a [`Leg`] is one RTP stream between rgsd and
+//! a phone (the caller, or an agent), driven by its own tokio task.
+//!
+//! ```text
+//! MediaEngine::answer(offer) ─┐                      ┌─ play / play_to_end (prompt)
+//! MediaEngine::offer()  ──────┴─> Leg ── commands ──>│  start_music / stop
+//!                                  ^                 └─ bridge(other) / unbridge
+//!                                  └── events: Digit, PromptFinished, MediaTimeout
+//! ```
+//!
+//! The leg task owns the playback clock: one frame every 20 ms on absolute deadlines, so
+//! pacing does not drift. It reads the leg's socket: symmetric RTP (rgsd sends to where the
+//! peer's packets come from, once the first one arrived; to the SDP address until then), DTMF
+//! (RFC 4733, or in-band Goertzel when no telephone-event was negotiated), and, when bridged, the
+//! relay to the other leg. Both legs of a bridge relay in their own task, straight into the
+//! other leg's socket, under the other leg's (std) mutex: no channel hop and no allocation per
+//! packet. A bridge holds only a weak reference to the other leg, so closing either leg ends
+//! its half of the bridge and frees its port.
+//!
+//! SIP stays out: SDP comes in and goes out as bytes and strings.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use rtp_rs::RtpReader;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::clip::Clip;
+use super::codec::{FRAME_DURATION, FRAME_SAMPLES, FRAME_TICKS};
+use super::dtmf::{Digit, InbandDetector, TelephoneEventReceiver};
+use super::ports::{PortError, PortPool, RtpSocket};
+use super::rtp::{MAX_PACKET, Relay, RtpStream, StreamFormat};
+use super::sdp::{self, AnswerError, Direction, LocalMedia, Negotiated};
+
+/// Tuning for every leg.
+#[derive(Debug, Clone, Copy)]
+pub struct LegOptions {
+    /// Report [`LegEvent::MediaTimeout`] after this long without a packet from a peer that
+    /// should be sending; `None` never.
+    pub rtp_timeout: Option<Duration>,
+}
+
+impl Default for LegOptions {
+    fn default() -> Self {
+        Self {
+            rtp_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Creates legs: allocates their ports and writes their SDP. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct MediaEngine {
+    pool: PortPool,
+    /// Written into the SDP (`c=`, `o=`): the server's advertised address.
+    address: IpAddr,
+    options: LegOptions,
+}
+
+/// Why a leg could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum LegError {
+    /// No RTP port.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// The peer's SDP is unusable; [`AnswerError::sip_status`] says how to reject it.
+    #[error(transparent)]
+    Sdp(#[from] AnswerError),
+}
+
+/// The leg's task has ended (closed); nothing more can be asked of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the media leg is closed")]
+pub struct LegClosed;
+
+/// Something the call controller should know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegEvent {
+    /// The caller pressed a key (RFC 4733 or in-band).
+    Digit(Digit),
+    /// The prompt started with [`Leg::play`] played to its end.
+    PromptFinished,
+    /// No RTP from a peer that should be sending for [`LegOptions::rtp_timeout`].
+    MediaTimeout,
+}
+
+/// How a prompt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayOutcome {
+    /// Played to the end.
+    Finished,
+    /// Replaced by another source, stopped, or bridged before the end.
+    Interrupted,
+}
+
+impl MediaEngine {
+    #[must_use]
+    pub fn new(pool: PortPool, address: IpAddr, options: LegOptions) -> Self {
+        Self {
+            pool,
+            address,
+            options,
+        }
+    }
+
+    /// A leg answering the peer's `offer`; returns it with rgsd's SDP answer.
+    ///
+    /// # Errors
+    /// [`LegError::Sdp`] (reject with its status; 488 when no codec is common) or
+    /// [`LegError::Port`] (reject with 503).
+    pub async fn answer(&self, offer: &[u8]) -> Result<(Leg, String), LegError> {
+        let socket = self.pool.bind().await?;
+        let local = self.local_media(socket.port());
+        let (negotiated, answer) = sdp::answer(offer, &local)?;
+        Ok((self.spawn(socket, local, Some(negotiated)), answer))
+    }
+
+    /// A leg for an outbound call (an agent); returns it with rgsd's SDP offer. Nothing is sent
+    /// until [`Leg::accept_answer`].
+    ///
+    /// # Errors
+    /// [`LegError::Port`] when no port is free.
+    pub async fn offer(&self) -> Result<(Leg, String), LegError> {
+        let socket = self.pool.bind().await?;
+        let local = self.local_media(socket.port());
+        let offer = sdp::offer(&local);
+        Ok((self.spawn(socket, local, None), offer))
+    }
+
+    fn local_media(&self, port: u16) -> LocalMedia {
+        LocalMedia {
+            address: self.address,
+            port,
+            session_id: u64::from(fastrand::u32(..)),
+            session_version: 1,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    fn spawn(&self, socket: RtpSocket, local: LocalMedia, negotiated: Option<Negotiated>) -> Leg {
+        let out = Out {
+            stream: RtpStream::random(),
+            remote: negotiated.as_ref().and_then(|n| n.remote),
+            latched: false,
+            negotiated,
+            local,
+        };
+        let shared = Arc::new(Shared {
+            socket,
+            out: Mutex::new(out),
+        });
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(64);
+        let task = tokio::spawn(
+            LegTask {
+                shared: Arc::clone(&shared),
+                commands: command_rx,
+                events: event_tx,
+                options: self.options,
+            }
+            .run(),
+        );
+        Leg {
+            shared,
+            commands,
+            events,
+            task,
+        }
+    }
+}
+
+/// What both the leg's own task and a bridged peer's task touch.
+#[derive(Debug)]
+struct Shared {
+    socket: RtpSocket,
+    out: Mutex<Out>,
+}
+
+impl Shared {
+    // Held only for a few field updates and one non-blocking send; never across an await.
+    fn lock(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sending side of the leg, and what the last offer/answer settled.
+#[derive(Debug)]
+struct Out {
+    stream: RtpStream,
+    negotiated: Option<Negotiated>,
+    /// Where to send: the SDP address, then the source of the peer's packets.
+    remote: Option<SocketAddr>,
+    /// Whether `remote` was learnt from received packets (symmetric RTP).
+    latched: bool,
+    local: LocalMedia,
+}
+
+impl Out {
+    /// Where to send now, with what payload format, if sending is allowed (not on hold).
+    fn target(&self) -> Option<(SocketAddr, StreamFormat)> {
+        let n = self.negotiated.as_ref()?;
+        if !n.direction.sends() {
+            return None;
+        }
+        Some((self.remote?, StreamFormat::from(n)))
+    }
+
+    fn apply(&mut self, negotiated: Negotiated) {
+        // A new address in the SDP (or a resume after c=0.0.0.0) drops the latch.
+        if negotiated.remote.is_some()
+            && negotiated.remote != self.negotiated.as_ref().and_then(|n| n.remote)
+        {
+            self.remote = negotiated.remote;
+            self.latched = false;
+        }
+        self.negotiated = Some(negotiated);
+    }
+}
+
+enum Command {
+    Play {
+        clip: Arc<Clip>,
+        done: Option<oneshot::Sender<PlayOutcome>>,
+    },
+    Music(Arc<Clip>),
+    Stop,
+    Bridge(Weak<Shared>),
+    Unbridge,
+}
+
+/// A media leg. Dropping it (or [`Leg::close`]) ends its task and frees its port.
+#[derive(Debug)]
+pub struct Leg {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<LegEvent>,
+    task: JoinHandle<()>,
+}
+
+impl Leg {
+    /// The leg's local RTP port.
+    #[must_use]
+    pub fn local_port(&self) -> u16 {
+        self.shared.socket.port()
+    }
+
+    /// What the last offer/answer settled; `None` before the answer to rgsd's offer.
+    #[must_use]
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.shared.lock().negotiated.clone()
+    }
+
+    /// Applies the peer's answer to the offer from [`MediaEngine::offer`].
+    ///
+    /// # Errors
+    /// [`AnswerError`] when the answer has no usable stream (end the call).
+    pub fn accept_answer(&self, answer: &[u8]) -> Result<(), AnswerError> {
+        let mut out = self.shared.lock();
+        let negotiated = sdp::apply_answer(answer, &out.local)?;
+        out.apply(negotiated);
+        Ok(())
+    }
+
+    /// Answers a new offer inside the dialog (re-INVITE: hold, resume, new address); returns the
+    /// SDP answer. Hold pauses what rgsd sends; playback time keeps running.
+    ///
+    /// # Errors
+    /// [`AnswerError`]; reject the re-INVITE with its status and keep the old session.
+    pub fn answer_reoffer(&self, offer: &[u8]) -> Result<String, AnswerError> {
+        let mut out = self.shared.lock();
+        out.local.session_version += 1;
+        let (negotiated, answer) = sdp::answer(offer, &out.local)?;
+        out.apply(negotiated);
+        Ok(answer)
+    }
+
+    fn send(&self, command: Command) -> Result<(), LegClosed> {
+        self.commands.send(command).map_err(|_| LegClosed)
+    }
+
+    /// Starts a prompt (replacing what was playing); [`LegEvent::PromptFinished`] follows at its
+    /// end.
+    ///
+    /// # Errors
+    /// [`LegClosed`] when the leg's task has ended.
+    pub fn play(&self, clip: Arc<Clip>) -> Result<(), LegClosed> {
+        self.send(Command::Play { clip, done: None })
+    }
+
+    /// Plays a prompt and waits until it ends or is interrupted. No
+    /// [`LegEvent::PromptFinished`] is sent for it.
+    ///
+    /// # Errors
+    /// [`LegClosed`] when the leg's task has ended.
+    pub async fn play_to_end(&self, clip: Arc<Clip>) -> Result<PlayOutcome, LegClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Play {
+            clip,
+            done: Some(tx),
+        })?;
+        rx.await.map_err(|_| LegClosed)
+    }
+
+    /// Loops music on hold (replacing what was playing) until stopped or bridged.
+    ///
+    /// # Errors
+    /// [`LegClosed`] when the leg's task has ended.
+    pub fn start_music(&self, clip: Arc<Clip>) -> Result<(), LegClosed> {
+        self.send(Command::Music(clip))
+    }
+
+    /// Stops the prompt or music (silence; nothing is sent).
+    ///
+    /// # Errors
+    /// [`LegClosed`] when the leg's task has ended.
+    pub fn stop(&self) -> Result<(), LegClosed> {
+        self.send(Command::Stop)
+    }
+
+    /// Bridges this leg and `other` both ways (stopping whatever either played).
+    ///
+    /// # Errors
+    /// [`LegClosed`] when either leg's task has ended.
+    pub fn bridge(&self, other: &Leg) -> Result<(), LegClosed> {
+        self.send(Command::Bridge(Arc::downgrade(&other.shared)))?;
+        other.send(Command::Bridge(Arc::downgrade(&self.shared)))
+    }
+
+    /// Ends this leg's half of a bridge (call it on both legs to split them).
+    ///
+    /// # Errors
+    /// [`LegClosed`] when the leg's task has ended.
+    pub fn unbridge(&self) -> Result<(), LegClosed> {
+        self.send(Command::Unbridge)
+    }
+
+    /// The next event; `None` once the leg is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event not returned stays queued.
+    pub async fn next_event(&mut self) -> Option<LegEvent> {
+        self.events.recv().await
+    }
+
+    /// Ends the leg's task and waits for it, so the port is free when this returns.
+    pub async fn close(self) {
+        let Self {
+            shared,
+            commands,
+            events,
+            task,
+        } = self;
+        drop(commands);
+        drop(events);
+        drop(shared);
+        // A panic in the task is a bug already logged by tokio; the port is freed either way.
+        let _ = task.await;
+    }
+}
+
+/// What the leg plays.
+enum Source {
+    Idle,
+    Prompt {
+        clip: Arc<Clip>,
+        frame: usize,
+        done: Option<oneshot::Sender<PlayOutcome>>,
+    },
+    Music {
+        clip: Arc<Clip>,
+        frame: usize,
+    },
+}
+
+impl Source {
+    fn end(&mut self, outcome: PlayOutcome) {
+        if let Self::Prompt {
+            done: Some(done), ..
+        } = std::mem::replace(self, Self::Idle)
+        {
+            // The caller stopped waiting: nothing to tell.
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+struct LegTask {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<LegEvent>,
+    options: LegOptions,
+}
+
+/// The bridge half owned by a leg's task.
+struct Bridge {
+    peer: Weak<Shared>,
+    relay: Relay,
+    formats: (StreamFormat, StreamFormat),
+}
+
+impl LegTask {
+    fn emit(&self, event: LegEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::debug!(?event, "leg event dropped: nobody reads the leg's events");
+        }
+    }
+
+    async fn run(mut self) {
+        let mut source = Source::Idle;
+        let mut bridge: Option<Bridge> = None;
+        let mut next_tick = Instant::now();
+        let mut last_sent: Option<Instant> = None;
+        let mut last_rx = Instant::now();
+        let mut timed_out = false;
+        let mut rx_buf = [0u8; MAX_PACKET];
+        let mut tx_buf = [0u8; MAX_PACKET];
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        let mut telephone_events = TelephoneEventReceiver::new();
+        let mut inband = InbandDetector::new();
+        let shared = Arc::clone(&self.shared);
+        loop {
+            let playing = !matches!(source, Source::Idle);
+            let timeout_at = self.options.rtp_timeout.map(|t| last_rx + t);
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    let now = Instant::now();
+                    match command {
+                        Command::Play { clip, done } => {
+                            source.end(PlayOutcome::Interrupted);
+                            source = Source::Prompt { clip, frame: 0, done };
+                        }
+                        Command::Music(clip) => {
+                            source.end(PlayOutcome::Interrupted);
+                            source = Source::Music { clip, frame: 0 };
+                        }
+                        Command::Stop => source.end(PlayOutcome::Interrupted),
+                        Command::Bridge(peer) => {
+                            source.end(PlayOutcome::Interrupted);
+                            let idle = StreamFormat { codec: super::codec::Codec::Pcmu, payload_type: 0, telephone_event: None };
+                            bridge = Some(Bridge { peer, relay: Relay::new(idle, idle), formats: (idle, idle) });
+                        }
+                        Command::Unbridge => bridge = None,
+                    }
+                    if !playing && !matches!(source, Source::Idle) {
+                        // A source starts: mark it, and move the timestamp over the silence.
+                        let mut out = shared.lock();
+                        out.stream.begin_source();
+                        if let Some(last) = last_sent {
+                            out.stream.skip(ticks_between(last, now));
+                        }
+                        next_tick = now;
+                    }
+                }
+                received = shared.socket.socket().recv_from(&mut rx_buf) => {
+                    let Ok((len, from)) = received else { continue };
+                    let packet = &rx_buf[..len];
+                    let Ok(reader) = RtpReader::new(packet) else { continue };
+                    let now = Instant::now();
+                    let negotiated = {
+                        let mut out = shared.lock();
+                        if out.latched && out.remote != Some(from) {
+                            // Stray packets (an old call on a reused port, a spoofer).
+                            continue;
+                        }
+                        if !out.latched && out.negotiated.is_some() {
+                            out.remote = Some(from);
+                            out.latched = true;
+                        }
+                        out.negotiated.clone()
+                    };
+                    let Some(negotiated) = negotiated else { continue };
+                    last_rx = now;
+                    timed_out = false;
+                    let payload_type = reader.payload_type();
+                    if Some(payload_type) == negotiated.telephone_event {
+                        if let Some(d) = telephone_events.on_packet(reader.timestamp(), reader.payload(), now) {
+                            self.emit(LegEvent::Digit(d));
+                        }
+                    } else if payload_type == negotiated.payload_type && negotiated.telephone_event.is_none() {
+                        for chunk in reader.payload().chunks(FRAME_SAMPLES) {
+                            for (s, &c) in pcm.iter_mut().zip(chunk) {
+                                *s = negotiated.codec.decode(c);
+                            }
+                            if let Some(d) = inband.feed(&pcm[..chunk.len()], now) {
+                                self.emit(LegEvent::Digit(d));
+                            }
+                        }
+                    }
+                    if let Some(b) = bridge.as_mut() {
+                        let Some(peer) = b.peer.upgrade() else {
+                            bridge = None;
+                            continue;
+                        };
+                        let mut peer_out = peer.lock();
+                        let Some((target, to)) = peer_out.target() else { continue };
+                        let from_format = StreamFormat::from(&negotiated);
+                        if b.formats != (from_format, to) {
+                            b.relay = Relay::new(from_format, to);
+                            b.formats = (from_format, to);
+                        }
+                        if let Some(n) = b.relay.forward(packet, &mut peer_out.stream, &mut tx_buf) {
+                            // UDP: a full socket buffer loses the packet, as the network would.
+                            let _ = peer.socket.socket().try_send_to(&tx_buf[..n], target);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next_tick), if playing => {
+                    let now = Instant::now();
+                    // Absolute deadlines: no drift. After a long stall, start again from now
+                    // rather than send a burst.
+                    next_tick += FRAME_DURATION;
+                    if next_tick + 3 * FRAME_DURATION < now {
+                        next_tick = now + FRAME_DURATION;
+                    }
+                    let finished = match &mut source {
+                        Source::Prompt { clip, frame, .. } if *frame >= clip.frames() => true,
+                        Source::Prompt { clip, frame, .. } | Source::Music { clip, frame } => {
+                            let mut out = shared.lock();
+                            match out.target() {
+                                Some((target, format)) => {
+                                    let payload = clip.frame(format.codec, *frame);
+                                    if let Some(n) = out.stream.write(format.payload_type, payload, FRAME_TICKS, &mut tx_buf) {
+                                        let _ = shared.socket.socket().try_send_to(&tx_buf[..n], target);
+                                    }
+                                }
+                                // On hold: time runs, nothing is sent.
+                                None => out.stream.skip(FRAME_TICKS),
+                            }
+                            *frame += 1;
+                            last_sent = Some(now);
+                            false
+                        }
+                        Source::Idle => false,
+                    };
+                    if finished {
+                        let notify = matches!(source, Source::Prompt { done: None, .. });
+                        source.end(PlayOutcome::Finished);
+                        if notify {
+                            self.emit(LegEvent::PromptFinished);
+                        }
+                    }
+                }
+                () = sleep_until_option(timeout_at), if !timed_out && timeout_at.is_some() => {
+                    let expecting = shared.lock().negotiated.as_ref().is_some_and(|n| n.direction.receives());
+                    if expecting {
+                        timed_out = true;
+                        self.emit(LegEvent::MediaTimeout);
+                    } else {
+                        last_rx = Instant::now();
+                    }
+                }
+            }
+        }
+        source.end(PlayOutcome::Interrupted);
+    }
+}
+
+async fn sleep_until_option(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// RTP ticks (8 kHz) to skip when a source starts at `later`, the last frame having been sent
+/// at `earlier`: the whole frames of silence in between (the stream already counts one frame).
+fn ticks_between(earlier: Instant, later: Instant) -> u32 {
+    let frames = later.saturating_duration_since(earlier).as_millis() / FRAME_DURATION.as_millis();
+    u32::try_from(frames.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .saturating_mul(FRAME_TICKS)
+}
+
+#[cfg(test)]
+// Test signal generators: every float-to-integer cast is on a value bounded by construction.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
+mod tests {
+    use super::*;
+    use crate::media::codec::Codec;
+    use crate::media::dtmf::TelephoneEvent;
+    use rtp_rs::{RtpPacketBuilder, Seq};
+    use std::net::Ipv4Addr;
+    use tokio::net::UdpSocket;
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn engine(first_port: u16) -> (MediaEngine, PortPool) {
+        let pool = PortPool::new(LOOPBACK, first_port..=first_port + 7);
+        (
+            MediaEngine::new(pool.clone(), LOOPBACK, LegOptions::default()),
+            pool,
+        )
+    }
+
+    fn offer(port: u16, codec: &str, extra: &str) -> String {
+        format!(
+            "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {codec}\r\n{extra}"
+        )
+    }
+
+    fn rtp(pt: u8, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        RtpPacketBuilder::new()
+            .payload_type(pt)
+            .ssrc(ssrc)
+            .sequence(Seq::from(seq))
+            .timestamp(ts)
+            .marked(marker)
+            .payload(payload)
+            .build()
+            .unwrap()
+    }
+
+    async fn recv(phone: &UdpSocket) -> Option<(Vec<u8>, Instant)> {
+        let mut buf = [0u8; MAX_PACKET];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(1), phone.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some((buf[..n].to_vec(), Instant::now()))
+    }
+
+    fn tone_clip(frames: usize) -> Arc<Clip> {
+        let samples: Vec<f32> = (0..frames * FRAME_SAMPLES)
+            .map(|i| 0.5 * (std::f32::consts::TAU * 440.0 * i as f32 / 8_000.0).sin())
+            .collect();
+        Arc::new(Clip::from_8k_samples(&samples, false))
+    }
+
+    /// Steps paused time by 1 ms for `ms` ms and collects what `phone` (a plain non-blocking
+    /// socket, read by syscall, so no I/O driver is involved) received, with the virtual time.
+    /// Stepping by hand keeps tokio from auto-advancing the clock past a packet in flight.
+    async fn collect(phone: &std::net::UdpSocket, ms: u32) -> Vec<(Vec<u8>, Instant)> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; MAX_PACKET];
+        for _ in 0..ms {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            while let Ok((n, _)) = phone.recv_from(&mut buf) {
+                got.push((buf[..n].to_vec(), Instant::now()));
+            }
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prompt_arrives_every_20_ms_with_continuous_numbering() {
+        let (engine, pool) = engine(47_200);
+        let phone = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
+        phone.set_nonblocking(true).unwrap();
+        let port = phone.local_addr().unwrap().port();
+        let (mut leg, answer) = engine
+            .answer(offer(port, "8", "").as_bytes())
+            .await
+            .unwrap();
+        assert!(answer.contains(&format!("m=audio {} RTP/AVP 8", leg.local_port())));
+        let clip = tone_clip(5);
+        leg.play(Arc::clone(&clip)).unwrap();
+        let packets = collect(&phone, 300).await;
+        assert_eq!(packets.len(), 5, "the prompt's five frames, then nothing");
+        let first = RtpReader::new(&packets[0].0).unwrap();
+        let (ssrc, seq0, ts0) = (
+            first.ssrc(),
+            u16::from(first.sequence_number()),
+            first.timestamp(),
+        );
+        assert!(first.mark());
+        for (i, (bytes, at)) in packets.iter().enumerate() {
+            let r = RtpReader::new(bytes).unwrap();
+            let k = u16::try_from(i).unwrap();
+            assert_eq!(r.payload_type(), 8);
+            assert_eq!(r.ssrc(), ssrc);
+            assert_eq!(r.mark(), i == 0);
+            assert_eq!(u16::from(r.sequence_number()), seq0.wrapping_add(k));
+            assert_eq!(r.timestamp(), ts0.wrapping_add(160 * u32::from(k)));
+            assert_eq!(r.payload(), clip.frame(Codec::Pcma, i));
+            assert!(r.payload().iter().any(|&c| c != Codec::Pcma.silence()));
+            let gap = at.duration_since(packets[0].1);
+            assert_eq!(gap, FRAME_DURATION * u32::from(k), "frame {i} at {gap:?}");
+        }
+        assert_eq!(leg.next_event().await, Some(LegEvent::PromptFinished));
+        // Music starts a new source: marked, numbering continues, and it loops without a gap.
+        let music = tone_clip(2);
+        leg.start_music(Arc::clone(&music)).unwrap();
+        let packets = collect(&phone, 200).await;
+        assert!(
+            (9..=11).contains(&packets.len()),
+            "{} music frames in 200 ms",
+            packets.len()
+        );
+        for (i, (bytes, at)) in packets.iter().enumerate() {
+            let r = RtpReader::new(bytes).unwrap();
+            let k = u16::try_from(i).unwrap();
+            assert_eq!(r.ssrc(), ssrc);
+            assert_eq!(r.mark(), i == 0);
+            assert_eq!(u16::from(r.sequence_number()), seq0.wrapping_add(5 + k));
+            assert_eq!(r.payload(), music.frame(Codec::Pcma, i));
+            assert_eq!(
+                at.duration_since(packets[0].1),
+                FRAME_DURATION * u32::from(k)
+            );
+        }
+        // The timestamp moved on over the silence between prompt and music.
+        let music_ts = RtpReader::new(&packets[0].0).unwrap().timestamp();
+        assert!(
+            music_ts.wrapping_sub(ts0) > 5 * 160,
+            "timestamp jumped back"
+        );
+        leg.close().await;
+        assert_eq!(pool.available(), pool.size());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn play_to_end_waits_and_stop_interrupts() {
+        let (engine, _pool) = engine(47_220);
+        let phone = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let port = phone.local_addr().unwrap().port();
+        let (leg, _) = engine
+            .answer(offer(port, "0", "").as_bytes())
+            .await
+            .unwrap();
+        let start = Instant::now();
+        assert_eq!(
+            leg.play_to_end(tone_clip(10)).await,
+            Ok(PlayOutcome::Finished)
+        );
+        assert_eq!(Instant::now() - start, FRAME_DURATION * 10);
+        let leg = Arc::new(leg);
+        let waiter = {
+            let leg = Arc::clone(&leg);
+            tokio::spawn(async move { leg.play_to_end(tone_clip(100)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leg.stop().unwrap();
+        assert_eq!(waiter.await.unwrap(), Ok(PlayOutcome::Interrupted));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn symmetric_rtp_and_telephone_events() {
+        let (engine, _pool) = engine(47_240);
+        // The SDP names one port; the phone really sends from another.
+        let sdp_socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let phone = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let sdp_port = sdp_socket.local_addr().unwrap().port();
+        let extra = "a=rtpmap:101 telephone-event/8000\r\n";
+        let (mut leg, _) = engine
+            .answer(offer(sdp_port, "0 101", extra).as_bytes())
+            .await
+            .unwrap();
+        leg.start_music(tone_clip(3)).unwrap();
+        assert!(
+            recv(&sdp_socket).await.is_some(),
+            "before any packet: the SDP address"
+        );
+        let to_leg = SocketAddr::new(LOOPBACK, leg.local_port());
+        for (i, end) in [false, false, true, true, true].into_iter().enumerate() {
+            let event = TelephoneEvent {
+                event: 9,
+                end,
+                volume: 10,
+                duration: 160 * u16::try_from(i).unwrap(),
+            };
+            let p = rtp(
+                101,
+                77,
+                u16::try_from(i).unwrap(),
+                4_000,
+                i == 0,
+                &event.to_bytes(),
+            );
+            phone.send_to(&p, to_leg).await.unwrap();
+        }
+        match leg.next_event().await {
+            Some(LegEvent::Digit(d)) => assert_eq!(d.key, '9'),
+            other => panic!("expected a digit, got {other:?}"),
+        }
+        // Now latched: music goes to where the packets came from.
+        let (bytes, _) = recv(&phone).await.expect("music follows the peer");
+        assert_eq!(RtpReader::new(&bytes).unwrap().payload_type(), 0);
+        // Only one digit for the three end packets.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(leg.events.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_band_dtmf_without_telephone_event() {
+        let (engine, _pool) = engine(47_260);
+        let phone = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let port = phone.local_addr().unwrap().port();
+        let (mut leg, _) = engine
+            .answer(offer(port, "0", "").as_bytes())
+            .await
+            .unwrap();
+        let to_leg = SocketAddr::new(LOOPBACK, leg.local_port());
+        // '#' = 941 Hz + 1477 Hz for 100 ms, then silence.
+        for k in 0..10u16 {
+            let payload: Vec<u8> = (0..160)
+                .map(|i| {
+                    let t = f32::from(k * 160 + i) / 8_000.0;
+                    let v = if k < 5 {
+                        0.3 * (std::f32::consts::TAU * 941.0 * t).sin()
+                            + 0.3 * (std::f32::consts::TAU * 1_477.0 * t).sin()
+                    } else {
+                        0.0
+                    };
+                    Codec::Pcmu.encode((v * 32_767.0) as i16)
+                })
+                .collect();
+            phone
+                .send_to(&rtp(0, 5, k, u32::from(k) * 160, false, &payload), to_leg)
+                .await
+                .unwrap();
+        }
+        match leg.next_event().await {
+            Some(LegEvent::Digit(d)) => assert_eq!(d.key, '#'),
+            other => panic!("expected a digit, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bridged_legs_relay_both_ways_with_transcoding() {
+        let (engine, pool) = engine(47_280);
+        let caller = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let agent = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let caller_port = caller.local_addr().unwrap().port();
+        let (caller_leg, _) = engine
+            .answer(offer(caller_port, "0", "").as_bytes())
+            .await
+            .unwrap();
+        let (agent_leg, rgsd_offer) = engine.offer().await.unwrap();
+        assert!(rgsd_offer.contains("RTP/AVP 0 8 101"));
+        let agent_port = agent.local_addr().unwrap().port();
+        agent_leg
+            .accept_answer(offer(agent_port, "8", "").as_bytes())
+            .unwrap();
+        caller_leg.bridge(&agent_leg).unwrap();
+        tokio::task::yield_now().await;
+
+        let to_caller_leg = SocketAddr::new(LOOPBACK, caller_leg.local_port());
+        let to_agent_leg = SocketAddr::new(LOOPBACK, agent_leg.local_port());
+        let voice: Vec<u8> = (0..160i16)
+            .map(|i| Codec::Pcmu.encode(i * 150 - 12_000))
+            .collect();
+        let mut agent_seq = None;
+        for k in 0..3u16 {
+            caller
+                .send_to(
+                    &rtp(
+                        0,
+                        0xCA11,
+                        100 + k,
+                        1_000 + 160 * u32::from(k),
+                        k == 0,
+                        &voice,
+                    ),
+                    to_caller_leg,
+                )
+                .await
+                .unwrap();
+            let (bytes, _) = recv(&agent).await.expect("relayed to the agent");
+            let r = RtpReader::new(&bytes).unwrap();
+            assert_eq!(r.payload_type(), 8);
+            assert_ne!(r.ssrc(), 0xCA11);
+            let seq = u16::from(r.sequence_number());
+            if let Some(prev) = agent_seq {
+                assert_eq!(seq, u16::wrapping_add(prev, 1));
+            }
+            agent_seq = Some(seq);
+            let want: Vec<u8> = voice
+                .iter()
+                .map(|&c| crate::media::g711::ULAW_TO_ALAW[usize::from(c)])
+                .collect();
+            assert_eq!(r.payload(), &want[..]);
+        }
+        let answer: Vec<u8> = (0..160i16)
+            .map(|i| Codec::Pcma.encode(9_000 - i * 100))
+            .collect();
+        agent
+            .send_to(&rtp(8, 0xA6E7, 7, 99, true, &answer), to_agent_leg)
+            .await
+            .unwrap();
+        let (bytes, _) = recv(&caller).await.expect("relayed to the caller");
+        let r = RtpReader::new(&bytes).unwrap();
+        assert_eq!(r.payload_type(), 0);
+        assert_ne!(r.ssrc(), 0xA6E7);
+        assert!(r.mark());
+        let want: Vec<u8> = answer
+            .iter()
+            .map(|&c| crate::media::g711::ALAW_TO_ULAW[usize::from(c)])
+            .collect();
+        assert_eq!(r.payload(), &want[..]);
+
+        // The caller puts rgsd on hold (sendonly): nothing is relayed to them.
+        let hold = offer(caller_port, "0", "a=sendonly\r\n");
+        let reply = caller_leg.answer_reoffer(hold.as_bytes()).unwrap();
+        assert!(reply.contains("a=recvonly"));
+        agent
+            .send_to(&rtp(8, 0xA6E7, 8, 259, false, &answer), to_agent_leg)
+            .await
+            .unwrap();
+        assert!(recv(&caller).await.is_none(), "paused on hold");
+        // Closing one leg frees its port; the other stops relaying to it.
+        agent_leg.close().await;
+        caller
+            .send_to(&rtp(0, 0xCA11, 200, 9_000, false, &voice), to_caller_leg)
+            .await
+            .unwrap();
+        assert!(recv(&agent).await.is_none());
+        caller_leg.close().await;
+        assert_eq!(pool.available(), pool.size());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_from_the_peer_raises_media_timeout() {
+        let pool = PortPool::new(LOOPBACK, 47_300..=47_303);
+        let options = LegOptions {
+            rtp_timeout: Some(Duration::from_secs(5)),
+        };
+        let engine = MediaEngine::new(pool, LOOPBACK, options);
+        let (mut leg, _) = engine.answer(offer(9, "0", "").as_bytes()).await.unwrap();
+        let start = Instant::now();
+        assert_eq!(leg.next_event().await, Some(LegEvent::MediaTimeout));
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        assert!(matches!(
+            engine.answer(offer(9, "18", "").as_bytes()).await,
+            Err(LegError::Sdp(e)) if e.sip_status() == 488
+        ));
+    }
+}
