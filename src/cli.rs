@@ -93,7 +93,10 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("rgsd: cannot start the async runtime: {e}");

@@ -179,6 +179,8 @@ impl Signals {
 /// A started daemon.
 pub struct Daemon {
     pub shared: Shared,
+    /// The SIP endpoint (cloneable handle); the call controller starts outbound legs on it.
+    pub endpoint: crate::sip::Endpoint,
     pub bound: Bound,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -211,10 +213,27 @@ impl Daemon {
             .with_context(|| format!("cannot bind http_listen {}", config.server.http_listen))?;
         let http_addr = http.local_addr()?;
 
-        let mut sip = Vec::new();
-        for l in &config.server.sip_listen {
-            sip.push((l.transport, l.addr));
-        }
+        let live_config = Arc::new(ArcSwap::from_pointee(config));
+        let config = live_config.load_full();
+        let router = Arc::new(crate::acd::router::WorkflowRouter::new(live_config.clone()));
+        let (endpoint, mut incoming) = crate::sip::Endpoint::bind(
+            crate::sip::EndpointConfig::from_server(&config.server),
+            router,
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot bind sip_listen")?;
+        let sip = endpoint
+            .local_addrs()
+            .iter()
+            .map(|b| (b.transport, b.addr))
+            .collect();
+        tasks.spawn(async move {
+            while let Some(call) = incoming.recv().await {
+                warn!(call_id = %call.info().call_id, "no call controller yet: 503");
+                let _ = call.reject(503);
+            }
+        });
 
         info!(
             "rgsd {} serving {} ({})",
@@ -223,7 +242,7 @@ impl Daemon {
             config::summary(&config)
         );
         let shared = Shared {
-            config: Arc::new(ArcSwap::from_pointee(config)),
+            config: live_config,
             store,
             clock,
         };
@@ -239,6 +258,7 @@ impl Daemon {
 
         Ok(Self {
             shared,
+            endpoint,
             bound: Bound {
                 sip,
                 http: http_addr,

@@ -14,8 +14,16 @@ fn serve_creates_the_database_and_stops_on_sigterm_with_exit_0() {
     let db = scratch.path().join("rgsd.db");
     assert!(!db.exists());
     let mut server = Server::start(&cfg);
-    assert!(db.exists(), "SQLite database not created at {}", db.display());
-    assert_ne!(server.http.port(), 0, "READY line must carry the bound port");
+    assert!(
+        db.exists(),
+        "SQLite database not created at {}",
+        db.display()
+    );
+    assert_ne!(
+        server.http.port(),
+        0,
+        "READY line must carry the bound port"
+    );
     assert!(server.sip_addr("udp").port() != 0);
     assert!(server.sip_addr("tcp").port() != 0);
     server.signal(Signal::SIGTERM);
@@ -65,8 +73,14 @@ fn a_config_error_at_start_exits_78_with_the_same_messages_as_check() {
         .lines()
         .find(|l| l.contains("Nowhere"))
         .unwrap_or_else(|| panic!("check names the bad reference:\n{check_err}"));
-    assert!(line.contains("rgsd.toml:"), "names the file and line: {line}");
-    assert!(serve_err.contains(line), "serve prints the same line:\n{serve_err}");
+    assert!(
+        line.contains("rgsd.toml:"),
+        "names the file and line: {line}"
+    );
+    assert!(
+        serve_err.contains(line),
+        "serve prints the same line:\n{serve_err}"
+    );
     assert!(
         !scratch.path().join("rgsd.db").exists(),
         "no database on a bad config"

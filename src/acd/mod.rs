@@ -11,4 +11,5 @@
 
 pub mod agents;
 pub mod queue;
+pub mod router;
 pub mod routing;

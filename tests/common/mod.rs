@@ -1,7 +1,11 @@
 //! Test harness shared by the integration tests: scratch folders, the real `rgsd` binary on
 //! ephemeral ports, skip helpers.
 #![allow(dead_code)] // each test binary uses a different part of the harness
-#![allow(unreachable_pub)] // `pub` here means "shared by the test binaries", not crate API
+#![allow(unreachable_pub)]
+// `pub` here means "shared by the test binaries", not crate API
+// Harness code outside #[test] fns: a failed unwrap is a test failure, and waiting on a real
+// child process needs real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
