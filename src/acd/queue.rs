@@ -677,6 +677,71 @@ mod tests {
     }
 
     #[test]
+    fn attendant_group_rings_once_per_pass_then_the_next_group() {
+        let mut c = config();
+        let a = add_group(
+            &mut c,
+            RoutingMethod::Attendant,
+            Participation::Informal,
+            30,
+            &["a0", "a1"],
+        );
+        let s = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            10,
+            &["a2"],
+        );
+        add_queue(&mut c, &[a, s]);
+        let now = t0();
+        let table = AgentTable::from_config(&c, now);
+        table.answered(AgentId(0), CallKey(77)); // busy: attendant rings it anyway
+        let mut q = core(&c);
+        q.join(CallKey(1));
+        let d = q.dispatch(&table, now);
+        assert_eq!(agents_of(&d), vec![(1, vec![0, 1])]);
+        assert_eq!(d.offers[0].offer.alert_time, Duration::from_secs(30));
+        q.offer_ended(CallKey(1));
+        let d = q.dispatch(&table, now);
+        assert_eq!(
+            agents_of(&d),
+            vec![(1, vec![2])],
+            "alert time over: next group"
+        );
+        table.release(AgentId(2), CallKey(1));
+        q.offer_ended(CallKey(1));
+        assert_eq!(
+            agents_of(&q.dispatch(&table, now)),
+            vec![(1, vec![0, 1])],
+            "cycle"
+        );
+    }
+
+    #[test]
+    fn a_formal_sign_in_lets_a_waiting_call_through() {
+        let mut c = config();
+        let g = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Formal,
+            20,
+            &["a0"],
+        );
+        add_queue(&mut c, &[g]);
+        let now = t0();
+        let table = AgentTable::from_config(&c, now);
+        let mut q = core(&c);
+        q.join(CallKey(1));
+        assert!(
+            q.dispatch(&table, now).offers.is_empty(),
+            "nobody signed in"
+        );
+        table.sign_in(AgentId(0), g, now).unwrap();
+        assert_eq!(agents_of(&q.dispatch(&table, now)), vec![(1, vec![0])]);
+    }
+
+    #[test]
     fn dispatch_stops_early_when_nobody_is_free() {
         let mut c = config();
         let g = add_group(

@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use tracing::trace;
 
 use crate::config::model::{
-    ActionTarget, AgentGroupId, CallAction, Config, PromptId, QuestionId, QueueId, SipUri,
-    WorkflowId,
+    ActionTarget, AgentGroupId, CallAction, Config, PromptId, Question, QuestionId, QueueId,
+    SipUri, Workflow, WorkflowId,
 };
 use crate::workflow::schedule::{self, OpenState};
 
@@ -505,8 +505,11 @@ impl Call {
                 }
             }
             (P::Forwarding { to, because, .. }, E::ForwardFailed(status)) => {
-                let to2 = to.clone();
-                self.note(RecordEvent::ForwardFailed { to: to2, status }, now, out);
+                let record = RecordEvent::ForwardFailed {
+                    to: to.clone(),
+                    status,
+                };
+                self.note(record, now, out);
                 out.push(Effect::Hangup);
                 self.end(
                     Outcome::ForwardFailed {
@@ -1025,11 +1028,11 @@ impl Call {
         self.timeline.push(stamped);
     }
 
-    fn wf(&self) -> &crate::config::model::Workflow {
+    fn wf(&self) -> &Workflow {
         self.config.workflow(self.workflow)
     }
 
-    fn question(&self, id: QuestionId) -> &crate::config::model::Question {
+    fn question(&self, id: QuestionId) -> &Question {
         &self.wf().questions[id.0 as usize]
     }
 }
@@ -1056,7 +1059,7 @@ mod tests {
     use super::*;
     use crate::config::model::{
         Answer, Holiday, HolidaySet, HolidaySetId, Hours, HoursId, OverflowCandidate,
-        Participation, Question, RoutingMethod, TimeRange, WorkflowKind,
+        Participation, RoutingMethod, TimeRange, WorkflowKind,
     };
     use crate::workflow::testing::{
         action, add_group, add_prompt, add_queue, add_workflow, config, set_overflow, set_timeout,
