@@ -536,7 +536,76 @@ impl Call {
                 self.end(peer.outcome(), now, out)
             }
 
-            (phase, event) => self.stray(phase, event, out),
+            // Every other (phase, event) pair, spelled out so that a new event or phase must be
+            // decided here: what a stray event costs is decided once, in `stray`.
+            (
+                phase @ P::Arrived,
+                event @ (E::PromptEnded
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::ForwardAnswered
+                | E::ForwardFailed(_)
+                | E::PeerHungUp),
+            )
+            | (
+                phase @ (P::Welcome | P::Announcing { .. }),
+                event @ (E::Started
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::ForwardAnswered
+                | E::ForwardFailed(_)
+                | E::PeerHungUp),
+            )
+            | (
+                phase @ P::Forwarding { .. },
+                event @ (E::Started
+                | E::PromptEnded
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::PeerHungUp),
+            )
+            | (
+                phase @ P::Bridged { .. },
+                event @ (E::Started
+                | E::PromptEnded
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::ForwardAnswered
+                | E::ForwardFailed(_)),
+            )
+            | (phase @ P::Ended(_), event) => self.stray(phase, event, out),
         }
     }
 
