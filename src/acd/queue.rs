@@ -204,6 +204,19 @@ impl QueueCore {
         self.id
     }
 
+    /// Takes a reloaded configuration of this queue (and a new agent table built from the same
+    /// configuration). Waiting calls keep their place; each restarts its group cycle at the
+    /// first group, since group indexes and members may have changed. Grace periods stay.
+    pub fn reconfigure(&mut self, queue: &Queue) {
+        self.groups.clone_from(&queue.agent_groups);
+        self.overflow = queue.overflow.as_ref().map(|o| (o.max_calls, o.candidate));
+        for w in self.waiting.values_mut() {
+            w.group = 0;
+            w.tried.clear();
+            w.group_done = false;
+        }
+    }
+
     /// Calls waiting (ringing ones included).
     pub fn len(&self) -> usize {
         self.waiting.len()
@@ -974,6 +987,41 @@ mod tests {
             Some((Q, Command::OfferEnded(CallKey(2))))
         );
         assert_eq!(command_for(CallKey(2), &Effect::Ring(AgentId(0))), None);
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_waiting_calls_and_restarts_their_cycle() {
+        let c = two_groups();
+        let now = t0();
+        let table = AgentTable::from_config(&c, now);
+        let mut q = core(&c);
+        q.join(CallKey(1));
+        q.join(CallKey(2));
+        q.dispatch(&table, now);
+        table.release(AgentId(0), CallKey(1));
+        table.release(AgentId(1), CallKey(2));
+        // Reload: only the parallel group is left, as group 0.
+        let mut c2 = config();
+        let g = add_group(
+            &mut c2,
+            RoutingMethod::Parallel,
+            Participation::Informal,
+            20,
+            &["a2", "a3"],
+        );
+        add_queue(&mut c2, &[g]);
+        let table2 = AgentTable::from_config(&c2, now);
+        table2.carry_over(&table);
+        q.reconfigure(c2.queue(Q));
+        assert_eq!(q.position(CallKey(2)), Some(2));
+        q.offer_ended(CallKey(1));
+        q.offer_ended(CallKey(2));
+        let d = q.dispatch(&table2, now);
+        assert_eq!(
+            agents_of(&d),
+            vec![(1, vec![0, 1])],
+            "new table's ids for a2, a3"
+        );
     }
 
     #[test]
