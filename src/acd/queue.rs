@@ -328,8 +328,9 @@ impl QueueCore {
                 }
                 None if w.refused.is_empty() => break,
                 None => {
-                    let first_end = w.refused.iter().map(|r| r.until).min();
-                    result.wake_at = result.wake_at.min(first_end).or(first_end);
+                    if let Some(end) = w.refused.iter().map(|r| r.until).min() {
+                        result.wake_at = Some(result.wake_at.map_or(end, |at| at.min(end)));
+                    }
                 }
             }
         }
