@@ -973,4 +973,97 @@ mod tests {
             Err(LegError::Sdp(e)) if e.sip_status() == 488
         ));
     }
+
+    /// Load test, run on demand by `scripts/moh_load.sh`: `RGSD_MOH_STREAMS` legs (default
+    /// 1,000) play music on hold for `RGSD_MOH_SECONDS` (default 10) of real time to a few
+    /// loopback receivers, which count packets and measure each stream's inter-arrival gaps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "load test: run scripts/moh_load.sh"]
+    async fn moh_load() {
+        use std::collections::HashMap;
+        let env = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let streams = env("RGSD_MOH_STREAMS", 1_000);
+        let seconds = env("RGSD_MOH_SECONDS", 10);
+        let ports = u16::try_from(streams * 2 + 64).expect("at most about 32,000 streams");
+        let pool = PortPool::new(LOOPBACK, 20_000..=20_000 + ports);
+        let engine = MediaEngine::new(pool, LOOPBACK, LegOptions { rtp_timeout: None });
+        let music = crate::media::clip::tone_loop();
+        // Eight receivers; each stream sends to one of them.
+        let mut receivers = Vec::new();
+        let mut addresses = Vec::new();
+        let stop = Instant::now() + Duration::from_secs(seconds as u64 + 1);
+        for _ in 0..8 {
+            let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+            addresses.push(socket.local_addr().unwrap().port());
+            receivers.push(tokio::spawn(async move {
+                // ssrc → (packets, first arrival, last arrival, largest gap)
+                let mut stats: HashMap<u32, (u64, Instant, Instant, Duration)> = HashMap::new();
+                let mut buf = [0u8; MAX_PACKET];
+                while let Ok(Ok((n, _))) =
+                    tokio::time::timeout_at(stop, socket.recv_from(&mut buf)).await
+                {
+                    let Ok(r) = RtpReader::new(&buf[..n]) else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    let e = stats
+                        .entry(r.ssrc())
+                        .or_insert((0, now, now, Duration::ZERO));
+                    e.3 = e.3.max(now - e.2);
+                    e.0 += 1;
+                    e.2 = now;
+                }
+                stats
+            }));
+        }
+        let mut legs = Vec::with_capacity(streams);
+        for i in 0..streams {
+            let sdp = offer(addresses[i % addresses.len()], "0", "");
+            let (leg, _) = engine.answer(sdp.as_bytes()).await.expect("a leg");
+            leg.start_music(Arc::clone(&music)).unwrap();
+            legs.push(leg);
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds as u64)).await;
+        let elapsed = started.elapsed();
+        for leg in legs {
+            leg.close().await;
+        }
+        let mut all = HashMap::new();
+        for r in receivers {
+            all.extend(r.await.unwrap());
+        }
+        let packets: u64 = all.values().map(|s| s.0).sum();
+        let mut gaps: Vec<Duration> = all.values().map(|s| s.3).collect();
+        gaps.sort();
+        let pct = |p: usize| {
+            gaps.get(gaps.len().saturating_sub(1) * p / 100)
+                .copied()
+                .unwrap_or_default()
+        };
+        // Each stream's own rate, between its first and last packet.
+        let mut rates: Vec<f64> = all
+            .values()
+            .filter(|s| s.0 > 1)
+            .map(|s| (s.0 - 1) as f64 / (s.2 - s.1).as_secs_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let slowest = rates.first().copied().unwrap_or_default();
+        let median = rates.get(rates.len() / 2).copied().unwrap_or_default();
+        println!(
+            "moh_load: {streams} streams, {:.1} s: {packets} packets; packets per second per stream \
+             (50 expected): median {median:.2}, slowest {slowest:.2}; largest inter-arrival gap \
+             per stream: median {:?}, p99 {:?}, max {:?}",
+            elapsed.as_secs_f64(),
+            pct(50),
+            pct(99),
+            pct(100)
+        );
+        assert_eq!(all.len(), streams, "every stream was heard");
+    }
 }
