@@ -946,6 +946,20 @@ mod tests {
             .await
             .unwrap();
         assert!(recv(&caller).await.is_none(), "paused on hold");
+        // Resumed: relayed again, on the same stream.
+        let resume = offer(caller_port, "0", "a=sendrecv\r\n");
+        assert!(
+            caller_leg
+                .answer_reoffer(resume.as_bytes())
+                .unwrap()
+                .contains("a=sendrecv")
+        );
+        agent
+            .send_to(&rtp(8, 0xA6E7, 9, 419, false, &answer), to_agent_leg)
+            .await
+            .unwrap();
+        let (bytes, _) = recv(&caller).await.expect("resumed");
+        assert_eq!(RtpReader::new(&bytes).unwrap().ssrc(), r.ssrc());
         // Closing one leg frees its port; the other stops relaying to it.
         agent_leg.close().await;
         caller
