@@ -945,6 +945,29 @@ async fn live_state_and_metrics(app: &App) {
     ] {
         assert!(r.text.contains(&format!("# TYPE {family} ")), "{family}");
     }
+    // Routing claims Alice for a call: she counts as busy, no longer eligible.
+    let table = app.shared.live.agent_table().load_full();
+    let alice_id = table.id(&SipUri(ALICE.into())).unwrap();
+    assert!(table.claim(alice_id, rgsd::acd::agents::CallKey(7)));
+    let sales = get(app, "/api/live/queues", &app.admin).await.json()[0].clone();
+    assert_eq!(
+        (
+            sales["agents_signed_in"].as_u64(),
+            sales["agents_eligible"].as_u64(),
+            sales["agents_busy"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1))
+    );
+    let me = get(app, "/api/me", &app.alice).await.json();
+    assert_eq!(me["state"]["state"], "ringing");
+    let metrics = send(app, "GET", "/metrics", None, None).await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "rgsd_agents{state=\"ringing\"} 1"),
+        "{metrics}"
+    );
+    assert!(table.release(alice_id, rgsd::acd::agents::CallKey(7)));
     for id in ["c1", "c2", "c3"] {
         app.shared.live.call_ended(id);
     }
@@ -1212,6 +1235,29 @@ async fn openapi_covers_every_route(app: &App) {
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
+    );
+    // Bodies are described, not just named.
+    for schema in [
+        "AgentDoc",
+        "AgentBody",
+        "GroupDoc",
+        "GroupBody",
+        "SignInBody",
+        "ErrorBody",
+        "LiveSnapshot",
+        "SummaryDoc",
+        "CallRow",
+        "WorkflowPatch",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema]["properties"].is_object()
+                || doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["required"],
+        json!(["error", "code"])
     );
     let paths = doc["paths"].as_object().unwrap();
     let mut documented = 0;

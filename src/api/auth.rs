@@ -182,6 +182,82 @@ impl FromRequestParts<Shared> for Caller {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_manager_reaches_queues_through_time_out_and_overflow_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgsd.toml");
+        std::fs::write(
+            &path,
+            r#"
+[server]
+sip_listen = ["udp:127.0.0.1:0"]
+advertised_host = "127.0.0.1"
+rtp_ports = [30000, 30999]
+http_listen = "127.0.0.1:0"
+database = "sqlite://rgsd.db"
+trusted_peers = ["127.0.0.0/8"]
+
+[[agent_group]]
+name = "A agents"
+agents = ["sip:a@127.0.0.1"]
+
+[[agent_group]]
+name = "B agents"
+agents = ["sip:b@127.0.0.1"]
+
+[[agent_group]]
+name = "C agents"
+agents = ["sip:c@127.0.0.1"]
+
+[[queue]]
+name = "A"
+agent_groups = ["A agents"]
+timeout = { after = "60s", action = { queue = "B" } }
+
+[[queue]]
+name = "B"
+agent_groups = ["B agents"]
+overflow = { max_calls = 5, action = { queue = "A" } }
+
+[[queue]]
+name = "C"
+agent_groups = ["C agents"]
+
+[[workflow]]
+name = "Managed"
+kind = "hunt_group"
+uri = "sip:m@127.0.0.1"
+queue = "A"
+managers = ["sip:boss@127.0.0.1"]
+
+[[workflow]]
+name = "Unmanaged"
+kind = "hunt_group"
+uri = "sip:u@127.0.0.1"
+queue = "C"
+"#,
+        )
+        .unwrap();
+        let config = crate::config::load(
+            &path,
+            &crate::config::LoadOptions {
+                check_environment: false,
+            },
+        )
+        .unwrap()
+        .config;
+        let scope = ManagedScope::of(&config, "sip:boss@127.0.0.1");
+        let names = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&scope.workflows), ["Managed"]);
+        // A, and B through A's time-out (B's overflow back to A ends the walk).
+        assert_eq!(names(&scope.queues), ["A", "B"]);
+        assert_eq!(names(&scope.groups), ["A agents", "B agents"]);
+        assert_eq!(
+            ManagedScope::of(&config, "sip:nobody@127.0.0.1"),
+            ManagedScope::default()
+        );
+    }
+
     fn parts(auth: Option<&str>, uri: &str) -> Parts {
         let mut b = axum::http::Request::builder().uri(uri);
         if let Some(a) = auth {

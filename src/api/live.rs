@@ -189,6 +189,12 @@ impl Live {
         let Some(gid) = group_id(config, group) else {
             return Ok(false);
         };
+        // Under the rebuild lock: a rebuild between loading the table and flipping the flag
+        // would otherwise carry the old flag over and lose this change.
+        let _guard = self
+            .rebuild_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = self.agents.load();
         let Some(aid) = table.id(agent) else {
             return Ok(false);
@@ -205,6 +211,8 @@ impl Live {
 
     /// Rebuilds the routing table after a group or membership change: the configuration's
     /// groups, each replaced by its database version, states carried over from the old table.
+    /// Also what the daemon should call after a reload (with the new configuration and
+    /// `store.list_groups()`), so routing follows the new file.
     pub fn rebuild(&self, config: &Config, groups: &[Group]) {
         let _guard = self
             .rebuild_lock
