@@ -298,6 +298,72 @@ async fn authentication(app: &App) {
     get(app, "/api/agents", issued.token.expose())
         .await
         .refused(401, "unauthenticated");
+    // Tokens issued through the API work, are listed without the secret, and can be revoked.
+    let r = post(
+        app,
+        "/api/tokens",
+        &app.admin,
+        json!({ "role": "manager", "subject": MANAGER }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let issued = r.json();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(app, "/api/workflows", &token).await.status, 200);
+    let list = get(app, "/api/tokens", &app.admin).await;
+    assert!(
+        !list.text.contains(&token),
+        "a listed token must not show its secret"
+    );
+    assert!(
+        list.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == issued["id"] && t["role"] == "manager")
+    );
+    let r = send(
+        app,
+        "DELETE",
+        &format!("/api/tokens/{}", issued["id"]),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    get(app, "/api/workflows", &token)
+        .await
+        .refused(401, "unauthenticated");
+    post(
+        app,
+        "/api/tokens",
+        &app.admin,
+        json!({ "role": "agent", "subject": "alice" }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    post(
+        app,
+        "/api/tokens",
+        &app.admin,
+        json!({ "role": "root", "subject": "x" }),
+    )
+    .await
+    .refused(400, "bad_request");
+    post(
+        app,
+        "/api/tokens",
+        &app.manager,
+        json!({ "role": "admin", "subject": "me" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    get(app, "/api/tokens", &app.alice)
+        .await
+        .refused(403, "forbidden");
+    send(app, "DELETE", "/api/tokens/999999", Some(&app.admin), None)
+        .await
+        .refused(404, "not_found");
     // Health needs no token.
     assert_eq!(send(app, "GET", "/health", None, None).await.text, "ok");
     // Unknown routes are JSON 404s too.
@@ -585,6 +651,8 @@ async fn sign_in_reaches_routing_store_and_audit(app: &App) {
     assert_eq!(entry["detail"]["group"], "Sales agents");
     assert_eq!(entry["at"], json!(at(10_000)));
     for action in [
+        "token.create",
+        "token.revoke",
         "agent.create",
         "agent.update",
         "agent.delete",
@@ -1225,6 +1293,9 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/api/reports/summary", "/api/reports/summary"),
     ("get", "/api/reports/calls", "/api/reports/calls"),
     ("get", "/api/audit", "/api/audit"),
+    ("get", "/api/tokens", "/api/tokens"),
+    ("post", "/api/tokens", "/api/tokens"),
+    ("delete", "/api/tokens/{id}", "/api/tokens/999999"),
 ];
 
 async fn openapi_covers_every_route(app: &App) {

@@ -18,6 +18,7 @@ use super::auth::{Caller, Scope};
 use super::error::{ApiError, ErrorBody, Refusal};
 use super::extract::{Body, Params};
 use super::live::AgentSnapshot;
+use super::live::Visibility as _;
 use crate::config::model::{
     ActionTarget, AgentGroup, Config, Participation, RoutingMethod, SipUri, WorkflowKind,
 };
@@ -247,7 +248,7 @@ pub struct WorkflowPatch {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn parse_uri(field: &'static str, text: &str) -> Result<SipUri, ApiError> {
+pub(super) fn parse_uri(field: &'static str, text: &str) -> Result<SipUri, ApiError> {
     // The same shape `config` accepts: a sip:/sips: scheme, a host, no white space.
     let ok = text.split_once(':').is_some_and(|(scheme, rest)| {
         (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))

@@ -67,20 +67,23 @@ pub enum Scope {
     Managed(ManagedScope),
 }
 
-impl Scope {
-    pub fn workflow(&self, name: &str) -> bool {
+impl super::live::Visibility for Scope {
+    fn everything(&self) -> bool {
+        matches!(self, Self::All)
+    }
+    fn workflow(&self, name: &str) -> bool {
         match self {
             Self::All => true,
             Self::Managed(m) => m.workflows.contains(name),
         }
     }
-    pub fn queue(&self, name: &str) -> bool {
+    fn queue(&self, name: &str) -> bool {
         match self {
             Self::All => true,
             Self::Managed(m) => m.queues.contains(name),
         }
     }
-    pub fn group(&self, name: &str) -> bool {
+    fn group(&self, name: &str) -> bool {
         match self {
             Self::All => true,
             Self::Managed(m) => m.groups.contains(name),

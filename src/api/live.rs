@@ -26,7 +26,6 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use super::auth::Scope;
 use super::metrics::Metrics;
 use crate::acd::agents::{AgentState, AgentTable, SignInError};
 use crate::clock::SharedClock;
@@ -112,6 +111,16 @@ pub enum LiveEvent {
     SignIn,
     Calls,
     Agents,
+}
+
+/// What a reader of the live state may see. The API's `auth::Scope` implements it; keeping it a
+/// trait keeps this module free of the API's notion of roles, so it can move next to routing.
+pub trait Visibility {
+    /// Sees everything (then agents outside any visible group are listed too).
+    fn everything(&self) -> bool;
+    fn workflow(&self, name: &str) -> bool;
+    fn queue(&self, name: &str) -> bool;
+    fn group(&self, name: &str) -> bool;
 }
 
 /// The live state shared by the API, routing and (later) the call driver.
@@ -246,7 +255,7 @@ impl Live {
     }
 
     /// Everything live that `scope` may see, at the clock's "now".
-    pub fn snapshot(&self, config: &Config, scope: &Scope) -> LiveSnapshot {
+    pub fn snapshot(&self, config: &Config, scope: &impl Visibility) -> LiveSnapshot {
         let at = self.clock.now_utc();
         let calls: Vec<LiveCall> = self
             .lock_calls()
@@ -281,7 +290,7 @@ impl Live {
                     )
                 })
                 .collect();
-            if member_of.is_empty() && !matches!(scope, Scope::All) {
+            if member_of.is_empty() && !scope.everything() {
                 continue;
             }
             agents.push(agent_snapshot(

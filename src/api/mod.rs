@@ -8,6 +8,7 @@
 //! - [`error`]: [`ApiError`], each variant with its status and the JSON body
 //!   `{ "error": "...", "code": "...", "field": ... }`.
 //! - [`agents`]: agents, agent groups, members, formal sign-in, `/api/me`, workflows.
+//! - [`tokens`]: issuing, listing and revoking API tokens.
 //! - [`views`]: live state (REST and SSE), reports, audit log, health, metrics, pages.
 //! - [`live`]: [`Live`], the live side shared with routing and the call driver.
 //! - [`metrics`]: [`Metrics`] counters and the Prometheus text format.
@@ -24,6 +25,7 @@ mod extract;
 pub mod live;
 pub mod metrics;
 pub mod reports;
+pub mod tokens;
 pub mod views;
 
 use axum::Json;
@@ -94,6 +96,8 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(views::report_summary))
         .routes(routes!(views::report_calls))
         .routes(routes!(views::audit_log))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
         .split_for_parts()
 }
 

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Query;
+use super::live::Visibility as _;
 use super::live::{AgentSnapshot, LiveCall, LiveSnapshot, QueueSnapshot};
 use super::reports::{self, CallRow, GroupBy, SummaryRow};
 use crate::daemon::Shared;
