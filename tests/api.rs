@@ -364,6 +364,16 @@ async fn authentication(app: &App) {
     send(app, "DELETE", "/api/tokens/999999", Some(&app.admin), None)
         .await
         .refused(404, "not_found");
+    // A token in the URL counts on the SSE stream only.
+    send(
+        app,
+        "GET",
+        &format!("/api/agents?access_token={}", app.admin),
+        None,
+        None,
+    )
+    .await
+    .refused(401, "unauthenticated");
     // Health needs no token.
     assert_eq!(send(app, "GET", "/health", None, None).await.text, "ok");
     // Unknown routes are JSON 404s too.

@@ -150,8 +150,12 @@ fn push_queue(target: &ActionTarget, todo: &mut Vec<QueueId>) {
     }
 }
 
-/// The token from `Authorization: Bearer …`, or (for `EventSource`, which cannot set headers)
-/// from an `access_token` query parameter.
+/// The one route that takes its token from the query string.
+const STREAM_PATH: &str = "/api/live/stream";
+
+/// The token from `Authorization: Bearer …`, or, on the SSE stream only (`EventSource` cannot
+/// set headers), from an `access_token` query parameter. Elsewhere a token in the URL is
+/// ignored: URLs end up in logs and browser history.
 fn bearer(parts: &Parts) -> Option<String> {
     if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let v = h.to_str().ok()?;
@@ -159,6 +163,9 @@ fn bearer(parts: &Parts) -> Option<String> {
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
+    }
+    if parts.uri.path() != STREAM_PATH {
+        return None;
     }
     let query = parts.uri.query()?;
     query.split('&').find_map(|kv| {
@@ -281,9 +288,14 @@ queue = "C"
         );
         assert_eq!(bearer(&parts(Some("Basic Zm9v"), "/x")), None);
         assert_eq!(
-            bearer(&parts(None, "/x?a=1&access_token=rgsd_q")).as_deref(),
+            bearer(&parts(None, "/api/live/stream?a=1&access_token=rgsd_q")).as_deref(),
             Some("rgsd_q")
         );
-        assert_eq!(bearer(&parts(None, "/x?a=1")), None);
+        assert_eq!(bearer(&parts(None, "/api/live/stream?a=1")), None);
+        // Only the stream takes a token from the URL.
+        assert_eq!(
+            bearer(&parts(None, "/api/agents?access_token=rgsd_q")),
+            None
+        );
     }
 }
