@@ -1523,6 +1523,24 @@ fn token_from_the_binary_works_against_the_real_server() {
     let (code, page) = http(server.http, "GET", "/agent", None, None);
     assert_eq!(code, 200);
     assert!(page.contains("role=\"status\""));
+
+    // The sign-in survives a restart of the daemon: stored, and loaded into routing at start.
+    drop(server);
+    let server = common::Server::start(std::path::Path::new(config));
+    let (code, agents) = http(server.http, "GET", "/api/live/agents", Some(&admin), None);
+    assert_eq!(code, 200, "{agents}");
+    let agents: Value = serde_json::from_str(&agents).unwrap();
+    let alice = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sip_uri"] == ALICE)
+        .unwrap();
+    assert_eq!(alice["signed_in"], json!(["Sales agents"]), "{agents}");
+    let (_, queues) = http(server.http, "GET", "/api/live/queues", Some(&admin), None);
+    let queues: Value = serde_json::from_str(&queues).unwrap();
+    assert_eq!(queues[0]["name"], "Sales");
+    assert_eq!(queues[0]["agents_signed_in"], 1);
 }
 
 /// The SIP half of "a formal agent signs in through the API, then receives a real call".

@@ -320,20 +320,20 @@ fn is_routed(config: &Config, name: &str) -> bool {
 }
 
 async fn group_doc(shared: &Shared, g: Group) -> Result<GroupDoc, ApiError> {
-    let signed_in = if g.participation == Participation::Formal {
-        shared
-            .store
-            .sign_in_state()
-            .await?
-            .into_iter()
-            .filter(|s| s.group == g.name)
-            .map(|s| s.agent.0)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let sign_ins = shared.store.sign_in_state().await?;
+    Ok(group_doc_with(shared, g, &sign_ins))
+}
+
+/// [`group_doc`] with the sign-in state already read (one query for a whole list).
+fn group_doc_with(shared: &Shared, g: Group, sign_ins: &[crate::store::SignIn]) -> GroupDoc {
+    // `sign_in_state` reports formal groups only.
+    let signed_in = sign_ins
+        .iter()
+        .filter(|s| s.group == g.name)
+        .map(|s| s.agent.0.clone())
+        .collect();
     let config = shared.config.load();
-    Ok(GroupDoc {
+    GroupDoc {
         id: g.id.0,
         routed: is_routed(&config, &g.name),
         name: g.name,
@@ -344,7 +344,7 @@ async fn group_doc(shared: &Shared, g: Group) -> Result<GroupDoc, ApiError> {
         agents: g.agents.into_iter().map(|a| a.0).collect(),
         source: source_name(g.source),
         signed_in,
-    })
+    }
 }
 
 /// Rebuilds the routing table from the configuration and the database's groups.
@@ -527,13 +527,17 @@ pub async fn list_groups(
 ) -> Result<Json<Vec<GroupDoc>>, ApiError> {
     caller.require_admin_or_manager()?;
     let scope = caller.scope(&shared.config.load());
-    let mut out = Vec::new();
-    for g in shared.store.list_groups().await? {
-        if scope.group(&g.name) {
-            out.push(group_doc(&shared, g).await?);
-        }
-    }
-    Ok(Json(out))
+    let sign_ins = shared.store.sign_in_state().await?;
+    Ok(Json(
+        shared
+            .store
+            .list_groups()
+            .await?
+            .into_iter()
+            .filter(|g| scope.group(&g.name))
+            .map(|g| group_doc_with(&shared, g, &sign_ins))
+            .collect(),
+    ))
 }
 
 /// Creates an agent group (administrators).
