@@ -29,7 +29,7 @@ use rgsd::clock::ManualClock;
 use rgsd::config::LoadOptions;
 use rgsd::config::model::SipUri;
 use rgsd::daemon::Shared;
-use rgsd::store::{Role, Store};
+use rgsd::store::{RecordWriter, Role, Store, WriterOptions};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tower::ServiceExt;
@@ -1019,10 +1019,36 @@ async fn live_state_and_metrics(app: &App) {
     for family in [
         "rgsd_sip_transactions_total",
         "rgsd_rtp_packets_total",
-        "rgsd_db_write_lag_seconds",
+        "rgsd_db_write_pending_records",
+        "rgsd_db_records_total",
     ] {
         assert!(r.text.contains(&format!("# TYPE {family} ")), "{family}");
     }
+    // The database write figures come from the call-record writer once it is attached.
+    let writer = RecordWriter::spawn(app.shared.store.clone(), WriterOptions::default());
+    app.shared.live.metrics.attach_writer(writer.clone());
+    let mut record = fixture::records()[0].clone();
+    record.call_id = "metrics-1@127.0.0.1".into();
+    record.arrived_at = at(-100_000); // outside every report range below
+    let mut changes = writer.subscribe();
+    writer.submit(record).unwrap();
+    // Bounded: each round waits for one change of the writer's state, at most 5 s.
+    for _ in 0..10 {
+        if writer.stats().written == 1 {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+    }
+    let text = send(app, "GET", "/metrics", None, None).await.text;
+    for line in [
+        "rgsd_db_records_total{result=\"written\"} 1",
+        "rgsd_db_write_pending_records{database=\"sqlite\"} 0",
+        "rgsd_db_write_failures_total 0",
+    ] {
+        let line = line.replace("sqlite", app.shared.store.backend_name());
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    writer.shutdown(Duration::from_secs(5)).await;
     // Routing claims Alice for a call: she counts as busy, no longer eligible.
     let table = app.shared.live.agent_table().load_full();
     let alice_id = table.id(&SipUri(ALICE.into())).unwrap();

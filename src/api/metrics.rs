@@ -5,7 +5,8 @@
 //! at compile time (an enum), so each is a plain `AtomicU64` in an array indexed by the enum —
 //! one relaxed `fetch_add` on the hot path, no map, no lock; and the gauges (queue sizes, agent
 //! states) are read from the live snapshot at scrape time, which a registry would need a custom
-//! collector for. What is left is the text format itself: `# HELP`, `# TYPE` and one
+//! collector for. The call-record writer's figures are read from its own atomics at
+//! scrape time too ([`Metrics::attach_writer`]). What is left is the text format itself: `# HELP`, `# TYPE` and one
 //! `name{labels} value` line per series, with label values escaped (tested below).
 
 use std::fmt::Write as _;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::live::LiveSnapshot;
-use crate::store::CallOutcome;
+use crate::store::{CallOutcome, RecordWriter};
 
 /// Every call outcome, in the order of the `calls` array.
 const OUTCOMES: [CallOutcome; 10] = [
@@ -89,8 +90,9 @@ pub struct Metrics {
     wait_sum_ms: AtomicU64,
     sip_transactions: [AtomicU64; 2],
     rtp_packets: [AtomicU64; 2],
-    /// Age in milliseconds of the oldest call record not yet written (0 when none waits).
-    db_write_lag_ms: AtomicU64,
+    /// The call-record writer, once the daemon has started one: the database write lag
+    /// (records not yet written) and its counters are read from it at scrape time.
+    writer: std::sync::OnceLock<RecordWriter>,
 }
 
 impl Metrics {
@@ -130,10 +132,10 @@ impl Metrics {
         self.rtp_packets[i].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The record writer's lag: age of the oldest record not yet in the database.
-    pub fn set_db_write_lag(&self, lag: Duration) {
-        let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
-        self.db_write_lag_ms.store(ms, Ordering::Relaxed);
+    /// Reports the call-record writer's figures from now on (the daemon calls this once, when
+    /// it spawns the writer). A second call is ignored.
+    pub fn attach_writer(&self, writer: RecordWriter) {
+        let _ = self.writer.set(writer);
     }
 }
 
@@ -284,17 +286,42 @@ pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String 
         );
     }
 
+    let stats = metrics.writer.get().map(RecordWriter::stats);
     header(
         &mut out,
-        "rgsd_db_write_lag_seconds",
+        "rgsd_db_write_pending_records",
         "gauge",
-        "Age of the oldest call record not yet written to the database.",
+        "Call records submitted and not yet written to the database (the write lag).",
     );
     let _ = writeln!(
         out,
-        "rgsd_db_write_lag_seconds{{database=\"{}\"}} {}",
+        "rgsd_db_write_pending_records{{database=\"{}\"}} {}",
         escape(database),
-        ms_to_secs(load(&metrics.db_write_lag_ms))
+        stats.as_ref().map_or(0, |s| s.pending)
+    );
+    header(
+        &mut out,
+        "rgsd_db_records_total",
+        "counter",
+        "Call records by fate: written, dropped (buffer full or shutdown), rejected.",
+    );
+    for (result, n) in [
+        ("written", stats.as_ref().map_or(0, |s| s.written)),
+        ("dropped", stats.as_ref().map_or(0, |s| s.dropped)),
+        ("rejected", stats.as_ref().map_or(0, |s| s.rejected)),
+    ] {
+        let _ = writeln!(out, "rgsd_db_records_total{{result=\"{result}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "rgsd_db_write_failures_total",
+        "counter",
+        "Failed call-record write attempts (database outages).",
+    );
+    let _ = writeln!(
+        out,
+        "rgsd_db_write_failures_total {}",
+        stats.as_ref().map_or(0, |s| s.failed_attempts)
     );
     out
 }
@@ -323,7 +350,6 @@ mod tests {
         m.observe_wait(Duration::from_secs(700)); // +Inf only
         m.sip_transaction(TransactionSide::Server);
         m.rtp_packets(RtpDirection::Sent, 50);
-        m.set_db_write_lag(Duration::from_millis(1500));
         let at = chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap();
         let live = LiveSnapshot {
             at,
@@ -382,8 +408,12 @@ mod tests {
             50.0
         );
         assert_eq!(
-            value(&doc, "rgsd_db_write_lag_seconds{database=\"sqlite\"}"),
-            1.5
+            value(&doc, "rgsd_db_write_pending_records{database=\"sqlite\"}"),
+            0.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_db_records_total{result=\"written\"}"),
+            0.0
         );
         // Every family is announced once, before its series.
         for line in doc.lines().filter(|l| !l.starts_with('#')) {
