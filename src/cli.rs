@@ -187,10 +187,7 @@ async fn token_create(path: PathBuf, role: TokenRole, subject: String) -> ExitCo
 }
 
 fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("rgsd: cannot start the async runtime: {e}");
