@@ -43,6 +43,8 @@ pub struct Shared {
     pub config: Arc<ArcSwap<Config>>,
     pub store: Store,
     pub clock: SharedClock,
+    /// The live side: the agent table routing reads, calls in progress, metrics, change events.
+    pub live: Arc<crate::api::Live>,
 }
 
 /// The addresses the daemon actually bound (ports resolved).
@@ -241,10 +243,14 @@ impl Daemon {
             config.source.display(),
             config::summary(&config)
         );
+        let live = crate::api::Live::start(&config, &store, clock.clone())
+            .await
+            .context("cannot load the agent sign-in state")?;
         let shared = Shared {
             config: live_config,
             store,
             clock,
+            live: Arc::new(live),
         };
 
         let router = crate::api::router(shared.clone());
