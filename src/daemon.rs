@@ -315,7 +315,17 @@ impl Daemon {
                     error!("reload refused: cannot store the agent groups: {e}");
                     return;
                 }
+                let groups = match self.shared.store.list_groups().await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        error!("reload refused: cannot read the agent groups back: {e}");
+                        return;
+                    }
+                };
                 info!("reloaded: {}", config::summary(&loaded.config));
+                // The agent table first: a new call must never see a queue whose groups the
+                // table does not know yet.
+                self.shared.live.rebuild(&loaded.config, &groups);
                 self.shared.config.store(Arc::new(loaded.config));
             }
             Err(diagnostics) => {
