@@ -467,3 +467,46 @@ async fn outbound_leg_cancelled_while_ringing() {
         "extra header sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_through_a_401_digest_challenge() {
+    use rgsd::config::model::{Registration, Secret, SipUri};
+    use rgsd::sip::registration::{Next, Registrar, RegistrationState};
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) = start_agent(&sipp, "registrar_digest.xml", dir.path());
+    let registrar_uri = SipUri(format!("sip:127.0.0.1:{port}"));
+    let mut registrar = Registrar::new(
+        Registration {
+            aor: SipUri("sip:sales@127.0.0.1".into()),
+            registrar: registrar_uri.clone(),
+            username: "sales".into(),
+            password: Secret::new("s3cret".into()),
+            expires: Duration::from_secs(600),
+        },
+        "127.0.0.1",
+    );
+    let contact = h.endpoint.contact(Transport::Udp);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = h
+            .endpoint
+            .request(registrar.request(&contact), &registrar_uri)
+            .await
+            .expect("registrar answers");
+        statuses.push(response.status);
+        if registrar.on_response(&response) != Next::SendNow {
+            break;
+        }
+    }
+    let run = finish_agent(child, &errors, &messages).await;
+    assert_eq!(statuses, [401, 200], "{}", run.messages);
+    assert_eq!(
+        registrar.state(),
+        &RegistrationState::Registered {
+            expires: Duration::from_secs(300)
+        }
+    );
+    run.assert_success("registrar");
+}

@@ -157,6 +157,7 @@ impl Endpoint {
             legs: HashMap::new(),
             dialogs: HashMap::new(),
             inbound_calls: 0,
+            pending: HashMap::new(),
         };
         tokio::spawn(driver.run(transport_rx, command_rx, shutdown));
         Ok((endpoint, incoming_rx))
@@ -173,6 +174,50 @@ impl Endpoint {
             .iter()
             .find(|b| b.transport == transport)
             .map(|b| b.addr)
+    }
+
+    /// The Contact URI (in angle brackets) for requests sent over `transport`.
+    pub fn contact(&self, transport: Transport) -> String {
+        let port = self.local_addr(transport).map_or(5060, |a| a.port());
+        let tcp = if transport == Transport::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        format!("<sip:rgsd@{}:{port}{tcp}>", self.host)
+    }
+
+    /// Sends an out-of-dialog non-INVITE request to `target` (Request-URI unchanged) and waits
+    /// for its final response. The endpoint adds the Via; everything else is the caller's.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError`] when the target does not resolve, nothing answers (timer F), the
+    /// connection fails, or the endpoint has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the answer; the transaction itself runs to its end.
+    pub async fn request(
+        &self,
+        request: Request,
+        target: &SipUri,
+    ) -> Result<Response, RequestError> {
+        let (dest, tcp) = resolve(target).await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Request {
+                request: Box::new(request),
+                dest,
+                tcp,
+                reply,
+            })
+            .map_err(|_| EndpointGone)?;
+        match answer.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(LegFailure::Timeout)) => Err(RequestError::Timeout),
+            Ok(Err(_)) | Err(_) => Err(RequestError::Transport),
+        }
     }
 
     /// Starts an outbound leg: INVITE `target` from `from` with `sdp_offer`. `;transport=tcp`
@@ -194,23 +239,7 @@ impl Endpoint {
         sdp_offer: Bytes,
         extra_headers: Vec<(String, String)>,
     ) -> Result<OutboundCall, InviteError> {
-        let uri = message::parse_uri(target.as_str())
-            .map_err(|_| InviteError::BadTarget(target.to_string()))?;
-        let port = uri.port.unwrap_or(5060);
-        let dest = match uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, port),
-            Err(_) => tokio::net::lookup_host((uri.host.as_str(), port))
-                .await
-                .map_err(|source| InviteError::Resolve {
-                    host: uri.host.clone(),
-                    source,
-                })?
-                .next()
-                .ok_or_else(|| InviteError::Resolve {
-                    host: uri.host.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-                })?,
-        };
+        let (dest, tcp) = resolve(target).await?;
         let leg = LegId(self.next_leg.fetch_add(1, Ordering::Relaxed));
         let (events_tx, events) = mpsc::unbounded_channel();
         let call_id = format!("{}@{}", random_token(20), self.host);
@@ -219,7 +248,7 @@ impl Endpoint {
                 leg,
                 events: events_tx,
                 dest,
-                tcp: uri.tcp,
+                tcp,
                 request_uri: target.to_string(),
                 from: from.to_string(),
                 sdp: sdp_offer,
@@ -236,6 +265,49 @@ impl Endpoint {
                 live: true,
             },
         })
+    }
+}
+
+/// Where to send a request for `target`: its host (resolved) and port (default 5060), and
+/// whether `;transport=tcp` asks for TCP.
+async fn resolve(target: &SipUri) -> Result<(SocketAddr, bool), InviteError> {
+    let uri = message::parse_uri(target.as_str())
+        .map_err(|_| InviteError::BadTarget(target.to_string()))?;
+    let port = uri.port.unwrap_or(5060);
+    let dest = match uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((uri.host.as_str(), port))
+            .await
+            .map_err(|source| InviteError::Resolve {
+                host: uri.host.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| InviteError::Resolve {
+                host: uri.host.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+            })?,
+    };
+    Ok((dest, uri.tcp))
+}
+
+/// Why [`Endpoint::request`] got no final response.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The target is unusable or did not resolve.
+    #[error(transparent)]
+    Target(#[from] InviteError),
+    /// No final response within 64·T1 (timer F).
+    #[error("no response")]
+    Timeout,
+    /// No listener can reach the target, or the connection failed.
+    #[error("transport failure")]
+    Transport,
+}
+
+impl From<EndpointGone> for RequestError {
+    fn from(gone: EndpointGone) -> Self {
+        Self::Target(InviteError::Gone(gone))
     }
 }
 
@@ -367,6 +439,8 @@ struct Driver {
     dialogs: HashMap<(String, String), LegId>,
     limiter: RateLimiter,
     inbound_calls: u32,
+    /// Out-of-dialog requests from `Endpoint::request`, waiting for a final response.
+    pending: HashMap<TransactionKey, tokio::sync::oneshot::Sender<Result<Response, LegFailure>>>,
 }
 
 impl Driver {
@@ -501,6 +575,9 @@ impl Driver {
                     !(e.flow == Flow::Stream(id)
                         && matches!(e.tx, Tx::ClientInvite(_) | Tx::Client(_)))
                 });
+                // Requests whose transaction just went away learn it (their sender drops).
+                let txs = &self.txs;
+                self.pending.retain(|key, _| txs.contains_key(key));
             }
             TransportEvent::Message {
                 bytes,
@@ -512,6 +589,7 @@ impl Driver {
 
     fn on_message(&mut self, bytes: &[u8], source: SocketAddr, flow: Flow) {
         let now = Instant::now();
+        tracing::trace!(%source, len = bytes.len(), "received");
         match self.limiter.check(source.ip(), now) {
             Verdict::Allow => {}
             Verdict::DropAndLog => {
@@ -944,6 +1022,12 @@ impl Driver {
         leg_id: Option<LegId>,
         response: Response,
     ) {
+        if response.status >= 200
+            && let Some(reply) = self.pending.remove(key)
+        {
+            let _ = reply.send(Ok(response));
+            return;
+        }
         let Some(leg_id) = leg_id else {
             return;
         };
@@ -1009,6 +1093,9 @@ impl Driver {
     }
 
     fn on_transaction_timeout(&mut self, key: &TransactionKey, leg: Option<LegId>) {
+        if let Some(reply) = self.pending.remove(key) {
+            let _ = reply.send(Err(LegFailure::Timeout));
+        }
         let Some(leg) = leg else {
             return;
         };
@@ -1147,6 +1234,28 @@ impl Driver {
             }
             Command::Hangup { leg } => self.hangup(leg),
             Command::Invite(request) => self.invite(*request),
+            Command::Request {
+                request,
+                dest,
+                tcp,
+                reply,
+            } => {
+                let flow = if tcp {
+                    Some(self.transports.stream_flow_for(dest))
+                } else {
+                    self.transports.udp_flow_for(dest)
+                };
+                let Some(flow) = flow else {
+                    let _ = reply.send(Err(LegFailure::Transport));
+                    return;
+                };
+                let mut request = *request;
+                let (via, branch) = self.via(flow);
+                request.headers.push_front("Via", via);
+                let key = TransactionKey::client(&branch, request.method.clone());
+                self.pending.insert(key, reply);
+                self.start_client(&request, &branch, flow, dest, None);
+            }
         }
     }
 

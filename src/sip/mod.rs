@@ -12,6 +12,7 @@
 //! transaction  RFC 3261 §17 client/server, INVITE/non-INVITE, timers A–M (pure, sans-IO)
 //! message    bytes <-> Request/Response (never panics; 400 when a reply can be formed)
 //! transport  UDP and TCP listeners, Content-Length framing, flows
+//! registration  REGISTER with digest auth, refresh, back-off
 //! ```
 //!
 //! # Flow for a call controller
@@ -61,9 +62,12 @@ pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod policy;
+pub mod registration;
 pub mod transaction;
 pub mod transport;
 
 pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure, OutboundCall};
-pub use endpoint::{CallRouter, Endpoint, EndpointConfig, InviteError, RouteDecision};
+pub use endpoint::{
+    CallRouter, Endpoint, EndpointConfig, InviteError, RequestError, RouteDecision,
+};
 pub use transport::{BindError, BoundListener};

@@ -274,6 +274,18 @@ impl Transports {
                 };
                 match socket.try_send_to(&bytes, dest) {
                     Ok(_) => true,
+                    // tokio learns a socket is writable only from the reactor, so the first
+                    // send on a fresh socket (or one with a full buffer) reports WouldBlock:
+                    // finish it on a task that waits for writability.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let socket = socket.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = socket.send_to(&bytes, dest).await {
+                                tracing::debug!(%dest, error = %e, "UDP send failed");
+                            }
+                        });
+                        true
+                    }
                     Err(e) => {
                         tracing::debug!(%dest, error = %e, "UDP send failed");
                         false
