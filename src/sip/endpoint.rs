@@ -184,7 +184,7 @@ impl Endpoint {
         } else {
             ""
         };
-        format!("<sip:rgsd@{}:{port}{tcp}>", self.host)
+        format!("<sip:rgsd@{}:{port}{tcp}>", uri_host(&self.host))
     }
 
     /// Sends an out-of-dialog non-INVITE request to `target` (Request-URI unchanged) and waits
@@ -1424,7 +1424,17 @@ impl Driver {
     }
 }
 
+/// A host as written in a URI or Via: IPv6 literals get brackets.
+fn uri_host(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
+}
+
 fn make_via(host: &str, port: u16, flow: Flow) -> (String, String) {
+    let host = uri_host(host);
     let branch = format!("{BRANCH_COOKIE}{}", random_token(16));
     let transport = if flow.is_reliable() { "TCP" } else { "UDP" };
     (
@@ -1434,6 +1444,7 @@ fn make_via(host: &str, port: u16, flow: Flow) -> (String, String) {
 }
 
 fn make_contact(host: &str, port: u16, flow: Flow) -> String {
+    let host = uri_host(host);
     let transport = if flow.is_reliable() {
         ";transport=tcp"
     } else {
@@ -1589,6 +1600,22 @@ Session-Expires: 1800\r\nSupported: timer, 100rel\r\n\r\n";
         assert_eq!(
             session_timer_reply(&r.headers),
             Some(("1800;refresher=uac".to_owned(), true))
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_in_via_and_contact() {
+        let (via, branch) = make_via("2001:db8::1", 5060, Flow::Udp(0));
+        assert!(via.starts_with("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK"));
+        assert!(branch.starts_with(BRANCH_COOKIE));
+        assert!(Via::parse(&via).is_ok());
+        assert_eq!(
+            make_contact("::1", 5070, Flow::Stream(3)),
+            "<sip:rgsd@[::1]:5070;transport=tcp>"
+        );
+        assert_eq!(
+            make_contact("pbx.example.com", 5060, Flow::Udp(0)),
+            "<sip:rgsd@pbx.example.com:5060>"
         );
     }
 
