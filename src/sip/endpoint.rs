@@ -559,17 +559,23 @@ impl Driver {
             }
             TransportEvent::Closed { id, peer } => {
                 self.transports.forget_stream(id);
-                let failed: Vec<LegId> = self
+                // Legs waiting on a transaction over this connection learn it now rather
+                // than at timer B/F.
+                let affected: Vec<(LegId, CallEvent)> = self
                     .legs
                     .iter()
-                    .filter(|(_, l)| {
-                        l.outbound && l.state == LegState::Early && l.flow == Flow::Stream(id)
+                    .filter(|(_, l)| l.flow == Flow::Stream(id))
+                    .filter_map(|(leg, l)| match (l.outbound, l.state) {
+                        (true, LegState::Early | LegState::Cancelling) => {
+                            Some((*leg, CallEvent::Failed(LegFailure::Transport)))
+                        }
+                        (_, LegState::Ending) => Some((*leg, CallEvent::Ended)),
+                        _ => None,
                     })
-                    .map(|(id, _)| *id)
                     .collect();
-                for leg in failed {
-                    tracing::info!(%peer, "outbound leg failed: connection closed");
-                    self.end_leg(leg, Some(CallEvent::Failed(LegFailure::Transport)));
+                for (leg, event) in affected {
+                    tracing::info!(%peer, ?event, "connection closed under a call leg");
+                    self.end_leg(leg, Some(event));
                 }
                 self.txs.retain(|_, e| {
                     !(e.flow == Flow::Stream(id)
@@ -1397,7 +1403,16 @@ impl Driver {
             request.headers.push("Content-Type", "application/sdp");
         }
         for (name, value) in out.extra_headers {
-            request.headers.push(name, value);
+            // The controller is trusted, but a header that would break framing is still refused.
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            if name_ok && !value.contains(['\r', '\n']) {
+                request.headers.push(name, value);
+            } else {
+                tracing::warn!(%name, "extra header refused: not a valid SIP header");
+            }
         }
         self.legs.insert(
             out.leg,
