@@ -1,7 +1,7 @@
 //! UDP and TCP transports: listeners, stream framing, and sending on a flow.
 //!
 //! Each UDP socket and each TCP connection has a task that reads, frames and forwards
-//! [`TransportEvent`]s to the endpoint's driver; the driver sends through [`Transports`] without
+//! `TransportEvent`s to the endpoint's driver; the driver sends through `Transports` without
 //! awaiting (UDP `try_send_to`; TCP through the connection's writer queue), so one slow peer
 //! never stalls the others. TLS would be another stream kind beside TCP (same framing, same
 //! [`Flow::Stream`]), which is why framing lives apart from the socket code.
