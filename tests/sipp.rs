@@ -510,3 +510,34 @@ async fn registration_through_a_401_digest_challenge() {
     );
     run.assert_success("registrar");
 }
+
+/// Cancelling at once, before the agent's 180 can arrive: the CANCEL waits for a provisional
+/// (RFC 3261 §9.1) and then goes out, and the leg still fails with 487.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_leg_cancelled_before_any_provisional() {
+    use rgsd::sip::{CallEvent, LegFailure};
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) =
+        start_agent(&sipp, "agent_rings_until_cancel.xml", dir.path());
+    let mut leg = h
+        .endpoint
+        .invite(
+            &agent_uri(port),
+            &me(),
+            Bytes::from_static(ANSWER_SDP),
+            vec![],
+        )
+        .await
+        .expect("invite");
+    leg.cancel().expect("cancel");
+    let mut last = next(&mut leg).await;
+    while let CallEvent::Provisional { .. } = last {
+        last = next(&mut leg).await;
+    }
+    assert_eq!(last, CallEvent::Failed(LegFailure::Status(487)));
+    finish_agent(child, &errors, &messages)
+        .await
+        .assert_success("agent cancelled early");
+}

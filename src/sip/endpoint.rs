@@ -414,6 +414,10 @@ struct Leg {
     ack: Option<Bytes>,
     /// Counts toward `max_calls`.
     counted: bool,
+    /// Outbound: a provisional response arrived, so a CANCEL may be sent.
+    heard: bool,
+    /// Outbound: the CANCEL has been sent.
+    cancel_sent: bool,
 }
 
 impl Leg {
@@ -865,6 +869,8 @@ impl Driver {
                 invite: None,
                 ack: None,
                 counted: true,
+                heard: false,
+                cancel_sent: false,
             },
         );
     }
@@ -1052,13 +1058,18 @@ impl Driver {
         };
         let sdp = (!response.body.is_empty()).then(|| response.body.clone());
         match response.status {
-            100 => {}
-            101..=199 => {
-                leg.dialog.on_response(&response);
-                leg.emit(CallEvent::Provisional {
-                    status: response.status,
-                    sdp,
-                });
+            100..=199 => {
+                leg.heard = true;
+                if response.status > 100 {
+                    leg.dialog.on_response(&response);
+                    leg.emit(CallEvent::Provisional {
+                        status: response.status,
+                        sdp,
+                    });
+                }
+                if leg.state == LegState::Cancelling {
+                    self.send_cancel(leg_id);
+                }
             }
             200..=299 => {
                 if let Some(ack) = &leg.ack {
@@ -1345,23 +1356,37 @@ impl Driver {
             (_, LegState::Confirming | LegState::Established) => self.start_bye(leg_id),
             (true, LegState::Early) => {
                 leg.state = LegState::Cancelling;
-                let (Some(invite), Some(key)) = (leg.invite.clone(), leg.invite_tx.clone()) else {
-                    return;
-                };
-                let (flow, peer) = (leg.flow, leg.peer);
-                let cancel = cancel_for(&invite);
-                if let Some(Tx::ClientInvite(t)) = self.txs.get_mut(&key).map(|e| &mut e.tx) {
-                    t.cancel_sent(Instant::now());
+                // RFC 3261 §9.1: no CANCEL before a provisional response; until then it waits
+                // (and timer B still bounds the INVITE).
+                if leg.heard {
+                    self.send_cancel(leg_id);
                 }
-                self.settle(&key);
-                let branch = invite
-                    .top_via()
-                    .and_then(|v| v.branch().map(str::to_owned))
-                    .unwrap_or_default();
-                self.start_client(&cancel, &branch, flow, peer, None);
             }
             (_, LegState::Cancelling | LegState::Ending) => {}
         }
+    }
+
+    fn send_cancel(&mut self, leg_id: LegId) {
+        let Some(leg) = self.legs.get_mut(&leg_id) else {
+            return;
+        };
+        if std::mem::replace(&mut leg.cancel_sent, true) {
+            return;
+        }
+        let (Some(invite), Some(key)) = (leg.invite.clone(), leg.invite_tx.clone()) else {
+            return;
+        };
+        let (flow, peer) = (leg.flow, leg.peer);
+        let cancel = cancel_for(&invite);
+        if let Some(Tx::ClientInvite(t)) = self.txs.get_mut(&key).map(|e| &mut e.tx) {
+            t.cancel_sent(Instant::now());
+        }
+        self.settle(&key);
+        let branch = invite
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .unwrap_or_default();
+        self.start_client(&cancel, &branch, flow, peer, None);
     }
 
     fn invite(&mut self, out: OutboundRequest) {
@@ -1430,6 +1455,8 @@ impl Driver {
                 invite: Some(request.clone()),
                 ack: None,
                 counted: false,
+                heard: false,
+                cancel_sent: false,
             },
         );
         let key = self.start_client(&request, &branch, flow, out.dest, Some(out.leg));
