@@ -230,6 +230,15 @@ impl Daemon {
             .iter()
             .map(|b| (b.transport, b.addr))
             .collect();
+        // One task per [[registration]]: REGISTER with digest auth, refresh, back-off. Reload
+        // does not restart them (a changed registration needs a restart).
+        for r in &config.registrations {
+            tasks.spawn(crate::sip::registration::run(
+                endpoint.clone(),
+                r.clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(async move {
             while let Some(call) = incoming.recv().await {
                 warn!(call_id = %call.info().call_id, "no call controller yet: 503");
