@@ -868,3 +868,19 @@ async fn postgres_outage_loses_no_call_records() {
     store.close().await;
     admin.close().await.unwrap();
 }
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(
+        common::pg::with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        common::pg::with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        common::pg::with_database("postgres://h", "x"),
+        "postgres://h/x"
+    );
+}
