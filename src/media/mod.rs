@@ -16,6 +16,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod leg;
+mod pacer;
 pub mod ports;
 pub mod rtp;
 pub mod sdp;
