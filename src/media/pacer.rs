@@ -14,8 +14,9 @@
 //! [`Paced::tick`] on their legs; a leg that stopped playing says so and leaves the wheel, a leg
 //! that was dropped is found dead (the wheel holds only weak references) and leaves too.
 //!
-//! A shard that wakes late sends every due bucket once, in order; after a stall of more than three
-//! periods it starts again from now rather than send a burst.
+//! A shard that wakes late sends the due buckets in order, one bucket per turn, yielding to other
+//! tasks between turns (so an overloaded pacer slows down instead of starving signalling); after
+//! a stall of more than three periods it starts again from now rather than send a burst.
 //!
 //! The wheel is plain code over `Instant`s; the shard task around it only sleeps and receives.
 
@@ -101,13 +102,16 @@ async fn run_shard<T: Paced>(mut registrations: mpsc::UnboundedReceiver<Weak<T>>
         let wake = wheel.next_deadline();
         tokio::select! {
             () = sleep_until(wake), if wake.is_some() => {
-                wheel.run_due(Instant::now(), &mut buf);
+                // One slot at a time; when late, let other tasks (signalling, the legs' own
+                // tasks) run between slots rather than hold the worker for a whole period.
+                if wheel.run_due(Instant::now(), &mut buf, 1) {
+                    tokio::task::yield_now().await;
+                }
             }
             leg = registrations.recv() => {
                 // The pacer is gone: so are the engine and every leg.
                 let Some(leg) = leg else { return };
                 let now = Instant::now();
-                wheel.run_due(now, &mut buf);
                 wheel.add(leg, now, &mut buf);
                 // Bounded by what is queued now.
                 while let Ok(leg) = registrations.try_recv() {
@@ -123,6 +127,12 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// The bucket of a slot.
+fn slot_index(slot: u64) -> usize {
+    // The remainder is below SLOTS, so it fits any usize.
+    usize::try_from(slot % SLOTS_U64).unwrap_or(0)
 }
 
 /// The legs of one shard, by the millisecond of the frame period they are sent in.
@@ -155,33 +165,38 @@ impl<T: Paced> Wheel<T> {
     }
 
     fn bucket(&mut self, slot: u64) -> &mut Vec<Weak<T>> {
-        // The remainder is below SLOTS, so it fits any usize.
-        let index = usize::try_from(slot % SLOTS_U64).unwrap_or(0);
-        &mut self.buckets[index]
+        &mut self.buckets[slot_index(slot)]
     }
 
     /// When the next slot with legs in it starts; `None` when the wheel is empty.
     fn next_deadline(&self) -> Option<Instant> {
         (self.done_until..self.done_until + SLOTS_U64)
-            .find(|&s| !self.buckets[usize::try_from(s % SLOTS_U64).unwrap_or(0)].is_empty())
+            .find(|&s| !self.buckets[slot_index(s)].is_empty())
             .map(|s| self.start_of(s))
     }
 
-    /// Runs every slot due at `now`, each once, in order.
-    fn run_due(&mut self, now: Instant, buf: &mut [u8; MAX_PACKET]) {
+    /// Runs the slots due at `now`, in order, at most `max_slots` of them with legs in them;
+    /// returns whether more such slots are due.
+    fn run_due(&mut self, now: Instant, buf: &mut [u8; MAX_PACKET], max_slots: u64) -> bool {
         let now_slot = self.slot_of(now);
         if now_slot < self.done_until {
-            return;
+            return false;
         }
         if now_slot - self.done_until >= 3 * SLOTS_U64 {
             // A long stall: the frames due meanwhile are skipped, not sent in a burst.
             self.done_until = now_slot + 1 - SLOTS_U64;
         }
-        for slot in self.done_until..=now_slot {
-            self.bucket(slot)
-                .retain(|leg| leg.upgrade().is_some_and(|leg| leg.tick(now, buf)));
+        let mut run = 0;
+        while self.done_until <= now_slot && run < max_slots {
+            let bucket = self.bucket(self.done_until);
+            if !bucket.is_empty() {
+                bucket.retain(|leg| leg.upgrade().is_some_and(|leg| leg.tick(now, buf)));
+                run += 1;
+            }
+            self.done_until += 1;
         }
-        self.done_until = now_slot + 1;
+        // More is due only if a bucket with legs in it is left.
+        (self.done_until..=now_slot).any(|s| !self.buckets[slot_index(s)].is_empty())
     }
 
     /// Places a leg in the emptiest bucket of the next frame period (the earliest of equals); in
@@ -189,12 +204,7 @@ impl<T: Paced> Wheel<T> {
     fn add(&mut self, leg: Weak<T>, now: Instant, buf: &mut [u8; MAX_PACKET]) {
         let now_slot = self.slot_of(now);
         let slot = (now_slot..now_slot + SLOTS_U64)
-            .min_by_key(|&s| {
-                (
-                    self.buckets[usize::try_from(s % SLOTS_U64).unwrap_or(0)].len(),
-                    s,
-                )
-            })
+            .min_by_key(|&s| (self.buckets[slot_index(s)].len(), s))
             .unwrap_or(now_slot);
         if slot < self.done_until {
             let playing = leg.upgrade().is_some_and(|l| l.tick(now, buf));
@@ -256,16 +266,16 @@ mod tests {
         let mut buf = [0u8; MAX_PACKET];
         let probe = Probe::new(3);
         let at = t0 + Duration::from_micros(7_400);
-        wheel.run_due(at, &mut buf);
+        wheel.run_due(at, &mut buf, u64::MAX);
         wheel.add(Arc::downgrade(&probe), at, &mut buf);
         assert_eq!(probe.ticks(), vec![at], "the first frame goes out at once");
         assert_eq!(wheel.next_deadline(), Some(t0 + ms(27)));
         for step in [ms(27), ms(47)] {
-            wheel.run_due(t0 + step, &mut buf);
+            wheel.run_due(t0 + step, &mut buf, u64::MAX);
         }
         assert_eq!(probe.ticks(), vec![at, t0 + ms(27), t0 + ms(47)]);
         // The fourth tick says it is done: the leg leaves the wheel.
-        wheel.run_due(t0 + ms(67), &mut buf);
+        wheel.run_due(t0 + ms(67), &mut buf, u64::MAX);
         assert_eq!(wheel.len(), 0);
         assert_eq!(wheel.next_deadline(), None);
     }
@@ -276,13 +286,13 @@ mod tests {
         let mut wheel = Wheel::new(t0);
         let mut buf = [0u8; MAX_PACKET];
         let probes: Vec<_> = (0..100).map(|_| Probe::new(usize::MAX)).collect();
-        wheel.run_due(t0, &mut buf);
+        wheel.run_due(t0, &mut buf, u64::MAX);
         for p in &probes {
             wheel.add(Arc::downgrade(p), t0, &mut buf);
         }
         assert!(wheel.buckets.iter().all(|b| b.len() == 5), "5 legs per ms");
         for ms_step in 1..40 {
-            wheel.run_due(t0 + ms(ms_step), &mut buf);
+            wheel.run_due(t0 + ms(ms_step), &mut buf, u64::MAX);
         }
         for p in &probes {
             let ticks = p.ticks();
@@ -304,19 +314,37 @@ mod tests {
         let mut buf = [0u8; MAX_PACKET];
         let kept = Probe::new(usize::MAX);
         let dropped = Probe::new(usize::MAX);
-        wheel.run_due(t0, &mut buf);
+        wheel.run_due(t0, &mut buf, u64::MAX);
         wheel.add(Arc::downgrade(&kept), t0, &mut buf);
         wheel.add(Arc::downgrade(&dropped), t0, &mut buf);
         drop(dropped);
         // 15 ms late for the second period: one frame each, not two.
-        wheel.run_due(t0 + ms(35), &mut buf);
+        wheel.run_due(t0 + ms(35), &mut buf, u64::MAX);
         assert_eq!(kept.ticks().len(), 2);
         assert_eq!(wheel.len(), 1, "the dropped leg is gone");
         // A stall of 200 ms: one frame, not ten.
-        wheel.run_due(t0 + ms(235), &mut buf);
+        wheel.run_due(t0 + ms(235), &mut buf, u64::MAX);
         assert_eq!(kept.ticks().len(), 3);
         // And the cadence continues from the same slot.
         assert_eq!(wheel.next_deadline(), Some(t0 + ms(240)));
+    }
+
+    #[test]
+    fn a_limited_run_says_more_is_due() {
+        let t0 = Instant::now();
+        let mut wheel = Wheel::new(t0);
+        let mut buf = [0u8; MAX_PACKET];
+        let probes: Vec<_> = (0..3).map(|_| Probe::new(usize::MAX)).collect();
+        for p in &probes {
+            wheel.add(Arc::downgrade(p), t0, &mut buf);
+        }
+        // Slots 0, 1 and 2 are due at 2 ms: one per run.
+        assert!(wheel.run_due(t0 + ms(2), &mut buf, 1));
+        assert_eq!(probes.iter().map(|p| p.ticks().len()).sum::<usize>(), 1);
+        assert!(wheel.run_due(t0 + ms(2), &mut buf, 1));
+        assert!(!wheel.run_due(t0 + ms(2), &mut buf, 1));
+        assert!(probes.iter().all(|p| p.ticks().len() == 1));
+        assert!(!wheel.run_due(t0 + ms(2), &mut buf, 1), "nothing left");
     }
 
     #[tokio::test(start_paused = true)]
