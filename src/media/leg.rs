@@ -8,7 +8,7 @@
 //!                                  └── events: Digit, PromptFinished, MediaTimeout
 //! ```
 //!
-//! Playback (prompts, music) is paced by the engine's [`Pacer`](super::pacer), not by the leg:
+//! Playback (prompts, music) is paced by the engine's pacer (`media::pacer`), not by the leg:
 //! a leg that starts playing registers with one of a few pacer tasks, which sends its next frame
 //! every 20 ms on absolute deadlines (no drift), legs spread over the 20 ms period, until the
 //! source ends. What plays, and the stream's numbering, live in the leg's shared state, so the
@@ -17,9 +17,8 @@
 //!
 //! The leg's own task handles commands and reads the leg's socket: symmetric RTP (rgsd sends to
 //! where the peer's packets come from, once the first one arrived; to the SDP address until
-//! then), DTMF
-//! (RFC 4733, or in-band Goertzel when no telephone-event was negotiated), and, when bridged, the
-//! relay to the other leg. Both legs of a bridge relay in their own task, straight into the
+//! then), DTMF (RFC 4733, or in-band Goertzel when no telephone-event was negotiated), and,
+//! when bridged, the relay to the other leg. Both legs of a bridge relay in their own task, straight into the
 //! other leg's socket, under the other leg's (std) mutex: no channel hop and no allocation per
 //! packet. A bridge holds only a weak reference to the other leg, so closing either leg ends
 //! its half of the bridge and frees its port.
