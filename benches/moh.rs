@@ -122,7 +122,7 @@ async fn compare(n: usize, window: Duration) -> anyhow::Result<()> {
         WARM_UP.as_secs()
     );
     println!(
-        "{:<18} {:>7} {:>9} {:>9} {:>6} {:>6}  {:<34} {:<22} {:>13}  load avg 1/5/15 min",
+        "{:<18} {:>7} {:>9} {:>9} {:>6} {:>6}  {:<34} {:<22} {:>13} {:>11}  load avg 1/5/15 min",
         "",
         "streams",
         "packets",
@@ -132,12 +132,13 @@ async fn compare(n: usize, window: Duration) -> anyhow::Result<()> {
         "|gap-20ms| p50/p99/p99.9/max ms",
         "sender CPU user+sys s",
         "CPU/stream",
+        "CPU/packet",
     );
     for (name, p) in [("rgsd media engine", &engine), ("bare UDP sender", &bare)] {
         let due = f64::from(u32::try_from(n).unwrap_or(u32::MAX)) * p.window.as_secs_f64()
             / (PERIOD_MS as f64 / 1_000.0);
         println!(
-            "{name:<18} {:>7} {:>9} {:>9.0} {:>6} {:>6}  {:<34} {:<22} {:>8.2} us/s  {}",
+            "{name:<18} {:>7} {:>9} {:>9.0} {:>6} {:>6}  {:<34} {:<22} {:>8.2} us/s {:>8.2} us  {}",
             p.rx.streams,
             p.rx.packets,
             due,
@@ -157,13 +158,15 @@ async fn compare(n: usize, window: Duration) -> anyhow::Result<()> {
                 (p.user + p.system).as_secs_f64()
             ),
             per_stream_us(p, n),
+            per_packet_us(p),
             p.load
         );
     }
     println!(
-        "CPU per stream, rgsd / bare: {:.2}; receivers' CPU (not counted above): {:.2} s / {:.2} s; \
+        "CPU per stream, rgsd / bare: {:.2}; per packet sent: {:.2}; receivers' CPU (not counted above): {:.2} s / {:.2} s; \
          untimed packets: {} / {}",
         per_stream_us(&engine, n) / per_stream_us(&bare, n),
+        per_packet_us(&engine) / per_packet_us(&bare),
         engine.rx.cpu_s,
         bare.rx.cpu_s,
         engine.rx.untimed,
@@ -181,6 +184,12 @@ fn ms(us: u64) -> f64 {
 fn per_stream_us(p: &Phase, n: usize) -> f64 {
     let streams = f64::from(u32::try_from(n).unwrap_or(u32::MAX));
     (p.user + p.system).as_secs_f64() * 1e6 / streams / p.window.as_secs_f64()
+}
+
+/// Sender CPU microseconds per packet received (the fair figure when a sender falls behind).
+#[allow(clippy::cast_precision_loss)] // packet counts below 2^52
+fn per_packet_us(p: &Phase) -> f64 {
+    (p.user + p.system).as_secs_f64() * 1e6 / p.rx.packets.max(1) as f64
 }
 
 fn offer(port: u16) -> String {
