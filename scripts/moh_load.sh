@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Music-on-hold load test: N legs stream the built-in tone loop over loopback for S seconds;
-# prints packets per stream per second (50 expected) and the worst inter-arrival gaps.
-# Runs the ignored test media::leg::tests::moh_load in release mode, under /usr/bin/time when
-# available (CPU time, peak memory).
+# Music-on-hold load benchmark (benches/moh.rs): rgsd's media engine streams music on hold to N
+# legs on loopback, then a bare UDP sender sends the same packet rate, in one run; receivers in
+# a child process measure loss and pacing error (|gap - 20 ms|, kernel receive timestamps), and
+# the sending process's CPU time is compared per stream.
 #
-# Usage: scripts/moh_load.sh [streams=1000] [seconds=10]
+# Usage: scripts/moh_load.sh [streams=1000,10000] [seconds=10]
 set -euo pipefail
-streams="${1:-1000}"
+streams="${1:-1000,10000}"
 seconds="${2:-10}"
 cd "$(dirname "$0")/.."
-# Each stream needs one socket on rgsd's side; receivers are shared.
-ulimit -n "$((streams + 1024))" 2>/dev/null || echo "warning: could not raise the open-file limit" >&2
-cargo test --release --lib --no-run
-timer=()
-if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f "cpu: %U s user, %S s system; peak memory %M KiB"); fi
-RGSD_MOH_STREAMS="$streams" RGSD_MOH_SECONDS="$seconds" \
-  "${timer[@]}" cargo test --release --lib media::leg::tests::moh_load -- --ignored --exact --nocapture
+# One socket per stream on the sending side (the engine's legs, then the bare sender's).
+max=$(tr ',' '\n' <<<"$streams" | sort -n | tail -1)
+ulimit -n "$((max + 1024))" 2>/dev/null || echo "warning: could not raise the open-file limit" >&2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+cargo bench --bench moh -- "$streams" "$seconds"

@@ -8,11 +8,17 @@
 //!                                  └── events: Digit, PromptFinished, MediaTimeout
 //! ```
 //!
-//! The leg task owns the playback clock: one frame every 20 ms on absolute deadlines, so
-//! pacing does not drift. It reads the leg's socket: symmetric RTP (rgsd sends to where the
-//! peer's packets come from, once the first one arrived; to the SDP address until then), DTMF
-//! (RFC 4733, or in-band Goertzel when no telephone-event was negotiated), and, when bridged, the
-//! relay to the other leg. Both legs of a bridge relay in their own task, straight into the
+//! Playback (prompts, music) is paced by the engine's pacer (`media::pacer`), not by the leg:
+//! a leg that starts playing registers with one of a few pacer tasks, which sends its next frame
+//! every 20 ms on absolute deadlines (no drift), legs spread over the 20 ms period, until the
+//! source ends. What plays, and the stream's numbering, live in the leg's shared state, so the
+//! pacer and the leg's task see one stream: one SSRC, continuous sequence numbers and
+//! timestamps across prompt → music → bridge, the marker bit on each change of source.
+//!
+//! The leg's own task handles commands and reads the leg's socket: symmetric RTP (rgsd sends to
+//! where the peer's packets come from, once the first one arrived; to the SDP address until
+//! then), DTMF (RFC 4733, or in-band Goertzel when no telephone-event was negotiated), and,
+//! when bridged, the relay to the other leg. Both legs of a bridge relay in their own task, straight into the
 //! other leg's socket, under the other leg's (std) mutex: no channel hop and no allocation per
 //! packet. A bridge holds only a weak reference to the other leg, so closing either leg ends
 //! its half of the bridge and frees its port.
@@ -31,6 +37,7 @@ use tokio::time::Instant;
 use super::clip::Clip;
 use super::codec::{FRAME_DURATION, FRAME_SAMPLES, FRAME_TICKS};
 use super::dtmf::{Digit, InbandDetector, TelephoneEventReceiver};
+use super::pacer::{Paced, Pacer};
 use super::ports::{PortError, PortPool, RtpSocket};
 use super::rtp::{MAX_PACKET, Relay, RtpStream, StreamFormat};
 use super::sdp::{self, AnswerError, Direction, LocalMedia, Negotiated};
@@ -58,6 +65,8 @@ pub struct MediaEngine {
     /// Written into the SDP (`c=`, `o=`): the server's advertised address.
     address: IpAddr,
     options: LegOptions,
+    /// Sends the frames of every playing leg of this engine (and its clones).
+    pacer: Arc<Pacer<Shared>>,
 }
 
 /// Why a leg could not be created.
@@ -103,6 +112,7 @@ impl MediaEngine {
             pool,
             address,
             options,
+            pacer: Arc::new(Pacer::new()),
         }
     }
 
@@ -148,19 +158,23 @@ impl MediaEngine {
             negotiated,
             local,
             last_sent: None,
+            source: Source::Idle,
+            from_silence: false,
+            paced: false,
         };
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(64);
         let shared = Arc::new(Shared {
             socket,
             out: Mutex::new(out),
+            events: event_tx,
         });
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let (event_tx, events) = mpsc::channel(64);
         let task = tokio::spawn(
             LegTask {
                 shared: Arc::clone(&shared),
                 commands: command_rx,
-                events: event_tx,
                 options: self.options,
+                pacer: Arc::clone(&self.pacer),
             }
             .run(),
         );
@@ -173,17 +187,79 @@ impl MediaEngine {
     }
 }
 
-/// What both the leg's own task and a bridged peer's task touch.
+/// What the leg's own task, a bridged peer's task and the pacer touch.
 #[derive(Debug)]
 struct Shared {
     socket: RtpSocket,
     out: Mutex<Out>,
+    events: mpsc::Sender<LegEvent>,
 }
 
 impl Shared {
     // Held only for a few field updates and one non-blocking send; never across an await.
     fn lock(&self) -> MutexGuard<'_, Out> {
         self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, event: LegEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::debug!(?event, "leg event dropped: nobody reads the leg's events");
+        }
+    }
+}
+
+impl Paced for Shared {
+    /// Sends the next frame of the prompt or music (nothing while on hold: time runs on);
+    /// ends a prompt one frame period after its last frame.
+    fn tick(&self, now: Instant, buf: &mut [u8; MAX_PACKET]) -> bool {
+        let mut guard = self.lock();
+        let out = &mut *guard;
+        let finished = match &out.source {
+            Source::Idle => {
+                out.paced = false;
+                return false;
+            }
+            Source::Prompt { clip, frame, .. } => *frame >= clip.frames(),
+            Source::Music { .. } => false,
+        };
+        if finished {
+            let notify = matches!(out.source, Source::Prompt { done: None, .. });
+            out.source.end(PlayOutcome::Finished);
+            out.paced = false;
+            drop(guard);
+            if notify {
+                self.emit(LegEvent::PromptFinished);
+            }
+            return false;
+        }
+        if std::mem::take(&mut out.from_silence)
+            && let Some(last) = out.last_sent
+        {
+            // Starting from silence: move the timestamp over it.
+            out.stream.skip(ticks_between(last, now));
+        }
+        let target = out.target();
+        let (Source::Prompt { clip, frame, .. } | Source::Music { clip, frame }) = &mut out.source
+        else {
+            return false;
+        };
+        match target {
+            Some((to, format)) => {
+                let payload = clip.frame(format.codec, *frame);
+                if let Some(n) = out
+                    .stream
+                    .write(format.payload_type, payload, FRAME_TICKS, buf)
+                {
+                    // UDP: a full socket buffer loses the packet, as the network would.
+                    let _ = self.socket.send_now(&buf[..n], to);
+                }
+            }
+            // On hold: time runs, nothing is sent.
+            None => out.stream.skip(FRAME_TICKS),
+        }
+        *frame += 1;
+        out.last_sent = Some(now);
+        true
     }
 }
 
@@ -199,6 +275,12 @@ struct Out {
     local: LocalMedia,
     /// When the last packet (played or relayed) went out: the timestamp moves on over silence.
     last_sent: Option<Instant>,
+    /// What plays; the pacer sends its frames.
+    source: Source,
+    /// The source started from silence: its first frame moves the timestamp over the silence.
+    from_silence: bool,
+    /// Registered with the pacer (until a tick finds nothing playing).
+    paced: bool,
 }
 
 impl Out {
@@ -365,6 +447,7 @@ impl Leg {
 }
 
 /// What the leg plays.
+#[derive(Debug)]
 enum Source {
     Idle,
     Prompt {
@@ -393,8 +476,8 @@ impl Source {
 struct LegTask {
     shared: Arc<Shared>,
     commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::Sender<LegEvent>,
     options: LegOptions,
+    pacer: Arc<Pacer<Shared>>,
 }
 
 /// The bridge half owned by a leg's task.
@@ -406,15 +489,50 @@ struct Bridge {
 
 impl LegTask {
     fn emit(&self, event: LegEvent) {
-        if self.events.try_send(event).is_err() {
-            tracing::debug!(?event, "leg event dropped: nobody reads the leg's events");
+        self.shared.emit(event);
+    }
+
+    /// Applies a command to what plays; registers with the pacer when playing starts.
+    fn command(&self, command: Command, bridge: &mut Option<Bridge>) {
+        let mut out = self.shared.lock();
+        let was_playing = !matches!(out.source, Source::Idle);
+        match command {
+            Command::Play { clip, done } => {
+                out.source.end(PlayOutcome::Interrupted);
+                out.source = Source::Prompt {
+                    clip,
+                    frame: 0,
+                    done,
+                };
+            }
+            Command::Music(clip) => {
+                out.source.end(PlayOutcome::Interrupted);
+                out.source = Source::Music { clip, frame: 0 };
+            }
+            Command::Stop => out.source.end(PlayOutcome::Interrupted),
+            Command::Bridge(peer) => {
+                out.source.end(PlayOutcome::Interrupted);
+                *bridge = Some(Bridge { peer, relay: None });
+            }
+            Command::Unbridge => *bridge = None,
+        }
+        if matches!(out.source, Source::Idle) {
+            return;
+        }
+        // A new source: its first packet is marked.
+        out.stream.begin_source();
+        if !was_playing {
+            out.from_silence = true;
+        }
+        if !out.paced {
+            out.paced = true;
+            drop(out);
+            self.pacer.register(Arc::downgrade(&self.shared));
         }
     }
 
     async fn run(mut self) {
-        let mut source = Source::Idle;
         let mut bridge: Option<Bridge> = None;
-        let mut next_tick = Instant::now();
         let mut last_rx = Instant::now();
         let mut timed_out = false;
         let mut rx_buf = [0u8; MAX_PACKET];
@@ -424,42 +542,11 @@ impl LegTask {
         let mut inband = InbandDetector::new();
         let shared = Arc::clone(&self.shared);
         loop {
-            let playing = !matches!(source, Source::Idle);
             let timeout_at = self.options.rtp_timeout.map(|t| last_rx + t);
             tokio::select! {
                 command = self.commands.recv() => {
                     let Some(command) = command else { break };
-                    let now = Instant::now();
-                    match command {
-                        Command::Play { clip, done } => {
-                            source.end(PlayOutcome::Interrupted);
-                            source = Source::Prompt { clip, frame: 0, done };
-                        }
-                        Command::Music(clip) => {
-                            source.end(PlayOutcome::Interrupted);
-                            source = Source::Music { clip, frame: 0 };
-                        }
-                        Command::Stop => source.end(PlayOutcome::Interrupted),
-                        Command::Bridge(peer) => {
-                            source.end(PlayOutcome::Interrupted);
-                            bridge = Some(Bridge { peer, relay: None });
-                        }
-                        Command::Unbridge => bridge = None,
-                    }
-                    if !matches!(source, Source::Idle) {
-                        // A new source: its first packet is marked.
-                        let mut out = shared.lock();
-                        out.stream.begin_source();
-                        if !playing {
-                            // Starting from silence: move the timestamp over it, and send the
-                            // first frame now.
-                            if let Some(last) = out.last_sent {
-                                let ticks = ticks_between(last, now);
-                                out.stream.skip(ticks);
-                            }
-                            next_tick = now;
-                        }
-                    }
+                    self.command(command, &mut bridge);
                 }
                 received = shared.socket.socket().recv_from(&mut rx_buf) => {
                     let Ok((len, from)) = received else { continue };
@@ -515,42 +602,6 @@ impl LegTask {
                         }
                     }
                 }
-                () = tokio::time::sleep_until(next_tick), if playing => {
-                    let now = Instant::now();
-                    // Absolute deadlines: no drift. After a long stall, start again from now
-                    // rather than send a burst.
-                    next_tick += FRAME_DURATION;
-                    if next_tick + 3 * FRAME_DURATION < now {
-                        next_tick = now + FRAME_DURATION;
-                    }
-                    let finished = match &mut source {
-                        Source::Prompt { clip, frame, .. } if *frame >= clip.frames() => true,
-                        Source::Prompt { clip, frame, .. } | Source::Music { clip, frame } => {
-                            let mut out = shared.lock();
-                            match out.target() {
-                                Some((target, format)) => {
-                                    let payload = clip.frame(format.codec, *frame);
-                                    if let Some(n) = out.stream.write(format.payload_type, payload, FRAME_TICKS, &mut tx_buf) {
-                                        let _ = shared.socket.socket().try_send_to(&tx_buf[..n], target);
-                                    }
-                                }
-                                // On hold: time runs, nothing is sent.
-                                None => out.stream.skip(FRAME_TICKS),
-                            }
-                            *frame += 1;
-                            out.last_sent = Some(now);
-                            false
-                        }
-                        Source::Idle => false,
-                    };
-                    if finished {
-                        let notify = matches!(source, Source::Prompt { done: None, .. });
-                        source.end(PlayOutcome::Finished);
-                        if notify {
-                            self.emit(LegEvent::PromptFinished);
-                        }
-                    }
-                }
                 () = sleep_until_option(timeout_at), if !timed_out && timeout_at.is_some() => {
                     let expecting = shared.lock().negotiated.as_ref().is_some_and(|n| n.direction.receives());
                     if expecting {
@@ -562,7 +613,7 @@ impl LegTask {
                 }
             }
         }
-        source.end(PlayOutcome::Interrupted);
+        self.shared.lock().source.end(PlayOutcome::Interrupted);
     }
 }
 
@@ -986,98 +1037,5 @@ mod tests {
             engine.answer(offer(9, "18", "").as_bytes()).await,
             Err(LegError::Sdp(e)) if e.sip_status() == 488
         ));
-    }
-
-    /// Load test, run on demand by `scripts/moh_load.sh`: `RGSD_MOH_STREAMS` legs (default
-    /// 1,000) play music on hold for `RGSD_MOH_SECONDS` (default 10) of real time to a few
-    /// loopback receivers, which count packets and measure each stream's inter-arrival gaps.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "load test: run scripts/moh_load.sh"]
-    async fn moh_load() {
-        use std::collections::HashMap;
-        let env = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
-        let streams = env("RGSD_MOH_STREAMS", 1_000);
-        let seconds = env("RGSD_MOH_SECONDS", 10);
-        let ports = u16::try_from(streams * 2 + 64).expect("at most about 32,000 streams");
-        let pool = PortPool::new(LOOPBACK, 20_000..=20_000 + ports);
-        let engine = MediaEngine::new(pool, LOOPBACK, LegOptions { rtp_timeout: None });
-        let music = crate::media::clip::tone_loop();
-        // Eight receivers; each stream sends to one of them.
-        let mut receivers = Vec::new();
-        let mut addresses = Vec::new();
-        let stop = Instant::now() + Duration::from_secs(seconds as u64 + 1);
-        for _ in 0..8 {
-            let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
-            addresses.push(socket.local_addr().unwrap().port());
-            receivers.push(tokio::spawn(async move {
-                // ssrc → (packets, first arrival, last arrival, largest gap)
-                let mut stats: HashMap<u32, (u64, Instant, Instant, Duration)> = HashMap::new();
-                let mut buf = [0u8; MAX_PACKET];
-                while let Ok(Ok((n, _))) =
-                    tokio::time::timeout_at(stop, socket.recv_from(&mut buf)).await
-                {
-                    let Ok(r) = RtpReader::new(&buf[..n]) else {
-                        continue;
-                    };
-                    let now = Instant::now();
-                    let e = stats
-                        .entry(r.ssrc())
-                        .or_insert((0, now, now, Duration::ZERO));
-                    e.3 = e.3.max(now - e.2);
-                    e.0 += 1;
-                    e.2 = now;
-                }
-                stats
-            }));
-        }
-        let mut legs = Vec::with_capacity(streams);
-        for i in 0..streams {
-            let sdp = offer(addresses[i % addresses.len()], "0", "");
-            let (leg, _) = engine.answer(sdp.as_bytes()).await.expect("a leg");
-            leg.start_music(Arc::clone(&music)).unwrap();
-            legs.push(leg);
-        }
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(seconds as u64)).await;
-        let elapsed = started.elapsed();
-        for leg in legs {
-            leg.close().await;
-        }
-        let mut all = HashMap::new();
-        for r in receivers {
-            all.extend(r.await.unwrap());
-        }
-        let packets: u64 = all.values().map(|s| s.0).sum();
-        let mut gaps: Vec<Duration> = all.values().map(|s| s.3).collect();
-        gaps.sort();
-        let pct = |p: usize| {
-            gaps.get(gaps.len().saturating_sub(1) * p / 100)
-                .copied()
-                .unwrap_or_default()
-        };
-        // Each stream's own rate, between its first and last packet.
-        let mut rates: Vec<f64> = all
-            .values()
-            .filter(|s| s.0 > 1)
-            .map(|s| (s.0 - 1) as f64 / (s.2 - s.1).as_secs_f64())
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let slowest = rates.first().copied().unwrap_or_default();
-        let median = rates.get(rates.len() / 2).copied().unwrap_or_default();
-        println!(
-            "moh_load: {streams} streams, {:.1} s: {packets} packets; packets per second per stream \
-             (50 expected): median {median:.2}, slowest {slowest:.2}; largest inter-arrival gap \
-             per stream: median {:?}, p99 {:?}, max {:?}",
-            elapsed.as_secs_f64(),
-            pct(50),
-            pct(99),
-            pct(100)
-        );
-        assert_eq!(all.len(), streams, "every stream was heard");
     }
 }

@@ -7,8 +7,9 @@
 //!   and bridges to another leg.
 //! - [`assets`]: [`assets::MediaAssets`], every prompt and music file decoded once at load.
 //! - [`sdp`]: offer/answer rules. [`rtp`]: stream numbering and the relay. [`ports`]: the RTP
-//!   port pool. [`dtmf`]: RFC 4733, SIP INFO and in-band digits. [`clip`], [`codec`], [`g711`],
-//!   [`wav`], [`tts`]: audio.
+//!   port pool. `pacer` (private): the playback clock shared by every leg, a timer wheel per
+//!   runtime worker. [`dtmf`]: RFC 4733, SIP INFO and in-band digits. [`clip`], [`codec`],
+//!   [`g711`], [`wav`], [`tts`]: audio.
 
 pub mod assets;
 pub mod clip;
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod leg;
+mod pacer;
 pub mod ports;
 pub mod rtp;
 pub mod sdp;

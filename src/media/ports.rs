@@ -137,6 +137,17 @@ impl RtpSocket {
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
     }
+
+    /// Sends one datagram now, by a plain non-blocking `sendto`, without asking tokio whether
+    /// the socket is writable: tokio learns that only from its reactor, so a fresh socket would
+    /// refuse its first packet, and a paced sender never waits for writability anyway.
+    ///
+    /// # Errors
+    /// The system's (`WouldBlock` when the send buffer is full: the packet is lost, as the
+    /// network would lose it).
+    pub fn send_now(&self, packet: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        socket2::SockRef::from(&self.socket).send_to(packet, &to.into())
+    }
 }
 
 #[cfg(test)]
