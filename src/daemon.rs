@@ -14,7 +14,7 @@
 //! Tests and scripts wait on that line (ports 0 in the config become the real ports there),
 //! and under systemd (`Type=notify`) the same moment sends `READY=1`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,11 +26,18 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::acd::agents::AgentTable;
+use crate::acd::call_task::{Context as CallContext, Controller, Services};
+use crate::acd::queue_task::Queues;
 use crate::cli::{EXIT_CONFIG, print_diagnostics};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
 use crate::config::{self, LoadOptions};
-use crate::store::Store;
+use crate::media::assets::MediaAssets;
+use crate::media::leg::{LegOptions, MediaEngine};
+use crate::media::ports::PortPool;
+use crate::media::tts::TextToSpeech;
+use crate::store::{RecordWriter, Store, WriterOptions};
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -182,6 +189,13 @@ pub struct Daemon {
     /// The SIP endpoint (cloneable handle); the call controller starts outbound legs on it.
     pub endpoint: crate::sip::Endpoint,
     pub bound: Bound,
+    /// What new calls run with (configuration, agent table, queue owners, prompts).
+    pub context: Arc<ArcSwap<CallContext>>,
+    /// Every call in progress.
+    calls: tokio_util::task::TaskTracker,
+    records: RecordWriter,
+    /// Stops the SIP endpoint, after the calls.
+    sip_shutdown: CancellationToken,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -213,13 +227,30 @@ impl Daemon {
             .with_context(|| format!("cannot bind http_listen {}", config.server.http_listen))?;
         let http_addr = http.local_addr()?;
 
+        let media_address = media_address(&config.server.advertised_host).await?;
+        let assets = load_assets(&config).await?;
+        let records = RecordWriter::spawn(store.clone(), WriterOptions::default());
+
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         let config = live_config.load_full();
+        let agents = Arc::new(AgentTable::from_config(
+            &config,
+            tokio::time::Instant::now().into_std(),
+        ));
+        let context = Arc::new(ArcSwap::from_pointee(CallContext {
+            queues: Queues::spawn(&config, &agents),
+            config: Arc::clone(&config),
+            agents,
+            assets: Arc::new(assets),
+        }));
         let router = Arc::new(crate::acd::router::WorkflowRouter::new(live_config.clone()));
-        let (endpoint, mut incoming) = crate::sip::Endpoint::bind(
+        // The endpoint outlives `shutdown`: calls in progress keep their dialogs during the
+        // grace period; `stop` ends it after them.
+        let sip_shutdown = CancellationToken::new();
+        let (endpoint, incoming) = crate::sip::Endpoint::bind(
             crate::sip::EndpointConfig::from_server(&config.server),
             router,
-            shutdown.clone(),
+            sip_shutdown.clone(),
         )
         .await
         .context("cannot bind sip_listen")?;
@@ -228,12 +259,25 @@ impl Daemon {
             .iter()
             .map(|b| (b.transport, b.addr))
             .collect();
-        tasks.spawn(async move {
-            while let Some(call) = incoming.recv().await {
-                warn!(call_id = %call.info().call_id, "no call controller yet: 503");
-                let _ = call.reject(503);
-            }
-        });
+        let media = MediaEngine::new(
+            PortPool::new(media_address, config.server.rtp_ports.clone()),
+            media_address,
+            LegOptions::default(),
+        );
+        let services = Arc::new(Services::new(
+            endpoint.clone(),
+            media,
+            records.clone(),
+            clock.clone(),
+            context.clone(),
+        ));
+        let calls = tokio_util::task::TaskTracker::new();
+        let controller = Controller {
+            services,
+            stopping: shutdown.clone(),
+            calls: calls.clone(),
+        };
+        tasks.spawn(controller.run(incoming));
 
         info!(
             "rgsd {} serving {} ({})",
@@ -258,6 +302,10 @@ impl Daemon {
 
         Ok(Self {
             shared,
+            context,
+            calls,
+            records,
+            sip_shutdown,
             endpoint,
             bound: Bound {
                 sip,
@@ -309,8 +357,31 @@ impl Daemon {
                     error!("reload refused: cannot store the agent groups: {e}");
                     return;
                 }
+                let assets = match load_assets(&loaded.config).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        error!("reload refused: {e:#}");
+                        return;
+                    }
+                };
                 info!("reloaded: {}", config::summary(&loaded.config));
-                self.shared.config.store(Arc::new(loaded.config));
+                let config = Arc::new(loaded.config);
+                let old = self.context.load_full();
+                let agents = if old.config.agent_groups == config.agent_groups {
+                    Arc::clone(&old.agents)
+                } else {
+                    let table =
+                        AgentTable::from_config(&config, tokio::time::Instant::now().into_std());
+                    table.carry_over(&old.agents);
+                    Arc::new(table)
+                };
+                self.context.store(Arc::new(CallContext {
+                    queues: Queues::spawn(&config, &agents),
+                    config: Arc::clone(&config),
+                    agents,
+                    assets: Arc::new(assets),
+                }));
+                self.shared.config.store(config);
             }
             Err(diagnostics) => {
                 for d in &diagnostics {
@@ -324,18 +395,66 @@ impl Daemon {
         }
     }
 
-    /// Stops every task, giving them `grace` to finish.
+    /// Stops taking calls (new INVITEs get 503), gives the calls in progress `grace` to end,
+    /// then stops the SIP endpoint and every other task.
     pub async fn stop(self, grace: Duration) {
         notify(&[sd_notify::NotifyState::Stopping]);
         self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(grace.max(Duration::from_secs(1)), self.tasks.wait())
+        self.calls.close();
+        if !self.calls.is_empty() {
+            info!(calls = self.calls.len(), "waiting for calls in progress");
+        }
+        if tokio::time::timeout(grace, self.calls.wait())
             .await
             .is_err()
         {
-            warn!("tasks still running after {grace:?}; exiting anyway");
+            warn!(
+                calls = self.calls.len(),
+                "calls still in progress after {grace:?}; stopping anyway"
+            );
+        }
+        self.sip_shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(2), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("tasks still running; exiting anyway");
+        }
+        let stats = self.records.shutdown(Duration::from_secs(2)).await;
+        if stats.dropped > 0 {
+            warn!(dropped = stats.dropped, "call records lost at shutdown");
         }
         self.shared.store.close().await;
         info!("stopped");
     }
+}
+
+/// The address RTP sockets bind to and SDP announces: `advertised_host` itself when it is an
+/// IP address, else its first resolved address.
+async fn media_address(host: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    tokio::net::lookup_host((host, 0))
+        .await
+        .with_context(|| format!("cannot resolve advertised_host {host}"))?
+        .next()
+        .map(|a| a.ip())
+        .with_context(|| format!("advertised_host {host} has no address"))
+}
+
+/// Renders every prompt (text-to-speech cached next to the configuration) and decodes the music,
+/// off the async threads.
+async fn load_assets(config: &Config) -> anyhow::Result<MediaAssets> {
+    let cache = config
+        .source
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(".rgsd-tts-cache");
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || MediaAssets::load(&config, &TextToSpeech::new(cache)))
+        .await
+        .context("prompt rendering stopped")?
+        .context("cannot load prompts and music")
 }
