@@ -11,6 +11,15 @@
 //!
 //! Besides criterion's estimates, each case prints its own p50 / p99 / max over 20,000 timed
 //! iterations. Run: `cargo bench --bench routing -- --measurement-time 2 --warm-up-time 1`.
+//!
+//! Measured 2026-11-23 on the shared 2-core build machine (other builds running):
+//!
+//! | case | own p50 | own p99 | criterion mean (95% CI) |
+//! |---|---|---|---|
+//! | enqueue_to_offer/1000_idle_agents | 2.37 µs | 2.43 µs | 4.78–5.12 µs |
+//! | agent_freed_to_offer/10000_waiting | 2.49 µs | 3.25 µs | 4.94–5.41 µs |
+//!
+//! (Maxima of 4–12 ms are the scheduler of a shared machine, not the code.)
 
 use std::hint::black_box;
 use std::path::PathBuf;

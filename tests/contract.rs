@@ -343,3 +343,20 @@ fn damaged_contracts_never_panic() {
         }
     }
 }
+
+#[test]
+fn rgsd_check_exits_0_on_the_contract_with_its_files_present() {
+    // The literal check: the real binary, default options (so the text prompts need
+    // espeak-ng, which .ci/run installs).
+    let (_dir, path) = scratch_contract();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgsd"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run rgsd check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("2 workflows, 2 queues, 2 agent groups, 3 agents"), "{stdout}");
+}

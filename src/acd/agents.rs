@@ -96,6 +96,8 @@ pub struct AgentTable {
     groups: Vec<GroupMembers>,
     /// (agent, group) → index in that group's `members`.
     positions: HashMap<(AgentId, AgentGroupId), u32>,
+    /// Per agent, the groups it belongs to, in group order.
+    memberships: Vec<Vec<AgentGroupId>>,
 }
 
 impl AgentTable {
@@ -130,6 +132,16 @@ impl AgentTable {
             });
         }
         let n = uris.len();
+        let mut memberships = vec![Vec::new(); n];
+        for (g, group) in groups.iter().enumerate() {
+            let gid = AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX));
+            for member in &group.members {
+                let list: &mut Vec<AgentGroupId> = &mut memberships[member.0 as usize];
+                if !list.contains(&gid) {
+                    list.push(gid);
+                }
+            }
+        }
         Self {
             uris,
             by_uri,
@@ -140,6 +152,7 @@ impl AgentTable {
             epoch: now,
             groups,
             positions,
+            memberships,
         }
     }
 
@@ -187,6 +200,14 @@ impl AgentTable {
 
     pub fn uri(&self, agent: AgentId) -> &SipUri {
         &self.uris[agent.0 as usize]
+    }
+
+    /// The groups the agent belongs to: their queues need [`Command::AgentAvailable`] when it
+    /// frees up.
+    ///
+    /// [`Command::AgentAvailable`]: super::queue::Command::AgentAvailable
+    pub fn groups_of(&self, agent: AgentId) -> &[AgentGroupId] {
+        &self.memberships[agent.0 as usize]
     }
 
     pub fn group(&self, group: AgentGroupId) -> &GroupMembers {
@@ -437,6 +458,8 @@ mod tests {
         assert_eq!(t.group(AgentGroupId(0)).members[1], b);
         assert_eq!(t.group(AgentGroupId(1)).members[0], b);
         assert_eq!(t.uri(b), &uri("b"));
+        assert_eq!(t.groups_of(b), &[AgentGroupId(0), AgentGroupId(1)]);
+        assert_eq!(t.groups_of(AgentId(0)), &[AgentGroupId(0)]);
     }
 
     #[test]

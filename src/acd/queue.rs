@@ -24,16 +24,22 @@
 //!
 //! - **Agent table**: one `Arc<AgentTable>`, shared by everyone, lock-free (see [`super::agents`]).
 //! - **Queue owner task**, one per queue: owns a `QueueCore` and a map `CallKey → call task
-//!   sender`. Its inbox (bounded `mpsc`) carries `Join`, `Leave`, `Refused`, `OfferEnded` from
-//!   call tasks and `AgentAvailable` from whoever frees an agent (call end, wrap-up end, sign-in,
-//!   coming online). After each message it runs `dispatch` and sends every [`QueuedOffer`] to its
-//!   call as `Event::Offered`, the join answer as `Event::EnteredQueue`, and `Event::Overflowed`
-//!   to an evicted oldest call. It sleeps until the next message or `wake_at`.
-//! - **Call task**, one per call: owns the `workflow::call::Call` and applies its effects:
-//!   `Enqueue`/`Dequeue`/`NoteRefusal`/`NextOffer` become messages to the queue owner;
-//!   `Ring`/`CancelRing`/`ReleaseAgent`/`DropAgent`/`Bridge`/`HangupPeer` become SIP legs plus
-//!   the matching [`AgentTable`] call (`release`, `answered`, `call_ended`), after which it
-//!   sends `AgentAvailable` to the queues of every group the agent belongs to.
+//!   sender`. Its inbox (a bounded `mpsc`) carries [`Command`]s: `Join`, `Leave`, `Refused`,
+//!   `OfferEnded` from call tasks ([`command_for`] maps a call's effects to them) and
+//!   `AgentAvailable` from whoever frees an agent. For each it calls [`QueueCore::handle`] and
+//!   sends the `(CallKey, Event)` pairs it pushes (entered, overflowed, offered) to the call
+//!   tasks; it sleeps until the next message or the returned grace-period wake-up.
+//! - **Call task**, one per call: owns the `workflow::call::Call` and applies its effects in
+//!   order. Queue effects go to the queue owner as commands. `Ring`, `CancelRing`,
+//!   `ReleaseAgent`, `DropAgent`, `Bridge`, `HangupPeer` become SIP legs plus the matching
+//!   [`AgentTable`] call (`release`, `answered`, `call_ended`); after a release or a call end it
+//!   sends `AgentAvailable` to every queue of every group of that agent
+//!   ([`AgentTable::groups_of`], [`queues_by_group`]).
+//! - Sign-in, sign-out and presence (API task, registrar) write the table directly and send
+//!   `AgentAvailable` the same way.
+//!
+//! The `wired` tests at the bottom of this file are that driver in miniature, synchronous and on
+//! simulated time.
 //!
 //! Agents in several queues are protected by the claim, not by a lock: whichever queue owner
 //! wins the `compare_exchange` rings the agent; the loser picks again at once.
@@ -43,8 +49,84 @@ use std::time::Instant;
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey};
 use crate::acd::routing::{self, Exclusions, Pick, Refusal};
-use crate::config::model::{AgentGroupId, OverflowCandidate, Queue, QueueId, RoutingMethod};
-use crate::workflow::call::{Entry, Offer};
+use crate::config::model::{
+    AgentGroupId, Config, OverflowCandidate, Queue, QueueId, RoutingMethod,
+};
+use crate::workflow::call::{Effect, Entry, Event, Offer};
+
+/// A message to a queue owner. [`command_for`] derives the ones a call's effects carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Add the call (`Effect::Enqueue`).
+    Join(CallKey),
+    /// The call left (`Effect::Dequeue`).
+    Leave(CallKey),
+    /// Ringback grace for this call and agent (`Effect::NoteRefusal`).
+    Refused {
+        call: CallKey,
+        agent: AgentId,
+        until: Instant,
+    },
+    /// The call's offer ended unanswered (`Effect::NextOffer`).
+    OfferEnded(CallKey),
+    /// An agent of one of this queue's groups may have become eligible: freed (claim released,
+    /// call ended, wrap-up over), signed in, or back online. Also sent by the owner to itself at
+    /// [`Dispatch::wake_at`].
+    AgentAvailable,
+}
+
+/// The queue command a call effect stands for, with the queue it goes to; `None` for effects
+/// that are not for a queue owner.
+pub fn command_for(call: CallKey, effect: &Effect) -> Option<(QueueId, Command)> {
+    match effect {
+        Effect::Enqueue(q) => Some((*q, Command::Join(call))),
+        Effect::Dequeue(q) => Some((*q, Command::Leave(call))),
+        Effect::NoteRefusal {
+            queue,
+            agent,
+            until,
+        } => Some((
+            *queue,
+            Command::Refused {
+                call,
+                agent: *agent,
+                until: *until,
+            },
+        )),
+        Effect::NextOffer(q) => Some((*q, Command::OfferEnded(call))),
+        Effect::Play(_)
+        | Effect::StartMusicOnHold
+        | Effect::Ring(_)
+        | Effect::CancelRing(_)
+        | Effect::ReleaseAgent(_)
+        | Effect::DropAgent(_)
+        | Effect::Bridge(_)
+        | Effect::Forward(_)
+        | Effect::CancelForward
+        | Effect::HangupPeer
+        | Effect::Hangup
+        | Effect::Arm(..)
+        | Effect::Disarm(_)
+        | Effect::Record(_) => None,
+    }
+}
+
+/// For each agent group (by index), the queues that offer calls to it: where to send
+/// [`Command::AgentAvailable`] when one of the group's agents frees up.
+pub fn queues_by_group(config: &Config) -> Vec<Vec<QueueId>> {
+    let mut by_group = vec![Vec::new(); config.agent_groups.len()];
+    for (q, queue) in config.queues.iter().enumerate() {
+        let id = QueueId(u32::try_from(q).unwrap_or(u32::MAX));
+        for g in &queue.agent_groups {
+            if let Some(list) = by_group.get_mut(g.0 as usize)
+                && !list.contains(&id)
+            {
+                list.push(id);
+            }
+        }
+    }
+    by_group
+}
 
 /// The answer to [`QueueCore::join`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +202,19 @@ impl QueueCore {
 
     pub fn id(&self) -> QueueId {
         self.id
+    }
+
+    /// Takes a reloaded configuration of this queue (and a new agent table built from the same
+    /// configuration). Waiting calls keep their place; each restarts its group cycle at the
+    /// first group, since group indexes and members may have changed. Grace periods stay.
+    pub fn reconfigure(&mut self, queue: &Queue) {
+        self.groups.clone_from(&queue.agent_groups);
+        self.overflow = queue.overflow.as_ref().map(|o| (o.max_calls, o.candidate));
+        for w in self.waiting.values_mut() {
+            w.group = 0;
+            w.tried.clear();
+            w.group_done = false;
+        }
     }
 
     /// Calls waiting (ringing ones included).
@@ -233,12 +328,54 @@ impl QueueCore {
                 }
                 None if w.refused.is_empty() => break,
                 None => {
-                    let first_end = w.refused.iter().map(|r| r.until).min();
-                    result.wake_at = result.wake_at.min(first_end).or(first_end);
+                    if let Some(end) = w.refused.iter().map(|r| r.until).min() {
+                        result.wake_at = Some(result.wake_at.map_or(end, |at| at.min(end)));
+                    }
                 }
             }
         }
         result
+    }
+
+    /// Applies one command and dispatches when it can have made an offer possible. Pushes the
+    /// events for call tasks to `out` (entered, overflowed, offered) and returns when to send
+    /// itself [`Command::AgentAvailable`] for a grace period's end.
+    pub fn handle(
+        &mut self,
+        command: Command,
+        table: &AgentTable,
+        now: Instant,
+        out: &mut Vec<(CallKey, Event)>,
+    ) -> Option<Instant> {
+        match command {
+            Command::Join(call) => {
+                let joined = self.join(call);
+                out.push((call, Event::EnteredQueue(joined.entry)));
+                if let Some(oldest) = joined.evicted {
+                    out.push((oldest, Event::Overflowed));
+                }
+            }
+            // Leaving frees no agent by itself (the call task releases its claims, which comes
+            // back as `AgentAvailable`); a refusal only narrows the choice.
+            Command::Leave(call) => {
+                self.leave(call);
+                return None;
+            }
+            Command::Refused { call, agent, until } => {
+                self.refused(call, agent, until);
+                return None;
+            }
+            Command::OfferEnded(call) => self.offer_ended(call),
+            Command::AgentAvailable => {}
+        }
+        let dispatch = self.dispatch(table, now);
+        out.extend(
+            dispatch
+                .offers
+                .into_iter()
+                .map(|o| (o.call, Event::Offered(o.offer))),
+        );
+        dispatch.wake_at
     }
 
     fn get_mut(&mut self, call: CallKey) -> Option<&mut Waiting> {
@@ -677,6 +814,218 @@ mod tests {
     }
 
     #[test]
+    fn attendant_group_rings_once_per_pass_then_the_next_group() {
+        let mut c = config();
+        let a = add_group(
+            &mut c,
+            RoutingMethod::Attendant,
+            Participation::Informal,
+            30,
+            &["a0", "a1"],
+        );
+        let s = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            10,
+            &["a2"],
+        );
+        add_queue(&mut c, &[a, s]);
+        let now = t0();
+        let table = AgentTable::from_config(&c, now);
+        table.answered(AgentId(0), CallKey(77)); // busy: attendant rings it anyway
+        let mut q = core(&c);
+        q.join(CallKey(1));
+        let d = q.dispatch(&table, now);
+        assert_eq!(agents_of(&d), vec![(1, vec![0, 1])]);
+        assert_eq!(d.offers[0].offer.alert_time, Duration::from_secs(30));
+        q.offer_ended(CallKey(1));
+        let d = q.dispatch(&table, now);
+        assert_eq!(
+            agents_of(&d),
+            vec![(1, vec![2])],
+            "alert time over: next group"
+        );
+        table.release(AgentId(2), CallKey(1));
+        q.offer_ended(CallKey(1));
+        assert_eq!(
+            agents_of(&q.dispatch(&table, now)),
+            vec![(1, vec![0, 1])],
+            "cycle"
+        );
+    }
+
+    #[test]
+    fn a_formal_sign_in_lets_a_waiting_call_through() {
+        let mut c = config();
+        let g = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Formal,
+            20,
+            &["a0"],
+        );
+        add_queue(&mut c, &[g]);
+        let now = t0();
+        let table = AgentTable::from_config(&c, now);
+        let mut q = core(&c);
+        q.join(CallKey(1));
+        assert!(
+            q.dispatch(&table, now).offers.is_empty(),
+            "nobody signed in"
+        );
+        table.sign_in(AgentId(0), g, now).unwrap();
+        assert_eq!(agents_of(&q.dispatch(&table, now)), vec![(1, vec![0])]);
+    }
+
+    #[test]
+    fn queues_by_group_lists_each_queue_once() {
+        let mut c = config();
+        let g0 = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            20,
+            &["a0"],
+        );
+        let g1 = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            20,
+            &["a1"],
+        );
+        let _unused = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            20,
+            &["a2"],
+        );
+        add_queue(&mut c, &[g0, g1, g0]);
+        add_queue(&mut c, &[g1]);
+        assert_eq!(
+            queues_by_group(&c),
+            vec![vec![QueueId(0)], vec![QueueId(0), QueueId(1)], vec![]]
+        );
+    }
+
+    #[test]
+    fn handle_answers_joins_and_offers_as_call_events() {
+        let mut c = config();
+        let g = add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            20,
+            &["a0"],
+        );
+        add_queue(&mut c, &[g]);
+        set_overflow(
+            &mut c,
+            Q,
+            1,
+            OverflowCandidate::Oldest,
+            action(None, ActionTarget::Disconnect),
+        );
+        let now = t0();
+        let table = AgentTable::from_config(&c, now);
+        let mut q = core(&c);
+        let mut out = vec![];
+        q.handle(Command::Join(CallKey(1)), &table, now, &mut out);
+        let offer = Offer {
+            group: g,
+            agents: vec![AgentId(0)],
+            alert_time: Duration::from_secs(20),
+        };
+        assert_eq!(
+            out,
+            vec![
+                (
+                    CallKey(1),
+                    Event::EnteredQueue(Entry::Waiting { position: 1 })
+                ),
+                (CallKey(1), Event::Offered(offer.clone())),
+            ]
+        );
+        out.clear();
+        q.handle(Command::Join(CallKey(2)), &table, now, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                (
+                    CallKey(2),
+                    Event::EnteredQueue(Entry::Waiting { position: 1 })
+                ),
+                (CallKey(1), Event::Overflowed),
+            ],
+            "a0 is still claimed by call 1 until its task cancels"
+        );
+        out.clear();
+        table.release(AgentId(0), CallKey(1));
+        q.handle(Command::AgentAvailable, &table, now, &mut out);
+        assert_eq!(out, vec![(CallKey(2), Event::Offered(offer))]);
+        // Effects map to commands for the right queue.
+        let until = now + Duration::from_secs(60);
+        let refusal = Effect::NoteRefusal {
+            queue: Q,
+            agent: AgentId(0),
+            until,
+        };
+        assert_eq!(
+            command_for(CallKey(2), &refusal),
+            Some((
+                Q,
+                Command::Refused {
+                    call: CallKey(2),
+                    agent: AgentId(0),
+                    until
+                }
+            ))
+        );
+        assert_eq!(
+            command_for(CallKey(2), &Effect::NextOffer(Q)),
+            Some((Q, Command::OfferEnded(CallKey(2))))
+        );
+        assert_eq!(command_for(CallKey(2), &Effect::Ring(AgentId(0))), None);
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_waiting_calls_and_restarts_their_cycle() {
+        let c = two_groups();
+        let now = t0();
+        let table = AgentTable::from_config(&c, now);
+        let mut q = core(&c);
+        q.join(CallKey(1));
+        q.join(CallKey(2));
+        q.dispatch(&table, now);
+        table.release(AgentId(0), CallKey(1));
+        table.release(AgentId(1), CallKey(2));
+        // Reload: only the parallel group is left, as group 0.
+        let mut c2 = config();
+        let g = add_group(
+            &mut c2,
+            RoutingMethod::Parallel,
+            Participation::Informal,
+            20,
+            &["a2", "a3"],
+        );
+        add_queue(&mut c2, &[g]);
+        let table2 = AgentTable::from_config(&c2, now);
+        table2.carry_over(&table);
+        q.reconfigure(c2.queue(Q));
+        assert_eq!(q.position(CallKey(2)), Some(2));
+        q.offer_ended(CallKey(1));
+        q.offer_ended(CallKey(2));
+        let d = q.dispatch(&table2, now);
+        assert_eq!(
+            agents_of(&d),
+            vec![(1, vec![0, 1])],
+            "new table's ids for a2, a3"
+        );
+    }
+
+    #[test]
     fn dispatch_stops_early_when_nobody_is_free() {
         let mut c = config();
         let g = add_group(
@@ -731,6 +1080,7 @@ mod wired {
         ringing: BTreeSet<(CallKey, AgentId)>,
         /// Which agent each call is bridged to.
         bridged: HashMap<CallKey, AgentId>,
+        by_group: Vec<Vec<QueueId>>,
         wake_at: Option<Instant>,
         inbox: VecDeque<(CallKey, Event)>,
         now: Now,
@@ -756,6 +1106,7 @@ mod wired {
                     QueueCore::new(id, config.queue(id))
                 })
                 .collect();
+            let by_group = queues_by_group(&config);
             Self {
                 table: AgentTable::from_config(&config, now.instant),
                 config: Arc::new(config),
@@ -764,6 +1115,7 @@ mod wired {
                 timers: BTreeMap::new(),
                 ringing: BTreeSet::new(),
                 bridged: HashMap::new(),
+                by_group,
                 wake_at: None,
                 inbox: VecDeque::new(),
                 now,
@@ -796,76 +1148,83 @@ mod wired {
 
         fn apply(&mut self, key: CallKey, effect: Effect) {
             let now = self.now.instant;
-            match effect {
-                Effect::Enqueue(q) => {
-                    let joined = self.queues[q.0 as usize].join(key);
-                    self.inbox
-                        .push_back((key, Event::EnteredQueue(joined.entry)));
-                    if let Some(old) = joined.evicted {
-                        self.inbox.push_back((old, Event::Overflowed));
-                    }
-                    self.dispatch_all();
-                }
-                Effect::Dequeue(q) => {
-                    self.queues[q.0 as usize].leave(key);
-                }
-                Effect::NoteRefusal {
-                    queue,
-                    agent,
-                    until,
-                } => {
-                    self.queues[queue.0 as usize].refused(key, agent, until);
-                }
-                Effect::NextOffer(q) => {
-                    self.queues[q.0 as usize].offer_ended(key);
-                    self.dispatch_all();
-                }
+            if let Some((queue, command)) = command_for(key, &effect) {
+                self.command(queue, command);
+                return;
+            }
+            let freed = match effect {
                 Effect::Ring(agent) => {
                     self.ringing.insert((key, agent));
+                    None
                 }
                 Effect::CancelRing(agent)
                 | Effect::ReleaseAgent(agent)
                 | Effect::DropAgent(agent) => {
                     self.ringing.remove(&(key, agent));
                     self.table.release(agent, key);
-                    self.dispatch_all();
+                    Some(agent)
                 }
                 Effect::Bridge(agent) => {
                     self.ringing.remove(&(key, agent));
                     self.table.answered(agent, key);
                     self.bridged.insert(key, agent);
+                    None
                 }
                 Effect::HangupPeer | Effect::Hangup => {
-                    if let Some(agent) = self.bridged.remove(&key) {
+                    let agent = self.bridged.remove(&key);
+                    if let Some(agent) = agent {
                         self.table.call_ended(agent, now, false);
-                        self.dispatch_all();
                     }
+                    agent
                 }
                 Effect::Arm(t, at) => {
                     self.timers.insert((key, timer_slot(t)), (at, t));
+                    None
                 }
                 Effect::Disarm(t) => {
                     self.timers.remove(&(key, timer_slot(t)));
+                    None
                 }
-                Effect::Play(_)
+                Effect::Enqueue(_)
+                | Effect::Dequeue(_)
+                | Effect::NoteRefusal { .. }
+                | Effect::NextOffer(_)
+                | Effect::Play(_)
                 | Effect::StartMusicOnHold
                 | Effect::Forward(_)
                 | Effect::CancelForward
-                | Effect::Record(_) => {}
+                | Effect::Record(_) => None,
+            };
+            if let Some(agent) = freed {
+                let mut queues: Vec<QueueId> = vec![];
+                for g in self.table.groups_of(agent) {
+                    queues.extend(&self.by_group[g.0 as usize]);
+                }
+                queues.sort_unstable();
+                queues.dedup();
+                for q in queues {
+                    self.command(q, Command::AgentAvailable);
+                }
             }
             if self.calls.get(&key).is_some_and(|c| c.outcome().is_some()) {
                 self.timers.retain(|(k, _), _| *k != key);
             }
         }
 
+        /// What a queue owner task does with one message.
+        fn command(&mut self, queue: QueueId, command: Command) {
+            let mut out = vec![];
+            let q = &mut self.queues[queue.0 as usize];
+            if let Some(wake) = q.handle(command, &self.table, self.now.instant, &mut out) {
+                self.wake_at = self.wake_at.min(Some(wake)).or(Some(wake));
+            }
+            self.inbox.extend(out);
+        }
+
         fn dispatch_all(&mut self) {
             self.wake_at = None;
-            for q in &mut self.queues {
-                let d = q.dispatch(&self.table, self.now.instant);
-                self.wake_at = self.wake_at.min(d.wake_at).or(d.wake_at);
-                for o in d.offers {
-                    self.inbox.push_back((o.call, Event::Offered(o.offer)));
-                }
+            for q in 0..self.queues.len() {
+                self.command(QueueId(u32::try_from(q).unwrap()), Command::AgentAvailable);
             }
         }
 

@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use tracing::trace;
 
 use crate::config::model::{
-    ActionTarget, AgentGroupId, CallAction, Config, PromptId, QuestionId, QueueId, SipUri,
-    WorkflowId,
+    ActionTarget, AgentGroupId, CallAction, Config, PromptId, Question, QuestionId, QueueId,
+    SipUri, Workflow, WorkflowId,
 };
 use crate::workflow::schedule::{self, OpenState};
 
@@ -115,7 +115,8 @@ pub enum Event {
     /// of the current prompt; a prompt cut short by a newer media effect reports nothing.
     PromptEnded,
     /// The caller pressed a key (RFC 4733 event or SIP INFO), already mapped to `0-9`, `*`, `#`
-    /// (or `A-D`, which no answer can use).
+    /// (or `A-D`, which no answer can use). Spoken answers are accepted in the configuration but
+    /// not recognised yet, so there is no event for them.
     Digit(char),
     /// [`Timer::NoInput`] fired.
     NoInputTimeout,
@@ -505,8 +506,11 @@ impl Call {
                 }
             }
             (P::Forwarding { to, because, .. }, E::ForwardFailed(status)) => {
-                let to2 = to.clone();
-                self.note(RecordEvent::ForwardFailed { to: to2, status }, now, out);
+                let record = RecordEvent::ForwardFailed {
+                    to: to.clone(),
+                    status,
+                };
+                self.note(record, now, out);
                 out.push(Effect::Hangup);
                 self.end(
                     Outcome::ForwardFailed {
@@ -532,7 +536,76 @@ impl Call {
                 self.end(peer.outcome(), now, out)
             }
 
-            (phase, event) => self.stray(phase, event, out),
+            // Every other (phase, event) pair, spelled out so that a new event or phase must be
+            // decided here: what a stray event costs is decided once, in `stray`.
+            (
+                phase @ P::Arrived,
+                event @ (E::PromptEnded
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::ForwardAnswered
+                | E::ForwardFailed(_)
+                | E::PeerHungUp),
+            )
+            | (
+                phase @ (P::Welcome | P::Announcing { .. }),
+                event @ (E::Started
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::ForwardAnswered
+                | E::ForwardFailed(_)
+                | E::PeerHungUp),
+            )
+            | (
+                phase @ P::Forwarding { .. },
+                event @ (E::Started
+                | E::PromptEnded
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::PeerHungUp),
+            )
+            | (
+                phase @ P::Bridged { .. },
+                event @ (E::Started
+                | E::PromptEnded
+                | E::Digit(_)
+                | E::NoInputTimeout
+                | E::EnteredQueue(_)
+                | E::Offered(_)
+                | E::AgentAnswered(_)
+                | E::AgentRefused(..)
+                | E::AgentFailed(_)
+                | E::AlertTimeout
+                | E::QueueTimeout
+                | E::Overflowed
+                | E::ForwardAnswered
+                | E::ForwardFailed(_)),
+            )
+            | (phase @ P::Ended(_), event) => self.stray(phase, event, out),
         }
     }
 
@@ -1025,11 +1098,11 @@ impl Call {
         self.timeline.push(stamped);
     }
 
-    fn wf(&self) -> &crate::config::model::Workflow {
+    fn wf(&self) -> &Workflow {
         self.config.workflow(self.workflow)
     }
 
-    fn question(&self, id: QuestionId) -> &crate::config::model::Question {
+    fn question(&self, id: QuestionId) -> &Question {
         &self.wf().questions[id.0 as usize]
     }
 }
@@ -1056,7 +1129,7 @@ mod tests {
     use super::*;
     use crate::config::model::{
         Answer, Holiday, HolidaySet, HolidaySetId, Hours, HoursId, OverflowCandidate,
-        Participation, Question, RoutingMethod, TimeRange, WorkflowKind,
+        Participation, RoutingMethod, TimeRange, WorkflowKind,
     };
     use crate::workflow::testing::{
         action, add_group, add_prompt, add_queue, add_workflow, config, set_overflow, set_timeout,
@@ -2033,5 +2106,146 @@ mod tests {
         );
         assert_eq!(sim.call.phase(), &Phase::Welcome);
         let _ = p;
+    }
+
+    /// A tiny deterministic generator (no extra dependency): xorshift64.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            usize::try_from(self.0 % n as u64).unwrap()
+        }
+    }
+
+    fn random_event(rng: &mut Rng) -> Event {
+        let agent = AgentId(u32::try_from(rng.below(4)).unwrap());
+        match rng.below(17) {
+            0 => Event::Started,
+            1 | 2 => Event::PromptEnded,
+            3 | 4 => Event::Digit(['1', '2', '9', '#', '5', 'A'][rng.below(6)]),
+            5 => Event::NoInputTimeout,
+            6 => Event::EnteredQueue(if rng.below(4) == 0 {
+                Entry::Overflow
+            } else {
+                Entry::Waiting { position: 1 }
+            }),
+            7 | 8 => Event::Offered(Offer {
+                group: G0,
+                agents: (0..=rng.below(3))
+                    .map(|i| AgentId(u32::try_from(i).unwrap()))
+                    .collect(),
+                alert_time: Duration::from_secs(20),
+            }),
+            9 => Event::AgentAnswered(agent),
+            10 => Event::AgentRefused(agent, SipStatus(486)),
+            11 => Event::AgentFailed(agent),
+            12 => Event::AlertTimeout,
+            13 => Event::QueueTimeout,
+            14 => Event::Overflowed,
+            15 => {
+                [Event::ForwardAnswered, Event::ForwardFailed(SipStatus(503))][rng.below(2)].clone()
+            }
+            _ => [Event::CallerHungUp, Event::PeerHungUp][rng.below(2)].clone(),
+        }
+    }
+
+    /// Any sequence of events, however unlikely: no panic, the same input gives the same
+    /// effects, an ended call stays ended, and every agent handed to the call is let go (or
+    /// bridged and later hung up) by the time it ends.
+    #[test]
+    fn random_event_sequences_keep_the_invariants() {
+        let (mut c, p) = fixture();
+        set_timeout(
+            &mut c,
+            Q0,
+            60,
+            action(Some(p.busy), ActionTarget::Queue(Q1)),
+        );
+        set_overflow(
+            &mut c,
+            Q1,
+            0,
+            OverflowCandidate::Newest,
+            action(None, ActionTarget::Voicemail(uri("vm"))),
+        );
+        let config = Arc::new(c);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut ended, mut rings, mut bridges) = (0, 0, 0);
+        for round in 0..3000 {
+            let wf = if round % 2 == 0 { HUNT } else { IVR };
+            let now = Now {
+                instant: t0(),
+                utc: utc0(),
+            };
+            let mut call = Call::new(Arc::clone(&config), wf, now);
+            let mut twin = call.clone();
+            let mut held: Vec<AgentId> = vec![];
+            let mut bridged: Option<AgentId> = None;
+            call.on(Event::Started, now, &mut vec![]);
+            twin.on(Event::Started, now, &mut vec![]);
+            for step in 0..40u64 {
+                let event = random_event(&mut rng);
+                let now = now.after(Duration::from_secs(step));
+                let was_ended = call.outcome().cloned();
+                if let Event::Offered(offer) = &event {
+                    held.extend(&offer.agents);
+                }
+                let (mut out, mut out2) = (vec![], vec![]);
+                call.on(event.clone(), now, &mut out);
+                twin.on(event.clone(), now, &mut out2);
+                assert_eq!(out, out2, "deterministic");
+                if let Some(outcome) = was_ended {
+                    assert_eq!(call.outcome(), Some(&outcome), "ended calls stay ended");
+                }
+                for effect in &out {
+                    match effect {
+                        Effect::CancelRing(a) | Effect::ReleaseAgent(a) | Effect::DropAgent(a) => {
+                            if let Some(i) = held.iter().position(|h| h == a) {
+                                held.remove(i);
+                            }
+                        }
+                        Effect::Ring(_) => rings += 1,
+                        Effect::Bridge(a) => {
+                            bridges += 1;
+                            let i = held
+                                .iter()
+                                .position(|h| h == a)
+                                .expect("bridged a held agent");
+                            held.remove(i);
+                            bridged = Some(*a);
+                        }
+                        Effect::HangupPeer | Effect::Hangup => bridged = None,
+                        _ => {}
+                    }
+                }
+            }
+            if call.outcome().is_some() {
+                ended += 1;
+                assert_eq!(
+                    held,
+                    vec![],
+                    "round {round}: agents still claimed after the end"
+                );
+                assert_eq!(bridged, None, "round {round}: agent leg left up");
+                assert!(matches!(
+                    call.timeline().last(),
+                    Some(Stamped {
+                        event: RecordEvent::Ended(_),
+                        ..
+                    })
+                ));
+            }
+        }
+        assert!(
+            ended > 1000,
+            "the generator reaches the end often enough: {ended}"
+        );
+        assert!(
+            rings > 1000 && bridges > 50,
+            "and rings and bridges agents: {rings}, {bridges}"
+        );
     }
 }
