@@ -25,9 +25,9 @@ use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey};
-use crate::acd::queue::QueueCore;
+use crate::acd::queue::{Command, QueueCore};
 use crate::config::model::{AgentGroupId, Config, QueueId};
-use crate::workflow::call::Event;
+use crate::workflow::call::{Entry, Event};
 
 /// Capacity of each queue owner's inbox.
 const INBOX: usize = 1024;
@@ -151,72 +151,71 @@ struct Owner {
 impl Owner {
     async fn run(mut self, mut inbox: mpsc::Receiver<QueueMsg>) {
         let mut wake_at: Option<Instant> = None;
+        let mut out = Vec::new();
         loop {
-            let msg = tokio::select! {
+            let command = tokio::select! {
                 msg = inbox.recv() => match msg {
-                    Some(msg) => Some(msg),
+                    Some(msg) => self.command(msg),
                     None => break,
                 },
-                () = sleep_until_opt(wake_at) => None,
+                () = sleep_until_opt(wake_at) => {
+                    wake_at = None;
+                    Command::AgentAvailable
+                }
             };
-            if let Some(msg) = msg {
-                self.on(msg);
+            trace!(queue = ?self.core.id(), ?command, "queue command");
+            let now = Instant::now().into_std();
+            if let Some(at) = self.core.handle(command, &self.agents, now, &mut out) {
+                let at = Instant::from_std(at);
+                wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }
-            // Take whatever else is already waiting before dispatching once.
-            while let Ok(msg) = inbox.try_recv() {
-                self.on(msg);
+            for (call, event) in out.drain(..) {
+                self.deliver(call, event);
             }
-            wake_at = self.dispatch();
         }
         debug!(queue = ?self.core.id(), "queue owner stopped");
     }
 
-    fn on(&mut self, msg: QueueMsg) {
-        trace!(queue = ?self.core.id(), ?msg, "queue message");
+    /// The core's command for a message; keeps the inbox of a joining call.
+    fn command(&mut self, msg: QueueMsg) -> Command {
         match msg {
             QueueMsg::Join { call, inbox } => {
-                let joined = self.core.join(call);
-                let _ = inbox.send(Event::EnteredQueue(joined.entry));
-                if matches!(joined.entry, crate::workflow::call::Entry::Waiting { .. }) {
-                    self.calls.insert(call, inbox);
-                }
-                if let Some(evicted) = joined.evicted
-                    && let Some(tx) = self.calls.remove(&evicted)
-                {
-                    let _ = tx.send(Event::Overflowed);
-                }
+                self.calls.insert(call, inbox);
+                Command::Join(call)
             }
             QueueMsg::Leave(call) => {
-                self.core.leave(call);
                 self.calls.remove(&call);
+                Command::Leave(call)
             }
-            QueueMsg::Refused { call, agent, until } => self.core.refused(call, agent, until),
-            QueueMsg::OfferEnded(call) => self.core.offer_ended(call),
-            QueueMsg::AgentAvailable => {}
+            QueueMsg::Refused { call, agent, until } => Command::Refused { call, agent, until },
+            QueueMsg::OfferEnded(call) => Command::OfferEnded(call),
+            QueueMsg::AgentAvailable => Command::AgentAvailable,
         }
     }
 
-    /// Offers waiting calls; returns when to dispatch again without a message.
-    fn dispatch(&mut self) -> Option<Instant> {
-        if self.core.is_empty() {
-            return None;
+    /// Sends an event to its call task. A call that is no longer in the queue afterwards
+    /// (turned away, evicted) is forgotten; agents offered to a call task that is gone are
+    /// released.
+    fn deliver(&mut self, call: CallKey, event: Event) {
+        let leaves = matches!(
+            event,
+            Event::EnteredQueue(Entry::Overflow) | Event::Overflowed
+        );
+        let sent = self
+            .calls
+            .get(&call)
+            .is_some_and(|tx| tx.send(event.clone()).is_ok());
+        if leaves || !sent {
+            self.calls.remove(&call);
         }
-        let now = Instant::now().into_std();
-        let d = self.core.dispatch(&self.agents, now);
-        for offer in d.offers {
-            match self.calls.get(&offer.call) {
-                Some(tx) if tx.send(Event::Offered(offer.offer.clone())).is_ok() => {}
-                _ => {
-                    // The call task is gone without leaving: free what was claimed for it.
-                    for a in &offer.offer.agents {
-                        self.agents.release(*a, offer.call);
-                    }
-                    self.core.leave(offer.call);
-                    self.calls.remove(&offer.call);
+        if !sent {
+            if let Event::Offered(offer) = &event {
+                for a in &offer.agents {
+                    self.agents.release(*a, call);
                 }
             }
+            self.core.leave(call);
         }
-        d.wake_at.map(Instant::from_std)
     }
 }
 
