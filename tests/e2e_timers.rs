@@ -147,7 +147,12 @@ enum Peer {
 }
 
 /// A peer UA task; reports what it saw as ("INVITE" | "CANCEL" | "BYE" | "ACK", virtual time).
-async fn peer(behaviour: Peer) -> (SocketAddr, mpsc::UnboundedReceiver<(String, Instant)>) {
+async fn peer(
+    behaviour: Peer,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<(String, Instant, String)>,
+) {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = sock.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -159,7 +164,7 @@ async fn peer(behaviour: Peer) -> (SocketAddr, mpsc::UnboundedReceiver<(String, 
             if method.starts_with("SIP/") {
                 continue;
             }
-            let _ = tx.send((method.clone(), Instant::now()));
+            let _ = tx.send((method.clone(), Instant::now(), msg.clone()));
             let reply = match (method.as_str(), behaviour) {
                 ("INVITE", Peer::Answers) => {
                     let ring = response(&msg, "180 Ringing", "p1", None);
@@ -235,13 +240,24 @@ async fn caller_gets_bye(sock: &UdpSocket) -> Instant {
     }
 }
 
-async fn next_of(rx: &mut mpsc::UnboundedReceiver<(String, Instant)>, method: &str) -> Instant {
+async fn next_of(
+    rx: &mut mpsc::UnboundedReceiver<(String, Instant, String)>,
+    method: &str,
+) -> Instant {
+    next_msg(rx, method).await.0
+}
+
+/// The next `method` request a peer saw: when, and its text.
+async fn next_msg(
+    rx: &mut mpsc::UnboundedReceiver<(String, Instant, String)>,
+    method: &str,
+) -> (Instant, String) {
     let limit = Duration::from_secs(600);
     tokio::time::timeout(limit, async {
         loop {
-            let (m, at) = rx.recv().await.unwrap();
+            let (m, at, text) = rx.recv().await.unwrap();
             if m == method {
-                return at;
+                return (at, text);
             }
         }
     })
@@ -278,7 +294,20 @@ async fn alert_time_out_moves_the_call_to_the_next_agent() {
     let _caller = call(rgsd.sip, "sales").await;
     let rang = next_of(&mut seen0, "INVITE").await;
     let cancelled = next_of(&mut seen0, "CANCEL").await;
-    let offered = next_of(&mut seen1, "INVITE").await;
+    let (offered, invite) = next_msg(&mut seen1, "INVITE").await;
+    // Call context: the workflow, the queue, the caller and the wait so far (12 s).
+    assert!(invite.contains("X-RGS-Workflow: Sales line"), "{invite}");
+    assert!(invite.contains("X-RGS-Queue: Sales"), "{invite}");
+    assert!(
+        invite.contains("X-RGS-Caller: <sip:caller@127.0.0.1>;tag=c1"),
+        "{invite}"
+    );
+    assert!(
+        header(&invite, "From")
+            .unwrap()
+            .contains("sip:sales@127.0.0.1"),
+        "{invite}"
+    );
     next_of(&mut seen1, "ACK").await;
     assert!(
         cancelled - rang >= Duration::from_secs(12),
@@ -345,4 +374,36 @@ async fn overflow_on_entry_runs_the_overflow_action() {
     let mut buf = [0u8; 2048];
     let quiet = tokio::time::timeout(Duration::from_secs(5), first.recv_from(&mut buf)).await;
     assert!(quiet.is_err() || !String::from_utf8_lossy(&buf).starts_with("BYE"));
+}
+
+#[tokio::test]
+async fn call_context_false_sends_no_context_headers() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        32800,
+        &(group("Sales agents", "serial", 12, &[a0])
+            + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let _caller = call(rgsd.sip, "sales").await;
+    let (_, invite) = next_msg(&mut seen0, "INVITE").await;
+    assert!(invite.contains("X-RGS-Workflow"), "{invite}");
+    drop(rgsd);
+    // SQLite's pool times out under a paused clock: start the second server in real time.
+    tokio::time::resume();
+
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        32900,
+        &(String::from("call_context = false\n")
+            + &group("Sales agents", "serial", 12, &[a0])
+            + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
+            + WORKFLOW),
+    )
+    .await;
+    let _caller = call(rgsd.sip, "sales").await;
+    let (_, invite) = next_msg(&mut seen0, "INVITE").await;
+    assert!(!invite.contains("X-RGS-"), "{invite}");
 }
