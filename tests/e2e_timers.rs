@@ -193,37 +193,84 @@ async fn peer(
     (addr, rx)
 }
 
-/// A caller: INVITE, waits for 200, ACKs. Returns the socket (to wait for rgsd's BYE).
-async fn call(rgsd: SocketAddr, user: &str) -> UdpSocket {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = sock.local_addr().unwrap().port();
-    let call_id = format!("t-{}", fastrand::u64(..));
-    let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
-    let base = |method: &str, to: &str, cseq: u32| {
+const CALLER_SDP: &str = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+
+/// A caller's dialog: its socket and what in-dialog requests need.
+struct Caller {
+    sock: UdpSocket,
+    rgsd: SocketAddr,
+    user: String,
+    call_id: String,
+    to: String,
+    /// The final response to the INVITE.
+    final_response: String,
+}
+
+impl Caller {
+    fn request(&self, method: &str, to: &str, cseq: u32) -> String {
+        let port = self.sock.local_addr().unwrap().port();
         format!(
-            "{method} sip:{user}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{port}>\r\n",
-            fastrand::u64(..)
+            "{method} sip:{}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c1\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{port}>\r\n",
+            self.user,
+            fastrand::u64(..),
+            self.call_id
         )
+    }
+
+    /// Sends BYE (the caller hangs up).
+    async fn bye(&self) {
+        let bye = self.request("BYE", &self.to, 2) + "Content-Length: 0\r\n\r\n";
+        self.sock.send_to(bye.as_bytes(), self.rgsd).await.unwrap();
+    }
+}
+
+/// A caller: INVITE with `sdp` (none for a late offer), waits for the final response, ACKs a
+/// 200 (with `ack_sdp` when the 200 carried rgsd's offer).
+async fn dial(rgsd: SocketAddr, user: &str, sdp: Option<&str>, ack_sdp: Option<&str>) -> Caller {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut caller = Caller {
+        sock,
+        rgsd,
+        user: user.to_owned(),
+        call_id: format!("t-{}", fastrand::u64(..)),
+        to: format!("<sip:{user}@127.0.0.1>"),
+        final_response: String::new(),
     };
-    let invite = base("INVITE", &format!("<sip:{user}@127.0.0.1>"), 1)
-        + &format!(
-            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len()
-        );
-    sock.send_to(invite.as_bytes(), rgsd).await.unwrap();
+    let body = |sdp: Option<&str>| match sdp {
+        Some(b) => format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => "Content-Length: 0\r\n\r\n".to_owned(),
+    };
+    let invite = caller.request("INVITE", &caller.to, 1) + &body(sdp);
+    caller.sock.send_to(invite.as_bytes(), rgsd).await.unwrap();
     let mut buf = vec![0u8; 8192];
     loop {
-        let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+        let (n, _) = caller.sock.recv_from(&mut buf).await.unwrap();
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         if msg.starts_with("SIP/2.0 1") {
             continue;
         }
-        assert!(msg.starts_with("SIP/2.0 200"), "{msg}");
-        let to = header(&msg, "To").unwrap().to_owned();
-        let ack = base("ACK", &to, 1) + "Content-Length: 0\r\n\r\n";
-        sock.send_to(ack.as_bytes(), rgsd).await.unwrap();
-        return sock;
+        if msg.starts_with("SIP/2.0 200") {
+            caller.to = header(&msg, "To").unwrap().to_owned();
+            let ack = caller.request("ACK", &caller.to, 1) + &body(ack_sdp);
+            caller.sock.send_to(ack.as_bytes(), rgsd).await.unwrap();
+        }
+        caller.final_response = msg;
+        return caller;
     }
+}
+
+/// A caller with an ordinary PCMU offer, answered 200 by rgsd.
+async fn call(rgsd: SocketAddr, user: &str) -> UdpSocket {
+    let caller = dial(rgsd, user, Some(CALLER_SDP), None).await;
+    assert!(
+        caller.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        caller.final_response
+    );
+    caller.sock
 }
 
 /// Waits for a BYE on the caller's socket; returns when it came.
@@ -406,4 +453,62 @@ async fn call_context_false_sends_no_context_headers() {
     let _caller = call(rgsd.sip, "sales").await;
     let (_, invite) = next_msg(&mut seen0, "INVITE").await;
     assert!(!invite.contains("X-RGS-"), "{invite}");
+}
+
+const QUEUE: &str = "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n";
+
+#[tokio::test]
+async fn no_common_codec_is_refused_with_488_and_a_late_offer_is_answered_with_ours() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        33000,
+        &(group("Sales agents", "serial", 12, &[a0]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    let g729 = CALLER_SDP.replace("RTP/AVP 0", "RTP/AVP 18");
+    let refused = dial(rgsd.sip, "sales", Some(&g729), None).await;
+    assert!(
+        refused.final_response.starts_with("SIP/2.0 488"),
+        "{}",
+        refused.final_response
+    );
+    // No SDP in the INVITE: rgsd's 200 carries its offer; the ACK carries the answer.
+    let late = dial(rgsd.sip, "sales", None, Some(CALLER_SDP)).await;
+    assert!(
+        late.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        late.final_response
+    );
+    assert!(
+        late.final_response.contains("m=audio "),
+        "{}",
+        late.final_response
+    );
+    // The workflow runs: the agent is offered the call.
+    next_of(&mut seen0, "INVITE").await;
+}
+
+#[tokio::test]
+async fn caller_hanging_up_while_agents_ring_cancels_them() {
+    let (a0, mut seen0) = peer(Peer::Rings).await;
+    let (a1, mut seen1) = peer(Peer::Rings).await;
+    let rgsd = start(
+        33200,
+        &(group("Sales agents", "parallel", 20, &[a0, a1]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let caller = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    next_of(&mut seen0, "INVITE").await;
+    next_of(&mut seen1, "INVITE").await;
+    let hung_up = Instant::now();
+    caller.bye().await;
+    let c0 = next_of(&mut seen0, "CANCEL").await;
+    let c1 = next_of(&mut seen1, "CANCEL").await;
+    // At once, not at the end of the alert time.
+    assert!(
+        c0.max(c1) - hung_up < Duration::from_secs(1),
+        "{:?}",
+        c0.max(c1) - hung_up
+    );
 }
