@@ -853,3 +853,60 @@ fn sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_records_it() {
     assert_eq!(r.offers[0].result, rgsd::store::OfferResult::Answered);
     assert!(r.answered_at.is_some() && r.talk.is_some());
 }
+
+#[test]
+fn reload_carries_the_busy_agent_over_and_frees_it_when_its_call_ends() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config =
+        server_section(32400) + &group("Sales agents", "serial", &[port]) + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_answers.xml",
+        Some(2),
+        0,
+        true,
+    );
+    let mut first = Ua::new(server.sip_addr("udp"));
+    first.call("sip:sales@127.0.0.1");
+    assert!(
+        talk_until_heard(&mut first, 150) >= 5,
+        "{}",
+        server.stderr()
+    );
+
+    // A changed group (alert time) makes the reload build a new agent table.
+    scratch.write(
+        "rgsd.toml",
+        config.replace("alert_time = \"10s\"", "alert_time = \"11s\""),
+    );
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_log("reloaded");
+
+    // The agent is still busy in the new table: the new call waits.
+    let mut second = Ua::new(server.sip_addr("udp"));
+    second.call("sip:sales@127.0.0.1");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        agent.invites_received(),
+        1,
+        "busy agent offered after reload"
+    );
+
+    // The first call ends (under the old configuration): the agent is free in the new table and
+    // the waiting call reaches it.
+    first.bye();
+    assert!(
+        talk_until_heard(&mut second, 150) >= 5,
+        "waiting call not bridged after the agent was freed\n{}\n{}",
+        agent.logs(),
+        server.stderr()
+    );
+    second.bye();
+    agent.assert_success(&server);
+}
