@@ -1,9 +1,16 @@
 //! The composition root: loads the configuration, opens the store, binds the listeners, runs
 //! until a signal, reloads on SIGHUP.
 //!
-//! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused, calls in
-//! progress given a grace period, then exit 0), SIGINT stops at once (exit 0), SIGHUP reloads
-//! (a broken file is reported and the running configuration kept).
+//! Start-up builds every layer: the store and its call-record writer, the prompts (rendered
+//! once) and music, the agent table, one owner task per queue, the SIP endpoint, the media
+//! engine, and the call controller (`acd::call_task`) that takes the endpoint's inbound calls.
+//!
+//! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused with 503, calls
+//! in progress given [`SHUTDOWN_GRACE`], then the SIP endpoint stops and the record writer
+//! flushes; exit 0), SIGINT stops at once (exit 0), SIGHUP reloads (a broken file, or prompts
+//! that cannot be rendered, are reported and the running configuration kept). A reload gives
+//! new calls a new context: new queue owners, the prompts of the new file, and the same agent
+//! table, or a new one with states carried over when the agent groups changed.
 //!
 //! Once every listener is bound, `serve` prints one machine-readable line on stdout:
 //!
