@@ -331,7 +331,7 @@ async fn alert_time_out_moves_the_call_to_the_next_agent() {
     let (a0, mut seen0) = peer(Peer::Rings).await;
     let (a1, mut seen1) = peer(Peer::Answers).await;
     let rgsd = start(
-        32200,
+        21200,
         &(group("Sales agents", "serial", 12, &[a0, a1])
             + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
             + WORKFLOW),
@@ -374,7 +374,7 @@ async fn queue_time_out_runs_its_action() {
     let (a0, mut seen0) = peer(Peer::Rings).await;
     let (vm, mut seen_vm) = peer(Peer::Answers).await;
     let rgsd = start(
-        32400,
+        21400,
         &(group("Sales agents", "serial", 30, &[a0])
             + &format!(
                 "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\ntimeout = {{ after = \"20s\", action = {{ voicemail = \"sip:vm@{vm}\" }} }}\n"
@@ -400,7 +400,7 @@ async fn queue_time_out_runs_its_action() {
 async fn overflow_on_entry_runs_the_overflow_action() {
     let (a0, mut seen0) = peer(Peer::Rings).await;
     let rgsd = start(
-        32600,
+        21600,
         &(group("Sales agents", "serial", 30, &[a0])
             + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\noverflow = { max_calls = 1, candidate = \"newest\", action = \"disconnect\" }\n"
             + WORKFLOW),
@@ -427,7 +427,7 @@ async fn overflow_on_entry_runs_the_overflow_action() {
 async fn call_context_false_sends_no_context_headers() {
     let (a0, mut seen0) = peer(Peer::Answers).await;
     let rgsd = start(
-        32800,
+        21800,
         &(group("Sales agents", "serial", 12, &[a0])
             + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
             + WORKFLOW),
@@ -443,7 +443,7 @@ async fn call_context_false_sends_no_context_headers() {
 
     let (a0, mut seen0) = peer(Peer::Answers).await;
     let rgsd = start(
-        32900,
+        21900,
         &(String::from("call_context = false\n")
             + &group("Sales agents", "serial", 12, &[a0])
             + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
@@ -461,7 +461,7 @@ const QUEUE: &str = "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agen
 async fn no_common_codec_is_refused_with_488_and_a_late_offer_is_answered_with_ours() {
     let (a0, mut seen0) = peer(Peer::Answers).await;
     let rgsd = start(
-        33000,
+        22000,
         &(group("Sales agents", "serial", 12, &[a0]) + QUEUE + WORKFLOW),
     )
     .await;
@@ -493,7 +493,7 @@ async fn caller_hanging_up_while_agents_ring_cancels_them() {
     let (a0, mut seen0) = peer(Peer::Rings).await;
     let (a1, mut seen1) = peer(Peer::Rings).await;
     let rgsd = start(
-        33200,
+        22200,
         &(group("Sales agents", "parallel", 20, &[a0, a1]) + QUEUE + WORKFLOW),
     )
     .await;
