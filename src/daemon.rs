@@ -451,17 +451,36 @@ async fn media_address(host: &str) -> anyhow::Result<IpAddr> {
         .with_context(|| format!("advertised_host {host} has no address"))
 }
 
-/// Renders every prompt (text-to-speech cached next to the configuration) and decodes the music,
-/// off the async threads.
+/// Renders every prompt and decodes the music, off the async threads. Text-to-speech output is
+/// cached in systemd's `CACHE_DIRECTORY` when set, else next to the configuration, else (that
+/// folder not writable) in the system's temporary folder.
 async fn load_assets(config: &Config) -> anyhow::Result<MediaAssets> {
-    let cache = config
+    let beside = config
         .source
         .parent()
         .unwrap_or_else(|| Path::new("."))
         .join(".rgsd-tts-cache");
+    let systemd = std::env::var_os("CACHE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .map(|d| d.join("tts"));
     let config = config.clone();
-    tokio::task::spawn_blocking(move || MediaAssets::load(&config, &TextToSpeech::new(cache)))
-        .await
-        .context("prompt rendering stopped")?
-        .context("cannot load prompts and music")
+    tokio::task::spawn_blocking(move || {
+        let cache = systemd
+            .into_iter()
+            .chain([beside, std::env::temp_dir().join("rgsd-tts-cache")])
+            .find(|d| is_writable_dir(d))
+            .unwrap_or_else(std::env::temp_dir);
+        MediaAssets::load(&config, &TextToSpeech::new(cache))
+    })
+    .await
+    .context("prompt rendering stopped")?
+    .context("cannot load prompts and music")
+}
+
+/// Whether `dir` exists (created when missing) and a file can be written in it.
+fn is_writable_dir(dir: &Path) -> bool {
+    let probe = dir.join(".rgsd-write-probe");
+    let ok = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
