@@ -910,3 +910,61 @@ fn reload_carries_the_busy_agent_over_and_frees_it_when_its_call_ends() {
     second.bye();
     agent.assert_success(&server);
 }
+
+#[test]
+fn ivr_answer_forwards_to_voicemail_and_bridges_audio_when_it_answers() {
+    let Some(sipp) = require("sipp") else { return };
+    if require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let (agent_port, vm_port) = (free_udp_port(), free_udp_port());
+    let config = server_section(32600)
+        + &group("Support agents", "serial", &[agent_port])
+        + &format!(
+            r#"
+[[queue]]
+name = "Support"
+agent_groups = ["Support agents"]
+
+[[workflow]]
+name = "Help line"
+kind = "interactive"
+uri = "sip:help@127.0.0.1"
+
+[workflow.question]
+prompt = {{ text = "For support press 1. To leave a message press 9." }}
+
+[[workflow.question.answers]]
+dtmf = "1"
+action = {{ queue = "Support" }}
+
+[[workflow.question.answers]]
+dtmf = "9"
+action = {{ voicemail = "sip:vm@127.0.0.1:{vm_port}" }}
+"#
+        );
+    let server = start(&scratch, &config);
+    let mut voicemail = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "voicemail",
+        vm_port,
+        "e2e_agent_answers.xml",
+        Some(1),
+        0,
+        true,
+    );
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:help@127.0.0.1");
+    ua.press(9);
+    let heard = talk_until_heard(&mut ua, 150);
+    assert!(
+        heard >= 5,
+        "no audio through the voicemail leg (heard {heard})\n{}\n{}",
+        voicemail.logs(),
+        server.stderr()
+    );
+    ua.bye();
+    voicemail.assert_success(&server);
+}
