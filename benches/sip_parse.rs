@@ -1,6 +1,10 @@
 //! Parsing and building a typical INVITE (the work the endpoint does per inbound call setup).
 //!
 //! `cargo bench --bench sip_parse`
+//!
+//! Measured 2026-11-23 on the shared 2-core dev machine
+//! (`cargo bench --bench sip_parse -- --warm-up-time 1 --measurement-time 3`):
+//! parse INVITE 3.04 µs, build 200 OK 1.05 µs, serialize INVITE 0.60 µs (criterion medians).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rgsd::sip::message::{Message, Response, parse};

@@ -1,4 +1,4 @@
-//! The command line: `rgsd serve | check | migrate`.
+//! The command line: `rgsd serve | check | migrate | token create`.
 //!
 //! `serve` and `check` share one `config::load`, so their messages cannot drift apart.
 
@@ -55,6 +55,34 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token and print it once (the database keeps only its hash); the token is the
+    /// last word of the last line.
+    Create {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// Whom it speaks for: the agent's or manager's SIP URI, an administrator's name.
+        #[arg(long)]
+        subject: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Admin,
+    Manager,
+    Agent,
 }
 
 /// Sets up tracing: human format on a terminal, JSON with `--log-format json`.
@@ -89,6 +117,72 @@ pub fn run(cli: Cli) -> ExitCode {
         } => check(&config, deny_warnings, !no_environment),
         Command::Serve { config } => with_runtime(crate::daemon::serve_main(config)),
         Command::Migrate { config } => with_runtime(crate::daemon::migrate_main(config)),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    config,
+                    role,
+                    subject,
+                },
+        } => with_runtime(token_create(config, role, subject)),
+    }
+}
+
+/// `rgsd token create`: migrates the database if needed, issues the token, audits it.
+async fn token_create(path: PathBuf, role: TokenRole, subject: String) -> ExitCode {
+    use anyhow::Context as _;
+    let opts = crate::config::LoadOptions {
+        check_environment: false,
+    };
+    let config = match crate::config::load(&path, &opts) {
+        Ok(loaded) => loaded.config,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let role = match role {
+        TokenRole::Admin => crate::store::Role::Admin,
+        TokenRole::Manager => crate::store::Role::Manager,
+        TokenRole::Agent => crate::store::Role::Agent,
+    };
+    let result = async {
+        let store = crate::store::Store::connect(&config.server.database)
+            .await
+            .context("cannot open the database")?;
+        store.migrate().await.context("migration failed")?;
+        let issued = store
+            .create_token(role, &subject)
+            .await
+            .context("cannot create the token")?;
+        store
+            .audit(
+                "rgsd token create",
+                "token.create",
+                &subject,
+                &serde_json::json!({ "id": issued.info.id.0, "role": role.as_str() }),
+            )
+            .await
+            .context("cannot write the audit log")?;
+        store.close().await;
+        anyhow::Ok(issued)
+    }
+    .await;
+    match result {
+        Ok(issued) => {
+            println!(
+                "token {} created for {} ({}); it is shown only once:",
+                issued.info.id.0,
+                issued.info.subject,
+                role.as_str()
+            );
+            println!("{}", issued.token.expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rgsd: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

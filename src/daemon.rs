@@ -33,7 +33,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::acd::agents::AgentTable;
 use crate::acd::call_task::{Context as CallContext, Controller, Services};
 use crate::acd::queue_task::Queues;
 use crate::cli::{EXIT_CONFIG, print_diagnostics};
@@ -57,6 +56,8 @@ pub struct Shared {
     pub config: Arc<ArcSwap<Config>>,
     pub store: Store,
     pub clock: SharedClock,
+    /// The live side: the agent table routing reads, calls in progress, metrics, change events.
+    pub live: Arc<crate::api::Live>,
 }
 
 /// The addresses the daemon actually bound (ports resolved).
@@ -238,16 +239,19 @@ impl Daemon {
         let assets = load_assets(&config).await?;
         let records = RecordWriter::spawn(store.clone(), WriterOptions::default());
 
+        // The agent table routing reads is the API's live one (formal sign-ins, membership
+        // edited through the API).
+        let live = Arc::new(
+            crate::api::Live::start(&config, &store, clock.clone())
+                .await
+                .context("cannot load the agent sign-in state")?,
+        );
+        let agents = live.agent_table();
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         let config = live_config.load_full();
-        let agents = Arc::new(AgentTable::from_config(
-            &config,
-            tokio::time::Instant::now().into_std(),
-        ));
         let context = Arc::new(ArcSwap::from_pointee(CallContext {
             queues: Queues::spawn(&config, &agents),
             config: Arc::clone(&config),
-            agents,
             assets: Arc::new(assets),
         }));
         let router = Arc::new(crate::acd::router::WorkflowRouter::new(live_config.clone()));
@@ -266,6 +270,15 @@ impl Daemon {
             .iter()
             .map(|b| (b.transport, b.addr))
             .collect();
+        // One task per [[registration]]: REGISTER with digest auth, refresh, back-off. Reload
+        // does not restart them (a changed registration needs a restart).
+        for r in &config.registrations {
+            tasks.spawn(crate::sip::registration::run(
+                endpoint.clone(),
+                r.clone(),
+                shutdown.clone(),
+            ));
+        }
         let media = MediaEngine::new(
             PortPool::new(media_address, config.server.rtp_ports.clone()),
             media_address,
@@ -277,6 +290,7 @@ impl Daemon {
             records.clone(),
             clock.clone(),
             context.clone(),
+            agents,
         ));
         let calls = tokio_util::task::TaskTracker::new();
         let controller = Controller {
@@ -285,6 +299,11 @@ impl Daemon {
             calls: calls.clone(),
         };
         tasks.spawn(controller.run(incoming));
+        tasks.spawn(wake_queues_on_agent_changes(
+            live.subscribe(),
+            context.clone(),
+            shutdown.clone(),
+        ));
 
         info!(
             "rgsd {} serving {} ({})",
@@ -296,6 +315,7 @@ impl Daemon {
             config: live_config,
             store,
             clock,
+            live,
         };
 
         let router = crate::api::router(shared.clone());
@@ -371,21 +391,21 @@ impl Daemon {
                         return;
                     }
                 };
-                info!("reloaded: {}", config::summary(&loaded.config));
-                let config = Arc::new(loaded.config);
-                let old = self.context.load_full();
-                let agents = if old.config.agent_groups == config.agent_groups {
-                    Arc::clone(&old.agents)
-                } else {
-                    let table =
-                        AgentTable::from_config(&config, tokio::time::Instant::now().into_std());
-                    table.carry_over(&old.agents);
-                    Arc::new(table)
+                let groups = match self.shared.store.list_groups().await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        error!("reload refused: cannot read the agent groups back: {e}");
+                        return;
+                    }
                 };
+                info!("reloaded: {}", config::summary(&loaded.config));
+                // The agent table first: a new call must never see a queue whose groups the
+                // table does not know yet.
+                self.shared.live.rebuild(&loaded.config, &groups);
+                let config = Arc::new(loaded.config);
                 self.context.store(Arc::new(CallContext {
-                    queues: Queues::spawn(&config, &agents),
+                    queues: Queues::spawn(&config, &self.shared.live.agent_table()),
                     config: Arc::clone(&config),
-                    agents,
                     assets: Arc::new(assets),
                 }));
                 self.shared.config.store(config);
@@ -434,6 +454,28 @@ impl Daemon {
         }
         self.shared.store.close().await;
         info!("stopped");
+    }
+}
+
+/// Wakes every queue when the API signs an agent in or rebuilds the agent table, so waiting
+/// calls are offered to the agent at once.
+async fn wake_queues_on_agent_changes(
+    mut events: tokio::sync::broadcast::Receiver<crate::api::live::LiveEvent>,
+    context: Arc<ArcSwap<CallContext>>,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = shutdown.cancelled() => return,
+        };
+        match event {
+            Ok(crate::api::live::LiveEvent::SignIn | crate::api::live::LiveEvent::Agents)
+            | Err(RecvError::Lagged(_)) => context.load().queues.wake_all(),
+            Ok(crate::api::live::LiveEvent::Calls) => {}
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

@@ -357,6 +357,13 @@ fn rgsd_check_exits_0_on_the_contract_with_its_files_present() {
         .expect("run rgsd check");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("2 workflows, 2 queues, 2 agent groups, 3 agents"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("2 workflows, 2 queues, 2 agent groups, 3 agents"),
+        "{stdout}"
+    );
 }

@@ -55,12 +55,14 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
     let store = Store::connect(&config.server.database).await.unwrap();
     store.migrate().await.unwrap();
     let records = RecordWriter::spawn(store, WriterOptions::default());
-    let agents = Arc::new(AgentTable::from_config(&config, Instant::now().into_std()));
+    let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
+        &config,
+        Instant::now().into_std(),
+    )));
     let assets = MediaAssets::load(&config, &TextToSpeech::new(dir.path().join("tts"))).unwrap();
     let live = Arc::new(ArcSwap::from_pointee(Context {
         queues: Queues::spawn(&config, &agents),
         config: config.clone(),
-        agents,
         assets: Arc::new(assets),
     }));
     let shutdown = CancellationToken::new();
@@ -85,6 +87,7 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
         records,
         Arc::new(SystemClock),
         live,
+        agents,
     ));
     let controller = Controller {
         services,

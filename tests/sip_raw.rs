@@ -415,3 +415,45 @@ async fn unacknowledged_200_is_retransmitted_then_bye() {
     let events = wait_events(&s, 1).await;
     assert_eq!(events, ["AckTimeout"]);
 }
+
+#[tokio::test]
+async fn out_of_dialog_request_gets_its_final_response() {
+    use rgsd::config::model::SipUri;
+    use rgsd::sip::message::{Headers, Method, Request};
+    let s = setup(10, RateLimit::default()).await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let target = SipUri(format!(
+        "sip:127.0.0.1:{}",
+        peer.local_addr().expect("addr").port()
+    ));
+    let mut headers = Headers::new();
+    headers.push("From", "<sip:sales@127.0.0.1>;tag=r1");
+    headers.push("To", "<sip:sales@127.0.0.1>");
+    headers.push("Call-ID", "reg-1");
+    headers.push("CSeq", "1 REGISTER");
+    let request = Request {
+        method: Method::Register,
+        uri: target.to_string(),
+        headers,
+        body: Bytes::new(),
+    };
+    let endpoint = s._endpoint.clone();
+    let pending = tokio::spawn(async move { endpoint.request(request, &target).await });
+    let mut buf = vec![0u8; 65_536];
+    let (len, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+        .await
+        .expect("REGISTER arrives")
+        .expect("recv");
+    let Ok(Message::Request(req)) = parse(&buf[..len]) else {
+        panic!("not a request: {}", String::from_utf8_lossy(&buf[..len]))
+    };
+    assert_eq!(req.method, Method::Register);
+    let ok = Response::to_request(&req, 200, Some("t"));
+    peer.send_to(&ok.to_bytes(), from).await.expect("send");
+    let response = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("answer in time")
+        .expect("join")
+        .expect("response");
+    assert_eq!(response.status, 200);
+}

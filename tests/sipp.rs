@@ -467,3 +467,77 @@ async fn outbound_leg_cancelled_while_ringing() {
         "extra header sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_through_a_401_digest_challenge() {
+    use rgsd::config::model::{Registration, Secret, SipUri};
+    use rgsd::sip::registration::{Next, Registrar, RegistrationState};
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) = start_agent(&sipp, "registrar_digest.xml", dir.path());
+    let registrar_uri = SipUri(format!("sip:127.0.0.1:{port}"));
+    let mut registrar = Registrar::new(
+        Registration {
+            aor: SipUri("sip:sales@127.0.0.1".into()),
+            registrar: registrar_uri.clone(),
+            username: "sales".into(),
+            password: Secret::new("s3cret".into()),
+            expires: Duration::from_secs(600),
+        },
+        "127.0.0.1",
+    );
+    let contact = h.endpoint.contact(Transport::Udp);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = h
+            .endpoint
+            .request(registrar.request(&contact), &registrar_uri)
+            .await
+            .expect("registrar answers");
+        statuses.push(response.status);
+        if registrar.on_response(&response) != Next::SendNow {
+            break;
+        }
+    }
+    let run = finish_agent(child, &errors, &messages).await;
+    assert_eq!(statuses, [401, 200], "{}", run.messages);
+    assert_eq!(
+        registrar.state(),
+        &RegistrationState::Registered {
+            expires: Duration::from_secs(300)
+        }
+    );
+    run.assert_success("registrar");
+}
+
+/// Cancelling at once, before the agent's 180 can arrive: the CANCEL waits for a provisional
+/// (RFC 3261 §9.1) and then goes out, and the leg still fails with 487.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_leg_cancelled_before_any_provisional() {
+    use rgsd::sip::{CallEvent, LegFailure};
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) =
+        start_agent(&sipp, "agent_rings_until_cancel.xml", dir.path());
+    let mut leg = h
+        .endpoint
+        .invite(
+            &agent_uri(port),
+            &me(),
+            Bytes::from_static(ANSWER_SDP),
+            vec![],
+        )
+        .await
+        .expect("invite");
+    leg.cancel().expect("cancel");
+    let mut last = next(&mut leg).await;
+    while let CallEvent::Provisional { .. } = last {
+        last = next(&mut leg).await;
+    }
+    assert_eq!(last, CallEvent::Failed(LegFailure::Status(487)));
+    finish_agent(child, &errors, &messages)
+        .await
+        .assert_success("agent cancelled early");
+}

@@ -22,9 +22,10 @@
 //! Time: monotonic from `tokio::time::Instant` (so `tokio::time::pause()` drives alert times and
 //! queue time-outs in tests), wall time from the shared [`Clock`](crate::clock::Clock).
 //!
-//! Reload: a call keeps the [`Context`] (configuration, agent table, queue owners, prompts) it
-//! started with. Agent-table changes it makes are mirrored into the live table when a reload
-//! replaced it, so an agent is never left marked busy in the table new calls use.
+//! Reload: a call keeps the [`Context`] (configuration, queue owners, prompts) it started with.
+//! The agent table is read through an `ArcSwap` (the API and reload rebuild it, carrying states
+//! over); a call changes agent states in the table each agent was offered from and mirrors the
+//! change into the table in force, so an agent is never left ringing or busy there.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -42,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey};
-use crate::acd::queue_task::{QueueMsg, Queues};
+use crate::acd::queue_task::{QueueEvent, QueueMsg, Queues};
 use crate::acd::record;
 use crate::acd::router;
 use crate::clock::SharedClock;
@@ -58,7 +59,6 @@ use crate::workflow::call::{Call, Effect, Event, Now, Phase, RecordEvent, SipSta
 #[derive(Debug)]
 pub struct Context {
     pub config: Arc<Config>,
-    pub agents: Arc<AgentTable>,
     pub queues: Queues,
     /// Prompts rendered once at load, music on hold decoded once.
     pub assets: Arc<MediaAssets>,
@@ -73,6 +73,8 @@ pub struct Services {
     pub clock: SharedClock,
     /// The context new calls get (swapped on reload).
     pub live: Arc<ArcSwap<Context>>,
+    /// The agent table in force (swapped when the API or a reload rebuilds it).
+    pub agents: Arc<ArcSwap<AgentTable>>,
     next_key: AtomicU32,
 }
 
@@ -83,6 +85,7 @@ impl Services {
         records: RecordWriter,
         clock: SharedClock,
         live: Arc<ArcSwap<Context>>,
+        agents: Arc<ArcSwap<AgentTable>>,
     ) -> Self {
         Self {
             endpoint,
@@ -90,6 +93,7 @@ impl Services {
             records,
             clock,
             live,
+            agents,
             next_key: AtomicU32::new(0),
         }
     }
@@ -195,6 +199,7 @@ pub async fn run_call(incoming: IncomingCall, ctx: Arc<Context>, svc: Arc<Servic
         inbox_tx,
         inbox,
         legs: HashMap::new(),
+        tables: HashMap::new(),
         forward: None,
         bridged_agent: None,
         queue: None,
@@ -243,10 +248,12 @@ struct CallTask {
     /// The INVITE had no SDP: our 200 carried the offer and the ACK carries the answer.
     late_offer: bool,
     media: Leg,
-    inbox_tx: mpsc::UnboundedSender<Event>,
+    inbox_tx: mpsc::UnboundedSender<QueueEvent>,
     /// Answers of the queue owner.
-    inbox: mpsc::UnboundedReceiver<Event>,
+    inbox: mpsc::UnboundedReceiver<QueueEvent>,
     legs: HashMap<AgentId, FarLeg>,
+    /// The agent table each offered agent id belongs to (the table can be rebuilt mid-call).
+    tables: HashMap<AgentId, Arc<AgentTable>>,
     forward: Option<FarLeg>,
     /// The agent this call counted as busy in the agent table (`answered`), until `call_ended`.
     bridged_agent: Option<AgentId>,
@@ -271,7 +278,7 @@ impl CallTask {
             tokio::select! {
                 event = self.caller.next_event(), if self.caller_open => self.on_caller(event),
                 Some(event) = self.media.next_event() => self.on_media(event),
-                Some(event) = self.inbox.recv() => self.pending.push_back(event),
+                Some(queued) = self.inbox.recv() => self.on_queue(queued),
                 (far, event) = next_far_event(&mut self.legs, &mut self.forward) => {
                     self.on_far(far, event);
                 }
@@ -348,6 +355,15 @@ impl CallTask {
                 CallEvent::Provisional { .. } | CallEvent::Answered { .. } | CallEvent::Failed(_),
             ) => {}
         }
+    }
+
+    fn on_queue(&mut self, queued: QueueEvent) {
+        if let Event::Offered(offer) = &queued.event {
+            for a in &offer.agents {
+                self.tables.insert(*a, Arc::clone(&queued.table));
+            }
+        }
+        self.pending.push_back(queued.event);
     }
 
     fn on_media(&mut self, event: LegEvent) {
@@ -493,7 +509,7 @@ impl CallTask {
                     .await;
             }
             Effect::Ring(agent) => {
-                let uri = self.ctx.agents.uri(agent).clone();
+                let uri = self.uri_of(agent);
                 let headers = self.context_headers();
                 match self.place(&uri, headers).await {
                     Some(leg) => {
@@ -643,28 +659,40 @@ impl CallTask {
         self.notify_available(agent);
     }
 
-    /// Applies `f` to this call's agent table and, after a reload replaced it, to the live one.
+    /// The table `agent` was offered from (else the one in force).
+    fn table_of(&self, agent: AgentId) -> Arc<AgentTable> {
+        self.tables
+            .get(&agent)
+            .cloned()
+            .unwrap_or_else(|| self.svc.agents.load_full())
+    }
+
+    fn uri_of(&self, agent: AgentId) -> SipUri {
+        uri_in(&self.table_of(agent), agent)
+    }
+
+    /// Applies `f` to the table the agent was offered from and, when the API or a reload has
+    /// replaced that table since, to the table in force (the same agent by URI), so the agent
+    /// is never left ringing or busy in the table routing reads.
     fn mirror(&self, agent: AgentId, f: impl Fn(&AgentTable, AgentId, CallKey)) {
-        f(&self.ctx.agents, agent, self.key);
-        let live = self.svc.live.load();
-        if !Arc::ptr_eq(&live.agents, &self.ctx.agents)
-            && let Some(id) = live.agents.id(self.ctx.agents.uri(agent))
+        let table = self.table_of(agent);
+        if (agent.0 as usize) < table.len() {
+            f(&table, agent, self.key);
+        }
+        let live = self.svc.agents.load();
+        if !Arc::ptr_eq(&live, &table)
+            && let Some(id) = live.id(&uri_in(&table, agent))
         {
-            f(&live.agents, id, self.key);
+            f(&live, id, self.key);
         }
     }
 
-    fn notify_available(&self, agent: AgentId) {
-        self.ctx.queues.agent_available(agent);
+    fn notify_available(&self, _agent: AgentId) {
+        self.ctx.queues.wake_all();
         let live = self.svc.live.load();
-        if Arc::ptr_eq(&live, &self.ctx) {
-            return;
-        }
-        // A reload started new queue owners (and maybe a new agent table with new ids).
-        if Arc::ptr_eq(&live.agents, &self.ctx.agents) {
-            live.queues.agent_available(agent);
-        } else if let Some(id) = live.agents.id(self.ctx.agents.uri(agent)) {
-            live.queues.agent_available(id);
+        if !Arc::ptr_eq(&live, &self.ctx) {
+            // A reload started new queue owners: calls waiting there may take this agent.
+            live.queues.wake_all();
         }
     }
 
@@ -693,9 +721,10 @@ impl CallTask {
             caller: &info.from,
             sip_code: Some(200),
         };
+        let uri = |a: AgentId| self.uri_of(a);
         let record = record::from_timeline(
             &self.ctx.config,
-            &self.ctx.agents,
+            &uri,
             self.workflow,
             &leg,
             self.machine.timeline(),
@@ -703,6 +732,15 @@ impl CallTask {
         );
         debug!(outcome = ?record.outcome, "call ended");
         submit(&self.svc, record);
+    }
+}
+
+/// The agent's URI in `table` (a placeholder for an id the table does not have).
+fn uri_in(table: &AgentTable, agent: AgentId) -> SipUri {
+    if (agent.0 as usize) < table.len() {
+        table.uri(agent).clone()
+    } else {
+        SipUri(format!("sip:unknown-agent-{}@invalid", agent.0))
     }
 }
 

@@ -10,8 +10,12 @@
 //!
 //! The owner never waits on a call task: answers go into each call's unbounded inbox. Call tasks
 //! wait on the owner's bounded inbox only for messages that must not be lost (join, leave,
-//! refusal, offer ended); [`Queues::agent_available`] uses `try_send`, because a full inbox
-//! already holds messages that will each dispatch again.
+//! refusal, offer ended); [`Queues::wake_all`] uses `try_send`, because a full inbox already
+//! holds messages that will each dispatch again.
+//!
+//! The agent table is read through an `ArcSwap`: the API (membership changes) and reload
+//! replace it, and each command dispatches on the table in force. Offers carry the table their
+//! agent ids belong to ([`QueueEvent`]).
 //!
 //! Time is `tokio::time::Instant` (converted to `std` for the pure core), so a test with
 //! `tokio::time::pause()` moves grace periods too.
@@ -20,17 +24,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
+use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey};
 use crate::acd::queue::{Command, QueueCore};
-use crate::config::model::{AgentGroupId, Config, QueueId};
+use crate::config::model::{Config, QueueId};
 use crate::workflow::call::{Entry, Event};
 
 /// Capacity of each queue owner's inbox.
 const INBOX: usize = 1024;
+
+/// What a queue owner sends a call task: the event, and the agent table its agent ids (in
+/// `Event::Offered`) belong to.
+#[derive(Debug)]
+pub struct QueueEvent {
+    pub event: Event,
+    pub table: Arc<AgentTable>,
+}
 
 /// What a call task (or whoever frees an agent) tells a queue owner.
 #[derive(Debug)]
@@ -38,7 +51,7 @@ pub enum QueueMsg {
     /// Add the call; answer with `Event::EnteredQueue` on `inbox`, later `Event::Offered`.
     Join {
         call: CallKey,
-        inbox: mpsc::UnboundedSender<Event>,
+        inbox: mpsc::UnboundedSender<QueueEvent>,
     },
     /// The call left (answered, hung up, timed out).
     Leave(CallKey),
@@ -54,25 +67,20 @@ pub enum QueueMsg {
     AgentAvailable,
 }
 
-/// Handles to every queue owner of one configuration, and which queues each agent can serve.
+/// Handles to every queue owner of one configuration.
 #[derive(Debug, Clone)]
 pub struct Queues {
     senders: Arc<[mpsc::Sender<QueueMsg>]>,
-    /// For each agent (by index), the queues any of its groups serve.
-    by_agent: Arc<[Vec<QueueId>]>,
 }
 
 impl Queues {
-    /// Starts one owner task per queue of `config`. The tasks end when every [`Queues`] clone
-    /// is dropped.
-    pub fn spawn(config: &Config, agents: &Arc<AgentTable>) -> Self {
+    /// Starts one owner task per queue of `config`, routing over the agent table in force
+    /// (`agents` is swapped when the API or a reload rebuilds it). The tasks end when every
+    /// [`Queues`] clone is dropped.
+    pub fn spawn(config: &Config, agents: &Arc<ArcSwap<AgentTable>>) -> Self {
         let mut senders = Vec::with_capacity(config.queues.len());
-        let mut by_group: HashMap<AgentGroupId, Vec<QueueId>> = HashMap::new();
         for (i, queue) in config.queues.iter().enumerate() {
             let id = QueueId(u32::try_from(i).unwrap_or(u32::MAX));
-            for g in &queue.agent_groups {
-                by_group.entry(*g).or_default().push(id);
-            }
             let (tx, rx) = mpsc::channel(INBOX);
             senders.push(tx);
             let owner = Owner {
@@ -82,24 +90,8 @@ impl Queues {
             };
             tokio::spawn(owner.run(rx));
         }
-        let mut by_agent = vec![Vec::new(); agents.len()];
-        for (g, group) in config.agent_groups.iter().enumerate() {
-            let gid = AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX));
-            let queues = by_group.get(&gid).cloned().unwrap_or_default();
-            for uri in &group.agents {
-                if let Some(a) = agents.id(uri) {
-                    let list: &mut Vec<QueueId> = &mut by_agent[a.0 as usize];
-                    for q in &queues {
-                        if !list.contains(q) {
-                            list.push(*q);
-                        }
-                    }
-                }
-            }
-        }
         Self {
             senders: senders.into(),
-            by_agent: by_agent.into(),
         }
     }
 
@@ -119,20 +111,10 @@ impl Queues {
         }
     }
 
-    /// Tells every queue that `agent` can serve that it may be free now.
-    pub fn agent_available(&self, agent: AgentId) {
-        let Some(queues) = self.by_agent.get(agent.0 as usize) else {
-            return;
-        };
-        for q in queues {
-            if let Some(tx) = self.senders.get(q.0 as usize) {
-                // Full: the pending messages dispatch anyway. Closed: shutting down.
-                let _ = tx.try_send(QueueMsg::AgentAvailable);
-            }
-        }
-    }
-
-    /// Tells every queue to dispatch (an agent signed in or came online).
+    /// Tells every queue to dispatch: an agent was freed, signed in, or came online. Every
+    /// queue rather than the agent's own: membership can change at run time (API), and a
+    /// dispatch with nothing to offer is cheap. Never waits: a full inbox already holds
+    /// messages that will each dispatch.
     pub fn wake_all(&self) {
         for tx in self.senders.iter() {
             let _ = tx.try_send(QueueMsg::AgentAvailable);
@@ -143,9 +125,10 @@ impl Queues {
 /// One queue's owner task.
 struct Owner {
     core: QueueCore,
-    agents: Arc<AgentTable>,
+    /// The agent table in force, loaded for each command.
+    agents: Arc<ArcSwap<AgentTable>>,
     /// Inbox of every waiting call.
-    calls: HashMap<CallKey, mpsc::UnboundedSender<Event>>,
+    calls: HashMap<CallKey, mpsc::UnboundedSender<QueueEvent>>,
 }
 
 impl Owner {
@@ -165,12 +148,13 @@ impl Owner {
             };
             trace!(queue = ?self.core.id(), ?command, "queue command");
             let now = Instant::now().into_std();
-            if let Some(at) = self.core.handle(command, &self.agents, now, &mut out) {
+            let table = self.agents.load_full();
+            if let Some(at) = self.core.handle(command, &table, now, &mut out) {
                 let at = Instant::from_std(at);
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }
             for (call, event) in out.drain(..) {
-                self.deliver(call, event);
+                self.deliver(call, event, &table);
             }
         }
         debug!(queue = ?self.core.id(), "queue owner stopped");
@@ -196,22 +180,25 @@ impl Owner {
     /// Sends an event to its call task. A call that is no longer in the queue afterwards
     /// (turned away, evicted) is forgotten; agents offered to a call task that is gone are
     /// released.
-    fn deliver(&mut self, call: CallKey, event: Event) {
+    fn deliver(&mut self, call: CallKey, event: Event, table: &Arc<AgentTable>) {
         let leaves = matches!(
             event,
             Event::EnteredQueue(Entry::Overflow) | Event::Overflowed
         );
-        let sent = self
-            .calls
-            .get(&call)
-            .is_some_and(|tx| tx.send(event.clone()).is_ok());
+        let sent = self.calls.get(&call).is_some_and(|tx| {
+            tx.send(QueueEvent {
+                event: event.clone(),
+                table: Arc::clone(table),
+            })
+            .is_ok()
+        });
         if leaves || !sent {
             self.calls.remove(&call);
         }
         if !sent {
             if let Event::Offered(offer) = &event {
                 for a in &offer.agents {
-                    self.agents.release(*a, call);
+                    table.release(*a, call);
                 }
             }
             self.core.leave(call);

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::acd::agents::AgentTable;
-use crate::config::model::{Config, WorkflowId};
+use crate::acd::agents::AgentId;
+use crate::config::model::{Config, SipUri, WorkflowId};
 use crate::store::{CallOffer, CallOutcome, CallRecord, OfferResult as StoreOfferResult};
 use crate::workflow::call::{Because, OfferResult, Outcome, RecordEvent, Stamped};
 
@@ -49,11 +49,11 @@ pub fn rejected(
     }
 }
 
-/// The record of a call from its timeline. `ended_at` is used when the timeline has no end
-/// (the task stopped early).
+/// The record of a call from its timeline. `agent_uri` names the agents of the timeline;
+/// `ended_at` is used when the timeline has no end (the task stopped early).
 pub fn from_timeline(
     config: &Config,
-    agents: &AgentTable,
+    agent_uri: &dyn Fn(AgentId) -> SipUri,
     workflow: WorkflowId,
     leg: &Leg<'_>,
     timeline: &[Stamped],
@@ -85,7 +85,7 @@ pub fn from_timeline(
             }
             RecordEvent::Offered { agent, group } => offers.push((
                 CallOffer {
-                    agent: agents.uri(*agent).clone(),
+                    agent: agent_uri(*agent),
                     agent_group: Some(config.agent_group(*group).name.clone()),
                     offered_at: s.at,
                     result: StoreOfferResult::Cancelled,
@@ -94,11 +94,11 @@ pub fn from_timeline(
                 false,
             )),
             RecordEvent::OfferEnded { agent, result } => {
-                let uri = agents.uri(*agent);
+                let uri = agent_uri(*agent);
                 if let Some((offer, done)) = offers
                     .iter_mut()
                     .rev()
-                    .find(|(o, done)| !done && &o.agent == uri)
+                    .find(|(o, done)| !done && o.agent == uri)
                 {
                     *done = true;
                     (offer.result, offer.sip_code) = match result {
@@ -112,7 +112,7 @@ pub fn from_timeline(
                     };
                     if *result == OfferResult::Answered {
                         record.answered_at = Some(s.at);
-                        record.agent = Some(uri.clone());
+                        record.agent = Some(uri);
                         answered_group.clone_from(&offer.agent_group);
                     }
                 }
@@ -182,8 +182,9 @@ pub fn outcome_of(outcome: &Outcome) -> CallOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acd::agents::AgentTable;
     use crate::config::model::{ActionTarget, AgentGroupId, Participation, QueueId, RoutingMethod};
-    use crate::workflow::call::{AgentId, SipStatus};
+    use crate::workflow::call::SipStatus;
     use crate::workflow::testing::{add_group, add_queue, add_workflow, config, t0, utc0};
 
     fn at(secs: i64) -> DateTime<Utc> {
@@ -247,7 +248,8 @@ mod tests {
             caller: "<sip:bob@x>",
             sip_code: Some(200),
         };
-        let r = from_timeline(&c, &table, wf, &leg, &timeline, at(99));
+        let uri = |a: AgentId| table.uri(a).clone();
+        let r = from_timeline(&c, &uri, wf, &leg, &timeline, at(99));
         assert_eq!(r.outcome, CallOutcome::Answered);
         assert_eq!(r.queued_at, Some(at(1)));
         assert_eq!(r.answered_at, Some(at(5)));

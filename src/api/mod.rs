@@ -1,18 +1,130 @@
-//! The HTTP API: admin, manager and agent routes, reports, metrics.
+//! The HTTP API: admin, manager and agent routes, live state, reports, metrics, and the agent
+//! page and wallboard.
+//!
+//! # Layout
+//!
+//! - [`auth`]: the bearer token ([`auth::Caller`]) and what a manager may touch
+//!   ([`auth::ManagedScope`]).
+//! - [`error`]: [`ApiError`], each variant with its status and the JSON body
+//!   `{ "error": "...", "code": "...", "field": ... }`.
+//! - [`agents`]: agents, agent groups, members, formal sign-in, `/api/me`, workflows.
+//! - [`tokens`]: issuing, listing and revoking API tokens.
+//! - [`views`]: live state (REST and SSE), reports, audit log, health, metrics, pages.
+//! - [`live`]: [`Live`], the live side shared with routing and the call driver.
+//! - [`metrics`]: [`Metrics`] counters and the Prometheus text format.
+//! - [`reports`]: pure report computations over call records.
+//!
+//! Every route is declared through `utoipa-axum`'s [`OpenApiRouter`], so the OpenAPI document
+//! served at `/api/openapi.json` is generated from the same declarations as the router itself:
+//! a route cannot be served without being documented.
 
+pub mod agents;
+pub mod auth;
+pub mod error;
+mod extract;
+pub mod live;
+pub mod metrics;
+pub mod reports;
+pub mod tokens;
+pub mod views;
+
+use axum::Json;
 use axum::Router;
 use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::daemon::Shared;
 
-/// The HTTP routes served on `http_listen`.
-pub fn router(shared: Shared) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .with_state(shared)
+pub use error::ApiError;
+pub use live::Live;
+pub use metrics::Metrics;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "rgsd", description = "SIP response-group server: agents, groups, sign-in, live state, reports."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+/// Declares the bearer-token scheme every `/api` route uses.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
 }
 
-/// Liveness: 200 while the daemon runs.
-async fn health() -> &'static str {
-    "ok"
+/// The documented routes and the OpenAPI document generated from them (without
+/// `/api/openapi.json` itself, which serves it).
+pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(views::health))
+        .routes(routes!(views::metrics))
+        .routes(routes!(views::agent_page))
+        .routes(routes!(views::wallboard_page))
+        .routes(routes!(agents::list_agents, agents::create_agent))
+        .routes(routes!(
+            agents::get_agent,
+            agents::update_agent,
+            agents::delete_agent
+        ))
+        .routes(routes!(agents::list_groups, agents::create_group))
+        .routes(routes!(
+            agents::get_group,
+            agents::update_group,
+            agents::delete_group
+        ))
+        .routes(routes!(agents::set_members))
+        .routes(routes!(agents::set_sign_in))
+        .routes(routes!(agents::me))
+        .routes(routes!(agents::list_workflows))
+        .routes(routes!(agents::patch_workflow))
+        .routes(routes!(views::live))
+        .routes(routes!(views::live_queues))
+        .routes(routes!(views::live_agents))
+        .routes(routes!(views::live_calls))
+        .routes(routes!(views::live_stream))
+        .routes(routes!(views::report_summary))
+        .routes(routes!(views::report_calls))
+        .routes(routes!(views::audit_log))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .split_for_parts()
+}
+
+/// The OpenAPI document, as served at `/api/openapi.json` (that route included).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = documented();
+    let op = utoipa::openapi::path::OperationBuilder::new()
+        .summary(Some("This OpenAPI document"))
+        .response(
+            "200",
+            utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 document"),
+        )
+        .build();
+    doc.paths.add_path_operation(
+        "/api/openapi.json",
+        vec![utoipa::openapi::HttpMethod::Get],
+        op,
+    );
+    doc
+}
+
+/// The HTTP routes served on `http_listen`.
+pub fn router(shared: Shared) -> Router {
+    let (router, _) = documented();
+    let doc = openapi();
+    router
+        .route("/api/openapi.json", get(move || async move { Json(doc) }))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .with_state(shared)
 }

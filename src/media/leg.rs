@@ -147,6 +147,7 @@ impl MediaEngine {
             latched: false,
             negotiated,
             local,
+            last_sent: None,
         };
         let shared = Arc::new(Shared {
             socket,
@@ -196,6 +197,8 @@ struct Out {
     /// Whether `remote` was learnt from received packets (symmetric RTP).
     latched: bool,
     local: LocalMedia,
+    /// When the last packet (played or relayed) went out: the timestamp moves on over silence.
+    last_sent: Option<Instant>,
 }
 
 impl Out {
@@ -250,7 +253,7 @@ impl Leg {
     /// What the last offer/answer settled; `None` before the answer to rgsd's offer.
     #[must_use]
     pub fn negotiated(&self) -> Option<Negotiated> {
-        self.shared.lock().negotiated.clone()
+        self.shared.lock().negotiated
     }
 
     /// Applies the peer's answer to the offer from [`MediaEngine::offer`].
@@ -397,8 +400,8 @@ struct LegTask {
 /// The bridge half owned by a leg's task.
 struct Bridge {
     peer: Weak<Shared>,
-    relay: Relay,
-    formats: (StreamFormat, StreamFormat),
+    /// Built at the first packet, and again whenever either side renegotiates.
+    relay: Option<Relay>,
 }
 
 impl LegTask {
@@ -412,7 +415,6 @@ impl LegTask {
         let mut source = Source::Idle;
         let mut bridge: Option<Bridge> = None;
         let mut next_tick = Instant::now();
-        let mut last_sent: Option<Instant> = None;
         let mut last_rx = Instant::now();
         let mut timed_out = false;
         let mut rx_buf = [0u8; MAX_PACKET];
@@ -440,19 +442,23 @@ impl LegTask {
                         Command::Stop => source.end(PlayOutcome::Interrupted),
                         Command::Bridge(peer) => {
                             source.end(PlayOutcome::Interrupted);
-                            let idle = StreamFormat { codec: super::codec::Codec::Pcmu, payload_type: 0, telephone_event: None };
-                            bridge = Some(Bridge { peer, relay: Relay::new(idle, idle), formats: (idle, idle) });
+                            bridge = Some(Bridge { peer, relay: None });
                         }
                         Command::Unbridge => bridge = None,
                     }
-                    if !playing && !matches!(source, Source::Idle) {
-                        // A source starts: mark it, and move the timestamp over the silence.
+                    if !matches!(source, Source::Idle) {
+                        // A new source: its first packet is marked.
                         let mut out = shared.lock();
                         out.stream.begin_source();
-                        if let Some(last) = last_sent {
-                            out.stream.skip(ticks_between(last, now));
+                        if !playing {
+                            // Starting from silence: move the timestamp over it, and send the
+                            // first frame now.
+                            if let Some(last) = out.last_sent {
+                                let ticks = ticks_between(last, now);
+                                out.stream.skip(ticks);
+                            }
+                            next_tick = now;
                         }
-                        next_tick = now;
                     }
                 }
                 received = shared.socket.socket().recv_from(&mut rx_buf) => {
@@ -470,7 +476,7 @@ impl LegTask {
                             out.remote = Some(from);
                             out.latched = true;
                         }
-                        out.negotiated.clone()
+                        out.negotiated
                     };
                     let Some(negotiated) = negotiated else { continue };
                     last_rx = now;
@@ -498,13 +504,14 @@ impl LegTask {
                         let mut peer_out = peer.lock();
                         let Some((target, to)) = peer_out.target() else { continue };
                         let from_format = StreamFormat::from(&negotiated);
-                        if b.formats != (from_format, to) {
-                            b.relay = Relay::new(from_format, to);
-                            b.formats = (from_format, to);
-                        }
-                        if let Some(n) = b.relay.forward(packet, &mut peer_out.stream, &mut tx_buf) {
+                        let relay = match &mut b.relay {
+                            Some(r) if r.formats() == (from_format, to) => r,
+                            slot => slot.insert(Relay::new(from_format, to)),
+                        };
+                        if let Some(n) = relay.forward(packet, &mut peer_out.stream, &mut tx_buf) {
                             // UDP: a full socket buffer loses the packet, as the network would.
                             let _ = peer.socket.socket().try_send_to(&tx_buf[..n], target);
+                            peer_out.last_sent = Some(now);
                         }
                     }
                 }
@@ -531,7 +538,7 @@ impl LegTask {
                                 None => out.stream.skip(FRAME_TICKS),
                             }
                             *frame += 1;
-                            last_sent = Some(now);
+                            out.last_sent = Some(now);
                             false
                         }
                         Source::Idle => false,
@@ -717,6 +724,37 @@ mod tests {
         );
         leg.close().await;
         assert_eq!(pool.available(), pool.size());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_prompt_over_music_is_marked_and_continues_the_numbering() {
+        let (engine, _pool) = engine(47_320);
+        let phone = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
+        phone.set_nonblocking(true).unwrap();
+        let port = phone.local_addr().unwrap().port();
+        let (leg, _) = engine
+            .answer(offer(port, "0", "").as_bytes())
+            .await
+            .unwrap();
+        leg.start_music(tone_clip(50)).unwrap();
+        let music = collect(&phone, 50).await;
+        let prompt = tone_clip(3);
+        leg.play(Arc::clone(&prompt)).unwrap();
+        let spoken = collect(&phone, 100).await;
+        assert_eq!(music.len(), 3);
+        assert_eq!(spoken.len(), 3);
+        let last = RtpReader::new(&music[2].0).unwrap();
+        let first = RtpReader::new(&spoken[0].0).unwrap();
+        assert!(first.mark(), "a change of source is marked");
+        assert_eq!(first.ssrc(), last.ssrc());
+        assert_eq!(
+            u16::from(first.sequence_number()),
+            u16::from(last.sequence_number()).wrapping_add(1)
+        );
+        assert_eq!(first.timestamp(), last.timestamp().wrapping_add(160));
+        assert_eq!(first.payload(), prompt.frame(Codec::Pcmu, 0));
+        // No extra frame squeezed in: the cadence holds across the switch.
+        assert_eq!(spoken[0].1.duration_since(music[2].1), FRAME_DURATION);
     }
 
     #[tokio::test(start_paused = true)]
@@ -908,6 +946,20 @@ mod tests {
             .await
             .unwrap();
         assert!(recv(&caller).await.is_none(), "paused on hold");
+        // Resumed: relayed again, on the same stream.
+        let resume = offer(caller_port, "0", "a=sendrecv\r\n");
+        assert!(
+            caller_leg
+                .answer_reoffer(resume.as_bytes())
+                .unwrap()
+                .contains("a=sendrecv")
+        );
+        agent
+            .send_to(&rtp(8, 0xA6E7, 9, 419, false, &answer), to_agent_leg)
+            .await
+            .unwrap();
+        let (bytes, _) = recv(&caller).await.expect("resumed");
+        assert_eq!(RtpReader::new(&bytes).unwrap().ssrc(), r.ssrc());
         // Closing one leg frees its port; the other stops relaying to it.
         agent_leg.close().await;
         caller
@@ -934,5 +986,98 @@ mod tests {
             engine.answer(offer(9, "18", "").as_bytes()).await,
             Err(LegError::Sdp(e)) if e.sip_status() == 488
         ));
+    }
+
+    /// Load test, run on demand by `scripts/moh_load.sh`: `RGSD_MOH_STREAMS` legs (default
+    /// 1,000) play music on hold for `RGSD_MOH_SECONDS` (default 10) of real time to a few
+    /// loopback receivers, which count packets and measure each stream's inter-arrival gaps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "load test: run scripts/moh_load.sh"]
+    async fn moh_load() {
+        use std::collections::HashMap;
+        let env = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let streams = env("RGSD_MOH_STREAMS", 1_000);
+        let seconds = env("RGSD_MOH_SECONDS", 10);
+        let ports = u16::try_from(streams * 2 + 64).expect("at most about 32,000 streams");
+        let pool = PortPool::new(LOOPBACK, 20_000..=20_000 + ports);
+        let engine = MediaEngine::new(pool, LOOPBACK, LegOptions { rtp_timeout: None });
+        let music = crate::media::clip::tone_loop();
+        // Eight receivers; each stream sends to one of them.
+        let mut receivers = Vec::new();
+        let mut addresses = Vec::new();
+        let stop = Instant::now() + Duration::from_secs(seconds as u64 + 1);
+        for _ in 0..8 {
+            let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+            addresses.push(socket.local_addr().unwrap().port());
+            receivers.push(tokio::spawn(async move {
+                // ssrc → (packets, first arrival, last arrival, largest gap)
+                let mut stats: HashMap<u32, (u64, Instant, Instant, Duration)> = HashMap::new();
+                let mut buf = [0u8; MAX_PACKET];
+                while let Ok(Ok((n, _))) =
+                    tokio::time::timeout_at(stop, socket.recv_from(&mut buf)).await
+                {
+                    let Ok(r) = RtpReader::new(&buf[..n]) else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    let e = stats
+                        .entry(r.ssrc())
+                        .or_insert((0, now, now, Duration::ZERO));
+                    e.3 = e.3.max(now - e.2);
+                    e.0 += 1;
+                    e.2 = now;
+                }
+                stats
+            }));
+        }
+        let mut legs = Vec::with_capacity(streams);
+        for i in 0..streams {
+            let sdp = offer(addresses[i % addresses.len()], "0", "");
+            let (leg, _) = engine.answer(sdp.as_bytes()).await.expect("a leg");
+            leg.start_music(Arc::clone(&music)).unwrap();
+            legs.push(leg);
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds as u64)).await;
+        let elapsed = started.elapsed();
+        for leg in legs {
+            leg.close().await;
+        }
+        let mut all = HashMap::new();
+        for r in receivers {
+            all.extend(r.await.unwrap());
+        }
+        let packets: u64 = all.values().map(|s| s.0).sum();
+        let mut gaps: Vec<Duration> = all.values().map(|s| s.3).collect();
+        gaps.sort();
+        let pct = |p: usize| {
+            gaps.get(gaps.len().saturating_sub(1) * p / 100)
+                .copied()
+                .unwrap_or_default()
+        };
+        // Each stream's own rate, between its first and last packet.
+        let mut rates: Vec<f64> = all
+            .values()
+            .filter(|s| s.0 > 1)
+            .map(|s| (s.0 - 1) as f64 / (s.2 - s.1).as_secs_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let slowest = rates.first().copied().unwrap_or_default();
+        let median = rates.get(rates.len() / 2).copied().unwrap_or_default();
+        println!(
+            "moh_load: {streams} streams, {:.1} s: {packets} packets; packets per second per stream \
+             (50 expected): median {median:.2}, slowest {slowest:.2}; largest inter-arrival gap \
+             per stream: median {:?}, p99 {:?}, max {:?}",
+            elapsed.as_secs_f64(),
+            pct(50),
+            pct(99),
+            pct(100)
+        );
+        assert_eq!(all.len(), streams, "every stream was heard");
     }
 }

@@ -157,6 +157,12 @@ impl Relay {
         }
     }
 
+    /// The (from, to) formats this relay was built for.
+    #[must_use]
+    pub fn formats(&self) -> (StreamFormat, StreamFormat) {
+        (self.from, self.to)
+    }
+
     /// Rewrites `packet` for `out` into `buf`; returns the length to send, or `None` when the
     /// packet is not RTP, or carries a payload the other side did not negotiate.
     pub fn forward(&mut self, packet: &[u8], out: &mut RtpStream, buf: &mut [u8]) -> Option<usize> {

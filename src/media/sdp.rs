@@ -97,7 +97,7 @@ pub struct LocalMedia {
 }
 
 /// What offer/answer settled for the stream: everything the leg needs to send and receive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
     /// Where the peer wants RTP; `None` when it gave port 0 or `c=0.0.0.0` (hold).
     pub remote: Option<SocketAddr>,

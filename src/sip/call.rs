@@ -90,6 +90,13 @@ pub(crate) enum Command {
         leg: LegId,
     },
     Invite(Box<OutboundRequest>),
+    /// An out-of-dialog non-INVITE request (REGISTER, OPTIONS ping); the driver adds the Via.
+    Request {
+        request: Box<super::message::Request>,
+        dest: SocketAddr,
+        tcp: bool,
+        reply: tokio::sync::oneshot::Sender<Result<super::message::Response, LegFailure>>,
+    },
 }
 
 /// What `Endpoint::invite` hands the driver.

@@ -157,6 +157,7 @@ impl Endpoint {
             legs: HashMap::new(),
             dialogs: HashMap::new(),
             inbound_calls: 0,
+            pending: HashMap::new(),
         };
         tokio::spawn(driver.run(transport_rx, command_rx, shutdown));
         Ok((endpoint, incoming_rx))
@@ -173,6 +174,50 @@ impl Endpoint {
             .iter()
             .find(|b| b.transport == transport)
             .map(|b| b.addr)
+    }
+
+    /// The Contact URI (in angle brackets) for requests sent over `transport`.
+    pub fn contact(&self, transport: Transport) -> String {
+        let port = self.local_addr(transport).map_or(5060, |a| a.port());
+        let tcp = if transport == Transport::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        format!("<sip:rgsd@{}:{port}{tcp}>", uri_host(&self.host))
+    }
+
+    /// Sends an out-of-dialog non-INVITE request to `target` (Request-URI unchanged) and waits
+    /// for its final response. The endpoint adds the Via; everything else is the caller's.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError`] when the target does not resolve, nothing answers (timer F), the
+    /// connection fails, or the endpoint has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the answer; the transaction itself runs to its end.
+    pub async fn request(
+        &self,
+        request: Request,
+        target: &SipUri,
+    ) -> Result<Response, RequestError> {
+        let (dest, tcp) = resolve(target).await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Request {
+                request: Box::new(request),
+                dest,
+                tcp,
+                reply,
+            })
+            .map_err(|_| EndpointGone)?;
+        match answer.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(LegFailure::Timeout)) => Err(RequestError::Timeout),
+            Ok(Err(_)) | Err(_) => Err(RequestError::Transport),
+        }
     }
 
     /// Starts an outbound leg: INVITE `target` from `from` with `sdp_offer`. `;transport=tcp`
@@ -194,23 +239,7 @@ impl Endpoint {
         sdp_offer: Bytes,
         extra_headers: Vec<(String, String)>,
     ) -> Result<OutboundCall, InviteError> {
-        let uri = message::parse_uri(target.as_str())
-            .map_err(|_| InviteError::BadTarget(target.to_string()))?;
-        let port = uri.port.unwrap_or(5060);
-        let dest = match uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, port),
-            Err(_) => tokio::net::lookup_host((uri.host.as_str(), port))
-                .await
-                .map_err(|source| InviteError::Resolve {
-                    host: uri.host.clone(),
-                    source,
-                })?
-                .next()
-                .ok_or_else(|| InviteError::Resolve {
-                    host: uri.host.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-                })?,
-        };
+        let (dest, tcp) = resolve(target).await?;
         let leg = LegId(self.next_leg.fetch_add(1, Ordering::Relaxed));
         let (events_tx, events) = mpsc::unbounded_channel();
         let call_id = format!("{}@{}", random_token(20), self.host);
@@ -219,7 +248,7 @@ impl Endpoint {
                 leg,
                 events: events_tx,
                 dest,
-                tcp: uri.tcp,
+                tcp,
                 request_uri: target.to_string(),
                 from: from.to_string(),
                 sdp: sdp_offer,
@@ -236,6 +265,49 @@ impl Endpoint {
                 live: true,
             },
         })
+    }
+}
+
+/// Where to send a request for `target`: its host (resolved) and port (default 5060), and
+/// whether `;transport=tcp` asks for TCP.
+async fn resolve(target: &SipUri) -> Result<(SocketAddr, bool), InviteError> {
+    let uri = message::parse_uri(target.as_str())
+        .map_err(|_| InviteError::BadTarget(target.to_string()))?;
+    let port = uri.port.unwrap_or(5060);
+    let dest = match uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((uri.host.as_str(), port))
+            .await
+            .map_err(|source| InviteError::Resolve {
+                host: uri.host.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| InviteError::Resolve {
+                host: uri.host.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+            })?,
+    };
+    Ok((dest, uri.tcp))
+}
+
+/// Why [`Endpoint::request`] got no final response.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The target is unusable or did not resolve.
+    #[error(transparent)]
+    Target(#[from] InviteError),
+    /// No final response within 64·T1 (timer F).
+    #[error("no response")]
+    Timeout,
+    /// No listener can reach the target, or the connection failed.
+    #[error("transport failure")]
+    Transport,
+}
+
+impl From<EndpointGone> for RequestError {
+    fn from(gone: EndpointGone) -> Self {
+        Self::Target(InviteError::Gone(gone))
     }
 }
 
@@ -342,6 +414,10 @@ struct Leg {
     ack: Option<Bytes>,
     /// Counts toward `max_calls`.
     counted: bool,
+    /// Outbound: a provisional response arrived, so a CANCEL may be sent.
+    heard: bool,
+    /// Outbound: the CANCEL has been sent.
+    cancel_sent: bool,
 }
 
 impl Leg {
@@ -367,6 +443,8 @@ struct Driver {
     dialogs: HashMap<(String, String), LegId>,
     limiter: RateLimiter,
     inbound_calls: u32,
+    /// Out-of-dialog requests from `Endpoint::request`, waiting for a final response.
+    pending: HashMap<TransactionKey, tokio::sync::oneshot::Sender<Result<Response, LegFailure>>>,
 }
 
 impl Driver {
@@ -485,22 +563,31 @@ impl Driver {
             }
             TransportEvent::Closed { id, peer } => {
                 self.transports.forget_stream(id);
-                let failed: Vec<LegId> = self
+                // Legs waiting on a transaction over this connection learn it now rather
+                // than at timer B/F.
+                let affected: Vec<(LegId, CallEvent)> = self
                     .legs
                     .iter()
-                    .filter(|(_, l)| {
-                        l.outbound && l.state == LegState::Early && l.flow == Flow::Stream(id)
+                    .filter(|(_, l)| l.flow == Flow::Stream(id))
+                    .filter_map(|(leg, l)| match (l.outbound, l.state) {
+                        (true, LegState::Early | LegState::Cancelling) => {
+                            Some((*leg, CallEvent::Failed(LegFailure::Transport)))
+                        }
+                        (_, LegState::Ending) => Some((*leg, CallEvent::Ended)),
+                        _ => None,
                     })
-                    .map(|(id, _)| *id)
                     .collect();
-                for leg in failed {
-                    tracing::info!(%peer, "outbound leg failed: connection closed");
-                    self.end_leg(leg, Some(CallEvent::Failed(LegFailure::Transport)));
+                for (leg, event) in affected {
+                    tracing::info!(%peer, ?event, "connection closed under a call leg");
+                    self.end_leg(leg, Some(event));
                 }
                 self.txs.retain(|_, e| {
                     !(e.flow == Flow::Stream(id)
                         && matches!(e.tx, Tx::ClientInvite(_) | Tx::Client(_)))
                 });
+                // Requests whose transaction just went away learn it (their sender drops).
+                let txs = &self.txs;
+                self.pending.retain(|key, _| txs.contains_key(key));
             }
             TransportEvent::Message {
                 bytes,
@@ -512,6 +599,7 @@ impl Driver {
 
     fn on_message(&mut self, bytes: &[u8], source: SocketAddr, flow: Flow) {
         let now = Instant::now();
+        tracing::trace!(%source, len = bytes.len(), "received");
         // Only requests count toward the rate limit: responses answer requests rgsd sent (an
         // agent answering its INVITEs must not be throttled), and a stray response is dropped
         // by the transaction lookup at the cost of a parse.
@@ -787,6 +875,8 @@ impl Driver {
                 invite: None,
                 ack: None,
                 counted: true,
+                heard: false,
+                cancel_sent: false,
             },
         );
     }
@@ -950,6 +1040,12 @@ impl Driver {
         leg_id: Option<LegId>,
         response: Response,
     ) {
+        if response.status >= 200
+            && let Some(reply) = self.pending.remove(key)
+        {
+            let _ = reply.send(Ok(response));
+            return;
+        }
         let Some(leg_id) = leg_id else {
             return;
         };
@@ -968,13 +1064,18 @@ impl Driver {
         };
         let sdp = (!response.body.is_empty()).then(|| response.body.clone());
         match response.status {
-            100 => {}
-            101..=199 => {
-                leg.dialog.on_response(&response);
-                leg.emit(CallEvent::Provisional {
-                    status: response.status,
-                    sdp,
-                });
+            100..=199 => {
+                leg.heard = true;
+                if response.status > 100 {
+                    leg.dialog.on_response(&response);
+                    leg.emit(CallEvent::Provisional {
+                        status: response.status,
+                        sdp,
+                    });
+                }
+                if leg.state == LegState::Cancelling {
+                    self.send_cancel(leg_id);
+                }
             }
             200..=299 => {
                 if let Some(ack) = &leg.ack {
@@ -1015,6 +1116,9 @@ impl Driver {
     }
 
     fn on_transaction_timeout(&mut self, key: &TransactionKey, leg: Option<LegId>) {
+        if let Some(reply) = self.pending.remove(key) {
+            let _ = reply.send(Err(LegFailure::Timeout));
+        }
         let Some(leg) = leg else {
             return;
         };
@@ -1153,6 +1257,28 @@ impl Driver {
             }
             Command::Hangup { leg } => self.hangup(leg),
             Command::Invite(request) => self.invite(*request),
+            Command::Request {
+                request,
+                dest,
+                tcp,
+                reply,
+            } => {
+                let flow = if tcp {
+                    Some(self.transports.stream_flow_for(dest))
+                } else {
+                    self.transports.udp_flow_for(dest)
+                };
+                let Some(flow) = flow else {
+                    let _ = reply.send(Err(LegFailure::Transport));
+                    return;
+                };
+                let mut request = *request;
+                let (via, branch) = self.via(flow);
+                request.headers.push_front("Via", via);
+                let key = TransactionKey::client(&branch, request.method.clone());
+                self.pending.insert(key, reply);
+                self.start_client(&request, &branch, flow, dest, None);
+            }
         }
     }
 
@@ -1236,23 +1362,37 @@ impl Driver {
             (_, LegState::Confirming | LegState::Established) => self.start_bye(leg_id),
             (true, LegState::Early) => {
                 leg.state = LegState::Cancelling;
-                let (Some(invite), Some(key)) = (leg.invite.clone(), leg.invite_tx.clone()) else {
-                    return;
-                };
-                let (flow, peer) = (leg.flow, leg.peer);
-                let cancel = cancel_for(&invite);
-                if let Some(Tx::ClientInvite(t)) = self.txs.get_mut(&key).map(|e| &mut e.tx) {
-                    t.cancel_sent(Instant::now());
+                // RFC 3261 §9.1: no CANCEL before a provisional response; until then it waits
+                // (and timer B still bounds the INVITE).
+                if leg.heard {
+                    self.send_cancel(leg_id);
                 }
-                self.settle(&key);
-                let branch = invite
-                    .top_via()
-                    .and_then(|v| v.branch().map(str::to_owned))
-                    .unwrap_or_default();
-                self.start_client(&cancel, &branch, flow, peer, None);
             }
             (_, LegState::Cancelling | LegState::Ending) => {}
         }
+    }
+
+    fn send_cancel(&mut self, leg_id: LegId) {
+        let Some(leg) = self.legs.get_mut(&leg_id) else {
+            return;
+        };
+        if std::mem::replace(&mut leg.cancel_sent, true) {
+            return;
+        }
+        let (Some(invite), Some(key)) = (leg.invite.clone(), leg.invite_tx.clone()) else {
+            return;
+        };
+        let (flow, peer) = (leg.flow, leg.peer);
+        let cancel = cancel_for(&invite);
+        if let Some(Tx::ClientInvite(t)) = self.txs.get_mut(&key).map(|e| &mut e.tx) {
+            t.cancel_sent(Instant::now());
+        }
+        self.settle(&key);
+        let branch = invite
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .unwrap_or_default();
+        self.start_client(&cancel, &branch, flow, peer, None);
     }
 
     fn invite(&mut self, out: OutboundRequest) {
@@ -1294,7 +1434,16 @@ impl Driver {
             request.headers.push("Content-Type", "application/sdp");
         }
         for (name, value) in out.extra_headers {
-            request.headers.push(name, value);
+            // The controller is trusted, but a header that would break framing is still refused.
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            if name_ok && !value.contains(['\r', '\n']) {
+                request.headers.push(name, value);
+            } else {
+                tracing::warn!(%name, "extra header refused: not a valid SIP header");
+            }
         }
         self.legs.insert(
             out.leg,
@@ -1312,6 +1461,8 @@ impl Driver {
                 invite: Some(request.clone()),
                 ack: None,
                 counted: false,
+                heard: false,
+                cancel_sent: false,
             },
         );
         let key = self.start_client(&request, &branch, flow, out.dest, Some(out.leg));
@@ -1321,7 +1472,17 @@ impl Driver {
     }
 }
 
+/// A host as written in a URI or Via: IPv6 literals get brackets.
+fn uri_host(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
+}
+
 fn make_via(host: &str, port: u16, flow: Flow) -> (String, String) {
+    let host = uri_host(host);
     let branch = format!("{BRANCH_COOKIE}{}", random_token(16));
     let transport = if flow.is_reliable() { "TCP" } else { "UDP" };
     (
@@ -1331,6 +1492,7 @@ fn make_via(host: &str, port: u16, flow: Flow) -> (String, String) {
 }
 
 fn make_contact(host: &str, port: u16, flow: Flow) -> String {
+    let host = uri_host(host);
     let transport = if flow.is_reliable() {
         ";transport=tcp"
     } else {
@@ -1486,6 +1648,22 @@ Session-Expires: 1800\r\nSupported: timer, 100rel\r\n\r\n";
         assert_eq!(
             session_timer_reply(&r.headers),
             Some(("1800;refresher=uac".to_owned(), true))
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_in_via_and_contact() {
+        let (via, branch) = make_via("2001:db8::1", 5060, Flow::Udp(0));
+        assert!(via.starts_with("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK"));
+        assert!(branch.starts_with(BRANCH_COOKIE));
+        assert!(Via::parse(&via).is_ok());
+        assert_eq!(
+            make_contact("::1", 5070, Flow::Stream(3)),
+            "<sip:rgsd@[::1]:5070;transport=tcp>"
+        );
+        assert_eq!(
+            make_contact("pbx.example.com", 5060, Flow::Udp(0)),
+            "<sip:rgsd@pbx.example.com:5060>"
         );
     }
 

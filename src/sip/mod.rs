@@ -12,6 +12,7 @@
 //! transaction  RFC 3261 §17 client/server, INVITE/non-INVITE, timers A–M (pure, sans-IO)
 //! message    bytes <-> Request/Response (never panics; 400 when a reply can be formed)
 //! transport  UDP and TCP listeners, Content-Length framing, flows
+//! registration  REGISTER with digest auth, refresh, back-off
 //! ```
 //!
 //! # Flow for a call controller
@@ -48,6 +49,25 @@
 //! Every end of a leg reaches its holder as a terminal [`CallEvent`] (see
 //! [`CallEvent::is_terminal`]); nothing fails silently.
 //!
+//! # Registration
+//!
+//! For each `[[registration]]`, spawn [`registration::run`]`(endpoint.clone(), registration,
+//! shutdown)`: it REGISTERs, answers 401/407 with digest (MD5 or SHA-256, `qop=auth`),
+//! refreshes a minute before expiry (half-time for short ones), backs off 2 s doubling to 5 min
+//! after failures, and logs every state change.
+//!
+//! # Edge policy (before anything reaches the controller)
+//!
+//! | request | answer |
+//! |---|---|
+//! | INVITE/SUBSCRIBE/REFER from outside `trusted_peers` | 403 |
+//! | INVITE whose Request-URI the [`CallRouter`] does not know / knows as inactive | 404 / 480 |
+//! | INVITE while `max_calls` inbound calls exist, or the controller's queue is full | 503, Retry-After |
+//! | more than the per-source token bucket allows | dropped, one log line per source a minute |
+//! | malformed but answerable | 400; otherwise dropped with a debug line |
+//! | unknown or unsupported method | 405 with Allow |
+//! | `Require` of an extension other than `timer` / body not SDP / Session-Expires < 90 | 420 / 415 / 422 |
+//!
 //! # Routing choices
 //!
 //! Responses go back to the request's source address and port (symmetric response routing,
@@ -61,9 +81,12 @@ pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod policy;
+pub mod registration;
 pub mod transaction;
 pub mod transport;
 
 pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure, OutboundCall};
-pub use endpoint::{CallRouter, Endpoint, EndpointConfig, InviteError, RouteDecision};
+pub use endpoint::{
+    CallRouter, Endpoint, EndpointConfig, InviteError, RequestError, RouteDecision,
+};
 pub use transport::{BindError, BoundListener};

@@ -1,7 +1,7 @@
 //! UDP and TCP transports: listeners, stream framing, and sending on a flow.
 //!
 //! Each UDP socket and each TCP connection has a task that reads, frames and forwards
-//! [`TransportEvent`]s to the endpoint's driver; the driver sends through [`Transports`] without
+//! `TransportEvent`s to the endpoint's driver; the driver sends through `Transports` without
 //! awaiting (UDP `try_send_to`; TCP through the connection's writer queue), so one slow peer
 //! never stalls the others. TLS would be another stream kind beside TCP (same framing, same
 //! [`Flow::Stream`]), which is why framing lives apart from the socket code.
@@ -274,6 +274,18 @@ impl Transports {
                 };
                 match socket.try_send_to(&bytes, dest) {
                     Ok(_) => true,
+                    // tokio learns a socket is writable only from the reactor, so the first
+                    // send on a fresh socket (or one with a full buffer) reports WouldBlock:
+                    // finish it on a task that waits for writability.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let socket = socket.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = socket.send_to(&bytes, dest).await {
+                                tracing::debug!(%dest, error = %e, "UDP send failed");
+                            }
+                        });
+                        true
+                    }
                     Err(e) => {
                         tracing::debug!(%dest, error = %e, "UDP send failed");
                         false

@@ -259,3 +259,4 @@ pub fn pg_url() -> Option<String> {
         }
     }
 }
+pub mod pg;

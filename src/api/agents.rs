@@ -1,0 +1,860 @@
+//! Agents, agent groups (ordered members), formal sign-in, the caller's own view (`/api/me`)
+//! and workflows (read; the fields managers may not or cannot change are refused precisely).
+//!
+//! Every change is stored, rebuilt into the routing table when routing uses the group
+//! ([`super::live::Live::rebuild`], [`super::live::Live::set_signed_in`]) and written to the
+//! audit log with the token's subject as the actor.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::auth::{Caller, Scope};
+use super::error::{ApiError, ErrorBody, Refusal};
+use super::extract::{Body, Params};
+use super::live::AgentSnapshot;
+use super::live::Visibility as _;
+use crate::config::model::{
+    ActionTarget, AgentGroup, Config, Participation, RoutingMethod, SipUri, WorkflowKind,
+};
+use crate::daemon::Shared;
+use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Role};
+
+/// Alert time bounds (rgs-spec §15).
+const ALERT_MIN: u64 = 10;
+const ALERT_MAX: u64 = 600;
+
+// ---------------------------------------------------------------------------------------------
+// Bodies and documents
+
+/// An agent as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentDoc {
+    pub id: i64,
+    pub sip_uri: String,
+    pub display_name: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Agent> for AgentDoc {
+    fn from(a: Agent) -> Self {
+        Self {
+            id: a.id.0,
+            sip_uri: a.sip_uri.0,
+            display_name: a.display_name,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// Creating or replacing an agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBody {
+    /// `sip:user@host`.
+    pub sip_uri: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// Formal: agents sign in; informal: members are always in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipationDoc {
+    Formal,
+    Informal,
+}
+
+impl From<Participation> for ParticipationDoc {
+    fn from(p: Participation) -> Self {
+        match p {
+            Participation::Formal => Self::Formal,
+            Participation::Informal => Self::Informal,
+        }
+    }
+}
+
+impl From<ParticipationDoc> for Participation {
+    fn from(p: ParticipationDoc) -> Self {
+        match p {
+            ParticipationDoc::Formal => Self::Formal,
+            ParticipationDoc::Informal => Self::Informal,
+        }
+    }
+}
+
+/// How a group offers calls to its agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingDoc {
+    LongestIdle,
+    Parallel,
+    RoundRobin,
+    Serial,
+    Attendant,
+}
+
+impl From<RoutingMethod> for RoutingDoc {
+    fn from(r: RoutingMethod) -> Self {
+        match r {
+            RoutingMethod::LongestIdle => Self::LongestIdle,
+            RoutingMethod::Parallel => Self::Parallel,
+            RoutingMethod::RoundRobin => Self::RoundRobin,
+            RoutingMethod::Serial => Self::Serial,
+            RoutingMethod::Attendant => Self::Attendant,
+        }
+    }
+}
+
+impl From<RoutingDoc> for RoutingMethod {
+    fn from(r: RoutingDoc) -> Self {
+        match r {
+            RoutingDoc::LongestIdle => Self::LongestIdle,
+            RoutingDoc::Parallel => Self::Parallel,
+            RoutingDoc::RoundRobin => Self::RoundRobin,
+            RoutingDoc::Serial => Self::Serial,
+            RoutingDoc::Attendant => Self::Attendant,
+        }
+    }
+}
+
+/// An agent group as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupDoc {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub participation: ParticipationDoc,
+    pub routing: RoutingDoc,
+    pub alert_time_seconds: u64,
+    /// Members in order (serial and round robin follow it).
+    pub agents: Vec<String>,
+    /// `config` (declared in the file; a reload rewrites it), `api` or `retired`.
+    pub source: &'static str,
+    /// Whether routing uses the group (a queue of the configuration refers to it).
+    pub routed: bool,
+    /// Formal groups: members signed in now.
+    pub signed_in: Vec<String>,
+}
+
+/// Creating or replacing an agent group.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBody {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub participation: ParticipationDoc,
+    pub routing: RoutingDoc,
+    /// 10 to 600; 20 when absent.
+    #[serde(default = "default_alert")]
+    pub alert_time_seconds: u64,
+    /// Member SIP URIs in order; unknown URIs become agents.
+    #[serde(default)]
+    pub agents: Vec<String>,
+}
+
+fn default_alert() -> u64 {
+    20
+}
+
+/// A group's members, in order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MembersBody {
+    pub agents: Vec<String>,
+}
+
+/// Signing in (`true`) or out (`false`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInBody {
+    pub signed_in: bool,
+}
+
+/// The result of a sign-in change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignInDoc {
+    pub agent: String,
+    pub group: String,
+    pub signed_in: bool,
+    /// Whether the state changed (`false` when it already was so).
+    pub changed: bool,
+    /// Whether routing uses this group (configured and referred to by a queue); when `false`
+    /// the state is stored only.
+    pub routed: bool,
+}
+
+/// A group as the caller (an agent) sees it on their page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MyGroup {
+    pub id: i64,
+    pub name: String,
+    pub participation: ParticipationDoc,
+    /// Informal groups: always `true`.
+    pub signed_in: bool,
+}
+
+/// Who the token speaks for, and (for an agent) their groups and live state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeDoc {
+    pub role: &'static str,
+    pub subject: String,
+    /// The agent's id, when the subject is a known agent.
+    pub agent_id: Option<i64>,
+    pub groups: Vec<MyGroup>,
+    pub state: Option<AgentSnapshot>,
+}
+
+/// A workflow as the API shows it (read-only: workflows live in the configuration file).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowDoc {
+    pub name: String,
+    /// `hunt_group` or `interactive`.
+    pub kind: &'static str,
+    pub uri: String,
+    pub display_number: Option<String>,
+    pub active: bool,
+    pub managers: Vec<String>,
+    /// The queue a hunt group starts in.
+    pub queue: Option<String>,
+}
+
+/// A change to a workflow. Every field but `uri`, `display_number` and `kind` is one a manager
+/// may change (rgs-spec §15); all of them are set in the configuration file today, so the
+/// request is refused with 409 `config_managed` (403 for a manager's URI, number or kind).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowPatch {
+    pub uri: Option<String>,
+    pub display_number: Option<String>,
+    pub kind: Option<String>,
+    pub active: Option<bool>,
+    pub business_hours: Option<String>,
+    pub holidays: Option<Vec<String>>,
+    pub welcome: Option<String>,
+    pub music_on_hold: Option<String>,
+    pub description: Option<String>,
+    pub managers: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+pub(super) fn parse_uri(field: &'static str, text: &str) -> Result<SipUri, ApiError> {
+    // The same shape `config` accepts: a sip:/sips: scheme, a host, no white space.
+    let ok = text.split_once(':').is_some_and(|(scheme, rest)| {
+        (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
+            && !rest.is_empty()
+            && !rest.ends_with('@')
+    }) && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(SipUri(text.to_owned()))
+    } else {
+        Err(ApiError::InvalidField {
+            field,
+            reason: format!("{text:?} is not a SIP URI; write \"sip:user@host\""),
+        })
+    }
+}
+
+fn parse_members(agents: &[String]) -> Result<Vec<SipUri>, ApiError> {
+    let list: Vec<SipUri> = agents
+        .iter()
+        .map(|a| parse_uri("agents", a))
+        .collect::<Result<_, _>>()?;
+    for (i, a) in list.iter().enumerate() {
+        if list[..i].contains(a) {
+            return Err(ApiError::InvalidField {
+                field: "agents",
+                reason: format!("{a} is listed twice"),
+            });
+        }
+    }
+    Ok(list)
+}
+
+fn agent_group(body: &GroupBody) -> Result<AgentGroup, ApiError> {
+    if body.name.trim().is_empty() {
+        return Err(ApiError::InvalidField {
+            field: "name",
+            reason: "must not be empty".into(),
+        });
+    }
+    if !(ALERT_MIN..=ALERT_MAX).contains(&body.alert_time_seconds) {
+        return Err(ApiError::InvalidField {
+            field: "alert_time_seconds",
+            reason: format!(
+                "{} is outside {ALERT_MIN} to {ALERT_MAX}",
+                body.alert_time_seconds
+            ),
+        });
+    }
+    Ok(AgentGroup {
+        name: body.name.clone(),
+        description: body.description.clone(),
+        participation: body.participation.into(),
+        routing: body.routing.into(),
+        alert_time: Duration::from_secs(body.alert_time_seconds),
+        agents: parse_members(&body.agents)?,
+    })
+}
+
+fn source_name(s: GroupSource) -> &'static str {
+    match s {
+        GroupSource::Config => "config",
+        GroupSource::Api => "api",
+        GroupSource::Retired => "retired",
+    }
+}
+
+fn is_routed(config: &Config, name: &str) -> bool {
+    config.agent_groups.iter().any(|g| g.name == name)
+}
+
+async fn group_doc(shared: &Shared, g: Group) -> Result<GroupDoc, ApiError> {
+    let sign_ins = shared.store.sign_in_state().await?;
+    Ok(group_doc_with(shared, g, &sign_ins))
+}
+
+/// [`group_doc`] with the sign-in state already read (one query for a whole list).
+fn group_doc_with(shared: &Shared, g: Group, sign_ins: &[crate::store::SignIn]) -> GroupDoc {
+    // `sign_in_state` reports formal groups only.
+    let signed_in = sign_ins
+        .iter()
+        .filter(|s| s.group == g.name)
+        .map(|s| s.agent.0.clone())
+        .collect();
+    let config = shared.config.load();
+    GroupDoc {
+        id: g.id.0,
+        routed: is_routed(&config, &g.name),
+        name: g.name,
+        description: g.description,
+        participation: g.participation.into(),
+        routing: g.routing.into(),
+        alert_time_seconds: g.alert_time.as_secs(),
+        agents: g.agents.into_iter().map(|a| a.0).collect(),
+        source: source_name(g.source),
+        signed_in,
+    }
+}
+
+/// Rebuilds the routing table from the configuration and the database's groups.
+async fn rebuild_routing(shared: &Shared) -> Result<(), ApiError> {
+    let groups = shared.store.list_groups().await?;
+    shared.live.rebuild(&shared.config.load(), &groups);
+    Ok(())
+}
+
+async fn audit(
+    shared: &Shared,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    shared
+        .store
+        .audit(caller.subject(), action, target, &detail)
+        .await?;
+    Ok(())
+}
+
+/// A manager may act on the group only when it is in their scope.
+fn check_group_scope(caller: &Caller, config: &Config, name: &str) -> Result<(), ApiError> {
+    match caller.role() {
+        Role::Admin => Ok(()),
+        Role::Manager if caller.scope(config).group(name) => Ok(()),
+        Role::Manager => Err(ApiError::Forbidden(Refusal::NotYourGroup)),
+        Role::Agent => Err(ApiError::Forbidden(Refusal::AdminOnly)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+
+/// Every agent (a manager sees the members of their groups).
+#[utoipa::path(get, path = "/api/agents", tag = "agents",
+    responses((status = 200, body = Vec<AgentDoc>), (status = "4XX", body = ErrorBody)))]
+pub async fn list_agents(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<Vec<AgentDoc>>, ApiError> {
+    caller.require_admin_or_manager()?;
+    let agents = shared.store.list_agents().await?;
+    let agents = match caller.scope(&shared.config.load()) {
+        Scope::All => agents,
+        Scope::Managed(_) => {
+            let groups = shared.store.list_groups().await?;
+            let config = shared.config.load();
+            let scope = caller.scope(&config);
+            agents
+                .into_iter()
+                .filter(|a| {
+                    groups
+                        .iter()
+                        .any(|g| scope.group(&g.name) && g.agents.contains(&a.sip_uri))
+                })
+                .collect()
+        }
+    };
+    Ok(Json(agents.into_iter().map(AgentDoc::from).collect()))
+}
+
+/// Adds an agent (administrators).
+#[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = AgentBody,
+    responses((status = 201, body = AgentDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn create_agent(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Body(body): Body<AgentBody>,
+) -> Result<(StatusCode, Json<AgentDoc>), ApiError> {
+    caller.require_admin()?;
+    let fields = AgentFields {
+        sip_uri: parse_uri("sip_uri", &body.sip_uri)?,
+        display_name: body.display_name,
+    };
+    let agent = shared.store.create_agent(&fields).await?;
+    audit(
+        &shared,
+        &caller,
+        "agent.create",
+        agent.sip_uri.as_str(),
+        json!({ "id": agent.id.0, "display_name": agent.display_name }),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(agent.into())))
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents",
+    params(("id" = i64, Path, description = "agent id")),
+    responses((status = 200, body = AgentDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn get_agent(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+) -> Result<Json<AgentDoc>, ApiError> {
+    let agent = shared.store.get_agent(AgentId(id)).await?;
+    match caller.role() {
+        Role::Admin => {}
+        Role::Manager => {
+            let config = shared.config.load();
+            let scope = caller.scope(&config);
+            let groups = shared.store.list_groups().await?;
+            if !groups
+                .iter()
+                .any(|g| scope.group(&g.name) && g.agents.contains(&agent.sip_uri))
+            {
+                return Err(ApiError::Forbidden(Refusal::NotYourGroup));
+            }
+        }
+        Role::Agent if caller.subject() == agent.sip_uri.as_str() => {}
+        Role::Agent => return Err(ApiError::Forbidden(Refusal::AgentSelfOnly)),
+    }
+    Ok(Json(agent.into()))
+}
+
+/// Replaces an agent's URI and display name (administrators).
+#[utoipa::path(put, path = "/api/agents/{id}", tag = "agents", request_body = AgentBody,
+    params(("id" = i64, Path, description = "agent id")),
+    responses((status = 200, body = AgentDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn update_agent(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+    Body(body): Body<AgentBody>,
+) -> Result<Json<AgentDoc>, ApiError> {
+    caller.require_admin()?;
+    let fields = AgentFields {
+        sip_uri: parse_uri("sip_uri", &body.sip_uri)?,
+        display_name: body.display_name,
+    };
+    let agent = shared.store.update_agent(AgentId(id), &fields).await?;
+    rebuild_routing(&shared).await?;
+    audit(
+        &shared,
+        &caller,
+        "agent.update",
+        agent.sip_uri.as_str(),
+        json!({ "id": id, "display_name": agent.display_name }),
+    )
+    .await?;
+    Ok(Json(agent.into()))
+}
+
+/// Deletes an agent with their memberships (administrators).
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents",
+    params(("id" = i64, Path, description = "agent id")),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+pub async fn delete_agent(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let agent = shared.store.get_agent(AgentId(id)).await?;
+    shared.store.delete_agent(AgentId(id)).await?;
+    rebuild_routing(&shared).await?;
+    audit(
+        &shared,
+        &caller,
+        "agent.delete",
+        agent.sip_uri.as_str(),
+        json!({ "id": id }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+
+/// Every agent group (a manager sees the groups of their workflows' queues).
+#[utoipa::path(get, path = "/api/groups", tag = "groups",
+    responses((status = 200, body = Vec<GroupDoc>), (status = "4XX", body = ErrorBody)))]
+pub async fn list_groups(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<Vec<GroupDoc>>, ApiError> {
+    caller.require_admin_or_manager()?;
+    let scope = caller.scope(&shared.config.load());
+    let sign_ins = shared.store.sign_in_state().await?;
+    Ok(Json(
+        shared
+            .store
+            .list_groups()
+            .await?
+            .into_iter()
+            .filter(|g| scope.group(&g.name))
+            .map(|g| group_doc_with(&shared, g, &sign_ins))
+            .collect(),
+    ))
+}
+
+/// Creates an agent group (administrators).
+#[utoipa::path(post, path = "/api/groups", tag = "groups", request_body = GroupBody,
+    responses((status = 201, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn create_group(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Body(body): Body<GroupBody>,
+) -> Result<(StatusCode, Json<GroupDoc>), ApiError> {
+    caller.require_admin()?;
+    let group = agent_group(&body)?;
+    let created = shared.store.create_group(&group).await?;
+    rebuild_routing(&shared).await?;
+    audit(
+        &shared,
+        &caller,
+        "group.create",
+        &created.name,
+        json!({ "id": created.id.0, "agents": body.agents }),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(group_doc(&shared, created).await?),
+    ))
+}
+
+/// One agent group.
+#[utoipa::path(get, path = "/api/groups/{id}", tag = "groups",
+    params(("id" = i64, Path, description = "group id")),
+    responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn get_group(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+) -> Result<Json<GroupDoc>, ApiError> {
+    let g = shared.store.get_group(GroupId(id)).await?;
+    check_group_scope(&caller, &shared.config.load(), &g.name)?;
+    Ok(Json(group_doc(&shared, g).await?))
+}
+
+/// Replaces a group's settings and members. Managers (on their groups) may change members,
+/// alert time, routing and description, not the name or participation.
+#[utoipa::path(put, path = "/api/groups/{id}", tag = "groups", request_body = GroupBody,
+    params(("id" = i64, Path, description = "group id")),
+    responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn update_group(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+    Body(body): Body<GroupBody>,
+) -> Result<Json<GroupDoc>, ApiError> {
+    let old = shared.store.get_group(GroupId(id)).await?;
+    check_group_scope(&caller, &shared.config.load(), &old.name)?;
+    let group = agent_group(&body)?;
+    if caller.role() == Role::Manager
+        && (group.name != old.name || group.participation != old.participation)
+    {
+        return Err(ApiError::Forbidden(Refusal::ManagerGroupField));
+    }
+    let updated = shared.store.update_group(GroupId(id), &group).await?;
+    rebuild_routing(&shared).await?;
+    audit(
+        &shared,
+        &caller,
+        "group.update",
+        &updated.name,
+        json!({ "id": id, "previous_name": old.name, "agents": body.agents,
+                "alert_time_seconds": body.alert_time_seconds, "routing": body.routing,
+                "participation": body.participation }),
+    )
+    .await?;
+    Ok(Json(group_doc(&shared, updated).await?))
+}
+
+/// Sets a group's members, in order (administrators; managers on their groups).
+#[utoipa::path(put, path = "/api/groups/{id}/members", tag = "groups", request_body = MembersBody,
+    params(("id" = i64, Path, description = "group id")),
+    responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn set_members(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+    Body(body): Body<MembersBody>,
+) -> Result<Json<GroupDoc>, ApiError> {
+    let old = shared.store.get_group(GroupId(id)).await?;
+    check_group_scope(&caller, &shared.config.load(), &old.name)?;
+    let members = parse_members(&body.agents)?;
+    let updated = shared
+        .store
+        .set_group_members(GroupId(id), &members)
+        .await?;
+    rebuild_routing(&shared).await?;
+    audit(
+        &shared,
+        &caller,
+        "group.members.set",
+        &updated.name,
+        json!({ "id": id, "agents": body.agents }),
+    )
+    .await?;
+    Ok(Json(group_doc(&shared, updated).await?))
+}
+
+/// Deletes a group with its memberships (administrators).
+#[utoipa::path(delete, path = "/api/groups/{id}", tag = "groups",
+    params(("id" = i64, Path, description = "group id")),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+pub async fn delete_group(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let old = shared.store.get_group(GroupId(id)).await?;
+    shared.store.delete_group(GroupId(id)).await?;
+    rebuild_routing(&shared).await?;
+    audit(
+        &shared,
+        &caller,
+        "group.delete",
+        &old.name,
+        json!({ "id": id }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Signs an agent in to or out of a formal group: stored, applied to routing at once, audited.
+/// Administrators for anyone; managers for the agents of their groups; an agent for themself.
+#[utoipa::path(put, path = "/api/groups/{id}/sign-ins/{agent_id}", tag = "groups",
+    request_body = SignInBody,
+    params(("id" = i64, Path, description = "group id"), ("agent_id" = i64, Path, description = "agent id")),
+    responses((status = 200, body = SignInDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn set_sign_in(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params((id, agent_id)): Params<(i64, i64)>,
+    Body(body): Body<SignInBody>,
+) -> Result<Json<SignInDoc>, ApiError> {
+    let group = shared.store.get_group(GroupId(id)).await?;
+    let agent = shared.store.get_agent(AgentId(agent_id)).await?;
+    let config = shared.config.load_full();
+    match caller.role() {
+        Role::Agent if caller.subject() != agent.sip_uri.as_str() => {
+            return Err(ApiError::Forbidden(Refusal::AgentSelfOnly));
+        }
+        Role::Agent => {}
+        Role::Admin | Role::Manager => check_group_scope(&caller, &config, &group.name)?,
+    }
+    let store = &shared.store;
+    let changed = if body.signed_in {
+        store.sign_in(&agent.sip_uri, &group.name).await?
+    } else {
+        store.sign_out(&agent.sip_uri, &group.name).await?
+    };
+    let routed =
+        match shared
+            .live
+            .set_signed_in(&config, &agent.sip_uri, &group.name, body.signed_in)
+        {
+            Ok(routed) => routed,
+            Err(e) => {
+                // The store accepted it, so the table is behind the database: rebuild and retry.
+                tracing::warn!("routing table out of step ({e}); rebuilding");
+                rebuild_routing(&shared).await?;
+                shared
+                    .live
+                    .set_signed_in(&config, &agent.sip_uri, &group.name, body.signed_in)
+                    .unwrap_or(false)
+            }
+        };
+    let action = if body.signed_in {
+        "agent.sign_in"
+    } else {
+        "agent.sign_out"
+    };
+    audit(
+        &shared,
+        &caller,
+        action,
+        agent.sip_uri.as_str(),
+        json!({ "group": group.name, "changed": changed }),
+    )
+    .await?;
+    Ok(Json(SignInDoc {
+        agent: agent.sip_uri.0,
+        group: group.name,
+        signed_in: body.signed_in,
+        changed,
+        routed,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Me
+
+/// Who the token speaks for; for an agent, their groups (with sign-in state) and live state.
+#[utoipa::path(get, path = "/api/me", tag = "agents",
+    responses((status = 200, body = MeDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn me(State(shared): State<Shared>, caller: Caller) -> Result<Json<MeDoc>, ApiError> {
+    let uri = SipUri(caller.subject().to_owned());
+    let agent_id = match shared.store.get_agent_by_uri(&uri).await {
+        Ok(a) => Some(a.id.0),
+        Err(crate::store::StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut groups = Vec::new();
+    if agent_id.is_some() {
+        let signed: Vec<String> = shared.store.signed_in_groups(&uri).await?;
+        for g in shared.store.list_groups().await? {
+            if !g.agents.contains(&uri) {
+                continue;
+            }
+            groups.push(MyGroup {
+                id: g.id.0,
+                signed_in: g.participation == Participation::Informal || signed.contains(&g.name),
+                participation: g.participation.into(),
+                name: g.name,
+            });
+        }
+    }
+    Ok(Json(MeDoc {
+        role: caller.role().as_str(),
+        subject: caller.subject().to_owned(),
+        agent_id,
+        groups,
+        state: shared.live.agent(&shared.config.load(), &uri),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workflows
+
+fn workflow_doc(config: &Config, w: &crate::config::model::Workflow) -> WorkflowDoc {
+    WorkflowDoc {
+        name: w.name.clone(),
+        kind: match w.kind {
+            WorkflowKind::HuntGroup => "hunt_group",
+            WorkflowKind::Interactive => "interactive",
+        },
+        uri: w.uri.0.clone(),
+        display_number: w.display_number.clone(),
+        active: w.active,
+        managers: w.managers.iter().map(|m| m.0.clone()).collect(),
+        queue: match &w.start {
+            ActionTarget::Queue(q) if (q.0 as usize) < config.queues.len() => {
+                Some(config.queue(*q).name.clone())
+            }
+            _ => None,
+        },
+    }
+}
+
+/// Workflows (read from the configuration; a manager sees those they manage).
+#[utoipa::path(get, path = "/api/workflows", tag = "workflows",
+    responses((status = 200, body = Vec<WorkflowDoc>), (status = "4XX", body = ErrorBody)))]
+pub async fn list_workflows(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<Vec<WorkflowDoc>>, ApiError> {
+    caller.require_admin_or_manager()?;
+    let config = shared.config.load();
+    let scope = caller.scope(&config);
+    Ok(Json(
+        config
+            .workflows
+            .iter()
+            .filter(|w| scope.workflow(&w.name))
+            .map(|w| workflow_doc(&config, w))
+            .collect(),
+    ))
+}
+
+/// Changes a workflow. Refused precisely: a manager may never change the URI, number or kind
+/// (403); every other field is set in the configuration file today (409 `config_managed`).
+#[utoipa::path(patch, path = "/api/workflows/{name}", tag = "workflows", request_body = WorkflowPatch,
+    params(("name" = String, Path, description = "workflow name")),
+    responses((status = "4XX", body = ErrorBody)))]
+pub async fn patch_workflow(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(name): Params<String>,
+    Body(patch): Body<WorkflowPatch>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin_or_manager()?;
+    let config = shared.config.load();
+    if !config.workflows.iter().any(|w| w.name == name) {
+        return Err(ApiError::NotFound("workflow"));
+    }
+    if !caller.scope(&config).workflow(&name) {
+        return Err(ApiError::Forbidden(Refusal::NotYourWorkflow));
+    }
+    let identity = patch.uri.is_some() || patch.display_number.is_some() || patch.kind.is_some();
+    if caller.role() == Role::Manager && identity {
+        return Err(ApiError::Forbidden(Refusal::ManagerMayNotChangeIdentity));
+    }
+    let field = [
+        ("uri", patch.uri.is_some()),
+        ("display_number", patch.display_number.is_some()),
+        ("kind", patch.kind.is_some()),
+        ("active", patch.active.is_some()),
+        ("business_hours", patch.business_hours.is_some()),
+        ("holidays", patch.holidays.is_some()),
+        ("welcome", patch.welcome.is_some()),
+        ("music_on_hold", patch.music_on_hold.is_some()),
+        ("description", patch.description.is_some()),
+        ("managers", patch.managers.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(f, set)| set.then_some(f));
+    match field {
+        Some(f) => Err(ApiError::ConfigManaged(f)),
+        None => Err(ApiError::InvalidField {
+            field: "body",
+            reason: "no field to change".into(),
+        }),
+    }
+}

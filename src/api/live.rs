@@ -1,0 +1,475 @@
+//! [`Live`]: the live side of the server as the API sees it: the agent table routing reads,
+//! the calls in progress, metrics, and a broadcast of changes for server-sent events.
+//!
+//! # Who writes what
+//!
+//! - The **agent table** ([`AgentTable`]) is shared with routing through
+//!   [`Live::agent_table`] (an `ArcSwap`): the call driver loads it for every decision and the
+//!   API flips formal sign-in flags in it. A change of membership rebuilds the table from the
+//!   configuration with the database's version of each configured group and carries states
+//!   over ([`Live::rebuild`]), so routing sees it at once.
+//! - **Calls in progress** are reported by the call driver through [`Live::call_update`] and
+//!   [`Live::call_ended`]; the API only reads them. Until the driver is merged the registry is
+//!   simply empty.
+//! - **Metrics** ([`Metrics`]) are atomics the other layers bump on their hot paths.
+//!
+//! Every change is announced on a `broadcast` channel ([`Live::subscribe`]); the SSE stream
+//! answers each announcement with a fresh snapshot, so a slow client that misses some
+//! announcements (lag) still ends up with the current state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+use super::metrics::Metrics;
+use crate::acd::agents::{AgentState, AgentTable, SignInError};
+use crate::clock::SharedClock;
+use crate::config::model::{AgentGroupId, Config, Participation, SipUri};
+use crate::store::{Group, Store, StoreError};
+
+/// What a call in progress is doing, as the wallboard shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPhase {
+    /// Welcome message, holiday or out-of-hours message playing.
+    Greeting,
+    /// Answering an IVR question.
+    Ivr,
+    /// Waiting in a queue (music on hold), no agent ringing.
+    Waiting,
+    /// Waiting in a queue with at least one agent ringing.
+    Ringing,
+    /// Talking to an agent.
+    Talking,
+}
+
+/// One call in progress, as reported by the call driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LiveCall {
+    /// SIP Call-ID of the caller's leg: the key of the registry.
+    pub call_id: String,
+    pub workflow: String,
+    pub caller: String,
+    pub phase: CallPhase,
+    pub arrived_at: DateTime<Utc>,
+    /// The queue the call is (or was last) in.
+    pub queue: Option<String>,
+    /// When it entered that queue (the wait clock).
+    pub queued_at: Option<DateTime<Utc>>,
+    /// The agent ringing (first of them) or talking.
+    pub agent: Option<String>,
+}
+
+/// One queue, now.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QueueSnapshot {
+    pub name: String,
+    /// Calls waiting (ringing included).
+    pub waiting: usize,
+    /// Seconds the oldest waiting call has waited; 0 when none waits.
+    pub longest_wait_seconds: u64,
+    /// Distinct agents of the queue's groups who are in the group for routing (informal
+    /// members always; formal ones when signed in).
+    pub agents_signed_in: usize,
+    /// Of those, free to be offered a call now.
+    pub agents_eligible: usize,
+    /// Of those, ringing, on a call or in wrap-up.
+    pub agents_busy: usize,
+}
+
+/// One agent, now.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AgentSnapshot {
+    pub sip_uri: String,
+    /// `idle`, `ringing`, `busy`, `wrap_up` or `offline`.
+    pub state: &'static str,
+    /// The Call-ID of the call the agent is ringing for or talking on, when the driver reported it.
+    pub current_call: Option<String>,
+    /// When the agent's idle clock started (last call ended, sign-in or start-up).
+    pub idle_since: DateTime<Utc>,
+    /// Formal groups the agent is signed in to, by name.
+    pub signed_in: Vec<String>,
+}
+
+/// Everything live, in one document (the SSE payload).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LiveSnapshot {
+    pub at: DateTime<Utc>,
+    pub queues: Vec<QueueSnapshot>,
+    pub agents: Vec<AgentSnapshot>,
+    pub calls: Vec<LiveCall>,
+}
+
+/// What changed (the SSE stream re-sends the snapshot on each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveEvent {
+    SignIn,
+    Calls,
+    Agents,
+}
+
+/// What a reader of the live state may see. The API's `auth::Scope` implements it; keeping it a
+/// trait keeps this module free of the API's notion of roles, so it can move next to routing.
+pub trait Visibility {
+    /// Sees everything (then agents outside any visible group are listed too).
+    fn everything(&self) -> bool;
+    fn workflow(&self, name: &str) -> bool;
+    fn queue(&self, name: &str) -> bool;
+    fn group(&self, name: &str) -> bool;
+}
+
+/// The live state shared by the API, routing and (later) the call driver.
+#[derive(Debug)]
+pub struct Live {
+    /// The table routing reads. The driver loads it for each decision.
+    agents: Arc<ArcSwap<AgentTable>>,
+    /// Wall-clock time of the current table's epoch (its `idle_since` counts from there).
+    epoch_wall: ArcSwap<DateTime<Utc>>,
+    /// Serialises rebuilds (two API writers must not both carry over from the same old table).
+    rebuild_lock: Mutex<()>,
+    calls: Mutex<BTreeMap<String, LiveCall>>,
+    events: broadcast::Sender<LiveEvent>,
+    clock: SharedClock,
+    pub metrics: Metrics,
+}
+
+impl Live {
+    /// Builds the agent table from `config` with the database's version of each configured
+    /// group, and signs in every agent the database says is signed in (state survives a
+    /// restart).
+    ///
+    /// # Errors
+    /// The store could not be read.
+    pub async fn start(
+        config: &Config,
+        store: &Store,
+        clock: SharedClock,
+    ) -> Result<Self, StoreError> {
+        let groups = store.list_groups().await?;
+        let now = tokio::time::Instant::now().into_std();
+        let table = AgentTable::from_config(&routing_config(config, &groups), now);
+        for s in store.sign_in_state().await? {
+            apply_sign_in(&table, config, &s.agent, &s.group, true, now);
+        }
+        let (events, _) = broadcast::channel(64);
+        Ok(Self {
+            agents: Arc::new(ArcSwap::from_pointee(table)),
+            epoch_wall: ArcSwap::from_pointee(clock.now_utc()),
+            rebuild_lock: Mutex::new(()),
+            calls: Mutex::new(BTreeMap::new()),
+            events,
+            clock,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The agent table routing reads; hand this to the call driver.
+    pub fn agent_table(&self) -> Arc<ArcSwap<AgentTable>> {
+        Arc::clone(&self.agents)
+    }
+
+    /// Subscribes to change announcements.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.events.subscribe()
+    }
+
+    fn announce(&self, event: LiveEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// Flips the routing flag for `agent` in `group` (by name). Returns `false` when routing
+    /// does not know the pair (an API-only or retired group: stored, not routed).
+    ///
+    /// # Errors
+    /// The agent is not a member of the group in the routing table, or the group is informal.
+    pub fn set_signed_in(
+        &self,
+        config: &Config,
+        agent: &SipUri,
+        group: &str,
+        signed_in: bool,
+    ) -> Result<bool, SignInError> {
+        let Some(gid) = group_id(config, group) else {
+            return Ok(false);
+        };
+        // Under the rebuild lock: a rebuild between loading the table and flipping the flag
+        // would otherwise carry the old flag over and lose this change.
+        let _guard = self
+            .rebuild_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let table = self.agents.load();
+        let Some(aid) = table.id(agent) else {
+            return Ok(false);
+        };
+        let now = tokio::time::Instant::now().into_std();
+        if signed_in {
+            table.sign_in(aid, gid, now)?;
+        } else {
+            table.sign_out(aid, gid)?;
+        }
+        self.announce(LiveEvent::SignIn);
+        Ok(true)
+    }
+
+    /// Rebuilds the routing table after a group or membership change: the configuration's
+    /// groups, each replaced by its database version, states carried over from the old table.
+    /// Also what the daemon should call after a reload (with the new configuration and
+    /// `store.list_groups()`), so routing follows the new file.
+    pub fn rebuild(&self, config: &Config, groups: &[Group]) {
+        let _guard = self
+            .rebuild_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now().into_std();
+        let table = AgentTable::from_config(&routing_config(config, groups), now);
+        table.carry_over(&self.agents.load());
+        self.agents.store(Arc::new(table));
+        self.epoch_wall.store(Arc::new(self.clock.now_utc()));
+        self.announce(LiveEvent::Agents);
+    }
+
+    /// The call driver reports a new call or a change of phase.
+    pub fn call_update(&self, call: LiveCall) {
+        self.lock_calls().insert(call.call_id.clone(), call);
+        self.announce(LiveEvent::Calls);
+    }
+
+    /// The call driver reports that a call ended.
+    pub fn call_ended(&self, call_id: &str) {
+        self.lock_calls().remove(call_id);
+        self.announce(LiveEvent::Calls);
+    }
+
+    fn lock_calls(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LiveCall>> {
+        // A std mutex: held for a map operation, never across an await.
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Everything live that `scope` may see, at the clock's "now".
+    pub fn snapshot(&self, config: &Config, scope: &impl Visibility) -> LiveSnapshot {
+        let at = self.clock.now_utc();
+        let calls: Vec<LiveCall> = self
+            .lock_calls()
+            .values()
+            .filter(|c| scope.workflow(&c.workflow))
+            .cloned()
+            .collect();
+        let table = self.agents.load();
+        let epoch = **self.epoch_wall.load();
+        let queues = config
+            .queues
+            .iter()
+            .filter(|q| scope.queue(&q.name))
+            .map(|q| queue_snapshot(&table, config, q, &calls, at))
+            .collect();
+        let mut agents = Vec::new();
+        for i in 0..table.len() {
+            let aid = crate::acd::agents::AgentId(u32::try_from(i).unwrap_or(u32::MAX));
+            let member_of: Vec<(AgentGroupId, &str)> = config
+                .agent_groups
+                .iter()
+                .enumerate()
+                .filter(|(g, group)| {
+                    group.agents.contains(table.uri(aid))
+                        && u32::try_from(*g).is_ok()
+                        && scope.group(&group.name)
+                })
+                .map(|(g, group)| {
+                    (
+                        AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX)),
+                        group.name.as_str(),
+                    )
+                })
+                .collect();
+            if member_of.is_empty() && !scope.everything() {
+                continue;
+            }
+            agents.push(agent_snapshot(
+                &table, config, aid, &member_of, &calls, epoch,
+            ));
+        }
+        LiveSnapshot {
+            at,
+            queues,
+            agents,
+            calls,
+        }
+    }
+
+    /// One agent's live state (for the agent page), if routing knows the agent.
+    pub fn agent(&self, config: &Config, uri: &SipUri) -> Option<AgentSnapshot> {
+        let table = self.agents.load();
+        let aid = table.id(uri)?;
+        let member_of: Vec<(AgentGroupId, &str)> = config
+            .agent_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.agents.contains(uri))
+            .map(|(g, group)| {
+                (
+                    AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX)),
+                    group.name.as_str(),
+                )
+            })
+            .collect();
+        let calls: Vec<LiveCall> = self.lock_calls().values().cloned().collect();
+        Some(agent_snapshot(
+            &table,
+            config,
+            aid,
+            &member_of,
+            &calls,
+            **self.epoch_wall.load(),
+        ))
+    }
+
+    /// Whether routing has `agent` signed in to `group` (by name); `None` when routing does not
+    /// know the pair.
+    pub fn is_signed_in(&self, config: &Config, agent: &SipUri, group: &str) -> Option<bool> {
+        let gid = group_id(config, group)?;
+        let table = self.agents.load();
+        let aid = table.id(agent)?;
+        Some(table.is_signed_in(aid, gid))
+    }
+}
+
+fn group_id(config: &Config, name: &str) -> Option<AgentGroupId> {
+    config
+        .agent_groups
+        .iter()
+        .position(|g| g.name == name)
+        .and_then(|i| u32::try_from(i).ok())
+        .map(AgentGroupId)
+}
+
+/// The configuration routing uses: each configured group replaced by the database's version
+/// of it (same name), so API edits of members, alert time and routing take effect. Groups only
+/// in the database are not routed (no queue refers to them).
+fn routing_config(config: &Config, groups: &[Group]) -> Config {
+    let mut routed = config.clone();
+    for g in &mut routed.agent_groups {
+        if let Some(db) = groups.iter().find(|d| d.name == g.name) {
+            *g = db.to_agent_group();
+        }
+    }
+    routed
+}
+
+fn apply_sign_in(
+    table: &AgentTable,
+    config: &Config,
+    agent: &SipUri,
+    group: &str,
+    signed_in: bool,
+    now: std::time::Instant,
+) {
+    let (Some(gid), Some(aid)) = (group_id(config, group), table.id(agent)) else {
+        return;
+    };
+    let result = if signed_in {
+        table.sign_in(aid, gid, now)
+    } else {
+        table.sign_out(aid, gid)
+    };
+    if let Err(e) = result {
+        tracing::debug!("stored sign-in not applied to routing: {e}");
+    }
+}
+
+fn state_name(state: AgentState) -> &'static str {
+    match state {
+        AgentState::Idle => "idle",
+        AgentState::Ringing(_) => "ringing",
+        AgentState::Busy { .. } => "busy",
+        AgentState::WrapUp => "wrap_up",
+        AgentState::Offline => "offline",
+    }
+}
+
+fn queue_snapshot(
+    table: &AgentTable,
+    config: &Config,
+    queue: &crate::config::model::Queue,
+    calls: &[LiveCall],
+    at: DateTime<Utc>,
+) -> QueueSnapshot {
+    let waiting: Vec<&LiveCall> = calls
+        .iter()
+        .filter(|c| {
+            matches!(c.phase, CallPhase::Waiting | CallPhase::Ringing)
+                && c.queue.as_deref() == Some(queue.name.as_str())
+        })
+        .collect();
+    let longest_wait_seconds = waiting
+        .iter()
+        .filter_map(|c| c.queued_at)
+        .map(|q| u64::try_from((at - q).num_seconds()).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut signed_in, mut eligible, mut busy) = (0, 0, 0);
+    for &gid in &queue.agent_groups {
+        if gid.0 as usize >= config.agent_groups.len() {
+            continue;
+        }
+        let group = table.group(gid);
+        for (i, &aid) in group.members.iter().enumerate() {
+            if !table.is_member_signed_in(group, i) || !seen.insert(aid) {
+                continue;
+            }
+            signed_in += 1;
+            match table.state(aid) {
+                AgentState::Idle => eligible += 1,
+                AgentState::Ringing(_) | AgentState::Busy { .. } | AgentState::WrapUp => busy += 1,
+                AgentState::Offline => {}
+            }
+        }
+    }
+    QueueSnapshot {
+        name: queue.name.clone(),
+        waiting: waiting.len(),
+        longest_wait_seconds,
+        agents_signed_in: signed_in,
+        agents_eligible: eligible,
+        agents_busy: busy,
+    }
+}
+
+fn agent_snapshot(
+    table: &AgentTable,
+    config: &Config,
+    aid: crate::acd::agents::AgentId,
+    member_of: &[(AgentGroupId, &str)],
+    calls: &[LiveCall],
+    epoch: DateTime<Utc>,
+) -> AgentSnapshot {
+    let uri = table.uri(aid);
+    let idle_ns = i64::try_from(table.idle_since(aid)).unwrap_or(i64::MAX);
+    let signed_in = member_of
+        .iter()
+        .filter(|(g, _)| {
+            config.agent_group(*g).participation == Participation::Formal
+                && table.is_signed_in(aid, *g)
+        })
+        .map(|(_, name)| (*name).to_owned())
+        .collect();
+    AgentSnapshot {
+        sip_uri: uri.to_string(),
+        state: state_name(table.state(aid)),
+        current_call: calls
+            .iter()
+            .find(|c| c.agent.as_deref() == Some(uri.as_str()))
+            .map(|c| c.call_id.clone()),
+        idle_since: epoch + chrono::Duration::nanoseconds(idle_ns),
+        signed_in,
+    }
+}

@@ -1,0 +1,436 @@
+//! Prometheus metrics: [`Metrics`], the counters other layers bump, and [`render`], the text
+//! exposition format served at `/metrics`.
+//!
+//! Written by hand rather than with `prometheus-client`: every counter here has a label set fixed
+//! at compile time (an enum), so each is a plain `AtomicU64` in an array indexed by the enum —
+//! one relaxed `fetch_add` on the hot path, no map, no lock; and the gauges (queue sizes, agent
+//! states) are read from the live snapshot at scrape time, which a registry would need a custom
+//! collector for. The call-record writer's figures are read from its own atomics at
+//! scrape time too ([`Metrics::attach_writer`]). What is left is the text format itself: `# HELP`, `# TYPE` and one
+//! `name{labels} value` line per series, with label values escaped (tested below).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::live::LiveSnapshot;
+use crate::store::{CallOutcome, RecordWriter};
+
+/// Every call outcome, in the order of the `calls` array.
+const OUTCOMES: [CallOutcome; 10] = [
+    CallOutcome::Answered,
+    CallOutcome::Abandoned,
+    CallOutcome::QueueTimedOut,
+    CallOutcome::Overflowed,
+    CallOutcome::OutOfHours,
+    CallOutcome::Holiday,
+    CallOutcome::Forwarded,
+    CallOutcome::Disconnected,
+    CallOutcome::Rejected,
+    CallOutcome::Failed,
+];
+
+/// The label value of an outcome (same spelling as the call records).
+pub fn outcome_label(o: CallOutcome) -> &'static str {
+    match o {
+        CallOutcome::Answered => "answered",
+        CallOutcome::Abandoned => "abandoned",
+        CallOutcome::QueueTimedOut => "queue_timed_out",
+        CallOutcome::Overflowed => "overflowed",
+        CallOutcome::OutOfHours => "out_of_hours",
+        CallOutcome::Holiday => "holiday",
+        CallOutcome::Forwarded => "forwarded",
+        CallOutcome::Disconnected => "disconnected",
+        CallOutcome::Rejected => "rejected",
+        CallOutcome::Failed => "failed",
+    }
+}
+
+fn outcome_index(o: CallOutcome) -> usize {
+    match o {
+        CallOutcome::Answered => 0,
+        CallOutcome::Abandoned => 1,
+        CallOutcome::QueueTimedOut => 2,
+        CallOutcome::Overflowed => 3,
+        CallOutcome::OutOfHours => 4,
+        CallOutcome::Holiday => 5,
+        CallOutcome::Forwarded => 6,
+        CallOutcome::Disconnected => 7,
+        CallOutcome::Rejected => 8,
+        CallOutcome::Failed => 9,
+    }
+}
+
+/// Upper bounds (seconds) of the queue-wait histogram buckets; `+Inf` follows.
+pub const WAIT_BUCKETS: [u64; 9] = [1, 5, 10, 20, 30, 60, 120, 300, 600];
+
+/// Which side of a SIP transaction rgsd is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionSide {
+    /// A request received (INVITE from a caller, REGISTER answers excluded).
+    Server,
+    /// A request sent (INVITE to an agent, REGISTER to a registrar).
+    Client,
+}
+
+/// Direction of RTP packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtpDirection {
+    Received,
+    Sent,
+}
+
+/// Counters and histograms bumped by the other layers; each update is one relaxed atomic add.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    calls: [AtomicU64; 10],
+    /// Cumulative counts per bucket of [`WAIT_BUCKETS`] (non-cumulative here, summed at render).
+    wait_buckets: [AtomicU64; 10],
+    wait_count: AtomicU64,
+    wait_sum_ms: AtomicU64,
+    sip_transactions: [AtomicU64; 2],
+    rtp_packets: [AtomicU64; 2],
+    /// The call-record writer, once the daemon has started one: the database write lag
+    /// (records not yet written) and its counters are read from it at scrape time.
+    writer: std::sync::OnceLock<RecordWriter>,
+}
+
+impl Metrics {
+    /// A call ended with `outcome`.
+    pub fn call_ended(&self, outcome: CallOutcome) {
+        self.calls[outcome_index(outcome)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call left a queue (answered, abandoned, moved on) after waiting `wait`.
+    pub fn observe_wait(&self, wait: Duration) {
+        let secs = wait.as_secs_f64();
+        let i = WAIT_BUCKETS
+            .iter()
+            .position(|&b| secs <= b as f64)
+            .unwrap_or(WAIT_BUCKETS.len());
+        self.wait_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.wait_count.fetch_add(1, Ordering::Relaxed);
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.wait_sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// A SIP transaction started.
+    pub fn sip_transaction(&self, side: TransactionSide) {
+        let i = match side {
+            TransactionSide::Server => 0,
+            TransactionSide::Client => 1,
+        };
+        self.sip_transactions[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` RTP packets went `direction`.
+    pub fn rtp_packets(&self, direction: RtpDirection, n: u64) {
+        let i = match direction {
+            RtpDirection::Received => 0,
+            RtpDirection::Sent => 1,
+        };
+        self.rtp_packets[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reports the call-record writer's figures from now on (the daemon calls this once, when
+    /// it spawns the writer). A second call is ignored.
+    pub fn attach_writer(&self, writer: RecordWriter) {
+        let _ = self.writer.set(writer);
+    }
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn ms_to_secs(ms: u64) -> f64 {
+    // Precision loss above 2^53 ms (285,000 years) is irrelevant.
+    #[allow(clippy::cast_precision_loss)]
+    let s = ms as f64 / 1000.0;
+    s
+}
+
+/// The whole `/metrics` document: counters from `metrics`, gauges from `live`.
+pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String {
+    let mut out = String::new();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+    header(
+        &mut out,
+        "rgsd_calls_total",
+        "counter",
+        "Calls ended, by outcome.",
+    );
+    for o in OUTCOMES {
+        let _ = writeln!(
+            out,
+            "rgsd_calls_total{{outcome=\"{}\"}} {}",
+            outcome_label(o),
+            load(&metrics.calls[outcome_index(o)])
+        );
+    }
+
+    header(
+        &mut out,
+        "rgsd_calls_in_progress",
+        "gauge",
+        "Calls in progress.",
+    );
+    let _ = writeln!(out, "rgsd_calls_in_progress {}", live.calls.len());
+
+    header(
+        &mut out,
+        "rgsd_queue_waiting_calls",
+        "gauge",
+        "Calls waiting in each queue.",
+    );
+    for q in &live.queues {
+        let _ = writeln!(
+            out,
+            "rgsd_queue_waiting_calls{{queue=\"{}\"}} {}",
+            escape(&q.name),
+            q.waiting
+        );
+    }
+    header(
+        &mut out,
+        "rgsd_queue_longest_wait_seconds",
+        "gauge",
+        "Wait of the oldest call in each queue.",
+    );
+    for q in &live.queues {
+        let _ = writeln!(
+            out,
+            "rgsd_queue_longest_wait_seconds{{queue=\"{}\"}} {}",
+            escape(&q.name),
+            q.longest_wait_seconds
+        );
+    }
+
+    header(
+        &mut out,
+        "rgsd_queue_wait_seconds",
+        "histogram",
+        "Time calls spent waiting in a queue.",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in WAIT_BUCKETS.iter().enumerate() {
+        cumulative += load(&metrics.wait_buckets[i]);
+        let _ = writeln!(
+            out,
+            "rgsd_queue_wait_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += load(&metrics.wait_buckets[WAIT_BUCKETS.len()]);
+    let _ = writeln!(
+        out,
+        "rgsd_queue_wait_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "rgsd_queue_wait_seconds_sum {}",
+        ms_to_secs(load(&metrics.wait_sum_ms))
+    );
+    let _ = writeln!(
+        out,
+        "rgsd_queue_wait_seconds_count {}",
+        load(&metrics.wait_count)
+    );
+
+    header(&mut out, "rgsd_agents", "gauge", "Agents by state.");
+    for state in ["idle", "ringing", "busy", "wrap_up", "offline"] {
+        let n = live.agents.iter().filter(|a| a.state == state).count();
+        let _ = writeln!(out, "rgsd_agents{{state=\"{state}\"}} {n}");
+    }
+
+    header(
+        &mut out,
+        "rgsd_sip_transactions_total",
+        "counter",
+        "SIP transactions started, by side.",
+    );
+    for (i, side) in ["server", "client"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "rgsd_sip_transactions_total{{side=\"{side}\"}} {}",
+            load(&metrics.sip_transactions[i])
+        );
+    }
+
+    header(
+        &mut out,
+        "rgsd_rtp_packets_total",
+        "counter",
+        "RTP packets, by direction.",
+    );
+    for (i, dir) in ["received", "sent"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "rgsd_rtp_packets_total{{direction=\"{dir}\"}} {}",
+            load(&metrics.rtp_packets[i])
+        );
+    }
+
+    let stats = metrics.writer.get().map(RecordWriter::stats);
+    header(
+        &mut out,
+        "rgsd_db_write_pending_records",
+        "gauge",
+        "Call records submitted and not yet written to the database (the write lag).",
+    );
+    let _ = writeln!(
+        out,
+        "rgsd_db_write_pending_records{{database=\"{}\"}} {}",
+        escape(database),
+        stats.as_ref().map_or(0, |s| s.pending)
+    );
+    header(
+        &mut out,
+        "rgsd_db_records_total",
+        "counter",
+        "Call records by fate: written, dropped (buffer full or shutdown), rejected.",
+    );
+    for (result, n) in [
+        ("written", stats.as_ref().map_or(0, |s| s.written)),
+        ("dropped", stats.as_ref().map_or(0, |s| s.dropped)),
+        ("rejected", stats.as_ref().map_or(0, |s| s.rejected)),
+    ] {
+        let _ = writeln!(out, "rgsd_db_records_total{{result=\"{result}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "rgsd_db_write_failures_total",
+        "counter",
+        "Failed call-record write attempts (database outages).",
+    );
+    let _ = writeln!(
+        out,
+        "rgsd_db_write_failures_total {}",
+        stats.as_ref().map_or(0, |s| s.failed_attempts)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::live::{AgentSnapshot, QueueSnapshot};
+
+    fn value(doc: &str, series: &str) -> f64 {
+        doc.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{series} missing in\n{doc}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn counters_histogram_and_gauges_render_in_text_format() {
+        let m = Metrics::default();
+        m.call_ended(CallOutcome::Answered);
+        m.call_ended(CallOutcome::Answered);
+        m.call_ended(CallOutcome::Abandoned);
+        m.observe_wait(Duration::from_millis(500)); // le=1
+        m.observe_wait(Duration::from_secs(20)); // le=20 (bounds are inclusive)
+        m.observe_wait(Duration::from_secs(700)); // +Inf only
+        m.sip_transaction(TransactionSide::Server);
+        m.rtp_packets(RtpDirection::Sent, 50);
+        let at = chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap();
+        let live = LiveSnapshot {
+            at,
+            queues: vec![QueueSnapshot {
+                name: "Sales \"EU\"".into(),
+                waiting: 3,
+                longest_wait_seconds: 42,
+                agents_signed_in: 2,
+                agents_eligible: 1,
+                agents_busy: 1,
+            }],
+            agents: vec![AgentSnapshot {
+                sip_uri: "sip:a@h".into(),
+                state: "busy",
+                current_call: None,
+                idle_since: at,
+                signed_in: vec![],
+            }],
+            calls: vec![],
+        };
+        let doc = render(&m, &live, "sqlite");
+        assert_eq!(value(&doc, "rgsd_calls_total{outcome=\"answered\"}"), 2.0);
+        assert_eq!(value(&doc, "rgsd_calls_total{outcome=\"abandoned\"}"), 1.0);
+        assert_eq!(value(&doc, "rgsd_calls_total{outcome=\"failed\"}"), 0.0);
+        assert_eq!(value(&doc, "rgsd_queue_wait_seconds_bucket{le=\"1\"}"), 1.0);
+        assert_eq!(
+            value(&doc, "rgsd_queue_wait_seconds_bucket{le=\"10\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_queue_wait_seconds_bucket{le=\"20\"}"),
+            2.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_queue_wait_seconds_bucket{le=\"600\"}"),
+            2.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_queue_wait_seconds_bucket{le=\"+Inf\"}"),
+            3.0
+        );
+        assert_eq!(value(&doc, "rgsd_queue_wait_seconds_count"), 3.0);
+        assert_eq!(value(&doc, "rgsd_queue_wait_seconds_sum"), 720.5);
+        assert_eq!(
+            value(&doc, "rgsd_queue_waiting_calls{queue=\"Sales \\\"EU\\\"\"}"),
+            3.0
+        );
+        assert_eq!(value(&doc, "rgsd_agents{state=\"busy\"}"), 1.0);
+        assert_eq!(value(&doc, "rgsd_agents{state=\"idle\"}"), 0.0);
+        assert_eq!(
+            value(&doc, "rgsd_sip_transactions_total{side=\"server\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_rtp_packets_total{direction=\"sent\"}"),
+            50.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_db_write_pending_records{database=\"sqlite\"}"),
+            0.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_db_records_total{result=\"written\"}"),
+            0.0
+        );
+        // Every family is announced once, before its series.
+        for line in doc.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                doc.contains(&format!("# TYPE {family} ")),
+                "no TYPE for {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

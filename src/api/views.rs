@@ -1,0 +1,337 @@
+//! Read-only views: live state (REST and server-sent events), reports, metrics, the audit log,
+//! and the two pages served by rgsd itself (agent page, wallboard).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::extract::Query;
+use super::live::Visibility as _;
+use super::live::{AgentSnapshot, LiveCall, LiveSnapshot, QueueSnapshot};
+use super::reports::{self, CallRow, GroupBy, SummaryRow};
+use crate::daemon::Shared;
+
+/// How often the SSE stream re-sends the snapshot without a change (wait times move on).
+const SSE_REFRESH: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// Live
+
+fn snapshot(shared: &Shared, caller: &Caller) -> Result<LiveSnapshot, ApiError> {
+    caller.require_admin_or_manager()?;
+    let config = shared.config.load();
+    Ok(shared.live.snapshot(&config, &caller.scope(&config)))
+}
+
+/// Queues, agents and calls in progress, now.
+#[utoipa::path(get, path = "/api/live", tag = "live",
+    responses((status = 200, body = LiveSnapshot), (status = "4XX", body = ErrorBody)))]
+pub async fn live(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<LiveSnapshot>, ApiError> {
+    Ok(Json(snapshot(&shared, &caller)?))
+}
+
+/// Queues now: waiting calls, longest wait, agents signed in, eligible and busy.
+#[utoipa::path(get, path = "/api/live/queues", tag = "live",
+    responses((status = 200, body = Vec<QueueSnapshot>), (status = "4XX", body = ErrorBody)))]
+pub async fn live_queues(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<Vec<QueueSnapshot>>, ApiError> {
+    Ok(Json(snapshot(&shared, &caller)?.queues))
+}
+
+/// Agents now: state, current call, idle since, formal groups signed in to.
+#[utoipa::path(get, path = "/api/live/agents", tag = "live",
+    responses((status = 200, body = Vec<AgentSnapshot>), (status = "4XX", body = ErrorBody)))]
+pub async fn live_agents(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<Vec<AgentSnapshot>>, ApiError> {
+    Ok(Json(snapshot(&shared, &caller)?.agents))
+}
+
+/// Calls in progress.
+#[utoipa::path(get, path = "/api/live/calls", tag = "live",
+    responses((status = 200, body = Vec<LiveCall>), (status = "4XX", body = ErrorBody)))]
+pub async fn live_calls(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<Vec<LiveCall>>, ApiError> {
+    Ok(Json(snapshot(&shared, &caller)?.calls))
+}
+
+/// Server-sent events: a `snapshot` event (the `/api/live` document) at once, on every change
+/// and every 5 s. `EventSource` cannot send headers, so the token may come as
+/// `?access_token=…`.
+#[utoipa::path(get, path = "/api/live/stream", tag = "live",
+    params(("access_token" = Option<String>, Query, description = "token, for EventSource")),
+    responses((status = 200, content_type = "text/event-stream", body = LiveSnapshot),
+              (status = "4XX", body = ErrorBody)))]
+pub async fn live_stream(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require_admin_or_manager()?;
+    let changes = BroadcastStream::new(shared.live.subscribe()).map(|_| ());
+    let mut interval = tokio::time::interval(SSE_REFRESH);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The interval's first tick is immediate: that is the initial snapshot.
+    let ticks = IntervalStream::new(interval).map(|_| ());
+    let stream = futures_util::stream::select(ticks, changes).map(move |()| {
+        let config = shared.config.load();
+        let snap = shared.live.snapshot(&config, &caller.scope(&config));
+        let event = Event::default()
+            .event("snapshot")
+            .json_data(&snap)
+            .unwrap_or_else(|_| Event::default().event("error"));
+        Ok(event)
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reports
+
+/// The time range and options of a report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// Start (inclusive), RFC 3339.
+    pub from: DateTime<Utc>,
+    /// End (exclusive), RFC 3339.
+    pub to: DateTime<Utc>,
+    /// Summary: `workflow` (default), `queue` or `agent`.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    pub by: Option<GroupBy>,
+    /// Service-level threshold N in seconds (answered within N s); default 20.
+    #[serde(default)]
+    pub service_level_seconds: Option<u64>,
+    /// `json` (default) or `csv`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+}
+
+impl ReportQuery {
+    fn format(&self) -> Result<Format, ApiError> {
+        match self.format.as_deref() {
+            None | Some("json") => Ok(Format::Json),
+            Some("csv") => Ok(Format::Csv),
+            Some(other) => Err(ApiError::InvalidField {
+                field: "format",
+                reason: format!("{other:?} is neither \"json\" nor \"csv\""),
+            }),
+        }
+    }
+
+    fn check_range(&self) -> Result<(), ApiError> {
+        if self.from >= self.to {
+            return Err(ApiError::InvalidField {
+                field: "to",
+                reason: "must be after from".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The summary report document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SummaryDoc {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub by: GroupBy,
+    pub service_level_seconds: u64,
+    pub rows: Vec<SummaryRow>,
+}
+
+async fn records(
+    shared: &Shared,
+    caller: &Caller,
+    q: &ReportQuery,
+) -> Result<Vec<crate::store::CallRecord>, ApiError> {
+    caller.require_admin_or_manager()?;
+    q.check_range()?;
+    let all = shared.store.call_records_between(q.from, q.to).await?;
+    let scope = caller.scope(&shared.config.load());
+    Ok(all
+        .into_iter()
+        .filter(|r| scope.workflow(&r.workflow))
+        .collect())
+}
+
+fn csv_response(body: String, name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Received, offered, answered, abandoned %, average wait and talk, time-outs, overflows and
+/// service level per workflow, queue or agent (a manager sees their workflows' calls).
+#[utoipa::path(get, path = "/api/reports/summary", tag = "reports", params(ReportQuery),
+    responses((status = 200, body = SummaryDoc), (status = 200, content_type = "text/csv", body = String),
+              (status = "4XX", body = ErrorBody)))]
+pub async fn report_summary(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let format = q.format()?;
+    let records = records(&shared, &caller, &q).await?;
+    let by = q.by.unwrap_or(GroupBy::Workflow);
+    let n = q.service_level_seconds.unwrap_or(20);
+    let rows = reports::summarize(&records, by, Duration::from_secs(n));
+    Ok(match format {
+        Format::Json => Json(SummaryDoc {
+            from: q.from,
+            to: q.to,
+            by,
+            service_level_seconds: n,
+            rows,
+        })
+        .into_response(),
+        Format::Csv => csv_response(reports::summary_csv(&rows)?, "summary.csv"),
+    })
+}
+
+/// The call list: caller, workflow, start, end, SIP code, outcome.
+#[utoipa::path(get, path = "/api/reports/calls", tag = "reports", params(ReportQuery),
+    responses((status = 200, body = Vec<CallRow>), (status = 200, content_type = "text/csv", body = String),
+              (status = "4XX", body = ErrorBody)))]
+pub async fn report_calls(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let format = q.format()?;
+    let rows = reports::call_list(&records(&shared, &caller, &q).await?);
+    Ok(match format {
+        Format::Json => Json(rows).into_response(),
+        Format::Csv => csv_response(reports::calls_csv(&rows)?, "calls.csv"),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+/// One audit entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditDoc {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+/// Which audit entries.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Entries at or after this time (RFC 3339); default: all.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many (default 100, at most 1,000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// The audit log: who changed what, when (administrators).
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditDoc>), (status = "4XX", body = ErrorBody)))]
+pub async fn audit_log(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditDoc>>, ApiError> {
+    caller.require_admin()?;
+    let since = q.since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let entries = shared.store.list_audit(since, limit).await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AuditDoc {
+                id: e.id,
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                detail: e.detail,
+            })
+            .collect(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health, metrics, pages
+
+/// Liveness: 200 while the daemon runs.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, body = String, content_type = "text/plain")))]
+pub async fn health() -> &'static str {
+    "ok"
+}
+
+/// Prometheus metrics (text exposition format), families `rgsd_…`. Unauthenticated, like most
+/// exporters: bind `http_listen` where only the scraper reaches it.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, body = String, content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(State(shared): State<Shared>) -> Response {
+    let config = shared.config.load();
+    let live = shared.live.snapshot(&config, &super::auth::Scope::All);
+    let body = super::metrics::render(&shared.live.metrics, &live, shared.store.backend_name());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The agent page: sign in with a token, see your groups with sign-in switches and your state.
+#[utoipa::path(get, path = "/agent", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/html")))]
+pub async fn agent_page() -> Html<&'static str> {
+    Html(include_str!("assets/agent.html"))
+}
+
+/// The wallboard: every queue live (server-sent events).
+#[utoipa::path(get, path = "/wallboard", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/html")))]
+pub async fn wallboard_page() -> Html<&'static str> {
+    Html(include_str!("assets/wallboard.html"))
+}

@@ -1,0 +1,1627 @@
+//! The HTTP API end to end: every role's allowed and refused cases, sign-in reaching the routing
+//! table and the store, live state and SSE, reports against a known set of call records, metrics,
+//! the OpenAPI document covering every route, and tokens issued by the real binary used against
+//! the real `rgsd serve`.
+//!
+//! The in-process suite ([`suite`]) runs on SQLite always and on PostgreSQL when
+//! `RGSD_TEST_PG_URL` names a server (a scratch database per run, dropped afterwards).
+
+// Test code: a failed `unwrap` is how a test fails; deadlines in the real-binary test are real.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use rgsd::api::live::{CallPhase, LiveCall};
+use rgsd::api::reports::fixture;
+use rgsd::api::{self, Live};
+use rgsd::clock::ManualClock;
+use rgsd::config::LoadOptions;
+use rgsd::config::model::SipUri;
+use rgsd::daemon::Shared;
+use rgsd::store::{RecordWriter, Role, Store, WriterOptions};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use common::Scratch;
+use common::pg::ScratchDatabase;
+
+const ALICE: &str = "sip:alice@127.0.0.1";
+const BOB: &str = "sip:bob@127.0.0.1";
+const CAROL: &str = "sip:carol@127.0.0.1";
+const DAVE: &str = "sip:dave@127.0.0.1";
+const MANAGER: &str = "sip:manager@127.0.0.1";
+
+/// Three workflows, each with its queue and group; the manager manages "Sales" only.
+fn config_text(database: &str) -> String {
+    format!(
+        r#"
+[server]
+sip_listen = ["udp:127.0.0.1:0"]
+advertised_host = "127.0.0.1"
+rtp_ports = [30000, 30999]
+http_listen = "127.0.0.1:0"
+database = "{database}"
+trusted_peers = ["127.0.0.0/8"]
+
+[[agent_group]]
+name = "Sales agents"
+participation = "formal"
+routing = "serial"
+agents = ["{ALICE}", "{BOB}"]
+
+[[agent_group]]
+name = "Support agents"
+participation = "informal"
+agents = ["{CAROL}"]
+
+[[agent_group]]
+name = "Other agents"
+participation = "formal"
+agents = ["{DAVE}"]
+
+[[queue]]
+name = "Sales"
+agent_groups = ["Sales agents"]
+
+[[queue]]
+name = "Support"
+agent_groups = ["Support agents"]
+
+[[queue]]
+name = "Other"
+agent_groups = ["Other agents"]
+
+[[workflow]]
+name = "Sales"
+kind = "hunt_group"
+uri = "sip:sales@127.0.0.1"
+queue = "Sales"
+managers = ["{MANAGER}"]
+
+[[workflow]]
+name = "Support"
+kind = "hunt_group"
+uri = "sip:support@127.0.0.1"
+queue = "Support"
+
+[[workflow]]
+name = "Other"
+kind = "hunt_group"
+uri = "sip:other@127.0.0.1"
+queue = "Other"
+"#
+    )
+}
+
+struct App {
+    router: Router,
+    shared: Shared,
+    clock: Arc<ManualClock>,
+    admin: String,
+    manager: String,
+    alice: String,
+    _scratch: Scratch,
+}
+
+/// 2026-11-26T10:00:00Z plus `s` seconds (the fixture's time line).
+fn at(s: i64) -> DateTime<Utc> {
+    fixture::at(s)
+}
+
+/// What `Daemon::start` builds, without the listeners.
+async fn app(database: &str) -> App {
+    let scratch = Scratch::new();
+    let path = scratch.write("rgsd.toml", config_text(database));
+    let config = rgsd::config::load(
+        &path,
+        &LoadOptions {
+            check_environment: false,
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"))
+    .config;
+    let clock = Arc::new(ManualClock::new(at(10_000)));
+    let store = Store::connect(&config.server.database)
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    store.migrate().await.unwrap();
+    store
+        .sync_config_groups(&config.agent_groups)
+        .await
+        .unwrap();
+    let live = Live::start(&config, &store, clock.clone()).await.unwrap();
+    let shared = Shared {
+        config: Arc::new(ArcSwap::from_pointee(config)),
+        store: store.clone(),
+        clock: clock.clone(),
+        live: Arc::new(live),
+    };
+    let token = |role, subject: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .create_token(role, subject)
+                .await
+                .unwrap()
+                .token
+                .expose()
+                .to_owned()
+        }
+    };
+    App {
+        router: api::router(shared.clone()),
+        admin: token(Role::Admin, "admin").await,
+        manager: token(Role::Manager, MANAGER).await,
+        alice: token(Role::Agent, ALICE).await,
+        shared,
+        clock,
+        _scratch: scratch,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+    /// Asserts a 4xx with the JSON error body and `code`.
+    fn refused(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+        body
+    }
+}
+
+async fn send(
+    app: &App,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        content_type,
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get(app: &App, path: &str, token: &str) -> Reply {
+    send(app, "GET", path, Some(token), None).await
+}
+
+async fn put(app: &App, path: &str, token: &str, body: Value) -> Reply {
+    send(app, "PUT", path, Some(token), Some(&body.to_string())).await
+}
+
+async fn post(app: &App, path: &str, token: &str, body: Value) -> Reply {
+    send(app, "POST", path, Some(token), Some(&body.to_string())).await
+}
+
+async fn group_id(app: &App, name: &str) -> i64 {
+    app.shared.store.get_group_by_name(name).await.unwrap().id.0
+}
+
+async fn agent_id(app: &App, uri: &str) -> i64 {
+    app.shared
+        .store
+        .get_agent_by_uri(&SipUri(uri.into()))
+        .await
+        .unwrap()
+        .id
+        .0
+}
+
+fn routed(app: &App, agent: &str, group: &str) -> Option<bool> {
+    app.shared
+        .live
+        .is_signed_in(&app.shared.config.load(), &SipUri(agent.into()), group)
+}
+
+/// Every assertion, on whichever backend `app` runs.
+async fn suite(app: App) {
+    authentication(&app).await;
+    bad_input(&app).await;
+    admin_agents_and_groups(&app).await;
+    sign_in_reaches_routing_store_and_audit(&app).await;
+    manager_scope(&app).await;
+    agent_self_only(&app).await;
+    live_state_and_metrics(&app).await;
+    server_sent_events(&app).await;
+    reports(&app).await;
+    openapi_covers_every_route(&app).await;
+    sign_in_survives_a_restart(&app).await;
+    app.shared.store.close().await;
+}
+
+async fn authentication(app: &App) {
+    send(app, "GET", "/api/agents", None, None)
+        .await
+        .refused(401, "unauthenticated");
+    get(app, "/api/agents", "rgsd_0000")
+        .await
+        .refused(401, "unauthenticated");
+    get(app, "/api/agents", "not-even-a-token")
+        .await
+        .refused(401, "unauthenticated");
+    // A revoked token stops working.
+    let issued = app
+        .shared
+        .store
+        .create_token(Role::Admin, "temp")
+        .await
+        .unwrap();
+    assert_eq!(
+        get(app, "/api/agents", issued.token.expose()).await.status,
+        200
+    );
+    app.shared.store.revoke_token(issued.info.id).await.unwrap();
+    get(app, "/api/agents", issued.token.expose())
+        .await
+        .refused(401, "unauthenticated");
+    // Tokens issued through the API work, are listed without the secret, and can be revoked.
+    let r = post(
+        app,
+        "/api/tokens",
+        &app.admin,
+        json!({ "role": "manager", "subject": MANAGER }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let issued = r.json();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(app, "/api/workflows", &token).await.status, 200);
+    let list = get(app, "/api/tokens", &app.admin).await;
+    assert!(
+        !list.text.contains(&token),
+        "a listed token must not show its secret"
+    );
+    assert!(
+        list.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == issued["id"] && t["role"] == "manager")
+    );
+    let r = send(
+        app,
+        "DELETE",
+        &format!("/api/tokens/{}", issued["id"]),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    get(app, "/api/workflows", &token)
+        .await
+        .refused(401, "unauthenticated");
+    post(
+        app,
+        "/api/tokens",
+        &app.admin,
+        json!({ "role": "agent", "subject": "alice" }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    post(
+        app,
+        "/api/tokens",
+        &app.admin,
+        json!({ "role": "root", "subject": "x" }),
+    )
+    .await
+    .refused(400, "bad_request");
+    post(
+        app,
+        "/api/tokens",
+        &app.manager,
+        json!({ "role": "admin", "subject": "me" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    get(app, "/api/tokens", &app.alice)
+        .await
+        .refused(403, "forbidden");
+    send(app, "DELETE", "/api/tokens/999999", Some(&app.admin), None)
+        .await
+        .refused(404, "not_found");
+    // A token in the URL counts on the SSE stream only.
+    send(
+        app,
+        "GET",
+        &format!("/api/agents?access_token={}", app.admin),
+        None,
+        None,
+    )
+    .await
+    .refused(401, "unauthenticated");
+    // Health needs no token.
+    assert_eq!(send(app, "GET", "/health", None, None).await.text, "ok");
+    // Unknown routes are JSON 404s too.
+    get(app, "/api/nothing-here", &app.admin)
+        .await
+        .refused(404, "not_found");
+}
+
+async fn bad_input(app: &App) {
+    let r = send(
+        app,
+        "POST",
+        "/api/agents",
+        Some(&app.admin),
+        Some("{\"sip_uri\": "),
+    )
+    .await;
+    r.refused(400, "bad_request");
+    let r = post(
+        app,
+        "/api/agents",
+        &app.admin,
+        json!({ "sip_uri": ALICE, "colour": "red" }),
+    )
+    .await;
+    let body = r.refused(400, "bad_request");
+    assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");
+    post(
+        app,
+        "/api/agents",
+        &app.admin,
+        json!({ "sip_uri": "alice" }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    let body = post(
+        app,
+        "/api/agents",
+        &app.admin,
+        json!({ "sip_uri": "mailto:x@y" }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert_eq!(body["field"], "sip_uri");
+    get(app, "/api/agents/abc", &app.admin)
+        .await
+        .refused(400, "bad_request");
+    get(app, "/api/agents/999999", &app.admin)
+        .await
+        .refused(404, "not_found");
+    get(app, "/api/groups/999999", &app.admin)
+        .await
+        .refused(404, "not_found");
+    // A body that is not JSON at all, without a content type.
+    let r = send(app, "PUT", "/api/groups/1/members", Some(&app.admin), None).await;
+    assert_eq!(r.status.as_u16() / 100, 4, "{}", r.text);
+    assert!(r.json()["error"].is_string());
+    // Group settings out of range.
+    let body = post(
+        app,
+        "/api/groups",
+        &app.admin,
+        json!({ "name": "G", "participation": "formal", "routing": "serial", "alert_time_seconds": 5 }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert_eq!(body["field"], "alert_time_seconds");
+    post(
+        app,
+        "/api/groups",
+        &app.admin,
+        json!({ "name": "G", "participation": "sometimes", "routing": "serial" }),
+    )
+    .await
+    .refused(400, "bad_request");
+    post(
+        app,
+        "/api/groups",
+        &app.admin,
+        json!({ "name": "G", "participation": "formal", "routing": "serial", "agents": [ALICE, ALICE] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+}
+
+async fn admin_agents_and_groups(app: &App) {
+    let r = post(
+        app,
+        "/api/agents",
+        &app.admin,
+        json!({ "sip_uri": "sip:erin@127.0.0.1", "display_name": "Erin" }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let erin = r.json();
+    assert_eq!(erin["display_name"], "Erin");
+    post(
+        app,
+        "/api/agents",
+        &app.admin,
+        json!({ "sip_uri": "sip:erin@127.0.0.1" }),
+    )
+    .await
+    .refused(409, "conflict");
+    let id = erin["id"].as_i64().unwrap();
+    let r = put(
+        app,
+        &format!("/api/agents/{id}"),
+        &app.admin,
+        json!({ "sip_uri": "sip:erin@127.0.0.1", "display_name": "Erin B." }),
+    )
+    .await;
+    assert_eq!(r.json()["display_name"], "Erin B.");
+    assert_eq!(
+        get(app, &format!("/api/agents/{id}"), &app.admin)
+            .await
+            .json()["sip_uri"],
+        "sip:erin@127.0.0.1"
+    );
+
+    // An API group: created, listed, members replaced in order, deleted.
+    let r = post(
+        app,
+        "/api/groups",
+        &app.admin,
+        json!({ "name": "Night shift", "participation": "formal", "routing": "round_robin",
+                "alert_time_seconds": 30, "agents": ["sip:erin@127.0.0.1", "sip:frank@127.0.0.1"] }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let g = r.json();
+    assert_eq!(g["source"], "api");
+    assert_eq!(g["routed"], false);
+    let gid = g["id"].as_i64().unwrap();
+    post(
+        app,
+        "/api/groups",
+        &app.admin,
+        json!({ "name": "Night shift", "participation": "formal", "routing": "serial" }),
+    )
+    .await
+    .refused(409, "conflict");
+    let r = put(
+        app,
+        &format!("/api/groups/{gid}/members"),
+        &app.admin,
+        json!({ "agents": ["sip:frank@127.0.0.1", "sip:erin@127.0.0.1"] }),
+    )
+    .await;
+    assert_eq!(
+        r.json()["agents"],
+        json!(["sip:frank@127.0.0.1", "sip:erin@127.0.0.1"])
+    );
+    let names: Vec<String> = get(app, "/api/groups", &app.admin)
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Night shift",
+            "Other agents",
+            "Sales agents",
+            "Support agents"
+        ]
+    );
+    // Signing in to a group routing does not use is stored, and says so.
+    let frank = agent_id(app, "sip:frank@127.0.0.1").await;
+    let r = put(
+        app,
+        &format!("/api/groups/{gid}/sign-ins/{frank}"),
+        &app.admin,
+        json!({ "signed_in": true }),
+    )
+    .await;
+    assert_eq!(r.json()["routed"], false, "{}", r.text);
+    assert_eq!(r.json()["changed"], true);
+    let r = send(
+        app,
+        "DELETE",
+        &format!("/api/groups/{gid}"),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    get(app, &format!("/api/groups/{gid}"), &app.admin)
+        .await
+        .refused(404, "not_found");
+    let r = send(
+        app,
+        "DELETE",
+        &format!("/api/agents/{id}"),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    send(
+        app,
+        "DELETE",
+        &format!("/api/agents/{id}"),
+        Some(&app.admin),
+        None,
+    )
+    .await
+    .refused(404, "not_found");
+}
+
+async fn sign_in_reaches_routing_store_and_audit(app: &App) {
+    let sales = group_id(app, "Sales agents").await;
+    let alice = agent_id(app, ALICE).await;
+    assert_eq!(routed(app, ALICE, "Sales agents"), Some(false));
+    let r = put(
+        app,
+        &format!("/api/groups/{sales}/sign-ins/{alice}"),
+        &app.admin,
+        json!({ "signed_in": true }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({ "agent": ALICE, "group": "Sales agents", "signed_in": true, "changed": true, "routed": true })
+    );
+    // Routing sees it at once, the store has it, the group document lists it.
+    assert_eq!(routed(app, ALICE, "Sales agents"), Some(true));
+    assert_eq!(
+        app.shared
+            .store
+            .signed_in_groups(&SipUri(ALICE.into()))
+            .await
+            .unwrap(),
+        ["Sales agents"]
+    );
+    assert_eq!(
+        get(app, &format!("/api/groups/{sales}"), &app.admin)
+            .await
+            .json()["signed_in"],
+        json!([ALICE])
+    );
+    // Again: no change.
+    let r = put(
+        app,
+        &format!("/api/groups/{sales}/sign-ins/{alice}"),
+        &app.admin,
+        json!({ "signed_in": true }),
+    )
+    .await;
+    assert_eq!(r.json()["changed"], false);
+    // Informal groups have no sign-in.
+    let support = group_id(app, "Support agents").await;
+    let carol = agent_id(app, CAROL).await;
+    put(
+        app,
+        &format!("/api/groups/{support}/sign-ins/{carol}"),
+        &app.admin,
+        json!({ "signed_in": true }),
+    )
+    .await
+    .refused(409, "conflict");
+    // Not a member.
+    let dave = agent_id(app, DAVE).await;
+    put(
+        app,
+        &format!("/api/groups/{sales}/sign-ins/{dave}"),
+        &app.admin,
+        json!({ "signed_in": true }),
+    )
+    .await
+    .refused(404, "not_found");
+    // The audit log: who, what, when.
+    let log = get(app, "/api/audit", &app.admin).await.json();
+    let entry = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "agent.sign_in" && e["target"] == ALICE)
+        .unwrap_or_else(|| panic!("no sign-in entry in {log}"));
+    assert_eq!(entry["actor"], "admin");
+    assert_eq!(entry["detail"]["group"], "Sales agents");
+    assert_eq!(entry["at"], json!(at(10_000)));
+    for action in [
+        "token.create",
+        "token.revoke",
+        "agent.create",
+        "agent.update",
+        "agent.delete",
+        "group.create",
+        "group.members.set",
+        "group.delete",
+    ] {
+        assert!(
+            log.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action),
+            "{action} not audited: {log}"
+        );
+    }
+    get(app, "/api/audit", &app.manager)
+        .await
+        .refused(403, "forbidden");
+}
+
+async fn manager_scope(app: &App) {
+    let m = &app.manager;
+    let sales = group_id(app, "Sales agents").await;
+    let other = group_id(app, "Other agents").await;
+    let alice = agent_id(app, ALICE).await;
+    let dave = agent_id(app, DAVE).await;
+    // Sees only the groups of their workflows' queues, and those groups' agents.
+    let groups = get(app, "/api/groups", m).await.json();
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+    assert_eq!(groups[0]["name"], "Sales agents");
+    let agents: Vec<Value> = get(app, "/api/agents", m)
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        agents
+            .iter()
+            .map(|a| a["sip_uri"].clone())
+            .collect::<Vec<_>>(),
+        [json!(ALICE), json!(BOB)]
+    );
+    get(app, &format!("/api/groups/{other}"), m)
+        .await
+        .refused(403, "forbidden");
+    get(app, &format!("/api/agents/{dave}"), m)
+        .await
+        .refused(403, "forbidden");
+    // Signs their agents in and out.
+    let r = put(
+        app,
+        &format!("/api/groups/{sales}/sign-ins/{alice}"),
+        m,
+        json!({ "signed_in": false }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(routed(app, ALICE, "Sales agents"), Some(false));
+    put(
+        app,
+        &format!("/api/groups/{other}/sign-ins/{dave}"),
+        m,
+        json!({ "signed_in": true }),
+    )
+    .await
+    .refused(403, "forbidden");
+    assert_eq!(routed(app, DAVE, "Other agents"), Some(false));
+    // Changes members, alert time and routing of their group; routing sees the new member.
+    let r = put(
+        app,
+        &format!("/api/groups/{sales}/members"),
+        m,
+        json!({ "agents": [BOB, ALICE, "sip:gina@127.0.0.1"] }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let table = app.shared.live.agent_table().load_full();
+    let gina = table
+        .id(&SipUri("sip:gina@127.0.0.1".into()))
+        .expect("gina routed");
+    let members = &table.group(rgsd::config::model::AgentGroupId(0)).members;
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[2], gina);
+    assert_eq!(table.uri(members[0]).as_str(), BOB);
+    let r = put(
+        app,
+        &format!("/api/groups/{sales}"),
+        m,
+        json!({ "name": "Sales agents", "participation": "formal", "routing": "parallel",
+                "alert_time_seconds": 45, "agents": [ALICE, BOB] }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["alert_time_seconds"], 45);
+    let table = app.shared.live.agent_table().load_full();
+    let g = table.group(rgsd::config::model::AgentGroupId(0));
+    assert_eq!(g.alert_time, Duration::from_secs(45));
+    assert_eq!(g.routing, rgsd::config::model::RoutingMethod::Parallel);
+    // But not its name or participation, nor other groups, nor creating or deleting groups.
+    put(
+        app,
+        &format!("/api/groups/{sales}"),
+        m,
+        json!({ "name": "Renamed", "participation": "formal", "routing": "serial", "agents": [ALICE] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    put(
+        app,
+        &format!("/api/groups/{sales}"),
+        m,
+        json!({ "name": "Sales agents", "participation": "informal", "routing": "serial", "agents": [ALICE] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    put(
+        app,
+        &format!("/api/groups/{other}/members"),
+        m,
+        json!({ "agents": [ALICE] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    post(
+        app,
+        "/api/groups",
+        m,
+        json!({ "name": "Mine", "participation": "formal", "routing": "serial" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    send(
+        app,
+        "DELETE",
+        &format!("/api/groups/{sales}"),
+        Some(m),
+        None,
+    )
+    .await
+    .refused(403, "forbidden");
+    post(
+        app,
+        "/api/agents",
+        m,
+        json!({ "sip_uri": "sip:x@127.0.0.1" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    // Workflows: sees their own; never URI, number or kind; the rest is in the TOML file.
+    let wf = get(app, "/api/workflows", m).await.json();
+    assert_eq!(wf.as_array().unwrap().len(), 1);
+    assert_eq!(wf[0]["name"], "Sales");
+    assert_eq!(
+        get(app, "/api/workflows", &app.admin)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let patch = |body: Value, token: &str, name: &str| {
+        let path = format!("/api/workflows/{name}");
+        let token = token.to_owned();
+        async move { send(app, "PATCH", &path, Some(&token), Some(&body.to_string())).await }
+    };
+    patch(json!({ "uri": "sip:x@127.0.0.1" }), m, "Sales")
+        .await
+        .refused(403, "forbidden");
+    patch(json!({ "display_number": "+15550001" }), m, "Sales")
+        .await
+        .refused(403, "forbidden");
+    patch(json!({ "kind": "interactive" }), m, "Sales")
+        .await
+        .refused(403, "forbidden");
+    let body = patch(json!({ "active": false }), m, "Sales")
+        .await
+        .refused(409, "config_managed");
+    assert_eq!(body["field"], "active");
+    let body = patch(json!({ "business_hours": "Office" }), m, "Sales")
+        .await
+        .refused(409, "config_managed");
+    assert_eq!(body["field"], "business_hours");
+    patch(json!({ "active": false }), m, "Other")
+        .await
+        .refused(403, "forbidden");
+    patch(json!({ "active": false }), m, "Nope")
+        .await
+        .refused(404, "not_found");
+    patch(json!({}), m, "Sales")
+        .await
+        .refused(422, "invalid_field");
+    let body = patch(json!({ "uri": "sip:x@127.0.0.1" }), &app.admin, "Sales")
+        .await
+        .refused(409, "config_managed");
+    assert_eq!(body["field"], "uri");
+}
+
+async fn agent_self_only(app: &App) {
+    let a = &app.alice;
+    let me = get(app, "/api/me", a).await.json();
+    assert_eq!(me["role"], "agent");
+    assert_eq!(me["subject"], ALICE);
+    assert_eq!(me["state"]["state"], "idle");
+    let sales = me["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Sales agents")
+        .unwrap()
+        .clone();
+    assert_eq!(sales["participation"], "formal");
+    assert_eq!(sales["signed_in"], false);
+    let alice_id = me["agent_id"].as_i64().unwrap();
+    let gid = sales["id"].as_i64().unwrap();
+    let r = put(
+        app,
+        &format!("/api/groups/{gid}/sign-ins/{alice_id}"),
+        a,
+        json!({ "signed_in": true }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(routed(app, ALICE, "Sales agents"), Some(true));
+    let me = get(app, "/api/me", a).await.json();
+    assert_eq!(me["state"]["signed_in"], json!(["Sales agents"]));
+    // Nobody else's sign-in, nothing shared.
+    let bob = agent_id(app, BOB).await;
+    put(
+        app,
+        &format!("/api/groups/{gid}/sign-ins/{bob}"),
+        a,
+        json!({ "signed_in": true }),
+    )
+    .await
+    .refused(403, "forbidden");
+    assert_eq!(routed(app, BOB, "Sales agents"), Some(false));
+    for path in [
+        "/api/agents",
+        "/api/groups",
+        "/api/live",
+        "/api/live/queues",
+        "/api/workflows",
+        "/api/audit",
+        "/api/reports/calls?from=2026-11-26T00:00:00Z&to=2026-11-27T00:00:00Z",
+    ] {
+        get(app, path, a).await.refused(403, "forbidden");
+    }
+    get(app, &format!("/api/agents/{bob}"), a)
+        .await
+        .refused(403, "forbidden");
+    assert_eq!(
+        get(app, &format!("/api/agents/{alice_id}"), a).await.status,
+        200
+    );
+    post(
+        app,
+        "/api/agents",
+        a,
+        json!({ "sip_uri": "sip:x@127.0.0.1" }),
+    )
+    .await
+    .refused(403, "forbidden");
+}
+
+async fn live_state_and_metrics(app: &App) {
+    // Alice is signed in to Sales (formal), Carol always in Support (informal), Dave signed out.
+    let queues = get(app, "/api/live/queues", &app.admin).await.json();
+    let q = |name: &str| {
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(q("Sales")["agents_signed_in"], 1);
+    assert_eq!(q("Sales")["agents_eligible"], 1);
+    assert_eq!(q("Support")["agents_signed_in"], 1);
+    assert_eq!(q("Other")["agents_signed_in"], 0);
+    assert_eq!(q("Sales")["waiting"], 0);
+    // The call driver reports two waiting calls and one talking to Alice.
+    let now = app.clock.now_utc_for_test();
+    let call = |id: &str, phase, queued_s: i64, agent: Option<&str>| LiveCall {
+        call_id: id.into(),
+        workflow: "Sales".into(),
+        caller: "sip:+15550001@trunk.example".into(),
+        phase,
+        arrived_at: now - chrono::Duration::seconds(queued_s + 5),
+        queue: Some("Sales".into()),
+        queued_at: Some(now - chrono::Duration::seconds(queued_s)),
+        agent: agent.map(str::to_owned),
+    };
+    app.shared
+        .live
+        .call_update(call("c1", CallPhase::Waiting, 42, None));
+    app.shared
+        .live
+        .call_update(call("c2", CallPhase::Ringing, 12, Some(BOB)));
+    app.shared
+        .live
+        .call_update(call("c3", CallPhase::Talking, 100, Some(ALICE)));
+    let sales = get(app, "/api/live/queues", &app.admin).await.json()[0].clone();
+    assert_eq!(sales["name"], "Sales");
+    assert_eq!(sales["waiting"], 2);
+    assert_eq!(sales["longest_wait_seconds"], 42);
+    let calls = get(app, "/api/live/calls", &app.manager).await.json();
+    assert_eq!(calls.as_array().unwrap().len(), 3);
+    let agents = get(app, "/api/live/agents", &app.admin).await.json();
+    let alice = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sip_uri"] == ALICE)
+        .unwrap()
+        .clone();
+    assert_eq!(alice["current_call"], "c3");
+    assert_eq!(alice["signed_in"], json!(["Sales agents"]));
+    // A manager sees their queue only.
+    let mq = get(app, "/api/live/queues", &app.manager).await.json();
+    assert_eq!(mq.as_array().unwrap().len(), 1);
+    assert_eq!(mq[0]["name"], "Sales");
+
+    // Metrics: the gauges come from the live state, the counters from the layers.
+    app.shared
+        .live
+        .metrics
+        .call_ended(rgsd::store::CallOutcome::Answered);
+    app.shared.live.metrics.observe_wait(Duration::from_secs(7));
+    let r = send(app, "GET", "/metrics", None, None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        r.content_type
+    );
+    for line in [
+        "rgsd_queue_waiting_calls{queue=\"Sales\"} 2",
+        "rgsd_queue_longest_wait_seconds{queue=\"Sales\"} 42",
+        "rgsd_calls_in_progress 3",
+        "rgsd_calls_total{outcome=\"answered\"} 1",
+        "rgsd_queue_wait_seconds_bucket{le=\"10\"} 1",
+        "rgsd_queue_wait_seconds_bucket{le=\"5\"} 0",
+        "rgsd_agents{state=\"idle\"} 4", // alice, bob, carol, dave (gina left Sales again)
+    ] {
+        assert!(
+            r.text.lines().any(|l| l == line),
+            "{line:?} not in\n{}",
+            r.text
+        );
+    }
+    for family in [
+        "rgsd_sip_transactions_total",
+        "rgsd_rtp_packets_total",
+        "rgsd_db_write_pending_records",
+        "rgsd_db_records_total",
+    ] {
+        assert!(r.text.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+    // The database write figures come from the call-record writer once it is attached.
+    let writer = RecordWriter::spawn(app.shared.store.clone(), WriterOptions::default());
+    app.shared.live.metrics.attach_writer(writer.clone());
+    let mut record = fixture::records()[0].clone();
+    record.call_id = "metrics-1@127.0.0.1".into();
+    record.arrived_at = at(-100_000); // outside every report range below
+    let mut changes = writer.subscribe();
+    writer.submit(record).unwrap();
+    // Bounded: each round waits for one change of the writer's state, at most 5 s.
+    for _ in 0..10 {
+        if writer.stats().written == 1 {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+    }
+    let text = send(app, "GET", "/metrics", None, None).await.text;
+    for line in [
+        "rgsd_db_records_total{result=\"written\"} 1",
+        "rgsd_db_write_pending_records{database=\"sqlite\"} 0",
+        "rgsd_db_write_failures_total 0",
+    ] {
+        let line = line.replace("sqlite", app.shared.store.backend_name());
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    writer.shutdown(Duration::from_secs(5)).await;
+    // Routing claims Alice for a call: she counts as busy, no longer eligible.
+    let table = app.shared.live.agent_table().load_full();
+    let alice_id = table.id(&SipUri(ALICE.into())).unwrap();
+    assert!(table.claim(alice_id, rgsd::acd::agents::CallKey(7)));
+    let sales = get(app, "/api/live/queues", &app.admin).await.json()[0].clone();
+    assert_eq!(
+        (
+            sales["agents_signed_in"].as_u64(),
+            sales["agents_eligible"].as_u64(),
+            sales["agents_busy"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1))
+    );
+    let me = get(app, "/api/me", &app.alice).await.json();
+    assert_eq!(me["state"]["state"], "ringing");
+    let metrics = send(app, "GET", "/metrics", None, None).await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "rgsd_agents{state=\"ringing\"} 1"),
+        "{metrics}"
+    );
+    assert!(table.release(alice_id, rgsd::acd::agents::CallKey(7)));
+    for id in ["c1", "c2", "c3"] {
+        app.shared.live.call_ended(id);
+    }
+    assert_eq!(
+        get(app, "/api/live/calls", &app.admin).await.json(),
+        json!([])
+    );
+}
+
+async fn server_sent_events(app: &App) {
+    let req = Request::builder()
+        .uri(format!("/api/live/stream?access_token={}", app.manager))
+        .body(Body::empty())
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = res.into_body().into_data_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(first.to_vec()).unwrap();
+    assert!(text.starts_with("event: snapshot\ndata: "), "{text}");
+    let data: Value =
+        serde_json::from_str(text.trim_start_matches("event: snapshot\ndata: ").trim()).unwrap();
+    assert_eq!(
+        data["queues"].as_array().unwrap().len(),
+        1,
+        "manager scope: {data}"
+    );
+    // A change is pushed at once.
+    app.shared.live.call_update(LiveCall {
+        call_id: "sse-1".into(),
+        workflow: "Sales".into(),
+        caller: "sip:+1555@trunk.example".into(),
+        phase: CallPhase::Waiting,
+        arrived_at: app.clock.now_utc_for_test(),
+        queue: Some("Sales".into()),
+        queued_at: Some(app.clock.now_utc_for_test()),
+        agent: None,
+    });
+    let next = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(next.to_vec()).unwrap();
+    assert!(text.contains("\"waiting\":1"), "{text}");
+    app.shared.live.call_ended("sse-1");
+    // No token: refused before streaming.
+    send(app, "GET", "/api/live/stream", None, None)
+        .await
+        .refused(401, "unauthenticated");
+    send(
+        app,
+        "GET",
+        &format!("/api/live/stream?access_token={}", app.alice),
+        None,
+        None,
+    )
+    .await
+    .refused(403, "forbidden");
+}
+
+async fn reports(app: &App) {
+    for r in fixture::records() {
+        app.shared.store.record_call(&r).await.unwrap();
+    }
+    let range = "from=2026-11-26T10:00:00Z&to=2026-11-26T11:00:00Z";
+    let r = get(
+        app,
+        &format!("/api/reports/summary?{range}&by=workflow&service_level_seconds=20"),
+        &app.admin,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let doc = r.json();
+    assert_eq!(doc["service_level_seconds"], 20);
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let sales = &rows[0];
+    assert_eq!(sales["key"], "Sales");
+    assert_eq!(
+        (
+            sales["received"].as_u64(),
+            sales["offered"].as_u64(),
+            sales["answered"].as_u64(),
+            sales["abandoned"].as_u64()
+        ),
+        (Some(6), Some(5), Some(3), Some(1))
+    );
+    assert_eq!(sales["abandoned_percent"], 16.67);
+    assert_eq!(sales["average_wait_seconds"], 29.17);
+    assert_eq!(sales["average_talk_seconds"], 70.0);
+    assert_eq!(sales["timed_out"], 1);
+    assert_eq!(sales["overflowed"], 1);
+    assert_eq!(sales["service_level_percent"], 33.33);
+    // N is a parameter.
+    let doc = get(
+        app,
+        &format!("/api/reports/summary?{range}&service_level_seconds=30"),
+        &app.admin,
+    )
+    .await
+    .json();
+    assert_eq!(doc["rows"][0]["service_level_percent"], 50.0);
+    // Per queue and per agent.
+    let doc = get(
+        app,
+        &format!("/api/reports/summary?{range}&by=agent"),
+        &app.admin,
+    )
+    .await
+    .json();
+    let alice = doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == ALICE)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (alice["received"].as_u64(), alice["answered"].as_u64()),
+        (Some(4), Some(2))
+    );
+    assert_eq!(alice["average_talk_seconds"], 45.0);
+    let doc = get(
+        app,
+        &format!("/api/reports/summary?{range}&by=queue"),
+        &app.admin,
+    )
+    .await
+    .json();
+    assert_eq!(doc["rows"][1]["key"], "Support");
+    assert_eq!(doc["rows"][1]["received"], 1);
+    // A range that leaves calls out.
+    let doc = get(
+        app,
+        "/api/reports/summary?from=2026-11-26T10:00:00Z&to=2026-11-26T10:05:00Z",
+        &app.admin,
+    )
+    .await
+    .json();
+    // Calls 1 (10:01:40) and 2 (10:03:20); call 3 arrives at 10:05:00, the exclusive end.
+    assert_eq!(doc["rows"][0]["received"], 2);
+    // A manager sees their workflow only.
+    let doc = get(app, &format!("/api/reports/summary?{range}"), &app.manager)
+        .await
+        .json();
+    assert_eq!(doc["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["rows"][0]["key"], "Sales");
+    // The call list, JSON and CSV.
+    let list = get(app, &format!("/api/reports/calls?{range}"), &app.admin)
+        .await
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 8);
+    assert_eq!(list[6]["sip_code"], 480);
+    assert_eq!(list[6]["outcome"], "rejected");
+    assert_eq!(list[0]["start"], json!(at(100)));
+    let csv = get(
+        app,
+        &format!("/api/reports/calls?{range}&format=csv"),
+        &app.admin,
+    )
+    .await;
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.content_type, "text/csv; charset=utf-8");
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 9);
+    assert_eq!(
+        lines[0],
+        "call_id,caller,workflow,queue,agent,start,end,sip_code,outcome"
+    );
+    assert!(
+        lines[1].starts_with(
+            "call-1@127.0.0.1,sip:+15550000001@trunk.example,Sales,Sales,sip:alice@127.0.0.1,"
+        ),
+        "{}",
+        lines[1]
+    );
+    let csv = get(
+        app,
+        &format!("/api/reports/summary?{range}&format=csv"),
+        &app.manager,
+    )
+    .await;
+    assert_eq!(csv.text.lines().count(), 2, "{}", csv.text);
+    // Bad queries.
+    get(app, "/api/reports/summary", &app.admin)
+        .await
+        .refused(400, "bad_request");
+    get(
+        app,
+        "/api/reports/summary?from=yesterday&to=2026-11-26T11:00:00Z",
+        &app.admin,
+    )
+    .await
+    .refused(400, "bad_request");
+    get(
+        app,
+        "/api/reports/summary?from=2026-11-26T11:00:00Z&to=2026-11-26T10:00:00Z",
+        &app.admin,
+    )
+    .await
+    .refused(422, "invalid_field");
+    get(
+        app,
+        &format!("/api/reports/summary?{range}&format=xml"),
+        &app.admin,
+    )
+    .await
+    .refused(422, "invalid_field");
+    get(
+        app,
+        &format!("/api/reports/summary?{range}&by=caller"),
+        &app.admin,
+    )
+    .await
+    .refused(400, "bad_request");
+}
+
+/// Every route the router serves, with a request that reaches its handler.
+const ROUTES: &[(&str, &str, &str)] = &[
+    ("get", "/health", "/health"),
+    ("get", "/metrics", "/metrics"),
+    ("get", "/agent", "/agent"),
+    ("get", "/wallboard", "/wallboard"),
+    ("get", "/api/openapi.json", "/api/openapi.json"),
+    ("get", "/api/agents", "/api/agents"),
+    ("post", "/api/agents", "/api/agents"),
+    ("get", "/api/agents/{id}", "/api/agents/1"),
+    ("put", "/api/agents/{id}", "/api/agents/1"),
+    ("delete", "/api/agents/{id}", "/api/agents/999999"),
+    ("get", "/api/groups", "/api/groups"),
+    ("post", "/api/groups", "/api/groups"),
+    ("get", "/api/groups/{id}", "/api/groups/1"),
+    ("put", "/api/groups/{id}", "/api/groups/1"),
+    ("delete", "/api/groups/{id}", "/api/groups/999999"),
+    ("put", "/api/groups/{id}/members", "/api/groups/1/members"),
+    (
+        "put",
+        "/api/groups/{id}/sign-ins/{agent_id}",
+        "/api/groups/1/sign-ins/1",
+    ),
+    ("get", "/api/me", "/api/me"),
+    ("get", "/api/workflows", "/api/workflows"),
+    ("patch", "/api/workflows/{name}", "/api/workflows/Sales"),
+    ("get", "/api/live", "/api/live"),
+    ("get", "/api/live/queues", "/api/live/queues"),
+    ("get", "/api/live/agents", "/api/live/agents"),
+    ("get", "/api/live/calls", "/api/live/calls"),
+    ("get", "/api/live/stream", "/api/live/stream"),
+    ("get", "/api/reports/summary", "/api/reports/summary"),
+    ("get", "/api/reports/calls", "/api/reports/calls"),
+    ("get", "/api/audit", "/api/audit"),
+    ("get", "/api/tokens", "/api/tokens"),
+    ("post", "/api/tokens", "/api/tokens"),
+    ("delete", "/api/tokens/{id}", "/api/tokens/999999"),
+];
+
+async fn openapi_covers_every_route(app: &App) {
+    let r = send(app, "GET", "/api/openapi.json", None, None).await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // Bodies are described, not just named.
+    for schema in [
+        "AgentDoc",
+        "AgentBody",
+        "GroupDoc",
+        "GroupBody",
+        "SignInBody",
+        "ErrorBody",
+        "LiveSnapshot",
+        "SummaryDoc",
+        "CallRow",
+        "WorkflowPatch",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema]["properties"].is_object()
+                || doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["required"],
+        json!(["error", "code"])
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = 0;
+    for (_, ops) in paths {
+        documented += ops
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+            .count();
+    }
+    assert_eq!(
+        documented,
+        ROUTES.len(),
+        "the document and the route list differ: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (method, template, concrete) in ROUTES {
+        assert!(
+            doc["paths"][template][method].is_object(),
+            "{method} {template} missing from the OpenAPI document"
+        );
+        // The route is served: neither the JSON 404 fallback nor 405. (The SSE stream is not
+        // requested here: it never ends.)
+        if template.ends_with("/stream") {
+            continue;
+        }
+        let r = send(
+            app,
+            &method.to_uppercase(),
+            concrete,
+            Some(&app.admin),
+            Some("{}"),
+        )
+        .await;
+        let fallback = r.status == 404 && r.text.contains("route not found");
+        assert!(
+            !fallback && r.status != 405,
+            "{method} {concrete}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+}
+
+async fn sign_in_survives_a_restart(app: &App) {
+    // Alice signed herself in above; a new live state from the same store has her signed in.
+    let config = app.shared.config.load();
+    let live = Live::start(&config, &app.shared.store, app.clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        live.is_signed_in(&config, &SipUri(ALICE.into()), "Sales agents"),
+        Some(true)
+    );
+    assert_eq!(
+        live.is_signed_in(&config, &SipUri(BOB.into()), "Sales agents"),
+        Some(false)
+    );
+}
+
+trait NowForTest {
+    fn now_utc_for_test(&self) -> DateTime<Utc>;
+}
+
+impl NowForTest for Arc<ManualClock> {
+    fn now_utc_for_test(&self) -> DateTime<Utc> {
+        rgsd::clock::Clock::now_utc(self.as_ref())
+    }
+}
+
+#[tokio::test]
+async fn api_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("api.db").display());
+    suite(app(&url).await).await;
+}
+
+#[tokio::test]
+async fn api_on_postgres() {
+    let Some(admin_url) = common::pg_url() else {
+        return;
+    };
+    let db = ScratchDatabase::create(&admin_url).await;
+    suite(app(&db.url).await).await;
+}
+
+/// A token issued by `rgsd token create`, used against the real `rgsd serve`.
+#[test]
+fn token_from_the_binary_works_against_the_real_server() {
+    let scratch = Scratch::new();
+    let config = scratch.write("rgsd.toml", config_text("sqlite://rgsd.db"));
+    let config = config.to_str().unwrap();
+    let (status, out, err) = common::run_rgsd(&[
+        "token",
+        "create",
+        "--config",
+        config,
+        "--role",
+        "admin",
+        "--subject",
+        "ops",
+    ]);
+    assert!(status.success(), "{out}{err}");
+    let admin = out
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(admin.starts_with("rgsd_"), "{out}");
+    let (status, out, err) = common::run_rgsd(&[
+        "token",
+        "create",
+        "--config",
+        config,
+        "--role",
+        "agent",
+        "--subject",
+        ALICE,
+    ]);
+    assert!(status.success(), "{out}{err}");
+    let agent = out
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let (status, _, err) = common::run_rgsd(&[
+        "token",
+        "create",
+        "--config",
+        config,
+        "--role",
+        "boss",
+        "--subject",
+        "x",
+    ]);
+    assert!(!status.success());
+    assert!(err.contains("boss"), "{err}");
+
+    let server = common::Server::start(std::path::Path::new(config));
+    let (code, body) = http(server.http, "GET", "/api/agents", Some(&admin), None);
+    assert_eq!(code, 200, "{body}");
+    let agents: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(agents.as_array().unwrap().len(), 4);
+    let (code, body) = http(server.http, "GET", "/api/agents", Some(&agent), None);
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = http(server.http, "GET", "/api/agents", None, None);
+    assert_eq!(code, 401);
+    // The agent signs in through the API of the running daemon.
+    let (_, me) = http(server.http, "GET", "/api/me", Some(&agent), None);
+    let me: Value = serde_json::from_str(&me).unwrap();
+    let group = me["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Sales agents")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/groups/{group}/sign-ins/{}", me["agent_id"]);
+    let (code, body) = http(
+        server.http,
+        "PUT",
+        &path,
+        Some(&agent),
+        Some(r#"{"signed_in":true}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"routed\":true"), "{body}");
+    let (code, metrics) = http(server.http, "GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("rgsd_calls_total{outcome=\"answered\"} 0"),
+        "{metrics}"
+    );
+    let (code, page) = http(server.http, "GET", "/agent", None, None);
+    assert_eq!(code, 200);
+    assert!(page.contains("role=\"status\""));
+
+    // The sign-in survives a restart of the daemon: stored, and loaded into routing at start.
+    drop(server);
+    let server = common::Server::start(std::path::Path::new(config));
+    let (code, agents) = http(server.http, "GET", "/api/live/agents", Some(&admin), None);
+    assert_eq!(code, 200, "{agents}");
+    let agents: Value = serde_json::from_str(&agents).unwrap();
+    let alice = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sip_uri"] == ALICE)
+        .unwrap();
+    assert_eq!(alice["signed_in"], json!(["Sales agents"]), "{agents}");
+    let (_, queues) = http(server.http, "GET", "/api/live/queues", Some(&admin), None);
+    let queues: Value = serde_json::from_str(&queues).unwrap();
+    assert_eq!(queues[0]["name"], "Sales");
+    assert_eq!(queues[0]["agents_signed_in"], 1);
+}
+
+/// The SIP half of "a formal agent signs in through the API, then receives a real call".
+#[test]
+fn formal_agent_signed_in_through_the_api_receives_a_sip_call() {
+    println!("skipping: needs the call driver (acd call task), not merged yet");
+}
+
+/// One HTTP/1.1 request over loopback; returns (status, body).
+fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Bodies may be chunked; de-chunk the simple way.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (code, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    // Bounded by the input length: each round consumes at least the size line.
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
