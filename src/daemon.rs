@@ -1,9 +1,16 @@
 //! The composition root: loads the configuration, opens the store, binds the listeners, runs
 //! until a signal, reloads on SIGHUP.
 //!
-//! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused, calls in
-//! progress given a grace period, then exit 0), SIGINT stops at once (exit 0), SIGHUP reloads
-//! (a broken file is reported and the running configuration kept).
+//! Start-up builds every layer: the store and its call-record writer, the prompts (rendered
+//! once) and music, the agent table, one owner task per queue, the SIP endpoint, the media
+//! engine, and the call controller (`acd::call_task`) that takes the endpoint's inbound calls.
+//!
+//! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused with 503, calls
+//! in progress given [`SHUTDOWN_GRACE`], then the SIP endpoint stops and the record writer
+//! flushes; exit 0), SIGINT stops at once (exit 0), SIGHUP reloads (a broken file, or prompts
+//! that cannot be rendered, are reported and the running configuration kept). A reload gives
+//! new calls a new context: new queue owners, the prompts of the new file, and the same agent
+//! table, or a new one with states carried over when the agent groups changed.
 //!
 //! Once every listener is bound, `serve` prints one machine-readable line on stdout:
 //!
@@ -14,7 +21,7 @@
 //! Tests and scripts wait on that line (ports 0 in the config become the real ports there),
 //! and under systemd (`Type=notify`) the same moment sends `READY=1`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,11 +33,17 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::acd::call_task::{Context as CallContext, Controller, Services};
+use crate::acd::queue_task::Queues;
 use crate::cli::{EXIT_CONFIG, print_diagnostics};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
 use crate::config::{self, LoadOptions};
-use crate::store::Store;
+use crate::media::assets::MediaAssets;
+use crate::media::leg::{LegOptions, MediaEngine};
+use crate::media::ports::PortPool;
+use crate::media::tts::TextToSpeech;
+use crate::store::{RecordWriter, Store, WriterOptions};
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -184,6 +197,13 @@ pub struct Daemon {
     /// The SIP endpoint (cloneable handle); the call controller starts outbound legs on it.
     pub endpoint: crate::sip::Endpoint,
     pub bound: Bound,
+    /// What new calls run with (configuration, agent table, queue owners, prompts).
+    pub context: Arc<ArcSwap<CallContext>>,
+    /// Every call in progress.
+    calls: tokio_util::task::TaskTracker,
+    records: RecordWriter,
+    /// Stops the SIP endpoint, after the calls.
+    sip_shutdown: CancellationToken,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -215,13 +235,33 @@ impl Daemon {
             .with_context(|| format!("cannot bind http_listen {}", config.server.http_listen))?;
         let http_addr = http.local_addr()?;
 
+        let media_address = media_address(&config.server.advertised_host).await?;
+        let assets = load_assets(&config).await?;
+        let records = RecordWriter::spawn(store.clone(), WriterOptions::default());
+
+        // The agent table routing reads is the API's live one (formal sign-ins, membership
+        // edited through the API).
+        let live = Arc::new(
+            crate::api::Live::start(&config, &store, clock.clone())
+                .await
+                .context("cannot load the agent sign-in state")?,
+        );
+        let agents = live.agent_table();
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         let config = live_config.load_full();
+        let context = Arc::new(ArcSwap::from_pointee(CallContext {
+            queues: Queues::spawn(&config, &agents),
+            config: Arc::clone(&config),
+            assets: Arc::new(assets),
+        }));
         let router = Arc::new(crate::acd::router::WorkflowRouter::new(live_config.clone()));
-        let (endpoint, mut incoming) = crate::sip::Endpoint::bind(
+        // The endpoint outlives `shutdown`: calls in progress keep their dialogs during the
+        // grace period; `stop` ends it after them.
+        let sip_shutdown = CancellationToken::new();
+        let (endpoint, incoming) = crate::sip::Endpoint::bind(
             crate::sip::EndpointConfig::from_server(&config.server),
             router,
-            shutdown.clone(),
+            sip_shutdown.clone(),
         )
         .await
         .context("cannot bind sip_listen")?;
@@ -239,12 +279,31 @@ impl Daemon {
                 shutdown.clone(),
             ));
         }
-        tasks.spawn(async move {
-            while let Some(call) = incoming.recv().await {
-                warn!(call_id = %call.info().call_id, "no call controller yet: 503");
-                let _ = call.reject(503);
-            }
-        });
+        let media = MediaEngine::new(
+            PortPool::new(media_address, config.server.rtp_ports.clone()),
+            media_address,
+            LegOptions::default(),
+        );
+        let services = Arc::new(Services::new(
+            endpoint.clone(),
+            media,
+            records.clone(),
+            clock.clone(),
+            context.clone(),
+            agents,
+        ));
+        let calls = tokio_util::task::TaskTracker::new();
+        let controller = Controller {
+            services,
+            stopping: shutdown.clone(),
+            calls: calls.clone(),
+        };
+        tasks.spawn(controller.run(incoming));
+        tasks.spawn(wake_queues_on_agent_changes(
+            live.subscribe(),
+            context.clone(),
+            shutdown.clone(),
+        ));
 
         info!(
             "rgsd {} serving {} ({})",
@@ -252,14 +311,11 @@ impl Daemon {
             config.source.display(),
             config::summary(&config)
         );
-        let live = crate::api::Live::start(&config, &store, clock.clone())
-            .await
-            .context("cannot load the agent sign-in state")?;
         let shared = Shared {
             config: live_config,
             store,
             clock,
-            live: Arc::new(live),
+            live,
         };
 
         let router = crate::api::router(shared.clone());
@@ -273,6 +329,10 @@ impl Daemon {
 
         Ok(Self {
             shared,
+            context,
+            calls,
+            records,
+            sip_shutdown,
             endpoint,
             bound: Bound {
                 sip,
@@ -324,6 +384,13 @@ impl Daemon {
                     error!("reload refused: cannot store the agent groups: {e}");
                     return;
                 }
+                let assets = match load_assets(&loaded.config).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        error!("reload refused: {e:#}");
+                        return;
+                    }
+                };
                 let groups = match self.shared.store.list_groups().await {
                     Ok(g) => g,
                     Err(e) => {
@@ -335,7 +402,13 @@ impl Daemon {
                 // The agent table first: a new call must never see a queue whose groups the
                 // table does not know yet.
                 self.shared.live.rebuild(&loaded.config, &groups);
-                self.shared.config.store(Arc::new(loaded.config));
+                let config = Arc::new(loaded.config);
+                self.context.store(Arc::new(CallContext {
+                    queues: Queues::spawn(&config, &self.shared.live.agent_table()),
+                    config: Arc::clone(&config),
+                    assets: Arc::new(assets),
+                }));
+                self.shared.config.store(config);
             }
             Err(diagnostics) => {
                 for d in &diagnostics {
@@ -349,18 +422,107 @@ impl Daemon {
         }
     }
 
-    /// Stops every task, giving them `grace` to finish.
+    /// Stops taking calls (new INVITEs get 503), gives the calls in progress `grace` to end,
+    /// then stops the SIP endpoint and every other task.
     pub async fn stop(self, grace: Duration) {
         notify(&[sd_notify::NotifyState::Stopping]);
         self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(grace.max(Duration::from_secs(1)), self.tasks.wait())
+        self.calls.close();
+        if !self.calls.is_empty() {
+            info!(calls = self.calls.len(), "waiting for calls in progress");
+        }
+        if tokio::time::timeout(grace, self.calls.wait())
             .await
             .is_err()
         {
-            warn!("tasks still running after {grace:?}; exiting anyway");
+            warn!(
+                calls = self.calls.len(),
+                "calls still in progress after {grace:?}; stopping anyway"
+            );
+        }
+        self.sip_shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(2), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("tasks still running; exiting anyway");
+        }
+        let stats = self.records.shutdown(Duration::from_secs(2)).await;
+        if stats.dropped > 0 {
+            warn!(dropped = stats.dropped, "call records lost at shutdown");
         }
         self.shared.store.close().await;
         info!("stopped");
     }
+}
+
+/// Wakes every queue when the API signs an agent in or rebuilds the agent table, so waiting
+/// calls are offered to the agent at once.
+async fn wake_queues_on_agent_changes(
+    mut events: tokio::sync::broadcast::Receiver<crate::api::live::LiveEvent>,
+    context: Arc<ArcSwap<CallContext>>,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = shutdown.cancelled() => return,
+        };
+        match event {
+            Ok(crate::api::live::LiveEvent::SignIn | crate::api::live::LiveEvent::Agents)
+            | Err(RecvError::Lagged(_)) => context.load().queues.wake_all(),
+            Ok(crate::api::live::LiveEvent::Calls) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The address RTP sockets bind to and SDP announces: `advertised_host` itself when it is an
+/// IP address, else its first resolved address.
+async fn media_address(host: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    tokio::net::lookup_host((host, 0))
+        .await
+        .with_context(|| format!("cannot resolve advertised_host {host}"))?
+        .next()
+        .map(|a| a.ip())
+        .with_context(|| format!("advertised_host {host} has no address"))
+}
+
+/// Renders every prompt and decodes the music, off the async threads. Text-to-speech output is
+/// cached in systemd's `CACHE_DIRECTORY` when set, else next to the configuration, else (that
+/// folder not writable) in the system's temporary folder.
+async fn load_assets(config: &Config) -> anyhow::Result<MediaAssets> {
+    let beside = config
+        .source
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(".rgsd-tts-cache");
+    let systemd = std::env::var_os("CACHE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .map(|d| d.join("tts"));
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let cache = systemd
+            .into_iter()
+            .chain([beside, std::env::temp_dir().join("rgsd-tts-cache")])
+            .find(|d| is_writable_dir(d))
+            .unwrap_or_else(std::env::temp_dir);
+        MediaAssets::load(&config, &TextToSpeech::new(cache))
+    })
+    .await
+    .context("prompt rendering stopped")?
+    .context("cannot load prompts and music")
+}
+
+/// Whether `dir` exists (created when missing) and a file can be written in it.
+fn is_writable_dir(dir: &Path) -> bool {
+    let probe = dir.join(".rgsd-write-probe");
+    let ok = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }

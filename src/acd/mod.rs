@@ -5,11 +5,18 @@
 //! - [`routing`]: [`routing::pick`], the pure choice of agents in one group by routing method.
 //! - [`queue`]: [`queue::QueueCore`], the pure core of one queue (FIFO, overflow, group
 //!   cycling, grace periods), owned by one task.
+//! - [`queue_task`]: the queue owner tasks and [`queue_task::Queues`], their handle.
+//! - [`call_task`]: [`call_task::Controller`], one task per call driving
+//!   `workflow::call::Call` over SIP and media legs.
+//! - [`record`]: a finished call's timeline as a `store::CallRecord`.
+//! - [`router`]: Request-URI → workflow.
 //!
-//! The call task (`call_task`, to come) drives `workflow::call::Call`; see the module docs of
-//! [`queue`] for how the three fit together.
+//! See the module docs of [`queue`] for how the pieces fit together.
 
 pub mod agents;
+pub mod call_task;
 pub mod queue;
+pub mod queue_task;
+pub mod record;
 pub mod router;
 pub mod routing;

@@ -600,13 +600,19 @@ impl Driver {
     fn on_message(&mut self, bytes: &[u8], source: SocketAddr, flow: Flow) {
         let now = Instant::now();
         tracing::trace!(%source, len = bytes.len(), "received");
-        match self.limiter.check(source.ip(), now) {
-            Verdict::Allow => {}
-            Verdict::DropAndLog => {
-                tracing::warn!(%source, "request rate limit exceeded; dropping (logged once a minute)");
-                return;
+        // Only requests count toward the rate limit: responses answer requests rgsd sent (an
+        // agent answering its INVITEs must not be throttled), and a stray response is dropped
+        // by the transaction lookup at the cost of a parse.
+        let is_response = bytes.starts_with(b"SIP/2.0 ");
+        if !is_response {
+            match self.limiter.check(source.ip(), now) {
+                Verdict::Allow => {}
+                Verdict::DropAndLog => {
+                    tracing::warn!(%source, "request rate limit exceeded; dropping (logged once a minute)");
+                    return;
+                }
+                Verdict::Drop => return,
             }
-            Verdict::Drop => return,
         }
         match message::parse(bytes) {
             Ok(Message::Request(request)) => self.on_request(request, source, flow, now),

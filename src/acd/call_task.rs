@@ -1,0 +1,774 @@
+//! The call controller: [`Controller`] takes the SIP endpoint's inbound calls and runs one tokio
+//! task per call, the driver of [`workflow::call::Call`](crate::workflow::call::Call).
+//!
+//! Each call task:
+//!
+//! 1. finds the workflow of the Request-URI, builds the media leg from the caller's SDP offer
+//!    (488 when no codec is common, 503 when no RTP port is free) and answers 200 OK;
+//! 2. once the ACK arrives, feeds `Event::Started` and loops: `select!` over the caller's SIP
+//!    events (BYE, INFO digits, re-INVITE), the caller's media events (prompt finished, RFC 4733
+//!    digits), the queue owner's answers (entered, offered, overflowed), the agent and forward
+//!    legs' SIP events, and the earliest armed timer; each event goes through `Call::on`, and
+//!    the effects are applied in order;
+//! 3. when the phase is `Ended`, hangs up whatever is left, releases every agent claim and
+//!    submits the call record.
+//!
+//! Agent legs are outbound INVITEs from the workflow's URI with rgsd's own SDP offer; the
+//! caller's dialog never carries anything of the agent (rgsd is a B2BUA: its From, To tag,
+//! Contact and SDP toward the caller are its own), so anonymous workflows need nothing more.
+//! With `call_context = true` agent INVITEs carry `X-RGS-Workflow`, `X-RGS-Queue`,
+//! `X-RGS-Caller`, `X-RGS-Wait` (seconds in queue) and `X-RGS-Answers` (IVR keys).
+//!
+//! Time: monotonic from `tokio::time::Instant` (so `tokio::time::pause()` drives alert times and
+//! queue time-outs in tests), wall time from the shared [`Clock`](crate::clock::Clock).
+//!
+//! Reload: a call keeps the [`Context`] (configuration, queue owners, prompts) it started with.
+//! The agent table is read through an `ArcSwap` (the API and reload rebuild it, carrying states
+//! over); a call changes agent states in the table each agent was offered from and mirrors the
+//! change into the table in force, so an agent is never left ringing or busy there.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::acd::agents::{AgentId, AgentTable, CallKey};
+use crate::acd::queue_task::{QueueEvent, QueueMsg, Queues};
+use crate::acd::record;
+use crate::acd::router;
+use crate::clock::SharedClock;
+use crate::config::model::{Config, QueueId, SipUri, WorkflowId};
+use crate::media::assets::MediaAssets;
+use crate::media::dtmf::parse_info_body;
+use crate::media::leg::{Leg, LegError, LegEvent, MediaEngine};
+use crate::sip::{self, CallEvent, Endpoint, IncomingCall, LegFailure, OutboundCall};
+use crate::store::RecordWriter;
+use crate::workflow::call::{Call, Effect, Event, Now, Phase, RecordEvent, SipStatus, Timer};
+
+/// What one configuration gives the calls that start under it.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub queues: Queues,
+    /// Prompts rendered once at load, music on hold decoded once.
+    pub assets: Arc<MediaAssets>,
+}
+
+/// What every call shares, whatever its configuration.
+#[derive(Debug)]
+pub struct Services {
+    pub endpoint: Endpoint,
+    pub media: MediaEngine,
+    pub records: RecordWriter,
+    pub clock: SharedClock,
+    /// The context new calls get (swapped on reload).
+    pub live: Arc<ArcSwap<Context>>,
+    /// The agent table in force (swapped when the API or a reload rebuilds it).
+    pub agents: Arc<ArcSwap<AgentTable>>,
+    next_key: AtomicU32,
+}
+
+impl Services {
+    pub fn new(
+        endpoint: Endpoint,
+        media: MediaEngine,
+        records: RecordWriter,
+        clock: SharedClock,
+        live: Arc<ArcSwap<Context>>,
+        agents: Arc<ArcSwap<AgentTable>>,
+    ) -> Self {
+        Self {
+            endpoint,
+            media,
+            records,
+            clock,
+            live,
+            agents,
+            next_key: AtomicU32::new(0),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            instant: Instant::now().into_std(),
+            utc: self.clock.now_utc(),
+        }
+    }
+
+    fn key(&self) -> CallKey {
+        // Keys wrap after 2^32 calls; by then the call that had a key is long gone.
+        CallKey(self.next_key.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Takes inbound calls and runs a task per call.
+pub struct Controller {
+    pub services: Arc<Services>,
+    /// Cancelled when the daemon stops taking calls: new INVITEs get 503.
+    pub stopping: CancellationToken,
+    /// Every call task (the daemon waits on it for the shutdown grace).
+    pub calls: TaskTracker,
+}
+
+impl Controller {
+    /// Runs until the endpoint closes its channel.
+    pub async fn run(self, mut incoming: mpsc::Receiver<IncomingCall>) {
+        while let Some(call) = incoming.recv().await {
+            if self.stopping.is_cancelled() {
+                info!(call_id = %call.info().call_id, "shutting down: 503");
+                let _ = call.reject(503);
+                continue;
+            }
+            let context = self.services.live.load_full();
+            let services = Arc::clone(&self.services);
+            let span = info_span!("call", call_id = %call.info().call_id);
+            self.calls
+                .spawn(run_call(call, context, services).instrument(span));
+        }
+    }
+}
+
+/// Runs one inbound call from INVITE to call record.
+pub async fn run_call(incoming: IncomingCall, ctx: Arc<Context>, svc: Arc<Services>) {
+    let info = incoming.info().clone();
+    let Some(workflow) = router::lookup(&ctx.config, &info.request_uri) else {
+        // The configuration changed between routing and here.
+        let _ = incoming.reject(404);
+        return;
+    };
+    let reject = |incoming: IncomingCall, status: u16| {
+        let _ = incoming.reject(status);
+        let leg = record::Leg {
+            call_id: &info.call_id,
+            caller: &info.from,
+            sip_code: Some(status),
+        };
+        submit(
+            &svc,
+            record::rejected(&ctx.config, workflow, &leg, svc.clock.now_utc()),
+        );
+    };
+    if !ctx.config.workflow(workflow).active {
+        reject(incoming, 480);
+        return;
+    }
+    let late_offer = info.sdp.is_empty();
+    let created = if late_offer {
+        svc.media.offer().await
+    } else {
+        svc.media.answer(&info.sdp).await
+    };
+    let (media, local_sdp) = match created {
+        Ok(c) => c,
+        Err(LegError::Sdp(e)) => {
+            info!("caller SDP refused: {e}");
+            reject(incoming, e.sip_status());
+            return;
+        }
+        Err(LegError::Port(e)) => {
+            warn!("no RTP port: {e}");
+            reject(incoming, 503);
+            return;
+        }
+    };
+    let now = svc.now();
+    let machine = Call::new(Arc::clone(&ctx.config), workflow, now);
+    let Ok(caller) = incoming.answer(Bytes::from(local_sdp)) else {
+        return;
+    };
+    let (inbox_tx, inbox) = mpsc::unbounded_channel();
+    let mut task = CallTask {
+        key: svc.key(),
+        workflow,
+        machine,
+        caller,
+        caller_open: true,
+        started: false,
+        late_offer,
+        media,
+        inbox_tx,
+        inbox,
+        legs: HashMap::new(),
+        tables: HashMap::new(),
+        forward: None,
+        bridged_agent: None,
+        queue: None,
+        timers: HashMap::new(),
+        pending: VecDeque::new(),
+        effects: Vec::new(),
+        ctx,
+        svc,
+    };
+    task.run().await;
+    task.finish();
+}
+
+fn submit(svc: &Services, record: crate::store::CallRecord) {
+    if let Err(e) = svc.records.submit(record) {
+        warn!("call record dropped: {e}");
+    }
+}
+
+/// An outbound leg: an agent being offered the call, or a forward target.
+#[derive(Debug)]
+struct FarLeg {
+    sip: OutboundCall,
+    media: Leg,
+    answered: bool,
+}
+
+/// Which outbound leg an event came from.
+#[derive(Debug, Clone, Copy)]
+enum Far {
+    Agent(AgentId),
+    Forward,
+}
+
+struct CallTask {
+    ctx: Arc<Context>,
+    svc: Arc<Services>,
+    key: CallKey,
+    workflow: WorkflowId,
+    machine: Call,
+    caller: sip::Call,
+    /// The caller's dialog can still report events.
+    caller_open: bool,
+    /// The ACK arrived and `Event::Started` was fed.
+    started: bool,
+    /// The INVITE had no SDP: our 200 carried the offer and the ACK carries the answer.
+    late_offer: bool,
+    media: Leg,
+    inbox_tx: mpsc::UnboundedSender<QueueEvent>,
+    /// Answers of the queue owner.
+    inbox: mpsc::UnboundedReceiver<QueueEvent>,
+    legs: HashMap<AgentId, FarLeg>,
+    /// The agent table each offered agent id belongs to (the table can be rebuilt mid-call).
+    tables: HashMap<AgentId, Arc<AgentTable>>,
+    forward: Option<FarLeg>,
+    /// The agent this call counted as busy in the agent table (`answered`), until `call_ended`.
+    bridged_agent: Option<AgentId>,
+    /// The queue the call was last added to and not yet removed from.
+    queue: Option<QueueId>,
+    timers: HashMap<Timer, Instant>,
+    /// Events to feed before waiting for more.
+    pending: VecDeque<Event>,
+    effects: Vec<Effect>,
+}
+
+impl CallTask {
+    async fn run(&mut self) {
+        loop {
+            while let Some(event) = self.pending.pop_front() {
+                self.feed(event).await;
+            }
+            if matches!(self.machine.phase(), Phase::Ended(_)) {
+                return;
+            }
+            let deadline = self.timers.values().min().copied();
+            tokio::select! {
+                event = self.caller.next_event(), if self.caller_open => self.on_caller(event),
+                Some(event) = self.media.next_event() => self.on_media(event),
+                Some(queued) = self.inbox.recv() => self.on_queue(queued),
+                (far, event) = next_far_event(&mut self.legs, &mut self.forward) => {
+                    self.on_far(far, event);
+                }
+                () = sleep_until_opt(deadline) => self.fire_timers(),
+            }
+        }
+    }
+
+    async fn feed(&mut self, event: Event) {
+        let now = self.svc.now();
+        debug!(?event, "call event");
+        let mut effects = std::mem::take(&mut self.effects);
+        self.machine.on(event, now, &mut effects);
+        for effect in effects.drain(..) {
+            self.apply(effect).await;
+        }
+        self.effects = effects;
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let mut due: Vec<(Timer, Instant)> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, at)| (*t, *at))
+            .collect();
+        due.sort_by_key(|(_, at)| *at);
+        for (timer, _) in due {
+            self.timers.remove(&timer);
+            self.pending.push_back(timer.event());
+        }
+    }
+
+    fn on_caller(&mut self, event: Option<CallEvent>) {
+        match event {
+            Some(CallEvent::Confirmed { sdp }) => {
+                if self.late_offer
+                    && let Some(sdp) = sdp
+                    && let Err(e) = self.media.accept_answer(&sdp)
+                {
+                    info!("caller's SDP answer unusable: {e}");
+                    let _ = self.caller.bye();
+                    self.pending.push_back(Event::CallerHungUp);
+                    return;
+                }
+                if !self.started {
+                    self.started = true;
+                    self.pending.push_back(Event::Started);
+                }
+            }
+            Some(CallEvent::Bye | CallEvent::Cancelled | CallEvent::AckTimeout) | None => {
+                self.caller_open = false;
+                self.pending.push_back(Event::CallerHungUp);
+            }
+            Some(CallEvent::Ended) => self.caller_open = false,
+            Some(CallEvent::Reinvite { sdp } | CallEvent::Update { sdp }) => {
+                if let Some(sdp) = sdp {
+                    match self.media.answer_reoffer(&sdp) {
+                        Ok(answer) => {
+                            let _ = self.caller.set_local_sdp(Bytes::from(answer));
+                        }
+                        Err(e) => info!("caller re-offer ignored: {e}"),
+                    }
+                }
+            }
+            Some(CallEvent::Info { content_type, body }) => {
+                let body = String::from_utf8_lossy(&body);
+                if let Some(key) = parse_info_body(content_type.as_deref().unwrap_or(""), &body) {
+                    self.pending.push_back(Event::Digit(key));
+                }
+            }
+            Some(
+                CallEvent::Provisional { .. } | CallEvent::Answered { .. } | CallEvent::Failed(_),
+            ) => {}
+        }
+    }
+
+    fn on_queue(&mut self, queued: QueueEvent) {
+        if let Event::Offered(offer) = &queued.event {
+            for a in &offer.agents {
+                self.tables.insert(*a, Arc::clone(&queued.table));
+            }
+        }
+        self.pending.push_back(queued.event);
+    }
+
+    fn on_media(&mut self, event: LegEvent) {
+        match event {
+            LegEvent::Digit(d) if self.started => self.pending.push_back(Event::Digit(d.key)),
+            LegEvent::PromptFinished if self.started => self.pending.push_back(Event::PromptEnded),
+            LegEvent::MediaTimeout => {
+                info!("no RTP from the caller: hanging up");
+                if self.caller_open {
+                    let _ = self.caller.bye();
+                }
+                self.pending.push_back(Event::CallerHungUp);
+            }
+            LegEvent::Digit(_) | LegEvent::PromptFinished => {}
+        }
+    }
+
+    fn on_far(&mut self, far: Far, event: Option<CallEvent>) {
+        let leg = match far {
+            Far::Agent(a) => self.legs.get_mut(&a),
+            Far::Forward => self.forward.as_mut(),
+        };
+        let Some(leg) = leg else { return };
+        let event = event.unwrap_or(CallEvent::Failed(LegFailure::Transport));
+        match event {
+            CallEvent::Provisional { .. }
+            | CallEvent::Info { .. }
+            | CallEvent::Confirmed { .. } => {}
+            CallEvent::Answered { sdp } => {
+                leg.answered = true;
+                if let Err(e) = leg.media.accept_answer(&sdp) {
+                    info!(?far, "answer SDP unusable: {e}");
+                    let _ = leg.sip.bye();
+                    self.remove_far(far);
+                    self.pending.push_back(match far {
+                        Far::Agent(a) => Event::AgentFailed(a),
+                        Far::Forward => Event::ForwardFailed(SipStatus(488)),
+                    });
+                    return;
+                }
+                match far {
+                    Far::Agent(a) => self.pending.push_back(Event::AgentAnswered(a)),
+                    Far::Forward => {
+                        let _ = self.media.bridge(&leg.media);
+                        self.pending.push_back(Event::ForwardAnswered);
+                    }
+                }
+            }
+            CallEvent::Failed(failure) => {
+                self.remove_far(far);
+                self.pending.push_back(match (far, failure) {
+                    (Far::Agent(a), LegFailure::Status(code)) => {
+                        Event::AgentRefused(a, SipStatus(code))
+                    }
+                    (Far::Agent(a), LegFailure::Timeout | LegFailure::Transport) => {
+                        Event::AgentFailed(a)
+                    }
+                    (Far::Forward, LegFailure::Status(code)) => {
+                        Event::ForwardFailed(SipStatus(code))
+                    }
+                    (Far::Forward, LegFailure::Timeout) => Event::ForwardFailed(SipStatus(408)),
+                    (Far::Forward, LegFailure::Transport) => Event::ForwardFailed(SipStatus(500)),
+                });
+            }
+            CallEvent::Bye | CallEvent::AckTimeout | CallEvent::Cancelled | CallEvent::Ended => {
+                let answered = leg.answered;
+                self.remove_far(far);
+                match far {
+                    Far::Agent(a) if self.bridged_agent == Some(a) => {
+                        self.end_agent_call(a);
+                        self.pending.push_back(Event::PeerHungUp);
+                    }
+                    Far::Agent(a) if !answered => self.pending.push_back(Event::AgentFailed(a)),
+                    Far::Agent(_) => {}
+                    Far::Forward if answered => self.pending.push_back(Event::PeerHungUp),
+                    Far::Forward => self.pending.push_back(Event::ForwardFailed(SipStatus(500))),
+                }
+            }
+            CallEvent::Reinvite { sdp } | CallEvent::Update { sdp } => {
+                if let Some(sdp) = sdp
+                    && let Ok(answer) = leg.media.answer_reoffer(&sdp)
+                {
+                    let _ = leg.sip.set_local_sdp(Bytes::from(answer));
+                }
+            }
+        }
+    }
+
+    fn remove_far(&mut self, far: Far) -> Option<FarLeg> {
+        match far {
+            Far::Agent(a) => self.legs.remove(&a),
+            Far::Forward => self.forward.take(),
+        }
+    }
+
+    async fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Play(prompt) => match self.ctx.assets.prompt(prompt) {
+                Some(clip) => {
+                    if self.media.play(Arc::clone(clip)).is_err() {
+                        self.pending.push_back(Event::PromptEnded);
+                    }
+                }
+                None => self.pending.push_back(Event::PromptEnded),
+            },
+            Effect::StartMusicOnHold => {
+                let music = self
+                    .ctx
+                    .assets
+                    .music_for(self.ctx.config.workflow(self.workflow));
+                let _ = self.media.start_music(music);
+            }
+            Effect::Enqueue(queue) => {
+                self.queue = Some(queue);
+                let msg = QueueMsg::Join {
+                    call: self.key,
+                    inbox: self.inbox_tx.clone(),
+                };
+                self.ctx.queues.send(queue, msg).await;
+            }
+            Effect::Dequeue(queue) => {
+                if self.queue == Some(queue) {
+                    self.queue = None;
+                }
+                self.ctx.queues.send(queue, QueueMsg::Leave(self.key)).await;
+            }
+            Effect::NoteRefusal {
+                queue,
+                agent,
+                until,
+            } => {
+                let msg = QueueMsg::Refused {
+                    call: self.key,
+                    agent,
+                    until,
+                };
+                self.ctx.queues.send(queue, msg).await;
+            }
+            Effect::NextOffer(queue) => {
+                self.ctx
+                    .queues
+                    .send(queue, QueueMsg::OfferEnded(self.key))
+                    .await;
+            }
+            Effect::Ring(agent) => {
+                let uri = self.uri_of(agent);
+                let headers = self.context_headers();
+                match self.place(&uri, headers).await {
+                    Some(leg) => {
+                        self.legs.insert(agent, leg);
+                    }
+                    None => self.pending.push_back(Event::AgentFailed(agent)),
+                }
+            }
+            Effect::CancelRing(agent) | Effect::DropAgent(agent) => {
+                if let Some(mut leg) = self.legs.remove(&agent) {
+                    let _ = leg.sip.cancel();
+                }
+                self.release(agent);
+            }
+            Effect::ReleaseAgent(agent) => {
+                self.legs.remove(&agent);
+                self.release(agent);
+            }
+            Effect::Bridge(agent) => {
+                self.mirror(agent, |t, a, k| t.answered(a, k));
+                self.bridged_agent = Some(agent);
+                match self.legs.get(&agent) {
+                    Some(leg) => {
+                        let _ = self.media.bridge(&leg.media);
+                    }
+                    // The leg ended between its answer and now: treat as the agent hanging up.
+                    None => {
+                        self.end_agent_call(agent);
+                        self.pending.push_back(Event::PeerHungUp);
+                    }
+                }
+            }
+            Effect::Forward(to) => match self.place(&to, Vec::new()).await {
+                Some(leg) => self.forward = Some(leg),
+                None => self.pending.push_back(Event::ForwardFailed(SipStatus(500))),
+            },
+            Effect::CancelForward => {
+                if let Some(mut leg) = self.forward.take() {
+                    let _ = leg.sip.cancel();
+                }
+            }
+            Effect::HangupPeer => {
+                if let Some(agent) = self.bridged_agent {
+                    if let Some(mut leg) = self.legs.remove(&agent) {
+                        let _ = leg.sip.bye();
+                    }
+                    self.end_agent_call(agent);
+                } else if let Some(mut leg) = self.forward.take() {
+                    let _ = leg.sip.bye();
+                }
+            }
+            Effect::Hangup => {
+                let _ = self.media.stop();
+                if self.caller_open {
+                    let _ = self.caller.bye();
+                }
+            }
+            Effect::Arm(timer, at) => {
+                self.timers.insert(timer, Instant::from_std(at));
+            }
+            Effect::Disarm(timer) => {
+                self.timers.remove(&timer);
+            }
+            // The record is written from the call's timeline at the end.
+            Effect::Record(_) => {}
+        }
+    }
+
+    /// Starts an outbound leg to `to` with rgsd's SDP offer, from the workflow's URI.
+    async fn place(&self, to: &SipUri, headers: Vec<(String, String)>) -> Option<FarLeg> {
+        let (media, offer) = match self.svc.media.offer().await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(%to, "cannot place leg: {e}");
+                return None;
+            }
+        };
+        let from = &self.ctx.config.workflow(self.workflow).uri;
+        match self
+            .svc
+            .endpoint
+            .invite(to, from, Bytes::from(offer), headers)
+            .await
+        {
+            Ok(sip) => Some(FarLeg {
+                sip,
+                media,
+                answered: false,
+            }),
+            Err(e) => {
+                warn!(%to, "cannot place leg: {e}");
+                None
+            }
+        }
+    }
+
+    /// Call-context headers for an agent INVITE (none when `call_context = false`).
+    fn context_headers(&self) -> Vec<(String, String)> {
+        let config = &self.ctx.config;
+        if !config.server.call_context {
+            return Vec::new();
+        }
+        let clean = |s: &str| s.replace(['\r', '\n'], " ");
+        let wf = config.workflow(self.workflow);
+        let mut headers = vec![
+            ("X-RGS-Workflow".to_owned(), clean(&wf.name)),
+            ("X-RGS-Caller".to_owned(), clean(&self.caller.info().from)),
+        ];
+        let mut entered = None;
+        let mut keys = String::new();
+        for s in self.machine.timeline() {
+            match &s.event {
+                RecordEvent::QueueEntered { queue } => entered = Some((*queue, s.at)),
+                RecordEvent::Key {
+                    key, valid: true, ..
+                } => keys.push(*key),
+                _ => {}
+            }
+        }
+        if let Some((queue, at)) = entered {
+            headers.push(("X-RGS-Queue".to_owned(), clean(&config.queue(queue).name)));
+            let waited = (self.svc.clock.now_utc() - at).num_seconds().max(0);
+            headers.push(("X-RGS-Wait".to_owned(), waited.to_string()));
+        }
+        if !keys.is_empty() {
+            headers.push(("X-RGS-Answers".to_owned(), keys));
+        }
+        headers
+    }
+
+    /// Ends this call's claim on `agent` and lets the queues offer it again.
+    fn release(&self, agent: AgentId) {
+        self.mirror(agent, |t, a, k| {
+            t.release(a, k);
+        });
+        self.notify_available(agent);
+    }
+
+    /// The agent's rgsd call (bridged to this caller) ended: its idle clock starts.
+    fn end_agent_call(&mut self, agent: AgentId) {
+        if self.bridged_agent != Some(agent) {
+            return;
+        }
+        self.bridged_agent = None;
+        let now = Instant::now().into_std();
+        self.mirror(agent, |t, a, _| t.call_ended(a, now, false));
+        self.notify_available(agent);
+    }
+
+    /// The table `agent` was offered from (else the one in force).
+    fn table_of(&self, agent: AgentId) -> Arc<AgentTable> {
+        self.tables
+            .get(&agent)
+            .cloned()
+            .unwrap_or_else(|| self.svc.agents.load_full())
+    }
+
+    fn uri_of(&self, agent: AgentId) -> SipUri {
+        uri_in(&self.table_of(agent), agent)
+    }
+
+    /// Applies `f` to the table the agent was offered from and, when the API or a reload has
+    /// replaced that table since, to the table in force (the same agent by URI), so the agent
+    /// is never left ringing or busy in the table routing reads.
+    fn mirror(&self, agent: AgentId, f: impl Fn(&AgentTable, AgentId, CallKey)) {
+        let table = self.table_of(agent);
+        if (agent.0 as usize) < table.len() {
+            f(&table, agent, self.key);
+        }
+        let live = self.svc.agents.load();
+        if !Arc::ptr_eq(&live, &table)
+            && let Some(id) = live.id(&uri_in(&table, agent))
+        {
+            f(&live, id, self.key);
+        }
+    }
+
+    fn notify_available(&self, _agent: AgentId) {
+        self.ctx.queues.wake_all();
+        let live = self.svc.live.load();
+        if !Arc::ptr_eq(&live, &self.ctx) {
+            // A reload started new queue owners: calls waiting there may take this agent.
+            live.queues.wake_all();
+        }
+    }
+
+    /// After the end (or an early stop): hang up every leg, release every claim, leave the
+    /// queue, write the record.
+    fn finish(&mut self) {
+        for (agent, mut leg) in std::mem::take(&mut self.legs) {
+            let _ = leg.sip.cancel();
+            self.release(agent);
+        }
+        if let Some(agent) = self.bridged_agent {
+            self.end_agent_call(agent);
+        }
+        if let Some(mut leg) = self.forward.take() {
+            let _ = leg.sip.cancel();
+        }
+        if let Some(queue) = self.queue.take() {
+            self.ctx.queues.try_send(queue, QueueMsg::Leave(self.key));
+        }
+        if self.caller_open && !matches!(self.machine.phase(), Phase::Ended(_)) {
+            let _ = self.caller.bye();
+        }
+        let info = self.caller.info();
+        let leg = record::Leg {
+            call_id: &info.call_id,
+            caller: &info.from,
+            sip_code: Some(200),
+        };
+        let uri = |a: AgentId| self.uri_of(a);
+        let record = record::from_timeline(
+            &self.ctx.config,
+            &uri,
+            self.workflow,
+            &leg,
+            self.machine.timeline(),
+            self.svc.clock.now_utc(),
+        );
+        debug!(outcome = ?record.outcome, "call ended");
+        submit(&self.svc, record);
+    }
+}
+
+/// The agent's URI in `table` (a placeholder for an id the table does not have).
+fn uri_in(table: &AgentTable, agent: AgentId) -> SipUri {
+    if (agent.0 as usize) < table.len() {
+        table.uri(agent).clone()
+    } else {
+        SipUri(format!("sip:unknown-agent-{}@invalid", agent.0))
+    }
+}
+
+/// The next event of any outbound leg (pending forever when there is none).
+async fn next_far_event(
+    legs: &mut HashMap<AgentId, FarLeg>,
+    forward: &mut Option<FarLeg>,
+) -> (Far, Option<CallEvent>) {
+    poll_fn(|cx| {
+        for (agent, leg) in legs.iter_mut() {
+            // `next_event` is cancel-safe: a fresh future per poll loses nothing.
+            if let Poll::Ready(event) = pin!(leg.sip.next_event()).poll(cx) {
+                return Poll::Ready((Far::Agent(*agent), event));
+            }
+        }
+        if let Some(leg) = forward.as_mut()
+            && let Poll::Ready(event) = pin!(leg.sip.next_event()).poll(cx)
+        {
+            return Poll::Ready((Far::Forward, event));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,970 @@
+//! End to end: the real `rgsd` binary takes calls from SIPp (or a small in-test UA that also
+//! sends and checks RTP) and offers them to SIPp agents on loopback ports the test started.
+//!
+//! Audio is checked, not assumed: the in-test caller sends PCMU frames of a marker byte, the
+//! SIPp agent runs with `-rtp_echo`, and the caller must hear its own marker frames back
+//! through rgsd's bridge (caller → agent → caller).
+//!
+//! Skipped, with a printed reason, when `sipp` is not on PATH. Every SIPp run is bounded
+//! (`-m`, `-timeout 30s`), every wait has a deadline.
+// Test harness: a failed unwrap is a test failure; waiting on child processes and sockets
+// needs real time.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Scratch, Server, require};
+
+/// A free UDP port on loopback (released at once; SIPp binds it right after).
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// A SIPp process (agent UAS or caller UAC) with its logs in a scratch folder.
+struct Sipp {
+    child: Option<Child>,
+    errors: PathBuf,
+    messages: PathBuf,
+    name: String,
+}
+
+impl Sipp {
+    fn spawn(sipp: &Path, dir: &Path, name: &str, args: &[String]) -> Self {
+        let errors = dir.join(format!("{name}.errors.log"));
+        let messages = dir.join(format!("{name}.messages.log"));
+        let child = Command::new(sipp)
+            .args(args)
+            .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(&errors)
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(&messages)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sipp");
+        Self {
+            child: Some(child),
+            errors,
+            messages,
+            name: name.to_owned(),
+        }
+    }
+
+    /// An agent: UAS on `port` running `scenario`, answering after `delay_ms`.
+    #[allow(clippy::too_many_arguments)] // test helper: every knob of one SIPp command line
+    fn agent(
+        sipp: &Path,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        xml: &str,
+        calls: Option<u32>,
+        delay_ms: u32,
+        echo: bool,
+    ) -> Self {
+        let mut args = vec![
+            "-sf".to_owned(),
+            scenario(xml).display().to_string(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-mp".into(),
+            free_udp_port().to_string(),
+            "-d".into(),
+            delay_ms.to_string(),
+        ];
+        if let Some(m) = calls {
+            args.extend(["-m".into(), m.to_string()]);
+        }
+        if echo {
+            args.push("-rtp_echo".into());
+        }
+        let s = Self::spawn(sipp, dir, name, &args);
+        wait_bound(port);
+        s
+    }
+
+    /// Callers: `calls` calls to `service`, `parallel` at a time, each held `hold_ms`.
+    #[allow(clippy::too_many_arguments)] // test helper: every knob of one SIPp command line
+    fn callers(
+        sipp: &Path,
+        dir: &Path,
+        name: &str,
+        rgsd: SocketAddr,
+        service: &str,
+        calls: u32,
+        parallel: u32,
+        hold_ms: u32,
+    ) -> Self {
+        let args = vec![
+            rgsd.to_string(),
+            "-sf".into(),
+            scenario("e2e_caller_hunt.xml").display().to_string(),
+            "-s".into(),
+            service.into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            free_udp_port().to_string(),
+            "-mp".into(),
+            free_udp_port().to_string(),
+            "-m".into(),
+            calls.to_string(),
+            "-l".into(),
+            parallel.to_string(),
+            "-r".into(),
+            "20".into(),
+            "-d".into(),
+            hold_ms.to_string(),
+        ];
+        Self::spawn(sipp, dir, name, &args)
+    }
+
+    fn logs(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "--- {} errors:\n{}\n--- {} messages:\n{}",
+            self.name,
+            read(&self.errors),
+            self.name,
+            read(&self.messages)
+        )
+    }
+
+    /// Waits (at most 40 s) for exit; returns the exit code.
+    fn wait(&mut self) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts a clean exit (every call of the scenario succeeded).
+    fn assert_success(&mut self, server: &Server) {
+        let code = self.wait();
+        assert_eq!(
+            code,
+            Some(0),
+            "sipp {} failed (exit {code:?})\n{}\n--- rgsd stderr:\n{}",
+            self.name,
+            self.logs(),
+            server.stderr()
+        );
+    }
+
+    /// INVITEs this SIPp process received (from its message log).
+    fn invites_received(&self) -> usize {
+        std::fs::read_to_string(&self.messages)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("INVITE sip:"))
+            .count()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until something holds UDP `port` (SIPp started listening).
+fn wait_bound(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "sipp did not bind port {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn server_section(rtp: u16) -> String {
+    format!(
+        r#"
+[server]
+sip_listen = ["udp:127.0.0.1:0"]
+advertised_host = "127.0.0.1"
+rtp_ports = [{rtp}, {}]
+http_listen = "127.0.0.1:0"
+database = "sqlite://rgsd.db"
+trusted_peers = ["127.0.0.0/8"]
+agent_ringback_grace_period = "30s"
+"#,
+        rtp + 199
+    )
+}
+
+fn group(name: &str, routing: &str, ports: &[u16]) -> String {
+    let agents: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("\"sip:agent{i}@127.0.0.1:{p}\""))
+        .collect();
+    format!(
+        "\n[[agent_group]]\nname = \"{name}\"\nrouting = \"{routing}\"\nalert_time = \"10s\"\nagents = [{}]\n",
+        agents.join(", ")
+    )
+}
+
+fn hunt_group(queue: &str) -> String {
+    format!(
+        "\n[[queue]]\nname = \"{queue}\"\nagent_groups = [\"{queue} agents\"]\n\n[[workflow]]\nname = \"{queue} line\"\nkind = \"hunt_group\"\nuri = \"sip:sales@127.0.0.1\"\nqueue = \"{queue}\"\n"
+    )
+}
+
+fn start(scratch: &Scratch, config: &str) -> Server {
+    let path = scratch.write("rgsd.toml", config);
+    Server::start(&path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small in-test UA: one call, raw SIP over UDP, RTP from its own socket.
+
+const MARK: u8 = 0x2a;
+
+struct Ua {
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    server: SocketAddr,
+    call_id: String,
+    from_tag: String,
+    to: String,
+    /// rgsd's media address from its SDP answer.
+    remote_rtp: Option<SocketAddr>,
+    /// Where in-dialog requests go (rgsd's Contact).
+    target: String,
+    seq: u16,
+    /// Every SIP message received, for failure messages.
+    log: String,
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+impl Ua {
+    fn new(server: SocketAddr) -> Self {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        Self {
+            sip,
+            rtp,
+            server,
+            call_id: format!("e2e-{}@127.0.0.1", fastrand::u64(..)),
+            from_tag: format!("ua{}", fastrand::u32(..)),
+            to: String::new(),
+            remote_rtp: None,
+            target: String::new(),
+            seq: 0,
+            log: String::new(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.sip.local_addr().unwrap().port()
+    }
+
+    fn send(&self, text: &str) {
+        self.sip.send_to(text.as_bytes(), self.server).unwrap();
+    }
+
+    fn recv(&mut self, deadline: Instant) -> Option<String> {
+        let mut buf = [0u8; 8192];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sip.recv_from(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.log.push_str(&msg);
+                self.log.push_str("\n----\n");
+                return Some(msg);
+            }
+        }
+        None
+    }
+
+    fn request(&self, method: &str, uri: &str, cseq: u32, body: &str, ctype: bool) -> String {
+        let port = self.port();
+        let to = if self.to.is_empty() {
+            format!("<{uri}>")
+        } else {
+            self.to.clone()
+        };
+        let ct = if ctype {
+            "Content-Type: application/sdp\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{port}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            fastrand::u64(..),
+            self.from_tag,
+            self.call_id,
+            body.len()
+        )
+    }
+
+    /// INVITEs `uri` and waits for rgsd's 200 (then ACKs). Panics on a failure response.
+    fn call(&mut self, uri: &str) {
+        let code = self.call_status(uri);
+        assert_eq!(code, 200, "INVITE refused:\n{}", self.log);
+    }
+
+    /// INVITEs `uri`; returns the final status (ACKing a 200; the endpoint ACKs failures).
+    fn call_status(&mut self, uri: &str) -> u16 {
+        let rtp_port = self.rtp.local_addr().unwrap().port();
+        let sdp = format!(
+            "v=0\r\no=ua 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+        );
+        let invite = self.request("INVITE", uri, 1, &sdp, true);
+        self.send(&invite);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let msg = self
+                .recv(deadline)
+                .unwrap_or_else(|| panic!("no final response to INVITE; got:\n{}", self.log));
+            let code: u16 = msg
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            if code < 200 {
+                continue;
+            }
+            if code != 200 {
+                // ACK for a failure response: same branch as the INVITE is not needed for this
+                // test peer; the endpoint stops retransmitting on any ACK of the dialog.
+                return code;
+            }
+            self.to = header(&msg, "To").unwrap().to_owned();
+            self.target = header(&msg, "Contact")
+                .map(|c| c.trim_matches(['<', '>']).to_owned())
+                .unwrap_or_else(|| uri.to_owned());
+            let body = msg.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let ip = body
+                .lines()
+                .find_map(|l| l.strip_prefix("c=IN IP4 "))
+                .unwrap()
+                .trim();
+            let port = body
+                .lines()
+                .find_map(|l| l.strip_prefix("m=audio "))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap();
+            self.remote_rtp = Some(format!("{ip}:{port}").parse().unwrap());
+            let target = self.target.clone();
+            let ack = self.request("ACK", &target, 1, "", false);
+            self.send(&ack);
+            return code;
+        }
+    }
+
+    fn rtp_packet(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) -> Vec<u8> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// Sends `frames` PCMU frames of the marker byte (20 ms apart) and counts the marker frames
+    /// heard back. Returns (marker frames heard, other frames heard).
+    fn talk(&mut self, frames: u32) -> (u32, u32) {
+        let to = self.remote_rtp.unwrap();
+        let (mut heard, mut other) = (0, 0);
+        let mut buf = [0u8; 2048];
+        let start = Instant::now();
+        for i in 0..frames {
+            let p = self.rtp_packet(0, i == 0, i * 160, &[MARK; 160]);
+            self.rtp.send_to(&p, to).unwrap();
+            let next = start + Duration::from_millis(20 * u64::from(i + 1));
+            while Instant::now() < next {
+                if let Ok((n, _)) = self.rtp.recv_from(&mut buf) {
+                    if n > 12 && buf[12..n].iter().all(|b| *b == MARK) {
+                        heard += 1;
+                    } else {
+                        other += 1;
+                    }
+                }
+            }
+        }
+        (heard, other)
+    }
+
+    /// Sends one key as RFC 4733 events (three updates, three end packets).
+    fn press(&mut self, key: u8) {
+        let to = self.remote_rtp.unwrap();
+        let ts = 80_000;
+        for (i, end) in [
+            (1u16, false),
+            (2, false),
+            (3, false),
+            (4, true),
+            (4, true),
+            (4, true),
+        ] {
+            let duration = (i * 160).to_be_bytes();
+            let payload = [
+                key,
+                if end { 0x80 | 10 } else { 10 },
+                duration[0],
+                duration[1],
+            ];
+            let p = self.rtp_packet(101, i == 1 && !end, ts, &payload);
+            self.rtp.send_to(&p, to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn bye(&mut self) {
+        let target = self.target.clone();
+        let bye = self.request("BYE", &target, 2, "", false);
+        self.send(&bye);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(msg) = self.recv(deadline) {
+            if msg.starts_with("SIP/2.0 200") && msg.contains("BYE") {
+                return;
+            }
+        }
+        panic!("BYE not answered; got:\n{}", self.log);
+    }
+
+    /// Waits for rgsd's BYE and answers 200.
+    fn expect_bye(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while let Some(msg) = self.recv(deadline) {
+            if msg.starts_with("BYE ") {
+                let mut resp = String::from("SIP/2.0 200 OK\r\n");
+                for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                    for l in msg.lines().filter(|l| {
+                        l.split_once(':')
+                            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                    }) {
+                        resp.push_str(l);
+                        resp.push_str("\r\n");
+                    }
+                }
+                resp.push_str("Content-Length: 0\r\n\r\n");
+                self.send(&resp);
+                return;
+            }
+        }
+        panic!("no BYE from rgsd; got:\n{}", self.log);
+    }
+}
+
+/// Keeps sending marker frames until some come back (the agent answered and the bridge is up),
+/// at most `max` frames. Returns the frames heard back.
+fn talk_until_heard(ua: &mut Ua, max: u32) -> u32 {
+    let mut total = 0;
+    for _ in 0..(max / 10) {
+        let (heard, _) = ua.talk(10);
+        total += heard;
+        if total >= 5 {
+            break;
+        }
+    }
+    total
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hunt_group_call_is_bridged_with_audio_both_ways_and_the_caller_hangs_up() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config =
+        server_section(31000) + &group("Sales agents", "serial", &[port]) + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_answers.xml",
+        Some(1),
+        0,
+        true,
+    );
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:sales@127.0.0.1");
+    let heard = talk_until_heard(&mut ua, 150);
+    assert!(
+        heard >= 5,
+        "caller did not hear its audio back through the agent (heard {heard})\n{}\n{}",
+        agent.logs(),
+        server.stderr()
+    );
+    // Nothing of the agent reaches the caller's dialog.
+    assert!(
+        !ua.log.contains("agent0"),
+        "agent identity leaked:\n{}",
+        ua.log
+    );
+    ua.bye();
+    agent.assert_success(&server);
+}
+
+#[test]
+fn agent_hangs_up_and_rgsd_ends_the_callers_leg() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config =
+        server_section(31200) + &group("Sales agents", "serial", &[port]) + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_hangs_up.xml",
+        Some(1),
+        1500,
+        true,
+    );
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:sales@127.0.0.1");
+    let heard = talk_until_heard(&mut ua, 60);
+    assert!(
+        heard >= 5,
+        "no audio back (heard {heard})\n{}",
+        agent.logs()
+    );
+    ua.expect_bye(Duration::from_secs(10));
+    agent.assert_success(&server);
+}
+
+#[test]
+fn round_robin_over_three_agents_gives_six_calls_two_each() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
+    let config = server_section(31400)
+        + &group("Sales agents", "round_robin", &ports)
+        + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut agents: Vec<Sipp> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Sipp::agent(
+                &sipp,
+                scratch.path(),
+                &format!("agent{i}"),
+                *p,
+                "e2e_agent_answers.xml",
+                None,
+                0,
+                false,
+            )
+        })
+        .collect();
+    let mut callers = Sipp::callers(
+        &sipp,
+        scratch.path(),
+        "callers",
+        server.sip_addr("udp"),
+        "sales",
+        6,
+        1,
+        300,
+    );
+    callers.assert_success(&server);
+    let counts: Vec<usize> = agents.iter().map(Sipp::invites_received).collect();
+    for a in &mut agents {
+        a.stop();
+    }
+    assert_eq!(
+        counts,
+        vec![2, 2, 2],
+        "INVITEs per agent\n{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn parallel_rings_everyone_and_cancels_the_rest_when_one_answers() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
+    let config =
+        server_section(31600) + &group("Sales agents", "parallel", &ports) + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut ringing0 = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "ring0",
+        ports[0],
+        "e2e_agent_rings.xml",
+        Some(1),
+        0,
+        false,
+    );
+    let mut answering = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "answer",
+        ports[1],
+        "e2e_agent_answers.xml",
+        Some(1),
+        500,
+        false,
+    );
+    let mut ringing2 = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "ring2",
+        ports[2],
+        "e2e_agent_rings.xml",
+        Some(1),
+        0,
+        false,
+    );
+    let mut callers = Sipp::callers(
+        &sipp,
+        scratch.path(),
+        "caller",
+        server.sip_addr("udp"),
+        "sales",
+        1,
+        1,
+        1200,
+    );
+    callers.assert_success(&server);
+    answering.assert_success(&server);
+    ringing0.assert_success(&server);
+    ringing2.assert_success(&server);
+}
+
+#[test]
+fn a_busy_agent_is_not_offered_a_second_call() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config =
+        server_section(31800) + &group("Sales agents", "serial", &[port]) + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_answers.xml",
+        None,
+        0,
+        false,
+    );
+    // The first caller talks for 2 s; the second arrives during that call, waits 600 ms in the
+    // queue and hangs up.
+    let mut first = Sipp::callers(
+        &sipp,
+        scratch.path(),
+        "first",
+        server.sip_addr("udp"),
+        "sales",
+        1,
+        1,
+        2000,
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let mut second = Sipp::callers(
+        &sipp,
+        scratch.path(),
+        "second",
+        server.sip_addr("udp"),
+        "sales",
+        1,
+        1,
+        600,
+    );
+    second.assert_success(&server);
+    assert_eq!(
+        agent.invites_received(),
+        1,
+        "the busy agent was offered the waiting call\n{}",
+        agent.logs()
+    );
+    first.assert_success(&server);
+    agent.stop();
+}
+
+#[test]
+fn ivr_rfc4733_digit_lands_in_the_chosen_queue() {
+    let Some(sipp) = require("sipp") else { return };
+    if require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let config = server_section(32000)
+        + &group("Billing agents", "serial", &[port_a])
+        + &group("Support agents", "serial", &[port_b])
+        + r#"
+[[queue]]
+name = "Billing"
+agent_groups = ["Billing agents"]
+
+[[queue]]
+name = "Support"
+agent_groups = ["Support agents"]
+
+[[workflow]]
+name = "Help line"
+kind = "interactive"
+uri = "sip:help@127.0.0.1"
+
+[workflow.question]
+prompt = { text = "For billing press 1. For support press 2." }
+
+[[workflow.question.answers]]
+dtmf = "1"
+action = { queue = "Billing" }
+
+[[workflow.question.answers]]
+dtmf = "2"
+action = { queue = "Support" }
+"#;
+    let server = start(&scratch, &config);
+    let mut billing = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "billing",
+        port_a,
+        "e2e_agent_hangs_up.xml",
+        None,
+        300,
+        false,
+    );
+    let mut support = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "support",
+        port_b,
+        "e2e_agent_hangs_up.xml",
+        Some(1),
+        300,
+        false,
+    );
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:help@127.0.0.1");
+    ua.press(2);
+    ua.expect_bye(Duration::from_secs(10));
+    support.assert_success(&server);
+    assert_eq!(billing.invites_received(), 0, "{}", billing.logs());
+    billing.stop();
+}
+
+#[test]
+fn sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_records_it() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config =
+        server_section(32200) + &group("Sales agents", "serial", &[port]) + &hunt_group("Sales");
+    let mut server = start(&scratch, &config);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_answers.xml",
+        Some(1),
+        0,
+        true,
+    );
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:sales@127.0.0.1");
+    assert!(talk_until_heard(&mut ua, 150) >= 5, "{}", server.stderr());
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_log("waiting for calls in progress");
+    let mut late = Ua::new(server.sip_addr("udp"));
+    assert_eq!(late.call_status("sip:sales@127.0.0.1"), 503);
+    // The call in progress still carries audio, then ends normally.
+    assert!(ua.talk(20).0 >= 10, "bridge broken during the grace period");
+    ua.bye();
+    agent.assert_success(&server);
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+
+    // One record for the answered call (the refused one never reached the controller's
+    // workflow: 503 at the door).
+    let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = rgsd::config::model::DatabaseUrl::Sqlite(scratch.path().join("rgsd.db"));
+        let store = rgsd::store::Store::connect(&db).await.unwrap();
+        let from = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        let to = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        store.call_records_between(from, to).await.unwrap()
+    });
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(r.outcome, rgsd::store::CallOutcome::Answered);
+    assert_eq!(r.queue.as_deref(), Some("Sales"));
+    assert_eq!(
+        r.agent.as_ref().map(|a| a.to_string()),
+        Some(format!("sip:agent0@127.0.0.1:{port}"))
+    );
+    assert_eq!(r.offers.len(), 1);
+    assert_eq!(r.offers[0].result, rgsd::store::OfferResult::Answered);
+    assert!(r.answered_at.is_some() && r.talk.is_some());
+}
+
+#[test]
+fn reload_carries_the_busy_agent_over_and_frees_it_when_its_call_ends() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config =
+        server_section(32400) + &group("Sales agents", "serial", &[port]) + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_answers.xml",
+        Some(2),
+        0,
+        true,
+    );
+    let mut first = Ua::new(server.sip_addr("udp"));
+    first.call("sip:sales@127.0.0.1");
+    assert!(
+        talk_until_heard(&mut first, 150) >= 5,
+        "{}",
+        server.stderr()
+    );
+
+    // A changed group (alert time) makes the reload build a new agent table.
+    scratch.write(
+        "rgsd.toml",
+        config.replace("alert_time = \"10s\"", "alert_time = \"11s\""),
+    );
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_log("reloaded");
+
+    // The agent is still busy in the new table: the new call waits.
+    let mut second = Ua::new(server.sip_addr("udp"));
+    second.call("sip:sales@127.0.0.1");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        agent.invites_received(),
+        1,
+        "busy agent offered after reload"
+    );
+
+    // The first call ends (under the old configuration): the agent is free in the new table and
+    // the waiting call reaches it.
+    first.bye();
+    assert!(
+        talk_until_heard(&mut second, 150) >= 5,
+        "waiting call not bridged after the agent was freed\n{}\n{}",
+        agent.logs(),
+        server.stderr()
+    );
+    second.bye();
+    agent.assert_success(&server);
+}
+
+#[test]
+fn ivr_answer_forwards_to_voicemail_and_bridges_audio_when_it_answers() {
+    let Some(sipp) = require("sipp") else { return };
+    if require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let (agent_port, vm_port) = (free_udp_port(), free_udp_port());
+    let config = server_section(32600)
+        + &group("Support agents", "serial", &[agent_port])
+        + &format!(
+            r#"
+[[queue]]
+name = "Support"
+agent_groups = ["Support agents"]
+
+[[workflow]]
+name = "Help line"
+kind = "interactive"
+uri = "sip:help@127.0.0.1"
+
+[workflow.question]
+prompt = {{ text = "For support press 1. To leave a message press 9." }}
+
+[[workflow.question.answers]]
+dtmf = "1"
+action = {{ queue = "Support" }}
+
+[[workflow.question.answers]]
+dtmf = "9"
+action = {{ voicemail = "sip:vm@127.0.0.1:{vm_port}" }}
+"#
+        );
+    let server = start(&scratch, &config);
+    let mut voicemail = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "voicemail",
+        vm_port,
+        "e2e_agent_answers.xml",
+        Some(1),
+        0,
+        true,
+    );
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:help@127.0.0.1");
+    ua.press(9);
+    let heard = talk_until_heard(&mut ua, 150);
+    assert!(
+        heard >= 5,
+        "no audio through the voicemail leg (heard {heard})\n{}\n{}",
+        voicemail.logs(),
+        server.stderr()
+    );
+    ua.bye();
+    voicemail.assert_success(&server);
+}

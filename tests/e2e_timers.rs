@@ -1,0 +1,517 @@
+//! The call controller in-process, on real loopback sockets, with tokio's clock paused: alert
+//! times, queue time-outs and overflow are crossed in virtual time, so these tests take
+//! milliseconds. The peers (caller, agents, voicemail) are small async SIP UAs in the test.
+// Test harness: a failed unwrap is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rgsd::acd::agents::AgentTable;
+use rgsd::acd::call_task::{Context, Controller, Services};
+use rgsd::acd::queue_task::Queues;
+use rgsd::acd::router::WorkflowRouter;
+use rgsd::clock::SystemClock;
+use rgsd::config::{LoadOptions, load};
+use rgsd::media::assets::MediaAssets;
+use rgsd::media::leg::{LegOptions, MediaEngine};
+use rgsd::media::ports::PortPool;
+use rgsd::media::tts::TextToSpeech;
+use rgsd::sip::{Endpoint, EndpointConfig};
+use rgsd::store::{RecordWriter, Store, WriterOptions};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+struct Rgsd {
+    sip: SocketAddr,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rgsd {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts the endpoint and the controller on `config` (a TOML `[server]` is prepended).
+async fn start(rtp: u16, rest: &str) -> Rgsd {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nsip_listen = [\"udp:127.0.0.1:0\"]\nadvertised_host = \"127.0.0.1\"\nrtp_ports = [{rtp}, {}]\nhttp_listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://rgsd.db\"\ntrusted_peers = [\"127.0.0.0/8\"]\n{rest}",
+        rtp + 99
+    );
+    let path = dir.path().join("rgsd.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Arc::new(
+        load(&path, &LoadOptions::default())
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .config,
+    );
+    let store = Store::connect(&config.server.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let records = RecordWriter::spawn(store, WriterOptions::default());
+    let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
+        &config,
+        Instant::now().into_std(),
+    )));
+    let assets = MediaAssets::load(&config, &TextToSpeech::new(dir.path().join("tts"))).unwrap();
+    let live = Arc::new(ArcSwap::from_pointee(Context {
+        queues: Queues::spawn(&config, &agents),
+        config: config.clone(),
+        assets: Arc::new(assets),
+    }));
+    let shutdown = CancellationToken::new();
+    let router = Arc::new(WorkflowRouter::new(Arc::new(ArcSwap::new(config.clone()))));
+    let (endpoint, incoming) = Endpoint::bind(
+        EndpointConfig::from_server(&config.server),
+        router,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let ip = "127.0.0.1".parse().unwrap();
+    let media = MediaEngine::new(
+        PortPool::new(ip, config.server.rtp_ports.clone()),
+        ip,
+        LegOptions { rtp_timeout: None },
+    );
+    let sip = endpoint.local_addrs()[0].addr;
+    let services = Arc::new(Services::new(
+        endpoint,
+        media,
+        records,
+        Arc::new(SystemClock),
+        live,
+        agents,
+    ));
+    let controller = Controller {
+        services,
+        stopping: CancellationToken::new(),
+        calls: tokio_util::task::TaskTracker::new(),
+    };
+    tokio::spawn(controller.run(incoming));
+    Rgsd {
+        sip,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// A response to `req` copying its dialog headers.
+fn response(req: &str, status: &str, to_tag: &str, sdp: Option<&str>) -> String {
+    let mut r = format!("SIP/2.0 {status}\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        for l in req.lines().filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        }) {
+            r.push_str(l);
+            r.push_str("\r\n");
+        }
+    }
+    let to = header(req, "To").unwrap();
+    if to.contains("tag=") {
+        r.push_str(&format!("To: {to}\r\n"));
+    } else {
+        r.push_str(&format!("To: {to};tag={to_tag}\r\n"));
+    }
+    r.push_str("Contact: <sip:peer@127.0.0.1>\r\n");
+    match sdp {
+        Some(b) => r.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => r.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    r
+}
+
+const PEER_SDP: &str = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+
+/// How a peer UA treats INVITEs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// 180, then 200 with SDP.
+    Answers,
+    /// 180 and nothing more; CANCEL gets 200 + 487.
+    Rings,
+}
+
+/// A peer UA task; reports what it saw as ("INVITE" | "CANCEL" | "BYE" | "ACK", virtual time).
+async fn peer(
+    behaviour: Peer,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<(String, Instant, String)>,
+) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let method = msg.split_whitespace().next().unwrap_or_default().to_owned();
+            if method.starts_with("SIP/") {
+                continue;
+            }
+            let _ = tx.send((method.clone(), Instant::now(), msg.clone()));
+            let reply = match (method.as_str(), behaviour) {
+                ("INVITE", Peer::Answers) => {
+                    let ring = response(&msg, "180 Ringing", "p1", None);
+                    sock.send_to(ring.as_bytes(), from).await.unwrap();
+                    Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)))
+                }
+                ("INVITE", Peer::Rings) => Some(response(&msg, "180 Ringing", "p1", None)),
+                ("CANCEL", _) => {
+                    let ok = response(&msg, "200 OK", "p1", None);
+                    sock.send_to(ok.as_bytes(), from).await.unwrap();
+                    let cseq = header(&msg, "CSeq").unwrap().replace("CANCEL", "INVITE");
+                    let terminated = response(&msg, "487 Request Terminated", "p1", None).replace(
+                        &format!("CSeq: {}", header(&msg, "CSeq").unwrap()),
+                        &format!("CSeq: {cseq}"),
+                    );
+                    Some(terminated)
+                }
+                ("BYE", _) => Some(response(&msg, "200 OK", "p1", None)),
+                _ => None,
+            };
+            if let Some(r) = reply {
+                sock.send_to(r.as_bytes(), from).await.unwrap();
+            }
+        }
+    });
+    (addr, rx)
+}
+
+const CALLER_SDP: &str = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+
+/// A caller's dialog: its socket and what in-dialog requests need.
+struct Caller {
+    sock: UdpSocket,
+    rgsd: SocketAddr,
+    user: String,
+    call_id: String,
+    to: String,
+    /// The final response to the INVITE.
+    final_response: String,
+}
+
+impl Caller {
+    fn request(&self, method: &str, to: &str, cseq: u32) -> String {
+        let port = self.sock.local_addr().unwrap().port();
+        format!(
+            "{method} sip:{}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c1\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{port}>\r\n",
+            self.user,
+            fastrand::u64(..),
+            self.call_id
+        )
+    }
+
+    /// Sends BYE (the caller hangs up).
+    async fn bye(&self) {
+        let bye = self.request("BYE", &self.to, 2) + "Content-Length: 0\r\n\r\n";
+        self.sock.send_to(bye.as_bytes(), self.rgsd).await.unwrap();
+    }
+}
+
+/// A caller: INVITE with `sdp` (none for a late offer), waits for the final response, ACKs a
+/// 200 (with `ack_sdp` when the 200 carried rgsd's offer).
+async fn dial(rgsd: SocketAddr, user: &str, sdp: Option<&str>, ack_sdp: Option<&str>) -> Caller {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut caller = Caller {
+        sock,
+        rgsd,
+        user: user.to_owned(),
+        call_id: format!("t-{}", fastrand::u64(..)),
+        to: format!("<sip:{user}@127.0.0.1>"),
+        final_response: String::new(),
+    };
+    let body = |sdp: Option<&str>| match sdp {
+        Some(b) => format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => "Content-Length: 0\r\n\r\n".to_owned(),
+    };
+    let invite = caller.request("INVITE", &caller.to, 1) + &body(sdp);
+    caller.sock.send_to(invite.as_bytes(), rgsd).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let (n, _) = caller.sock.recv_from(&mut buf).await.unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        if msg.starts_with("SIP/2.0 200") {
+            caller.to = header(&msg, "To").unwrap().to_owned();
+            let ack = caller.request("ACK", &caller.to, 1) + &body(ack_sdp);
+            caller.sock.send_to(ack.as_bytes(), rgsd).await.unwrap();
+        }
+        caller.final_response = msg;
+        return caller;
+    }
+}
+
+/// A caller with an ordinary PCMU offer, answered 200 by rgsd.
+async fn call(rgsd: SocketAddr, user: &str) -> UdpSocket {
+    let caller = dial(rgsd, user, Some(CALLER_SDP), None).await;
+    assert!(
+        caller.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        caller.final_response
+    );
+    caller.sock
+}
+
+/// Waits for a BYE on the caller's socket; returns when it came.
+async fn caller_gets_bye(sock: &UdpSocket) -> Instant {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.starts_with("BYE ") {
+            let ok = response(&msg, "200 OK", "c1", None);
+            sock.send_to(ok.as_bytes(), from).await.unwrap();
+            return Instant::now();
+        }
+    }
+}
+
+async fn next_of(
+    rx: &mut mpsc::UnboundedReceiver<(String, Instant, String)>,
+    method: &str,
+) -> Instant {
+    next_msg(rx, method).await.0
+}
+
+/// The next `method` request a peer saw: when, and its text.
+async fn next_msg(
+    rx: &mut mpsc::UnboundedReceiver<(String, Instant, String)>,
+    method: &str,
+) -> (Instant, String) {
+    let limit = Duration::from_secs(600);
+    tokio::time::timeout(limit, async {
+        loop {
+            let (m, at, text) = rx.recv().await.unwrap();
+            if m == method {
+                return (at, text);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {method} within {limit:?} of virtual time"))
+}
+
+fn group(name: &str, routing: &str, alert: u32, agents: &[SocketAddr]) -> String {
+    let list: Vec<String> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("\"sip:a{i}@{a}\""))
+        .collect();
+    format!(
+        "\n[[agent_group]]\nname = \"{name}\"\nrouting = \"{routing}\"\nalert_time = \"{alert}s\"\nagents = [{}]\n",
+        list.join(", ")
+    )
+}
+
+const WORKFLOW: &str = "\n[[workflow]]\nname = \"Sales line\"\nkind = \"hunt_group\"\nuri = \"sip:sales@127.0.0.1\"\nqueue = \"Sales\"\n";
+
+#[tokio::test]
+async fn alert_time_out_moves_the_call_to_the_next_agent() {
+    let (a0, mut seen0) = peer(Peer::Rings).await;
+    let (a1, mut seen1) = peer(Peer::Answers).await;
+    let rgsd = start(
+        21200,
+        &(group("Sales agents", "serial", 12, &[a0, a1])
+            + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let _caller = call(rgsd.sip, "sales").await;
+    let rang = next_of(&mut seen0, "INVITE").await;
+    let cancelled = next_of(&mut seen0, "CANCEL").await;
+    let (offered, invite) = next_msg(&mut seen1, "INVITE").await;
+    // Call context: the workflow, the queue, the caller and the wait so far (12 s).
+    assert!(invite.contains("X-RGS-Workflow: Sales line"), "{invite}");
+    assert!(invite.contains("X-RGS-Queue: Sales"), "{invite}");
+    assert!(
+        invite.contains("X-RGS-Caller: <sip:caller@127.0.0.1>;tag=c1"),
+        "{invite}"
+    );
+    assert!(
+        header(&invite, "From")
+            .unwrap()
+            .contains("sip:sales@127.0.0.1"),
+        "{invite}"
+    );
+    next_of(&mut seen1, "ACK").await;
+    assert!(
+        cancelled - rang >= Duration::from_secs(12),
+        "{:?}",
+        cancelled - rang
+    );
+    assert!(
+        cancelled - rang < Duration::from_secs(13),
+        "{:?}",
+        cancelled - rang
+    );
+    assert!(offered >= cancelled);
+}
+
+#[tokio::test]
+async fn queue_time_out_runs_its_action() {
+    let (a0, mut seen0) = peer(Peer::Rings).await;
+    let (vm, mut seen_vm) = peer(Peer::Answers).await;
+    let rgsd = start(
+        21400,
+        &(group("Sales agents", "serial", 30, &[a0])
+            + &format!(
+                "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\ntimeout = {{ after = \"20s\", action = {{ voicemail = \"sip:vm@{vm}\" }} }}\n"
+            )
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let start = Instant::now();
+    let _caller = call(rgsd.sip, "sales").await;
+    next_of(&mut seen0, "INVITE").await;
+    let cancelled = next_of(&mut seen0, "CANCEL").await;
+    let forwarded = next_of(&mut seen_vm, "INVITE").await;
+    let waited = forwarded - start;
+    assert!(
+        waited >= Duration::from_secs(20) && waited < Duration::from_secs(21),
+        "{waited:?}"
+    );
+    assert!(cancelled <= forwarded);
+}
+
+#[tokio::test]
+async fn overflow_on_entry_runs_the_overflow_action() {
+    let (a0, mut seen0) = peer(Peer::Rings).await;
+    let rgsd = start(
+        21600,
+        &(group("Sales agents", "serial", 30, &[a0])
+            + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\noverflow = { max_calls = 1, candidate = \"newest\", action = \"disconnect\" }\n"
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let first = call(rgsd.sip, "sales").await;
+    next_of(&mut seen0, "INVITE").await;
+    let t = Instant::now();
+    let second = call(rgsd.sip, "sales").await;
+    let bye = caller_gets_bye(&second).await;
+    assert!(
+        bye - t < Duration::from_secs(1),
+        "overflowed caller waited {:?}",
+        bye - t
+    );
+    // The first caller still waits: no BYE for it.
+    let mut buf = [0u8; 2048];
+    let quiet = tokio::time::timeout(Duration::from_secs(5), first.recv_from(&mut buf)).await;
+    assert!(quiet.is_err() || !String::from_utf8_lossy(&buf).starts_with("BYE"));
+}
+
+#[tokio::test]
+async fn call_context_false_sends_no_context_headers() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        21800,
+        &(group("Sales agents", "serial", 12, &[a0])
+            + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let _caller = call(rgsd.sip, "sales").await;
+    let (_, invite) = next_msg(&mut seen0, "INVITE").await;
+    assert!(invite.contains("X-RGS-Workflow"), "{invite}");
+    drop(rgsd);
+    // SQLite's pool times out under a paused clock: start the second server in real time.
+    tokio::time::resume();
+
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        21900,
+        &(String::from("call_context = false\n")
+            + &group("Sales agents", "serial", 12, &[a0])
+            + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
+            + WORKFLOW),
+    )
+    .await;
+    let _caller = call(rgsd.sip, "sales").await;
+    let (_, invite) = next_msg(&mut seen0, "INVITE").await;
+    assert!(!invite.contains("X-RGS-"), "{invite}");
+}
+
+const QUEUE: &str = "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n";
+
+#[tokio::test]
+async fn no_common_codec_is_refused_with_488_and_a_late_offer_is_answered_with_ours() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        22000,
+        &(group("Sales agents", "serial", 12, &[a0]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    let g729 = CALLER_SDP.replace("RTP/AVP 0", "RTP/AVP 18");
+    let refused = dial(rgsd.sip, "sales", Some(&g729), None).await;
+    assert!(
+        refused.final_response.starts_with("SIP/2.0 488"),
+        "{}",
+        refused.final_response
+    );
+    // No SDP in the INVITE: rgsd's 200 carries its offer; the ACK carries the answer.
+    let late = dial(rgsd.sip, "sales", None, Some(CALLER_SDP)).await;
+    assert!(
+        late.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        late.final_response
+    );
+    assert!(
+        late.final_response.contains("m=audio "),
+        "{}",
+        late.final_response
+    );
+    // The workflow runs: the agent is offered the call.
+    next_of(&mut seen0, "INVITE").await;
+}
+
+#[tokio::test]
+async fn caller_hanging_up_while_agents_ring_cancels_them() {
+    let (a0, mut seen0) = peer(Peer::Rings).await;
+    let (a1, mut seen1) = peer(Peer::Rings).await;
+    let rgsd = start(
+        22200,
+        &(group("Sales agents", "parallel", 20, &[a0, a1]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let caller = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    next_of(&mut seen0, "INVITE").await;
+    next_of(&mut seen1, "INVITE").await;
+    let hung_up = Instant::now();
+    caller.bye().await;
+    let c0 = next_of(&mut seen0, "CANCEL").await;
+    let c1 = next_of(&mut seen1, "CANCEL").await;
+    // At once, not at the end of the alert time.
+    assert!(
+        c0.max(c1) - hung_up < Duration::from_secs(1),
+        "{:?}",
+        c0.max(c1) - hung_up
+    );
+}
