@@ -246,6 +246,7 @@ impl Daemon {
                 .await
                 .context("cannot load the agent sign-in state")?,
         );
+        live.metrics.attach_writer(records.clone());
         let agents = live.agent_table();
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         let config = live_config.load_full();
