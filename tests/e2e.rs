@@ -968,3 +968,127 @@ action = {{ voicemail = "sip:vm@127.0.0.1:{vm_port}" }}
     ua.bye();
     voicemail.assert_success(&server);
 }
+
+/// A mono 16-bit 8 kHz WAV of a sine at `hz` for `ms` milliseconds.
+#[allow(clippy::cast_possible_truncation)] // the amplitude is bounded by 12,000
+fn tone_wav(hz: f64, ms: u32) -> Vec<u8> {
+    let n = 8 * ms;
+    let mut data = Vec::with_capacity(n as usize * 2);
+    for i in 0..n {
+        let s = (f64::from(i) * hz * std::f64::consts::TAU / 8000.0).sin() * 12_000.0;
+        data.extend_from_slice(&(s as i16).to_le_bytes());
+    }
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + u32::try_from(data.len()).unwrap()).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    for word in [16u32, 0x0001_0001, 8000, 16000, 0x0010_0002] {
+        v.extend_from_slice(&word.to_le_bytes());
+    }
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    v.extend_from_slice(&data);
+    v
+}
+
+/// The frequency of a PCMU frame, by zero crossings (Hz).
+fn frame_hz(payload: &[u8]) -> f64 {
+    let samples: Vec<i16> = payload
+        .iter()
+        .map(|b| rgsd::media::g711::ulaw_to_linear(*b))
+        .collect();
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count();
+    crossings as f64 / 2.0 / (samples.len() as f64 / 8000.0)
+}
+
+#[test]
+fn caller_hears_the_welcome_prompt_then_music_on_hold_at_a_20_ms_cadence() {
+    let scratch = Scratch::new();
+    // A 400 ms 1 kHz welcome, a 400 Hz music loop; the agent's port answers nothing, so the
+    // caller stays in the queue hearing music.
+    scratch.write("welcome.wav", tone_wav(1000.0, 400));
+    scratch.write("moh.wav", tone_wav(400.0, 1000));
+    let dead = free_udp_port();
+    let config = server_section(32800)
+        + "default_music_on_hold = \"moh.wav\"\n"
+        + &group("Sales agents", "serial", &[dead])
+        + &hunt_group("Sales")
+        + "welcome = { file = \"welcome.wav\" }\n";
+    let server = start(&scratch, &config);
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:sales@127.0.0.1");
+
+    // (arrival, seq, timestamp, marker, frequency) of every packet for 1.5 s.
+    let mut packets = Vec::new();
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < end {
+        if let Ok((n, _)) = ua.rtp.recv_from(&mut buf) {
+            assert!(
+                n == 12 + 160 && buf[1] & 0x7f == 0,
+                "PCMU 20 ms frames: {n} bytes"
+            );
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            packets.push((
+                Instant::now(),
+                seq,
+                ts,
+                buf[1] & 0x80 != 0,
+                frame_hz(&buf[12..n]),
+            ));
+        }
+    }
+    // (seq, marker, Hz) of each packet, then the daemon's log, for failure messages.
+    let log = || {
+        let brief: Vec<_> = packets.iter().map(|p| (p.1, p.3, p.4)).collect();
+        format!("{brief:?}\n{}", server.stderr())
+    };
+    assert!(packets.len() >= 60, "about 75 frames in 1.5 s: {}", log());
+    // Continuous numbering across the change of source.
+    for w in packets.windows(2) {
+        assert_eq!(w[1].1, w[0].1.wrapping_add(1), "sequence: {}", log());
+        assert_eq!(w[1].2, w[0].2.wrapping_add(160), "timestamp: {}", log());
+    }
+    // 20 ms cadence: the span of the packets matches their count.
+    let span = packets.last().unwrap().0 - packets[0].0;
+    let expected = Duration::from_millis(20 * (packets.len() as u64 - 1));
+    assert!(
+        span.abs_diff(expected) < Duration::from_millis(100),
+        "{} packets over {span:?}: {}",
+        packets.len(),
+        log()
+    );
+    // First the welcome (1 kHz, 20 frames), then a marked change to music (400 Hz).
+    let change = packets
+        .iter()
+        .skip(1)
+        .position(|p| p.3)
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no marker bit at the change of source: {}", log()));
+    assert!(
+        (18..=22).contains(&change),
+        "welcome lasted {change} frames: {}",
+        log()
+    );
+    for p in &packets[1..change - 1] {
+        assert!(
+            (p.4 - 1000.0).abs() < 100.0,
+            "welcome frame at {} Hz: {}",
+            p.4,
+            log()
+        );
+    }
+    for p in &packets[change + 1..] {
+        assert!(
+            (p.4 - 400.0).abs() < 100.0,
+            "music frame at {} Hz: {}",
+            p.4,
+            log()
+        );
+    }
+    ua.bye();
+}
