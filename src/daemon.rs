@@ -285,14 +285,18 @@ impl Daemon {
             media_address,
             LegOptions::default(),
         );
-        let services = Arc::new(Services::new(
-            endpoint.clone(),
-            media,
-            records.clone(),
-            clock.clone(),
-            context.clone(),
-            agents,
-        ));
+        let services = Arc::new(
+            Services::new(
+                endpoint.clone(),
+                media,
+                records.clone(),
+                clock.clone(),
+                context.clone(),
+                agents,
+            )
+            // Calls in progress, ended calls and queue waits reach the wallboard and `/metrics`.
+            .with_observer(live.clone()),
+        );
         let calls = tokio_util::task::TaskTracker::new();
         let controller = Controller {
             services,
