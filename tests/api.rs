@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +32,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use common::Scratch;
+use common::http::http;
 use common::pg::ScratchDatabase;
 
 const ALICE: &str = "sip:alice@127.0.0.1";
@@ -1567,61 +1566,4 @@ fn token_from_the_binary_works_against_the_real_server() {
     let queues: Value = serde_json::from_str(&queues).unwrap();
     assert_eq!(queues[0]["name"], "Sales");
     assert_eq!(queues[0]["agents_signed_in"], 1);
-}
-
-/// The SIP half of "a formal agent signs in through the API, then receives a real call".
-#[test]
-fn formal_agent_signed_in_through_the_api_receives_a_sip_call() {
-    println!("skipping: needs the call driver (acd call task), not merged yet");
-}
-
-/// One HTTP/1.1 request over loopback; returns (status, body).
-fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // Bodies may be chunked; de-chunk the simple way.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    (code, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    // Bounded by the input length: each round consumes at least the size line.
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
 }
