@@ -155,7 +155,8 @@ pub trait Visibility {
     fn group(&self, name: &str) -> bool;
 }
 
-/// The live state shared by the API, routing and (later) the call driver.
+/// The live state shared by the API, routing and the call driver (which reports calls through
+/// its [`CallObserver`] implementation).
 #[derive(Debug)]
 pub struct Live {
     /// The table routing reads. The driver loads it for each decision.
