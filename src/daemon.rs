@@ -280,6 +280,9 @@ impl Daemon {
                 shutdown.clone(),
             ));
         }
+        let sip_counts = endpoint.transaction_counts();
+        live.metrics
+            .attach_sip_transactions(move || (sip_counts.server(), sip_counts.client()));
         let media = MediaEngine::new(
             PortPool::new(media_address, config.server.rtp_ports.clone()),
             media_address,

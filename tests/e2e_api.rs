@@ -213,5 +213,8 @@ fn formal_sign_in_through_the_api_gates_real_calls_and_the_api_sees_them() {
     ua2.bye();
     wait_metric(api, "rgsd_calls_total{outcome=\"abandoned\"}", 1.0);
     assert_eq!(metric(api, "rgsd_calls_total{outcome=\"answered\"}"), 1.0);
+    // Two INVITEs and two BYEs from the callers; an INVITE and a BYE to the agent.
+    assert!(metric(api, "rgsd_sip_transactions_total{side=\"server\"}") >= 4.0);
+    assert!(metric(api, "rgsd_sip_transactions_total{side=\"client\"}") >= 2.0);
     agent.stop();
 }
