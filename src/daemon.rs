@@ -280,19 +280,26 @@ impl Daemon {
                 shutdown.clone(),
             ));
         }
+        let sip_counts = endpoint.transaction_counts();
+        live.metrics
+            .attach_sip_transactions(move || (sip_counts.server(), sip_counts.client()));
         let media = MediaEngine::new(
             PortPool::new(media_address, config.server.rtp_ports.clone()),
             media_address,
             LegOptions::default(),
         );
-        let services = Arc::new(Services::new(
-            endpoint.clone(),
-            media,
-            records.clone(),
-            clock.clone(),
-            context.clone(),
-            agents,
-        ));
+        let services = Arc::new(
+            Services::new(
+                endpoint.clone(),
+                media,
+                records.clone(),
+                clock.clone(),
+                context.clone(),
+                agents,
+            )
+            // Calls in progress, ended calls and queue waits reach the wallboard and `/metrics`.
+            .with_observer(live.clone()),
+        );
         let calls = tokio_util::task::TaskTracker::new();
         let controller = Controller {
             services,

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +32,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use common::Scratch;
+use common::http::http;
 use common::pg::ScratchDatabase;
 
 const ALICE: &str = "sip:alice@127.0.0.1";
@@ -257,6 +256,79 @@ fn routed(app: &App, agent: &str, group: &str) -> Option<bool> {
         .is_signed_in(&app.shared.config.load(), &SipUri(agent.into()), group)
 }
 
+/// The value of `series` (exact name and labels) in `/metrics`.
+async fn metric(app: &App, series: &str) -> f64 {
+    let doc = send(app, "GET", "/metrics", None, None).await.text;
+    doc.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} missing in\n{doc}"))
+        .parse()
+        .unwrap()
+}
+
+/// The call driver's reports (through `Live`'s `CallObserver`) land in `/api/live/calls` and
+/// `/metrics`: an update lists the call, its end unlists it, counts the outcome and observes
+/// the wait; a call refused before any update is counted without touching the list.
+async fn call_observer_feeds_live_calls_and_metrics(app: &App) {
+    use rgsd::acd::observe::{CallObserver, CallSnapshot, CallStage};
+    use rgsd::store::CallOutcome;
+    let observer: &dyn CallObserver = app.shared.live.as_ref();
+    let answered = "rgsd_calls_total{outcome=\"answered\"}";
+    let rejected = "rgsd_calls_total{outcome=\"rejected\"}";
+    let le5 = "rgsd_queue_wait_seconds_bucket{le=\"5\"}";
+    let le1 = "rgsd_queue_wait_seconds_bucket{le=\"1\"}";
+    let count = "rgsd_queue_wait_seconds_count";
+    let before: Vec<f64> = futures_util::future::join_all(
+        [answered, rejected, le5, le1, count].map(|s| metric(app, s)),
+    )
+    .await;
+    let listed = |calls: &Value| {
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["call_id"] == "obs-1@127.0.0.1")
+            .cloned()
+    };
+    let now = app.clock.now_utc_for_test();
+    let mut call = CallSnapshot {
+        call_id: "obs-1@127.0.0.1".into(),
+        workflow: "Sales".into(),
+        caller: "sip:+15550002@trunk.example".into(),
+        stage: CallStage::Greeting,
+        arrived_at: now,
+        queue: None,
+        queued_at: None,
+        agent: None,
+    };
+    observer.call_updated(&call);
+    call.stage = CallStage::Talking;
+    call.queue = Some("Sales".into());
+    call.queued_at = Some(now);
+    call.agent = Some(ALICE.into());
+    observer.call_updated(&call);
+    let calls = get(app, "/api/live/calls", &app.admin).await.json();
+    let c = listed(&calls).unwrap_or_else(|| panic!("not listed: {calls}"));
+    assert_eq!(c["phase"], "talking");
+    assert_eq!(c["agent"], ALICE);
+    assert_eq!(c["queue"], "Sales");
+    observer.call_ended(
+        "obs-1@127.0.0.1",
+        CallOutcome::Answered,
+        Some(Duration::from_secs(3)),
+    );
+    observer.call_ended("refused@127.0.0.1", CallOutcome::Rejected, None);
+    let calls = get(app, "/api/live/calls", &app.admin).await.json();
+    assert!(listed(&calls).is_none(), "{calls}");
+    let after: Vec<f64> = futures_util::future::join_all(
+        [answered, rejected, le5, le1, count].map(|s| metric(app, s)),
+    )
+    .await;
+    let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    // answered +1, rejected +1, a 3 s wait in le=5 (not le=1), one wait observed (not two).
+    assert_eq!(delta, [1.0, 1.0, 1.0, 0.0, 1.0]);
+}
+
 /// Every assertion, on whichever backend `app` runs.
 async fn suite(app: App) {
     authentication(&app).await;
@@ -266,6 +338,7 @@ async fn suite(app: App) {
     manager_scope(&app).await;
     agent_self_only(&app).await;
     live_state_and_metrics(&app).await;
+    call_observer_feeds_live_calls_and_metrics(&app).await;
     server_sent_events(&app).await;
     reports(&app).await;
     openapi_covers_every_route(&app).await;
@@ -1567,61 +1640,4 @@ fn token_from_the_binary_works_against_the_real_server() {
     let queues: Value = serde_json::from_str(&queues).unwrap();
     assert_eq!(queues[0]["name"], "Sales");
     assert_eq!(queues[0]["agents_signed_in"], 1);
-}
-
-/// The SIP half of "a formal agent signs in through the API, then receives a real call".
-#[test]
-fn formal_agent_signed_in_through_the_api_receives_a_sip_call() {
-    println!("skipping: needs the call driver (acd call task), not merged yet");
-}
-
-/// One HTTP/1.1 request over loopback; returns (status, body).
-fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // Bodies may be chunked; de-chunk the simple way.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    (code, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    // Bounded by the input length: each round consumes at least the size line.
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
 }

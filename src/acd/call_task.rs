@@ -19,6 +19,10 @@
 //! With `call_context = true` agent INVITEs carry `X-RGS-Workflow`, `X-RGS-Queue`,
 //! `X-RGS-Caller`, `X-RGS-Wait` (seconds in queue) and `X-RGS-Answers` (IVR keys).
 //!
+//! Observation: the task reports the call to [`Services`]' [`CallObserver`] at arrival, at each
+//! change of [`CallStage`], queue or agent (after an event's effects are applied) and at the end
+//! (with the call record's outcome and queue wait); rejected calls report their end only.
+//!
 //! Time: monotonic from `tokio::time::Instant` (so `tokio::time::pause()` drives alert times and
 //! queue time-outs in tests), wall time from the shared [`Clock`](crate::clock::Clock).
 //!
@@ -43,6 +47,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey};
+use crate::acd::observe::{CallObserver, CallSnapshot, CallStage, NoObserver};
 use crate::acd::queue_task::{QueueEvent, QueueMsg, Queues};
 use crate::acd::record;
 use crate::acd::router;
@@ -53,7 +58,7 @@ use crate::media::dtmf::parse_info_body;
 use crate::media::leg::{Leg, LegError, LegEvent, MediaEngine};
 use crate::sip::{self, CallEvent, Endpoint, IncomingCall, LegFailure, OutboundCall};
 use crate::store::RecordWriter;
-use crate::workflow::call::{Call, Effect, Event, Now, Phase, RecordEvent, SipStatus, Timer};
+use crate::workflow::call::{Call, Effect, Event, Now, Peer, Phase, RecordEvent, SipStatus, Timer};
 
 /// What one configuration gives the calls that start under it.
 #[derive(Debug)]
@@ -75,6 +80,9 @@ pub struct Services {
     pub live: Arc<ArcSwap<Context>>,
     /// The agent table in force (swapped when the API or a reload rebuilds it).
     pub agents: Arc<ArcSwap<AgentTable>>,
+    /// Told about calls in progress and ended calls ([`NoObserver`] unless
+    /// [`Services::with_observer`]).
+    pub observer: Arc<dyn CallObserver>,
     next_key: AtomicU32,
 }
 
@@ -94,8 +102,16 @@ impl Services {
             clock,
             live,
             agents,
+            observer: Arc::new(NoObserver),
             next_key: AtomicU32::new(0),
         }
+    }
+
+    /// Reports calls to `observer` instead of ignoring them.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     fn now(&self) -> Now {
@@ -206,14 +222,19 @@ pub async fn run_call(incoming: IncomingCall, ctx: Arc<Context>, svc: Arc<Servic
         timers: HashMap::new(),
         pending: VecDeque::new(),
         effects: Vec::new(),
+        reported: None,
         ctx,
         svc,
     };
+    task.report();
     task.run().await;
     task.finish();
 }
 
+/// Reports the end to the observer and hands the record to the writer.
 fn submit(svc: &Services, record: crate::store::CallRecord) {
+    svc.observer
+        .call_ended(&record.call_id, record.outcome, record.wait);
     if let Err(e) = svc.records.submit(record) {
         warn!("call record dropped: {e}");
     }
@@ -263,6 +284,34 @@ struct CallTask {
     /// Events to feed before waiting for more.
     pending: VecDeque<Event>,
     effects: Vec<Effect>,
+    /// What was last reported to the observer (stage, queue, agent).
+    reported: Option<StageKey>,
+}
+
+/// What the observer is told about again when it changes.
+type StageKey = (CallStage, Option<QueueId>, Option<AgentId>);
+
+/// The stage of `phase` with its queue and agent; `None` once ended.
+fn stage_key(phase: &Phase) -> Option<StageKey> {
+    Some(match phase {
+        Phase::Arrived | Phase::Welcome | Phase::Announcing { .. } => {
+            (CallStage::Greeting, None, None)
+        }
+        Phase::Asking { .. } => (CallStage::Ivr, None, None),
+        Phase::Queued { queue, .. } => (CallStage::Waiting, Some(*queue), None),
+        Phase::Offering { queue, ringing, .. } => {
+            (CallStage::Ringing, Some(*queue), ringing.first().copied())
+        }
+        Phase::Forwarding { .. } => (CallStage::Forwarding, None, None),
+        Phase::Bridged { peer, .. } => {
+            let agent = match peer {
+                Peer::Agent(a) => Some(*a),
+                Peer::Forward { .. } => None,
+            };
+            (CallStage::Talking, None, agent)
+        }
+        Phase::Ended(_) => return None,
+    })
 }
 
 impl CallTask {
@@ -296,6 +345,41 @@ impl CallTask {
             self.apply(effect).await;
         }
         self.effects = effects;
+        self.report();
+    }
+
+    /// Tells the observer what the call is doing, when that changed since the last report.
+    fn report(&mut self) {
+        let Some(key) = stage_key(self.machine.phase()) else {
+            return;
+        };
+        if self.reported == Some(key) {
+            return;
+        }
+        self.reported = Some(key);
+        let (stage, _, agent) = key;
+        let config = &self.ctx.config;
+        let mut arrived_at = None;
+        let mut entered = None;
+        for s in self.machine.timeline() {
+            match &s.event {
+                RecordEvent::Arrived { .. } => arrived_at = arrived_at.or(Some(s.at)),
+                RecordEvent::QueueEntered { queue } => entered = Some((*queue, s.at)),
+                _ => {}
+            }
+        }
+        let info = self.caller.info();
+        let snapshot = CallSnapshot {
+            call_id: info.call_id.clone(),
+            workflow: config.workflow(self.workflow).name.clone(),
+            caller: info.from.clone(),
+            stage,
+            arrived_at: arrived_at.unwrap_or_else(|| self.svc.clock.now_utc()),
+            queue: entered.map(|(q, _)| config.queue(q).name.clone()),
+            queued_at: entered.map(|(_, at)| at),
+            agent: agent.map(|a| self.uri_of(a).to_string()),
+        };
+        self.svc.observer.call_updated(&snapshot);
     }
 
     fn fire_timers(&mut self) {

@@ -8,6 +8,7 @@
 //! - [`queue_task`]: the queue owner tasks and [`queue_task::Queues`], their handle.
 //! - [`call_task`]: [`call_task::Controller`], one task per call driving
 //!   `workflow::call::Call` over SIP and media legs.
+//! - [`observe`]: [`observe::CallObserver`], how the driver reports calls to watchers (the API).
 //! - [`record`]: a finished call's timeline as a `store::CallRecord`.
 //! - [`router`]: Request-URI → workflow.
 //!
@@ -15,6 +16,7 @@
 
 pub mod agents;
 pub mod call_task;
+pub mod observe;
 pub mod queue;
 pub mod queue_task;
 pub mod record;

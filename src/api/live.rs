@@ -8,9 +8,10 @@
 //!   API flips formal sign-in flags in it. A change of membership rebuilds the table from the
 //!   configuration with the database's version of each configured group and carries states
 //!   over ([`Live::rebuild`]), so routing sees it at once.
-//! - **Calls in progress** are reported by the call driver through [`Live::call_update`] and
-//!   [`Live::call_ended`]; the API only reads them. Until the driver is merged the registry is
-//!   simply empty.
+//! - **Calls in progress** are reported by the call driver through `Live`'s implementation of
+//!   [`CallObserver`] (which the daemon hands to the driver), landing in [`Live::call_update`]
+//!   and [`Live::call_ended`]; the API only reads them. The same reports count ended calls by
+//!   outcome and feed the queue-wait histogram.
 //! - **Metrics** ([`Metrics`]) are atomics the other layers bump on their hot paths.
 //!
 //! Every change is announced on a `broadcast` channel ([`Live::subscribe`]); the SSE stream
@@ -28,9 +29,10 @@ use utoipa::ToSchema;
 
 use super::metrics::Metrics;
 use crate::acd::agents::{AgentState, AgentTable, SignInError};
+use crate::acd::observe::{CallObserver, CallSnapshot, CallStage};
 use crate::clock::SharedClock;
 use crate::config::model::{AgentGroupId, Config, Participation, SipUri};
-use crate::store::{Group, Store, StoreError};
+use crate::store::{CallOutcome, Group, Store, StoreError};
 
 /// What a call in progress is doing, as the wallboard shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -44,8 +46,38 @@ pub enum CallPhase {
     Waiting,
     /// Waiting in a queue with at least one agent ringing.
     Ringing,
-    /// Talking to an agent.
+    /// Being forwarded to a SIP address (the forward leg is ringing).
+    Forwarding,
+    /// Talking to an agent (or to a forward target; then `agent` is empty).
     Talking,
+}
+
+impl From<CallStage> for CallPhase {
+    fn from(stage: CallStage) -> Self {
+        match stage {
+            CallStage::Greeting => Self::Greeting,
+            CallStage::Ivr => Self::Ivr,
+            CallStage::Waiting => Self::Waiting,
+            CallStage::Ringing => Self::Ringing,
+            CallStage::Forwarding => Self::Forwarding,
+            CallStage::Talking => Self::Talking,
+        }
+    }
+}
+
+impl From<&CallSnapshot> for LiveCall {
+    fn from(c: &CallSnapshot) -> Self {
+        Self {
+            call_id: c.call_id.clone(),
+            workflow: c.workflow.clone(),
+            caller: c.caller.clone(),
+            phase: c.stage.into(),
+            arrived_at: c.arrived_at,
+            queue: c.queue.clone(),
+            queued_at: c.queued_at,
+            agent: c.agent.clone(),
+        }
+    }
 }
 
 /// One call in progress, as reported by the call driver.
@@ -123,7 +155,8 @@ pub trait Visibility {
     fn group(&self, name: &str) -> bool;
 }
 
-/// The live state shared by the API, routing and (later) the call driver.
+/// The live state shared by the API, routing and the call driver (which reports calls through
+/// its [`CallObserver`] implementation).
 #[derive(Debug)]
 pub struct Live {
     /// The table routing reads. The driver loads it for each decision.
@@ -243,8 +276,11 @@ impl Live {
 
     /// The call driver reports that a call ended.
     pub fn call_ended(&self, call_id: &str) {
-        self.lock_calls().remove(call_id);
-        self.announce(LiveEvent::Calls);
+        let removed = self.lock_calls().remove(call_id).is_some();
+        // A call refused before it was reported changes nothing on the wallboard.
+        if removed {
+            self.announce(LiveEvent::Calls);
+        }
     }
 
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LiveCall>> {
@@ -339,6 +375,23 @@ impl Live {
         let table = self.agents.load();
         let aid = table.id(agent)?;
         Some(table.is_signed_in(aid, gid))
+    }
+}
+
+/// The call driver's reports: the registry of calls in progress, ended calls by outcome, and
+/// the queue-wait histogram (one observation per call that queued, its total queue wait).
+impl CallObserver for Live {
+    fn call_updated(&self, call: &CallSnapshot) {
+        self.call_update(call.into());
+    }
+
+    fn call_ended(&self, call_id: &str, outcome: CallOutcome, wait: Option<std::time::Duration>) {
+        self.metrics.call_ended(outcome);
+        if let Some(wait) = wait {
+            self.metrics.observe_wait(wait);
+        }
+        // Inherent method (the registry); the trait method of the same name is this one.
+        Live::call_ended(self, call_id);
     }
 }
 

@@ -5,9 +5,11 @@
 //! at compile time (an enum), so each is a plain `AtomicU64` in an array indexed by the enum —
 //! one relaxed `fetch_add` on the hot path, no map, no lock; and the gauges (queue sizes, agent
 //! states) are read from the live snapshot at scrape time, which a registry would need a custom
-//! collector for. The call-record writer's figures are read from its own atomics at
-//! scrape time too ([`Metrics::attach_writer`]). What is left is the text format itself: `# HELP`, `# TYPE` and one
-//! `name{labels} value` line per series, with label values escaped (tested below).
+//! collector for. The call-record writer's figures and the SIP endpoint's transaction counts are
+//! read from their own atomics at scrape time too ([`Metrics::attach_writer`],
+//! [`Metrics::attach_sip_transactions`]). What is left is the text format itself: `# HELP`,
+//! `# TYPE` and one `name{labels} value` line per series, with label values escaped (tested
+//! below).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +95,19 @@ pub struct Metrics {
     /// The call-record writer, once the daemon has started one: the database write lag
     /// (records not yet written) and its counters are read from it at scrape time.
     writer: std::sync::OnceLock<RecordWriter>,
+    /// The SIP endpoint's own transaction counts, read at scrape time and added to
+    /// `sip_transactions`.
+    sip_source: std::sync::OnceLock<CountSource>,
+}
+
+/// Reads another layer's counters at scrape time: (server or received, client or sent).
+/// A closure, so this module needs no type of that layer.
+struct CountSource(Box<dyn Fn() -> (u64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for CountSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountSource")
+    }
 }
 
 impl Metrics {
@@ -136,6 +151,12 @@ impl Metrics {
     /// it spawns the writer). A second call is ignored.
     pub fn attach_writer(&self, writer: RecordWriter) {
         let _ = self.writer.set(writer);
+    }
+
+    /// Adds `read()` = (server, client) transactions to `rgsd_sip_transactions_total` at each
+    /// scrape (the daemon hands over the SIP endpoint's counts once). A second call is ignored.
+    pub fn attach_sip_transactions(&self, read: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
+        let _ = self.sip_source.set(CountSource(Box::new(read)));
     }
 }
 
@@ -264,11 +285,12 @@ pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String 
         "counter",
         "SIP transactions started, by side.",
     );
-    for (i, side) in ["server", "client"].iter().enumerate() {
+    let (server, client) = metrics.sip_source.get().map_or((0, 0), |s| (s.0)());
+    for (i, (side, attached)) in [("server", server), ("client", client)].iter().enumerate() {
         let _ = writeln!(
             out,
             "rgsd_sip_transactions_total{{side=\"{side}\"}} {}",
-            load(&metrics.sip_transactions[i])
+            load(&metrics.sip_transactions[i]) + attached
         );
     }
 
@@ -427,6 +449,40 @@ mod tests {
                 "no TYPE for {name}"
             );
         }
+    }
+
+    #[test]
+    fn attached_sip_transaction_counts_are_read_at_each_scrape() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        let m = Metrics::default();
+        m.sip_transaction(TransactionSide::Client);
+        let server = Arc::new(AtomicU64::new(5));
+        let read = Arc::clone(&server);
+        m.attach_sip_transactions(move || (read.load(Ordering::Relaxed), 7));
+        // A second source is ignored.
+        m.attach_sip_transactions(|| (1000, 1000));
+        let live = LiveSnapshot {
+            at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            queues: vec![],
+            agents: vec![],
+            calls: vec![],
+        };
+        let doc = render(&m, &live, "sqlite");
+        assert_eq!(
+            value(&doc, "rgsd_sip_transactions_total{side=\"server\"}"),
+            5.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_sip_transactions_total{side=\"client\"}"),
+            8.0
+        );
+        server.store(9, Ordering::Relaxed);
+        let doc = render(&m, &live, "sqlite");
+        assert_eq!(
+            value(&doc, "rgsd_sip_transactions_total{side=\"server\"}"),
+            9.0
+        );
     }
 
     #[test]

@@ -108,6 +108,27 @@ pub enum InviteError {
     Gone(#[from] EndpointGone),
 }
 
+/// Transactions the endpoint has started since it was bound, by side (for metrics: the
+/// driver bumps them, anyone holding the `Arc` reads them).
+#[derive(Debug, Default)]
+pub struct TransactionCounts {
+    server: AtomicU64,
+    client: AtomicU64,
+}
+
+impl TransactionCounts {
+    /// Server transactions: requests received that started one (retransmissions and ACKs
+    /// excluded).
+    pub fn server(&self) -> u64 {
+        self.server.load(Ordering::Relaxed)
+    }
+
+    /// Client transactions: requests rgsd sent (INVITE, CANCEL, BYE, REGISTER …).
+    pub fn client(&self) -> u64 {
+        self.client.load(Ordering::Relaxed)
+    }
+}
+
 /// A cloneable handle to the running endpoint.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -115,6 +136,7 @@ pub struct Endpoint {
     bound: Arc<[BoundListener]>,
     next_leg: Arc<AtomicU64>,
     host: Arc<str>,
+    transactions: Arc<TransactionCounts>,
 }
 
 impl Endpoint {
@@ -138,11 +160,13 @@ impl Endpoint {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
         let next_leg = Arc::new(AtomicU64::new(1));
+        let transactions = Arc::new(TransactionCounts::default());
         let endpoint = Self {
             commands: commands.clone(),
             bound,
             next_leg: next_leg.clone(),
             host: config.advertised_host.clone().into(),
+            transactions: Arc::clone(&transactions),
         };
         let driver = Driver {
             limiter: RateLimiter::new(config.rate_limit),
@@ -158,9 +182,15 @@ impl Endpoint {
             dialogs: HashMap::new(),
             inbound_calls: 0,
             pending: HashMap::new(),
+            transactions,
         };
         tokio::spawn(driver.run(transport_rx, command_rx, shutdown));
         Ok((endpoint, incoming_rx))
+    }
+
+    /// Transactions started so far, by side.
+    pub fn transaction_counts(&self) -> Arc<TransactionCounts> {
+        Arc::clone(&self.transactions)
     }
 
     /// The bound listeners (ports resolved when the configuration said 0).
@@ -445,6 +475,7 @@ struct Driver {
     inbound_calls: u32,
     /// Out-of-dialog requests from `Endpoint::request`, waiting for a final response.
     pending: HashMap<TransactionKey, tokio::sync::oneshot::Sender<Result<Response, LegFailure>>>,
+    transactions: Arc<TransactionCounts>,
 }
 
 impl Driver {
@@ -671,6 +702,7 @@ impl Driver {
             self.settle(&key);
             return;
         }
+        self.transactions.server.fetch_add(1, Ordering::Relaxed);
         let tx = if request.method == Method::Invite {
             Tx::ServerInvite(ServerInvite::new(flow.is_reliable()))
         } else {
@@ -1221,6 +1253,7 @@ impl Driver {
     ) -> TransactionKey {
         let now = Instant::now();
         let key = TransactionKey::client(branch, request.method.clone());
+        self.transactions.client.fetch_add(1, Ordering::Relaxed);
         let (tx, actions) = if request.method == Method::Invite {
             let (t, a) = ClientInvite::new(request.clone(), flow.is_reliable(), now);
             (Tx::ClientInvite(t), a)

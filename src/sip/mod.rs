@@ -88,5 +88,6 @@ pub mod transport;
 pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure, OutboundCall};
 pub use endpoint::{
     CallRouter, Endpoint, EndpointConfig, InviteError, RequestError, RouteDecision,
+    TransactionCounts,
 };
 pub use transport::{BindError, BoundListener};

@@ -259,4 +259,6 @@ pub fn pg_url() -> Option<String> {
         }
     }
 }
+pub mod e2e;
+pub mod http;
 pub mod pg;
