@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::e2e::{
     Sipp, Ua, free_udp_port, group, hunt_group, server_section, start, talk_until_heard,
@@ -428,7 +428,7 @@ fn ivr_answer_forwards_to_voicemail_and_bridges_audio_when_it_answers() {
     }
     let scratch = Scratch::new();
     let (agent_port, vm_port) = (free_udp_port(), free_udp_port());
-    let config = server_section(32600)
+    let config = server_section(24200)
         + &group("Support agents", "serial", &[agent_port])
         + &format!(
             r#"
@@ -521,7 +521,7 @@ fn caller_hears_the_welcome_prompt_then_music_on_hold_at_a_20_ms_cadence() {
     scratch.write("welcome.wav", tone_wav(1000.0, 400));
     scratch.write("moh.wav", tone_wav(400.0, 1000));
     let dead = free_udp_port();
-    let config = server_section(32800)
+    let config = server_section(24400)
         + "default_music_on_hold = \"moh.wav\"\n"
         + &group("Sales agents", "serial", &[dead])
         + &hunt_group("Sales")
