@@ -65,6 +65,7 @@ fn config() -> Config {
             trusted_peers: vec![],
             max_calls: 20_000,
             call_context: false,
+            sip_rate_limit: None,
         },
         registrations: vec![],
         agent_groups,

@@ -39,7 +39,7 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         advertised_host: "127.0.0.1".into(),
         trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
         max_calls,
-        rate_limit,
+        rate_limit: Some(rate_limit),
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {

@@ -63,7 +63,7 @@ async fn start(trusted: &str) -> Harness {
         advertised_host: "127.0.0.1".into(),
         trusted_peers: vec![trusted.parse().expect("test harness")],
         max_calls: 10,
-        rate_limit: RateLimit::default(),
+        rate_limit: Some(RateLimit::default()),
     };
     let router = Arc::new(|uri: &str, _to: &str| match user_of(uri) {
         "sales" | "hold" => RouteDecision::Accept,

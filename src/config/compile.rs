@@ -23,11 +23,13 @@ use super::model::{
     ActionTarget, AgentGroup, AgentGroupId, Answer, CallAction, Config, DatabaseUrl, Holiday,
     HolidaySet, HolidaySetId, Hours, HoursId, Overflow, OverflowCandidate, Participation, Prompt,
     PromptId, PromptSource, Question, QuestionId, Queue, QueueId, QueueTimeout, Registration,
-    RoutingMethod, Secret, Server, SipUri, TimeRange, Workflow, WorkflowId, WorkflowKind,
+    RoutingMethod, Secret, Server, SipRateLimit, SipUri, TimeRange, Workflow, WorkflowId,
+    WorkflowKind,
 };
 use super::raw::{
     RawAction, RawAgentGroup, RawAnswer, RawCallAction, RawConfig, RawHolidaySet, RawHours,
-    RawPrompt, RawQuestion, RawQueue, RawRegistration, RawServer, RawWorkflow, SList, SString,
+    RawPrompt, RawQuestion, RawQueue, RawRegistration, RawServer, RawSipRateLimit, RawWorkflow,
+    SList, SString,
 };
 use super::values::{
     format_duration, parse_duration, parse_listen, parse_local_datetime, parse_sip_uri,
@@ -66,6 +68,11 @@ const EXPIRES_DEFAULT: Duration = Duration::from_secs(3600);
 const OVERFLOW_MAX_CALLS: RangeInclusive<i64> = 0..=1_000;
 const SERVER_MAX_CALLS: RangeInclusive<i64> = 1..=100_000;
 const SERVER_MAX_CALLS_DEFAULT: u32 = 1_000;
+/// `sip_rate_limit.per_second`; 0 turns the limit off.
+const SIP_RATE_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000;
+/// `sip_rate_limit.burst`; by default [`SIP_RATE_BURST_FACTOR`] × `per_second`.
+const SIP_RATE_BURST: RangeInclusive<i64> = 1..=4_000_000;
+const SIP_RATE_BURST_FACTOR: u32 = 4;
 const RTP_PORTS_DEFAULT: RangeInclusive<u16> = 20_000..=20_999;
 const HTTP_LISTEN_DEFAULT: &str = "127.0.0.1:8080";
 const TEXT_PROMPT_MAX_CHARS: usize = 4_096;
@@ -1127,6 +1134,7 @@ mod tests {
     use super::Environment;
     use crate::config::model::{
         ActionTarget, Config, OverflowCandidate, Participation, PromptSource, RoutingMethod,
+        SipRateLimit,
     };
     use crate::config::values::end_of_day;
     use crate::config::{Diagnostic, LoadOptions, Loaded, load_with};
@@ -1205,6 +1213,13 @@ queue = "Main"
         assert_eq!(s.max_calls, 1000);
         assert!(s.call_context);
         assert_eq!(
+            s.sip_rate_limit,
+            Some(SipRateLimit {
+                per_second: 50,
+                burst: 200
+            })
+        );
+        assert_eq!(
             s.trusted_peers,
             vec!["127.0.0.1/32".parse().unwrap()],
             "an address is a /32"
@@ -1224,6 +1239,42 @@ queue = "Main"
         assert!(w.welcome.is_none() && w.out_of_hours.is_none() && w.on_holiday.is_none());
         assert!(config.queues[0].timeout.is_none() && config.queues[0].overflow.is_none());
         assert!(config.prompts.is_empty());
+    }
+
+    #[test]
+    fn sip_rate_limit_burst_defaults_to_four_seconds_and_zero_turns_it_off() {
+        let with = |limit: &str| {
+            SERVER.replace(
+                "trusted_peers = [\"127.0.0.1\"]",
+                &format!("trusted_peers = [\"127.0.0.1\"]\nsip_rate_limit = {limit}"),
+            ) + WORKFLOW
+        };
+        let config = load_ok(&with("{ per_second = 1000, burst = 5000 }"));
+        assert_eq!(
+            config.server.sip_rate_limit,
+            Some(SipRateLimit {
+                per_second: 1000,
+                burst: 5000
+            })
+        );
+        let config = load_ok(&with("{ per_second = 300 }"));
+        assert_eq!(
+            config.server.sip_rate_limit,
+            Some(SipRateLimit {
+                per_second: 300,
+                burst: 1200
+            })
+        );
+        let env = env_with(&|_| None, || true);
+        let loaded = load_text(&with("{ per_second = 0, burst = 10 }"), true, &env).unwrap();
+        assert_eq!(loaded.config.server.sip_rate_limit, None);
+        assert!(
+            loaded.warnings.iter().any(|w| w
+                .to_string()
+                .contains("turns the per-source request limit off")),
+            "turning the limit off is warned about: {:?}",
+            loaded.warnings
+        );
     }
 
     #[test]

@@ -97,6 +97,29 @@ pub struct Server {
     pub max_calls: u32,
     /// Whether INVITEs to agents carry call-context headers (`call_context`).
     pub call_context: bool,
+    /// Token bucket for requests from each source address (`sip_rate_limit`); `None` when the
+    /// file turns the limit off (`per_second = 0`).
+    pub sip_rate_limit: Option<SipRateLimit>,
+}
+
+/// `sip_rate_limit = { per_second, burst }`: requests each source address may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipRateLimit {
+    /// Sustained requests per second (at least 1).
+    pub per_second: u32,
+    /// Requests allowed in a burst (at least 1).
+    pub burst: u32,
+}
+
+impl Default for SipRateLimit {
+    /// 50 requests/s sustained, bursts of 200: far above what a trunk or PBX sends per address
+    /// for the call volumes rgsd targets (a call is about 3 requests), far below a scanner's rate.
+    fn default() -> Self {
+        Self {
+            per_second: 50,
+            burst: 200,
+        }
+    }
 }
 
 /// A database URL, kept apart so that a password inside it is never printed.

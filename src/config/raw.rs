@@ -67,6 +67,17 @@ pub(crate) struct RawServer {
     pub(crate) max_calls: Option<Spanned<i64>>,
     /// Extra key: whether INVITEs to agents carry call-context headers; default true.
     pub(crate) call_context: Option<bool>,
+    /// Extra key: per-source request rate limit; default 50/s, bursts of 200.
+    pub(crate) sip_rate_limit: Option<Spanned<RawSipRateLimit>>,
+}
+
+/// `sip_rate_limit = { per_second, burst }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawSipRateLimit {
+    /// Required: 0 turns the limit off, else 1 to 1,000,000.
+    pub(crate) per_second: Option<Spanned<i64>>,
+    /// Default 4 × `per_second`; 1 to 4,000,000.
+    pub(crate) burst: Option<Spanned<i64>>,
 }
 
 /// `[[registration]]`.

@@ -168,6 +168,7 @@ mod tests {
                 trusted_peers: vec![],
                 max_calls: 10,
                 call_context: false,
+                sip_rate_limit: None,
             },
             registrations: vec![],
             agent_groups: vec![],

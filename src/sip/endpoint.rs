@@ -49,7 +49,8 @@ pub struct EndpointConfig {
     pub trusted_peers: Vec<IpNet>,
     /// Concurrent inbound calls before new INVITEs get 503 with Retry-After.
     pub max_calls: u32,
-    pub rate_limit: RateLimit,
+    /// Per-source request limit; `None` turns it off (`sip_rate_limit.per_second = 0`).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl EndpointConfig {
@@ -59,7 +60,7 @@ impl EndpointConfig {
             advertised_host: server.advertised_host.clone(),
             trusted_peers: server.trusted_peers.clone(),
             max_calls: server.max_calls,
-            rate_limit: RateLimit::default(),
+            rate_limit: server.sip_rate_limit.map(RateLimit::from),
         }
     }
 }
@@ -169,7 +170,7 @@ impl Endpoint {
             transactions: Arc::clone(&transactions),
         };
         let driver = Driver {
-            limiter: RateLimiter::new(config.rate_limit),
+            limiter: config.rate_limit.map(RateLimiter::new),
             config,
             router,
             transports,
@@ -471,7 +472,8 @@ struct Driver {
     legs: HashMap<LegId, Leg>,
     /// (Call-ID, local tag) to leg.
     dialogs: HashMap<(String, String), LegId>,
-    limiter: RateLimiter,
+    /// `None` when the per-source limit is off.
+    limiter: Option<RateLimiter>,
     inbound_calls: u32,
     /// Out-of-dialog requests from `Endpoint::request`, waiting for a final response.
     pending: HashMap<TransactionKey, tokio::sync::oneshot::Sender<Result<Response, LegFailure>>>,
@@ -635,8 +637,8 @@ impl Driver {
         // agent answering its INVITEs must not be throttled), and a stray response is dropped
         // by the transaction lookup at the cost of a parse.
         let is_response = bytes.starts_with(b"SIP/2.0 ");
-        if !is_response {
-            match self.limiter.check(source.ip(), now) {
+        if let (false, Some(limiter)) = (is_response, &mut self.limiter) {
+            match limiter.check(source.ip(), now) {
                 Verdict::Allow => {}
                 Verdict::DropAndLog => {
                     tracing::warn!(%source, "request rate limit exceeded; dropping (logged once a minute)");

@@ -10,6 +10,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::time::Instant;
 
+use crate::config::model::SipRateLimit;
+
 /// Whether `source` is inside one of the trusted networks.
 pub fn is_trusted(trusted: &[IpNet], source: IpAddr) -> bool {
     let source = match source {
@@ -28,14 +30,20 @@ pub struct RateLimit {
     pub burst: f64,
 }
 
-impl Default for RateLimit {
-    /// 50 requests/s sustained, bursts of 200: far above what a trunk or PBX sends per address
-    /// for the call volumes rgsd targets, far below a scanner's rate.
-    fn default() -> Self {
+impl From<SipRateLimit> for RateLimit {
+    fn from(limit: SipRateLimit) -> Self {
         Self {
-            per_second: 50.0,
-            burst: 200.0,
+            per_second: f64::from(limit.per_second),
+            burst: f64::from(limit.burst),
         }
+    }
+}
+
+impl Default for RateLimit {
+    /// The configuration's default (`[server] sip_rate_limit` absent): 50 requests/s, bursts
+    /// of 200.
+    fn default() -> Self {
+        SipRateLimit::default().into()
     }
 }
 

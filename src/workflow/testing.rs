@@ -45,6 +45,7 @@ pub(crate) fn config() -> Config {
             trusted_peers: vec![],
             max_calls: 100,
             call_context: true,
+            sip_rate_limit: None,
         },
         registrations: vec![],
         agent_groups: vec![],

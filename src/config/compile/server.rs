@@ -137,6 +137,11 @@ impl Compiler<'_> {
             Some(m) => self.integer(m, "server.max_calls", &SERVER_MAX_CALLS),
         };
 
+        let sip_rate_limit = match &s.sip_rate_limit {
+            None => Some(Some(SipRateLimit::default())),
+            Some(limit) => self.sip_rate_limit(limit),
+        };
+
         Some(Server {
             sip_listen: sip_listen?,
             advertised_host: advertised_host?,
@@ -148,7 +153,38 @@ impl Compiler<'_> {
             trusted_peers: trusted_peers?,
             max_calls: max_calls?,
             call_context: s.call_context.unwrap_or(true),
+            sip_rate_limit: sip_rate_limit?,
         })
+    }
+
+    /// `sip_rate_limit = { per_second, burst }`: `Some(None)` when `per_second = 0` turns the
+    /// limit off.
+    fn sip_rate_limit(&mut self, raw: &Spanned<RawSipRateLimit>) -> Option<Option<SipRateLimit>> {
+        let key = "server.sip_rate_limit";
+        let limit = raw.get_ref();
+        let per_second = self
+            .required(&limit.per_second, &raw.span(), key, "per_second")
+            .and_then(|p| self.integer(p, &join(key, "per_second"), &SIP_RATE_PER_SECOND));
+        let burst = limit
+            .burst
+            .as_ref()
+            .map(|b| self.integer(b, &join(key, "burst"), &SIP_RATE_BURST));
+        let per_second = per_second?;
+        if per_second == 0 {
+            if let Some(p) = &limit.per_second {
+                self.warn(
+                    &p.span(),
+                    &join(key, "per_second"),
+                    "0 turns the per-source request limit off (burst is ignored): one source can flood the SIP port; keep a limit wherever untrusted networks reach it",
+                );
+            }
+            return Some(None);
+        }
+        let burst = match burst {
+            None => per_second.saturating_mul(SIP_RATE_BURST_FACTOR),
+            Some(b) => b?,
+        };
+        Some(Some(SipRateLimit { per_second, burst }))
     }
 
     fn rtp_ports(&mut self, ports: &Spanned<Vec<Spanned<i64>>>) -> Option<RangeInclusive<u16>> {
