@@ -104,6 +104,7 @@ async fn contract(store: Store) {
     sign_in(&store, &clock).await;
     config_sync(&store, &clock).await;
     call_records(&store).await;
+    call_records_in_batches(&store).await;
     tokens(&store, &clock).await;
     audit(&store, &clock).await;
     deleting_an_agent_removes_its_memberships_and_sign_ins(&store).await;
@@ -577,6 +578,47 @@ async fn call_records(store: &Store) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// The record writer's path: many records in one transaction, across the multi-row statements'
+/// size limit, with a record already stored and one twice in the batch.
+async fn call_records_in_batches(store: &Store) {
+    let base = 10_000_000;
+    let n = i64::try_from(2 * rgsd::store::records::BATCH_ROWS + 7).unwrap();
+    let mut batch: Vec<CallRecord> = (0..n).map(|i| call(1000 + i, at(base + i * 10))).collect();
+    // Each record keeps its own offers: vary their count (0, 1, 2).
+    for (i, r) in batch.iter_mut().enumerate() {
+        r.offers.truncate(i % 3);
+    }
+    // One is already stored with different offers: the stored one stays as it is.
+    let mut stored_before = batch[5].clone();
+    stored_before.offers.clear();
+    stored_before.outcome = CallOutcome::Abandoned;
+    store.record_call(&stored_before).await.unwrap();
+    // One comes twice.
+    batch.push(batch[9].clone());
+
+    store.record_calls(&batch).await.unwrap();
+    store.record_calls(&[]).await.unwrap();
+
+    let mut expected: Vec<CallRecord> = batch[..usize::try_from(n).unwrap()].to_vec();
+    expected[5] = stored_before;
+    let stored = store
+        .call_records_between(at(base), at(base + n * 10))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), expected.len());
+    assert_eq!(stored, expected);
+
+    // Writing the same batch again changes nothing.
+    store.record_calls(&batch).await.unwrap();
+    assert_eq!(
+        store
+            .call_records_between(at(base), at(base + n * 10))
+            .await
+            .unwrap(),
+        expected
     );
 }
 

@@ -8,6 +8,7 @@
 //! Names and URIs (workflow, queue, agent, group) are copied as text: a record is history and
 //! outlives the things it mentions.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +19,10 @@ use super::{
     BeginWrite, Store, duration_from_ms, duration_to_ms, from_ms, from_ms_opt, on_pool, to_ms,
 };
 use crate::config::model::SipUri;
+
+/// Most rows in one multi-row insert of [`Store::record_calls`]: 18 parameters a record keeps
+/// a statement at 2,304 parameters, under SQLite's limit (32,766) and PostgreSQL's (65,535).
+pub const BATCH_ROWS: usize = 128;
 
 /// Database id of a call record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -323,6 +328,101 @@ impl Store {
             }
             tx.commit().await.map_err(StoreError::Database)?;
             Ok(CallRecordId(id))
+        }.await)
+    }
+
+    /// Writes several call records, with their offers, in one transaction of a few multi-row
+    /// statements (at most [`BATCH_ROWS`] rows each): the record writer's path, where one
+    /// transaction per call would cost a round trip to the database per statement. Records
+    /// already stored (same Call-ID and arrival time, also twice within `records`) are left as
+    /// they are, as [`Store::record_call`] does. Either every record is written or none.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; see [`StoreError::is_transient`] for which are worth retrying.
+    /// A permanent error does not say which record the database refused: write them one at a
+    /// time to find it.
+    pub async fn record_calls(&self, records: &[CallRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin_write().await?;
+            // (Call-ID, arrival) → index of the first record with it; the inserted rows come
+            // back by that key, in no promised order.
+            let mut first: HashMap<(&str, i64), usize> = HashMap::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                first.entry((r.call_id.as_str(), to_ms(r.arrived_at))).or_insert(i);
+            }
+            let mut ids: Vec<Option<i64>> = vec![None; records.len()];
+            for chunk in records.chunks(BATCH_ROWS) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "insert into call_record (call_id, workflow, workflow_uri, caller, arrived_at,
+                                              welcome_ended_at, queue, queued_at, answered_at,
+                                              ended_at, outcome, agent, agent_group,
+                                              transferred_to, sip_code, wait_ms, talk_ms,
+                                              created_at) ",
+                );
+                insert.push_values(chunk, |mut row, r| {
+                    row.push_bind(r.call_id.as_str())
+                        .push_bind(r.workflow.as_str())
+                        .push_bind(r.workflow_uri.as_str())
+                        .push_bind(r.caller.as_str())
+                        .push_bind(to_ms(r.arrived_at))
+                        .push_bind(r.welcome_ended_at.map(to_ms))
+                        .push_bind(r.queue.as_deref())
+                        .push_bind(r.queued_at.map(to_ms))
+                        .push_bind(r.answered_at.map(to_ms))
+                        .push_bind(to_ms(r.ended_at))
+                        .push_bind(r.outcome.as_str())
+                        .push_bind(r.agent.as_ref().map(SipUri::as_str))
+                        .push_bind(r.agent_group.as_deref())
+                        .push_bind(r.transferred_to.as_deref())
+                        .push_bind(r.sip_code.map(i32::from))
+                        .push_bind(r.wait.map(duration_to_ms))
+                        .push_bind(r.talk.map(duration_to_ms))
+                        .push_bind(now);
+                });
+                insert.push(" on conflict (call_id, arrived_at) do nothing returning id, call_id, arrived_at");
+                let rows: Vec<(i64, String, i64)> = insert
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(on(Entity::CallRecord))?;
+                for (id, call_id, arrived_at) in rows {
+                    if let Some(&i) = first.get(&(call_id.as_str(), arrived_at)) {
+                        ids[i] = Some(id);
+                    }
+                }
+            }
+            // Offers of the records inserted now (not of those already stored).
+            let offers: Vec<(i64, &CallOffer)> = records
+                .iter()
+                .zip(&ids)
+                .filter_map(|(r, id)| id.map(|id| (id, r)))
+                .flat_map(|(id, r)| r.offers.iter().map(move |o| (id, o)))
+                .collect();
+            for chunk in offers.chunks(BATCH_ROWS) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "insert into call_offer (call_record_id, agent, agent_group, offered_at,
+                                             result, sip_code) ",
+                );
+                insert.push_values(chunk, |mut row, (id, o)| {
+                    row.push_bind(*id)
+                        .push_bind(o.agent.as_str())
+                        .push_bind(o.agent_group.as_deref())
+                        .push_bind(to_ms(o.offered_at))
+                        .push_bind(o.result.as_str())
+                        .push_bind(o.sip_code.map(i32::from));
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(on(Entity::CallRecord))?;
+            }
+            tx.commit().await.map_err(StoreError::Database)?;
+            Ok(())
         }.await)
     }
 

@@ -5,15 +5,20 @@
 //! call tasks ── submit() (try_send, never waits) ──▶ bounded channel ──▶ writer task
 //!                                                                         │ VecDeque buffer
 //!                                                                         ▼ (≤ max_buffered)
-//!                                                       Store::record_call, one at a time, in order
+//!                                        Store::record_calls: what is waiting (≤ batch), in order
 //! ```
 //!
 //! The writer task always keeps draining the channel into its own buffer, also while a write is
 //! in flight or waiting to be retried, so the channel only fills if the task itself is starved.
 //! A write that fails for a transient reason (database unreachable, refusing connections, busy,
 //! out of resources; see [`StoreError::is_transient`]) is retried with exponential back-off, and the buffer is written
-//! in arrival order once the database answers again. A write that fails permanently (a record
-//! the database refuses) is logged and dropped so that it cannot block the ones behind it.
+//! in arrival order once the database answers again. Each write takes what is waiting, up to
+//! `batch` records, in one transaction, once `max_delay` (50 ms) has passed since the first of
+//! them arrived or since the last write: a few records when calls are few, a hundred or more
+//! under load or after an outage (a transaction per record costs about as much to the database
+//! thread as a whole batch of multi-row inserts). A batch
+//! that fails permanently is written again one record at a time, and the record the database
+//! refuses is logged and dropped so that it cannot block the ones behind it.
 //!
 //! A record is lost only when the buffer is full (`max_buffered`), when the channel is full, or
 //! when [`RecordWriter::shutdown`]'s grace period ends with the database still down. Every loss
@@ -33,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::records::{CallRecord, CallRecordId};
+use super::records::CallRecord;
 use super::{Store, StoreError};
 
 /// Sizes and back-off of a [`RecordWriter`].
@@ -48,6 +53,14 @@ pub struct WriterOptions {
     pub initial_backoff: Duration,
     /// Longest wait between retries (the back-off doubles up to this).
     pub max_backoff: Duration,
+    /// Most records written in one transaction ([`Store::record_calls`]). The writer takes what
+    /// is waiting, up to this.
+    pub batch: usize,
+    /// Longest a record waits for others to share its transaction: a write starts when `batch`
+    /// records are waiting, or `max_delay` after the first of them arrived (or after the last
+    /// write ended), or at shutdown. Records reach the database this much later; under load a
+    /// transaction then carries many records instead of one or two.
+    pub max_delay: Duration,
 }
 
 impl Default for WriterOptions {
@@ -57,6 +70,8 @@ impl Default for WriterOptions {
             max_buffered: 100_000,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            batch: 512,
+            max_delay: Duration::from_millis(50),
         }
     }
 }
@@ -145,7 +160,8 @@ impl std::fmt::Debug for RecordWriter {
     }
 }
 
-type WriteFuture = Pin<Box<dyn Future<Output = Result<CallRecordId, StoreError>> + Send>>;
+/// A write in flight: how many records from the buffer's front it covers, and its result.
+type WriteFuture = Pin<Box<dyn Future<Output = (usize, Result<(), StoreError>)> + Send>>;
 
 impl RecordWriter {
     /// Starts the writer task on the current tokio runtime.
@@ -291,14 +307,49 @@ impl Task {
         let mut channel_done = false;
         // Whether `stop` has completed (a completed oneshot must not be polled again).
         let mut stop_seen = false;
+        // Records left to write one at a time after a batch was refused.
+        let mut singles: usize = 0;
+        // When the records waiting are written even if fewer than a batch: `max_delay` after
+        // the first one arrived at an idle writer, or after the last write ended.
+        let mut gather_until: Option<Instant> = None;
+        // The wait for `gather_until` in progress.
+        let mut gather: Option<Instant> = None;
         loop {
             if in_flight.is_none() && retry_at.is_none() {
-                if let Some(record) = buffer.front() {
+                if buffer.is_empty() {
+                    if channel_done {
+                        break;
+                    }
+                } else if let Some(due) = gather_until.filter(|&due| {
+                    buffer.len() < self.options.batch
+                        && singles == 0
+                        && failures == 0
+                        && deadline.is_none()
+                        && !channel_done
+                        && Instant::now() < due
+                }) {
+                    // Let a batch gather (shutdown and a full batch end the wait).
+                    gather = Some(due);
+                } else {
+                    gather = None;
+                    gather_until = None;
+                    // Everything waiting, up to a batch; one at a time while looking for a
+                    // record the database refused.
+                    let n = if singles > 0 {
+                        1
+                    } else {
+                        buffer.len().min(self.options.batch)
+                    };
+                    let batch: Vec<CallRecord> = buffer.iter().take(n).cloned().collect();
                     let store = self.store.clone();
-                    let record = record.clone();
-                    in_flight = Some(Box::pin(async move { store.record_call(&record).await }));
-                } else if channel_done {
-                    break;
+                    in_flight = Some(Box::pin(async move {
+                        let result = if let [record] = batch.as_slice() {
+                            store.record_call(record).await.map(|_| ())
+                        } else {
+                            store.record_calls(&batch).await
+                        };
+                        (batch.len(), result)
+                    }));
                 }
             }
             tokio::select! {
@@ -322,13 +373,15 @@ impl Task {
                     }
                     break;
                 }
-                result = poll_opt(&mut in_flight) => {
+                (n, result) = poll_opt(&mut in_flight) => {
                     in_flight = None;
+                    gather_until = Some(Instant::now() + self.options.max_delay);
                     match result {
-                        Ok(_) => {
-                            buffer.pop_front();
-                            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
-                            self.shared.written.fetch_add(1, Ordering::Relaxed);
+                        Ok(()) => {
+                            buffer.drain(..n);
+                            singles = singles.saturating_sub(n);
+                            self.shared.pending.fetch_sub(n as u64, Ordering::Relaxed);
+                            self.shared.written.fetch_add(n as u64, Ordering::Relaxed);
                             if failures > 0 {
                                 tracing::info!(failures, buffered = buffer.len(), "database reachable again; writing buffered call records");
                                 failures = 0;
@@ -348,7 +401,14 @@ impl Task {
                             backoff = (backoff * 2).min(self.options.max_backoff);
                             self.shared.status.send_replace(WriterStatus::Retrying { failures });
                         }
+                        Err(e) if n > 1 => {
+                            // Some record of the batch is refused; write these one at a time
+                            // so that only that one is dropped.
+                            tracing::debug!(error = %e, records = n, "call record batch refused; writing it one by one");
+                            singles = n;
+                        }
                         Err(e) => {
+                            singles = singles.saturating_sub(1);
                             let rejected = buffer.pop_front();
                             tracing::error!(
                                 error = %e,
@@ -364,9 +424,15 @@ impl Task {
                 () = sleep_until_opt(retry_at) => {
                     retry_at = None;
                 }
+                () = sleep_until_opt(gather) => {
+                    gather = None;
+                }
                 record = self.rx.recv(), if !channel_done => {
                     match record {
                         Some(record) if buffer.len() < self.options.max_buffered => {
+                            if buffer.is_empty() && in_flight.is_none() && retry_at.is_none() {
+                                gather_until = Some(Instant::now() + self.options.max_delay);
+                            }
                             buffer.push_back(record);
                         }
                         Some(_) => self.shared.drop_records(1, "writer buffer full"),
@@ -389,7 +455,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 /// Awaits the write in flight, or forever when there is none.
-async fn poll_opt(write: &mut Option<WriteFuture>) -> Result<CallRecordId, StoreError> {
+async fn poll_opt(write: &mut Option<WriteFuture>) -> (usize, Result<(), StoreError>) {
     match write {
         Some(write) => write.await,
         None => std::future::pending().await,
@@ -512,6 +578,120 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, sent);
+    }
+
+    #[tokio::test]
+    async fn a_refused_record_in_a_batch_costs_only_itself() {
+        let (_dir, store, mut locker) = store_and_locker().await;
+        // The database refuses one record for its data (a constraint), permanently.
+        sqlx::query(
+            "create trigger refuse_call_3 before insert on call_record
+             when new.call_id = 'call-3@127.0.0.1'
+             begin select raise(abort, 'refused'); end",
+        )
+        .execute(&mut locker)
+        .await
+        .unwrap();
+        // Held back while the records arrive, so that they are written as one batch.
+        sqlx::query("begin exclusive")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let writer = RecordWriter::spawn(store.clone(), fast_retries());
+        for i in 0..10 {
+            writer.submit(record(i)).unwrap();
+        }
+        tokio::time::timeout(LIMIT, writer.wait_until(|s| s.failed_attempts >= 1))
+            .await
+            .expect("the writer never tried");
+        sqlx::query("commit").execute(&mut locker).await.unwrap();
+        let stats = writer.shutdown(LIMIT).await;
+        assert_eq!(
+            (stats.written, stats.rejected, stats.dropped, stats.pending),
+            (9, 1, 0, 0)
+        );
+        let stored = store
+            .call_records_between(at(-1), at(1_000_000))
+            .await
+            .unwrap();
+        let expected: Vec<CallRecord> = (0..10).filter(|&i| i != 3).map(record).collect();
+        assert_eq!(stored, expected);
+    }
+
+    #[tokio::test]
+    async fn records_waiting_together_are_written_in_one_batch() {
+        let (_dir, store, mut locker) = store_and_locker().await;
+        sqlx::query("begin exclusive")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let writer = RecordWriter::spawn(
+            store.clone(),
+            WriterOptions {
+                batch: 4,
+                ..fast_retries()
+            },
+        );
+        for i in 0..10 {
+            writer.submit(record(i)).unwrap();
+        }
+        tokio::time::timeout(LIMIT, writer.wait_until(|s| s.failed_attempts >= 1))
+            .await
+            .expect("the writer never tried");
+        sqlx::query("commit").execute(&mut locker).await.unwrap();
+        // `written` moves once per committed transaction: by the batch size, then the rest.
+        let mut steps = Vec::new();
+        let mut rx = writer.subscribe();
+        let mut last = 0;
+        while last < 10 {
+            tokio::time::timeout(LIMIT, rx.changed())
+                .await
+                .unwrap()
+                .unwrap();
+            let now = writer.stats().written;
+            if now != last {
+                steps.push(now - last);
+                last = now;
+            }
+        }
+        assert_eq!(steps, vec![4, 4, 2]);
+        writer.shutdown(LIMIT).await;
+    }
+
+    #[tokio::test]
+    async fn records_wait_for_a_batch_up_to_max_delay_and_shutdown_writes_them_at_once() {
+        let (_dir, store, _locker) = store_and_locker().await;
+        let writer = RecordWriter::spawn(
+            store.clone(),
+            WriterOptions {
+                batch: 5,
+                max_delay: Duration::from_secs(3600),
+                ..fast_retries()
+            },
+        );
+        for i in 0..3 {
+            writer.submit(record(i)).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(writer.stats().written, 0, "written before a batch gathered");
+        for i in 3..7 {
+            writer.submit(record(i)).unwrap();
+        }
+        // Five make a batch, written without waiting; two are left to gather.
+        tokio::time::timeout(LIMIT, writer.wait_until(|s| s.written == 5))
+            .await
+            .expect("a full batch was not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(writer.stats().written, 5);
+        let stats = tokio::time::timeout(LIMIT, writer.shutdown(LIMIT))
+            .await
+            .expect("shutdown waited for max_delay");
+        assert_eq!((stats.written, stats.pending, stats.dropped), (7, 0, 0));
+        let stored = store
+            .call_records_between(at(-1), at(1_000_000))
+            .await
+            .unwrap();
+        assert_eq!(stored, (0..7).map(record).collect::<Vec<_>>());
     }
 
     #[tokio::test]
