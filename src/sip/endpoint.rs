@@ -811,6 +811,11 @@ impl Driver {
         response.headers.push("Server", "rgsd");
         edit(&mut response);
         let actions = entry.tx.respond(&response, now);
+        if status >= 200 {
+            // No response can follow a final one: the request is not needed for the 32 s the
+            // transaction still lives (Accepted, or Completed for a non-INVITE).
+            entry.request = None;
+        }
         self.run_actions(key, actions);
         self.settle(key);
     }

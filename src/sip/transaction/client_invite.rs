@@ -27,7 +27,8 @@ pub enum ClientInviteState {
 #[derive(Debug)]
 pub struct ClientInvite {
     state: ClientInviteState,
-    request: Request,
+    /// Kept until a final response: the non-2xx ACK is built from it.
+    request: Option<Request>,
     /// The serialized INVITE, resent on timer A.
     wire: Bytes,
     reliable: bool,
@@ -49,7 +50,7 @@ impl ClientInvite {
         armed.arm(Timer::B, now + TIMEOUT_64T1);
         let tx = Self {
             state: ClientInviteState::Calling,
-            request,
+            request: Some(request),
             wire: wire.clone(),
             reliable,
             armed,
@@ -61,10 +62,6 @@ impl ClientInvite {
 
     pub fn state(&self) -> ClientInviteState {
         self.state
-    }
-
-    pub fn request(&self) -> &Request {
-        &self.request
     }
 
     pub fn deadline(&self, timer: Timer) -> Option<Instant> {
@@ -102,13 +99,18 @@ impl ClientInvite {
             (Calling | Proceeding, 200..=299) => {
                 self.state = Accepted;
                 self.armed.clear();
+                // Never resent again: free them for the 32 s of Accepted.
+                self.wire = Bytes::new();
+                self.request = None;
                 self.armed.arm(Timer::M, now + TIMEOUT_64T1);
                 vec![Action::Response(response)]
             }
             (Calling | Proceeding, _) => {
                 self.state = Completed;
                 self.armed.clear();
+                self.wire = Bytes::new();
                 let ack = self.ack_for(&response);
+                self.request = None;
                 self.ack = Some(ack.clone());
                 let d = if self.reliable {
                     Duration::ZERO
@@ -162,7 +164,9 @@ impl ClientInvite {
     /// The ACK for a non-2xx final (RFC 3261 §17.1.1.3): same Request-URI, Call-ID, From, CSeq
     /// number and top Via as the INVITE, To from the response, Route headers kept.
     fn ack_for(&self, response: &Response) -> Bytes {
-        let req = &self.request;
+        let Some(req) = &self.request else {
+            return Bytes::new();
+        };
         let mut headers = Headers::new();
         if let Some(via) = req.headers.get_list("Via").next() {
             headers.push("Via", via);

@@ -92,7 +92,9 @@ impl ServerInvite {
                 self.armed.arm(Timer::H, now + TIMEOUT_64T1);
             }
         }
-        self.last = Some(wire.clone());
+        // In Accepted the 2xx is the user's to retransmit (RFC 6026 §7.1) and INVITE
+        // retransmits are absorbed: keep nothing for the 32 s the state lasts.
+        self.last = (self.state != ServerInviteState::Accepted).then(|| wire.clone());
         vec![Action::Send(wire)]
     }
 
