@@ -58,6 +58,8 @@ pub struct Shared {
     pub clock: SharedClock,
     /// The live side: the agent table routing reads, calls in progress, metrics, change events.
     pub live: Arc<crate::api::Live>,
+    /// Tokens revoked through the API, so the SSE streams they opened end.
+    pub revocations: crate::api::tokens::Revocations,
 }
 
 /// The addresses the daemon actually bound (ports resolved).
@@ -324,6 +326,7 @@ impl Daemon {
             store,
             clock,
             live,
+            revocations: crate::api::tokens::Revocations::default(),
         };
 
         let router = crate::api::router(shared.clone());
