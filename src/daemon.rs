@@ -290,6 +290,9 @@ impl Daemon {
             media_address,
             LegOptions::default(),
         );
+        let rtp_counts = media.rtp_counts();
+        live.metrics
+            .attach_rtp_packets(move || (rtp_counts.received(), rtp_counts.sent()));
         let services = Arc::new(
             Services::new(
                 endpoint.clone(),
