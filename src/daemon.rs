@@ -9,8 +9,9 @@
 //! in progress given [`SHUTDOWN_GRACE`], then the SIP endpoint stops and the record writer
 //! flushes; exit 0), SIGINT stops at once (exit 0), SIGHUP reloads (a broken file, or prompts
 //! that cannot be rendered, are reported and the running configuration kept). A reload gives
-//! new calls a new context: new queue owners, the prompts of the new file, and the same agent
-//! table, or a new one with states carried over when the agent groups changed.
+//! new calls a new context: the prompts of the new file, the agent table rebuilt with states
+//! carried over, and the queue owners carried over by queue name (reconfigured, with the calls
+//! waiting in them, which are then offered to the new file's agents; see `acd::queue_task`).
 //!
 //! Once every listener is bound, `serve` prints one machine-readable line on stdout:
 //!
@@ -58,6 +59,8 @@ pub struct Shared {
     pub clock: SharedClock,
     /// The live side: the agent table routing reads, calls in progress, metrics, change events.
     pub live: Arc<crate::api::Live>,
+    /// Tokens revoked through the API, so the SSE streams they opened end.
+    pub revocations: crate::api::tokens::Revocations,
 }
 
 /// The addresses the daemon actually bound (ports resolved).
@@ -288,6 +291,9 @@ impl Daemon {
             media_address,
             LegOptions::default(),
         );
+        let rtp_counts = media.rtp_counts();
+        live.metrics
+            .attach_rtp_packets(move || (rtp_counts.received(), rtp_counts.sent()));
         let services = Arc::new(
             Services::new(
                 endpoint.clone(),
@@ -324,6 +330,7 @@ impl Daemon {
             store,
             clock,
             live,
+            revocations: crate::api::tokens::Revocations::default(),
         };
 
         let router = crate::api::router(shared.clone());
@@ -411,11 +418,17 @@ impl Daemon {
                 // table does not know yet.
                 self.shared.live.rebuild(&loaded.config, &groups);
                 let config = Arc::new(loaded.config);
-                self.context.store(Arc::new(CallContext {
-                    queues: Queues::spawn(&config, &self.shared.live.agent_table()),
-                    config: Arc::clone(&config),
-                    assets: Arc::new(assets),
-                }));
+                // The queue owners carry over by queue name, with the calls waiting in them.
+                let context = self
+                    .context
+                    .load_full()
+                    .reload(
+                        Arc::clone(&config),
+                        Arc::new(assets),
+                        &self.shared.live.agent_table(),
+                    )
+                    .await;
+                self.context.store(Arc::new(context));
                 self.shared.config.store(config);
             }
             Err(diagnostics) => {

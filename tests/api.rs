@@ -146,6 +146,7 @@ async fn app(database: &str) -> App {
         store: store.clone(),
         clock: clock.clone(),
         live: Arc::new(live),
+        revocations: Default::default(),
     };
     let token = |role, subject: &'static str| {
         let store = store.clone();
@@ -340,6 +341,7 @@ async fn suite(app: App) {
     live_state_and_metrics(&app).await;
     call_observer_feeds_live_calls_and_metrics(&app).await;
     server_sent_events(&app).await;
+    revoking_a_token_ends_its_streams(&app).await;
     reports(&app).await;
     openapi_covers_every_route(&app).await;
     sign_in_survives_a_restart(&app).await;
@@ -1209,6 +1211,84 @@ async fn server_sent_events(app: &App) {
     )
     .await
     .refused(403, "forbidden");
+}
+
+/// Opens `/api/live/stream` with `token` and reads the first (immediate) snapshot.
+async fn open_stream(app: &App, token: &str) -> axum::body::BodyDataStream {
+    let req = Request::builder()
+        .uri(format!("/api/live/stream?access_token={token}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body().into_data_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .expect("first snapshot")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with(b"event: snapshot\n"));
+    body
+}
+
+async fn revoking_a_token_ends_its_streams(app: &App) {
+    let issued = post(
+        app,
+        "/api/tokens",
+        &app.admin,
+        json!({ "role": "manager", "subject": MANAGER }),
+    )
+    .await
+    .json();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let mut doomed = open_stream(app, &token).await;
+    let mut doomed_too = open_stream(app, &token).await;
+    let mut other = open_stream(app, &app.manager).await;
+    let r = send(
+        app,
+        "DELETE",
+        &format!("/api/tokens/{}", issued["id"]),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    // Both streams of the revoked token end (not merely go quiet): `None` well before the 5 s
+    // refresh or the 15 s keep-alive could come.
+    for body in [&mut doomed, &mut doomed_too] {
+        let end = tokio::time::timeout(Duration::from_secs(2), body.next())
+            .await
+            .expect("the revoked token's stream must end promptly");
+        assert!(end.is_none(), "expected the end of the stream, got {end:?}");
+    }
+    // Another token's stream goes on: it still gets the next change.
+    app.shared.live.call_update(LiveCall {
+        call_id: "sse-2".into(),
+        workflow: "Sales".into(),
+        caller: "sip:+1555@trunk.example".into(),
+        phase: CallPhase::Waiting,
+        arrived_at: app.clock.now_utc_for_test(),
+        queue: Some("Sales".into()),
+        queued_at: Some(app.clock.now_utc_for_test()),
+        agent: None,
+    });
+    let next = tokio::time::timeout(Duration::from_secs(5), other.next())
+        .await
+        .expect("the other stream goes on")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&next).contains("sse-2"), "{next:?}");
+    app.shared.live.call_ended("sse-2");
+    // A stream opened with an already revoked token is refused, as any request is.
+    send(
+        app,
+        "GET",
+        &format!("/api/live/stream?access_token={token}"),
+        None,
+        None,
+    )
+    .await
+    .refused(401, "unauthenticated");
 }
 
 async fn reports(app: &App) {

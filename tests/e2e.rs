@@ -599,5 +599,45 @@ fn caller_hears_the_welcome_prompt_then_music_on_hold_at_a_20_ms_cadence() {
             log()
         );
     }
+    // The caller sends 60 frames of its own; then hangs up, which ends its leg, so the
+    // daemon's RTP counters are exact (a leg adds its last, partial batch when it ends).
+    let to = ua.remote_rtp.unwrap();
+    for i in 0..60u32 {
+        let p = ua.rtp_packet(0, i == 0, i * 160, &[0xFF; 160]);
+        ua.rtp.send_to(&p, to).unwrap();
+    }
     ua.bye();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (received, sent) = loop {
+        let counts = (
+            metric(
+                server.http,
+                "rgsd_rtp_packets_total{direction=\"received\"}",
+            ),
+            metric(server.http, "rgsd_rtp_packets_total{direction=\"sent\"}"),
+        );
+        if counts.0 >= 60 || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(received, 60, "RTP packets received: {}", server.stderr());
+    // Everything the caller heard, plus what went out between the end of listening and the
+    // BYE; nothing else was sent (the agent never answered).
+    let heard = packets.len() as u64;
+    assert!(
+        (heard..heard + 50).contains(&sent),
+        "RTP packets sent: {sent}, the caller heard {heard}"
+    );
+}
+
+/// The value of `series` (exact name and labels) in the daemon's `/metrics`.
+fn metric(http: std::net::SocketAddr, series: &str) -> u64 {
+    let (code, doc) = common::http::http(http, "GET", "/metrics", None, None);
+    assert_eq!(code, 200, "{doc}");
+    doc.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in\n{doc}"))
+        .parse()
+        .unwrap()
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rgsd::acd::agents::AgentTable;
+use rgsd::acd::agents::{AgentTable, CallKey};
 use rgsd::acd::call_task::{Context, Controller, Services};
 use rgsd::acd::queue_task::Queues;
 use rgsd::acd::router::WorkflowRouter;
 use rgsd::clock::SystemClock;
+use rgsd::config::model::{Config, SipUri};
 use rgsd::config::{LoadOptions, load};
 use rgsd::media::assets::MediaAssets;
 use rgsd::media::leg::{LegOptions, MediaEngine};
@@ -29,7 +30,46 @@ use tokio_util::sync::CancellationToken;
 struct Rgsd {
     sip: SocketAddr,
     shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
+    /// What a reload swaps: the context of new calls, the agent table, the router's config.
+    context: Arc<ArcSwap<Context>>,
+    agents: Arc<ArcSwap<AgentTable>>,
+    routed: Arc<ArcSwap<Config>>,
+    rtp: u16,
+    dir: tempfile::TempDir,
+}
+
+/// The configuration file: a TOML `[server]` with `rtp` ports, then `rest`.
+fn config_text(rtp: u16, rest: &str) -> String {
+    format!(
+        "[server]\nsip_listen = [\"udp:127.0.0.1:0\"]\nadvertised_host = \"127.0.0.1\"\nrtp_ports = [{rtp}, {}]\nhttp_listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://rgsd.db\"\ntrusted_peers = [\"127.0.0.0/8\"]\n{rest}",
+        rtp + 99
+    )
+}
+
+impl Rgsd {
+    /// What the daemon's SIGHUP does (without the store): load the new file, rebuild the agent
+    /// table carrying states over, then the context of new calls from the old one.
+    async fn reload(&self, rest: &str) {
+        let path = self.dir.path().join("rgsd.toml");
+        std::fs::write(&path, config_text(self.rtp, rest)).unwrap();
+        let config = Arc::new(
+            load(&path, &LoadOptions::default())
+                .unwrap_or_else(|d| panic!("{d:?}"))
+                .config,
+        );
+        let table = AgentTable::from_config(&config, Instant::now().into_std());
+        table.carry_over(&self.agents.load());
+        self.agents.store(Arc::new(table));
+        let assets =
+            MediaAssets::load(&config, &TextToSpeech::new(self.dir.path().join("tts"))).unwrap();
+        let context = self
+            .context
+            .load_full()
+            .reload(Arc::clone(&config), Arc::new(assets), &self.agents)
+            .await;
+        self.context.store(Arc::new(context));
+        self.routed.store(config);
+    }
 }
 
 impl Drop for Rgsd {
@@ -41,12 +81,8 @@ impl Drop for Rgsd {
 /// Starts the endpoint and the controller on `config` (a TOML `[server]` is prepended).
 async fn start(rtp: u16, rest: &str) -> Rgsd {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nsip_listen = [\"udp:127.0.0.1:0\"]\nadvertised_host = \"127.0.0.1\"\nrtp_ports = [{rtp}, {}]\nhttp_listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://rgsd.db\"\ntrusted_peers = [\"127.0.0.0/8\"]\n{rest}",
-        rtp + 99
-    );
     let path = dir.path().join("rgsd.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, config_text(rtp, rest)).unwrap();
     let config = Arc::new(
         load(&path, &LoadOptions::default())
             .unwrap_or_else(|d| panic!("{d:?}"))
@@ -66,7 +102,8 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
         assets: Arc::new(assets),
     }));
     let shutdown = CancellationToken::new();
-    let router = Arc::new(WorkflowRouter::new(Arc::new(ArcSwap::new(config.clone()))));
+    let routed = Arc::new(ArcSwap::new(config.clone()));
+    let router = Arc::new(WorkflowRouter::new(Arc::clone(&routed)));
     let (endpoint, incoming) = Endpoint::bind(
         EndpointConfig::from_server(&config.server),
         router,
@@ -86,8 +123,8 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
         media,
         records,
         Arc::new(SystemClock),
-        live,
-        agents,
+        Arc::clone(&live),
+        Arc::clone(&agents),
     ));
     let controller = Controller {
         services,
@@ -98,7 +135,11 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
     Rgsd {
         sip,
         shutdown,
-        _dir: dir,
+        context: live,
+        agents,
+        routed,
+        rtp,
+        dir,
     }
 }
 
@@ -513,5 +554,70 @@ async fn caller_hanging_up_while_agents_ring_cancels_them() {
         c0.max(c1) - hung_up < Duration::from_secs(1),
         "{:?}",
         c0.max(c1) - hung_up
+    );
+}
+
+/// A reload that adds a group with a free agent to the queue reaches the call already waiting
+/// there: it is offered to the new agent at once, and its queue time-out still runs from its
+/// entry (not from the reload).
+#[tokio::test]
+async fn reload_offers_a_waiting_call_to_the_new_agents_of_its_queue() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let (a1, mut seen1) = peer(Peer::Rings).await;
+    let (vm, mut seen_vm) = peer(Peer::Answers).await;
+    let queue = |groups: &str| {
+        format!(
+            "\n[[queue]]\nname = \"Sales\"\nagent_groups = [{groups}]\ntimeout = {{ after = \"20s\", action = {{ voicemail = \"sip:vm@{vm}\" }} }}\n"
+        )
+    };
+    let before = group("Sales agents", "serial", 30, &[a0]) + &queue("\"Sales agents\"") + WORKFLOW;
+    let rgsd = start(25000, &before).await;
+    // The only agent is busy (on another call): the caller waits.
+    let a0_id = rgsd
+        .agents
+        .load()
+        .id(&SipUri(format!("sip:a0@{a0}")))
+        .unwrap();
+    assert!(rgsd.agents.load().claim(a0_id, CallKey(u32::MAX)));
+    tokio::time::pause();
+    let entered = Instant::now();
+    let _caller = call(rgsd.sip, "sales").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        seen0.try_recv().is_err(),
+        "the busy agent was offered the call"
+    );
+    // Reload: a second group with a free agent, declared after the first (so the old group
+    // keeps its id and only the queue's list of groups changes) and a new queue before
+    // "Sales" (so its index changes).
+    let after = group("Sales agents", "serial", 30, &[a0])
+        + &group("Sales backup", "serial", 30, &[a1])
+        + "\n[[queue]]\nname = \"Support\"\nagent_groups = [\"Sales backup\"]\n"
+        + &queue("\"Sales agents\", \"Sales backup\"")
+        + WORKFLOW;
+    let reloaded = Instant::now();
+    rgsd.reload(&after).await;
+    let (offered, invite) = next_msg(&mut seen1, "INVITE").await;
+    assert!(
+        invite.starts_with(&format!("INVITE sip:a0@{a1} ")),
+        "{invite}"
+    );
+    assert!(
+        offered - reloaded < Duration::from_secs(1),
+        "offered {:?} after the reload",
+        offered - reloaded
+    );
+    // The time-out counts from the queue entry: 20 s after it, not after the reload.
+    let cancelled = next_of(&mut seen1, "CANCEL").await;
+    let forwarded = next_of(&mut seen_vm, "INVITE").await;
+    let waited = forwarded - entered;
+    assert!(
+        waited >= Duration::from_secs(20) && waited < Duration::from_secs(21),
+        "{waited:?}"
+    );
+    assert!(cancelled <= forwarded);
+    assert!(
+        seen0.try_recv().is_err(),
+        "the busy agent was offered the call"
     );
 }

@@ -214,6 +214,12 @@ impl AgentTable {
         &self.groups[group.0 as usize]
     }
 
+    /// The group, if this table has it: a queue owner's group ids can briefly belong to the
+    /// previous configuration while a reload swaps the table and reconfigures the owners.
+    pub fn get_group(&self, group: AgentGroupId) -> Option<&GroupMembers> {
+        self.groups.get(group.0 as usize)
+    }
+
     pub fn state(&self, agent: AgentId) -> AgentState {
         let word = self.word(agent).load(Ordering::Acquire);
         if word & OFFLINE != 0 {

@@ -26,8 +26,12 @@
 //! Time: monotonic from `tokio::time::Instant` (so `tokio::time::pause()` drives alert times and
 //! queue time-outs in tests), wall time from the shared [`Clock`](crate::clock::Clock).
 //!
-//! Reload: a call keeps the [`Context`] (configuration, queue owners, prompts) it started with.
-//! The agent table is read through an `ArcSwap` (the API and reload rebuild it, carrying states
+//! Reload: a call keeps the [`Context`] (configuration, prompts, queue handles) it started
+//! with, but the queue owners behind those handles are shared with the new context for every
+//! queue the new file keeps by name ([`Context::reload`]): a call waiting there is offered to
+//! the new configuration's agents, keeps its place, and its time-out still runs from its queue
+//! entry with the duration it started with. A call ringing an agent or bridged goes on as it
+//! was. The agent table is read through an `ArcSwap` (the API and reload rebuild it, carrying states
 //! over); a call changes agent states in the table each agent was offered from and mirrors the
 //! change into the table in force, so an agent is never left ringing or busy there.
 
@@ -67,6 +71,25 @@ pub struct Context {
     pub queues: Queues,
     /// Prompts rendered once at load, music on hold decoded once.
     pub assets: Arc<MediaAssets>,
+}
+
+impl Context {
+    /// The context for `config` after a reload from this one: the queue owners are carried
+    /// over by queue name, so calls waiting in a queue the new file keeps are offered to its
+    /// new agent groups ([`Queues::reload`]). Store the agent table for `config` in `agents`
+    /// first.
+    pub async fn reload(
+        &self,
+        config: Arc<Config>,
+        assets: Arc<MediaAssets>,
+        agents: &Arc<ArcSwap<AgentTable>>,
+    ) -> Self {
+        Self {
+            queues: self.queues.reload(&self.config, &config, agents).await,
+            config,
+            assets,
+        }
+    }
 }
 
 /// What every call shares, whatever its configuration.

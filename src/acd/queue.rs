@@ -204,10 +204,13 @@ impl QueueCore {
         self.id
     }
 
-    /// Takes a reloaded configuration of this queue (and a new agent table built from the same
-    /// configuration). Waiting calls keep their place; each restarts its group cycle at the
-    /// first group, since group indexes and members may have changed. Grace periods stay.
-    pub fn reconfigure(&mut self, queue: &Queue) {
+    /// Takes a reloaded configuration of this queue, where it is queue `id` (and a new agent
+    /// table built from the same configuration). Waiting calls keep their place (their order of
+    /// entry); each restarts its group cycle at the first group, since group indexes and members
+    /// may have changed. Calls with an offer out keep it. Grace periods stay (by agent id, which
+    /// may now name another agent for a few seconds: see `queue_task`).
+    pub fn reconfigure(&mut self, id: QueueId, queue: &Queue) {
+        self.id = id;
         self.groups.clone_from(&queue.agent_groups);
         self.overflow = queue.overflow.as_ref().map(|o| (o.max_calls, o.candidate));
         for w in self.waiting.values_mut() {
@@ -421,7 +424,8 @@ fn offer_in_group(
     now: Instant,
     lost: &mut Vec<AgentId>,
 ) -> Option<Offer> {
-    let group = table.group(gid);
+    // A group id of the previous configuration, during a reload: nobody until reconfigured.
+    let group = table.get_group(gid)?;
     lost.clear();
     // Each lost claim removes one member from the next pick: bounded by the group's size.
     for _ in 0..=group.members.len() {
@@ -1013,7 +1017,7 @@ mod tests {
         add_queue(&mut c2, &[g]);
         let table2 = AgentTable::from_config(&c2, now);
         table2.carry_over(&table);
-        q.reconfigure(c2.queue(Q));
+        q.reconfigure(Q, c2.queue(Q));
         assert_eq!(q.position(CallKey(2)), Some(2));
         q.offer_ended(CallKey(1));
         q.offer_ended(CallKey(2));

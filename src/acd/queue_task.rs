@@ -19,6 +19,25 @@
 //!
 //! Time is `tokio::time::Instant` (converted to `std` for the pure core), so a test with
 //! `tokio::time::pause()` moves grace periods too.
+//!
+//! # Reload
+//!
+//! [`Queues::reload`] builds the handles of a new configuration from the old ones. A queue
+//! whose name is in both keeps its owner task, which takes the new settings
+//! ([`QueueCore::reconfigure`]): calls waiting there keep their order of entry and are offered
+//! to the new configuration's groups at once, while calls still holding the old configuration
+//! reach the same owner through their old handles (by the old index). A queue of the new file
+//! only gets a new owner. A queue the new file drops keeps its owner for the calls waiting in
+//! it, *retired*: it is held weakly (it ends with its last call), its groups are mapped by name
+//! onto each later configuration (a group that is gone is left out) and it is woken with the
+//! others. The call tasks keep their own configuration: time-outs still run from queue entry,
+//! with the duration and actions the call started with.
+//!
+//! Between the new agent table being stored and an owner handling its reconfiguration, the
+//! owner may dispatch once with its old group ids on the new table: a group index that no
+//! longer exists offers nobody ([`AgentTable::get_group`]), one that moved may offer the
+//! moved group's agents. Refusal grace periods are kept by agent id, which can name another
+//! agent in the new table for their few seconds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +50,7 @@ use tracing::{debug, trace};
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey};
 use crate::acd::queue::{Command, QueueCore};
-use crate::config::model::{Config, QueueId};
+use crate::config::model::{AgentGroupId, Config, Queue, QueueId};
 use crate::workflow::call::{Entry, Event};
 
 /// Capacity of each queue owner's inbox.
@@ -65,12 +84,59 @@ pub enum QueueMsg {
     OfferEnded(CallKey),
     /// An agent may have become free: dispatch again.
     AgentAvailable,
+    /// A reload: this queue is now queue `id` with these settings (group ids of the new
+    /// configuration). Waiting calls keep their place and are dispatched again.
+    Reconfigure { id: QueueId, queue: Box<Queue> },
 }
 
 /// Handles to every queue owner of one configuration.
 #[derive(Debug, Clone)]
 pub struct Queues {
+    /// By [`QueueId`] of that configuration.
     senders: Arc<[mpsc::Sender<QueueMsg>]>,
+    /// Owners of queues a reload dropped, still serving the calls that wait in them.
+    retired: Arc<[Retired]>,
+}
+
+/// The owner of a queue no longer in the configuration (see the module docs).
+#[derive(Debug)]
+struct Retired {
+    /// Weak: the owner ends when the last call holding the old configuration does.
+    tx: mpsc::WeakSender<QueueMsg>,
+    /// Its id in the last configuration that had it (for logs).
+    id: QueueId,
+    /// Its settings, with the group ids of the configuration it was last given.
+    queue: Queue,
+    /// Its groups by name, to map them onto the next configuration.
+    group_names: Vec<String>,
+}
+
+/// An owner task found alive at a reload, with what its queue was.
+struct Alive {
+    tx: mpsc::Sender<QueueMsg>,
+    id: QueueId,
+    group_names: Vec<String>,
+    queue: Queue,
+}
+
+/// The names of `queue`'s groups in `config`.
+fn group_names(config: &Config, queue: &Queue) -> Vec<String> {
+    queue
+        .agent_groups
+        .iter()
+        .filter_map(|g| config.agent_groups.get(g.0 as usize))
+        .map(|g| g.name.clone())
+        .collect()
+}
+
+/// The ids in `config` of the groups named `names` (the ones it still has), in order.
+fn group_ids(config: &Config, names: &[String]) -> Vec<AgentGroupId> {
+    names
+        .iter()
+        .filter_map(|n| config.agent_groups.iter().position(|g| &g.name == n))
+        .filter_map(|i| u32::try_from(i).ok())
+        .map(AgentGroupId)
+        .collect()
 }
 
 impl Queues {
@@ -78,20 +144,97 @@ impl Queues {
     /// (`agents` is swapped when the API or a reload rebuilds it). The tasks end when every
     /// [`Queues`] clone is dropped.
     pub fn spawn(config: &Config, agents: &Arc<ArcSwap<AgentTable>>) -> Self {
+        let senders: Vec<_> = config
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, queue)| spawn_owner(queue_id(i), queue, agents))
+            .collect();
+        Self {
+            senders: senders.into(),
+            retired: Arc::new([]),
+        }
+    }
+
+    /// The handles for `config`, reloaded over `self` (the handles of `old`): a queue of the
+    /// same name keeps its owner, reconfigured, with the calls waiting in it; a new queue gets a
+    /// new owner; a dropped queue's owner is retired. See the module docs.
+    pub async fn reload(
+        &self,
+        old: &Config,
+        config: &Config,
+        agents: &Arc<ArcSwap<AgentTable>>,
+    ) -> Self {
+        // Every owner alive, by queue name: the old configuration's, then retired ones.
+        let mut owners: HashMap<String, Alive> = HashMap::new();
+        for r in self.retired.iter() {
+            if let Some(tx) = r.tx.upgrade() {
+                owners.insert(
+                    r.queue.name.clone(),
+                    Alive {
+                        tx,
+                        id: r.id,
+                        group_names: r.group_names.clone(),
+                        queue: r.queue.clone(),
+                    },
+                );
+            }
+        }
+        for (i, (tx, queue)) in self.senders.iter().zip(&old.queues).enumerate() {
+            owners.insert(
+                queue.name.clone(),
+                Alive {
+                    tx: tx.clone(),
+                    id: queue_id(i),
+                    group_names: group_names(old, queue),
+                    queue: queue.clone(),
+                },
+            );
+        }
         let mut senders = Vec::with_capacity(config.queues.len());
         for (i, queue) in config.queues.iter().enumerate() {
-            let id = QueueId(u32::try_from(i).unwrap_or(u32::MAX));
-            let (tx, rx) = mpsc::channel(INBOX);
-            senders.push(tx);
-            let owner = Owner {
-                core: QueueCore::new(id, queue),
-                agents: Arc::clone(agents),
-                calls: HashMap::new(),
+            let id = queue_id(i);
+            let tx = match owners.remove(&queue.name) {
+                Some(Alive { tx, .. }) => {
+                    let msg = QueueMsg::Reconfigure {
+                        id,
+                        queue: Box::new(queue.clone()),
+                    };
+                    // An owner that is gone has no calls to keep: start one.
+                    match tx.send(msg).await {
+                        Ok(()) => tx,
+                        Err(_) => spawn_owner(id, queue, agents),
+                    }
+                }
+                None => spawn_owner(id, queue, agents),
             };
-            tokio::spawn(owner.run(rx));
+            senders.push(tx);
+        }
+        let mut retired = Vec::with_capacity(owners.len());
+        for (_, alive) in owners {
+            let Alive {
+                tx,
+                id,
+                group_names,
+                mut queue,
+            } = alive;
+            queue.agent_groups = group_ids(config, &group_names);
+            let msg = QueueMsg::Reconfigure {
+                id,
+                queue: Box::new(queue.clone()),
+            };
+            if tx.send(msg).await.is_ok() {
+                retired.push(Retired {
+                    tx: tx.downgrade(),
+                    id,
+                    queue,
+                    group_names,
+                });
+            }
         }
         Self {
             senders: senders.into(),
+            retired: retired.into(),
         }
     }
 
@@ -119,7 +262,32 @@ impl Queues {
         for tx in self.senders.iter() {
             let _ = tx.try_send(QueueMsg::AgentAvailable);
         }
+        for r in self.retired.iter() {
+            if let Some(tx) = r.tx.upgrade() {
+                let _ = tx.try_send(QueueMsg::AgentAvailable);
+            }
+        }
     }
+}
+
+fn queue_id(index: usize) -> QueueId {
+    QueueId(u32::try_from(index).unwrap_or(u32::MAX))
+}
+
+/// Starts the owner task of `queue` (queue `id` of its configuration); returns its inbox.
+fn spawn_owner(
+    id: QueueId,
+    queue: &Queue,
+    agents: &Arc<ArcSwap<AgentTable>>,
+) -> mpsc::Sender<QueueMsg> {
+    let (tx, rx) = mpsc::channel(INBOX);
+    let owner = Owner {
+        core: QueueCore::new(id, queue),
+        agents: Arc::clone(agents),
+        calls: HashMap::new(),
+    };
+    tokio::spawn(owner.run(rx));
+    tx
 }
 
 /// One queue's owner task.
@@ -174,6 +342,12 @@ impl Owner {
             QueueMsg::Refused { call, agent, until } => Command::Refused { call, agent, until },
             QueueMsg::OfferEnded(call) => Command::OfferEnded(call),
             QueueMsg::AgentAvailable => Command::AgentAvailable,
+            QueueMsg::Reconfigure { id, queue } => {
+                debug!(old = ?self.core.id(), new = ?id, queue = %queue.name, "queue reconfigured");
+                self.core.reconfigure(id, &queue);
+                // Dispatch at once: the new groups may have someone for the waiting calls.
+                Command::AgentAvailable
+            }
         }
     }
 
@@ -210,5 +384,144 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::SipUri;
+    use crate::workflow::call::Offer;
+    use std::time::Duration;
+
+    /// Loads a configuration from `body` (after a fixed `[server]`), one workflow per queue.
+    fn config(body: &str, queues: &[&str]) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgsd.toml");
+        let mut text = String::from(
+            "[server]\nsip_listen = [\"udp:127.0.0.1:0\"]\nadvertised_host = \"127.0.0.1\"\nrtp_ports = [30000, 30999]\nhttp_listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://rgsd.db\"\ntrusted_peers = [\"127.0.0.0/8\"]\n",
+        );
+        text.push_str(body);
+        for (i, q) in queues.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[workflow]]\nname = \"W{i}\"\nkind = \"hunt_group\"\nuri = \"sip:w{i}@127.0.0.1\"\nqueue = \"{q}\"\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        crate::config::load(
+            &path,
+            &crate::config::LoadOptions {
+                check_environment: false,
+            },
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"))
+        .config
+    }
+
+    fn group(name: &str, agent: &str) -> String {
+        format!("\n[[agent_group]]\nname = \"{name}\"\nagents = [\"sip:{agent}@127.0.0.1\"]\n")
+    }
+
+    fn queue(name: &str, groups: &str) -> String {
+        format!("\n[[queue]]\nname = \"{name}\"\nagent_groups = [{groups}]\n")
+    }
+
+    fn id(table: &AgentTable, agent: &str) -> AgentId {
+        table.id(&SipUri(format!("sip:{agent}@127.0.0.1"))).unwrap()
+    }
+
+    /// Joins `call` to `queue` through `queues`; returns its inbox after `EnteredQueue`.
+    async fn join(
+        queues: &Queues,
+        queue: u32,
+        call: u32,
+    ) -> (mpsc::UnboundedReceiver<QueueEvent>, Event) {
+        let (inbox, mut rx) = mpsc::unbounded_channel();
+        let call = CallKey(call);
+        queues
+            .send(QueueId(queue), QueueMsg::Join { call, inbox })
+            .await;
+        let entered = next(&mut rx).await.expect("entered");
+        (rx, entered.event)
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<QueueEvent>) -> Option<QueueEvent> {
+        tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The agents of the next event, which must be an offer.
+    async fn offered(rx: &mut mpsc::UnboundedReceiver<QueueEvent>) -> Vec<AgentId> {
+        match next(rx).await.map(|e| e.event) {
+            Some(Event::Offered(Offer { agents, .. })) => agents,
+            other => panic!("expected an offer, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_keeps_waiting_calls_in_order_and_offers_them_the_new_groups() {
+        let busy = CallKey(999);
+        let old = config(
+            &(group("A", "a")
+                + &group("B", "b")
+                + &queue("Sales", "\"A\"")
+                + &queue("Old", "\"B\"")),
+            &["Sales", "Old"],
+        );
+        let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
+            &old,
+            Instant::now().into_std(),
+        )));
+        let table = agents.load_full();
+        assert!(table.claim(id(&table, "a"), busy));
+        assert!(table.claim(id(&table, "b"), busy));
+        let queues = Queues::spawn(&old, &agents);
+        let (mut c1, _) = join(&queues, 0, 1).await;
+        let (mut c2, _) = join(&queues, 0, 2).await;
+        let (mut c3, _) = join(&queues, 1, 3).await;
+        assert!(next(&mut c1).await.is_none(), "nobody is free");
+
+        // The new file: groups reordered and a new one (C, free) added to Sales, a new queue
+        // before Sales (its index moves from 0 to 1), Old dropped.
+        let new = config(
+            &(group("B", "b")
+                + &group("A", "a")
+                + &group("C", "c")
+                + &queue("New", "\"C\"")
+                + &queue("Sales", "\"A\", \"C\"")),
+            &["New", "Sales"],
+        );
+        let table2 = AgentTable::from_config(&new, Instant::now().into_std());
+        table2.carry_over(&table);
+        agents.store(Arc::new(table2));
+        let table2 = agents.load_full();
+        let reloaded = queues.reload(&old, &new, &agents).await;
+
+        // The head of Sales is offered the new group's agent at once, in the new table's ids.
+        assert_eq!(offered(&mut c1).await, vec![id(&table2, "c")]);
+        assert!(next(&mut c2).await.is_none());
+        // A call arriving after the reload (new handles, new index) queues behind the old ones.
+        let (mut c4, entered) = join(&reloaded, 1, 4).await;
+        assert_eq!(
+            entered,
+            Event::EnteredQueue(Entry::Waiting { position: 3 }),
+            "one queue: the calls that waited before the reload are ahead"
+        );
+        // Call 1 leaves (through its old handle, by the old index); c is free again: call 2,
+        // not call 4, is next.
+        queues.send(QueueId(0), QueueMsg::Leave(CallKey(1))).await;
+        assert!(table2.release(id(&table2, "c"), CallKey(1)));
+        reloaded.wake_all();
+        assert_eq!(offered(&mut c2).await, vec![id(&table2, "c")]);
+        assert!(next(&mut c4).await.is_none());
+
+        // The dropped queue's owner still serves call 3, over its group mapped by name onto the
+        // new table (B moved from index 1 to 0), and the new handles wake it.
+        assert!(next(&mut c3).await.is_none());
+        assert!(table2.release(id(&table2, "b"), busy));
+        reloaded.wake_all();
+        assert_eq!(offered(&mut c3).await, vec![id(&table2, "b")]);
     }
 }

@@ -7,7 +7,9 @@
 //! states) are read from the live snapshot at scrape time, which a registry would need a custom
 //! collector for. The call-record writer's figures and the SIP endpoint's transaction counts are
 //! read from their own atomics at scrape time too ([`Metrics::attach_writer`],
-//! [`Metrics::attach_sip_transactions`]). What is left is the text format itself: `# HELP`,
+//! [`Metrics::attach_sip_transactions`]), and so are the media legs' RTP packet counts
+//! ([`Metrics::attach_rtp_packets`]; the legs count in batches, see `media::leg::COUNT_BATCH`).
+//! What is left is the text format itself: `# HELP`,
 //! `# TYPE` and one `name{labels} value` line per series, with label values escaped (tested
 //! below).
 
@@ -98,6 +100,9 @@ pub struct Metrics {
     /// The SIP endpoint's own transaction counts, read at scrape time and added to
     /// `sip_transactions`.
     sip_source: std::sync::OnceLock<CountSource>,
+    /// The media engine's packet counts (received, sent), read at scrape time and added to
+    /// `rtp_packets`.
+    rtp_source: std::sync::OnceLock<CountSource>,
 }
 
 /// Reads another layer's counters at scrape time: (server or received, client or sent).
@@ -157,6 +162,12 @@ impl Metrics {
     /// scrape (the daemon hands over the SIP endpoint's counts once). A second call is ignored.
     pub fn attach_sip_transactions(&self, read: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
         let _ = self.sip_source.set(CountSource(Box::new(read)));
+    }
+
+    /// Adds `read()` = (received, sent) RTP packets to `rgsd_rtp_packets_total` at each scrape
+    /// (the daemon hands over the media engine's counts once). A second call is ignored.
+    pub fn attach_rtp_packets(&self, read: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
+        let _ = self.rtp_source.set(CountSource(Box::new(read)));
     }
 }
 
@@ -300,11 +311,12 @@ pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String 
         "counter",
         "RTP packets, by direction.",
     );
-    for (i, dir) in ["received", "sent"].iter().enumerate() {
+    let (received, sent) = metrics.rtp_source.get().map_or((0, 0), |s| (s.0)());
+    for (i, (dir, attached)) in [("received", received), ("sent", sent)].iter().enumerate() {
         let _ = writeln!(
             out,
             "rgsd_rtp_packets_total{{direction=\"{dir}\"}} {}",
-            load(&metrics.rtp_packets[i])
+            load(&metrics.rtp_packets[i]) + attached
         );
     }
 
@@ -482,6 +494,39 @@ mod tests {
         assert_eq!(
             value(&doc, "rgsd_sip_transactions_total{side=\"server\"}"),
             9.0
+        );
+    }
+
+    #[test]
+    fn attached_rtp_packet_counts_are_read_at_each_scrape() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        let m = Metrics::default();
+        m.rtp_packets(RtpDirection::Received, 2);
+        let sent = Arc::new(AtomicU64::new(100));
+        let read = Arc::clone(&sent);
+        m.attach_rtp_packets(move || (40, read.load(Ordering::Relaxed)));
+        m.attach_rtp_packets(|| (1000, 1000));
+        let live = LiveSnapshot {
+            at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            queues: vec![],
+            agents: vec![],
+            calls: vec![],
+        };
+        let doc = render(&m, &live, "sqlite");
+        assert_eq!(
+            value(&doc, "rgsd_rtp_packets_total{direction=\"received\"}"),
+            42.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_rtp_packets_total{direction=\"sent\"}"),
+            100.0
+        );
+        sent.store(150, Ordering::Relaxed);
+        let doc = render(&m, &live, "sqlite");
+        assert_eq!(
+            value(&doc, "rgsd_rtp_packets_total{direction=\"sent\"}"),
+            150.0
         );
     }
 

@@ -1,11 +1,20 @@
 //! API tokens, for administrators: issue (the token is in the reply, once), list, revoke.
 //! `rgsd token create` does the same from the command line (the first administrator token).
+//!
+//! A revoked token stops authenticating at once (every request looks it up). A server-sent
+//! events stream, though, is authenticated once, when it opens; [`Revocations`] tells the
+//! streams a token opened that it was revoked, so they end too.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
@@ -13,6 +22,42 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Body, Params};
 use crate::daemon::Shared;
 use crate::store::{Role, TokenId, TokenInfo};
+
+/// The tokens revoked through this process's API, announced to the open SSE streams.
+///
+/// A `watch` of the whole set rather than a `broadcast` of ids: a stream cannot miss a
+/// revocation by lagging, and one that subscribes after the revocation still sees it. The set
+/// only grows, by one id per revocation, which administrators do by hand.
+#[derive(Debug, Clone)]
+pub struct Revocations {
+    revoked: Arc<watch::Sender<BTreeSet<TokenId>>>,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self {
+            revoked: Arc::new(watch::Sender::new(BTreeSet::new())),
+        }
+    }
+}
+
+impl Revocations {
+    /// Records that `id` was revoked (after the store has revoked it) and wakes the streams.
+    pub fn revoke(&self, id: TokenId) {
+        self.revoked.send_if_modified(|set| set.insert(id));
+    }
+
+    /// Resolves once `id` is revoked, at once if it already is. Subscribes when called, not
+    /// when first polled, so a revocation between the two is not missed.
+    pub fn revoked(&self, id: TokenId) -> impl Future<Output = ()> + Send + use<> {
+        let mut rx = self.revoked.subscribe();
+        async move {
+            // An error means the sender is gone: the server is shutting down, so ending the
+            // stream is right too.
+            let _ = rx.wait_for(|set| set.contains(&id)).await;
+        }
+    }
+}
 
 /// A token's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -133,7 +178,8 @@ pub async fn create_token(
     ))
 }
 
-/// Revokes a token (administrators); it stops working at once.
+/// Revokes a token (administrators); it stops working at once, and the server-sent events
+/// streams it opened end.
 #[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens",
     params(("id" = i64, Path, description = "token id")),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
@@ -144,6 +190,7 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     shared.store.revoke_token(TokenId(id)).await?;
+    shared.revocations.revoke(TokenId(id));
     shared
         .store
         .audit(

@@ -78,7 +78,7 @@ pub async fn live_calls(
 
 /// Server-sent events: a `snapshot` event (the `/api/live` document) at once, on every change
 /// and every 5 s. `EventSource` cannot send headers, so the token may come as
-/// `?access_token=…`.
+/// `?access_token=…`. The stream ends when its token is revoked.
 #[utoipa::path(get, path = "/api/live/stream", tag = "live",
     params(("access_token" = Option<String>, Query, description = "token, for EventSource")),
     responses((status = 200, content_type = "text/event-stream", body = LiveSnapshot),
@@ -93,6 +93,8 @@ pub async fn live_stream(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The interval's first tick is immediate: that is the initial snapshot.
     let ticks = IntervalStream::new(interval).map(|_| ());
+    // Authenticated once, here: a revocation through the API ends the stream.
+    let revoked = shared.revocations.revoked(caller.0.id);
     let stream = futures_util::stream::select(ticks, changes).map(move |()| {
         let config = shared.config.load();
         let snap = shared.live.snapshot(&config, &caller.scope(&config));
@@ -102,6 +104,7 @@ pub async fn live_stream(
             .unwrap_or_else(|_| Event::default().event("error"));
         Ok(event)
     });
+    let stream = stream.take_until(revoked);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

@@ -23,9 +23,13 @@
 //! packet. A bridge holds only a weak reference to the other leg, so closing either leg ends
 //! its half of the bridge and frees its port.
 //!
+//! Every leg counts the RTP packets it sends and receives into its engine's [`RtpCounts`]
+//! (`rgsd_rtp_packets_total`), in batches: see [`COUNT_BATCH`].
+//!
 //! SIP stays out: SDP comes in and goes out as bytes and strings.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -58,6 +62,48 @@ impl Default for LegOptions {
     }
 }
 
+/// A leg adds what it counted to its engine's [`RtpCounts`] every this many packets (per
+/// direction; one second of one stream), and once more when it ends. The shared atomics are
+/// then touched once per batch instead of once per packet, so thousands of legs on two cores do
+/// not fight over one cache line 50 times a second each; the totals run behind by less than one
+/// batch per direction per open leg, and are exact for legs that ended.
+pub const COUNT_BATCH: u32 = 50;
+
+/// The RTP packets the legs of one engine (and its clones) sent and received, for
+/// `rgsd_rtp_packets_total`: read them with [`RtpCounts::sent`] and [`RtpCounts::received`].
+///
+/// Sent: packets handed to the socket without error (prompt and music frames, and packets a
+/// bridge relayed out of this leg). Received: RTP packets a leg accepted from its peer (not
+/// stray ones from another address once latched, nor ones before the SDP answer). See
+/// [`COUNT_BATCH`] for when the figures move.
+#[derive(Debug, Default)]
+pub struct RtpCounts {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl RtpCounts {
+    /// Packets sent by legs, up to each open leg's last batch.
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Packets received by legs, up to each open leg's last batch.
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one packet in a leg's own counter; adds the batch to `total` when it is full.
+fn count_one(pending: &mut u32, total: &AtomicU64) {
+    *pending += 1;
+    if *pending >= COUNT_BATCH {
+        total.fetch_add(u64::from(std::mem::take(pending)), Ordering::Relaxed);
+    }
+}
+
 /// Creates legs: allocates their ports and writes their SDP. Cloning is shallow.
 #[derive(Debug, Clone)]
 pub struct MediaEngine {
@@ -67,6 +113,8 @@ pub struct MediaEngine {
     options: LegOptions,
     /// Sends the frames of every playing leg of this engine (and its clones).
     pacer: Arc<Pacer<Shared>>,
+    /// What every leg of this engine (and its clones) sent and received.
+    counts: Arc<RtpCounts>,
 }
 
 /// Why a leg could not be created.
@@ -113,7 +161,15 @@ impl MediaEngine {
             address,
             options,
             pacer: Arc::new(Pacer::new()),
+            counts: Arc::new(RtpCounts::default()),
         }
+    }
+
+    /// The packet counts of this engine's legs (shared with its clones); the daemon reads them
+    /// for `/metrics`.
+    #[must_use]
+    pub fn rtp_counts(&self) -> Arc<RtpCounts> {
+        Arc::clone(&self.counts)
     }
 
     /// A leg answering the peer's `offer`; returns it with rgsd's SDP answer.
@@ -161,6 +217,7 @@ impl MediaEngine {
             source: Source::Idle,
             from_silence: false,
             paced: false,
+            sent_pending: 0,
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::channel(64);
@@ -168,6 +225,7 @@ impl MediaEngine {
             socket,
             out: Mutex::new(out),
             events: event_tx,
+            counts: Arc::clone(&self.counts),
         });
         let task = tokio::spawn(
             LegTask {
@@ -193,6 +251,19 @@ struct Shared {
     socket: RtpSocket,
     out: Mutex<Out>,
     events: mpsc::Sender<LegEvent>,
+    /// The engine's totals; [`Out::sent_pending`] goes there by batches.
+    counts: Arc<RtpCounts>,
+}
+
+impl Drop for Shared {
+    /// The last, partial batch of sent packets. Dropped when the leg, its task and any pacer
+    /// tick holding it are all done, so nothing is sent afterwards.
+    fn drop(&mut self) {
+        let out = self.out.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.counts
+            .sent
+            .fetch_add(u64::from(out.sent_pending), Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -251,7 +322,9 @@ impl Paced for Shared {
                     .write(format.payload_type, payload, FRAME_TICKS, buf)
                 {
                     // UDP: a full socket buffer loses the packet, as the network would.
-                    let _ = self.socket.send_now(&buf[..n], to);
+                    if self.socket.send_now(&buf[..n], to).is_ok() {
+                        count_one(&mut out.sent_pending, &self.counts.sent);
+                    }
                 }
             }
             // On hold: time runs, nothing is sent.
@@ -281,6 +354,9 @@ struct Out {
     from_silence: bool,
     /// Registered with the pacer (until a tick finds nothing playing).
     paced: bool,
+    /// Packets sent (played or relayed out of this leg) not yet added to
+    /// [`Shared::counts`]: counted under this lock, which every send already holds.
+    sent_pending: u32,
 }
 
 impl Out {
@@ -540,6 +616,9 @@ impl LegTask {
         let mut pcm = [0i16; FRAME_SAMPLES];
         let mut telephone_events = TelephoneEventReceiver::new();
         let mut inband = InbandDetector::new();
+        // Packets received and not yet added to the engine's totals (this task alone reads
+        // the socket, so a local counter needs no lock).
+        let mut received_pending = 0u32;
         let shared = Arc::clone(&self.shared);
         loop {
             let timeout_at = self.options.rtp_timeout.map(|t| last_rx + t);
@@ -566,6 +645,7 @@ impl LegTask {
                         out.negotiated
                     };
                     let Some(negotiated) = negotiated else { continue };
+                    count_one(&mut received_pending, &shared.counts.received);
                     last_rx = now;
                     timed_out = false;
                     let payload_type = reader.payload_type();
@@ -597,7 +677,9 @@ impl LegTask {
                         };
                         if let Some(n) = relay.forward(packet, &mut peer_out.stream, &mut tx_buf) {
                             // UDP: a full socket buffer loses the packet, as the network would.
-                            let _ = peer.socket.socket().try_send_to(&tx_buf[..n], target);
+                            if peer.socket.socket().try_send_to(&tx_buf[..n], target).is_ok() {
+                                count_one(&mut peer_out.sent_pending, &peer.counts.sent);
+                            }
                             peer_out.last_sent = Some(now);
                         }
                     }
@@ -614,6 +696,10 @@ impl LegTask {
             }
         }
         self.shared.lock().source.end(PlayOutcome::Interrupted);
+        shared
+            .counts
+            .received
+            .fetch_add(u64::from(received_pending), Ordering::Relaxed);
     }
 }
 
@@ -1020,6 +1106,56 @@ mod tests {
         assert!(recv(&agent).await.is_none());
         caller_leg.close().await;
         assert_eq!(pool.available(), pool.size());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn legs_count_packets_sent_and_received_in_batches() {
+        let (engine, pool) = engine(25_100);
+        let counts = engine.rtp_counts();
+        let caller = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let agent = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let (caller_leg, _) = engine
+            .answer(offer(caller.local_addr().unwrap().port(), "0", "").as_bytes())
+            .await
+            .unwrap();
+        // A clone of the engine shares the totals.
+        let (agent_leg, _) = engine.clone().offer().await.unwrap();
+        agent_leg
+            .accept_answer(offer(agent.local_addr().unwrap().port(), "0", "").as_bytes())
+            .unwrap();
+        // 30 prompt frames to the caller: under one batch, so not in the totals yet.
+        assert_eq!(
+            caller_leg.play_to_end(tone_clip(30)).await,
+            Ok(PlayOutcome::Finished)
+        );
+        let mut heard = 0;
+        while recv(&caller).await.is_some() {
+            heard += 1;
+        }
+        assert_eq!(heard, 30);
+        assert_eq!((counts.sent(), counts.received()), (0, 0));
+        // Bridged: 60 packets from the caller, each relayed to the agent (received by the
+        // caller's leg, sent by the agent's).
+        caller_leg.bridge(&agent_leg).unwrap();
+        tokio::task::yield_now().await;
+        let to_caller_leg = SocketAddr::new(LOOPBACK, caller_leg.local_port());
+        for k in 0..60u16 {
+            caller
+                .send_to(
+                    &rtp(0, 0xCA11, k, 160 * u32::from(k), k == 0, &[0xFF; 160]),
+                    to_caller_leg,
+                )
+                .await
+                .unwrap();
+            recv(&agent).await.expect("relayed to the agent");
+        }
+        // One full batch each way is in; the rest waits for the next batch or the leg's end.
+        assert_eq!((counts.sent(), counts.received()), (50, 50));
+        agent_leg.close().await;
+        caller_leg.close().await;
+        assert_eq!(pool.available(), pool.size());
+        // Ended legs are counted exactly: 30 played + 60 relayed, 60 received.
+        assert_eq!((counts.sent(), counts.received()), (90, 60));
     }
 
     #[tokio::test(start_paused = true)]
