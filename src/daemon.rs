@@ -102,6 +102,7 @@ pub async fn serve_main(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_open_files_limit(config.server.max_calls);
     let shutdown = CancellationToken::new();
     let running = match Daemon::start(config, Arc::new(SystemClock), shutdown.clone()).await {
         Ok(d) => d,
@@ -119,6 +120,27 @@ pub async fn serve_main(path: PathBuf) -> ExitCode {
             error!("stopped on error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Descriptors a call can hold: the caller's and an agent's RTP sockets, and a SIP TCP
+/// connection or two (parallel ringing holds more, briefly).
+const FILES_PER_CALL: u64 = 4;
+
+/// Raises the soft limit on open files to the hard limit, as servers that hold a socket per
+/// media stream do (a login shell's soft limit is often 1,024: 500 calls). Under systemd the
+/// unit's `LimitNOFILE` sets both. Warns when even the hard limit is short of `max_calls`.
+fn raise_open_files_limit(max_calls: u32) {
+    let wanted = u64::from(max_calls) * FILES_PER_CALL + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => warn!(
+            limit,
+            wanted,
+            max_calls,
+            "open files limit is low for max_calls; calls beyond it will be refused with 503 (raise LimitNOFILE or ulimit -n)"
+        ),
+        Ok(limit) => info!(limit, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot read or raise the open files limit"),
     }
 }
 

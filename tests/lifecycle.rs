@@ -130,3 +130,29 @@ queue = "Sales"
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait_exit(Duration::from_secs(40)).code(), Some(0));
 }
+
+#[test]
+fn serve_raises_its_open_files_soft_limit_to_the_hard_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // nextest runs each test in its own process: lowering this one's soft limit is inherited by
+    // the rgsd it starts and by nothing else.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard > 256,
+        "the hard limit here ({hard}) leaves nothing to raise"
+    );
+    setrlimit(Resource::RLIMIT_NOFILE, 256, hard).unwrap();
+    let scratch = Scratch::new();
+    let cfg = scratch.write("rgsd.toml", minimal_config(""));
+    let server = Server::start(&cfg);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(numbers, vec![hard, hard], "{line}");
+}
