@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-
 use crate::config::model::{AgentGroupId, Config, Participation, RoutingMethod, SipUri};
 pub use crate::workflow::call::AgentId;
 
