@@ -26,11 +26,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Mutex as AsyncMutex;
-
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
