@@ -428,17 +428,19 @@ impl Daemon {
                         return;
                     }
                 };
-                let groups = match self.shared.store.list_groups().await {
-                    Ok(g) => g,
-                    Err(e) => {
-                        error!("reload refused: cannot read the agent groups back: {e}");
-                        return;
-                    }
-                };
-                info!("reloaded: {}", config::summary(&loaded.config));
                 // The agent table first: a new call must never see a queue whose groups the
-                // table does not know yet.
-                self.shared.live.rebuild(&loaded.config, &groups);
+                // table does not know yet. States carry over by agent URI and group name;
+                // sign-ins come from the store.
+                if let Err(e) = self
+                    .shared
+                    .live
+                    .rebuild(&loaded.config, &self.shared.store)
+                    .await
+                {
+                    error!("reload refused: cannot read the agent groups back: {e}");
+                    return;
+                }
+                let summary = config::summary(&loaded.config);
                 let config = Arc::new(loaded.config);
                 // The queue owners carry over by queue name, with the calls waiting in them.
                 let context = self
@@ -452,6 +454,8 @@ impl Daemon {
                     .await;
                 self.context.store(Arc::new(context));
                 self.shared.config.store(config);
+                // Last: whoever waits for this line finds the new configuration in force.
+                info!("reloaded: {summary}");
             }
             Err(diagnostics) => {
                 for d in &diagnostics {

@@ -252,9 +252,7 @@ async fn agent_id(app: &App, uri: &str) -> i64 {
 }
 
 fn routed(app: &App, agent: &str, group: &str) -> Option<bool> {
-    app.shared
-        .live
-        .is_signed_in(&app.shared.config.load(), &SipUri(agent.into()), group)
+    app.shared.live.is_signed_in(&SipUri(agent.into()), group)
 }
 
 /// The value of `series` (exact name and labels) in `/metrics`.
@@ -1570,11 +1568,11 @@ async fn sign_in_survives_a_restart(app: &App) {
         .await
         .unwrap();
     assert_eq!(
-        live.is_signed_in(&config, &SipUri(ALICE.into()), "Sales agents"),
+        live.is_signed_in(&SipUri(ALICE.into()), "Sales agents"),
         Some(true)
     );
     assert_eq!(
-        live.is_signed_in(&config, &SipUri(BOB.into()), "Sales agents"),
+        live.is_signed_in(&SipUri(BOB.into()), "Sales agents"),
         Some(false)
     );
 }

@@ -7,7 +7,11 @@
 //! API: `/api/live/calls` lists calls in progress with their phase, and `/metrics` counts ended
 //! calls by outcome and observes queue waits.
 //!
-//! Skipped, with a printed reason, when `sipp` is not on PATH. Every wait has a deadline.
+//! Also checks that a reload which reorders, drops and restores formal groups keeps each
+//! sign-in on its own group, as routing reports it through `/api/live` (no SIPp needed).
+//!
+//! The SIPp tests are skipped, with a printed reason, when `sipp` is not on PATH. Every wait has
+//! a deadline.
 // Test harness: a failed unwrap is a test failure; waiting on child processes and sockets
 // needs real time.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -217,4 +221,135 @@ fn formal_sign_in_through_the_api_gates_real_calls_and_the_api_sees_them() {
     assert!(metric(api, "rgsd_sip_transactions_total{side=\"server\"}") >= 4.0);
     assert!(metric(api, "rgsd_sip_transactions_total{side=\"client\"}") >= 2.0);
     agent.stop();
+}
+
+/// A formal group named `name` with the one agent `uri`, and a queue and workflow over it.
+fn formal_line(name: &str, uri: &str) -> String {
+    let lower = name.to_lowercase();
+    format!(
+        r#"
+[[agent_group]]
+name = "{name} agents"
+participation = "formal"
+agents = ["{uri}"]
+
+[[queue]]
+name = "{name}"
+agent_groups = ["{name} agents"]
+
+[[workflow]]
+name = "{name} line"
+kind = "hunt_group"
+uri = "sip:{lower}@127.0.0.1"
+queue = "{name}"
+"#
+    )
+}
+
+/// Rewrites the file, sends SIGHUP and waits for the `n`th "reloaded" line.
+fn reload(server: &common::Server, scratch: &Scratch, config: &str, n: usize) {
+    scratch.write("rgsd.toml", config);
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stderr().matches("reloaded: ").count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "reload {n} not seen\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What routing says about `uri`: the groups it is signed in to, and per queue (by name) how
+/// many agents are signed in.
+fn routing_view(api: SocketAddr, token: &str, uri: &str) -> (Value, Vec<(String, i64)>) {
+    let agents = get_json(api, "/api/live/agents", token);
+    let agent = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sip_uri"] == uri)
+        .unwrap_or_else(|| panic!("{uri} not in {agents}"));
+    let queues = get_json(api, "/api/live/queues", token)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap().to_owned(),
+                q["agents_signed_in"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (agent["signed_in"].clone(), queues)
+}
+
+/// A reload that reorders, drops and restores formal groups keeps each sign-in on its own
+/// group (by name), never on the group that took its index. No SIPp: routing's view through
+/// the live API is the check.
+#[test]
+fn reload_keeps_sign_ins_on_their_group_when_groups_move_or_go() {
+    let scratch = Scratch::new();
+    let uri = "sip:alice@127.0.0.1:5999";
+    let sales = formal_line("Sales", uri);
+    let support = formal_line("Support", uri);
+    let config = server_section(25000) + &sales + &support;
+    let path = scratch.write("rgsd.toml", &config);
+    let admin = create_token(path.to_str().unwrap(), "admin", "root");
+    let server = start(&scratch, &config);
+    let api = server.http;
+    let agent_id = get_json(api, "/api/agents", &admin)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sip_uri"] == uri)
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let sales_id = get_json(api, "/api/groups", &admin)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Sales agents")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    sign_in(api, &admin, sales_id, agent_id, true);
+    let signed_in_to_sales = serde_json::json!(["Sales agents"]);
+    let before = routing_view(api, &admin, uri);
+    assert_eq!(before.0, signed_in_to_sales, "{before:?}");
+
+    // Support first: the groups swap indexes.
+    reload(
+        &server,
+        &scratch,
+        &(server_section(25000) + &support + &sales),
+        1,
+    );
+    let (signed_in, queues) = routing_view(api, &admin, uri);
+    assert_eq!(signed_in, signed_in_to_sales, "{}", server.stderr());
+    assert_eq!(
+        queues,
+        [("Support".to_owned(), 0), ("Sales".to_owned(), 1)],
+        "{}",
+        server.stderr()
+    );
+
+    // Sales dropped: Support takes index 0, and the sign-in does not land on it.
+    reload(&server, &scratch, &(server_section(25000) + &support), 2);
+    let (signed_in, queues) = routing_view(api, &admin, uri);
+    assert_eq!(signed_in, serde_json::json!([]));
+    assert_eq!(queues, [("Support".to_owned(), 0)]);
+
+    // Sales back: its stored sign-in (kept while the group was retired) routes again.
+    reload(
+        &server,
+        &scratch,
+        &(server_section(25000) + &support + &sales),
+        3,
+    );
+    let (signed_in, queues) = routing_view(api, &admin, uri);
+    assert_eq!(signed_in, signed_in_to_sales, "{}", server.stderr());
+    assert_eq!(queues, [("Support".to_owned(), 0), ("Sales".to_owned(), 1)]);
 }

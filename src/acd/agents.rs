@@ -13,7 +13,9 @@
 //!
 //! Membership (which agents are in which group, in which order) is fixed when the table is
 //! built from a [`Config`]; a reload builds a new table and carries states over
-//! ([`AgentTable::carry_over`]).
+//! ([`AgentTable::carry_over`]): agents by SIP URI and groups by name, never by index, since a
+//! new file may reorder, insert or drop groups and agents (ids and group ids are only indexes
+//! into one table).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -69,6 +71,8 @@ pub enum SignInError {
 /// One agent group as routing sees it.
 #[derive(Debug)]
 pub struct GroupMembers {
+    /// The group's name: what identifies it across tables (its id is only its index in one).
+    pub name: String,
     pub routing: RoutingMethod,
     pub participation: Participation,
     pub alert_time: Duration,
@@ -97,6 +101,8 @@ pub struct AgentTable {
     /// Time zero of `idle_since`; the table's creation (start-up).
     epoch: Instant,
     groups: Vec<GroupMembers>,
+    /// Group name → id in this table.
+    group_ids: HashMap<String, AgentGroupId>,
     /// (agent, group) → index in that group's `members`.
     positions: HashMap<(AgentId, AgentGroupId), u32>,
     /// Per agent, the groups it belongs to, in group order.
@@ -112,8 +118,11 @@ impl AgentTable {
         let mut by_uri = HashMap::new();
         let mut positions = HashMap::new();
         let mut groups = Vec::with_capacity(config.agent_groups.len());
+        let mut group_ids = HashMap::with_capacity(config.agent_groups.len());
         for (g, group) in config.agent_groups.iter().enumerate() {
             let gid = AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX));
+            // Names are unique (the config compiler checks); a duplicate keeps the first.
+            group_ids.entry(group.name.clone()).or_insert(gid);
             let mut members = Vec::with_capacity(group.agents.len());
             for uri in &group.agents {
                 let id = *by_uri.entry(uri.clone()).or_insert_with(|| {
@@ -126,6 +135,7 @@ impl AgentTable {
                 members.push(id);
             }
             groups.push(GroupMembers {
+                name: group.name.clone(),
                 routing: group.routing,
                 participation: group.participation,
                 alert_time: group.alert_time,
@@ -152,13 +162,24 @@ impl AgentTable {
             idle_since: (0..n).map(|_| AtomicU64::new(0)).collect(),
             epoch: now,
             groups,
+            group_ids,
             positions,
             memberships,
         }
     }
 
     /// Copies states, idle clocks, sign-ins and round-robin positions from the table this one
-    /// replaces (reload), matching agents by URI and groups by index and member URI.
+    /// replaces (reload, API change of membership). Agents are matched by SIP URI and groups by
+    /// name, never by index: a group the new table does not have leaves nothing behind, and a
+    /// group that moved keeps its own state.
+    ///
+    /// - An agent's state word and idle clock follow its URI.
+    /// - A formal sign-in follows (group name, agent URI), when the group was formal in both
+    ///   tables (an informal group has no sign-in to carry; the caller restores stored state,
+    ///   see [`Self::set_sign_ins`]).
+    /// - The round-robin position follows the agent last offered: it points at the same agent
+    ///   in the new member list, wherever it now stands; if that agent left the group, the
+    ///   group starts again from its first member.
     pub fn carry_over(&self, old: &Self) {
         for (id, uri) in self.uris.iter().enumerate() {
             if let Some(&old_id) = old.by_uri.get(uri) {
@@ -168,21 +189,48 @@ impl AgentTable {
                 self.idle_since[id].store(self.nanos(since), Ordering::Release);
             }
         }
-        for (g, group) in self.groups.iter().enumerate() {
-            let gid = AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX));
-            for (i, &member) in group.members.iter().enumerate() {
-                let uri = &self.uris[member.0 as usize];
-                if let Some(&old_id) = old.by_uri.get(uri)
-                    && old.is_signed_in(old_id, gid)
-                {
-                    group.signed_in[i].store(true, Ordering::Release);
+        for group in &self.groups {
+            let Some(old_gid) = old.group_id(&group.name) else {
+                continue;
+            };
+            let old_group = old.group(old_gid);
+            if group.participation == Participation::Formal
+                && old_group.participation == Participation::Formal
+            {
+                for (i, &member) in group.members.iter().enumerate() {
+                    if let Some(old_id) = old.id(self.uri(member))
+                        && old.is_signed_in(old_id, old_gid)
+                    {
+                        group.signed_in[i].store(true, Ordering::Release);
+                    }
                 }
             }
-            if let Some(old_group) = old.groups.get(g) {
-                let last = old_group.rr_last.load(Ordering::Relaxed);
-                if (last as usize) < group.members.len() {
-                    group.rr_last.store(last, Ordering::Relaxed);
-                }
+            let last = old
+                .round_robin_last(old_group)
+                .and_then(|i| old_group.members.get(i))
+                .and_then(|&old_agent| self.id(old.uri(old_agent)))
+                .and_then(|agent| group.members.iter().position(|&m| m == agent));
+            if let Some(index) = last {
+                self.set_round_robin_last(group, index);
+            }
+        }
+    }
+
+    /// Sets every formal sign-in flag to what `signed_in` lists as (agent URI, group name) pairs
+    /// (the store's sign-in state); pairs this table does not route are ignored. Idle clocks are
+    /// left alone: this restores state, it is not a sign-in. Meant for a table not yet shared.
+    pub fn set_sign_ins<'a>(&self, signed_in: impl IntoIterator<Item = (&'a SipUri, &'a str)>) {
+        for group in &self.groups {
+            for flag in &group.signed_in {
+                flag.store(false, Ordering::Release);
+            }
+        }
+        for (uri, name) in signed_in {
+            let (Some(agent), Some(group)) = (self.id(uri), self.group_id(name)) else {
+                continue;
+            };
+            if let Ok(flag) = self.sign_in_flag(agent, group) {
+                flag.store(true, Ordering::Release);
             }
         }
     }
@@ -209,6 +257,11 @@ impl AgentTable {
     /// [`Command::AgentAvailable`]: super::queue::Command::AgentAvailable
     pub fn groups_of(&self, agent: AgentId) -> &[AgentGroupId] {
         &self.memberships[agent.0 as usize]
+    }
+
+    /// The id in this table of the group named `name`.
+    pub fn group_id(&self, name: &str) -> Option<AgentGroupId> {
+        self.group_ids.get(name).copied()
     }
 
     pub fn group(&self, group: AgentGroupId) -> &GroupMembers {
@@ -622,5 +675,192 @@ mod tests {
         assert!(new.is_signed_in(nb, AgentGroupId(1)));
         // Idle clock: 4 s after the old epoch is before the new epoch: saturates to 0.
         assert_eq!(new.idle_since(nb), 0);
+    }
+
+    /// Adds a group named `name` to `c`.
+    fn named(
+        c: &mut Config,
+        name: &str,
+        routing: RoutingMethod,
+        participation: Participation,
+        agents: &[&str],
+    ) -> AgentGroupId {
+        let g = add_group(c, routing, participation, 20, agents);
+        c.agent_groups[g.0 as usize].name = name.to_owned();
+        g
+    }
+
+    #[test]
+    fn carry_over_follows_sign_ins_by_group_name_when_groups_are_reordered() {
+        let now = t0();
+        let mut c = config();
+        let sales = named(
+            &mut c,
+            "Sales",
+            RoutingMethod::Serial,
+            Participation::Formal,
+            &["a"],
+        );
+        let support = named(
+            &mut c,
+            "Support",
+            RoutingMethod::Serial,
+            Participation::Formal,
+            &["a", "b"],
+        );
+        let old = AgentTable::from_config(&c, now);
+        let a = old.id(&uri("a")).unwrap();
+        old.sign_in(a, sales, now).unwrap();
+        assert!(!old.is_signed_in(a, support));
+
+        // The new file lists Support first: the group ids swap.
+        let mut c = config();
+        let support = named(
+            &mut c,
+            "Support",
+            RoutingMethod::Serial,
+            Participation::Formal,
+            &["a", "b"],
+        );
+        let sales = named(
+            &mut c,
+            "Sales",
+            RoutingMethod::Serial,
+            Participation::Formal,
+            &["a"],
+        );
+        let new = AgentTable::from_config(&c, now);
+        new.carry_over(&old);
+        let a = new.id(&uri("a")).unwrap();
+        assert!(new.is_signed_in(a, sales), "still signed in to Sales");
+        assert!(!new.is_signed_in(a, support), "not signed in to Support");
+        let b = new.id(&uri("b")).unwrap();
+        assert!(!new.is_signed_in(b, support));
+    }
+
+    #[test]
+    fn carry_over_keeps_each_groups_round_robin_position_by_name_and_agent() {
+        let now = t0();
+        let mut c = config();
+        let sales = named(
+            &mut c,
+            "Sales",
+            RoutingMethod::RoundRobin,
+            Participation::Informal,
+            &["a", "b", "c"],
+        );
+        let support = named(
+            &mut c,
+            "Support",
+            RoutingMethod::RoundRobin,
+            Participation::Informal,
+            &["d", "e"],
+        );
+        let old = AgentTable::from_config(&c, now);
+        old.set_round_robin_last(old.group(sales), 1); // b
+        assert_eq!(old.round_robin_last(old.group(support)), None);
+
+        // Support moves first and Sales lists its members in another order.
+        let mut c = config();
+        let support = named(
+            &mut c,
+            "Support",
+            RoutingMethod::RoundRobin,
+            Participation::Informal,
+            &["d", "e"],
+        );
+        let sales = named(
+            &mut c,
+            "Sales",
+            RoutingMethod::RoundRobin,
+            Participation::Informal,
+            &["c", "a", "b"],
+        );
+        let new = AgentTable::from_config(&c, now);
+        new.carry_over(&old);
+        assert_eq!(
+            new.round_robin_last(new.group(sales)),
+            Some(2),
+            "Sales goes on after b, wherever b now stands"
+        );
+        assert_eq!(
+            new.round_robin_last(new.group(support)),
+            None,
+            "Support has not offered a call yet"
+        );
+
+        // b leaves Sales: the group starts again from its first member.
+        let mut c = config();
+        let sales = named(
+            &mut c,
+            "Sales",
+            RoutingMethod::RoundRobin,
+            Participation::Informal,
+            &["a", "c"],
+        );
+        let newer = AgentTable::from_config(&c, now);
+        newer.carry_over(&new);
+        assert_eq!(newer.round_robin_last(newer.group(sales)), None);
+    }
+
+    #[test]
+    fn carry_over_leaves_a_deleted_groups_state_behind() {
+        let now = t0();
+        let mut c = config();
+        let sales = named(
+            &mut c,
+            "Sales",
+            RoutingMethod::RoundRobin,
+            Participation::Formal,
+            &["a", "b"],
+        );
+        named(
+            &mut c,
+            "Support",
+            RoutingMethod::RoundRobin,
+            Participation::Formal,
+            &["a", "b"],
+        );
+        let old = AgentTable::from_config(&c, now);
+        let a = old.id(&uri("a")).unwrap();
+        old.sign_in(a, sales, now).unwrap();
+        old.set_round_robin_last(old.group(sales), 1);
+
+        // Sales is gone; Support takes its index.
+        let mut c = config();
+        let support = named(
+            &mut c,
+            "Support",
+            RoutingMethod::RoundRobin,
+            Participation::Formal,
+            &["a", "b"],
+        );
+        assert_eq!(support, sales, "the index Sales had");
+        let new = AgentTable::from_config(&c, now);
+        new.carry_over(&old);
+        let a = new.id(&uri("a")).unwrap();
+        assert!(
+            !new.is_signed_in(a, support),
+            "Sales' sign-in lands nowhere"
+        );
+        assert_eq!(new.round_robin_last(new.group(support)), None);
+    }
+
+    #[test]
+    fn set_sign_ins_makes_formal_flags_exactly_the_listed_pairs() {
+        let (t, start) = table();
+        let (b, c) = (t.id(&uri("b")).unwrap(), t.id(&uri("c")).unwrap());
+        let formal = AgentGroupId(1);
+        t.sign_in(c, formal, start).unwrap();
+        let (ub, ua) = (uri("b"), uri("a"));
+        t.set_sign_ins([
+            (&ub, "group 1"),
+            (&ua, "group 1"),   // not a member: ignored
+            (&ub, "group 0"),   // informal: ignored
+            (&ub, "elsewhere"), // not routed: ignored
+        ]);
+        assert!(t.is_signed_in(b, formal));
+        assert!(!t.is_signed_in(c, formal), "not listed: signed out");
+        assert_eq!(t.idle_since(b), 0, "restoring is not a sign-in");
     }
 }

@@ -606,6 +606,7 @@ impl CallTask {
                     call: self.key,
                     agent,
                     until,
+                    table: self.table_of(agent),
                 };
                 self.ctx.queues.send(queue, msg).await;
             }

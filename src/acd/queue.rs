@@ -207,8 +207,8 @@ impl QueueCore {
     /// Takes a reloaded configuration of this queue, where it is queue `id` (and a new agent
     /// table built from the same configuration). Waiting calls keep their place (their order of
     /// entry); each restarts its group cycle at the first group, since group indexes and members
-    /// may have changed. Calls with an offer out keep it. Grace periods stay (by agent id, which
-    /// may now name another agent for a few seconds: see `queue_task`).
+    /// may have changed. Calls with an offer out keep it. Grace periods stay (the owner moves
+    /// them to the new table's agent ids: [`Self::remap_agents`]).
     pub fn reconfigure(&mut self, id: QueueId, queue: &Queue) {
         self.id = id;
         self.groups.clone_from(&queue.agent_groups);
@@ -293,6 +293,26 @@ impl QueueCore {
         if let Some(w) = self.get_mut(call) {
             w.refused.retain(|r| r.agent != agent);
             w.refused.push(Refusal { agent, until });
+        }
+    }
+
+    /// The agent table was rebuilt: `map` gives each agent's id in the new table (by URI), or
+    /// `None` for an agent it no longer has. Grace periods and the agents already tried follow
+    /// their agent; those of a gone agent are dropped. Not on the routing path: the owner calls
+    /// it once per table change.
+    pub fn remap_agents(&mut self, map: impl Fn(AgentId) -> Option<AgentId>) {
+        for w in self.waiting.values_mut() {
+            w.tried = w.tried.iter().filter_map(|&a| map(a)).collect();
+            w.refused = w
+                .refused
+                .iter()
+                .filter_map(|r| {
+                    map(r.agent).map(|agent| Refusal {
+                        agent,
+                        until: r.until,
+                    })
+                })
+                .collect();
         }
     }
 

@@ -36,8 +36,12 @@
 //! Between the new agent table being stored and an owner handling its reconfiguration, the
 //! owner may dispatch once with its old group ids on the new table: a group index that no
 //! longer exists offers nobody ([`AgentTable::get_group`]), one that moved may offer the
-//! moved group's agents. Refusal grace periods are kept by agent id, which can name another
-//! agent in the new table for their few seconds.
+//! moved group's agents.
+//!
+//! Agent ids are indexes into one table, so the owner keeps the table its calls' grace periods
+//! and tried agents are in, and when another is in force moves them over by URI
+//! ([`QueueCore::remap_agents`]); a refusal names the table its agent id is from. One pointer
+//! comparison per command; nothing is added to the routing decision.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,8 +81,10 @@ pub enum QueueMsg {
     /// Do not offer `call` to `agent` before `until` (ringback grace).
     Refused {
         call: CallKey,
+        /// An id in `table`: the table the agent was offered from.
         agent: AgentId,
         until: StdInstant,
+        table: Arc<AgentTable>,
     },
     /// The call's offer ended unanswered: offer the next agent or group.
     OfferEnded(CallKey),
@@ -283,6 +289,7 @@ fn spawn_owner(
     let (tx, rx) = mpsc::channel(INBOX);
     let owner = Owner {
         core: QueueCore::new(id, queue),
+        table: agents.load_full(),
         agents: Arc::clone(agents),
         calls: HashMap::new(),
     };
@@ -295,6 +302,8 @@ struct Owner {
     core: QueueCore,
     /// The agent table in force, loaded for each command.
     agents: Arc<ArcSwap<AgentTable>>,
+    /// The table the core's agent ids (grace periods, agents tried) belong to.
+    table: Arc<AgentTable>,
     /// Inbox of every waiting call.
     calls: HashMap<CallKey, mpsc::UnboundedSender<QueueEvent>>,
 }
@@ -304,19 +313,24 @@ impl Owner {
         let mut wake_at: Option<Instant> = None;
         let mut out = Vec::new();
         loop {
-            let command = tokio::select! {
+            let msg = tokio::select! {
                 msg = inbox.recv() => match msg {
-                    Some(msg) => self.command(msg),
+                    Some(msg) => Some(msg),
                     None => break,
                 },
                 () = sleep_until_opt(wake_at) => {
                     wake_at = None;
-                    Command::AgentAvailable
+                    None
                 }
             };
+            let table = self.agents.load_full();
+            if !Arc::ptr_eq(&table, &self.table) {
+                let old = std::mem::replace(&mut self.table, Arc::clone(&table));
+                self.core.remap_agents(|a| id_in(&table, &old, a));
+            }
+            let command = msg.map_or(Command::AgentAvailable, |msg| self.command(msg, &table));
             trace!(queue = ?self.core.id(), ?command, "queue command");
             let now = Instant::now().into_std();
-            let table = self.agents.load_full();
             if let Some(at) = self.core.handle(command, &table, now, &mut out) {
                 let at = Instant::from_std(at);
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
@@ -328,8 +342,9 @@ impl Owner {
         debug!(queue = ?self.core.id(), "queue owner stopped");
     }
 
-    /// The core's command for a message; keeps the inbox of a joining call.
-    fn command(&mut self, msg: QueueMsg) -> Command {
+    /// The core's command for a message (agent ids in `table`, the table in force); keeps the
+    /// inbox of a joining call.
+    fn command(&mut self, msg: QueueMsg, table: &AgentTable) -> Command {
         match msg {
             QueueMsg::Join { call, inbox } => {
                 self.calls.insert(call, inbox);
@@ -339,7 +354,16 @@ impl Owner {
                 self.calls.remove(&call);
                 Command::Leave(call)
             }
-            QueueMsg::Refused { call, agent, until } => Command::Refused { call, agent, until },
+            QueueMsg::Refused {
+                call,
+                agent,
+                until,
+                table: from,
+            } => match id_in(table, &from, agent) {
+                Some(agent) => Command::Refused { call, agent, until },
+                // The agent is gone: nobody to keep away from the call.
+                None => Command::AgentAvailable,
+            },
             QueueMsg::OfferEnded(call) => Command::OfferEnded(call),
             QueueMsg::AgentAvailable => Command::AgentAvailable,
             QueueMsg::Reconfigure { id, queue } => {
@@ -378,6 +402,17 @@ impl Owner {
             self.core.leave(call);
         }
     }
+}
+
+/// The id in `table` of agent `agent` of table `from` (the same agent, by URI).
+fn id_in(table: &AgentTable, from: &AgentTable, agent: AgentId) -> Option<AgentId> {
+    if std::ptr::eq(table, from) {
+        return Some(agent);
+    }
+    if agent.0 as usize >= from.len() {
+        return None;
+    }
+    table.id(from.uri(agent))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -523,5 +558,78 @@ mod tests {
         assert!(table2.release(id(&table2, "b"), busy));
         reloaded.wake_all();
         assert_eq!(offered(&mut c3).await, vec![id(&table2, "b")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusal_grace_and_tried_agents_follow_their_agent_across_a_table_rebuild() {
+        let busy = CallKey(999);
+        let members = |agents: &[&str]| {
+            let list: Vec<String> = agents
+                .iter()
+                .map(|a| format!("\"sip:{a}@127.0.0.1\""))
+                .collect();
+            format!(
+                "\n[[agent_group]]\nname = \"G\"\nagents = [{}]\n",
+                list.join(", ")
+            )
+        };
+        let old = config(&(members(&["a", "b"]) + &queue("Q", "\"G\"")), &["Q"]);
+        let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
+            &old,
+            Instant::now().into_std(),
+        )));
+        let table = agents.load_full();
+        let (a, b) = (id(&table, "a"), id(&table, "b"));
+        assert!(table.claim(b, busy));
+        let queues = Queues::spawn(&old, &agents);
+        let (mut c1, _) = join(&queues, 0, 1).await;
+        assert_eq!(offered(&mut c1).await, vec![a]);
+
+        // The API adds x ahead of both: every agent id moves. It happens while a is ringing, so
+        // a's refusal arrives in the old table's ids.
+        let new = config(&(members(&["x", "b", "a"]) + &queue("Q", "\"G\"")), &["Q"]);
+        let table2 = AgentTable::from_config(&new, Instant::now().into_std());
+        table2.carry_over(&table);
+        agents.store(Arc::new(table2));
+        let table2 = agents.load_full();
+        assert_ne!(id(&table2, "a"), a, "the test needs a to change id");
+        assert!(table2.release(id(&table2, "a"), CallKey(1)));
+        let until = Instant::now().into_std() + Duration::from_secs(60);
+        let refused = QueueMsg::Refused {
+            call: CallKey(1),
+            agent: a,
+            until,
+            table: Arc::clone(&table),
+        };
+        queues.send(QueueId(0), refused).await;
+        queues
+            .send(QueueId(0), QueueMsg::OfferEnded(CallKey(1)))
+            .await;
+
+        // Serial: a was tried and is in grace, b is busy; x (new, with a's old id) is next.
+        assert_eq!(offered(&mut c1).await, vec![id(&table2, "x")]);
+        // x takes another call: a is kept away until its grace period ends, then offered.
+        let x = id(&table2, "x");
+        assert!(table2.release(x, CallKey(1)));
+        assert!(table2.claim(x, busy));
+        queues
+            .send(QueueId(0), QueueMsg::OfferEnded(CallKey(1)))
+            .await;
+        assert!(
+            next(&mut c1).await.is_none(),
+            "a waits out its grace period"
+        );
+        let late = tokio::time::timeout(Duration::from_secs(70), c1.recv())
+            .await
+            .expect("offered once the grace period ends")
+            .expect("inbox open");
+        assert!(
+            Instant::now().into_std() >= until,
+            "not before the grace period ends"
+        );
+        match late.event {
+            Event::Offered(Offer { agents, .. }) => assert_eq!(agents, vec![id(&table2, "a")]),
+            other => panic!("expected an offer, got {other:?}"),
+        }
     }
 }

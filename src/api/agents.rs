@@ -349,8 +349,8 @@ fn group_doc_with(shared: &Shared, g: Group, sign_ins: &[crate::store::SignIn]) 
 
 /// Rebuilds the routing table from the configuration and the database's groups.
 async fn rebuild_routing(shared: &Shared) -> Result<(), ApiError> {
-    let groups = shared.store.list_groups().await?;
-    shared.live.rebuild(&shared.config.load(), &groups);
+    let config = shared.config.load_full();
+    shared.live.rebuild(&config, &shared.store).await?;
     Ok(())
 }
 
@@ -695,22 +695,23 @@ pub async fn set_sign_in(
     } else {
         store.sign_out(&agent.sip_uri, &group.name).await?
     };
-    let routed =
-        match shared
-            .live
-            .set_signed_in(&config, &agent.sip_uri, &group.name, body.signed_in)
-        {
-            Ok(routed) => routed,
-            Err(e) => {
-                // The store accepted it, so the table is behind the database: rebuild and retry.
-                tracing::warn!("routing table out of step ({e}); rebuilding");
-                rebuild_routing(&shared).await?;
-                shared
-                    .live
-                    .set_signed_in(&config, &agent.sip_uri, &group.name, body.signed_in)
-                    .unwrap_or(false)
-            }
-        };
+    let routed = match shared
+        .live
+        .set_signed_in(&agent.sip_uri, &group.name, body.signed_in)
+        .await
+    {
+        Ok(routed) => routed,
+        Err(e) => {
+            // The store accepted it, so the table is behind the database: rebuild and retry.
+            tracing::warn!("routing table out of step ({e}); rebuilding");
+            rebuild_routing(&shared).await?;
+            shared
+                .live
+                .set_signed_in(&agent.sip_uri, &group.name, body.signed_in)
+                .await
+                .unwrap_or(false)
+        }
+    };
     let action = if body.signed_in {
         "agent.sign_in"
     } else {
@@ -766,7 +767,7 @@ pub async fn me(State(shared): State<Shared>, caller: Caller) -> Result<Json<MeD
         subject: caller.subject().to_owned(),
         agent_id,
         groups,
-        state: shared.live.agent(&shared.config.load(), &uri),
+        state: shared.live.agent(&uri),
     }))
 }
 

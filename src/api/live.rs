@@ -7,7 +7,12 @@
 //!   [`Live::agent_table`] (an `ArcSwap`): the call driver loads it for every decision and the
 //!   API flips formal sign-in flags in it. A change of membership rebuilds the table from the
 //!   configuration with the database's version of each configured group and carries states
-//!   over ([`Live::rebuild`]), so routing sees it at once.
+//!   over ([`Live::rebuild`]), so routing sees it at once. Agents are matched by SIP URI and
+//!   groups by name, never by index (a reload may reorder, add or drop groups); formal sign-in
+//!   is set from the store's sign-in state, its source of truth.
+//! - Everything here names groups by name and looks them up in the table it reads: the
+//!   configuration and the table are swapped one after the other during a reload, so an index
+//!   from one may name another group (or none) in the other.
 //! - **Calls in progress** are reported by the call driver through `Live`'s implementation of
 //!   [`CallObserver`] (which the daemon hands to the driver), landing in [`Live::call_update`]
 //!   and [`Live::call_ended`]; the API only reads them. The same reports count ended calls by
@@ -24,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
@@ -163,8 +169,11 @@ pub struct Live {
     agents: Arc<ArcSwap<AgentTable>>,
     /// Wall-clock time of the current table's epoch (its `idle_since` counts from there).
     epoch_wall: ArcSwap<DateTime<Utc>>,
-    /// Serialises rebuilds (two API writers must not both carry over from the same old table).
-    rebuild_lock: Mutex<()>,
+    /// Serialises rebuilds and sign-in flips: two API writers must not both carry over from the
+    /// same old table, and a flip must not land on a table about to be replaced. Async: a
+    /// rebuild holds it while it reads the store, so the sign-in state it reads is exactly what
+    /// the API has written (each API sign-in writes the store, then flips under this lock).
+    rebuild_lock: AsyncMutex<()>,
     calls: Mutex<BTreeMap<String, LiveCall>>,
     events: broadcast::Sender<LiveEvent>,
     clock: SharedClock,
@@ -187,13 +196,13 @@ impl Live {
         let now = tokio::time::Instant::now().into_std();
         let table = AgentTable::from_config(&routing_config(config, &groups), now);
         for s in store.sign_in_state().await? {
-            apply_sign_in(&table, config, &s.agent, &s.group, true, now);
+            apply_sign_in(&table, &s.agent, &s.group, now);
         }
         let (events, _) = broadcast::channel(64);
         Ok(Self {
             agents: Arc::new(ArcSwap::from_pointee(table)),
             epoch_wall: ArcSwap::from_pointee(clock.now_utc()),
-            rebuild_lock: Mutex::new(()),
+            rebuild_lock: AsyncMutex::new(()),
             calls: Mutex::new(BTreeMap::new()),
             events,
             clock,
@@ -221,24 +230,17 @@ impl Live {
     ///
     /// # Errors
     /// The agent is not a member of the group in the routing table, or the group is informal.
-    pub fn set_signed_in(
+    pub async fn set_signed_in(
         &self,
-        config: &Config,
         agent: &SipUri,
         group: &str,
         signed_in: bool,
     ) -> Result<bool, SignInError> {
-        let Some(gid) = group_id(config, group) else {
-            return Ok(false);
-        };
         // Under the rebuild lock: a rebuild between loading the table and flipping the flag
         // would otherwise carry the old flag over and lose this change.
-        let _guard = self
-            .rebuild_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.rebuild_lock.lock().await;
         let table = self.agents.load();
-        let Some(aid) = table.id(agent) else {
+        let (Some(gid), Some(aid)) = (table.group_id(group), table.id(agent)) else {
             return Ok(false);
         };
         let now = tokio::time::Instant::now().into_std();
@@ -251,21 +253,27 @@ impl Live {
         Ok(true)
     }
 
-    /// Rebuilds the routing table after a group or membership change: the configuration's
-    /// groups, each replaced by its database version, states carried over from the old table.
-    /// Also what the daemon should call after a reload (with the new configuration and
-    /// `store.list_groups()`), so routing follows the new file.
-    pub fn rebuild(&self, config: &Config, groups: &[Group]) {
-        let _guard = self
-            .rebuild_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Rebuilds the routing table after a group or membership change, or a reload: the
+    /// configuration's groups, each replaced by its database version (`store.list_groups()`).
+    /// Agent states, idle clocks and round-robin positions are carried over from the old table
+    /// by agent URI and group name ([`AgentTable::carry_over`]); formal sign-ins are set from
+    /// the store's sign-in state, so a group put back in the file gets its stored sign-ins
+    /// again and a group that moved keeps its own.
+    ///
+    /// # Errors
+    /// The store could not be read; the table in force stays.
+    pub async fn rebuild(&self, config: &Config, store: &Store) -> Result<(), StoreError> {
+        let _guard = self.rebuild_lock.lock().await;
+        let groups = store.list_groups().await?;
+        let sign_ins = store.sign_in_state().await?;
         let now = tokio::time::Instant::now().into_std();
-        let table = AgentTable::from_config(&routing_config(config, groups), now);
+        let table = AgentTable::from_config(&routing_config(config, &groups), now);
         table.carry_over(&self.agents.load());
+        table.set_sign_ins(sign_ins.iter().map(|s| (&s.agent, s.group.as_str())));
         self.agents.store(Arc::new(table));
         self.epoch_wall.store(Arc::new(self.clock.now_utc()));
         self.announce(LiveEvent::Agents);
+        Ok(())
     }
 
     /// The call driver reports a new call or a change of phase.
@@ -310,28 +318,16 @@ impl Live {
         let mut agents = Vec::new();
         for i in 0..table.len() {
             let aid = crate::acd::agents::AgentId(u32::try_from(i).unwrap_or(u32::MAX));
-            let member_of: Vec<(AgentGroupId, &str)> = config
-                .agent_groups
+            let member_of: Vec<(AgentGroupId, &str)> = table
+                .groups_of(aid)
                 .iter()
-                .enumerate()
-                .filter(|(g, group)| {
-                    group.agents.contains(table.uri(aid))
-                        && u32::try_from(*g).is_ok()
-                        && scope.group(&group.name)
-                })
-                .map(|(g, group)| {
-                    (
-                        AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX)),
-                        group.name.as_str(),
-                    )
-                })
+                .map(|&g| (g, table.group(g).name.as_str()))
+                .filter(|(_, name)| scope.group(name))
                 .collect();
             if member_of.is_empty() && !scope.everything() {
                 continue;
             }
-            agents.push(agent_snapshot(
-                &table, config, aid, &member_of, &calls, epoch,
-            ));
+            agents.push(agent_snapshot(&table, aid, &member_of, &calls, epoch));
         }
         LiveSnapshot {
             at,
@@ -342,25 +338,17 @@ impl Live {
     }
 
     /// One agent's live state (for the agent page), if routing knows the agent.
-    pub fn agent(&self, config: &Config, uri: &SipUri) -> Option<AgentSnapshot> {
+    pub fn agent(&self, uri: &SipUri) -> Option<AgentSnapshot> {
         let table = self.agents.load();
         let aid = table.id(uri)?;
-        let member_of: Vec<(AgentGroupId, &str)> = config
-            .agent_groups
+        let member_of: Vec<(AgentGroupId, &str)> = table
+            .groups_of(aid)
             .iter()
-            .enumerate()
-            .filter(|(_, g)| g.agents.contains(uri))
-            .map(|(g, group)| {
-                (
-                    AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX)),
-                    group.name.as_str(),
-                )
-            })
+            .map(|&g| (g, table.group(g).name.as_str()))
             .collect();
         let calls: Vec<LiveCall> = self.lock_calls().values().cloned().collect();
         Some(agent_snapshot(
             &table,
-            config,
             aid,
             &member_of,
             &calls,
@@ -370,9 +358,9 @@ impl Live {
 
     /// Whether routing has `agent` signed in to `group` (by name); `None` when routing does not
     /// know the pair.
-    pub fn is_signed_in(&self, config: &Config, agent: &SipUri, group: &str) -> Option<bool> {
-        let gid = group_id(config, group)?;
+    pub fn is_signed_in(&self, agent: &SipUri, group: &str) -> Option<bool> {
         let table = self.agents.load();
+        let gid = table.group_id(group)?;
         let aid = table.id(agent)?;
         Some(table.is_signed_in(aid, gid))
     }
@@ -395,15 +383,6 @@ impl CallObserver for Live {
     }
 }
 
-fn group_id(config: &Config, name: &str) -> Option<AgentGroupId> {
-    config
-        .agent_groups
-        .iter()
-        .position(|g| g.name == name)
-        .and_then(|i| u32::try_from(i).ok())
-        .map(AgentGroupId)
-}
-
 /// The configuration routing uses: each configured group replaced by the database's version
 /// of it (same name), so API edits of members, alert time and routing take effect. Groups only
 /// in the database are not routed (no queue refers to them).
@@ -417,23 +396,12 @@ fn routing_config(config: &Config, groups: &[Group]) -> Config {
     routed
 }
 
-fn apply_sign_in(
-    table: &AgentTable,
-    config: &Config,
-    agent: &SipUri,
-    group: &str,
-    signed_in: bool,
-    now: std::time::Instant,
-) {
-    let (Some(gid), Some(aid)) = (group_id(config, group), table.id(agent)) else {
+/// Signs `agent` in to `group` (by name) at start-up, if routing has the pair.
+fn apply_sign_in(table: &AgentTable, agent: &SipUri, group: &str, now: std::time::Instant) {
+    let (Some(gid), Some(aid)) = (table.group_id(group), table.id(agent)) else {
         return;
     };
-    let result = if signed_in {
-        table.sign_in(aid, gid, now)
-    } else {
-        table.sign_out(aid, gid)
-    };
-    if let Err(e) = result {
+    if let Err(e) = table.sign_in(aid, gid, now) {
         tracing::debug!("stored sign-in not applied to routing: {e}");
     }
 }
@@ -470,10 +438,13 @@ fn queue_snapshot(
         .unwrap_or(0);
     let mut seen = std::collections::BTreeSet::new();
     let (mut signed_in, mut eligible, mut busy) = (0, 0, 0);
-    for &gid in &queue.agent_groups {
-        if gid.0 as usize >= config.agent_groups.len() {
-            continue;
-        }
+    // The queue's groups by name: `config` and `table` may be a reload apart.
+    let groups = queue
+        .agent_groups
+        .iter()
+        .filter_map(|g| config.agent_groups.get(g.0 as usize))
+        .filter_map(|g| table.group_id(&g.name));
+    for gid in groups {
         let group = table.group(gid);
         for (i, &aid) in group.members.iter().enumerate() {
             if !table.is_member_signed_in(group, i) || !seen.insert(aid) {
@@ -499,7 +470,6 @@ fn queue_snapshot(
 
 fn agent_snapshot(
     table: &AgentTable,
-    config: &Config,
     aid: crate::acd::agents::AgentId,
     member_of: &[(AgentGroupId, &str)],
     calls: &[LiveCall],
@@ -510,8 +480,7 @@ fn agent_snapshot(
     let signed_in = member_of
         .iter()
         .filter(|(g, _)| {
-            config.agent_group(*g).participation == Participation::Formal
-                && table.is_signed_in(aid, *g)
+            table.group(*g).participation == Participation::Formal && table.is_signed_in(aid, *g)
         })
         .map(|(_, name)| (*name).to_owned())
         .collect();
