@@ -488,6 +488,8 @@ impl Daemon {
             );
         }
         self.sip_shutdown.cancel();
+        // The endpoint drains (a last BYE gets its answer) for at most 2 s.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.stopped()).await;
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(2), self.tasks.wait())
             .await

@@ -407,6 +407,42 @@ async fn outbound_leg_answered_then_bye() {
         .assert_success("agent answers");
 }
 
+/// A BYE asked for just before the endpoint shuts down still goes out and gets its answer
+/// (the endpoint drains): the agent's scenario, which waits for the BYE, succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_asked_for_at_shutdown_still_reaches_the_agent() {
+    use rgsd::sip::CallEvent;
+    let sipp = require_sipp!();
+    let h = start("127.0.0.0/8").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, port, errors, messages) = start_agent(&sipp, "agent_answers.xml", dir.path());
+    let mut leg = h
+        .endpoint
+        .invite(
+            &agent_uri(port),
+            &me(),
+            Bytes::from_static(ANSWER_SDP),
+            vec![],
+        )
+        .await
+        .expect("invite");
+    loop {
+        match next(&mut leg).await {
+            CallEvent::Answered { .. } => break,
+            CallEvent::Provisional { .. } => {}
+            other => panic!("expected Answered, got {other:?}"),
+        }
+    }
+    leg.bye().expect("bye");
+    h.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), h.endpoint.stopped())
+        .await
+        .expect("the endpoint never stopped");
+    finish_agent(child, &errors, &messages)
+        .await
+        .assert_success("agent gets the BYE sent at shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_leg_busy_fails_with_486() {
     use rgsd::sip::{CallEvent, LegFailure};

@@ -25,7 +25,8 @@ use super::message::{
 };
 use super::policy::{RateLimit, RateLimiter, Verdict, is_trusted};
 use super::transaction::{
-    Action, Answer2xx, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TransactionKey,
+    Action, Answer2xx, ClientInvite, ClientInviteState, ClientNonInvite, ClientNonInviteState,
+    ServerInvite, ServerNonInvite, TransactionKey,
 };
 use super::transport::{BindError, BoundListener, Flow, TransportEvent, Transports};
 use crate::config::model::{Listen, Server, SipUri, Transport};
@@ -36,6 +37,9 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
 const MIN_SE: u32 = 90;
 /// Seconds a caller is told to wait when we are at `max_calls`.
 const RETRY_AFTER: &str = "5";
+/// Longest the endpoint keeps running after shutdown for requests already sent (a last BYE)
+/// to get their final responses.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Queue of inbound calls waiting for the controller; beyond it new INVITEs get 503. It only
 /// absorbs bursts (the controller spawns a task per call and takes the next): 64 filled in
 /// 21 ms at 3,000 calls/s whenever the controller's worker thread was descheduled for that long
@@ -142,6 +146,8 @@ pub struct Endpoint {
     next_leg: Arc<AtomicU64>,
     host: Arc<str>,
     transactions: Arc<TransactionCounts>,
+    /// Cancelled when the driver has stopped (and with it the sockets).
+    stopped: CancellationToken,
 }
 
 impl Endpoint {
@@ -157,7 +163,10 @@ impl Endpoint {
         shutdown: CancellationToken,
     ) -> Result<(Self, mpsc::Receiver<IncomingCall>), BindError> {
         let (transport_tx, transport_rx) = mpsc::channel(1024);
-        let transports = Transports::bind(&config.listen, transport_tx, shutdown.clone()).await?;
+        // The sockets stop with the driver, after its drain, not at `shutdown`: the drain needs
+        // the responses.
+        let stopped = CancellationToken::new();
+        let transports = Transports::bind(&config.listen, transport_tx, stopped.clone()).await?;
         let bound: Arc<[BoundListener]> = transports.bound().into();
         for b in bound.iter() {
             tracing::info!(transport = ?b.transport, addr = %b.addr, "SIP listening");
@@ -172,6 +181,7 @@ impl Endpoint {
             next_leg: next_leg.clone(),
             host: config.advertised_host.clone().into(),
             transactions: Arc::clone(&transactions),
+            stopped: stopped.clone(),
         };
         let driver = Driver {
             limiter: config.rate_limit.map(RateLimiter::new),
@@ -189,8 +199,17 @@ impl Endpoint {
             pending: HashMap::new(),
             transactions,
         };
-        tokio::spawn(driver.run(transport_rx, command_rx, shutdown));
+        tokio::spawn(async move {
+            driver.run(transport_rx, command_rx, shutdown).await;
+            stopped.cancel();
+        });
         Ok((endpoint, incoming_rx))
+    }
+
+    /// Waits until the endpoint has stopped: after `shutdown`, once the requests it had sent
+    /// got their final responses (at most [`DRAIN`]).
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
     }
 
     /// Transactions started so far, by side.
@@ -494,16 +513,50 @@ impl Driver {
         mut command_rx: mpsc::UnboundedReceiver<Command>,
         shutdown: CancellationToken,
     ) {
+        // After shutdown: keep going (commands, responses, retransmissions) until the requests
+        // already asked for have their final responses or DRAIN has passed, so that the BYE of
+        // the last call to end is not lost with the process.
+        let mut draining: Option<Instant> = None;
         loop {
+            if let Some(until) = draining
+                && (Instant::now() >= until || !self.awaits_responses())
+            {
+                break;
+            }
             let deadline = self.heap.peek().map(|Reverse((at, _))| *at);
+            let deadline = match (deadline, draining) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled(), if draining.is_none() => {
+                    draining = Some(Instant::now() + DRAIN);
+                    // Commands sent before the shutdown (a last BYE) are still to be run.
+                    while let Ok(command) = command_rx.try_recv() {
+                        self.on_command(command);
+                    }
+                }
                 Some(event) = transport_rx.recv() => self.on_transport(event),
                 Some(command) = command_rx.recv() => self.on_command(command),
                 () = sleep_until(deadline) => self.on_timers(),
             }
         }
         tracing::debug!("SIP endpoint stopped");
+    }
+
+    /// Whether a request rgsd sent still waits for its final response.
+    fn awaits_responses(&self) -> bool {
+        self.txs.values().any(|e| match &e.tx {
+            Tx::Client(t) => matches!(
+                t.state(),
+                ClientNonInviteState::Trying | ClientNonInviteState::Proceeding
+            ),
+            Tx::ClientInvite(t) => matches!(
+                t.state(),
+                ClientInviteState::Calling | ClientInviteState::Proceeding
+            ),
+            Tx::Server(_) | Tx::ServerInvite(_) => false,
+        })
     }
 
     // ---- timers ---------------------------------------------------------------------------
