@@ -599,32 +599,46 @@ fn caller_hears_the_welcome_prompt_then_music_on_hold_at_a_20_ms_cadence() {
             log()
         );
     }
-    // The caller sends 60 frames of its own; then hangs up, which ends its leg, so the
-    // daemon's RTP counters are exact (a leg adds its last, partial batch when it ends).
+    // The caller sends 100 frames of its own. A leg adds to the totals every 50 packets, so
+    // the count reaches exactly 100 while the call is up: wait for it before hanging up (a BYE
+    // racing the last packets would close the socket with some of them unread).
     let to = ua.remote_rtp.unwrap();
-    for i in 0..60u32 {
+    for i in 0..100u32 {
         let p = ua.rtp_packet(0, i == 0, i * 160, &[0xFF; 160]);
         ua.rtp.send_to(&p, to).unwrap();
     }
-    ua.bye();
+    let received_metric = "rgsd_rtp_packets_total{direction=\"received\"}";
     let deadline = Instant::now() + Duration::from_secs(5);
-    let (received, sent) = loop {
-        let counts = (
-            metric(
-                server.http,
-                "rgsd_rtp_packets_total{direction=\"received\"}",
-            ),
-            metric(server.http, "rgsd_rtp_packets_total{direction=\"sent\"}"),
-        );
-        if counts.0 >= 60 || Instant::now() > deadline {
-            break counts;
+    while metric(server.http, received_metric) < 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        metric(server.http, received_metric),
+        100,
+        "RTP packets received: {}",
+        server.stderr()
+    );
+    // Hanging up ends the leg, which adds its last, partial batch of sent packets: everything
+    // the caller heard (the agent never answered, so nothing else was sent).
+    ua.bye();
+    // What reached the caller meanwhile waits in its socket: count it too.
+    let mut heard = packets.len() as u64;
+    ua.rtp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    while ua.rtp.recv_from(&mut buf).is_ok() {
+        heard += 1;
+    }
+    let sent_metric = "rgsd_rtp_packets_total{direction=\"sent\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sent = loop {
+        let sent = metric(server.http, sent_metric);
+        if sent >= heard || Instant::now() > deadline {
+            break sent;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(received, 60, "RTP packets received: {}", server.stderr());
-    // Everything the caller heard, plus what went out between the end of listening and the
-    // BYE; nothing else was sent (the agent never answered).
-    let heard = packets.len() as u64;
     assert!(
         (heard..heard + 50).contains(&sent),
         "RTP packets sent: {sent}, the caller heard {heard}"
