@@ -142,13 +142,23 @@ pub fn pick(group: &GroupMembers, table: &AgentTable, skip: &Exclusions<'_>) -> 
                     index,
                 })
         }
-        RoutingMethod::LongestIdle => members
-            .iter()
-            .enumerate()
-            .filter(|(i, a)| eligible(*i, **a))
-            // min_by_key keeps the first of equal keys: ties go to list order.
-            .min_by_key(|(_, a)| table.idle_since(**a))
-            .map_or(Pick::Nobody, |(index, &agent)| Pick::One { agent, index }),
+        RoutingMethod::LongestIdle => {
+            // The eligible member idle longest; ties go to list order (only a strictly longer
+            // idle time replaces the best so far). The per-call exclusions are checked only for
+            // a member that would become the best: the scan over a large group stays cheap.
+            let mut best: Option<(u64, usize, AgentId)> = None;
+            for (index, &agent) in members.iter().enumerate() {
+                if !table.is_free(agent) || !table.is_member_signed_in(group, index) {
+                    continue;
+                }
+                let since = table.idle_since(agent);
+                if best.is_some_and(|(b, _, _)| since >= b) || skip.excludes(agent) {
+                    continue;
+                }
+                best = Some((since, index, agent));
+            }
+            best.map_or(Pick::Nobody, |(_, index, agent)| Pick::One { agent, index })
+        }
         RoutingMethod::Parallel => many(
             members
                 .iter()
@@ -304,6 +314,29 @@ mod tests {
             ..Exclusions::none(now)
         };
         assert_eq!(one(pick(g, &t, &skip)), 0);
+    }
+
+    #[test]
+    fn longest_idle_ties_go_to_list_order_after_the_excluded_and_busy() {
+        let (t, now) = table(RoutingMethod::LongestIdle, Participation::Informal, 5);
+        let g = t.group(G);
+        // All idle since start-up. Agent 0 refused this call, agent 1 rings for another.
+        assert!(t.claim(AgentId(1), CallKey(99)));
+        let refused = [Refusal {
+            agent: AgentId(0),
+            until: now + Duration::from_secs(10),
+        }];
+        let skip = Exclusions {
+            refused: &refused,
+            ..Exclusions::none(now)
+        };
+        assert_eq!(one(pick(g, &t, &skip)), 2);
+        // Agent 3 has been idle longer than everyone else (its clock is older): it wins.
+        for agent in [0u32, 2, 4] {
+            t.answered(AgentId(agent), CallKey(agent));
+            t.call_ended(AgentId(agent), now + Duration::from_secs(1), false);
+        }
+        assert_eq!(one(pick(g, &t, &skip)), 3);
     }
 
     #[test]
