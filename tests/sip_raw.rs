@@ -252,6 +252,35 @@ async fn requests_outside_any_dialog() {
     assert_eq!(ua.recv().await.status, 415);
 }
 
+/// rgsd sends no session refreshes: asked to be the refresher (without `Require: timer`), it
+/// answers as a UA without session timers, so the caller keeps refreshing (RFC 4028 §7.4).
+#[tokio::test]
+async fn asked_to_refresh_the_session_rgsd_answers_without_session_timers() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    ua.send(&request(
+        "INVITE",
+        "sales",
+        "st1",
+        1,
+        "",
+        "Supported: timer\nSession-Expires: 1800;refresher=uas\nContent-Type: application/sdp\n",
+        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\n",
+    ))
+    .await;
+    let ok = ua.recv().await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.headers.get("Session-Expires"), None);
+    assert_eq!(ok.headers.get("Require"), None);
+    assert!(
+        !ok.headers
+            .get_list("Supported")
+            .any(|t| t.eq_ignore_ascii_case("timer")),
+        "{:?}",
+        ok.headers.get("Supported")
+    );
+}
+
 #[tokio::test]
 async fn dialog_reinvite_update_info_bye() {
     let s = setup(10, RateLimit::default()).await;

@@ -1413,17 +1413,17 @@ impl Driver {
             return;
         };
         let contact = self.contact(flow);
-        let timer = self
-            .txs
-            .get(&key)
-            .and_then(|e| e.request.as_ref())
-            .and_then(|r| session_timer_reply(&r.headers));
+        let request = self.txs.get(&key).and_then(|e| e.request.as_ref());
+        let timer = request.and_then(|r| session_timer_reply(&r.headers));
+        let declined = request.is_some_and(|r| declines_session_timer(&r.headers));
         let mut wire = None;
         let body = sdp.clone();
         self.reply(&key, 200, Some(&tag), |r| {
             r.headers.push("Contact", contact);
             r.headers.push("Allow", ALLOW);
-            r.headers.push("Supported", "timer");
+            if !declined {
+                r.headers.push("Supported", "timer");
+            }
             add_session_timer(r, timer);
             if !body.is_empty() {
                 r.headers.push("Content-Type", "application/sdp");
@@ -1528,7 +1528,9 @@ impl Driver {
         let contact = self.contact(flow);
         let mut request = dialog.request(Method::Invite, &via, &contact, out.sdp.clone());
         request.headers.push("Allow", ALLOW);
-        request.headers.push("Supported", "timer");
+        // No `Supported: timer`: rgsd does not send session refreshes, so an agent's UA that
+        // wants session timers must be the refresher itself (RFC 4028 §9: without the UAC's
+        // support, the UAS refreshes).
         request.headers.push("User-Agent", "rgsd");
         if !out.sdp.is_empty() {
             request.headers.push("Content-Type", "application/sdp");
@@ -1672,13 +1674,39 @@ fn session_expires(headers: &Headers) -> Option<(u32, Option<String>)> {
 /// What to echo in a 2xx to a request that asked for session timers (RFC 4028 §9): the
 /// interval, the refresher (the peer, `uac`, unless it chose), and whether to add
 /// `Require: timer` (only if the peer supports it).
+///
+/// rgsd never sends refreshes itself, so it never agrees to be the refresher: a request that
+/// names `refresher=uas` without `Require: timer` is answered as by a UA without session
+/// timers (no Session-Expires, no `Supported: timer`: see [`declines_session_timer`]), and the
+/// peer refreshes or runs no timer (RFC 4028 §7.4). Only a peer that *requires* the extension
+/// and names rgsd the refresher gets its choice echoed, with a warning: it may end the call
+/// when the interval passes.
 fn session_timer_reply(headers: &Headers) -> Option<(String, bool)> {
     let (secs, refresher) = session_expires(headers)?;
+    if declines_session_timer(headers) {
+        return None;
+    }
     let refresher = refresher.unwrap_or_else(|| "uac".to_owned());
+    if refresher == "uas" {
+        tracing::warn!(
+            secs,
+            "the caller requires session timers with rgsd as refresher; rgsd does not refresh, \
+             so the caller may end the call when the interval passes"
+        );
+    }
     let supported = headers
         .get_list("Supported")
         .any(|t| t.eq_ignore_ascii_case("timer"));
     Some((format!("{secs};refresher={refresher}"), supported))
+}
+
+/// Whether to answer `headers`' request as a UA without session timers: it asks rgsd to be
+/// the refresher and does not require the extension.
+fn declines_session_timer(headers: &Headers) -> bool {
+    let required = headers
+        .get_list("Require")
+        .any(|t| t.eq_ignore_ascii_case("timer"));
+    !required && session_expires(headers).is_some_and(|(_, r)| r.as_deref() == Some("uas"))
 }
 
 fn add_session_timer(response: &mut Response, timer: Option<(String, bool)>) {
@@ -1740,6 +1768,30 @@ Session-Expires: 1800\r\nSupported: timer, 100rel\r\n\r\n";
         assert_eq!(via.param("received"), Some(Some("192.0.2.7")));
         assert_eq!(via.param("rport"), Some(Some("4444")));
         assert_eq!(via.branch(), Some("z9hG4bKabc"));
+    }
+
+    #[test]
+    fn rgsd_declines_to_be_the_refresher_unless_the_caller_requires_it() {
+        let asked = request(&INVITE.replace(
+            "Session-Expires: 1800",
+            "Session-Expires: 1800;refresher=uas",
+        ));
+        assert!(declines_session_timer(&asked.headers));
+        assert_eq!(session_timer_reply(&asked.headers), None);
+        let required = request(&INVITE.replace(
+            "Session-Expires: 1800",
+            "Session-Expires: 1800;refresher=uas\r\nRequire: timer",
+        ));
+        assert!(!declines_session_timer(&required.headers));
+        assert_eq!(
+            session_timer_reply(&required.headers),
+            Some(("1800;refresher=uas".to_owned(), true))
+        );
+        let peer = request(&INVITE.replace(
+            "Session-Expires: 1800",
+            "Session-Expires: 1800;refresher=uac",
+        ));
+        assert!(!declines_session_timer(&peer.headers));
     }
 
     #[test]
