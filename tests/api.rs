@@ -1384,6 +1384,22 @@ async fn reports(app: &App) {
     assert_eq!(list[6]["sip_code"], 480);
     assert_eq!(list[6]["outcome"], "rejected");
     assert_eq!(list[0]["start"], json!(at(100)));
+    // A range holding more calls than asked for is refused, not cut short.
+    let capped = get(
+        app,
+        &format!("/api/reports/calls?{range}&max_calls=7"),
+        &app.admin,
+    )
+    .await;
+    assert_eq!(capped.status, 422, "{}", capped.text);
+    assert!(capped.text.contains("more than 7 calls"), "{}", capped.text);
+    let exact = get(
+        app,
+        &format!("/api/reports/calls?{range}&max_calls=8"),
+        &app.admin,
+    )
+    .await;
+    assert_eq!(exact.status, 200, "{}", exact.text);
     let csv = get(
         app,
         &format!("/api/reports/calls?{range}&format=csv"),

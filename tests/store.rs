@@ -611,6 +611,29 @@ async fn call_records_in_batches(store: &Store) {
     assert_eq!(stored.len(), expected.len());
     assert_eq!(stored, expected);
 
+    // Read back in pages of 7: the same records, in the same order, offers included.
+    let mut paged = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = store
+            .call_records_page(at(base), at(base + n * 10), after, 7)
+            .await
+            .unwrap();
+        assert!(page.len() <= 7);
+        pages += 1;
+        paged.extend(page);
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected);
+    assert_eq!(
+        pages,
+        expected.len().div_ceil(7) + usize::from(expected.len().is_multiple_of(7))
+    );
+
     // Writing the same batch again changes nothing.
     store.record_calls(&batch).await.unwrap();
     assert_eq!(

@@ -56,7 +56,7 @@ pub struct SummaryRow {
     pub service_level_percent: Option<f64>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Acc {
     received: u64,
     offered: u64,
@@ -137,22 +137,55 @@ impl Acc {
 /// The summary report of `records`, one row per workflow, queue or agent, sorted by key.
 /// `threshold` is the service-level `N`.
 pub fn summarize(records: &[CallRecord], by: GroupBy, threshold: Duration) -> Vec<SummaryRow> {
-    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut summary = Summary::new(by, threshold);
     for r in records {
-        match by {
-            GroupBy::Workflow => acc
+        summary.add(r);
+    }
+    summary.rows()
+}
+
+/// [`summarize`] one record at a time, so that a report over a long range reads the records
+/// page by page and holds only one accumulator per workflow, queue or agent.
+#[derive(Debug)]
+pub struct Summary {
+    by: GroupBy,
+    threshold: Duration,
+    acc: BTreeMap<String, Acc>,
+}
+
+impl Summary {
+    pub fn new(by: GroupBy, threshold: Duration) -> Self {
+        Self {
+            by,
+            threshold,
+            acc: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, r: &CallRecord) {
+        let threshold = self.threshold;
+        match self.by {
+            GroupBy::Workflow => self
+                .acc
                 .entry(r.workflow.clone())
                 .or_default()
                 .add_call(r, threshold),
             GroupBy::Queue => {
                 if let Some(q) = &r.queue {
-                    acc.entry(q.clone()).or_default().add_call(r, threshold);
+                    self.acc
+                        .entry(q.clone())
+                        .or_default()
+                        .add_call(r, threshold);
                 }
             }
-            GroupBy::Agent => add_agent_rows(&mut acc, r, threshold),
+            GroupBy::Agent => add_agent_rows(&mut self.acc, r, threshold),
         }
     }
-    acc.into_iter().map(|(k, a)| a.row(k)).collect()
+
+    /// The rows, sorted by key.
+    pub fn rows(self) -> Vec<SummaryRow> {
+        self.acc.into_iter().map(|(k, a)| a.row(k)).collect()
+    }
 }
 
 fn add_agent_rows(acc: &mut BTreeMap<String, Acc>, r: &CallRecord, threshold: Duration) {

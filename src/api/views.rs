@@ -129,6 +129,10 @@ pub struct ReportQuery {
     /// `json` (default) or `csv`.
     #[serde(default)]
     pub format: Option<String>,
+    /// Call list: most calls to return (default and maximum 100,000); a range holding more is
+    /// refused with 422 rather than cut short.
+    #[serde(default)]
+    pub max_calls: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,19 +174,47 @@ pub struct SummaryDoc {
     pub rows: Vec<SummaryRow>,
 }
 
-async fn records(
+/// Most calls the call list returns at once; a longer range is refused with a clear error
+/// rather than held in memory whole.
+pub const MAX_CALL_ROWS: usize = 100_000;
+
+/// Feeds every record of the range the caller may see to `each`, a page at a time: memory is
+/// bounded by a page whatever the range. Fails once more than `cap` records were fed.
+async fn for_each_record(
     shared: &Shared,
     caller: &Caller,
     q: &ReportQuery,
-) -> Result<Vec<crate::store::CallRecord>, ApiError> {
+    cap: Option<usize>,
+    mut each: impl FnMut(crate::store::CallRecord),
+) -> Result<(), ApiError> {
     caller.require_admin_or_manager()?;
     q.check_range()?;
-    let all = shared.store.call_records_between(q.from, q.to).await?;
     let scope = caller.scope(&shared.config.load());
-    Ok(all
-        .into_iter()
-        .filter(|r| scope.workflow(&r.workflow))
-        .collect())
+    let mut after = None;
+    let mut fed = 0usize;
+    loop {
+        let (page, next) = shared
+            .store
+            .call_records_page(q.from, q.to, after, crate::store::records::PAGE_ROWS)
+            .await?;
+        for r in page.into_iter().filter(|r| scope.workflow(&r.workflow)) {
+            fed += 1;
+            if cap.is_some_and(|cap| fed > cap) {
+                return Err(ApiError::InvalidField {
+                    field: "to",
+                    reason: format!(
+                        "the range holds more than {} calls; narrow it (or raise max_calls, up to {MAX_CALL_ROWS})",
+                        cap.unwrap_or_default()
+                    ),
+                });
+            }
+            each(r);
+        }
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => return Ok(()),
+        }
+    }
 }
 
 fn csv_response(body: String, name: &str) -> Response {
@@ -210,10 +242,11 @@ pub async fn report_summary(
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let format = q.format()?;
-    let records = records(&shared, &caller, &q).await?;
     let by = q.by.unwrap_or(GroupBy::Workflow);
     let n = q.service_level_seconds.unwrap_or(20);
-    let rows = reports::summarize(&records, by, Duration::from_secs(n));
+    let mut summary = reports::Summary::new(by, Duration::from_secs(n));
+    for_each_record(&shared, &caller, &q, None, |r| summary.add(&r)).await?;
+    let rows = summary.rows();
     Ok(match format {
         Format::Json => Json(SummaryDoc {
             from: q.from,
@@ -237,7 +270,12 @@ pub async fn report_calls(
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let format = q.format()?;
-    let rows = reports::call_list(&records(&shared, &caller, &q).await?);
+    let mut rows = Vec::new();
+    let cap = q.max_calls.unwrap_or(MAX_CALL_ROWS).min(MAX_CALL_ROWS);
+    for_each_record(&shared, &caller, &q, Some(cap), |r| {
+        rows.extend(reports::call_list(std::slice::from_ref(&r)));
+    })
+    .await?;
     Ok(match format {
         Format::Json => Json(rows).into_response(),
         Format::Csv => csv_response(reports::calls_csv(&rows)?, "calls.csv"),

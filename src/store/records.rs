@@ -24,6 +24,13 @@ use crate::config::model::SipUri;
 /// a statement at 2,304 parameters, under SQLite's limit (32,766) and PostgreSQL's (65,535).
 pub const BATCH_ROWS: usize = 128;
 
+/// Most records in one page of [`Store::call_records_page`] (also its bind list of ids).
+pub const PAGE_ROWS: usize = 1000;
+
+/// Where a page of call records ends: the last record's arrival (ms) and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCursor(i64, i64);
+
 /// Database id of a call record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallRecordId(pub i64);
@@ -427,7 +434,8 @@ impl Store {
     }
 
     /// Calls that arrived in `[from, to)`, by arrival (then by write order), with their offers
-    /// in the order made.
+    /// in the order made. Holds the whole range in memory: for reports over large ranges, use
+    /// [`Store::call_records_page`].
     ///
     /// # Errors
     /// [`StoreError::Database`], [`StoreError::Corrupt`].
@@ -436,6 +444,35 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<CallRecord>, StoreError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.call_records_page(from, to, after, PAGE_ROWS).await?;
+            all.extend(page);
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of [`Store::call_records_between`]: at most `limit` records after `after` (the
+    /// cursor the previous page returned; `None` for the first), and the cursor of the next
+    /// page, `None` after the last. Pages are read by key (arrival, then id), so records
+    /// written meanwhile never shift a page, and memory stays bounded by `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`].
+    pub async fn call_records_page(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<RecordCursor>,
+        limit: usize,
+    ) -> Result<(Vec<CallRecord>, Option<RecordCursor>), StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS);
+        // Before the range: (arrival = from, id = 0) precedes every record of it.
+        let RecordCursor(after_ms, after_id) = after.unwrap_or(RecordCursor(to_ms(from), 0));
         let (records, offers) = on_pool!(self, pool => async {
             // Both reads in one transaction, so the offers belong to exactly these records.
             let mut tx = pool.begin().await.map_err(StoreError::Database)?;
@@ -445,41 +482,55 @@ impl Store {
                         transferred_to, sip_code, wait_ms, talk_ms
                  from call_record
                  where arrived_at >= $1 and arrived_at < $2
-                 order by arrived_at, id",
+                   and (arrived_at > $3 or (arrived_at = $3 and id > $4))
+                 order by arrived_at, id
+                 limit $5",
             )
             .bind(to_ms(from))
             .bind(to_ms(to))
+            .bind(after_ms)
+            .bind(after_id)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await
             .map_err(on(Entity::CallRecord))?;
-            let offers = sqlx::query_as::<_, OfferRow>(
-                "select o.call_record_id, o.agent, o.agent_group, o.offered_at, o.result, o.sip_code
-                 from call_offer o join call_record r on r.id = o.call_record_id
-                 where r.arrived_at >= $1 and r.arrived_at < $2
-                 order by o.call_record_id, o.id",
-            )
-            .bind(to_ms(from))
-            .bind(to_ms(to))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(on(Entity::CallRecord))?;
+            let mut offers = Vec::new();
+            if !records.is_empty() {
+                let mut query = sqlx::QueryBuilder::new(
+                    "select call_record_id, agent, agent_group, offered_at, result, sip_code
+                     from call_offer where call_record_id in (",
+                );
+                let mut ids = query.separated(", ");
+                for r in &records {
+                    ids.push_bind(r.id);
+                }
+                query.push(") order by call_record_id, id");
+                offers = query
+                    .build_query_as::<OfferRow>()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(on(Entity::CallRecord))?;
+            }
             tx.commit().await.map_err(StoreError::Database)?;
             Ok::<_, StoreError>((records, offers))
         }.await)?;
-        let mut by_record: std::collections::HashMap<i64, Vec<CallOffer>> =
-            std::collections::HashMap::new();
+        let next = (records.len() == limit)
+            .then(|| records.last().map(|r| RecordCursor(r.arrived_at, r.id)))
+            .flatten();
+        let mut by_record: HashMap<i64, Vec<CallOffer>> = HashMap::new();
         for o in offers {
             by_record
                 .entry(o.call_record_id)
                 .or_default()
                 .push(o.into_offer()?);
         }
-        records
+        let page = records
             .into_iter()
             .map(|row| {
                 let offers = by_record.remove(&row.id).unwrap_or_default();
                 row.into_record(offers)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((page, next))
     }
 }
