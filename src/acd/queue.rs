@@ -300,6 +300,23 @@ impl QueueCore {
     /// `None` for an agent it no longer has. Grace periods and the agents already tried follow
     /// their agent; those of a gone agent are dropped. Not on the routing path: the owner calls
     /// it once per table change.
+    /// Moves the queue's group list onto a rebuilt agent table (`map`: a group id of the old
+    /// table to the same group, by name, in the new one), for the moment between a reload's
+    /// new table and this queue's `reconfigure`: without it, the old ids would pick from
+    /// whichever groups now sit at those indexes. A group the new table lacks leaves the list,
+    /// and the waiting calls then start their cycle again, as on `reconfigure`.
+    pub fn remap_groups(&mut self, map: impl Fn(AgentGroupId) -> Option<AgentGroupId>) {
+        let before = self.groups.len();
+        self.groups = self.groups.iter().filter_map(|&g| map(g)).collect();
+        if self.groups.len() != before {
+            for w in self.waiting.values_mut() {
+                w.group = 0;
+                w.tried.clear();
+                w.group_done = false;
+            }
+        }
+    }
+
     pub fn remap_agents(&mut self, map: impl Fn(AgentId) -> Option<AgentId>) {
         for w in self.waiting.values_mut() {
             w.tried = w.tried.iter().filter_map(|&a| map(a)).collect();

@@ -33,15 +33,15 @@
 //! others. The call tasks keep their own configuration: time-outs still run from queue entry,
 //! with the duration and actions the call started with.
 //!
-//! Between the new agent table being stored and an owner handling its reconfiguration, the
-//! owner may dispatch once with its old group ids on the new table: a group index that no
-//! longer exists offers nobody ([`AgentTable::get_group`]), one that moved may offer the
-//! moved group's agents.
-//!
-//! Agent ids are indexes into one table, so the owner keeps the table its calls' grace periods
-//! and tried agents are in, and when another is in force moves them over by URI
-//! ([`QueueCore::remap_agents`]); a refusal names the table its agent id is from. One pointer
-//! comparison per command; nothing is added to the routing decision.
+//! Agent and group ids are indexes into one table, so the owner keeps the table its ids are
+//! in, and when another is in force moves them over: its calls' grace periods and tried agents
+//! by URI ([`QueueCore::remap_agents`]), its group list by group name
+//! ([`QueueCore::remap_groups`]), so that between the new agent table being stored and the
+//! owner's reconfiguration it still picks from its own groups (one the new table lacks is left
+//! out until then). A refusal names the table its agent id is from. One pointer comparison per
+//! command; nothing is added to the routing decision. Two reloads in quick succession can still
+//! let an owner apply the first reconfiguration's group ids to the second's table until the
+//! second reconfiguration arrives.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -327,6 +327,10 @@ impl Owner {
             if !Arc::ptr_eq(&table, &self.table) {
                 let old = std::mem::replace(&mut self.table, Arc::clone(&table));
                 self.core.remap_agents(|a| id_in(&table, &old, a));
+                self.core.remap_groups(|g| {
+                    old.get_group(g)
+                        .and_then(|members| table.group_id(&members.name))
+                });
             }
             let command = msg.map_or(Command::AgentAvailable, |msg| self.command(msg, &table));
             trace!(queue = ?self.core.id(), ?command, "queue command");
@@ -558,6 +562,41 @@ mod tests {
         assert!(table2.release(id(&table2, "b"), busy));
         reloaded.wake_all();
         assert_eq!(offered(&mut c3).await, vec![id(&table2, "b")]);
+    }
+
+    /// Between a reload's new agent table and the queue's reconfiguration, the owner picks
+    /// from its groups by name, not from whatever group took their old index.
+    #[tokio::test(start_paused = true)]
+    async fn before_its_reconfiguration_a_queue_picks_from_its_groups_by_name() {
+        let old = config(
+            &(group("Sales", "a") + &group("Support", "b") + &queue("Q", "\"Sales\"")),
+            &["Q"],
+        );
+        let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
+            &old,
+            Instant::now().into_std(),
+        )));
+        let table = agents.load_full();
+        let busy = CallKey(999);
+        assert!(table.claim(id(&table, "a"), busy));
+        let queues = Queues::spawn(&old, &agents);
+        let (mut c1, _) = join(&queues, 0, 1).await;
+        assert!(next(&mut c1).await.is_none(), "nobody is free");
+
+        // The new table lists Support first (index 0, Sales's old index); no reconfiguration
+        // has reached the queue yet. Agent a frees up in it.
+        let new = config(
+            &(group("Support", "b") + &group("Sales", "a") + &queue("Q", "\"Sales\"")),
+            &["Q"],
+        );
+        let table2 = AgentTable::from_config(&new, Instant::now().into_std());
+        table2.carry_over(&table);
+        agents.store(Arc::new(table2));
+        let table2 = agents.load_full();
+        assert!(table2.release(id(&table2, "a"), busy));
+        queues.wake_all();
+        // Sales's agent, not Support's.
+        assert_eq!(offered(&mut c1).await, vec![id(&table2, "a")]);
     }
 
     #[tokio::test(start_paused = true)]
