@@ -207,7 +207,7 @@ impl Endpoint {
     }
 
     /// Waits until the endpoint has stopped: after `shutdown`, once the requests it had sent
-    /// got their final responses (at most [`DRAIN`]).
+    /// got their final responses (at most 2 s).
     pub async fn stopped(&self) {
         self.stopped.cancelled().await;
     }
