@@ -368,6 +368,19 @@ fn agent_uri(port: u16) -> rgsd::config::model::SipUri {
     rgsd::config::model::SipUri(format!("sip:agent@127.0.0.1:{port}"))
 }
 
+/// An outbound leg from the endpoint to the SIPp agent on `port`, with rgsd's SDP offer.
+async fn invite_agent(h: &Harness, port: u16) -> rgsd::sip::OutboundCall {
+    h.endpoint
+        .invite(
+            &agent_uri(port),
+            &me(),
+            Bytes::from_static(ANSWER_SDP),
+            vec![],
+        )
+        .await
+        .expect("invite")
+}
+
 fn me() -> rgsd::config::model::SipUri {
     rgsd::config::model::SipUri("sip:sales@127.0.0.1".into())
 }
@@ -379,16 +392,7 @@ async fn outbound_leg_answered_then_bye() {
     let h = start("127.0.0.0/8").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, port, errors, messages) = start_agent(&sipp, "agent_answers.xml", dir.path());
-    let mut leg = h
-        .endpoint
-        .invite(
-            &agent_uri(port),
-            &me(),
-            Bytes::from_static(ANSWER_SDP),
-            vec![],
-        )
-        .await
-        .expect("invite");
+    let mut leg = invite_agent(&h, port).await;
     assert!(matches!(
         next(&mut leg).await,
         CallEvent::Provisional {
@@ -416,16 +420,7 @@ async fn a_bye_asked_for_at_shutdown_still_reaches_the_agent() {
     let h = start("127.0.0.0/8").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, port, errors, messages) = start_agent(&sipp, "agent_answers.xml", dir.path());
-    let mut leg = h
-        .endpoint
-        .invite(
-            &agent_uri(port),
-            &me(),
-            Bytes::from_static(ANSWER_SDP),
-            vec![],
-        )
-        .await
-        .expect("invite");
+    let mut leg = invite_agent(&h, port).await;
     loop {
         match next(&mut leg).await {
             CallEvent::Answered { .. } => break,
@@ -450,16 +445,7 @@ async fn outbound_leg_busy_fails_with_486() {
     let h = start("127.0.0.0/8").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, port, errors, messages) = start_agent(&sipp, "agent_busy.xml", dir.path());
-    let mut leg = h
-        .endpoint
-        .invite(
-            &agent_uri(port),
-            &me(),
-            Bytes::from_static(ANSWER_SDP),
-            vec![],
-        )
-        .await
-        .expect("invite");
+    let mut leg = invite_agent(&h, port).await;
     assert_eq!(
         next(&mut leg).await,
         CallEvent::Failed(LegFailure::Status(486))
@@ -557,16 +543,7 @@ async fn outbound_leg_cancelled_before_any_provisional() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, port, errors, messages) =
         start_agent(&sipp, "agent_rings_until_cancel.xml", dir.path());
-    let mut leg = h
-        .endpoint
-        .invite(
-            &agent_uri(port),
-            &me(),
-            Bytes::from_static(ANSWER_SDP),
-            vec![],
-        )
-        .await
-        .expect("invite");
+    let mut leg = invite_agent(&h, port).await;
     leg.cancel().expect("cancel");
     let mut last = next(&mut leg).await;
     while let CallEvent::Provisional { .. } = last {

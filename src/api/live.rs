@@ -195,9 +195,8 @@ impl Live {
         let groups = store.list_groups().await?;
         let now = tokio::time::Instant::now().into_std();
         let table = AgentTable::from_config(&routing_config(config, &groups), now);
-        for s in store.sign_in_state().await? {
-            apply_sign_in(&table, &s.agent, &s.group, now);
-        }
+        let sign_ins = store.sign_in_state().await?;
+        table.set_sign_ins(sign_ins.iter().map(|s| (&s.agent, s.group.as_str())));
         let (events, _) = broadcast::channel(64);
         Ok(Self {
             agents: Arc::new(ArcSwap::from_pointee(table)),
@@ -394,16 +393,6 @@ fn routing_config(config: &Config, groups: &[Group]) -> Config {
         }
     }
     routed
-}
-
-/// Signs `agent` in to `group` (by name) at start-up, if routing has the pair.
-fn apply_sign_in(table: &AgentTable, agent: &SipUri, group: &str, now: std::time::Instant) {
-    let (Some(gid), Some(aid)) = (table.group_id(group), table.id(agent)) else {
-        return;
-    };
-    if let Err(e) = table.sign_in(aid, gid, now) {
-        tracing::debug!("stored sign-in not applied to routing: {e}");
-    }
 }
 
 fn state_name(state: AgentState) -> &'static str {

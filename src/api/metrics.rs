@@ -68,22 +68,6 @@ fn outcome_index(o: CallOutcome) -> usize {
 /// Upper bounds (seconds) of the queue-wait histogram buckets; `+Inf` follows.
 pub const WAIT_BUCKETS: [u64; 9] = [1, 5, 10, 20, 30, 60, 120, 300, 600];
 
-/// Which side of a SIP transaction rgsd is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransactionSide {
-    /// A request received (INVITE from a caller, REGISTER answers excluded).
-    Server,
-    /// A request sent (INVITE to an agent, REGISTER to a registrar).
-    Client,
-}
-
-/// Direction of RTP packets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RtpDirection {
-    Received,
-    Sent,
-}
-
 /// Counters and histograms bumped by the other layers; each update is one relaxed atomic add.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -92,16 +76,14 @@ pub struct Metrics {
     wait_buckets: [AtomicU64; 10],
     wait_count: AtomicU64,
     wait_sum_ms: AtomicU64,
-    sip_transactions: [AtomicU64; 2],
-    rtp_packets: [AtomicU64; 2],
     /// The call-record writer, once the daemon has started one: the database write lag
     /// (records not yet written) and its counters are read from it at scrape time.
     writer: std::sync::OnceLock<RecordWriter>,
-    /// The SIP endpoint's own transaction counts, read at scrape time and added to
-    /// `sip_transactions`.
+    /// The SIP endpoint's own transaction counts (server, client), read at scrape time: the
+    /// only source of `rgsd_sip_transactions_total` (0 until attached).
     sip_source: std::sync::OnceLock<CountSource>,
-    /// The media engine's packet counts (received, sent), read at scrape time and added to
-    /// `rtp_packets`.
+    /// The media engine's packet counts (received, sent), read at scrape time: the only source
+    /// of `rgsd_rtp_packets_total` (0 until attached).
     rtp_source: std::sync::OnceLock<CountSource>,
 }
 
@@ -132,24 +114,6 @@ impl Metrics {
         self.wait_count.fetch_add(1, Ordering::Relaxed);
         let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         self.wait_sum_ms.fetch_add(ms, Ordering::Relaxed);
-    }
-
-    /// A SIP transaction started.
-    pub fn sip_transaction(&self, side: TransactionSide) {
-        let i = match side {
-            TransactionSide::Server => 0,
-            TransactionSide::Client => 1,
-        };
-        self.sip_transactions[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `n` RTP packets went `direction`.
-    pub fn rtp_packets(&self, direction: RtpDirection, n: u64) {
-        let i = match direction {
-            RtpDirection::Received => 0,
-            RtpDirection::Sent => 1,
-        };
-        self.rtp_packets[i].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Reports the call-record writer's figures from now on (the daemon calls this once, when
@@ -297,12 +261,8 @@ pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String 
         "SIP transactions started, by side.",
     );
     let (server, client) = metrics.sip_source.get().map_or((0, 0), |s| (s.0)());
-    for (i, (side, attached)) in [("server", server), ("client", client)].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "rgsd_sip_transactions_total{{side=\"{side}\"}} {}",
-            load(&metrics.sip_transactions[i]) + attached
-        );
+    for (side, n) in [("server", server), ("client", client)] {
+        let _ = writeln!(out, "rgsd_sip_transactions_total{{side=\"{side}\"}} {n}");
     }
 
     header(
@@ -312,12 +272,8 @@ pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String 
         "RTP packets, by direction.",
     );
     let (received, sent) = metrics.rtp_source.get().map_or((0, 0), |s| (s.0)());
-    for (i, (dir, attached)) in [("received", received), ("sent", sent)].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "rgsd_rtp_packets_total{{direction=\"{dir}\"}} {}",
-            load(&metrics.rtp_packets[i]) + attached
-        );
+    for (dir, n) in [("received", received), ("sent", sent)] {
+        let _ = writeln!(out, "rgsd_rtp_packets_total{{direction=\"{dir}\"}} {n}");
     }
 
     let stats = metrics.writer.get().map(RecordWriter::stats);
@@ -382,8 +338,8 @@ mod tests {
         m.observe_wait(Duration::from_millis(500)); // le=1
         m.observe_wait(Duration::from_secs(20)); // le=20 (bounds are inclusive)
         m.observe_wait(Duration::from_secs(700)); // +Inf only
-        m.sip_transaction(TransactionSide::Server);
-        m.rtp_packets(RtpDirection::Sent, 50);
+        m.attach_sip_transactions(|| (1, 0));
+        m.attach_rtp_packets(|| (0, 50));
         let at = chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap();
         let live = LiveSnapshot {
             at,
@@ -468,7 +424,6 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::AtomicU64;
         let m = Metrics::default();
-        m.sip_transaction(TransactionSide::Client);
         let server = Arc::new(AtomicU64::new(5));
         let read = Arc::clone(&server);
         m.attach_sip_transactions(move || (read.load(Ordering::Relaxed), 7));
@@ -487,7 +442,7 @@ mod tests {
         );
         assert_eq!(
             value(&doc, "rgsd_sip_transactions_total{side=\"client\"}"),
-            8.0
+            7.0
         );
         server.store(9, Ordering::Relaxed);
         let doc = render(&m, &live, "sqlite");
@@ -502,7 +457,6 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::AtomicU64;
         let m = Metrics::default();
-        m.rtp_packets(RtpDirection::Received, 2);
         let sent = Arc::new(AtomicU64::new(100));
         let read = Arc::clone(&sent);
         m.attach_rtp_packets(move || (40, read.load(Ordering::Relaxed)));
@@ -516,7 +470,7 @@ mod tests {
         let doc = render(&m, &live, "sqlite");
         assert_eq!(
             value(&doc, "rgsd_rtp_packets_total{direction=\"received\"}"),
-            42.0
+            40.0
         );
         assert_eq!(
             value(&doc, "rgsd_rtp_packets_total{direction=\"sent\"}"),
