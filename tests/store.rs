@@ -16,8 +16,8 @@ use rgsd::clock::ManualClock;
 use rgsd::config::model::{AgentGroup, DatabaseUrl, Participation, RoutingMethod, Secret, SipUri};
 use rgsd::store::{
     AgentFields, AgentId, CallOffer, CallOutcome, CallRecord, ConnectOptions, Entity, GroupId,
-    GroupSource, OfferResult, RecordWriter, Role, SignIn, Store, StoreError, WriterOptions,
-    WriterStatus,
+    GroupSource, OfferResult, PasswordHash, RecordWriter, Role, SignIn, Store, StoreError,
+    WriterOptions, WriterStatus,
 };
 use sqlx::Connection;
 
@@ -107,6 +107,7 @@ async fn contract(store: Store) {
     call_records_in_batches(&store).await;
     tokens(&store, &clock).await;
     audit(&store, &clock).await;
+    users_and_sessions(&store, &clock).await;
     deleting_an_agent_removes_its_memberships_and_sign_ins(&store).await;
     concurrent_writers_all_succeed(&store).await;
 }
@@ -742,6 +743,190 @@ async fn audit(store: &Store, clock: &ManualClock) {
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].target, "sip:alice@127.0.0.1");
     assert!(store.list_audit(at(600_000), 10).await.unwrap().is_empty());
+}
+
+/// Users (password hashes, disable, remove) and sessions (idle and absolute expiry, sign-out,
+/// a password change or a disabled user ending them).
+async fn users_and_sessions(store: &Store, clock: &ManualClock) {
+    const IDLE: Duration = Duration::from_secs(600);
+    const ABSOLUTE: Duration = Duration::from_secs(3600);
+    let secs = |s: i64| at(700_000 + s * 1000);
+    clock.set(secs(0));
+    let hash = tokio::task::spawn_blocking(|| PasswordHash::new("correct horse battery"))
+        .await
+        .unwrap()
+        .unwrap();
+    let ann = store
+        .create_user("sip:ann@127.0.0.1", Role::Manager, &hash)
+        .await
+        .unwrap();
+    assert_eq!(ann.role, Role::Manager);
+    assert_eq!(ann.created_at, secs(0));
+    assert_eq!(ann.disabled_at, None);
+    assert!(matches!(
+        store
+            .create_user("sip:ann@127.0.0.1", Role::Agent, &hash)
+            .await,
+        Err(StoreError::Conflict(Entity::User))
+    ));
+    store
+        .create_user("sip:abe@127.0.0.1", Role::Agent, &hash)
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["sip:abe@127.0.0.1", "sip:ann@127.0.0.1"]);
+    let (found, stored) = store
+        .user_credentials("sip:ann@127.0.0.1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, ann);
+    assert_eq!(stored, hash);
+    assert!(stored.verify("correct horse battery"));
+    assert!(
+        store
+            .user_credentials("sip:nobody@127.0.0.1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A session: found by its id, not by anything else; idle expiry counts from the last use.
+    let issued = store.create_session(ann.id, ABSOLUTE, IDLE).await.unwrap();
+    let secret = issued.secret.expose().to_owned();
+    assert_eq!(secret.len(), 64);
+    assert!(!format!("{issued:?}").contains(&secret));
+    assert_eq!(issued.info.user, ann);
+    assert_eq!(issued.info.expires_at, secs(3600));
+    let found = store.session(&secret, IDLE).await.unwrap().unwrap();
+    assert_eq!(found.id, issued.info.id);
+    assert!(
+        store
+            .session(&"0".repeat(64), IDLE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.session("short", IDLE).await.unwrap().is_none());
+    clock.set(secs(599));
+    assert!(store.session(&secret, IDLE).await.unwrap().is_some());
+    // Used at 599 s: alive until 1199 s.
+    clock.set(secs(1198));
+    assert_eq!(
+        store
+            .session(&secret, IDLE)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at,
+        secs(1198)
+    );
+    // Used again within a minute: not rewritten.
+    clock.set(secs(1210));
+    assert_eq!(
+        store
+            .session(&secret, IDLE)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at,
+        secs(1198)
+    );
+    // The recorded use is 1198 s (the one at 1210 s was within the minute): alive until 1798 s.
+    clock.set(secs(1797));
+    assert!(store.session(&secret, IDLE).await.unwrap().is_some());
+    clock.set(secs(1797 + 600));
+    assert!(
+        store.session(&secret, IDLE).await.unwrap().is_none(),
+        "idle"
+    );
+
+    // Absolute expiry, however active.
+    clock.set(secs(10_000));
+    let s = store.create_session(ann.id, ABSOLUTE, IDLE).await.unwrap();
+    let s = s.secret.expose().to_owned();
+    for t in (10_000..13_600).step_by(300) {
+        clock.set(secs(t));
+        assert!(store.session(&s, IDLE).await.unwrap().is_some(), "at {t}");
+    }
+    clock.set(secs(13_600));
+    assert!(store.session(&s, IDLE).await.unwrap().is_none(), "absolute");
+
+    // Sign-out, password change, disabling and removal each end sessions.
+    let s1 = store.create_session(ann.id, ABSOLUTE, IDLE).await.unwrap();
+    let s1 = s1.secret.expose().to_owned();
+    assert!(store.delete_session(&s1).await.unwrap());
+    assert!(!store.delete_session(&s1).await.unwrap());
+    assert!(store.session(&s1, IDLE).await.unwrap().is_none());
+
+    let s2 = store.create_session(ann.id, ABSOLUTE, IDLE).await.unwrap();
+    let s2 = s2.secret.expose().to_owned();
+    let new_hash = tokio::task::spawn_blocking(|| PasswordHash::new("another long password"))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_password("sip:ann@127.0.0.1", &new_hash)
+        .await
+        .unwrap();
+    assert!(
+        store.session(&s2, IDLE).await.unwrap().is_none(),
+        "password changed"
+    );
+    let (_, stored) = store
+        .user_credentials("sip:ann@127.0.0.1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.verify("another long password"));
+    assert!(!stored.verify("correct horse battery"));
+    assert!(matches!(
+        store.set_password("sip:nobody@127.0.0.1", &new_hash).await,
+        Err(StoreError::NotFound(Entity::User))
+    ));
+
+    let s3 = store.create_session(ann.id, ABSOLUTE, IDLE).await.unwrap();
+    let s3 = s3.secret.expose().to_owned();
+    clock.set(secs(14_000));
+    let disabled = store
+        .set_user_disabled("sip:ann@127.0.0.1", true)
+        .await
+        .unwrap();
+    assert_eq!(disabled.disabled_at, Some(secs(14_000)));
+    assert!(
+        store.session(&s3, IDLE).await.unwrap().is_none(),
+        "disabled"
+    );
+    clock.set(secs(14_001));
+    let again = store
+        .set_user_disabled("sip:ann@127.0.0.1", true)
+        .await
+        .unwrap();
+    assert_eq!(again.disabled_at, Some(secs(14_000)), "first time kept");
+    let enabled = store
+        .set_user_disabled("sip:ann@127.0.0.1", false)
+        .await
+        .unwrap();
+    assert_eq!(enabled.disabled_at, None);
+
+    let s4 = store.create_session(ann.id, ABSOLUTE, IDLE).await.unwrap();
+    let s4 = s4.secret.expose().to_owned();
+    store.delete_user("sip:ann@127.0.0.1").await.unwrap();
+    assert!(store.session(&s4, IDLE).await.unwrap().is_none(), "removed");
+    assert!(matches!(
+        store.delete_user("sip:ann@127.0.0.1").await,
+        Err(StoreError::NotFound(Entity::User))
+    ));
+    assert!(matches!(
+        store.create_session(ann.id, ABSOLUTE, IDLE).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn deleting_an_agent_removes_its_memberships_and_sign_ins(store: &Store) {

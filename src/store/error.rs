@@ -18,6 +18,10 @@ pub enum Entity {
     /// An agent's membership of a group (also the target of sign-in and sign-out).
     Membership,
     ApiToken,
+    /// A person who signs in with a password.
+    User,
+    /// A signed-in browser.
+    Session,
     CallRecord,
     AuditEntry,
 }
@@ -29,6 +33,8 @@ impl std::fmt::Display for Entity {
             Self::AgentGroup => "agent group",
             Self::Membership => "group membership",
             Self::ApiToken => "API token",
+            Self::User => "user",
+            Self::Session => "session",
             Self::CallRecord => "call record",
             Self::AuditEntry => "audit entry",
         })

@@ -3,7 +3,8 @@
 //! [`Store`] is a cheap, cloneable handle (the pools are `Arc`s inside). Its methods speak the
 //! domain — `create_agent`, `sign_in`, `record_call`, `authenticate` — and are grouped by
 //! subject: [`agents`] (agents), [`groups`] (agent groups, members, formal sign-in, config
-//! synchronisation), [`records`] (call records), [`tokens`] (API tokens), [`audit`] (audit log).
+//! synchronisation), [`records`] (call records), [`tokens`] (API tokens), [`users`] (people's
+//! passwords and sessions), [`audit`] (audit log).
 //! [`writer`] holds the [`RecordWriter`], which takes call records off the routing hot path.
 //! Must not use `sip`, `media`, `workflow` or `acd`; it knows `config` types only.
 //!
@@ -38,6 +39,7 @@ mod error;
 pub mod groups;
 pub mod records;
 pub mod tokens;
+pub mod users;
 pub mod writer;
 
 use std::path::Path;
@@ -61,6 +63,7 @@ pub use error::{Entity, StoreError};
 pub use groups::{Group, GroupId, GroupSource, SignIn, SyncReport};
 pub use records::{CallOffer, CallOutcome, CallRecord, CallRecordId, OfferResult};
 pub use tokens::{IssuedToken, Role, TokenId, TokenInfo};
+pub use users::{IssuedSession, PasswordHash, SessionId, SessionInfo, User, UserId};
 pub use writer::{RecordWriter, SubmitError, WriterOptions, WriterStats, WriterStatus};
 
 /// The SQLite schema, embedded at build time.
