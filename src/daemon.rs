@@ -358,7 +358,11 @@ impl Daemon {
         let router = crate::api::router(shared.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(http, router).with_graceful_shutdown(token.cancelled_owned());
+            let serve = axum::serve(
+                http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned());
             if let Err(e) = serve.await {
                 error!("http server stopped: {e}");
             }

@@ -1,4 +1,6 @@
-//! Who is calling: the bearer token ([`Caller`]) and what a manager may touch ([`ManagedScope`]).
+//! Who is calling ([`Caller`]): a script with a bearer token or a person with a session cookie
+//! (see [`super::session`]); and what a manager may touch ([`ManagedScope`]). Both credentials
+//! carry the same role and subject and pass the same checks.
 //!
 //! Roles (rgs-spec §7, §15): an administrator may do everything; a manager acts on the
 //! workflows that list their subject in `managers`, and through them on the queues those
@@ -10,13 +12,25 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::error::{ApiError, Refusal};
+use super::session::{SessionPolicy, Sessions, csrf_ok, session_cookie, stream_key};
 use crate::config::model::{ActionTarget, CallAction, Config, QueueId};
 use crate::daemon::Shared;
-use crate::store::{Role, TokenInfo};
+use crate::store::{Role, SessionId, TokenInfo};
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request: who (as [`TokenInfo`]: role and subject; for a
+/// session, `id` is [`super::session::stream_key`] and `created_at` the sign-in time) and by
+/// which credential.
 #[derive(Debug, Clone)]
-pub struct Caller(pub TokenInfo);
+pub struct Caller(pub TokenInfo, pub Credential);
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer …` (or `access_token` on the event stream).
+    Token,
+    /// The session cookie of a signed-in user.
+    Session(SessionId),
+}
 
 impl Caller {
     pub fn role(&self) -> Role {
@@ -174,17 +188,47 @@ fn bearer(parts: &Parts) -> Option<String> {
     })
 }
 
+/// Whether a method only reads (and so needs no CSRF token).
+fn safe_method(method: &axum::http::Method) -> bool {
+    use axum::http::Method;
+    [Method::GET, Method::HEAD, Method::OPTIONS].contains(method)
+}
+
 impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
+    /// A bearer token when one is sent (a wrong one is not rescued by a cookie); otherwise the
+    /// session cookie, with the CSRF token on anything but GET, HEAD and OPTIONS.
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(ApiError::Unauthenticated)?;
-        let info = state
+        if let Some(token) = bearer(parts) {
+            let info = state
+                .store
+                .authenticate(&token)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?;
+            return Ok(Caller(info, Credential::Token));
+        }
+        let secret = session_cookie(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+        let idle = parts
+            .extensions
+            .get::<std::sync::Arc<Sessions>>()
+            .map_or_else(|| SessionPolicy::default().idle, |s| s.policy.idle);
+        let session = state
             .store
-            .authenticate(&token)
+            .session(&secret, idle)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-        Ok(Caller(info))
+        if !safe_method(&parts.method) && !csrf_ok(&parts.headers, &secret) {
+            return Err(ApiError::Forbidden(Refusal::CsrfToken));
+        }
+        let info = TokenInfo {
+            id: stream_key(session.id),
+            role: session.user.role,
+            subject: session.user.name,
+            created_at: session.created_at,
+            revoked_at: None,
+        };
+        Ok(Caller(info, Credential::Session(session.id)))
     }
 }
 

@@ -76,6 +76,12 @@ pub enum Refusal {
     /// A manager may not rename a group or change its participation (queues refer to it).
     #[error("managers may change a group's members, alert time, routing and description only")]
     ManagerGroupField,
+    /// A change made with the session cookie must carry the session's CSRF token.
+    #[error("signed in by cookie: send the X-CSRF-Token header (from sign-in or GET /api/session)")]
+    CsrfToken,
+    /// Signing in from a page of another site.
+    #[error("sign-in from another site is refused")]
+    CrossSite,
     /// An agent token acts on its own subject only.
     #[error("an agent token may only act on its own sign-in and state")]
     AgentSelfOnly,

@@ -9,6 +9,8 @@
 //!   `{ "error": "...", "code": "...", "field": ... }`.
 //! - [`agents`]: agents, agent groups, members, formal sign-in, `/api/me`, workflows.
 //! - [`tokens`]: issuing, listing and revoking API tokens.
+//! - [`session`]: people signing in with a password: session cookie, CSRF token, sign-in rate
+//!   limit.
 //! - [`views`]: live state (REST and SSE), reports, audit log, health, metrics, pages.
 //! - [`live`]: [`Live`], the live side shared with routing and the call driver.
 //! - [`metrics`]: [`Metrics`] counters and the Prometheus text format.
@@ -25,13 +27,14 @@ mod extract;
 pub mod live;
 pub mod metrics;
 pub mod reports;
+pub mod session;
 pub mod tokens;
 pub mod views;
 
 use axum::Json;
 use axum::Router;
 use axum::routing::get;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,11 +49,12 @@ pub use metrics::Metrics;
 #[openapi(
     info(title = "rgsd", description = "SIP response-group server: agents, groups, sign-in, live state, reports."),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session" = [])),
 )]
 struct ApiDoc;
 
-/// Declares the bearer-token scheme every `/api` route uses.
+/// Declares the two ways into every `/api` route: a bearer token (scripts) or the session cookie
+/// (people; changes also need the `X-CSRF-Token` header).
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -59,6 +63,13 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                session::SESSION_COOKIE,
+                "set by POST /api/session; changes also need the X-CSRF-Token header",
+            ))),
         );
     }
 }
@@ -98,6 +109,11 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(views::audit_log))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(
+            session::sign_in,
+            session::current,
+            session::sign_out
+        ))
         .split_for_parts()
 }
 
@@ -119,12 +135,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The HTTP routes served on `http_listen`.
+/// The HTTP routes served on `http_listen`, with the session policy from the environment
+/// ([`session::SessionPolicy::from_env`]).
 pub fn router(shared: Shared) -> Router {
+    router_with(shared, session::SessionPolicy::from_env())
+}
+
+/// [`router`] with an explicit session policy (tests shorten the limits).
+pub fn router_with(shared: Shared, policy: session::SessionPolicy) -> Router {
     let (router, _) = documented();
     let doc = openapi();
     router
         .route("/api/openapi.json", get(move || async move { Json(doc) }))
         .fallback(|| async { ApiError::NotFound("route") })
+        .layer(axum::Extension(std::sync::Arc::new(
+            session::Sessions::new(policy),
+        )))
         .with_state(shared)
 }

@@ -1,0 +1,721 @@
+//! People sign in with a user name and password and get a session cookie; scripts keep using
+//! bearer tokens. `POST /api/session` signs in, `GET /api/session` says who is signed in (and
+//! gives the CSRF token), `DELETE /api/session` signs out.
+//!
+//! # The cookie
+//!
+//! `rgsd_session=<64 hex digits>; HttpOnly; SameSite=Strict; Path=/; Max-Age=<absolute>`, plus
+//! `Secure` when the request came over HTTPS (a TLS-terminating proxy saying so with
+//! `X-Forwarded-Proto: https`) or when `RGSD_COOKIE_SECURE=1` is set. The session id is random
+//! (OS randomness, 256 bits) and only its SHA-256 is stored, as for tokens.
+//!
+//! # Expiry
+//!
+//! [`SessionPolicy::default`]: a session ends after 2 hours without a request (the idle expiry;
+//! the pages poll, so an open page stays signed in) and 12 hours after sign-in whatever happens
+//! (the absolute expiry: a working day). Both are measured with the injectable clock.
+//!
+//! # CSRF
+//!
+//! A request authenticated by the cookie that changes something (any method but GET, HEAD and
+//! OPTIONS) must carry `X-CSRF-Token` with the value returned at sign-in and by
+//! `GET /api/session`, or it is refused with 403. The value is derived from the session id
+//! (SHA-256 of it under a different label), so it is not stored and cannot be computed by a page
+//! on another site, which can neither read the cookie nor this API's answers. `SameSite=Strict`
+//! already keeps the cookie off cross-site requests; the token is the second lock. Bearer-token
+//! requests need no CSRF token: a browser never adds a bearer header by itself. Sign-in itself
+//! refuses a request whose `Origin` names another site.
+//!
+//! # Failed sign-ins
+//!
+//! Rate-limited per user name and per source address ([`SessionPolicy::failures_per_user`] and
+//! [`SessionPolicy::failures_per_address`] per [`SessionPolicy::failure_window`]); over the
+//! limit, sign-in answers 429 with `Retry-After` without checking the password. The limiter's
+//! memory is bounded ([`SessionPolicy::limiter_entries`] keys per kind; when full, expired
+//! windows are dropped, then the oldest). An unknown user name is checked against a dummy hash,
+//! so it costs the same time as a wrong password, and gets the same answer. Every sign-in,
+//! sign-out and failure is audited (`session.sign_in`, `session.sign_out`,
+//! `session.sign_in_failed`); passwords and session ids are never logged.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Extension, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::auth::{Caller, Credential};
+use super::error::{ApiError, ErrorBody, Refusal};
+use super::tokens::RoleDoc;
+use crate::daemon::Shared;
+use crate::store::users::MAX_PASSWORD_BYTES;
+use crate::store::{PasswordHash, TokenId};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "rgsd_session";
+/// The header that carries the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The environment variable that forces `Secure` on the cookie (`1`, `true` or `yes`).
+pub const SECURE_ENV: &str = "RGSD_COOKIE_SECURE";
+
+/// How long sessions live and how many failed sign-ins are tolerated.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    /// A session unused this long ends.
+    pub idle: Duration,
+    /// A session ends this long after sign-in, used or not.
+    pub absolute: Duration,
+    /// Always mark the cookie `Secure` (rgsd is reached over HTTPS through a proxy that does not
+    /// send `X-Forwarded-Proto`).
+    pub always_secure: bool,
+    /// Failed sign-ins for one user name per window before 429.
+    pub failures_per_user: u32,
+    /// Failed sign-ins from one address per window before 429 (higher: people behind one NAT
+    /// or proxy share an address).
+    pub failures_per_address: u32,
+    pub failure_window: Duration,
+    /// Most user names, and most addresses, the limiter remembers.
+    pub limiter_entries: usize,
+    /// Most password checks running at once (each takes 19 MiB and tens of milliseconds).
+    pub concurrent_checks: usize,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(2 * 3600),
+            absolute: Duration::from_secs(12 * 3600),
+            always_secure: false,
+            failures_per_user: 5,
+            failures_per_address: 20,
+            failure_window: Duration::from_secs(60),
+            limiter_entries: 10_000,
+            concurrent_checks: 4,
+        }
+    }
+}
+
+impl SessionPolicy {
+    /// The defaults, with `always_secure` from `RGSD_COOKIE_SECURE`.
+    pub fn from_env() -> Self {
+        let always_secure = std::env::var(SECURE_ENV)
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        Self {
+            always_secure,
+            ..Self::default()
+        }
+    }
+}
+
+/// The session machinery of one server: its policy, the failed-sign-in limiter and the bound on
+/// concurrent password checks. Installed on the router as an extension.
+#[derive(Debug)]
+pub struct Sessions {
+    pub policy: SessionPolicy,
+    limiter: Mutex<Limiter>,
+    checks: tokio::sync::Semaphore,
+}
+
+impl Sessions {
+    pub fn new(policy: SessionPolicy) -> Self {
+        let limiter = Limiter {
+            users: Counter::new(policy.failures_per_user, policy.limiter_entries),
+            addresses: Counter::new(policy.failures_per_address, policy.limiter_entries),
+            window_ms: i64::try_from(policy.failure_window.as_millis()).unwrap_or(i64::MAX),
+        };
+        Self {
+            checks: tokio::sync::Semaphore::new(policy.concurrent_checks.max(1)),
+            limiter: Mutex::new(limiter),
+            policy,
+        }
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        // A panic while holding the lock leaves counts that are still counts.
+        self.limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The limiter
+
+/// Failed sign-ins per key in fixed windows: a key that reached the limit is refused until its
+/// window ends.
+#[derive(Debug)]
+struct Counter {
+    limit: u32,
+    cap: usize,
+    /// Key → (window start in ms, failures in it).
+    entries: HashMap<String, (i64, u32)>,
+}
+
+impl Counter {
+    fn new(limit: u32, cap: usize) -> Self {
+        Self {
+            limit,
+            cap: cap.max(1),
+            entries: HashMap::new(),
+        }
+    }
+
+    /// How long `key` is still refused, if it is.
+    fn blocked(&self, key: &str, now: i64, window: i64) -> Option<i64> {
+        let &(start, failures) = self.entries.get(key)?;
+        let end = start.saturating_add(window);
+        (failures >= self.limit && now < end).then_some(end - now)
+    }
+
+    fn fail(&mut self, key: &str, now: i64, window: i64) {
+        if let Some((start, failures)) = self.entries.get_mut(key) {
+            if now >= start.saturating_add(window) {
+                *start = now;
+                *failures = 0;
+            }
+            *failures = failures.saturating_add(1);
+            return;
+        }
+        if self.entries.len() >= self.cap {
+            self.entries
+                .retain(|_, (start, _)| now < start.saturating_add(window));
+        }
+        if self.entries.len() >= self.cap {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (start, _))| *start)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.entries.remove(&k);
+            }
+        }
+        self.entries.insert(key.to_owned(), (now, 1));
+    }
+
+    fn clear(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+}
+
+#[derive(Debug)]
+struct Limiter {
+    users: Counter,
+    addresses: Counter,
+    window_ms: i64,
+}
+
+impl Limiter {
+    /// Seconds to wait, when `user` or `address` is over its limit (rounded up, at least 1).
+    fn retry_after(&self, user: &str, address: Option<&str>, now: i64) -> Option<u64> {
+        let by_user = self.users.blocked(user, now, self.window_ms);
+        let by_address = address.and_then(|a| self.addresses.blocked(a, now, self.window_ms));
+        let ms = by_user.max(by_address)?;
+        Some(u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1))
+    }
+
+    fn fail(&mut self, user: &str, address: Option<&str>, now: i64) {
+        self.users.fail(user, now, self.window_ms);
+        if let Some(a) = address {
+            self.addresses.fail(a, now, self.window_ms);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cookie and CSRF helpers
+
+/// The session id from the `Cookie` header(s), if any.
+pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE).then(|| v.trim().to_owned())
+        })
+}
+
+/// The CSRF token of a session: SHA-256 of the session id under its own label, as hex.
+pub(super) fn csrf_token(session_secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"rgsd csrf token\n");
+    h.update(session_secret.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Whether the request carries the right CSRF token. Compares digests, so the time taken does
+/// not depend on how many leading characters of a guess are right.
+pub(super) fn csrf_ok(headers: &HeaderMap, session_secret: &str) -> bool {
+    let Some(sent) = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    Sha256::digest(sent.trim().as_bytes()) == Sha256::digest(csrf_token(session_secret).as_bytes())
+}
+
+/// Whether the request reached rgsd over HTTPS (as a TLS-terminating proxy reports it).
+fn over_tls(headers: &HeaderMap) -> bool {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("proto=https"));
+    forwarded_proto || forwarded
+}
+
+fn cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let text = format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+    );
+    // Hex, digits and fixed ASCII: always a valid header value.
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("rgsd_session=; Max-Age=0"))
+}
+
+/// Whether `Origin`, when present, names this server (the `Host` the browser used).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin.to_str().ok().is_some_and(|o| {
+        o.split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/').eq_ignore_ascii_case(host))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// Signing in: a user name (SIP URI) and password, as JSON or as an HTML form.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInBody {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SignInBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInBody")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is signed in, and the CSRF token to send with changes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionDoc {
+    /// The user's SIP URI.
+    pub user: String,
+    pub role: RoleDoc,
+    /// Send as `X-CSRF-Token` with every request that changes something.
+    pub csrf_token: String,
+    pub signed_in_at: DateTime<Utc>,
+    /// The absolute expiry.
+    pub expires_at: DateTime<Utc>,
+    /// The session also ends after this many seconds without a request.
+    pub idle_timeout_seconds: u64,
+}
+
+fn session_doc(
+    info: &crate::store::SessionInfo,
+    secret: &str,
+    policy: &SessionPolicy,
+) -> SessionDoc {
+    SessionDoc {
+        user: info.user.name.clone(),
+        role: info.user.role.into(),
+        csrf_token: csrf_token(secret),
+        signed_in_at: info.created_at,
+        expires_at: info.expires_at,
+        idle_timeout_seconds: policy.idle.as_secs(),
+    }
+}
+
+/// The one answer to every failed password check: which part was wrong is not said.
+fn wrong_credentials() -> Response {
+    let body = ErrorBody {
+        error: "unknown user name or wrong password".into(),
+        code: "unauthenticated",
+        field: None,
+    };
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+fn too_many(retry_after: u64) -> Response {
+    let body = ErrorBody {
+        error: format!("too many failed sign-ins; try again in {retry_after} s"),
+        code: "rate_limited",
+        field: None,
+    };
+    let mut res = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    res
+}
+
+/// A hash of a random password with the same parameters as real ones: unknown users are
+/// checked against it so that they take as long as known ones.
+fn dummy_hash() -> Option<&'static PasswordHash> {
+    static DUMMY: OnceLock<Option<PasswordHash>> = OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).ok()?;
+            PasswordHash::new(&hex::encode(bytes)).ok()
+        })
+        .as_ref()
+}
+
+async fn parse_sign_in(req: Request) -> Result<SignInBody, ApiError> {
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        axum::Form::<SignInBody>::from_request(req, &())
+            .await
+            .map(|f| f.0)
+            .map_err(|e| ApiError::Malformed(e.body_text()))
+    } else {
+        Json::<SignInBody>::from_request(req, &())
+            .await
+            .map(|j| j.0)
+            .map_err(ApiError::from)
+    }
+}
+
+/// Signs in with a user name and password: sets the session cookie and returns the CSRF token.
+/// Wrong password and unknown user get the same 401; too many failures get 429.
+#[utoipa::path(post, path = "/api/session", tag = "session", security(()),
+    request_body(content(
+        (SignInBody = "application/json"),
+        (SignInBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, body = SessionDoc, headers(("set-cookie" = String, description = "the session cookie"))),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody,
+            headers(("retry-after" = u64, description = "seconds"))),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn sign_in(
+    State(shared): State<Shared>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    req: Request,
+) -> Response {
+    match sign_in_inner(&shared, &sessions, req).await {
+        Ok(res) | Err(res) => res,
+    }
+}
+
+async fn sign_in_inner(
+    shared: &Shared,
+    sessions: &Sessions,
+    req: Request,
+) -> Result<Response, Response> {
+    let headers = req.headers().clone();
+    if !same_origin(&headers) {
+        return Err(ApiError::Forbidden(Refusal::CrossSite).into_response());
+    }
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let body = parse_sign_in(req)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let user = body.user.trim().to_owned();
+    let now = shared.clock.now_utc().timestamp_millis();
+    if let Some(retry) = sessions
+        .limiter()
+        .retry_after(&user, address.as_deref(), now)
+    {
+        tracing::warn!(user = %user, address = ?address, "sign-in refused: too many failures");
+        return Err(too_many(retry));
+    }
+    let found = shared
+        .store
+        .user_credentials(&user)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    let (candidate, hash) = match &found {
+        Some((u, h)) => (Some(u.clone()), Some(h.clone())),
+        None => (None, dummy_hash().cloned()),
+    };
+    let password = body.password;
+    let matched = if password.len() > MAX_PASSWORD_BYTES {
+        false
+    } else {
+        let _permit = sessions.checks.acquire().await;
+        tokio::task::spawn_blocking(move || hash.is_some_and(|h| h.verify(&password)))
+            .await
+            .unwrap_or(false)
+    };
+    let signed_in = match candidate {
+        Some(u) if matched && u.disabled_at.is_none() => u,
+        other => {
+            let reason = match other {
+                None => "unknown user",
+                Some(u) if u.disabled_at.is_some() => "user disabled",
+                Some(_) => "wrong password",
+            };
+            sessions.limiter().fail(&user, address.as_deref(), now);
+            tracing::info!(user = %audit_name(&user), address = ?address, reason, "sign-in failed");
+            audit(
+                shared,
+                &audit_name(&user),
+                "session.sign_in_failed",
+                json!({ "address": address, "reason": reason }),
+            )
+            .await;
+            return Err(wrong_credentials());
+        }
+    };
+    sessions.limiter().users.clear(&user);
+    let issued = shared
+        .store
+        .create_session(signed_in.id, sessions.policy.absolute, sessions.policy.idle)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    tracing::info!(user = %signed_in.name, address = ?address, "signed in");
+    audit(
+        shared,
+        &signed_in.name,
+        "session.sign_in",
+        json!({ "address": address, "session": issued.info.id.0 }),
+    )
+    .await;
+    let doc = session_doc(&issued.info, issued.secret.expose(), &sessions.policy);
+    let secure = sessions.policy.always_secure || over_tls(&headers);
+    let mut res = (StatusCode::CREATED, Json(doc)).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie(
+            issued.secret.expose(),
+            sessions.policy.absolute.as_secs(),
+            secure,
+        ),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// What a failed sign-in is recorded under: the name tried when it looks like a user name,
+/// otherwise a placeholder (people type their password into the wrong field).
+fn audit_name(user: &str) -> String {
+    if crate::store::users::is_user_name(user) && user.len() <= 256 {
+        user.to_owned()
+    } else {
+        "(not a SIP URI)".to_owned()
+    }
+}
+
+/// Appends an audit entry; a failure to write it is logged, and does not undo a sign-in.
+async fn audit(shared: &Shared, actor: &str, action: &str, detail: serde_json::Value) {
+    if let Err(e) = shared.store.audit(actor, action, actor, &detail).await {
+        tracing::error!(error = %e, action, "cannot write the audit log");
+    }
+}
+
+/// Who is signed in through the session cookie, and the CSRF token. 401 without a live session.
+#[utoipa::path(get, path = "/api/session", tag = "session",
+    responses((status = 200, body = SessionDoc), (status = "4XX", body = ErrorBody)))]
+pub async fn current(
+    State(shared): State<Shared>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let secret = session_cookie(&headers).ok_or(ApiError::Unauthenticated)?;
+    let info = shared
+        .store
+        .session(&secret, sessions.policy.idle)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let mut res = Json(session_doc(&info, &secret, &sessions.policy)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// Signs out: ends the session (its server-sent event streams too) and clears the cookie. Needs
+/// the CSRF token. With a bearer token there is nothing to end.
+#[utoipa::path(delete, path = "/api/session", tag = "session",
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+pub async fn sign_out(
+    State(shared): State<Shared>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Credential::Session(id) = caller.1 {
+        if let Some(secret) = session_cookie(&headers) {
+            shared.store.delete_session(&secret).await?;
+        }
+        shared.revocations.revoke(stream_key(id));
+        tracing::info!(user = %caller.subject(), "signed out");
+        audit(
+            &shared,
+            caller.subject(),
+            "session.sign_out",
+            json!({ "session": id.0 }),
+        )
+        .await;
+    }
+    let secure = sessions.policy.always_secure || over_tls(&headers);
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut()
+        .insert(header::SET_COOKIE, cookie("", 0, secure));
+    Ok(res)
+}
+
+/// The id under which a session's server-sent event streams wait for their end: the negated
+/// session id, so it never equals an API token's (positive) id.
+pub(super) fn stream_key(id: crate::store::SessionId) -> TokenId {
+    TokenId(id.0.saturating_neg())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: i64 = 60_000;
+
+    #[test]
+    fn a_key_is_refused_after_the_limit_until_its_window_ends() {
+        let mut c = Counter::new(3, 100);
+        for t in [0, 10, 20] {
+            assert_eq!(c.blocked("u", t, W), None);
+            c.fail("u", t, W);
+        }
+        assert_eq!(c.blocked("u", 30, W), Some(W - 30));
+        assert_eq!(c.blocked("v", 30, W), None);
+        assert_eq!(c.blocked("u", W, W), None);
+        // A failure after the window starts a new one.
+        c.fail("u", W + 5, W);
+        assert_eq!(c.blocked("u", W + 6, W), None);
+        c.clear("u");
+        assert!(c.entries.is_empty());
+    }
+
+    #[test]
+    fn the_limiter_forgets_expired_then_oldest_keys_when_full() {
+        let mut c = Counter::new(1, 3);
+        c.fail("a", 0, W);
+        c.fail("b", 10, W);
+        c.fail("c", 20, W);
+        c.fail("d", 30, W);
+        assert_eq!(c.entries.len(), 3);
+        assert!(!c.entries.contains_key("a"), "the oldest goes");
+        c.fail("e", W + 25, W);
+        // b and c expired at W+10 and W+20; d is still in its window.
+        assert_eq!(c.entries.len(), 2);
+        assert!(c.entries.contains_key("d") && c.entries.contains_key("e"));
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_for_the_later_of_user_and_address() {
+        let mut l = Limiter {
+            users: Counter::new(1, 10),
+            addresses: Counter::new(2, 10),
+            window_ms: W,
+        };
+        l.fail("u", Some("1.2.3.4"), 0);
+        assert_eq!(l.retry_after("u", None, 500), Some(60));
+        assert_eq!(l.retry_after("x", Some("1.2.3.4"), 500), None);
+        l.fail("y", Some("1.2.3.4"), 20_000);
+        assert_eq!(l.retry_after("x", Some("1.2.3.4"), 30_000), Some(30));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let h = headers(&[("cookie", "a=1; rgsd_session=abc ; b=2")]);
+        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        let h = headers(&[("cookie", "a=1"), ("cookie", "rgsd_session=def")]);
+        assert_eq!(session_cookie(&h).as_deref(), Some("def"));
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "xrgsd_session=1")])),
+            None
+        );
+    }
+
+    #[test]
+    fn csrf_tokens_are_per_session_and_checked_exactly() {
+        let t = csrf_token("s1");
+        assert_ne!(t, csrf_token("s2"));
+        assert_ne!(t, "s1");
+        assert!(csrf_ok(&headers(&[("x-csrf-token", &t)]), "s1"));
+        assert!(!csrf_ok(&headers(&[("x-csrf-token", &t)]), "s2"));
+        assert!(!csrf_ok(&headers(&[("x-csrf-token", &t[..63])]), "s1"));
+        assert!(!csrf_ok(&headers(&[]), "s1"));
+    }
+
+    #[test]
+    fn cookies_carry_the_flags_and_secure_only_when_asked() {
+        let c = cookie("ab", 60, false);
+        assert_eq!(
+            c.to_str().unwrap(),
+            "rgsd_session=ab; HttpOnly; SameSite=Strict; Path=/; Max-Age=60"
+        );
+        assert!(
+            cookie("ab", 60, true)
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
+        assert!(over_tls(&headers(&[("x-forwarded-proto", "https")])));
+        assert!(over_tls(&headers(&[(
+            "forwarded",
+            "for=1.2.3.4;proto=https"
+        )])));
+        assert!(!over_tls(&headers(&[("x-forwarded-proto", "http")])));
+    }
+
+    #[test]
+    fn sign_in_from_another_site_is_refused() {
+        assert!(same_origin(&headers(&[("host", "rgsd.example:8080")])));
+        assert!(same_origin(&headers(&[
+            ("host", "rgsd.example:8080"),
+            ("origin", "https://rgsd.example:8080")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "rgsd.example:8080"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[(
+            "origin",
+            "https://evil.example"
+        )])));
+    }
+
+    #[test]
+    fn failed_sign_ins_are_audited_under_a_sip_uri_only() {
+        assert_eq!(audit_name("sip:ann@example.com"), "sip:ann@example.com");
+        assert_eq!(audit_name("hunter2hunter2"), "(not a SIP URI)");
+    }
+}
