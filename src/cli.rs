@@ -1,4 +1,4 @@
-//! The command line: `rgsd serve | check | migrate | token create`.
+//! The command line: `rgsd serve | check | migrate | token create | user …`.
 //!
 //! `serve` and `check` share one `config::load`, so their messages cannot drift apart.
 
@@ -59,6 +59,66 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage the people who sign in to the web pages with a password.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+/// The password rule, shown in the help of the commands that set one.
+const PASSWORD_HELP: &str = "The password is read from standard input (first line; on a terminal it is asked for twice, \
+     without echo) or from --password-file, never from the command line. It must have at least \
+     12 characters (at most 1024 bytes).";
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user who signs in with a password.
+    #[command(after_help = PASSWORD_HELP)]
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What the user may do (the same roles as API tokens).
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// Read the password from the first line of this file instead of standard input.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The user name: their SIP URI, as in `managers` and agent groups.
+        name: String,
+    },
+    /// Set a user's password; their sessions end.
+    #[command(after_help = PASSWORD_HELP)]
+    Passwd {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        name: String,
+    },
+    /// Remove a user; their sessions end.
+    Remove {
+        #[arg(long, short)]
+        config: PathBuf,
+        name: String,
+    },
+    /// Stop a user from signing in (their sessions end) without removing them.
+    Disable {
+        #[arg(long, short)]
+        config: PathBuf,
+        name: String,
+    },
+    /// Let a disabled user sign in again.
+    Enable {
+        #[arg(long, short)]
+        config: PathBuf,
+        name: String,
+    },
+    /// List the users: name, role, created, disabled.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -125,6 +185,218 @@ pub fn run(cli: Cli) -> ExitCode {
                     subject,
                 },
         } => with_runtime(token_create(config, role, subject)),
+        Command::User { command } => user(command),
+    }
+}
+
+impl From<TokenRole> for crate::store::Role {
+    fn from(r: TokenRole) -> Self {
+        match r {
+            TokenRole::Admin => Self::Admin,
+            TokenRole::Manager => Self::Manager,
+            TokenRole::Agent => Self::Agent,
+        }
+    }
+}
+
+/// `rgsd user …`. Exit status as `rgsd token create`: 0 done, 78 configuration error, 1 any
+/// other failure (refused password, unknown or duplicate user, database), with the reason on
+/// stderr.
+fn user(command: UserCommand) -> ExitCode {
+    use crate::store::users::{PasswordError, PasswordHash};
+    // The password is read (and hashed) before the runtime starts: a terminal prompt must not
+    // sit on an async thread, and a refused password needs no database.
+    let (config, name, action) = match command {
+        UserCommand::Add {
+            config,
+            role,
+            password_file,
+            name,
+        } => (config, name, UserAction::Add(role.into(), password_file)),
+        UserCommand::Passwd {
+            config,
+            password_file,
+            name,
+        } => (config, name, UserAction::Passwd(password_file)),
+        UserCommand::Remove { config, name } => (config, name, UserAction::Remove),
+        UserCommand::Disable { config, name } => (config, name, UserAction::Disable(true)),
+        UserCommand::Enable { config, name } => (config, name, UserAction::Disable(false)),
+        UserCommand::List { config } => (config, String::new(), UserAction::List),
+    };
+    if !matches!(action, UserAction::List) && !crate::store::users::is_user_name(&name) {
+        eprintln!("rgsd: user name {name:?} is not a SIP URI; write \"sip:user@host\"");
+        return ExitCode::FAILURE;
+    }
+    let hash = match &action {
+        UserAction::Add(_, file) | UserAction::Passwd(file) => {
+            let password = match read_password(file.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("rgsd: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match PasswordHash::new(&password) {
+                Ok(h) => Some(h),
+                Err(e @ (PasswordError::TooShort | PasswordError::TooLong)) => {
+                    eprintln!("rgsd: password refused: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("rgsd: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        UserAction::Remove | UserAction::Disable(_) | UserAction::List => None,
+    };
+    let opts = crate::config::LoadOptions {
+        check_environment: false,
+    };
+    let loaded = match crate::config::load(&config, &opts) {
+        Ok(loaded) => loaded.config,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    with_runtime(user_in_store(loaded.server.database, name, action, hash))
+}
+
+enum UserAction {
+    Add(crate::store::Role, Option<PathBuf>),
+    Passwd(Option<PathBuf>),
+    Remove,
+    Disable(bool),
+    List,
+}
+
+/// The password from the first line of `file`, or of standard input (asked for twice, without
+/// echo, on a terminal). Only the line ending is trimmed: spaces are part of a password.
+fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::io::{BufRead as _, IsTerminal as _};
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the password file {}", path.display()))?,
+        None if std::io::stdin().is_terminal() => {
+            let first =
+                rpassword::prompt_password("Password: ").context("cannot read the password")?;
+            let again = rpassword::prompt_password("Password again: ")
+                .context("cannot read the password")?;
+            anyhow::ensure!(first == again, "the two passwords differ");
+            first
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            line
+        }
+    };
+    let line = text.lines().next().unwrap_or_default();
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
+}
+
+async fn user_in_store(
+    database: crate::config::model::DatabaseUrl,
+    name: String,
+    action: UserAction,
+    hash: Option<crate::store::PasswordHash>,
+) -> ExitCode {
+    use anyhow::Context as _;
+    const ACTOR: &str = "rgsd user";
+    let result = async {
+        let store = crate::store::Store::connect(&database)
+            .await
+            .context("cannot open the database")?;
+        store.migrate().await.context("migration failed")?;
+        let audit = |action: &'static str, detail: serde_json::Value| {
+            let store = store.clone();
+            let name = name.clone();
+            async move {
+                store
+                    .audit(ACTOR, action, &name, &detail)
+                    .await
+                    .context("cannot write the audit log")
+            }
+        };
+        let message = match (action, hash) {
+            (UserAction::Add(role, _), Some(hash)) => {
+                let user = store
+                    .create_user(&name, role, &hash)
+                    .await
+                    .with_context(|| format!("cannot add user {name}"))?;
+                audit("user.create", serde_json::json!({ "role": role.as_str() })).await?;
+                format!("user {} added ({})", user.name, role.as_str())
+            }
+            (UserAction::Passwd(_), Some(hash)) => {
+                store
+                    .set_password(&name, &hash)
+                    .await
+                    .with_context(|| format!("cannot set the password of {name}"))?;
+                audit("user.password", serde_json::json!({})).await?;
+                format!("password of {name} changed; their sessions ended")
+            }
+            (UserAction::Remove, _) => {
+                store
+                    .delete_user(&name)
+                    .await
+                    .with_context(|| format!("cannot remove user {name}"))?;
+                audit("user.delete", serde_json::json!({})).await?;
+                format!("user {name} removed")
+            }
+            (UserAction::Disable(disabled), _) => {
+                store
+                    .set_user_disabled(&name, disabled)
+                    .await
+                    .with_context(|| format!("cannot change user {name}"))?;
+                let (action, word) = if disabled {
+                    ("user.disable", "disabled")
+                } else {
+                    ("user.enable", "enabled")
+                };
+                audit(action, serde_json::json!({})).await?;
+                format!("user {name} {word}")
+            }
+            (UserAction::List, _) => {
+                let mut out = String::new();
+                for u in store.list_users().await.context("cannot list the users")? {
+                    let disabled = u
+                        .disabled_at
+                        .map_or_else(|| "-".to_owned(), |d| d.to_rfc3339());
+                    out.push_str(&format!(
+                        "{}\t{}\t{}\t{}\n",
+                        u.name,
+                        u.role.as_str(),
+                        u.created_at.to_rfc3339(),
+                        disabled
+                    ));
+                }
+                out.pop();
+                out
+            }
+            (UserAction::Add(..) | UserAction::Passwd(_), None) => {
+                anyhow::bail!("no password")
+            }
+        };
+        store.close().await;
+        anyhow::Ok(message)
+    }
+    .await;
+    match result {
+        Ok(message) => {
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rgsd: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
