@@ -1,9 +1,11 @@
 //! The agent page and the wallboard in a real browser: headless Chromium driven over the
 //! DevTools protocol (a WebSocket, JSON commands), against the real `rgsd serve`.
 //!
-//! An agent opens `/agent`, enters their token, sees their formal group's switch off, presses it,
-//! and sees it on; the daemon then reports them signed in. The wallboard, opened with an
-//! administrator token, shows the queue with that agent signed in, over server-sent events.
+//! An agent opens `/agent`, signs in with their user name and password (a wrong password first:
+//! the form says so), sees their formal group's switch off, presses it, and sees it on; the
+//! daemon then reports them signed in; a reload keeps them signed in; the sign-out button ends
+//! the session. The wallboard refuses the agent's sign-in and, signed in as an administrator
+//! with a password, shows the queue with that agent signed in, over server-sent events.
 //! Screenshots are saved under the target folder (`CARGO_TARGET_TMPDIR`).
 //!
 //! Skipped, with the reason printed, when no Chromium is on PATH (Debian package `chromium`).
@@ -246,6 +248,38 @@ fn token(config: &str, role: &str, subject: &str) -> String {
         .to_owned()
 }
 
+/// Adds a user with `rgsd user add`, the password on standard input.
+fn user(config: &str, role: &str, name: &str, password: &str) {
+    let mut child = Command::new(common::rgsd_bin())
+        .args(["user", "add", "--config", config, "--role", role, name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Fills the sign-in form of the page and submits it.
+fn sign_in_form(page: &mut Page, user: &str, password: &str) {
+    page.eval(&format!(
+        "document.getElementById('user').value = {}; document.getElementById('password').value = {}; document.getElementById('login').requestSubmit(); true",
+        json!(user),
+        json!(password)
+    ));
+}
+
+const ALICE_PASSWORD: &str = "alice's long password";
+const BOSS: &str = "sip:boss@127.0.0.1";
+const BOSS_PASSWORD: &str = "the boss's long password";
+
 #[test]
 fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
     let Some(bin) = chromium() else {
@@ -256,20 +290,26 @@ fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
     let config = config.to_str().unwrap();
     let agent = token(config, "agent", ALICE);
     let admin = token(config, "admin", "ops");
+    user(config, "agent", ALICE, ALICE_PASSWORD);
+    user(config, "admin", BOSS, BOSS_PASSWORD);
     let server = common::Server::start(std::path::Path::new(config));
     let base = format!("http://{}", server.http);
     let (_browser, mut page) = launch(&bin, &scratch.path().join("chrome"));
 
-    // The agent page: log in with the token.
+    // The agent page: sign in with a password (a wrong one first).
     page.navigate(&format!("{base}/agent"));
     assert_eq!(
-        page.eval("document.querySelector('label[for=token]').textContent"),
-        "API token"
+        page.eval("document.querySelector('label[for=user]').textContent"),
+        "User name (your SIP address)"
     );
-    page.eval(&format!(
-        "document.getElementById('token').value = {}; document.getElementById('login').requestSubmit(); true",
-        json!(agent)
-    ));
+    sign_in_form(&mut page, ALICE, "not alice's password");
+    page.wait_for("document.getElementById('login-error').textContent !== ''");
+    assert_eq!(
+        page.eval("document.getElementById('login-error').textContent"),
+        "Unknown user name or wrong password."
+    );
+    page.screenshot("agent-page-sign-in.png");
+    sign_in_form(&mut page, ALICE, ALICE_PASSWORD);
     page.wait_for("document.querySelector('[role=switch]') !== null");
     assert_eq!(
         page.eval("document.getElementById('subject').textContent"),
@@ -295,7 +335,10 @@ fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
         )),
         "Sales agents"
     );
-    page.screenshot("agent-page-signed-out.png");
+    page.screenshot("agent-page-group-off.png");
+    // The password is not kept in the page; the session id is not readable by it (HttpOnly).
+    assert_eq!(page.eval("document.getElementById('password').value"), "");
+    assert_eq!(page.eval("document.cookie"), "");
 
     // Press the switch (keyboard-reachable button): it turns on.
     page.eval(&format!("{switch}.focus(); {switch}.click(); true"));
@@ -316,19 +359,28 @@ fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
     let me: Value = serde_json::from_str(&me).unwrap();
     assert_eq!(me["state"]["signed_in"], json!(["Sales agents"]), "{me}");
 
+    // A reload keeps the session; the sign-out button ends it.
+    page.navigate(&format!("{base}/agent"));
+    page.wait_for(&format!(
+        "{switch} !== null && {switch}.getAttribute('aria-checked') === 'true'"
+    ));
+    page.eval("document.getElementById('logout').click(); true");
+    page.wait_for("!document.getElementById('login').hidden");
+    assert_eq!(
+        page.eval("document.getElementById('status').textContent"),
+        "Signed out of this page."
+    );
+    assert_eq!(page.eval("fetch('/api/session').then(r => r.status)"), 401);
+    assert_eq!(page.eval("fetch('/api/me').then(r => r.status)"), 401);
+    page.screenshot("agent-page-signed-out.png");
+
     // The wallboard, live over SSE: Sales has one agent signed in and free.
     page.navigate(&format!("{base}/wallboard"));
-    // An agent's token is refused, and the page says so instead of retrying for ever.
-    page.eval(&format!(
-        "document.getElementById('token').value = {}; document.getElementById('login').requestSubmit(); true",
-        json!(agent)
-    ));
-    page.wait_for("document.getElementById('status').textContent.includes('refused')");
+    // An agent is refused, and the page says so instead of retrying for ever.
+    sign_in_form(&mut page, ALICE, ALICE_PASSWORD);
+    page.wait_for("document.getElementById('login-error').textContent.includes('refused')");
     assert_eq!(page.eval("document.getElementById('board').hidden"), true);
-    page.eval(&format!(
-        "document.getElementById('token').value = {}; document.getElementById('login').requestSubmit(); true",
-        json!(admin)
-    ));
+    sign_in_form(&mut page, BOSS, BOSS_PASSWORD);
     page.wait_for("document.querySelectorAll('#board tbody tr').length === 2");
     let row = page.eval(
         "Array.from(document.querySelectorAll('#board tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))",
@@ -360,7 +412,15 @@ fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
     );
     assert_eq!(code, 200, "{body}");
     page.wait_for("document.querySelector('#board tbody tr').cells[3].textContent === '0'");
+    assert_eq!(
+        page.eval("document.getElementById('who').textContent"),
+        format!("Signed in as {BOSS}.")
+    );
     page.screenshot("wallboard.png");
+    // Its sign-out button ends the session and the stream.
+    page.eval("document.getElementById('logout').click(); true");
+    page.wait_for("!document.getElementById('login').hidden");
+    assert_eq!(page.eval("fetch('/api/session').then(r => r.status)"), 401);
 }
 
 /// One HTTP/1.1 request over loopback; returns (status, body). Bodies here are small and not
