@@ -1499,6 +1499,9 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/api/tokens", "/api/tokens"),
     ("post", "/api/tokens", "/api/tokens"),
     ("delete", "/api/tokens/{id}", "/api/tokens/999999"),
+    ("post", "/api/session", "/api/session"),
+    ("get", "/api/session", "/api/session"),
+    ("delete", "/api/session", "/api/session"),
 ];
 
 async fn openapi_covers_every_route(app: &App) {

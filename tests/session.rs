@@ -766,6 +766,10 @@ fn the_openapi_document_lists_the_session_endpoints() {
         "sign-in needs no credential"
     );
     assert!(path["post"]["responses"]["429"].is_object());
+    // Its body has a schema of its own, next to (not instead of) the group sign-in body.
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["Credentials"]["properties"]["password"].is_object());
+    assert!(schemas["SignInBody"]["properties"]["signed_in"].is_object());
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["session"]["in"], "cookie");
     assert_eq!(schemes["session"]["name"], "rgsd_session");

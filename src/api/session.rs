@@ -30,12 +30,17 @@
 //!
 //! Rate-limited per user name and per source address ([`SessionPolicy::failures_per_user`] and
 //! [`SessionPolicy::failures_per_address`] per [`SessionPolicy::failure_window`]); over the
-//! limit, sign-in answers 429 with `Retry-After` without checking the password. The limiter's
+//! limit, sign-in answers 429 with `Retry-After` without checking the password. An attempt is
+//! counted when it starts and taken back if it succeeds, so concurrent guesses cannot overrun
+//! the limit. The limiter's
 //! memory is bounded ([`SessionPolicy::limiter_entries`] keys per kind; when full, expired
 //! windows are dropped, then the oldest). An unknown user name is checked against a dummy hash,
 //! so it costs the same time as a wrong password, and gets the same answer. Every sign-in,
 //! sign-out and failure is audited (`session.sign_in`, `session.sign_out`,
 //! `session.sign_in_failed`); passwords and session ids are never logged.
+//!
+//! A signed-out session's event streams end through the same [`super::tokens::Revocations`] as
+//! a revoked token's, under [`stream_key`]; that set grows by one id per sign-out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -131,6 +136,8 @@ impl Sessions {
             addresses: Counter::new(policy.failures_per_address, policy.limiter_entries),
             window_ms: i64::try_from(policy.failure_window.as_millis()).unwrap_or(i64::MAX),
         };
+        // Computed now, not on the first unknown user (whose answer would otherwise be slower).
+        let _ = dummy_hash();
         Self {
             checks: tokio::sync::Semaphore::new(policy.concurrent_checks.max(1)),
             limiter: Mutex::new(limiter),
@@ -204,6 +211,13 @@ impl Counter {
     fn clear(&mut self, key: &str) {
         self.entries.remove(key);
     }
+
+    /// Takes one failure back (an attempt counted in advance that succeeded).
+    fn forgive(&mut self, key: &str) {
+        if let Some((_, failures)) = self.entries.get_mut(key) {
+            *failures = failures.saturating_sub(1);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -222,10 +236,26 @@ impl Limiter {
         Some(u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1))
     }
 
-    fn fail(&mut self, user: &str, address: Option<&str>, now: i64) {
+    /// Admits an attempt unless `user` or `address` is over its limit, and counts it as a failure
+    /// until [`Limiter::succeeded`] says otherwise: checking and counting under one lock means a
+    /// burst of concurrent guesses cannot all pass the check before any of them is counted.
+    fn begin(&mut self, user: &str, address: Option<&str>, now: i64) -> Result<(), u64> {
+        if let Some(retry) = self.retry_after(user, address, now) {
+            return Err(retry);
+        }
         self.users.fail(user, now, self.window_ms);
         if let Some(a) = address {
             self.addresses.fail(a, now, self.window_ms);
+        }
+        Ok(())
+    }
+
+    /// The attempt admitted by [`Limiter::begin`] succeeded: the user's failures are forgotten
+    /// and the address's count takes this attempt back.
+    fn succeeded(&mut self, user: &str, address: Option<&str>) {
+        self.users.clear(user);
+        if let Some(a) = address {
+            self.addresses.forgive(a);
         }
     }
 }
@@ -306,14 +336,14 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// Signing in: a user name (SIP URI) and password, as JSON or as an HTML form.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SignInBody {
+pub struct Credentials {
     pub user: String,
     pub password: String,
 }
 
-impl std::fmt::Debug for SignInBody {
+impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignInBody")
+        f.debug_struct("Credentials")
             .field("user", &self.user)
             .finish_non_exhaustive()
     }
@@ -384,19 +414,19 @@ fn dummy_hash() -> Option<&'static PasswordHash> {
         .as_ref()
 }
 
-async fn parse_sign_in(req: Request) -> Result<SignInBody, ApiError> {
+async fn parse_sign_in(req: Request) -> Result<Credentials, ApiError> {
     let form = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if form {
-        axum::Form::<SignInBody>::from_request(req, &())
+        axum::Form::<Credentials>::from_request(req, &())
             .await
             .map(|f| f.0)
             .map_err(|e| ApiError::Malformed(e.body_text()))
     } else {
-        Json::<SignInBody>::from_request(req, &())
+        Json::<Credentials>::from_request(req, &())
             .await
             .map(|j| j.0)
             .map_err(ApiError::from)
@@ -407,8 +437,8 @@ async fn parse_sign_in(req: Request) -> Result<SignInBody, ApiError> {
 /// Wrong password and unknown user get the same 401; too many failures get 429.
 #[utoipa::path(post, path = "/api/session", tag = "session", security(()),
     request_body(content(
-        (SignInBody = "application/json"),
-        (SignInBody = "application/x-www-form-urlencoded"),
+        (Credentials = "application/json"),
+        (Credentials = "application/x-www-form-urlencoded"),
     )),
     responses(
         (status = 201, body = SessionDoc, headers(("set-cookie" = String, description = "the session cookie"))),
@@ -443,11 +473,9 @@ async fn sign_in_inner(
         .map_err(IntoResponse::into_response)?;
     let user = body.user.trim().to_owned();
     let now = shared.clock.now_utc().timestamp_millis();
-    if let Some(retry) = sessions
-        .limiter()
-        .retry_after(&user, address.as_deref(), now)
-    {
-        tracing::warn!(user = %user, address = ?address, "sign-in refused: too many failures");
+    let admitted = sessions.limiter().begin(&user, address.as_deref(), now);
+    if let Err(retry) = admitted {
+        tracing::warn!(user = %audit_name(&user), address = ?address, "sign-in refused: too many failures");
         return Err(too_many(retry));
     }
     let found = shared
@@ -476,7 +504,6 @@ async fn sign_in_inner(
                 Some(u) if u.disabled_at.is_some() => "user disabled",
                 Some(_) => "wrong password",
             };
-            sessions.limiter().fail(&user, address.as_deref(), now);
             tracing::info!(user = %audit_name(&user), address = ?address, reason, "sign-in failed");
             audit(
                 shared,
@@ -488,7 +515,7 @@ async fn sign_in_inner(
             return Err(wrong_credentials());
         }
     };
-    sessions.limiter().users.clear(&user);
+    sessions.limiter().succeeded(&user, address.as_deref());
     let issued = shared
         .store
         .create_session(signed_in.id, sessions.policy.absolute, sessions.policy.idle)
@@ -637,11 +664,18 @@ mod tests {
             addresses: Counter::new(2, 10),
             window_ms: W,
         };
-        l.fail("u", Some("1.2.3.4"), 0);
+        assert_eq!(l.begin("u", Some("1.2.3.4"), 0), Ok(()));
         assert_eq!(l.retry_after("u", None, 500), Some(60));
+        assert_eq!(l.begin("u", None, 500), Err(60));
         assert_eq!(l.retry_after("x", Some("1.2.3.4"), 500), None);
-        l.fail("y", Some("1.2.3.4"), 20_000);
+        assert_eq!(l.begin("y", Some("1.2.3.4"), 20_000), Ok(()));
         assert_eq!(l.retry_after("x", Some("1.2.3.4"), 30_000), Some(30));
+        // A success takes its own count back: the address is below its limit again, and the
+        // user's failures are forgotten.
+        l.succeeded("y", Some("1.2.3.4"));
+        assert_eq!(l.retry_after("x", Some("1.2.3.4"), 30_000), None);
+        l.succeeded("u", None);
+        assert_eq!(l.begin("u", None, 30_000), Ok(()));
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
