@@ -30,8 +30,9 @@ pub struct ErrorBody {
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No `Authorization: Bearer …` header, or a token that is unknown or revoked. HTTP 401.
-    #[error("missing, unknown or revoked bearer token")]
+    /// No `Authorization: Bearer …` header and no session cookie, or a token that is unknown or
+    /// revoked, or a session that ended. HTTP 401.
+    #[error("missing, unknown or revoked bearer token, or no live session: sign in")]
     Unauthenticated,
     /// The token's role may not do this (or not on this object). HTTP 403.
     #[error("{0}")]

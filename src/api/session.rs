@@ -473,7 +473,8 @@ async fn sign_in_inner(
         .map_err(IntoResponse::into_response)?;
     let user = body.user.trim().to_owned();
     let now = shared.clock.now_utc().timestamp_millis();
-    let admitted = sessions.limiter().begin(&user, address.as_deref(), now);
+    let key = limiter_key(&user);
+    let admitted = sessions.limiter().begin(key, address.as_deref(), now);
     if let Err(retry) = admitted {
         tracing::warn!(user = %audit_name(&user), address = ?address, "sign-in refused: too many failures");
         return Err(too_many(retry));
@@ -515,7 +516,7 @@ async fn sign_in_inner(
             return Err(wrong_credentials());
         }
     };
-    sessions.limiter().succeeded(&user, address.as_deref());
+    sessions.limiter().succeeded(key, address.as_deref());
     let issued = shared
         .store
         .create_session(signed_in.id, sessions.policy.absolute, sessions.policy.idle)
@@ -543,6 +544,16 @@ async fn sign_in_inner(
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
+}
+
+/// The limiter's key for a user name: the name, or one shared key for names too long to be one
+/// (so that the limiter's memory stays bounded in bytes, not only in entries).
+fn limiter_key(user: &str) -> &str {
+    if user.len() <= 256 {
+        user
+    } else {
+        "(too long)"
+    }
 }
 
 /// What a failed sign-in is recorded under: the name tried when it looks like a user name,
@@ -745,6 +756,12 @@ mod tests {
             "origin",
             "https://evil.example"
         )])));
+    }
+
+    #[test]
+    fn limiter_keys_are_short() {
+        assert_eq!(limiter_key("sip:ann@example.com"), "sip:ann@example.com");
+        assert_eq!(limiter_key(&"x".repeat(100_000)), "(too long)");
     }
 
     #[test]
