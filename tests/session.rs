@@ -641,6 +641,50 @@ async fn sessions_expire_when_idle_and_absolutely(app: &App) {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // An event stream opened 300 ms before the absolute expiry ends with the session.
+    let admin = sign_in_at_expiry_minus(app, Duration::from_millis(300)).await;
+    let mut req = Request::builder()
+        .uri("/api/live/stream")
+        .header(header::COOKIE, format!("rgsd_session={}", admin.cookie))
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(HOME.parse::<SocketAddr>().unwrap()));
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = tokio::time::timeout(
+        Duration::from_secs(5),
+        axum::body::to_bytes(res.into_body(), 1 << 20),
+    )
+    .await
+    .expect("the stream outlived its session")
+    .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("event: snapshot"));
+    app.clock.advance(Duration::from_secs(1));
+}
+
+/// An administrator's session whose absolute expiry is `left` from now (moves the clock).
+async fn sign_in_at_expiry_minus(app: &App, left: Duration) -> Session {
+    let s = sign_in(app, ADMIN).await;
+    let step = Duration::from_secs(3600);
+    let mut to_go = Duration::from_secs(12 * 3600) - left;
+    while to_go > Duration::ZERO {
+        let d = to_go.min(step);
+        app.clock.advance(d);
+        to_go -= d;
+        let r = send(
+            app,
+            "GET",
+            "/api/session",
+            Auth::Cookie(&s, None),
+            None,
+            HOME,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    s
 }
 
 async fn failed_sign_ins_are_limited_per_user_and_per_address(app: &App) {

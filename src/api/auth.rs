@@ -188,6 +188,24 @@ fn bearer(parts: &Parts) -> Option<String> {
     })
 }
 
+/// An event stream is authenticated once, when it opens; one opened with a session must still
+/// end when the session does. Sign-out ends it through [`Revocations`]; this ends it at the
+/// session's absolute expiry the same way. (While the stream is open the page is in use, so the
+/// idle expiry does not apply to it.)
+///
+/// [`Revocations`]: super::tokens::Revocations
+fn end_stream_at_expiry(state: &Shared, session: &crate::store::SessionInfo) {
+    let left = (session.expires_at - state.clock.now_utc())
+        .to_std()
+        .unwrap_or_default();
+    let revocations = state.revocations.clone();
+    let key = stream_key(session.id);
+    tokio::spawn(async move {
+        tokio::time::sleep(left).await;
+        revocations.revoke(key);
+    });
+}
+
 /// Whether a method only reads (and so needs no CSRF token).
 fn safe_method(method: &axum::http::Method) -> bool {
     use axum::http::Method;
@@ -220,6 +238,9 @@ impl FromRequestParts<Shared> for Caller {
             .ok_or(ApiError::Unauthenticated)?;
         if !safe_method(&parts.method) && !csrf_ok(&parts.headers, &secret) {
             return Err(ApiError::Forbidden(Refusal::CsrfToken));
+        }
+        if parts.uri.path() == STREAM_PATH {
+            end_stream_at_expiry(state, &session);
         }
         let info = TokenInfo {
             id: stream_key(session.id),
