@@ -243,7 +243,7 @@ fn user(command: UserCommand) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
                 Err(e) => {
-                    eprintln!("rgsd: {e}");
+                    eprintln!("rgsd: {:#}", anyhow::Error::from(e));
                     return ExitCode::FAILURE;
                 }
             }

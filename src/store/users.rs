@@ -82,14 +82,18 @@ pub struct IssuedSession {
 /// Why a password could not be hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
+    /// Refused: choose a longer password.
     #[error("the password is shorter than {MIN_PASSWORD_CHARS} characters")]
     TooShort,
+    /// Refused: choose a shorter password.
     #[error("the password is longer than {MAX_PASSWORD_BYTES} bytes")]
     TooLong,
+    /// The operating system's random source failed, so no salt could be drawn.
     #[error("the operating system's random source failed")]
     Random(#[source] getrandom::Error),
-    #[error("hashing the password failed: {0}")]
-    Hash(String),
+    /// The Argon2 implementation refused its input (not expected with the fixed parameters).
+    #[error("hashing the password failed")]
+    Hash(#[source] argon2::password_hash::Error),
 }
 
 /// An Argon2id hash in PHC string form. `Debug` does not show it.
@@ -112,10 +116,10 @@ impl PasswordHash {
         check_password(password)?;
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(PasswordError::Random)?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
+        let salt = SaltString::encode_b64(&salt).map_err(PasswordError::Hash)?;
         let hash = argon2::Argon2::default()
             .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| PasswordError::Hash(e.to_string()))?;
+            .map_err(PasswordError::Hash)?;
         Ok(Self(hash.to_string()))
     }
 
