@@ -18,8 +18,8 @@ use crate::daemon::Shared;
 use crate::store::{Role, SessionId, TokenInfo};
 
 /// The authenticated caller of a request: who (as [`TokenInfo`]: role and subject; for a
-/// session, `id` is [`super::session::stream_key`] and `created_at` the sign-in time) and by
-/// which credential.
+/// session, `id` is the negated session id, under which its event streams are ended, and
+/// `created_at` the sign-in time) and by which credential.
 #[derive(Debug, Clone)]
 pub struct Caller(pub TokenInfo, pub Credential);
 

@@ -40,7 +40,7 @@
 //! `session.sign_in_failed`); passwords and session ids are never logged.
 //!
 //! A signed-out session's event streams end through the same [`super::tokens::Revocations`] as
-//! a revoked token's, under [`stream_key`]; that set grows by one id per sign-out.
+//! a revoked token's, under the negated session id; that set grows by one id per sign-out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
