@@ -991,6 +991,21 @@ fn user_commands_of_the_binary_and_signing_in_to_the_real_server() {
     assert_eq!(code, 401);
     let (code, _, _) = post_sign_in(server.http, ADMIN, "a brand new password");
     assert_eq!(code, 201);
+    // Disabled, the right password no longer signs in; enabled again, it does.
+    let (code, _, err) = rgsd_with_stdin(&["user", "disable", "--config", config, ADMIN], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = post_sign_in(server.http, ADMIN, "a brand new password");
+    assert_eq!(code, 401);
+    let (_, out, _) = rgsd_with_stdin(&["user", "list", "--config", config], "");
+    assert_ne!(
+        out.lines().next().unwrap().split('\t').nth(3),
+        Some("-"),
+        "{out}"
+    );
+    let (code, _, err) = rgsd_with_stdin(&["user", "enable", "--config", config, ADMIN], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = post_sign_in(server.http, ADMIN, "a brand new password");
+    assert_eq!(code, 201);
     let (code, _, err) = rgsd_with_stdin(&["user", "remove", "--config", config, ALICE], "");
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = rgsd_with_stdin(&["user", "remove", "--config", config, ALICE], "");
