@@ -11,6 +11,7 @@
 
 mod compile;
 pub mod diagnostic;
+pub mod merge;
 pub mod model;
 mod raw;
 mod values;
@@ -19,6 +20,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use merge::{DbObject, Merged, ObjectKind, Origin, load_merged};
 
 use model::Config;
 
