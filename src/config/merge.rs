@@ -192,8 +192,7 @@ pub(crate) fn load_merged_with(
     let combined = format!("{text}\n{}", rendered.text);
     let map = SourceMap::new(path, &combined);
     let db_map = SourceMap::new(path, &rendered.padded);
-    let db_raw = raw::parse(&db_map, &rendered.padded)
-        .map_err(|d| rendered.relocate(d, &map))?;
+    let db_raw = raw::parse(&db_map, &rendered.padded).map_err(|d| rendered.relocate(d, &map))?;
     raw.agent_group.extend(db_raw.agent_group);
     raw.queue.extend(db_raw.queue);
     raw.hours.extend(db_raw.hours);
@@ -277,11 +276,7 @@ impl<'a> Rendered<'a> {
 
     /// Rewrites diagnostics located in the rendered objects to name the object and its key;
     /// "on line N" in a message, N a rendered line, names the object instead.
-    fn relocate(
-        &self,
-        diagnostics: Vec<Diagnostic>,
-        map: &SourceMap<'_>,
-    ) -> Vec<Diagnostic> {
+    fn relocate(&self, diagnostics: Vec<Diagnostic>, map: &SourceMap<'_>) -> Vec<Diagnostic> {
         let mut out: Vec<Diagnostic> = diagnostics
             .into_iter()
             .map(|mut d| {
@@ -624,10 +619,7 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
         if v.is_null() {
             map.remove(k);
         } else {
-            merge_patch(
-                map.entry(k.clone()).or_insert(serde_json::Value::Null),
-                v,
-            );
+            merge_patch(map.entry(k.clone()).or_insert(serde_json::Value::Null), v);
         }
     }
 }
@@ -722,7 +714,10 @@ queue = "Sales"
             Origin::File { line: 14, .. }
         ));
         assert_eq!(merged.file_objects.len(), 3);
-        assert_eq!(merged.file_objects[1].body["agent_groups"][0], "Sales agents");
+        assert_eq!(
+            merged.file_objects[1].body["agent_groups"][0],
+            "Sales agents"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum Entity {
     ApiToken,
     CallRecord,
     AuditEntry,
+    /// A response-group object stored in the database (queue, hours, workflow, ...).
+    ConfigObject,
 }
 
 impl std::fmt::Display for Entity {
@@ -31,6 +33,7 @@ impl std::fmt::Display for Entity {
             Self::ApiToken => "API token",
             Self::CallRecord => "call record",
             Self::AuditEntry => "audit entry",
+            Self::ConfigObject => "object",
         })
     }
 }

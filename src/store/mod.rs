@@ -3,7 +3,8 @@
 //! [`Store`] is a cheap, cloneable handle (the pools are `Arc`s inside). Its methods speak the
 //! domain — `create_agent`, `sign_in`, `record_call`, `authenticate` — and are grouped by
 //! subject: [`agents`] (agents), [`groups`] (agent groups, members, formal sign-in, config
-//! synchronisation), [`records`] (call records), [`tokens`] (API tokens), [`audit`] (audit log).
+//! synchronisation), [`records`] (call records), [`tokens`] (API tokens), [`audit`] (audit log), [`objects`] (response-group objects
+//! created through the API).
 //! [`writer`] holds the [`RecordWriter`], which takes call records off the routing hot path.
 //! Must not use `sip`, `media`, `workflow` or `acd`; it knows `config` types only.
 //!
@@ -36,6 +37,7 @@ pub mod agents;
 pub mod audit;
 mod error;
 pub mod groups;
+pub mod objects;
 pub mod records;
 pub mod tokens;
 pub mod writer;
@@ -59,6 +61,7 @@ pub use agents::{Agent, AgentFields, AgentId};
 pub use audit::AuditEntry;
 pub use error::{Entity, StoreError};
 pub use groups::{Group, GroupId, GroupSource, SignIn, SyncReport};
+pub use objects::{StoredObject, Versioned};
 pub use records::{CallOffer, CallOutcome, CallRecord, CallRecordId, OfferResult};
 pub use tokens::{IssuedToken, Role, TokenId, TokenInfo};
 pub use writer::{RecordWriter, SubmitError, WriterOptions, WriterStats, WriterStatus};
