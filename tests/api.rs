@@ -21,6 +21,7 @@ use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use rgsd::api::live::{CallPhase, LiveCall};
+use rgsd::api::objects::Objects;
 use rgsd::api::reports::fixture;
 use rgsd::api::{self, Live};
 use rgsd::clock::ManualClock;
@@ -103,6 +104,11 @@ queue = "Other"
     )
 }
 
+/// The 1-based line where `needle` starts in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).unwrap()].matches('\n').count() + 1
+}
+
 struct App {
     router: Router,
     shared: Shared,
@@ -122,14 +128,12 @@ fn at(s: i64) -> DateTime<Utc> {
 async fn app(database: &str) -> App {
     let scratch = Scratch::new();
     let path = scratch.write("rgsd.toml", config_text(database));
-    let config = rgsd::config::load(
-        &path,
-        &LoadOptions {
-            check_environment: false,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{d:?}"))
-    .config;
+    let options = LoadOptions {
+        check_environment: false,
+    };
+    let merged =
+        rgsd::config::load_merged(&path, &[], &options).unwrap_or_else(|d| panic!("{d:?}"));
+    let config = merged.loaded.config.clone();
     let clock = Arc::new(ManualClock::new(at(10_000)));
     let store = Store::connect(&config.server.database)
         .await
@@ -141,12 +145,14 @@ async fn app(database: &str) -> App {
         .await
         .unwrap();
     let live = Live::start(&config, &store, clock.clone()).await.unwrap();
+    let config = Arc::new(ArcSwap::from_pointee(config));
     let shared = Shared {
-        config: Arc::new(ArcSwap::from_pointee(config)),
+        config: config.clone(),
         store: store.clone(),
         clock: clock.clone(),
         live: Arc::new(live),
         revocations: Default::default(),
+        objects: Objects::new(Objects::swap_only(config), &merged, options),
     };
     let token = |role, subject: &'static str| {
         let store = store.clone();
@@ -341,6 +347,8 @@ async fn suite(app: App) {
     server_sent_events(&app).await;
     revoking_a_token_ends_its_streams(&app).await;
     reports(&app).await;
+    objects_through_every_collection(&app).await;
+    objects_and_a_manager(&app).await;
     openapi_covers_every_route(&app).await;
     sign_in_survives_a_restart(&app).await;
     app.shared.store.close().await;
@@ -906,20 +914,25 @@ async fn manager_scope(app: &App) {
     patch(json!({ "uri": "sip:x@127.0.0.1" }), m, "Sales")
         .await
         .refused(403, "forbidden");
-    patch(json!({ "display_number": "+15550001" }), m, "Sales")
+    // The number is a manager's to change, but this workflow is declared in the file.
+    let body = patch(json!({ "display_number": "+15550001" }), m, "Sales")
         .await
-        .refused(403, "forbidden");
+        .refused(409, "config_managed");
+    assert!(
+        body["file"].as_str().unwrap().ends_with("rgsd.toml"),
+        "{body}"
+    );
     patch(json!({ "kind": "interactive" }), m, "Sales")
         .await
         .refused(403, "forbidden");
     let body = patch(json!({ "active": false }), m, "Sales")
         .await
         .refused(409, "config_managed");
-    assert_eq!(body["field"], "active");
-    let body = patch(json!({ "business_hours": "Office" }), m, "Sales")
-        .await
-        .refused(409, "config_managed");
-    assert_eq!(body["field"], "business_hours");
+    assert_eq!(
+        body["line"],
+        line_of(&config_text("x"), "name = \"Sales\"\nkind"),
+        "{body}"
+    );
     patch(json!({ "active": false }), m, "Other")
         .await
         .refused(403, "forbidden");
@@ -929,10 +942,9 @@ async fn manager_scope(app: &App) {
     patch(json!({}), m, "Sales")
         .await
         .refused(422, "invalid_field");
-    let body = patch(json!({ "uri": "sip:x@127.0.0.1" }), &app.admin, "Sales")
+    patch(json!({ "uri": "sip:x@127.0.0.1" }), &app.admin, "Sales")
         .await
         .refused(409, "config_managed");
-    assert_eq!(body["field"], "uri");
 }
 
 async fn agent_self_only(app: &App) {
@@ -1463,6 +1475,445 @@ async fn reports(app: &App) {
 }
 
 /// Every route the router serves, with a request that reaches its handler.
+/// A request with an `If-Match` header.
+async fn send_if(
+    app: &App,
+    method: &str,
+    path: &str,
+    token: &str,
+    version: i64,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::IF_MATCH, format!("\"{version}\""));
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        content_type: String::new(),
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn patch_json(app: &App, path: &str, token: &str, body: Value) -> Reply {
+    send(app, "PATCH", path, Some(token), Some(&body.to_string())).await
+}
+
+async fn delete(app: &App, path: &str, token: &str) -> Reply {
+    send(app, "DELETE", path, Some(token), None).await
+}
+
+/// Every collection: create, read, replace, merge-patch, delete; each change compiled with the
+/// file, put in force at once, audited; 422 naming the field, 409 for file-owned and used
+/// objects, 412 for a stale version.
+async fn objects_through_every_collection(app: &App) {
+    let a = &app.admin;
+    let created = |r: Reply| {
+        assert_eq!(r.status, 201, "{}", r.text);
+        let body = r.json();
+        assert_eq!(body["source"], "database");
+        assert_eq!(body["version"], 1);
+        body
+    };
+    created(
+        post(
+            app,
+            "/api/agent-groups",
+            a,
+            json!({ "name": "Night agents", "routing": "parallel", "agents": [ALICE, "sip:erin@127.0.0.1"] }),
+        )
+        .await,
+    );
+    // The ranges and rules of `rgsd check`, named by object and field.
+    let body = post(
+        app,
+        "/api/queues",
+        a,
+        json!({ "name": "Night", "agent_groups": ["Night agents", "Nobody"],
+                "timeout": { "after": "5s", "action": "disconnect" },
+                "overflow": { "max_calls": 5000, "action": "disconnect" } }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    let problems = body["problems"].as_array().unwrap();
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"timeout.after"), "{body}");
+    assert!(fields.contains(&"overflow.max_calls"), "{body}");
+    assert!(fields.contains(&"agent_groups[1]"), "{body}");
+    assert!(
+        problems.iter().all(|p| p["object"] == "queues/Night"),
+        "{body}"
+    );
+    let timeout = problems
+        .iter()
+        .find(|p| p["field"] == "timeout.after")
+        .unwrap();
+    assert_eq!(timeout["message"], "5s is below the minimum 10s");
+    let body = post(
+        app,
+        "/api/agent-groups",
+        a,
+        json!({ "name": "Slow", "alert_time": "5s", "agents": [BOB] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["field"], "alert_time", "{body}");
+    created(
+        post(
+            app,
+            "/api/queues",
+            a,
+            json!({ "name": "Night", "agent_groups": ["Night agents"],
+                    "timeout": { "after": "60s", "action": { "queue": "Sales" } } }),
+        )
+        .await,
+    );
+    let body = post(
+        app,
+        "/api/hours",
+        a,
+        json!({ "name": "Bad", "tuesday": ["25:00-26:00"] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert!(
+        body["field"].as_str().unwrap().starts_with("tuesday"),
+        "{body}"
+    );
+    created(
+        post(
+            app,
+            "/api/hours",
+            a,
+            json!({ "name": "Evenings", "monday": ["18:00-20:00", "21:00-23:00"] }),
+        )
+        .await,
+    );
+    created(
+        post(
+            app,
+            "/api/holiday-sets",
+            a,
+            json!({ "name": "2027", "holidays": [
+                { "name": "New year", "start": "2027-01-01T00:00", "end": "2027-01-02T00:00" } ] }),
+        )
+        .await,
+    );
+    // A workflow may use file objects and database objects; its URI must be its own.
+    let workflow = json!({
+        "name": "Night line", "kind": "hunt_group", "uri": "sip:sales@127.0.0.1",
+        "queue": "Night", "business_hours": "Evenings", "holidays": ["2027"],
+        "welcome": { "text": "Good evening." }, "managers": [MANAGER],
+        "display_number": "+1 555 0100",
+    });
+    let body = post(app, "/api/workflows", a, workflow.clone())
+        .await
+        .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["field"], "uri", "{body}");
+    let mut workflow = workflow;
+    workflow["uri"] = json!("sip:night@127.0.0.1");
+    created(post(app, "/api/workflows", a, workflow).await);
+    // In force at once: the running model has it.
+    {
+        let config = app.shared.config.load();
+        let w = config
+            .workflows
+            .iter()
+            .find(|w| w.name == "Night line")
+            .unwrap();
+        assert_eq!(w.uri.as_str(), "sip:night@127.0.0.1");
+        assert!(config.queues.iter().any(|q| q.name == "Night"));
+    }
+    // Names are unique across file and database.
+    let body = post(
+        app,
+        "/api/queues",
+        a,
+        json!({ "name": "Sales", "agent_groups": ["Sales agents"] }),
+    )
+    .await
+    .refused(409, "conflict");
+    assert!(body["error"].as_str().unwrap().contains("line"), "{body}");
+
+    // Read: the list has both owners; file objects say where they are.
+    let list = get(app, "/api/queues", a).await.json();
+    let sales = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "Sales")
+        .unwrap();
+    assert_eq!(sales["source"], "file");
+    assert_eq!(
+        sales["line"],
+        line_of(&config_text("x"), "name = \"Sales\"\nagent_groups")
+    );
+    let r = get(app, "/api/workflows/Night%20line", a).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["queue"], "Night");
+    assert_eq!(r.json()["welcome"]["text"], "Good evening.");
+    get(app, "/api/workflows/Nope", a)
+        .await
+        .refused(404, "not_found");
+
+    // Merge patch with If-Match; a stale version is refused; null removes a key.
+    let r = send_if(
+        app,
+        "PATCH",
+        "/api/workflows/Night%20line",
+        a,
+        1,
+        Some(json!({ "description": "After hours", "welcome": { "text": "Hello at night." } })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(r.json()["welcome"]["text"], "Hello at night.");
+    let body = send_if(
+        app,
+        "PATCH",
+        "/api/workflows/Night%20line",
+        a,
+        1,
+        Some(json!({ "description": "x" })),
+    )
+    .await
+    .refused(412, "stale_version");
+    assert_eq!(body["version"], 2);
+    let r = send_if(
+        app,
+        "PATCH",
+        "/api/workflows/Night%20line",
+        a,
+        2,
+        Some(json!({ "display_number": null })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json().get("display_number").is_none(), "{}", r.text);
+    assert_eq!(r.json()["description"], "After hours");
+    // A stale version in the body counts as If-Match when the header is absent.
+    patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        a,
+        json!({ "version": 1, "active": false }),
+    )
+    .await
+    .refused(412, "stale_version");
+    // An invalid patch changes nothing.
+    let body = patch_json(
+        app,
+        "/api/agent-groups/Night%20agents",
+        a,
+        json!({ "alert_time": "900s" }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["object"], "agent-groups/Night agents");
+
+    // Replace.
+    let r = put(
+        app,
+        "/api/queues/Night",
+        a,
+        json!({ "agent_groups": ["Night agents", "Sales agents"], "overflow": { "max_calls": 3, "action": "disconnect" } }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["version"], 2);
+    assert!(r.json().get("timeout").is_none());
+    {
+        let config = app.shared.config.load();
+        let q = config.queues.iter().find(|q| q.name == "Night").unwrap();
+        assert_eq!(q.agent_groups.len(), 2);
+    }
+    put(
+        app,
+        "/api/queues/Night",
+        a,
+        json!({ "name": "Day", "agent_groups": ["Night agents"] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+
+    // File objects are read-only here, with their file and line.
+    let body = delete(app, "/api/queues/Sales", a)
+        .await
+        .refused(409, "config_managed");
+    assert!(body["file"].as_str().unwrap().ends_with("rgsd.toml"));
+    put(
+        app,
+        "/api/agent-groups/Sales%20agents",
+        a,
+        json!({ "agents": [ALICE] }),
+    )
+    .await
+    .refused(409, "config_managed");
+    // In use: the users are named.
+    let body = delete(app, "/api/queues/Night", a)
+        .await
+        .refused(409, "in_use");
+    assert_eq!(body["used_by"], json!(["workflow \"Night line\""]));
+    delete(app, "/api/hours/Evenings", a)
+        .await
+        .refused(409, "in_use");
+    delete(app, "/api/agent-groups/Night%20agents", a)
+        .await
+        .refused(409, "in_use");
+
+    // Every change is audited with the object before and after.
+    let audit = app.shared.store.list_audit(at(0), 1000).await.unwrap();
+    let update = audit
+        .iter()
+        .find(|e| e.action == "queue.update" && e.target == "Night")
+        .unwrap();
+    assert_eq!(update.actor, "admin");
+    assert_eq!(update.detail["before"]["version"], 1);
+    assert_eq!(update.detail["after"]["version"], 2);
+    assert_eq!(update.detail["after"]["overflow"]["max_calls"], 3);
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "workflow.create" && e.detail["before"].is_null())
+    );
+}
+
+/// Managers: their workflows and what those use or what they created; never URI or kind.
+async fn objects_and_a_manager(app: &App) {
+    let m = &app.manager;
+    let a = &app.admin;
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let workflows = names(get(app, "/api/workflows", m).await.json());
+    assert_eq!(workflows, ["Sales", "Night line"]);
+    let queues = names(get(app, "/api/queues", m).await.json());
+    assert!(
+        queues.contains(&"Night".to_owned()) && !queues.contains(&"Support".to_owned()),
+        "{queues:?}"
+    );
+    get(app, "/api/queues/Support", m)
+        .await
+        .refused(403, "forbidden");
+    post(app, "/api/workflows", m, json!({ "name": "Mine", "kind": "hunt_group", "uri": "sip:mine@127.0.0.1", "queue": "Night" }))
+        .await
+        .refused(403, "forbidden");
+    let body = patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "uri": "sip:x@127.0.0.1" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    assert!(body["error"].as_str().unwrap().contains("URI"), "{body}");
+    patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "kind": "interactive" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "managers": [] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    delete(app, "/api/workflows/Night%20line", m)
+        .await
+        .refused(403, "forbidden");
+    patch_json(
+        app,
+        "/api/queues/Other",
+        m,
+        json!({ "agent_groups": ["Other agents"] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    // What a manager may do: create objects, see them, use them in their workflow.
+    let r = post(
+        app,
+        "/api/hours",
+        m,
+        json!({ "name": "Late", "friday": ["20:00-23:00"] }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(get(app, "/api/hours/Late", m).await.status, 200);
+    let r = patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "business_hours": "Late", "managers": [MANAGER, "sip:deputy@127.0.0.1"], "active": false }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !app.shared
+            .config
+            .load()
+            .workflows
+            .iter()
+            .find(|w| w.name == "Night line")
+            .unwrap()
+            .active
+    );
+    let audit = app.shared.store.list_audit(at(0), 1000).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "hours.create" && e.actor == MANAGER)
+    );
+    // Agents see nothing here.
+    get(app, "/api/queues", &app.alice)
+        .await
+        .refused(403, "forbidden");
+
+    // Clean up in dependency order: workflow, then what it used.
+    assert_eq!(
+        delete(app, "/api/workflows/Night%20line", a).await.status,
+        204
+    );
+    for path in [
+        "/api/queues/Night",
+        "/api/agent-groups/Night%20agents",
+        "/api/hours/Evenings",
+        "/api/hours/Late",
+        "/api/holiday-sets/2027",
+    ] {
+        let r = delete(app, path, a).await;
+        assert_eq!(r.status, 204, "{path}: {}", r.text);
+    }
+    let config = app.shared.config.load();
+    assert!(config.workflows.iter().all(|w| w.name != "Night line"));
+    assert!(config.queues.iter().all(|q| q.name != "Night"));
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+}
+
 const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/health", "/health"),
     ("get", "/metrics", "/metrics"),
@@ -1486,8 +1937,52 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/groups/1/sign-ins/1",
     ),
     ("get", "/api/me", "/api/me"),
+    ("get", "/api/agent-groups", "/api/agent-groups"),
+    ("post", "/api/agent-groups", "/api/agent-groups"),
+    ("get", "/api/agent-groups/{name}", "/api/agent-groups/Sales"),
+    ("put", "/api/agent-groups/{name}", "/api/agent-groups/Nope"),
+    (
+        "patch",
+        "/api/agent-groups/{name}",
+        "/api/agent-groups/Nope",
+    ),
+    (
+        "delete",
+        "/api/agent-groups/{name}",
+        "/api/agent-groups/Nope",
+    ),
+    ("get", "/api/queues", "/api/queues"),
+    ("post", "/api/queues", "/api/queues"),
+    ("get", "/api/queues/{name}", "/api/queues/Sales"),
+    ("put", "/api/queues/{name}", "/api/queues/Nope"),
+    ("patch", "/api/queues/{name}", "/api/queues/Nope"),
+    ("delete", "/api/queues/{name}", "/api/queues/Nope"),
+    ("get", "/api/hours", "/api/hours"),
+    ("post", "/api/hours", "/api/hours"),
+    ("get", "/api/hours/{name}", "/api/hours/Sales"),
+    ("put", "/api/hours/{name}", "/api/hours/Nope"),
+    ("patch", "/api/hours/{name}", "/api/hours/Nope"),
+    ("delete", "/api/hours/{name}", "/api/hours/Nope"),
+    ("get", "/api/holiday-sets", "/api/holiday-sets"),
+    ("post", "/api/holiday-sets", "/api/holiday-sets"),
+    ("get", "/api/holiday-sets/{name}", "/api/holiday-sets/Sales"),
+    ("put", "/api/holiday-sets/{name}", "/api/holiday-sets/Nope"),
+    (
+        "patch",
+        "/api/holiday-sets/{name}",
+        "/api/holiday-sets/Nope",
+    ),
+    (
+        "delete",
+        "/api/holiday-sets/{name}",
+        "/api/holiday-sets/Nope",
+    ),
     ("get", "/api/workflows", "/api/workflows"),
-    ("patch", "/api/workflows/{name}", "/api/workflows/Sales"),
+    ("post", "/api/workflows", "/api/workflows"),
+    ("get", "/api/workflows/{name}", "/api/workflows/Sales"),
+    ("put", "/api/workflows/{name}", "/api/workflows/Nope"),
+    ("patch", "/api/workflows/{name}", "/api/workflows/Nope"),
+    ("delete", "/api/workflows/{name}", "/api/workflows/Nope"),
     ("get", "/api/live", "/api/live"),
     ("get", "/api/live/queues", "/api/live/queues"),
     ("get", "/api/live/agents", "/api/live/agents"),
@@ -1521,7 +2016,8 @@ async fn openapi_covers_every_route(app: &App) {
         "LiveSnapshot",
         "SummaryDoc",
         "CallRow",
-        "WorkflowPatch",
+        "ObjectDoc",
+        "ObjectBody",
     ] {
         assert!(
             doc["components"]["schemas"][schema]["properties"].is_object()
