@@ -369,15 +369,14 @@ fn clean_body(body: &Value, name: Option<&str>) -> Result<Value, ObjectError> {
     for k in META_KEYS {
         map.remove(k);
     }
-    if let (Some(expected), Some(given)) = (name, map.get("name")) {
-        if given.as_str() != Some(expected) {
-            return Err(ObjectError::Api(ApiError::InvalidField {
-                field: "name",
-                reason:
-                    "an object cannot be renamed: create one with the new name and delete this one"
-                        .into(),
-            }));
-        }
+    if let (Some(expected), Some(given)) = (name, map.get("name"))
+        && given.as_str() != Some(expected)
+    {
+        return Err(ObjectError::Api(ApiError::InvalidField {
+            field: "name",
+            reason: "an object cannot be renamed: create one with the new name and delete this one"
+                .into(),
+        }));
     }
     map.remove("name");
     Ok(Value::Object(map))
@@ -450,12 +449,12 @@ async fn change(
     if let (Change::Create(_), Some(_)) = (&change, &before) {
         return Err(ObjectError::Exists(format!("{kind} {name:?}")));
     }
-    if let (Some(expected), Some(before)) = (expected, &before) {
-        if expected != before.object.version {
-            return Err(ObjectError::Stale {
-                current: before.object.version,
-            });
-        }
+    if let (Some(expected), Some(before)) = (expected, &before)
+        && expected != before.object.version
+    {
+        return Err(ObjectError::Stale {
+            current: before.object.version,
+        });
     }
     if let Change::Delete = change {
         let users: Vec<String> = stored
