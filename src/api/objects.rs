@@ -5,7 +5,7 @@
 //! # One contract, two owners
 //!
 //! A request or response body is the object's TOML table as JSON: the same keys and value shapes
-//! as the configuration file (`docs/configuration.md`). Objects the file declares are
+//! as the configuration file (the README's configuration reference). Objects the file declares are
 //! read-only here (409 `config_managed` naming the file and line); objects created here live in
 //! the database. Responses add `source` (`"file"` or `"database"`), `version` (the ETag; 0 for
 //! file objects) and, for file objects, `file` and `line`; those four keys are ignored in request

@@ -3,7 +3,7 @@
 //! as the file alone.
 //!
 //! A database object is the object's TOML table as JSON (same keys and value shapes as the
-//! file; see `docs/configuration.md`). [`load_merged`] renders each one back to TOML, appends the
+//! file; see the README's configuration reference). [`load_merged`] renders each one back to TOML, appends the
 //! rendered tables to the file's own, and compiles the whole with `compile.rs`: every rule,
 //! range and message is the one `rgsd check` applies to the file. So that problems can name the
 //! object they concern, the rendered tables are parsed from a text padded to the file's length
