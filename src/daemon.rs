@@ -267,14 +267,18 @@ impl Daemon {
                 }
                 Err(e) => {
                     report_database_objects(&e);
-                    config::Merged {
-                        loaded: config::Loaded {
-                            config: config.clone(),
-                            warnings: Vec::new(),
-                        },
-                        origins: Default::default(),
-                        file_objects: Vec::new(),
-                    }
+                    error!("starting with the configuration file alone");
+                    // The file loaded a moment ago; loading it again fails only if it changed.
+                    config::load_merged(&config.source, &[], &options).unwrap_or_else(|_| {
+                        config::Merged {
+                            loaded: config::Loaded {
+                                config: config.clone(),
+                                warnings: Vec::new(),
+                            },
+                            origins: Default::default(),
+                            file_objects: Vec::new(),
+                        }
+                    })
                 }
             };
         let config = merged.loaded.config.clone();
