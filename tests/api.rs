@@ -349,6 +349,7 @@ async fn suite(app: App) {
     reports(&app).await;
     objects_through_every_collection(&app).await;
     objects_and_a_manager(&app).await;
+    objects_refuse_every_range(&app).await;
     openapi_covers_every_route(&app).await;
     sign_in_survives_a_restart(&app).await;
     app.shared.store.close().await;
@@ -1911,6 +1912,116 @@ async fn objects_and_a_manager(app: &App) {
     let config = app.shared.config.load();
     assert!(config.workflows.iter().all(|w| w.name != "Night line"));
     assert!(config.queues.iter().all(|q| q.name != "Night"));
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+}
+
+/// Each published range, through the API: 422 naming the object and the field, nothing stored.
+async fn objects_refuse_every_range(app: &App) {
+    let long_text = "a".repeat(4097);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/api/agent-groups",
+            json!({ "name": "R", "alert_time": "9s", "agents": [ALICE] }),
+            "alert_time",
+        ),
+        (
+            "/api/agent-groups",
+            json!({ "name": "R", "alert_time": "601s", "agents": [ALICE] }),
+            "alert_time",
+        ),
+        (
+            "/api/agent-groups",
+            json!({ "name": "R", "routing": "random", "agents": [ALICE] }),
+            "routing",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "timeout": { "after": "9s" } }),
+            "timeout.after",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "timeout": { "after": "65536s" } }),
+            "timeout.after",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "overflow": { "max_calls": -1 } }),
+            "overflow.max_calls",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "overflow": { "max_calls": 1001 } }),
+            "overflow.max_calls",
+        ),
+        (
+            "/api/hours",
+            json!({ "name": "R", "monday": ["08:00-09:00", "10:00-11:00", "12:00-13:00"] }),
+            "monday",
+        ),
+        (
+            "/api/hours",
+            json!({ "name": "R", "monday": ["17:00-09:00"] }),
+            "monday[0]",
+        ),
+        (
+            "/api/holiday-sets",
+            json!({ "name": "R", "holidays": [{ "name": "X", "start": "2027-01-02T00:00", "end": "2027-01-01T00:00" }] }),
+            "holidays[0]",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "hunt_group", "uri": "sip:r@127.0.0.1", "queue": "Sales", "welcome": { "text": long_text } }),
+            "welcome",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "interactive", "uri": "sip:r@127.0.0.1",
+            "question": { "prompt": { "text": "?" }, "no_input_timeout": "61s",
+                          "answers": [{ "dtmf": "1", "action": { "queue": "Sales" } }] } }),
+            "question.no_input_timeout",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "interactive", "uri": "sip:r@127.0.0.1",
+            "question": { "prompt": { "text": "1?" }, "answers": [{ "dtmf": "1", "action": { "question": {
+                "prompt": { "text": "2?" }, "answers": [{ "dtmf": "1", "action": { "question": {
+                    "prompt": { "text": "3?" }, "answers": [{ "dtmf": "1", "action": "disconnect" }] } } }] } } }] } }),
+            "question.answers[0].action.question.answers[0].action.question",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "hunt_group", "uri": "http://r", "queue": "Sales" }),
+            "uri",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "hunt_group", "uri": "sip:r@127.0.0.1", "queue": "Sales", "time_zone": "Mars/Olympus" }),
+            "time_zone",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let r = post(app, path, &app.admin, body.clone()).await;
+        let refused = r.refused(422, "invalid_field");
+        let fields: Vec<&str> = refused["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.iter().any(|f| f.starts_with(field)),
+            "{path} {body}: expected a problem at {field}, got {refused}"
+        );
+        assert!(
+            refused["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["object"].as_str().unwrap().ends_with("/R")),
+            "{refused}"
+        );
+    }
     assert!(app.shared.store.list_objects().await.unwrap().is_empty());
 }
 
