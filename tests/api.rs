@@ -350,6 +350,7 @@ async fn suite(app: App) {
     objects_through_every_collection(&app).await;
     objects_and_a_manager(&app).await;
     objects_refuse_every_range(&app).await;
+    prompts_are_converted_once_and_used_by_file(&app).await;
     openapi_covers_every_route(&app).await;
     sign_in_survives_a_restart(&app).await;
     app.shared.store.close().await;
@@ -2025,6 +2026,156 @@ async fn objects_refuse_every_range(app: &App) {
     assert!(app.shared.store.list_objects().await.unwrap().is_empty());
 }
 
+/// A WAV file in memory: 16-bit PCM, `channels`, `rate`, `seconds` of a quiet tone.
+fn wav_bytes(rate: u32, channels: u16, seconds: u32) -> Vec<u8> {
+    let frames = rate * seconds;
+    let mut data = Vec::new();
+    for i in 0..frames {
+        let v = (f64::from(i) * 0.05).sin() * 3000.0;
+        #[allow(clippy::cast_possible_truncation)]
+        let v = (v as i16).to_le_bytes();
+        for _ in 0..channels {
+            data.extend_from_slice(&v);
+        }
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + u32::try_from(data.len()).unwrap()).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
+    out.extend_from_slice(&(2 * channels).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+async fn send_bytes(
+    app: &App,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "audio/wav")
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let ctype = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(res.into_body(), 8 << 20)
+        .await
+        .unwrap();
+    (status, bytes.to_vec(), ctype)
+}
+
+/// `/api/prompts`: an upload in another format is converted once to 8 kHz mono, played back as
+/// WAV, used by an object as `{ "file": … }`, and protected from deletion while used.
+async fn prompts_are_converted_once_and_used_by_file(app: &App) {
+    let a = &app.admin;
+    let (status, body, _) = send_bytes(
+        app,
+        "PUT",
+        "/api/prompts/night-welcome",
+        a,
+        wav_bytes(16_000, 2, 2),
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let created: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(created["file"], "prompts/night-welcome.wav");
+    assert_eq!(created["duration_ms"], 2000);
+    let (status, body, ctype) =
+        send_bytes(app, "GET", "/api/prompts/night-welcome", a, Vec::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "audio/wav");
+    // 8 kHz, mono, 16-bit: 44-byte header plus 2 s × 8000 × 2 bytes.
+    assert_eq!(&body[22..28], &[1, 0, 0x40, 0x1f, 0, 0]);
+    assert_eq!(body.len(), 44 + 32_000);
+    let (status, body, _) =
+        send_bytes(app, "PUT", "/api/prompts/bad", a, b"RIFF nonsense".to_vec()).await;
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = send_bytes(
+        app,
+        "PUT",
+        "/api/prompts/..%2Fescape",
+        a,
+        wav_bytes(8_000, 1, 1),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let list = get(app, "/api/prompts", a).await.json();
+    assert_eq!(
+        list,
+        json!([{ "name": "night-welcome", "file": "prompts/night-welcome.wav", "duration_ms": 2000 }])
+    );
+    // Used by file, as the TOML file would write it; then protected.
+    let r = post(
+        app,
+        "/api/queues",
+        a,
+        json!({ "name": "Prompted", "agent_groups": ["Sales agents"],
+                "timeout": { "after": "60s", "prompt": { "file": "prompts/night-welcome.wav" }, "action": "disconnect" } }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = delete(app, "/api/prompts/night-welcome", a)
+        .await
+        .refused(409, "in_use");
+    assert_eq!(body["used_by"], json!(["queue \"Prompted\""]));
+    send(
+        app,
+        "DELETE",
+        "/api/prompts/night-welcome",
+        Some(&app.manager),
+        None,
+    )
+    .await
+    .refused(403, "forbidden");
+    assert_eq!(delete(app, "/api/queues/Prompted", a).await.status, 204);
+    assert_eq!(
+        delete(app, "/api/prompts/night-welcome", a).await.status,
+        204
+    );
+    get(app, "/api/prompts/night-welcome", a)
+        .await
+        .refused(404, "not_found");
+    // Text, spoken once, when the text-to-speech engine is installed.
+    if common::require("espeak-ng").is_some() {
+        let r = post(
+            app,
+            "/api/prompts",
+            &app.manager,
+            json!({ "name": "hello", "text": "Hello." }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert!(r.json()["duration_ms"].as_u64().unwrap() > 100);
+        assert_eq!(delete(app, "/api/prompts/hello", a).await.status, 204);
+    } else {
+        println!("skipping the text prompt: espeak-ng not installed");
+    }
+    let audit = app.shared.store.list_audit(at(0), 1000).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "prompt.upload" && e.target == "night-welcome")
+    );
+}
+
 const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/health", "/health"),
     ("get", "/metrics", "/metrics"),
@@ -2094,6 +2245,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("put", "/api/workflows/{name}", "/api/workflows/Nope"),
     ("patch", "/api/workflows/{name}", "/api/workflows/Nope"),
     ("delete", "/api/workflows/{name}", "/api/workflows/Nope"),
+    ("get", "/api/prompts", "/api/prompts"),
+    ("post", "/api/prompts", "/api/prompts"),
+    ("get", "/api/prompts/{name}", "/api/prompts/nope"),
+    ("put", "/api/prompts/{name}", "/api/prompts/nope"),
+    ("delete", "/api/prompts/{name}", "/api/prompts/nope"),
     ("get", "/api/live", "/api/live"),
     ("get", "/api/live/queues", "/api/live/queues"),
     ("get", "/api/live/agents", "/api/live/agents"),

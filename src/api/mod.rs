@@ -10,6 +10,7 @@
 //! - [`agents`]: agents, agent groups by id, members, formal sign-in, `/api/me`.
 //! - [`objects`]: the response-group collections (`/api/agent-groups`, `/api/queues`,
 //!   `/api/hours`, `/api/holiday-sets`, `/api/workflows`), file- or database-owned.
+//! - [`prompts`]: `/api/prompts`, prompt audio converted once at upload.
 //! - [`tokens`]: issuing, listing and revoking API tokens.
 //! - [`views`]: live state (REST and SSE), reports, audit log, health, metrics, pages.
 //! - [`live`]: [`Live`], the live side shared with routing and the call driver.
@@ -27,6 +28,7 @@ mod extract;
 pub mod live;
 pub mod metrics;
 pub mod objects;
+pub mod prompts;
 pub mod reports;
 pub mod tokens;
 pub mod views;
@@ -133,6 +135,8 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
             objects::workflows::patch,
             objects::workflows::delete
         ))
+        .routes(routes!(prompts::list, prompts::create_from_text))
+        .routes(routes!(prompts::get, prompts::upload, prompts::delete))
         .routes(routes!(views::live))
         .routes(routes!(views::live_queues))
         .routes(routes!(views::live_agents))
