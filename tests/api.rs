@@ -1856,6 +1856,22 @@ async fn objects_and_a_manager(app: &App) {
     )
     .await
     .refused(403, "forbidden");
+    // Nor use an object outside their scope.
+    let body = post(
+        app,
+        "/api/queues",
+        m,
+        json!({ "name": "Poach", "agent_groups": ["Other agents"] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("agent group \"Other agents\""),
+        "{body}"
+    );
     // What a manager may do: create objects, see them, use them in their workflow.
     let r = post(
         app,

@@ -26,7 +26,7 @@
 //! the queues, agent groups, hours and holiday sets those workflows use, and the objects the
 //! manager created; may create agent groups, queues, hours and holiday sets; may change what they
 //! see, in their workflows everything but `uri` and `kind`, adding managers but never removing
-//! one; may delete what they see except workflows.
+//! one; may delete what they see except workflows; may make an object use only objects they see.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -178,6 +178,8 @@ pub enum ObjectError {
     Stale {
         current: i64,
     },
+    /// 403 with the reason, when it names objects.
+    Forbidden(String),
     /// 500: the model compiled but could not be put in force (prompts could not be rendered).
     NotApplied(String),
 }
@@ -223,6 +225,10 @@ impl IntoResponse for ObjectError {
                     "code": "in_use",
                     "used_by": users,
                 }),
+            ),
+            Self::Forbidden(reason) => (
+                StatusCode::FORBIDDEN,
+                json!({ "error": reason, "code": "forbidden" }),
             ),
             Self::Exists(what) => (
                 StatusCode::CONFLICT,
@@ -433,6 +439,30 @@ async fn change(
         (None, None) => None,
     };
     check_role(caller, &config, kind, name, &change, old)?;
+    if let (Role::Manager, Change::Create(body) | Change::Replace(body)) = (caller.role(), &change)
+    {
+        let before_refs = old
+            .map(|(b, _)| merge::references(kind, b))
+            .unwrap_or_default();
+        let foreign: Vec<String> = merge::references(kind, body)
+            .into_iter()
+            .filter(|r| !before_refs.contains(r))
+            .filter(|(k, n)| {
+                let created_by = stored
+                    .iter()
+                    .find(|o| o.object.kind == *k && &o.object.name == n)
+                    .map(|o| o.created_by.as_str());
+                !visible(caller, &config, *k, n, created_by)
+            })
+            .map(|(k, n)| format!("{k} {n:?}"))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(ObjectError::Forbidden(format!(
+                "a manager may use only the objects their workflows use and the objects they created, not {}",
+                foreign.join(", ")
+            )));
+        }
+    }
     if let Some(f) = file_object {
         return Err(match change {
             Change::Create(_) => ObjectError::Exists(format!(
