@@ -350,6 +350,7 @@ async fn suite(app: App) {
     objects_through_every_collection(&app).await;
     objects_and_a_manager(&app).await;
     objects_refuse_every_range(&app).await;
+    each_collection_creates_reads_replaces_patches_and_deletes(&app).await;
     prompts_are_converted_once_and_used_by_file(&app).await;
     openapi_covers_every_route(&app).await;
     sign_in_survives_a_restart(&app).await;
@@ -2190,6 +2191,106 @@ async fn prompts_are_converted_once_and_used_by_file(app: &App) {
             .iter()
             .any(|e| e.action == "prompt.upload" && e.target == "night-welcome")
     );
+}
+
+/// Create, read, replace, patch and delete in each collection, checking the running model after
+/// each step.
+async fn each_collection_creates_reads_replaces_patches_and_deletes(app: &App) {
+    let a = &app.admin;
+    // (collection, created, replacement, patch, key the patch sets, value it has afterwards)
+    let cases: Vec<(&str, Value, Value, Value, &str, Value)> = vec![
+        (
+            "agent-groups",
+            json!({ "name": "C g", "agents": [ALICE] }),
+            json!({ "agents": [BOB, CAROL], "routing": "serial" }),
+            json!({ "alert_time": "30s" }),
+            "alert_time",
+            json!("30s"),
+        ),
+        (
+            "queues",
+            json!({ "name": "C q", "agent_groups": ["Sales agents"] }),
+            json!({ "agent_groups": ["Support agents"], "timeout": { "after": "30s", "action": "disconnect" } }),
+            json!({ "timeout": null, "overflow": { "max_calls": 2, "action": "disconnect" } }),
+            "overflow",
+            json!({ "max_calls": 2, "action": "disconnect" }),
+        ),
+        (
+            "hours",
+            json!({ "name": "C h", "monday": ["09:00-17:00"] }),
+            json!({ "tuesday": ["09:00-12:00", "13:00-17:00"] }),
+            json!({ "tuesday": null, "sunday": ["10:00-11:00"] }),
+            "sunday",
+            json!(["10:00-11:00"]),
+        ),
+        (
+            "holiday-sets",
+            json!({ "name": "C s", "holidays": [{ "name": "A", "start": "2027-05-01T00:00", "end": "2027-05-02T00:00" }] }),
+            json!({ "holidays": [{ "name": "B", "start": "2027-06-01T00:00", "end": "2027-06-02T00:00" }] }),
+            json!({ "holidays": [{ "name": "C", "start": "2027-07-01T00:00", "end": "2027-07-02T00:00" }] }),
+            "holidays",
+            json!([{ "name": "C", "start": "2027-07-01T00:00", "end": "2027-07-02T00:00" }]),
+        ),
+        (
+            "workflows",
+            json!({ "name": "C w", "kind": "hunt_group", "uri": "sip:cw@127.0.0.1", "queue": "Sales" }),
+            json!({ "kind": "hunt_group", "uri": "sip:cw@127.0.0.1", "queue": "Support", "active": false }),
+            json!({ "active": null, "description": "crud" }),
+            "description",
+            json!("crud"),
+        ),
+    ];
+    for (collection, create, replace, patch, key, value) in cases {
+        let name = create["name"].as_str().unwrap().to_owned();
+        let one = format!("/api/{collection}/{}", name.replace(' ', "%20"));
+        let r = post(app, &format!("/api/{collection}"), a, create.clone()).await;
+        assert_eq!(r.status, 201, "{collection}: {}", r.text);
+        let r = get(app, &one, a).await;
+        assert_eq!(r.status, 200, "{collection}: {}", r.text);
+        assert_eq!(r.json()["source"], "database");
+        let r = put(app, &one, a, replace.clone()).await;
+        assert_eq!(r.status, 200, "{collection}: {}", r.text);
+        assert_eq!(r.json()["version"], 2);
+        for (k, v) in replace.as_object().unwrap() {
+            assert_eq!(&r.json()[k], v, "{collection}.{k}");
+        }
+        let r = patch_json(app, &one, a, patch.clone()).await;
+        assert_eq!(r.status, 200, "{collection}: {}", r.text);
+        assert_eq!(r.json()["version"], 3);
+        assert_eq!(r.json()[key], value, "{collection}: {}", r.text);
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                assert!(
+                    r.json().get(k).is_none(),
+                    "{collection}.{k} not removed: {}",
+                    r.text
+                );
+            }
+        }
+        let listed = get(app, &format!("/api/{collection}"), a).await.json();
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["name"] == name && o["version"] == 3)
+        );
+        {
+            let config = app.shared.config.load();
+            let present = match collection {
+                "agent-groups" => config.agent_groups.iter().any(|g| g.name == name),
+                "queues" => config.queues.iter().any(|q| q.name == name),
+                "hours" => config.hours.iter().any(|h| h.name == name),
+                "holiday-sets" => config.holiday_sets.iter().any(|h| h.name == name),
+                _ => config.workflows.iter().any(|w| w.name == name),
+            };
+            assert!(present, "{collection} {name} not in the running model");
+        }
+        let r = delete(app, &one, a).await;
+        assert_eq!(r.status, 204, "{collection}: {}", r.text);
+        get(app, &one, a).await.refused(404, "not_found");
+    }
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
 }
 
 const ROUTES: &[(&str, &str, &str)] = &[
