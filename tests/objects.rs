@@ -110,6 +110,26 @@ fn a_workflow_created_through_the_api_answers_at_once_and_survives_sighup() {
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(call(&server, night), 200, "{}", server.stderr());
+
+    // A file edit that clashes with a database object: the reload is refused, the problem is
+    // named by the database object and field, and the running model stays.
+    scratch.write(
+        "rgsd.toml",
+        config.clone()
+            + "\n[[workflow]]\nname = \"Clash\"\nkind = \"hunt_group\"\nuri = \"sip:night@127.0.0.1\"\nqueue = \"Sales\"\n",
+    );
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("reload refused") {
+        assert!(Instant::now() < deadline, "no refusal\n{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.stderr().contains("workflows/Night line: error: uri: sip:night@127.0.0.1 is already the URI of the workflow on line"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(call(&server, night), 200, "{}", server.stderr());
 }
 
 #[test]
