@@ -124,8 +124,9 @@ fn a_workflow_created_through_the_api_answers_at_once_and_survives_sighup() {
         assert!(Instant::now() < deadline, "no refusal\n{}", server.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
+    let uri_line = config.matches('\n').count() + 5;
     assert!(
-        server.stderr().contains("workflows/Night line: error: uri: sip:night@127.0.0.1 is already the URI of the workflow on line"),
+        server.stderr().contains(&format!("workflows/Night line: error: uri: sip:night@127.0.0.1 is already the URI of the workflow on line {uri_line} of ")),
         "{}",
         server.stderr()
     );

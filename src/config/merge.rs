@@ -280,8 +280,9 @@ impl<'a> Rendered<'a> {
         let mut out: Vec<Diagnostic> = diagnostics
             .into_iter()
             .map(|mut d| {
-                d.message = self.relocate_lines(map, &d.message);
-                let Some(o) = self.object_at(map, d.line) else {
+                let owner = self.object_at(map, d.line);
+                d.message = self.relocate_lines(map, &d.message, owner.is_some());
+                let Some(o) = owner else {
                     return d;
                 };
                 let key = strip_table_index(&d.key, o.kind.table()).to_owned();
@@ -292,7 +293,8 @@ impl<'a> Rendered<'a> {
         out
     }
 
-    fn relocate_lines(&self, map: &SourceMap<'_>, message: &str) -> String {
+    /// `about_object`: the message is about a database object, so a file line names the file.
+    fn relocate_lines(&self, map: &SourceMap<'_>, message: &str, about_object: bool) -> String {
         const MARK: &str = "on line ";
         let Some(at) = message.find(MARK) else {
             return message.to_owned();
@@ -308,6 +310,12 @@ impl<'a> Rendered<'a> {
                 &message[..at],
                 o.kind.collection(),
                 o.name,
+                &rest[digits.len()..]
+            ),
+            None if about_object => format!(
+                "{}{MARK}{digits} of {}{}",
+                &message[..at],
+                map.file().display(),
                 &rest[digits.len()..]
             ),
             None => message.to_owned(),
@@ -777,7 +785,7 @@ queue = "Sales"
         );
         assert!(
             shown.iter().any(|s| s.starts_with(
-                "agent-groups/Sales agents: error: name: duplicate agent group name \"Sales agents\"; the first is on line 10"
+                "agent-groups/Sales agents: error: name: duplicate agent group name \"Sales agents\"; the first is on line 10 of "
             )),
             "{shown:#?}"
         );
