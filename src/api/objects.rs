@@ -521,19 +521,26 @@ async fn change(
         .map_err(|d| ObjectError::Invalid(problems(&d)))?;
 
     let actor = caller.subject();
+    // The model was compiled against `before`: write only if it is still what is stored (another
+    // rgsd process on the same database may have changed it since).
+    let compiled_against = before.as_ref().map(|b| b.object.version);
     let after = match &change {
         Change::Create(body) => Some(shared.store.create_object(kind, name, body, actor).await?),
         Change::Replace(body) => {
             match shared
                 .store
-                .replace_object(kind, name, body, expected, actor)
+                .replace_object(kind, name, body, compiled_against, actor)
                 .await?
             {
                 Versioned::Done(o) => Some(o),
                 Versioned::Stale { current } => return Err(ObjectError::Stale { current }),
             }
         }
-        Change::Delete => match shared.store.delete_object(kind, name, expected).await? {
+        Change::Delete => match shared
+            .store
+            .delete_object(kind, name, compiled_against)
+            .await?
+        {
             Versioned::Done(()) => None,
             Versioned::Stale { current } => return Err(ObjectError::Stale { current }),
         },
