@@ -250,6 +250,9 @@ impl IntoResponse for ObjectError {
                 )
             }
         };
+        if status.is_client_error() {
+            tracing::info!(status = status.as_u16(), error = %body["error"], "configuration change refused");
+        }
         (status, Json(body)).into_response()
     }
 }
