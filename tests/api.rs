@@ -2490,6 +2490,52 @@ async fn api_on_sqlite() {
     suite(app(&url).await).await;
 }
 
+/// A change that compiles but cannot be put in force (the daemon's apply failed, e.g. a prompt
+/// could not be rendered) is answered with 500 and leaves the database as it was.
+#[tokio::test]
+async fn a_change_that_cannot_be_applied_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("api.db").display());
+    let mut app = app(&url).await;
+    let path = app.shared.config.load().source.clone();
+    let merged = rgsd::config::load_merged(
+        &path,
+        &[],
+        &LoadOptions {
+            check_environment: false,
+        },
+    )
+    .unwrap();
+    let failing: rgsd::api::objects::Apply =
+        Arc::new(|_| Box::pin(async { Err(anyhow::anyhow!("cannot render the prompts")) }));
+    app.shared.objects = Objects::new(
+        failing,
+        &merged,
+        LoadOptions {
+            check_environment: false,
+        },
+    );
+    app.router = api::router(app.shared.clone());
+    let r = post(
+        &app,
+        "/api/hours",
+        &app.admin,
+        json!({ "name": "Never", "monday": ["09:00-10:00"] }),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert!(r.text.contains("cannot render the prompts"), "{}", r.text);
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+    assert!(
+        app.shared
+            .config
+            .load()
+            .hours
+            .iter()
+            .all(|h| h.name != "Never")
+    );
+}
+
 #[tokio::test]
 async fn api_on_postgres() {
     let Some(admin_url) = common::pg_url() else {
