@@ -792,6 +792,27 @@ queue = "Sales"
     }
 
     #[test]
+    fn crlf_and_non_ascii_in_the_file_do_not_move_database_problems() {
+        let file = FILE
+            .replace("Sales agents", "Équipe ventes")
+            .replace('\n', "\r\n");
+        let errors = load(
+            &file,
+            &[db(
+                ObjectKind::Queue,
+                "Support",
+                json!({ "agent_groups": ["Équipe ventes"], "timeout": { "after": "1s", "action": "disconnect" } }),
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "queues/Support: error: timeout.after: 1s is below the minimum 10s"
+        );
+    }
+
+    #[test]
     fn a_file_object_may_not_refer_to_a_database_object() {
         let file = FILE.replace("queue = \"Sales\"\n", "queue = \"Support\"\n");
         let errors = load(
