@@ -1,4 +1,4 @@
-//! The command line: `rgsd serve | check | migrate | token create | user …`.
+//! The command line: `rgsd serve | check | migrate | token create | user … | export | import`.
 //!
 //! `serve` and `check` share one `config::load`, so their messages cannot drift apart.
 
@@ -49,6 +49,27 @@ pub enum Command {
         /// environment).
         #[arg(long)]
         no_environment: bool,
+        /// Check the file together with the objects created through the API (read from the
+        /// file's database): the model `serve` runs.
+        #[arg(long, alias = "with-database")]
+        database: bool,
+    },
+    /// Print the objects created through the API (stored in the database) as TOML, in the
+    /// configuration file's shape.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Load the agent groups, queues, hours, holiday sets and workflows of FILE into the
+    /// database, as if created through the API. Refuses names that exist, in the file or the
+    /// database, and a result that does not check (the whole import is checked before
+    /// anything is written).
+    Import {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A TOML file with `[[agent_group]]`, `[[queue]]`, `[[hours]]`, `[[holiday_set]]` and
+        /// `[[workflow]]` tables (other tables are ignored).
+        file: PathBuf,
     },
     /// Create or upgrade the database schema and exit.
     Migrate {
@@ -174,7 +195,16 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             deny_warnings,
             no_environment,
+            database: false,
         } => check(&config, deny_warnings, !no_environment),
+        Command::Check {
+            config,
+            deny_warnings,
+            no_environment,
+            database: true,
+        } => with_runtime(check_with_database(config, deny_warnings, !no_environment)),
+        Command::Export { config } => with_runtime(export(config)),
+        Command::Import { config, file } => with_runtime(import(config, file)),
         Command::Serve { config } => with_runtime(crate::daemon::serve_main(config)),
         Command::Migrate { config } => with_runtime(crate::daemon::migrate_main(config)),
         Command::Token {
@@ -497,6 +527,218 @@ fn check(path: &std::path::Path, deny_warnings: bool, check_environment: bool) -
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// Opens the database the configuration file names (migrated), or says why not.
+async fn open_store(
+    path: &std::path::Path,
+) -> Result<(crate::config::model::Config, crate::store::Store), ExitCode> {
+    use anyhow::Context as _;
+    let opts = crate::config::LoadOptions {
+        check_environment: false,
+    };
+    let config = match crate::config::load(path, &opts) {
+        Ok(loaded) => loaded.config,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let store = async {
+        let store = crate::store::Store::connect(&config.server.database)
+            .await
+            .context("cannot open the database")?;
+        store.migrate().await.context("migration failed")?;
+        anyhow::Ok(store)
+    }
+    .await
+    .map_err(|e| {
+        eprintln!("rgsd: {e:#}");
+        ExitCode::FAILURE
+    })?;
+    Ok((config, store))
+}
+
+/// `rgsd check --database`: the file plus the database's objects.
+async fn check_with_database(
+    path: PathBuf,
+    deny_warnings: bool,
+    check_environment: bool,
+) -> ExitCode {
+    let (_, store) = match open_store(&path).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let opts = crate::config::LoadOptions { check_environment };
+    let result = crate::api::objects::load_with_database(path.clone(), &store, opts).await;
+    store.close().await;
+    match result {
+        Ok(merged) => {
+            let warnings = &merged.loaded.warnings;
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            if deny_warnings && !warnings.is_empty() {
+                eprintln!(
+                    "rgsd: {} warning(s) and --deny-warnings: configuration refused",
+                    warnings.len()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let stored = merged
+                .origins
+                .values()
+                .filter(|o| matches!(o, crate::config::Origin::Database { .. }))
+                .count();
+            println!(
+                "{} with {stored} object(s) from the database: ok ({})",
+                path.display(),
+                crate::config::summary(&merged.loaded.config)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(crate::api::objects::LoadError::Config(diagnostics)) => {
+            print_diagnostics(&diagnostics);
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(crate::api::objects::LoadError::Store(e)) => {
+            eprintln!("rgsd: cannot read the objects from the database: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rgsd export`: the database's objects as TOML on stdout.
+async fn export(path: PathBuf) -> ExitCode {
+    let (_, store) = match open_store(&path).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let objects = store.list_objects().await;
+    store.close().await;
+    let objects: Vec<_> = match objects {
+        Ok(o) => o.into_iter().map(|o| o.object).collect(),
+        Err(e) => {
+            eprintln!("rgsd: cannot read the objects from the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::config::merge::export_toml(&objects) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rgsd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rgsd import FILE`: the file's objects into the database, checked as a whole first.
+async fn import(path: PathBuf, file: PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rgsd: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let incoming = match crate::config::merge::objects_of_toml(&text) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("rgsd: {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (_, store) = match open_store(&path).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let code = import_into(&path, &store, incoming).await;
+    store.close().await;
+    code
+}
+
+async fn import_into(
+    path: &std::path::Path,
+    store: &crate::store::Store,
+    incoming: Vec<(crate::config::ObjectKind, String, serde_json::Value)>,
+) -> ExitCode {
+    use crate::config::DbObject;
+    let opts = crate::config::LoadOptions {
+        check_environment: false,
+    };
+    let mut objects: Vec<DbObject> = match store.list_objects().await {
+        Ok(o) => o.into_iter().map(|o| o.object).collect(),
+        Err(e) => {
+            eprintln!("rgsd: cannot read the objects from the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let existing = match crate::config::load_merged(path, &objects, &opts) {
+        Ok(m) => m.origins,
+        Err(diagnostics) => {
+            eprintln!("rgsd: the configuration does not check before the import:");
+            print_diagnostics(&diagnostics);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let taken: Vec<String> = incoming
+        .iter()
+        .filter(|(kind, name, _)| existing.contains_key(&(*kind, name.clone())))
+        .map(|(kind, name, _)| format!("{kind} {name:?}"))
+        .collect();
+    if !taken.is_empty() {
+        eprintln!(
+            "rgsd: import refused: these names exist already: {}",
+            taken.join(", ")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut bodies = Vec::new();
+    for (kind, name, mut body) in incoming {
+        if let Some(map) = body.as_object_mut() {
+            map.remove("name");
+        }
+        objects.push(DbObject {
+            kind,
+            name: name.clone(),
+            body: body.clone(),
+            version: 1,
+        });
+        bodies.push((kind, name, body));
+    }
+    if let Err(diagnostics) = crate::config::load_merged(path, &objects, &opts) {
+        eprintln!("rgsd: import refused:");
+        print_diagnostics(&diagnostics);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    for (kind, name, body) in &bodies {
+        let result = async {
+            store
+                .create_object(*kind, name, body, "rgsd import")
+                .await?;
+            store
+                .audit(
+                    "rgsd import",
+                    &format!("{}.create", kind.table()),
+                    name,
+                    &serde_json::json!({ "before": null, "after": body }),
+                )
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            eprintln!("rgsd: cannot store {kind} {name:?}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "imported {} object(s); a running rgsd picks them up on SIGHUP",
+        bodies.len()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Prints every diagnostic on stderr, then a count.

@@ -61,6 +61,9 @@ pub struct Shared {
     pub live: Arc<crate::api::Live>,
     /// Tokens revoked through the API, so the SSE streams they opened end.
     pub revocations: crate::api::tokens::Revocations,
+    /// The response-group collections: the change lock, the file's objects, and how an
+    /// accepted change is put in force.
+    pub objects: crate::api::objects::Objects,
 }
 
 /// The addresses the daemon actually bound (ports resolved).
@@ -248,6 +251,37 @@ impl Daemon {
             .await
             .with_context(|| format!("cannot open database {:?}", config.server.database))?;
         store.migrate().await.context("database migration failed")?;
+        // The file plus the objects created through the API. Objects the file no longer allows
+        // (a file object they use was removed) keep the daemon from nothing: it starts with the
+        // file alone and says why.
+        let options = LoadOptions::default();
+        let merged =
+            match crate::api::objects::load_with_database(config.source.clone(), &store, options)
+                .await
+            {
+                Ok(merged) => {
+                    for w in &merged.loaded.warnings {
+                        warn!("{w}");
+                    }
+                    merged
+                }
+                Err(e) => {
+                    report_database_objects(&e);
+                    error!("starting with the configuration file alone");
+                    // The file loaded a moment ago; loading it again fails only if it changed.
+                    config::load_merged(&config.source, &[], &options).unwrap_or_else(|_| {
+                        config::Merged {
+                            loaded: config::Loaded {
+                                config: config.clone(),
+                                warnings: Vec::new(),
+                            },
+                            origins: Default::default(),
+                            file_objects: Vec::new(),
+                        }
+                    })
+                }
+            };
+        let config = merged.loaded.config.clone();
         store
             .sync_config_groups(&config.agent_groups)
             .await
@@ -347,12 +381,23 @@ impl Daemon {
             config.source.display(),
             config::summary(&config)
         );
+        let reloader = Reloader {
+            store: store.clone(),
+            live: live.clone(),
+            config: live_config.clone(),
+            context: context.clone(),
+        };
+        let apply: crate::api::objects::Apply = Arc::new(move |config| {
+            let reloader = reloader.clone();
+            Box::pin(async move { reloader.apply(config).await })
+        });
         let shared = Shared {
             config: live_config,
             store,
             clock,
             live,
             revocations: crate::api::tokens::Revocations::default(),
+            objects: crate::api::objects::Objects::new(apply, &merged, options),
         };
 
         let router = crate::api::router(shared.clone());
@@ -409,67 +454,42 @@ impl Daemon {
         Ok(())
     }
 
-    /// Loads the file again; applies it only when it is entirely valid.
+    /// Loads the file again, with the objects stored in the database; applies the result only
+    /// when it is entirely valid.
     pub async fn reload(&self, path: &Path) {
-        match config::load(path, &LoadOptions::default()) {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    warn!("{w}");
-                }
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .sync_config_groups(&loaded.config.agent_groups)
-                    .await
-                {
-                    error!("reload refused: cannot store the agent groups: {e}");
-                    return;
-                }
-                let assets = match load_assets(&loaded.config).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        error!("reload refused: {e:#}");
-                        return;
-                    }
-                };
-                // The agent table first: a new call must never see a queue whose groups the
-                // table does not know yet. States carry over by agent URI and group name;
-                // sign-ins come from the store.
-                if let Err(e) = self
-                    .shared
-                    .live
-                    .rebuild(&loaded.config, &self.shared.store)
-                    .await
-                {
-                    error!("reload refused: cannot read the agent groups back: {e}");
-                    return;
-                }
-                let summary = config::summary(&loaded.config);
-                let config = Arc::new(loaded.config);
-                // The queue owners carry over by queue name, with the calls waiting in them.
-                let context = self
-                    .context
-                    .load_full()
-                    .reload(
-                        Arc::clone(&config),
-                        Arc::new(assets),
-                        &self.shared.live.agent_table(),
-                    )
-                    .await;
-                self.context.store(Arc::new(context));
-                self.shared.config.store(config);
+        let objects = &self.shared.objects;
+        let _guard = objects.lock().await;
+        let merged = match crate::api::objects::load_with_database(
+            path.to_path_buf(),
+            &self.shared.store,
+            objects.options(),
+        )
+        .await
+        {
+            Ok(merged) => merged,
+            Err(e) => {
+                report_database_objects(&e);
+                error!("reload refused; the running configuration stays");
+                return;
+            }
+        };
+        for w in &merged.loaded.warnings {
+            warn!("{w}");
+        }
+        let reloader = Reloader {
+            store: self.shared.store.clone(),
+            live: self.shared.live.clone(),
+            config: self.shared.config.clone(),
+            context: self.context.clone(),
+        };
+        let summary = config::summary(&merged.loaded.config);
+        match reloader.apply(merged.loaded.config.clone()).await {
+            Ok(()) => {
+                objects.set_catalog(&merged);
                 // Last: whoever waits for this line finds the new configuration in force.
                 info!("reloaded: {summary}");
             }
-            Err(diagnostics) => {
-                for d in &diagnostics {
-                    error!("{d}");
-                }
-                error!(
-                    "reload refused: {} problem(s); the running configuration stays",
-                    diagnostics.len()
-                );
-            }
+            Err(e) => error!("reload refused: {e:#}"),
         }
     }
 
@@ -507,6 +527,70 @@ impl Daemon {
         }
         self.shared.store.close().await;
         info!("stopped");
+    }
+}
+
+/// What putting a new model in force touches; shared by SIGHUP and the API's changes.
+#[derive(Clone)]
+struct Reloader {
+    store: Store,
+    live: Arc<crate::api::Live>,
+    config: Arc<ArcSwap<Config>>,
+    context: Arc<ArcSwap<CallContext>>,
+}
+
+impl Reloader {
+    /// Stores the agent groups, renders the prompts, rebuilds the agent table, carries the
+    /// queue owners over and swaps the model. New calls see it; calls in progress keep theirs.
+    ///
+    /// # Errors
+    /// The agent groups cannot be stored or read back, or the prompts cannot be rendered;
+    /// nothing is swapped then.
+    async fn apply(&self, config: Config) -> anyhow::Result<()> {
+        self.store
+            .sync_config_groups(&config.agent_groups)
+            .await
+            .context("cannot store the agent groups")?;
+        let assets = load_assets(&config).await?;
+        // The agent table first: a new call must never see a queue whose groups the table does
+        // not know yet. States carry over by agent URI and group name; sign-ins come from the
+        // store.
+        self.live
+            .rebuild(&config, &self.store)
+            .await
+            .context("cannot read the agent groups back")?;
+        let config = Arc::new(config);
+        // The queue owners carry over by queue name, with the calls waiting in them.
+        let context = self
+            .context
+            .load_full()
+            .reload(
+                Arc::clone(&config),
+                Arc::new(assets),
+                &self.live.agent_table(),
+            )
+            .await;
+        self.context.store(Arc::new(context));
+        self.config.store(config);
+        Ok(())
+    }
+}
+
+/// Logs why the objects stored in the database could not be loaded with the file.
+fn report_database_objects(e: &crate::api::objects::LoadError) {
+    match e {
+        crate::api::objects::LoadError::Store(e) => {
+            error!("cannot read the configuration objects from the database: {e}");
+        }
+        crate::api::objects::LoadError::Config(diagnostics) => {
+            for d in diagnostics {
+                error!("{d}");
+            }
+            error!(
+                "the configuration with the database's objects has {} problem(s)",
+                diagnostics.len()
+            );
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use rgsd::api::live::{CallPhase, LiveCall};
+use rgsd::api::objects::Objects;
 use rgsd::api::reports::fixture;
 use rgsd::api::{self, Live};
 use rgsd::clock::ManualClock;
@@ -103,6 +104,11 @@ queue = "Other"
     )
 }
 
+/// The 1-based line where `needle` starts in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).unwrap()].matches('\n').count() + 1
+}
+
 struct App {
     router: Router,
     shared: Shared,
@@ -122,14 +128,12 @@ fn at(s: i64) -> DateTime<Utc> {
 async fn app(database: &str) -> App {
     let scratch = Scratch::new();
     let path = scratch.write("rgsd.toml", config_text(database));
-    let config = rgsd::config::load(
-        &path,
-        &LoadOptions {
-            check_environment: false,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{d:?}"))
-    .config;
+    let options = LoadOptions {
+        check_environment: false,
+    };
+    let merged =
+        rgsd::config::load_merged(&path, &[], &options).unwrap_or_else(|d| panic!("{d:?}"));
+    let config = merged.loaded.config.clone();
     let clock = Arc::new(ManualClock::new(at(10_000)));
     let store = Store::connect(&config.server.database)
         .await
@@ -141,12 +145,14 @@ async fn app(database: &str) -> App {
         .await
         .unwrap();
     let live = Live::start(&config, &store, clock.clone()).await.unwrap();
+    let config = Arc::new(ArcSwap::from_pointee(config));
     let shared = Shared {
-        config: Arc::new(ArcSwap::from_pointee(config)),
+        config: config.clone(),
         store: store.clone(),
         clock: clock.clone(),
         live: Arc::new(live),
         revocations: Default::default(),
+        objects: Objects::new(Objects::swap_only(config), &merged, options),
     };
     let token = |role, subject: &'static str| {
         let store = store.clone();
@@ -341,6 +347,11 @@ async fn suite(app: App) {
     server_sent_events(&app).await;
     revoking_a_token_ends_its_streams(&app).await;
     reports(&app).await;
+    objects_through_every_collection(&app).await;
+    objects_and_a_manager(&app).await;
+    objects_refuse_every_range(&app).await;
+    each_collection_creates_reads_replaces_patches_and_deletes(&app).await;
+    prompts_are_converted_once_and_used_by_file(&app).await;
     openapi_covers_every_route(&app).await;
     sign_in_survives_a_restart(&app).await;
     app.shared.store.close().await;
@@ -906,20 +917,25 @@ async fn manager_scope(app: &App) {
     patch(json!({ "uri": "sip:x@127.0.0.1" }), m, "Sales")
         .await
         .refused(403, "forbidden");
-    patch(json!({ "display_number": "+15550001" }), m, "Sales")
+    // The number is a manager's to change, but this workflow is declared in the file.
+    let body = patch(json!({ "display_number": "+15550001" }), m, "Sales")
         .await
-        .refused(403, "forbidden");
+        .refused(409, "config_managed");
+    assert!(
+        body["file"].as_str().unwrap().ends_with("rgsd.toml"),
+        "{body}"
+    );
     patch(json!({ "kind": "interactive" }), m, "Sales")
         .await
         .refused(403, "forbidden");
     let body = patch(json!({ "active": false }), m, "Sales")
         .await
         .refused(409, "config_managed");
-    assert_eq!(body["field"], "active");
-    let body = patch(json!({ "business_hours": "Office" }), m, "Sales")
-        .await
-        .refused(409, "config_managed");
-    assert_eq!(body["field"], "business_hours");
+    assert_eq!(
+        body["line"],
+        line_of(&config_text("x"), "name = \"Sales\"\nkind"),
+        "{body}"
+    );
     patch(json!({ "active": false }), m, "Other")
         .await
         .refused(403, "forbidden");
@@ -929,10 +945,9 @@ async fn manager_scope(app: &App) {
     patch(json!({}), m, "Sales")
         .await
         .refused(422, "invalid_field");
-    let body = patch(json!({ "uri": "sip:x@127.0.0.1" }), &app.admin, "Sales")
+    patch(json!({ "uri": "sip:x@127.0.0.1" }), &app.admin, "Sales")
         .await
         .refused(409, "config_managed");
-    assert_eq!(body["field"], "uri");
 }
 
 async fn agent_self_only(app: &App) {
@@ -1463,6 +1478,821 @@ async fn reports(app: &App) {
 }
 
 /// Every route the router serves, with a request that reaches its handler.
+/// A request with an `If-Match` header.
+async fn send_if(
+    app: &App,
+    method: &str,
+    path: &str,
+    token: &str,
+    version: i64,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::IF_MATCH, format!("\"{version}\""));
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        content_type: String::new(),
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn patch_json(app: &App, path: &str, token: &str, body: Value) -> Reply {
+    send(app, "PATCH", path, Some(token), Some(&body.to_string())).await
+}
+
+async fn delete(app: &App, path: &str, token: &str) -> Reply {
+    send(app, "DELETE", path, Some(token), None).await
+}
+
+/// Every collection: create, read, replace, merge-patch, delete; each change compiled with the
+/// file, put in force at once, audited; 422 naming the field, 409 for file-owned and used
+/// objects, 412 for a stale version.
+async fn objects_through_every_collection(app: &App) {
+    let a = &app.admin;
+    let created = |r: Reply| {
+        assert_eq!(r.status, 201, "{}", r.text);
+        let body = r.json();
+        assert_eq!(body["source"], "database");
+        assert_eq!(body["version"], 1);
+        body
+    };
+    created(
+        post(
+            app,
+            "/api/agent-groups",
+            a,
+            json!({ "name": "Night agents", "routing": "parallel", "agents": [ALICE, "sip:erin@127.0.0.1"] }),
+        )
+        .await,
+    );
+    // The ranges and rules of `rgsd check`, named by object and field.
+    let body = post(
+        app,
+        "/api/queues",
+        a,
+        json!({ "name": "Night", "agent_groups": ["Night agents", "Nobody"],
+                "timeout": { "after": "5s", "action": "disconnect" },
+                "overflow": { "max_calls": 5000, "action": "disconnect" } }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    let problems = body["problems"].as_array().unwrap();
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"timeout.after"), "{body}");
+    assert!(fields.contains(&"overflow.max_calls"), "{body}");
+    assert!(fields.contains(&"agent_groups[1]"), "{body}");
+    assert!(
+        problems.iter().all(|p| p["object"] == "queues/Night"),
+        "{body}"
+    );
+    let timeout = problems
+        .iter()
+        .find(|p| p["field"] == "timeout.after")
+        .unwrap();
+    assert_eq!(timeout["message"], "5s is below the minimum 10s");
+    let body = post(
+        app,
+        "/api/agent-groups",
+        a,
+        json!({ "name": "Slow", "alert_time": "5s", "agents": [BOB] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["field"], "alert_time", "{body}");
+    created(
+        post(
+            app,
+            "/api/queues",
+            a,
+            json!({ "name": "Night", "agent_groups": ["Night agents"],
+                    "timeout": { "after": "60s", "action": { "queue": "Sales" } } }),
+        )
+        .await,
+    );
+    let body = post(
+        app,
+        "/api/hours",
+        a,
+        json!({ "name": "Bad", "tuesday": ["25:00-26:00"] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert!(
+        body["field"].as_str().unwrap().starts_with("tuesday"),
+        "{body}"
+    );
+    created(
+        post(
+            app,
+            "/api/hours",
+            a,
+            json!({ "name": "Evenings", "monday": ["18:00-20:00", "21:00-23:00"] }),
+        )
+        .await,
+    );
+    created(
+        post(
+            app,
+            "/api/holiday-sets",
+            a,
+            json!({ "name": "2027", "holidays": [
+                { "name": "New year", "start": "2027-01-01T00:00", "end": "2027-01-02T00:00" } ] }),
+        )
+        .await,
+    );
+    // A workflow may use file objects and database objects; its URI must be its own.
+    let workflow = json!({
+        "name": "Night line", "kind": "hunt_group", "uri": "sip:sales@127.0.0.1",
+        "queue": "Night", "business_hours": "Evenings", "holidays": ["2027"],
+        "welcome": { "text": "Good evening." }, "managers": [MANAGER],
+        "display_number": "+1 555 0100",
+    });
+    let body = post(app, "/api/workflows", a, workflow.clone())
+        .await
+        .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["field"], "uri", "{body}");
+    let mut workflow = workflow;
+    workflow["uri"] = json!("sip:night@127.0.0.1");
+    created(post(app, "/api/workflows", a, workflow).await);
+    // In force at once: the running model has it.
+    {
+        let config = app.shared.config.load();
+        let w = config
+            .workflows
+            .iter()
+            .find(|w| w.name == "Night line")
+            .unwrap();
+        assert_eq!(w.uri.as_str(), "sip:night@127.0.0.1");
+        assert!(config.queues.iter().any(|q| q.name == "Night"));
+    }
+    // Names are unique across file and database.
+    let body = post(
+        app,
+        "/api/queues",
+        a,
+        json!({ "name": "Sales", "agent_groups": ["Sales agents"] }),
+    )
+    .await
+    .refused(409, "conflict");
+    assert!(body["error"].as_str().unwrap().contains("line"), "{body}");
+
+    // Read: the list has both owners; file objects say where they are.
+    let list = get(app, "/api/queues", a).await.json();
+    let sales = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "Sales")
+        .unwrap();
+    assert_eq!(sales["source"], "file");
+    assert_eq!(
+        sales["line"],
+        line_of(&config_text("x"), "name = \"Sales\"\nagent_groups")
+    );
+    let r = get(app, "/api/workflows/Night%20line", a).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["queue"], "Night");
+    assert_eq!(r.json()["welcome"]["text"], "Good evening.");
+    get(app, "/api/workflows/Nope", a)
+        .await
+        .refused(404, "not_found");
+
+    // Merge patch with If-Match; a stale version is refused; null removes a key.
+    let r = send_if(
+        app,
+        "PATCH",
+        "/api/workflows/Night%20line",
+        a,
+        1,
+        Some(json!({ "description": "After hours", "welcome": { "text": "Hello at night." } })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(r.json()["welcome"]["text"], "Hello at night.");
+    let body = send_if(
+        app,
+        "PATCH",
+        "/api/workflows/Night%20line",
+        a,
+        1,
+        Some(json!({ "description": "x" })),
+    )
+    .await
+    .refused(412, "stale_version");
+    assert_eq!(body["version"], 2);
+    let r = send_if(
+        app,
+        "PATCH",
+        "/api/workflows/Night%20line",
+        a,
+        2,
+        Some(json!({ "display_number": null })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json().get("display_number").is_none(), "{}", r.text);
+    assert_eq!(r.json()["description"], "After hours");
+    // A stale version in the body counts as If-Match when the header is absent.
+    patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        a,
+        json!({ "version": 1, "active": false }),
+    )
+    .await
+    .refused(412, "stale_version");
+    // An invalid patch changes nothing.
+    let body = patch_json(
+        app,
+        "/api/agent-groups/Night%20agents",
+        a,
+        json!({ "alert_time": "900s" }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["object"], "agent-groups/Night agents");
+
+    // Replace.
+    let r = put(
+        app,
+        "/api/queues/Night",
+        a,
+        json!({ "agent_groups": ["Night agents", "Sales agents"], "overflow": { "max_calls": 3, "action": "disconnect" } }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["version"], 2);
+    assert!(r.json().get("timeout").is_none());
+    {
+        let config = app.shared.config.load();
+        let q = config.queues.iter().find(|q| q.name == "Night").unwrap();
+        assert_eq!(q.agent_groups.len(), 2);
+    }
+    put(
+        app,
+        "/api/queues/Night",
+        a,
+        json!({ "name": "Day", "agent_groups": ["Night agents"] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+
+    // File objects are read-only here, with their file and line.
+    let body = delete(app, "/api/queues/Sales", a)
+        .await
+        .refused(409, "config_managed");
+    assert!(body["file"].as_str().unwrap().ends_with("rgsd.toml"));
+    put(
+        app,
+        "/api/agent-groups/Sales%20agents",
+        a,
+        json!({ "agents": [ALICE] }),
+    )
+    .await
+    .refused(409, "config_managed");
+    // In use: the users are named.
+    let body = delete(app, "/api/queues/Night", a)
+        .await
+        .refused(409, "in_use");
+    assert_eq!(body["used_by"], json!(["workflow \"Night line\""]));
+    delete(app, "/api/hours/Evenings", a)
+        .await
+        .refused(409, "in_use");
+    delete(app, "/api/agent-groups/Night%20agents", a)
+        .await
+        .refused(409, "in_use");
+
+    // Every change is audited with the object before and after.
+    let audit = app.shared.store.list_audit(at(0), 1000).await.unwrap();
+    let update = audit
+        .iter()
+        .find(|e| e.action == "queue.update" && e.target == "Night")
+        .unwrap();
+    assert_eq!(update.actor, "admin");
+    assert_eq!(update.detail["before"]["version"], 1);
+    assert_eq!(update.detail["after"]["version"], 2);
+    assert_eq!(update.detail["after"]["overflow"]["max_calls"], 3);
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "workflow.create" && e.detail["before"].is_null())
+    );
+}
+
+/// Managers: their workflows and what those use or what they created; never URI or kind.
+async fn objects_and_a_manager(app: &App) {
+    let m = &app.manager;
+    let a = &app.admin;
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let workflows = names(get(app, "/api/workflows", m).await.json());
+    assert_eq!(workflows, ["Sales", "Night line"]);
+    let queues = names(get(app, "/api/queues", m).await.json());
+    assert!(
+        queues.contains(&"Night".to_owned()) && !queues.contains(&"Support".to_owned()),
+        "{queues:?}"
+    );
+    get(app, "/api/queues/Support", m)
+        .await
+        .refused(403, "forbidden");
+    post(app, "/api/workflows", m, json!({ "name": "Mine", "kind": "hunt_group", "uri": "sip:mine@127.0.0.1", "queue": "Night" }))
+        .await
+        .refused(403, "forbidden");
+    let body = patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "uri": "sip:x@127.0.0.1" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    assert!(body["error"].as_str().unwrap().contains("URI"), "{body}");
+    patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "kind": "interactive" }),
+    )
+    .await
+    .refused(403, "forbidden");
+    patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "managers": [] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    delete(app, "/api/workflows/Night%20line", m)
+        .await
+        .refused(403, "forbidden");
+    patch_json(
+        app,
+        "/api/queues/Other",
+        m,
+        json!({ "agent_groups": ["Other agents"] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    // Nor use an object outside their scope.
+    let body = post(
+        app,
+        "/api/queues",
+        m,
+        json!({ "name": "Poach", "agent_groups": ["Other agents"] }),
+    )
+    .await
+    .refused(403, "forbidden");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("agent group \"Other agents\""),
+        "{body}"
+    );
+    // What a manager may do: create objects, see them, use them in their workflow.
+    let r = post(
+        app,
+        "/api/hours",
+        m,
+        json!({ "name": "Late", "friday": ["20:00-23:00"] }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(get(app, "/api/hours/Late", m).await.status, 200);
+    let r = patch_json(
+        app,
+        "/api/workflows/Night%20line",
+        m,
+        json!({ "business_hours": "Late", "managers": [MANAGER, "sip:deputy@127.0.0.1"], "active": false }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !app.shared
+            .config
+            .load()
+            .workflows
+            .iter()
+            .find(|w| w.name == "Night line")
+            .unwrap()
+            .active
+    );
+    let audit = app.shared.store.list_audit(at(0), 1000).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "hours.create" && e.actor == MANAGER)
+    );
+    // Agents see nothing here.
+    get(app, "/api/queues", &app.alice)
+        .await
+        .refused(403, "forbidden");
+
+    // Clean up in dependency order: workflow, then what it used.
+    assert_eq!(
+        delete(app, "/api/workflows/Night%20line", a).await.status,
+        204
+    );
+    for path in [
+        "/api/queues/Night",
+        "/api/agent-groups/Night%20agents",
+        "/api/hours/Evenings",
+        "/api/hours/Late",
+        "/api/holiday-sets/2027",
+    ] {
+        let r = delete(app, path, a).await;
+        assert_eq!(r.status, 204, "{path}: {}", r.text);
+    }
+    let config = app.shared.config.load();
+    assert!(config.workflows.iter().all(|w| w.name != "Night line"));
+    assert!(config.queues.iter().all(|q| q.name != "Night"));
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+}
+
+/// Each published range, through the API: 422 naming the object and the field, nothing stored.
+async fn objects_refuse_every_range(app: &App) {
+    let long_text = "a".repeat(4097);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/api/agent-groups",
+            json!({ "name": "R", "alert_time": "9s", "agents": [ALICE] }),
+            "alert_time",
+        ),
+        (
+            "/api/agent-groups",
+            json!({ "name": "R", "alert_time": "601s", "agents": [ALICE] }),
+            "alert_time",
+        ),
+        (
+            "/api/agent-groups",
+            json!({ "name": "R", "routing": "random", "agents": [ALICE] }),
+            "routing",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "timeout": { "after": "9s" } }),
+            "timeout.after",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "timeout": { "after": "65536s" } }),
+            "timeout.after",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "overflow": { "max_calls": -1 } }),
+            "overflow.max_calls",
+        ),
+        (
+            "/api/queues",
+            json!({ "name": "R", "agent_groups": ["Sales agents"], "overflow": { "max_calls": 1001 } }),
+            "overflow.max_calls",
+        ),
+        (
+            "/api/hours",
+            json!({ "name": "R", "monday": ["08:00-09:00", "10:00-11:00", "12:00-13:00"] }),
+            "monday",
+        ),
+        (
+            "/api/hours",
+            json!({ "name": "R", "monday": ["17:00-09:00"] }),
+            "monday[0]",
+        ),
+        (
+            "/api/holiday-sets",
+            json!({ "name": "R", "holidays": [{ "name": "X", "start": "2027-01-02T00:00", "end": "2027-01-01T00:00" }] }),
+            "holidays[0]",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "hunt_group", "uri": "sip:r@127.0.0.1", "queue": "Sales", "welcome": { "text": long_text } }),
+            "welcome",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "interactive", "uri": "sip:r@127.0.0.1",
+            "question": { "prompt": { "text": "?" }, "no_input_timeout": "61s",
+                          "answers": [{ "dtmf": "1", "action": { "queue": "Sales" } }] } }),
+            "question.no_input_timeout",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "interactive", "uri": "sip:r@127.0.0.1",
+            "question": { "prompt": { "text": "1?" }, "answers": [{ "dtmf": "1", "action": { "question": {
+                "prompt": { "text": "2?" }, "answers": [{ "dtmf": "1", "action": { "question": {
+                    "prompt": { "text": "3?" }, "answers": [{ "dtmf": "1", "action": "disconnect" }] } } }] } } }] } }),
+            "question.answers[0].action.question.answers[0].action.question",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "hunt_group", "uri": "http://r", "queue": "Sales" }),
+            "uri",
+        ),
+        (
+            "/api/workflows",
+            json!({ "name": "R", "kind": "hunt_group", "uri": "sip:r@127.0.0.1", "queue": "Sales", "time_zone": "Mars/Olympus" }),
+            "time_zone",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let r = post(app, path, &app.admin, body.clone()).await;
+        let refused = r.refused(422, "invalid_field");
+        let fields: Vec<&str> = refused["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.iter().any(|f| f.starts_with(field)),
+            "{path} {body}: expected a problem at {field}, got {refused}"
+        );
+        assert!(
+            refused["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["object"].as_str().unwrap().ends_with("/R")),
+            "{refused}"
+        );
+    }
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+}
+
+/// A WAV file in memory: 16-bit PCM, `channels`, `rate`, `seconds` of a quiet tone.
+fn wav_bytes(rate: u32, channels: u16, seconds: u32) -> Vec<u8> {
+    let frames = rate * seconds;
+    let mut data = Vec::new();
+    for i in 0..frames {
+        let v = (f64::from(i) * 0.05).sin() * 3000.0;
+        #[allow(clippy::cast_possible_truncation)]
+        let v = (v as i16).to_le_bytes();
+        for _ in 0..channels {
+            data.extend_from_slice(&v);
+        }
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + u32::try_from(data.len()).unwrap()).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
+    out.extend_from_slice(&(2 * channels).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+async fn send_bytes(
+    app: &App,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "audio/wav")
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let ctype = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(res.into_body(), 8 << 20)
+        .await
+        .unwrap();
+    (status, bytes.to_vec(), ctype)
+}
+
+/// `/api/prompts`: an upload in another format is converted once to 8 kHz mono, played back as
+/// WAV, used by an object as `{ "file": … }`, and protected from deletion while used.
+async fn prompts_are_converted_once_and_used_by_file(app: &App) {
+    let a = &app.admin;
+    let (status, body, _) = send_bytes(
+        app,
+        "PUT",
+        "/api/prompts/night-welcome",
+        a,
+        wav_bytes(16_000, 2, 2),
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let created: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(created["file"], "prompts/night-welcome.wav");
+    assert_eq!(created["duration_ms"], 2000);
+    let (status, body, ctype) =
+        send_bytes(app, "GET", "/api/prompts/night-welcome", a, Vec::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "audio/wav");
+    // 8 kHz, mono, 16-bit: 44-byte header plus 2 s × 8000 × 2 bytes.
+    assert_eq!(&body[22..28], &[1, 0, 0x40, 0x1f, 0, 0]);
+    assert_eq!(body.len(), 44 + 32_000);
+    let (status, body, _) =
+        send_bytes(app, "PUT", "/api/prompts/bad", a, b"RIFF nonsense".to_vec()).await;
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = send_bytes(
+        app,
+        "PUT",
+        "/api/prompts/..%2Fescape",
+        a,
+        wav_bytes(8_000, 1, 1),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let list = get(app, "/api/prompts", a).await.json();
+    assert_eq!(
+        list,
+        json!([{ "name": "night-welcome", "file": "prompts/night-welcome.wav", "duration_ms": 2000 }])
+    );
+    // Used by file, as the TOML file would write it; then protected.
+    let r = post(
+        app,
+        "/api/queues",
+        a,
+        json!({ "name": "Prompted", "agent_groups": ["Sales agents"],
+                "timeout": { "after": "60s", "prompt": { "file": "prompts/night-welcome.wav" }, "action": "disconnect" } }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let body = delete(app, "/api/prompts/night-welcome", a)
+        .await
+        .refused(409, "in_use");
+    assert_eq!(body["used_by"], json!(["queue \"Prompted\""]));
+    send(
+        app,
+        "DELETE",
+        "/api/prompts/night-welcome",
+        Some(&app.manager),
+        None,
+    )
+    .await
+    .refused(403, "forbidden");
+    assert_eq!(delete(app, "/api/queues/Prompted", a).await.status, 204);
+    assert_eq!(
+        delete(app, "/api/prompts/night-welcome", a).await.status,
+        204
+    );
+    get(app, "/api/prompts/night-welcome", a)
+        .await
+        .refused(404, "not_found");
+    // Text, spoken once, when the text-to-speech engine is installed.
+    if common::require("espeak-ng").is_some() {
+        let r = post(
+            app,
+            "/api/prompts",
+            &app.manager,
+            json!({ "name": "hello", "text": "Hello." }),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert!(r.json()["duration_ms"].as_u64().unwrap() > 100);
+        assert_eq!(delete(app, "/api/prompts/hello", a).await.status, 204);
+    } else {
+        println!("skipping the text prompt: espeak-ng not installed");
+    }
+    let audit = app.shared.store.list_audit(at(0), 1000).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "prompt.upload" && e.target == "night-welcome")
+    );
+}
+
+/// Create, read, replace, patch and delete in each collection, checking the running model after
+/// each step.
+async fn each_collection_creates_reads_replaces_patches_and_deletes(app: &App) {
+    let a = &app.admin;
+    // (collection, created, replacement, patch, key the patch sets, value it has afterwards)
+    let cases: Vec<(&str, Value, Value, Value, &str, Value)> = vec![
+        (
+            "agent-groups",
+            json!({ "name": "C g", "agents": [ALICE] }),
+            json!({ "agents": [BOB, CAROL], "routing": "serial" }),
+            json!({ "alert_time": "30s" }),
+            "alert_time",
+            json!("30s"),
+        ),
+        (
+            "queues",
+            json!({ "name": "C q", "agent_groups": ["Sales agents"] }),
+            json!({ "agent_groups": ["Support agents"], "timeout": { "after": "30s", "action": "disconnect" } }),
+            json!({ "timeout": null, "overflow": { "max_calls": 2, "action": "disconnect" } }),
+            "overflow",
+            json!({ "max_calls": 2, "action": "disconnect" }),
+        ),
+        (
+            "hours",
+            json!({ "name": "C h", "monday": ["09:00-17:00"] }),
+            json!({ "tuesday": ["09:00-12:00", "13:00-17:00"] }),
+            json!({ "tuesday": null, "sunday": ["10:00-11:00"] }),
+            "sunday",
+            json!(["10:00-11:00"]),
+        ),
+        (
+            "holiday-sets",
+            json!({ "name": "C s", "holidays": [{ "name": "A", "start": "2027-05-01T00:00", "end": "2027-05-02T00:00" }] }),
+            json!({ "holidays": [{ "name": "B", "start": "2027-06-01T00:00", "end": "2027-06-02T00:00" }] }),
+            json!({ "holidays": [{ "name": "C", "start": "2027-07-01T00:00", "end": "2027-07-02T00:00" }] }),
+            "holidays",
+            json!([{ "name": "C", "start": "2027-07-01T00:00", "end": "2027-07-02T00:00" }]),
+        ),
+        (
+            "workflows",
+            json!({ "name": "C w", "kind": "hunt_group", "uri": "sip:cw@127.0.0.1", "queue": "Sales" }),
+            json!({ "kind": "hunt_group", "uri": "sip:cw@127.0.0.1", "queue": "Support", "active": false }),
+            json!({ "active": null, "description": "crud" }),
+            "description",
+            json!("crud"),
+        ),
+    ];
+    for (collection, create, replace, patch, key, value) in cases {
+        let name = create["name"].as_str().unwrap().to_owned();
+        let one = format!("/api/{collection}/{}", name.replace(' ', "%20"));
+        let r = post(app, &format!("/api/{collection}"), a, create.clone()).await;
+        assert_eq!(r.status, 201, "{collection}: {}", r.text);
+        let r = get(app, &one, a).await;
+        assert_eq!(r.status, 200, "{collection}: {}", r.text);
+        assert_eq!(r.json()["source"], "database");
+        let r = put(app, &one, a, replace.clone()).await;
+        assert_eq!(r.status, 200, "{collection}: {}", r.text);
+        assert_eq!(r.json()["version"], 2);
+        for (k, v) in replace.as_object().unwrap() {
+            assert_eq!(&r.json()[k], v, "{collection}.{k}");
+        }
+        let r = patch_json(app, &one, a, patch.clone()).await;
+        assert_eq!(r.status, 200, "{collection}: {}", r.text);
+        assert_eq!(r.json()["version"], 3);
+        assert_eq!(r.json()[key], value, "{collection}: {}", r.text);
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                assert!(
+                    r.json().get(k).is_none(),
+                    "{collection}.{k} not removed: {}",
+                    r.text
+                );
+            }
+        }
+        let listed = get(app, &format!("/api/{collection}"), a).await.json();
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["name"] == name && o["version"] == 3)
+        );
+        {
+            let config = app.shared.config.load();
+            let present = match collection {
+                "agent-groups" => config.agent_groups.iter().any(|g| g.name == name),
+                "queues" => config.queues.iter().any(|q| q.name == name),
+                "hours" => config.hours.iter().any(|h| h.name == name),
+                "holiday-sets" => config.holiday_sets.iter().any(|h| h.name == name),
+                _ => config.workflows.iter().any(|w| w.name == name),
+            };
+            assert!(present, "{collection} {name} not in the running model");
+        }
+        let r = delete(app, &one, a).await;
+        assert_eq!(r.status, 204, "{collection}: {}", r.text);
+        get(app, &one, a).await.refused(404, "not_found");
+    }
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+}
+
 const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/health", "/health"),
     ("get", "/metrics", "/metrics"),
@@ -1486,8 +2316,57 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/groups/1/sign-ins/1",
     ),
     ("get", "/api/me", "/api/me"),
+    ("get", "/api/agent-groups", "/api/agent-groups"),
+    ("post", "/api/agent-groups", "/api/agent-groups"),
+    ("get", "/api/agent-groups/{name}", "/api/agent-groups/Sales"),
+    ("put", "/api/agent-groups/{name}", "/api/agent-groups/Nope"),
+    (
+        "patch",
+        "/api/agent-groups/{name}",
+        "/api/agent-groups/Nope",
+    ),
+    (
+        "delete",
+        "/api/agent-groups/{name}",
+        "/api/agent-groups/Nope",
+    ),
+    ("get", "/api/queues", "/api/queues"),
+    ("post", "/api/queues", "/api/queues"),
+    ("get", "/api/queues/{name}", "/api/queues/Sales"),
+    ("put", "/api/queues/{name}", "/api/queues/Nope"),
+    ("patch", "/api/queues/{name}", "/api/queues/Nope"),
+    ("delete", "/api/queues/{name}", "/api/queues/Nope"),
+    ("get", "/api/hours", "/api/hours"),
+    ("post", "/api/hours", "/api/hours"),
+    ("get", "/api/hours/{name}", "/api/hours/Sales"),
+    ("put", "/api/hours/{name}", "/api/hours/Nope"),
+    ("patch", "/api/hours/{name}", "/api/hours/Nope"),
+    ("delete", "/api/hours/{name}", "/api/hours/Nope"),
+    ("get", "/api/holiday-sets", "/api/holiday-sets"),
+    ("post", "/api/holiday-sets", "/api/holiday-sets"),
+    ("get", "/api/holiday-sets/{name}", "/api/holiday-sets/Sales"),
+    ("put", "/api/holiday-sets/{name}", "/api/holiday-sets/Nope"),
+    (
+        "patch",
+        "/api/holiday-sets/{name}",
+        "/api/holiday-sets/Nope",
+    ),
+    (
+        "delete",
+        "/api/holiday-sets/{name}",
+        "/api/holiday-sets/Nope",
+    ),
     ("get", "/api/workflows", "/api/workflows"),
-    ("patch", "/api/workflows/{name}", "/api/workflows/Sales"),
+    ("post", "/api/workflows", "/api/workflows"),
+    ("get", "/api/workflows/{name}", "/api/workflows/Sales"),
+    ("put", "/api/workflows/{name}", "/api/workflows/Nope"),
+    ("patch", "/api/workflows/{name}", "/api/workflows/Nope"),
+    ("delete", "/api/workflows/{name}", "/api/workflows/Nope"),
+    ("get", "/api/prompts", "/api/prompts"),
+    ("post", "/api/prompts", "/api/prompts"),
+    ("get", "/api/prompts/{name}", "/api/prompts/nope"),
+    ("put", "/api/prompts/{name}", "/api/prompts/nope"),
+    ("delete", "/api/prompts/{name}", "/api/prompts/nope"),
     ("get", "/api/live", "/api/live"),
     ("get", "/api/live/queues", "/api/live/queues"),
     ("get", "/api/live/agents", "/api/live/agents"),
@@ -1524,7 +2403,8 @@ async fn openapi_covers_every_route(app: &App) {
         "LiveSnapshot",
         "SummaryDoc",
         "CallRow",
-        "WorkflowPatch",
+        "ObjectDoc",
+        "ObjectBody",
     ] {
         assert!(
             doc["components"]["schemas"][schema]["properties"].is_object()
@@ -1611,6 +2491,52 @@ async fn api_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("api.db").display());
     suite(app(&url).await).await;
+}
+
+/// A change that compiles but cannot be put in force (the daemon's apply failed, e.g. a prompt
+/// could not be rendered) is answered with 500 and leaves the database as it was.
+#[tokio::test]
+async fn a_change_that_cannot_be_applied_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("api.db").display());
+    let mut app = app(&url).await;
+    let path = app.shared.config.load().source.clone();
+    let merged = rgsd::config::load_merged(
+        &path,
+        &[],
+        &LoadOptions {
+            check_environment: false,
+        },
+    )
+    .unwrap();
+    let failing: rgsd::api::objects::Apply =
+        Arc::new(|_| Box::pin(async { Err(anyhow::anyhow!("cannot render the prompts")) }));
+    app.shared.objects = Objects::new(
+        failing,
+        &merged,
+        LoadOptions {
+            check_environment: false,
+        },
+    );
+    app.router = api::router(app.shared.clone());
+    let r = post(
+        &app,
+        "/api/hours",
+        &app.admin,
+        json!({ "name": "Never", "monday": ["09:00-10:00"] }),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert!(r.text.contains("cannot render the prompts"), "{}", r.text);
+    assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+    assert!(
+        app.shared
+            .config
+            .load()
+            .hours
+            .iter()
+            .all(|h| h.name != "Never")
+    );
 }
 
 #[tokio::test]

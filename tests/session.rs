@@ -20,6 +20,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, TimeZone, Utc};
+use rgsd::api::objects::Objects;
 use rgsd::api::{self, Live};
 use rgsd::clock::ManualClock;
 use rgsd::config::LoadOptions;
@@ -95,14 +96,12 @@ struct App {
 async fn app(database: &str) -> App {
     let scratch = Scratch::new();
     let path = scratch.write("rgsd.toml", config_text(database));
-    let config = rgsd::config::load(
-        &path,
-        &LoadOptions {
-            check_environment: false,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{d:?}"))
-    .config;
+    let options = LoadOptions {
+        check_environment: false,
+    };
+    let merged =
+        rgsd::config::load_merged(&path, &[], &options).unwrap_or_else(|d| panic!("{d:?}"));
+    let config = merged.loaded.config.clone();
     let clock = Arc::new(ManualClock::new(start_time()));
     let store = Store::connect(&config.server.database)
         .await
@@ -114,12 +113,14 @@ async fn app(database: &str) -> App {
         .await
         .unwrap();
     let live = Live::start(&config, &store, clock.clone()).await.unwrap();
+    let config = Arc::new(ArcSwap::from_pointee(config));
     let shared = Shared {
-        config: Arc::new(ArcSwap::from_pointee(config)),
+        config: config.clone(),
         store: store.clone(),
         clock: clock.clone(),
         live: Arc::new(live),
         revocations: Default::default(),
+        objects: Objects::new(Objects::swap_only(config), &merged, options),
     };
     let hash = tokio::task::spawn_blocking(|| PasswordHash::new(PASSWORD))
         .await

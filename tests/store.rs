@@ -108,6 +108,7 @@ async fn contract(store: Store) {
     tokens(&store, &clock).await;
     audit(&store, &clock).await;
     users_and_sessions(&store, &clock).await;
+    objects(&store, &clock).await;
     deleting_an_agent_removes_its_memberships_and_sign_ins(&store).await;
     concurrent_writers_all_succeed(&store).await;
 }
@@ -927,6 +928,121 @@ async fn users_and_sessions(store: &Store, clock: &ManualClock) {
         store.create_session(ann.id, ABSOLUTE, IDLE).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// Response-group objects created through the API: create, read, compare-and-set on the
+/// version, delete.
+async fn objects(store: &Store, clock: &ManualClock) {
+    use rgsd::config::ObjectKind;
+    use rgsd::store::Versioned;
+    clock.set(at(600_000));
+    let body =
+        serde_json::json!({ "agent_groups": ["Sales agents"], "timeout": { "after": "60s" } });
+    let created = store
+        .create_object(ObjectKind::Queue, "Support", &body, "admin")
+        .await
+        .unwrap();
+    assert_eq!(created.object.version, 1);
+    assert_eq!(created.object.body, body);
+    assert_eq!(created.created_by, "admin");
+    assert_eq!(created.created_at, at(600_000));
+    // Same name, other kind: allowed. Same kind and name: conflict.
+    store
+        .create_object(
+            ObjectKind::Workflow,
+            "Support",
+            &serde_json::json!({}),
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_object(ObjectKind::Queue, "Support", &body, "admin")
+            .await,
+        Err(StoreError::Conflict(Entity::ConfigObject))
+    ));
+
+    clock.set(at(601_000));
+    let patched = serde_json::json!({ "agent_groups": ["Sales agents"] });
+    let Versioned::Done(replaced) = store
+        .replace_object(
+            ObjectKind::Queue,
+            "Support",
+            &patched,
+            Some(1),
+            "sip:mgr@127.0.0.1",
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("version 1 is current");
+    };
+    assert_eq!(replaced.object.version, 2);
+    assert_eq!(replaced.object.body, patched);
+    assert_eq!(replaced.updated_by, "sip:mgr@127.0.0.1");
+    assert_eq!(replaced.updated_at, at(601_000));
+    assert_eq!(replaced.created_at, at(600_000));
+    // A stale version changes nothing.
+    assert_eq!(
+        store
+            .replace_object(ObjectKind::Queue, "Support", &body, Some(1), "admin")
+            .await
+            .unwrap(),
+        Versioned::Stale { current: 2 }
+    );
+    assert_eq!(
+        store
+            .delete_object(ObjectKind::Queue, "Support", Some(1))
+            .await
+            .unwrap(),
+        Versioned::Stale { current: 2 }
+    );
+    assert_eq!(
+        store
+            .get_object(ObjectKind::Queue, "Support")
+            .await
+            .unwrap()
+            .object
+            .body,
+        patched
+    );
+    let all = store.list_objects().await.unwrap();
+    let names: Vec<_> = all
+        .iter()
+        .map(|o| (o.object.kind, o.object.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (ObjectKind::Queue, "Support"),
+            (ObjectKind::Workflow, "Support")
+        ]
+    );
+    assert_eq!(
+        store
+            .delete_object(ObjectKind::Queue, "Support", Some(2))
+            .await
+            .unwrap(),
+        Versioned::Done(())
+    );
+    assert!(matches!(
+        store.get_object(ObjectKind::Queue, "Support").await,
+        Err(StoreError::NotFound(Entity::ConfigObject))
+    ));
+    assert!(matches!(
+        store
+            .delete_object(ObjectKind::Queue, "Support", None)
+            .await,
+        Err(StoreError::NotFound(Entity::ConfigObject))
+    ));
+    assert_eq!(
+        store
+            .delete_object(ObjectKind::Workflow, "Support", None)
+            .await
+            .unwrap(),
+        Versioned::Done(())
+    );
 }
 
 async fn deleting_an_agent_removes_its_memberships_and_sign_ins(store: &Store) {

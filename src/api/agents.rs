@@ -19,9 +19,7 @@ use super::error::{ApiError, ErrorBody, Refusal};
 use super::extract::{Body, Params};
 use super::live::AgentSnapshot;
 use super::live::Visibility as _;
-use crate::config::model::{
-    ActionTarget, AgentGroup, Config, Participation, RoutingMethod, SipUri, WorkflowKind,
-};
+use crate::config::model::{AgentGroup, Config, Participation, RoutingMethod, SipUri};
 use crate::daemon::Shared;
 use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Role};
 
@@ -211,38 +209,6 @@ pub struct MeDoc {
     pub agent_id: Option<i64>,
     pub groups: Vec<MyGroup>,
     pub state: Option<AgentSnapshot>,
-}
-
-/// A workflow as the API shows it (read-only: workflows live in the configuration file).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WorkflowDoc {
-    pub name: String,
-    /// `hunt_group` or `interactive`.
-    pub kind: &'static str,
-    pub uri: String,
-    pub display_number: Option<String>,
-    pub active: bool,
-    pub managers: Vec<String>,
-    /// The queue a hunt group starts in.
-    pub queue: Option<String>,
-}
-
-/// A change to a workflow. Every field but `uri`, `display_number` and `kind` is one a manager
-/// may change (rgs-spec §15); all of them are set in the configuration file today, so the
-/// request is refused with 409 `config_managed` (403 for a manager's URI, number or kind).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WorkflowPatch {
-    pub uri: Option<String>,
-    pub display_number: Option<String>,
-    pub kind: Option<String>,
-    pub active: Option<bool>,
-    pub business_hours: Option<String>,
-    pub holidays: Option<Vec<String>>,
-    pub welcome: Option<String>,
-    pub music_on_hold: Option<String>,
-    pub description: Option<String>,
-    pub managers: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,93 +735,4 @@ pub async fn me(State(shared): State<Shared>, caller: Caller) -> Result<Json<MeD
         groups,
         state: shared.live.agent(&uri),
     }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Workflows
-
-fn workflow_doc(config: &Config, w: &crate::config::model::Workflow) -> WorkflowDoc {
-    WorkflowDoc {
-        name: w.name.clone(),
-        kind: match w.kind {
-            WorkflowKind::HuntGroup => "hunt_group",
-            WorkflowKind::Interactive => "interactive",
-        },
-        uri: w.uri.0.clone(),
-        display_number: w.display_number.clone(),
-        active: w.active,
-        managers: w.managers.iter().map(|m| m.0.clone()).collect(),
-        queue: match &w.start {
-            ActionTarget::Queue(q) if (q.0 as usize) < config.queues.len() => {
-                Some(config.queue(*q).name.clone())
-            }
-            _ => None,
-        },
-    }
-}
-
-/// Workflows (read from the configuration; a manager sees those they manage).
-#[utoipa::path(get, path = "/api/workflows", tag = "workflows",
-    responses((status = 200, body = Vec<WorkflowDoc>), (status = "4XX", body = ErrorBody)))]
-pub async fn list_workflows(
-    State(shared): State<Shared>,
-    caller: Caller,
-) -> Result<Json<Vec<WorkflowDoc>>, ApiError> {
-    caller.require_admin_or_manager()?;
-    let config = shared.config.load();
-    let scope = caller.scope(&config);
-    Ok(Json(
-        config
-            .workflows
-            .iter()
-            .filter(|w| scope.workflow(&w.name))
-            .map(|w| workflow_doc(&config, w))
-            .collect(),
-    ))
-}
-
-/// Changes a workflow. Refused precisely: a manager may never change the URI, number or kind
-/// (403); every other field is set in the configuration file today (409 `config_managed`).
-#[utoipa::path(patch, path = "/api/workflows/{name}", tag = "workflows", request_body = WorkflowPatch,
-    params(("name" = String, Path, description = "workflow name")),
-    responses((status = "4XX", body = ErrorBody)))]
-pub async fn patch_workflow(
-    State(shared): State<Shared>,
-    caller: Caller,
-    Params(name): Params<String>,
-    Body(patch): Body<WorkflowPatch>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_admin_or_manager()?;
-    let config = shared.config.load();
-    if !config.workflows.iter().any(|w| w.name == name) {
-        return Err(ApiError::NotFound("workflow"));
-    }
-    if !caller.scope(&config).workflow(&name) {
-        return Err(ApiError::Forbidden(Refusal::NotYourWorkflow));
-    }
-    let identity = patch.uri.is_some() || patch.display_number.is_some() || patch.kind.is_some();
-    if caller.role() == Role::Manager && identity {
-        return Err(ApiError::Forbidden(Refusal::ManagerMayNotChangeIdentity));
-    }
-    let field = [
-        ("uri", patch.uri.is_some()),
-        ("display_number", patch.display_number.is_some()),
-        ("kind", patch.kind.is_some()),
-        ("active", patch.active.is_some()),
-        ("business_hours", patch.business_hours.is_some()),
-        ("holidays", patch.holidays.is_some()),
-        ("welcome", patch.welcome.is_some()),
-        ("music_on_hold", patch.music_on_hold.is_some()),
-        ("description", patch.description.is_some()),
-        ("managers", patch.managers.is_some()),
-    ]
-    .into_iter()
-    .find_map(|(f, set)| set.then_some(f));
-    match field {
-        Some(f) => Err(ApiError::ConfigManaged(f)),
-        None => Err(ApiError::InvalidField {
-            field: "body",
-            reason: "no field to change".into(),
-        }),
-    }
 }

@@ -71,9 +71,6 @@ pub enum Refusal {
     /// A manager may act only on workflows that list them in `managers`.
     #[error("you do not manage this workflow")]
     NotYourWorkflow,
-    /// Managers never change a workflow's URI, number or kind (rgs-spec §7).
-    #[error("managers may not change a workflow's URI, telephone number or kind")]
-    ManagerMayNotChangeIdentity,
     /// A manager may not rename a group or change its participation (queues refer to it).
     #[error("managers may change a group's members, alert time, routing and description only")]
     ManagerGroupField,
@@ -83,6 +80,15 @@ pub enum Refusal {
     /// Signing in from a page of another site.
     #[error("sign-in from another site is refused")]
     CrossSite,
+    /// A manager acts on the objects their workflows use and the objects they created.
+    #[error("this object is not used by a workflow you manage and was not created by you")]
+    NotYours,
+    /// Managers never change a workflow's URI or kind; an administrator does.
+    #[error("managers may not change a workflow's URI or kind; ask an administrator")]
+    ManagerMayNotChangeUriOrKind,
+    /// Managers add managers to their workflows; only an administrator removes one.
+    #[error("managers may add managers to a workflow but not remove one; ask an administrator")]
+    ManagerMayNotRemoveManagers,
     /// An agent token acts on its own subject only.
     #[error("an agent token may only act on its own sign-in and state")]
     AgentSelfOnly,

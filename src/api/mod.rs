@@ -7,7 +7,10 @@
 //!   ([`auth::ManagedScope`]).
 //! - [`error`]: [`ApiError`], each variant with its status and the JSON body
 //!   `{ "error": "...", "code": "...", "field": ... }`.
-//! - [`agents`]: agents, agent groups, members, formal sign-in, `/api/me`, workflows.
+//! - [`agents`]: agents, agent groups by id, members, formal sign-in, `/api/me`.
+//! - [`objects`]: the response-group collections (`/api/agent-groups`, `/api/queues`,
+//!   `/api/hours`, `/api/holiday-sets`, `/api/workflows`), file- or database-owned.
+//! - [`prompts`]: `/api/prompts`, prompt audio converted once at upload.
 //! - [`tokens`]: issuing, listing and revoking API tokens.
 //! - [`session`]: people signing in with a password: session cookie, CSRF token, sign-in rate
 //!   limit.
@@ -26,6 +29,8 @@ pub mod error;
 mod extract;
 pub mod live;
 pub mod metrics;
+pub mod objects;
+pub mod prompts;
 pub mod reports;
 pub mod session;
 pub mod tokens;
@@ -97,8 +102,52 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::set_members))
         .routes(routes!(agents::set_sign_in))
         .routes(routes!(agents::me))
-        .routes(routes!(agents::list_workflows))
-        .routes(routes!(agents::patch_workflow))
+        .routes(routes!(
+            objects::agent_groups::list,
+            objects::agent_groups::create
+        ))
+        .routes(routes!(
+            objects::agent_groups::get,
+            objects::agent_groups::replace,
+            objects::agent_groups::patch,
+            objects::agent_groups::delete
+        ))
+        .routes(routes!(objects::queues::list, objects::queues::create))
+        .routes(routes!(
+            objects::queues::get,
+            objects::queues::replace,
+            objects::queues::patch,
+            objects::queues::delete
+        ))
+        .routes(routes!(objects::hours::list, objects::hours::create))
+        .routes(routes!(
+            objects::hours::get,
+            objects::hours::replace,
+            objects::hours::patch,
+            objects::hours::delete
+        ))
+        .routes(routes!(
+            objects::holiday_sets::list,
+            objects::holiday_sets::create
+        ))
+        .routes(routes!(
+            objects::holiday_sets::get,
+            objects::holiday_sets::replace,
+            objects::holiday_sets::patch,
+            objects::holiday_sets::delete
+        ))
+        .routes(routes!(
+            objects::workflows::list,
+            objects::workflows::create
+        ))
+        .routes(routes!(
+            objects::workflows::get,
+            objects::workflows::replace,
+            objects::workflows::patch,
+            objects::workflows::delete
+        ))
+        .routes(routes!(prompts::list, prompts::create_from_text))
+        .routes(routes!(prompts::get, prompts::upload, prompts::delete))
         .routes(routes!(views::live))
         .routes(routes!(views::live_queues))
         .routes(routes!(views::live_agents))

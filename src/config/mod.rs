@@ -4,13 +4,15 @@
 //! (reporting every TOML syntax error and every unknown key at once), then `compile.rs` checks
 //! every rule and builds the [`model::Config`], collecting every problem into one list of
 //! [`Diagnostic`]s, warnings kept apart. `serve` and `check` both call [`load`], so their messages
-//! cannot drift apart. Nothing here runs per call.
+//! cannot drift apart. [`merge`] compiles the file together with the objects created through the
+//! API (stored in the database) by the same compile step. Nothing here runs per call.
 //!
 //! Must not import any other rgsd layer (the WAV header probe in `media::wav` is pure and the
 //! one exception).
 
 mod compile;
 pub mod diagnostic;
+pub mod merge;
 pub mod model;
 mod raw;
 mod values;
@@ -19,6 +21,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use merge::{DbObject, Merged, ObjectKind, Origin, load_merged};
 
 use model::Config;
 

@@ -24,6 +24,8 @@ pub enum Entity {
     Session,
     CallRecord,
     AuditEntry,
+    /// A response-group object stored in the database (queue, hours, workflow, ...).
+    ConfigObject,
 }
 
 impl std::fmt::Display for Entity {
@@ -37,6 +39,7 @@ impl std::fmt::Display for Entity {
             Self::Session => "session",
             Self::CallRecord => "call record",
             Self::AuditEntry => "audit entry",
+            Self::ConfigObject => "object",
         })
     }
 }

@@ -4,7 +4,8 @@
 //! domain — `create_agent`, `sign_in`, `record_call`, `authenticate` — and are grouped by
 //! subject: [`agents`] (agents), [`groups`] (agent groups, members, formal sign-in, config
 //! synchronisation), [`records`] (call records), [`tokens`] (API tokens), [`users`] (people's
-//! passwords and sessions), [`audit`] (audit log).
+//! passwords and sessions), [`audit`] (audit log), [`objects`] (response-group objects created
+//! through the API).
 //! [`writer`] holds the [`RecordWriter`], which takes call records off the routing hot path.
 //! Must not use `sip`, `media`, `workflow` or `acd`; it knows `config` types only.
 //!
@@ -37,6 +38,7 @@ pub mod agents;
 pub mod audit;
 mod error;
 pub mod groups;
+pub mod objects;
 pub mod records;
 pub mod tokens;
 pub mod users;
@@ -61,6 +63,7 @@ pub use agents::{Agent, AgentFields, AgentId};
 pub use audit::AuditEntry;
 pub use error::{Entity, StoreError};
 pub use groups::{Group, GroupId, GroupSource, SignIn, SyncReport};
+pub use objects::{StoredObject, Versioned};
 pub use records::{CallOffer, CallOutcome, CallRecord, CallRecordId, OfferResult};
 pub use tokens::{IssuedToken, Role, TokenId, TokenInfo};
 pub use users::{IssuedSession, PasswordHash, SessionId, SessionInfo, User, UserId};
