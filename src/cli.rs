@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit status for a configuration error (`EX_CONFIG` from sysexits.h).
-pub const EXIT_CONFIG: u8 = 78;
+use crate::config::print_diagnostics;
+
+pub use crate::config::EXIT_CONFIG;
 
 #[derive(Debug, Parser)]
 #[command(name = "rgsd", version, about = "SIP response-group server (ACD)")]
@@ -85,6 +86,17 @@ pub enum TokenRole {
     Agent,
 }
 
+impl TokenRole {
+    /// The role's name as the store spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Manager => "manager",
+            Self::Agent => "agent",
+        }
+    }
+}
+
 /// Sets up tracing: human format on a terminal, JSON with `--log-format json`.
 pub fn init_tracing(format: LogFormat, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
@@ -124,65 +136,11 @@ pub fn run(cli: Cli) -> ExitCode {
                     role,
                     subject,
                 },
-        } => with_runtime(token_create(config, role, subject)),
-    }
-}
-
-/// `rgsd token create`: migrates the database if needed, issues the token, audits it.
-async fn token_create(path: PathBuf, role: TokenRole, subject: String) -> ExitCode {
-    use anyhow::Context as _;
-    let opts = crate::config::LoadOptions {
-        check_environment: false,
-    };
-    let config = match crate::config::load(&path, &opts) {
-        Ok(loaded) => loaded.config,
-        Err(diagnostics) => {
-            print_diagnostics(&diagnostics);
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let role = match role {
-        TokenRole::Admin => crate::store::Role::Admin,
-        TokenRole::Manager => crate::store::Role::Manager,
-        TokenRole::Agent => crate::store::Role::Agent,
-    };
-    let result = async {
-        let store = crate::store::Store::connect(&config.server.database)
-            .await
-            .context("cannot open the database")?;
-        store.migrate().await.context("migration failed")?;
-        let issued = store
-            .create_token(role, &subject)
-            .await
-            .context("cannot create the token")?;
-        store
-            .audit(
-                "rgsd token create",
-                "token.create",
-                &subject,
-                &serde_json::json!({ "id": issued.info.id.0, "role": role.as_str() }),
-            )
-            .await
-            .context("cannot write the audit log")?;
-        store.close().await;
-        anyhow::Ok(issued)
-    }
-    .await;
-    match result {
-        Ok(issued) => {
-            println!(
-                "token {} created for {} ({}); it is shown only once:",
-                issued.info.id.0,
-                issued.info.subject,
-                role.as_str()
-            );
-            println!("{}", issued.token.expose());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("rgsd: {e:#}");
-            ExitCode::FAILURE
-        }
+        } => with_runtime(crate::daemon::token_create_main(
+            config,
+            role.as_str(),
+            subject,
+        )),
     }
 }
 
@@ -201,7 +159,7 @@ fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
 
 fn check(path: &std::path::Path, deny_warnings: bool, check_environment: bool) -> ExitCode {
     let opts = crate::config::LoadOptions { check_environment };
-    match crate::config::load(path, &opts) {
+    match crate::daemon::load_config(path, &opts) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}");
@@ -225,12 +183,4 @@ fn check(path: &std::path::Path, deny_warnings: bool, check_environment: bool) -
             ExitCode::from(EXIT_CONFIG)
         }
     }
-}
-
-/// Prints every diagnostic on stderr, then a count.
-pub fn print_diagnostics(diagnostics: &[crate::config::Diagnostic]) {
-    for d in diagnostics {
-        eprintln!("{d}");
-    }
-    eprintln!("rgsd: configuration has {} problem(s)", diagnostics.len());
 }

@@ -36,32 +36,18 @@ use tracing::{error, info, warn};
 
 use crate::acd::call_task::{Context as CallContext, Controller, Services};
 use crate::acd::queue_task::Queues;
-use crate::cli::{EXIT_CONFIG, print_diagnostics};
+use crate::api::Shared;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
-use crate::config::{self, LoadOptions};
+use crate::config::{self, Diagnostic, EXIT_CONFIG, LoadOptions, Loaded, print_diagnostics};
 use crate::media::assets::MediaAssets;
 use crate::media::leg::{LegOptions, MediaEngine};
 use crate::media::ports::PortPool;
 use crate::media::tts::TextToSpeech;
-use crate::store::{RecordWriter, Store, WriterOptions};
+use crate::store::{RecordWriter, Role, Store, WriterOptions};
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// What every layer shares: the live configuration, the store and the clock.
-#[derive(Clone)]
-pub struct Shared {
-    /// The configuration in force; swapped whole on reload. Calls in progress keep the `Arc`
-    /// they started with.
-    pub config: Arc<ArcSwap<Config>>,
-    pub store: Store,
-    pub clock: SharedClock,
-    /// The live side: the agent table routing reads, calls in progress, metrics, change events.
-    pub live: Arc<crate::api::Live>,
-    /// Tokens revoked through the API, so the SSE streams they opened end.
-    pub revocations: crate::api::tokens::Revocations,
-}
 
 /// The addresses the daemon actually bound (ports resolved).
 #[derive(Debug, Clone)]
@@ -169,8 +155,74 @@ pub async fn migrate_main(path: PathBuf) -> ExitCode {
     }
 }
 
+/// `rgsd token create`: migrates the database if needed, issues a token for `role` (`admin`,
+/// `manager` or `agent`) and `subject`, audits it and prints it once.
+pub async fn token_create_main(path: PathBuf, role: &str, subject: String) -> ExitCode {
+    let opts = LoadOptions {
+        check_environment: false,
+    };
+    let config = match config::load(&path, &opts) {
+        Ok(loaded) => loaded.config,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Ok(role) = role.parse::<Role>() else {
+        eprintln!("rgsd: unknown role {role:?}");
+        return ExitCode::FAILURE;
+    };
+    let result = async {
+        let store = Store::connect(&config.server.database)
+            .await
+            .context("cannot open the database")?;
+        store.migrate().await.context("migration failed")?;
+        let issued = store
+            .create_token(role, &subject)
+            .await
+            .context("cannot create the token")?;
+        store
+            .audit(
+                "rgsd token create",
+                "token.create",
+                &subject,
+                &serde_json::json!({ "id": issued.info.id.0, "role": role.as_str() }),
+            )
+            .await
+            .context("cannot write the audit log")?;
+        store.close().await;
+        anyhow::Ok(issued)
+    }
+    .await;
+    match result {
+        Ok(issued) => {
+            println!(
+                "token {} created for {} ({}); it is shown only once:",
+                issued.info.id.0,
+                issued.info.subject,
+                role.as_str()
+            );
+            println!("{}", issued.token.expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rgsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration as `serve` and `rgsd check` do: every audio file it names is checked
+/// with the media layer's WAV header probe.
+///
+/// # Errors
+/// Every problem found (see [`config::load_with_audio`]).
+pub fn load_config(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
+    config::load_with_audio(path, opts, crate::media::wav::config_probe)
+}
+
 fn load_or_report(path: &Path) -> Option<Config> {
-    match config::load(path, &LoadOptions::default()) {
+    match load_config(path, &LoadOptions::default()) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 warn!("{w}");
@@ -407,7 +459,7 @@ impl Daemon {
 
     /// Loads the file again; applies it only when it is entirely valid.
     pub async fn reload(&self, path: &Path) {
-        match config::load(path, &LoadOptions::default()) {
+        match load_config(path, &LoadOptions::default()) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     warn!("{w}");

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::Shared;
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, ErrorBody, Refusal};
 use super::extract::{Body, Params};
@@ -22,7 +23,6 @@ use super::live::Visibility as _;
 use crate::config::model::{
     ActionTarget, AgentGroup, Config, Participation, RoutingMethod, SipUri, WorkflowKind,
 };
-use crate::daemon::Shared;
 use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Role};
 
 /// Alert time bounds (rgs-spec §15).

@@ -9,9 +9,9 @@ use std::collections::{BTreeSet, HashMap};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
+use super::Shared;
 use super::error::{ApiError, Refusal};
 use crate::config::model::{ActionTarget, CallAction, Config, QueueId};
-use crate::daemon::Shared;
 use crate::store::{Role, TokenInfo};
 
 /// The authenticated caller of a request.

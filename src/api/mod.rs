@@ -13,6 +13,7 @@
 //! - [`live`]: [`Live`], the live side shared with routing and the call driver.
 //! - [`metrics`]: [`Metrics`] counters and the Prometheus text format.
 //! - [`reports`]: pure report computations over call records.
+//! - [`snapshot`]: the live state as plain data (REST, SSE, `/metrics`).
 //!
 //! Every route is declared through `utoipa-axum`'s [`OpenApiRouter`], so the OpenAPI document
 //! served at `/api/openapi.json` is generated from the same declarations as the router itself:
@@ -25,9 +26,13 @@ mod extract;
 pub mod live;
 pub mod metrics;
 pub mod reports;
+pub mod snapshot;
 pub mod tokens;
 pub mod views;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use axum::Json;
 use axum::Router;
 use axum::routing::get;
@@ -36,11 +41,28 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::daemon::Shared;
+use crate::clock::SharedClock;
+use crate::config::model::Config;
+use crate::store::Store;
 
 pub use error::ApiError;
 pub use live::Live;
 pub use metrics::Metrics;
+
+/// The API's state, built by the daemon: the live configuration, the store, the clock, the live
+/// side and revoked tokens. Every handler receives a clone.
+#[derive(Clone)]
+pub struct Shared {
+    /// The configuration in force; swapped whole on reload. Calls in progress keep the `Arc`
+    /// they started with.
+    pub config: Arc<ArcSwap<Config>>,
+    pub store: Store,
+    pub clock: SharedClock,
+    /// The live side: the agent table routing reads, calls in progress, metrics, change events.
+    pub live: Arc<Live>,
+    /// Tokens revoked through the API, so the SSE streams they opened end.
+    pub revocations: tokens::Revocations,
+}
 
 #[derive(OpenApi)]
 #[openapi(

@@ -35,8 +35,7 @@ use super::values::{
     format_duration, parse_duration, parse_listen, parse_local_datetime, parse_sip_uri,
     parse_time_range,
 };
-use super::{LoadOptions, Loaded, resolve_path};
-use crate::media::wav;
+use super::{AudioProbe, AudioProblem, LoadOptions, Loaded, resolve_path};
 
 mod ivr;
 mod server;
@@ -50,6 +49,8 @@ pub(crate) struct Environment<'a> {
     /// Whether text-to-speech (`espeak-ng`) is installed; asked only when
     /// [`LoadOptions::check_environment`] is set and a text prompt exists.
     pub(crate) text_to_speech: fn() -> bool,
+    /// Checks a prompt or music file (the caller's WAV header probe).
+    pub(crate) audio: AudioProbe,
 }
 
 /// Limits from the contract and the spec (§9, §15).
@@ -511,7 +512,7 @@ impl Compiler<'_> {
         ok.then_some(out)
     }
 
-    /// A WAV file that exists and whose header rgsd can play.
+    /// A WAV file that exists and that the environment's audio probe accepts.
     fn wav_file(&mut self, value: &SString, key: &str) -> Option<PathBuf> {
         let written = value.get_ref();
         if written.trim().is_empty() {
@@ -519,9 +520,9 @@ impl Compiler<'_> {
             return None;
         }
         let path = resolve_path(self.base, written);
-        match wav::probe(&path) {
-            Ok(_) => Some(path),
-            Err(wav::WavError::Io { source, .. }) => {
+        match (self.env.audio)(&path) {
+            Ok(()) => Some(path),
+            Err(AudioProblem::Unreadable(source)) => {
                 self.error(
                     &value.span(),
                     key,
@@ -529,11 +530,11 @@ impl Compiler<'_> {
                 );
                 None
             }
-            Err(e) => {
+            Err(AudioProblem::Unusable(why)) => {
                 self.error(
                     &value.span(),
                     key,
-                    format!("cannot use \"{written}\" ({}): {e}", path.display()),
+                    format!("cannot use \"{written}\" ({}): {why}", path.display()),
                 );
                 None
             }
@@ -1170,6 +1171,7 @@ queue = "Main"
         Environment {
             var,
             text_to_speech,
+            audio: crate::config::readable_file,
         }
     }
 

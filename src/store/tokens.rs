@@ -52,6 +52,15 @@ impl Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = StoreError;
+
+    /// `"admin"`, `"manager"` or `"agent"`.
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        Self::parse(s)
+    }
+}
+
 /// What the store knows about a token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
