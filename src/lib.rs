@@ -30,4 +30,5 @@ pub mod daemon;
 pub mod media;
 pub mod sip;
 pub mod store;
+pub mod util;
 pub mod workflow;

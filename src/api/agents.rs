@@ -248,21 +248,10 @@ pub struct WorkflowPatch {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// A SIP URI from a request body, checked as the configuration checks one
+/// ([`SipUri::parse`]).
 pub(super) fn parse_uri(field: &'static str, text: &str) -> Result<SipUri, ApiError> {
-    // The same shape `config` accepts: a sip:/sips: scheme, a host, no white space.
-    let ok = text.split_once(':').is_some_and(|(scheme, rest)| {
-        (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
-            && !rest.is_empty()
-            && !rest.ends_with('@')
-    }) && !text.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(SipUri(text.to_owned()))
-    } else {
-        Err(ApiError::InvalidField {
-            field,
-            reason: format!("{text:?} is not a SIP URI; write \"sip:user@host\""),
-        })
-    }
+    SipUri::parse(text).map_err(|reason| ApiError::InvalidField { field, reason })
 }
 
 fn parse_members(agents: &[String]) -> Result<Vec<SipUri>, ApiError> {

@@ -32,8 +32,7 @@ use super::raw::{
     SList, SString,
 };
 use super::values::{
-    format_duration, parse_duration, parse_listen, parse_local_datetime, parse_sip_uri,
-    parse_time_range,
+    format_duration, parse_duration, parse_listen, parse_local_datetime, parse_time_range,
 };
 use super::{AudioProbe, AudioProblem, LoadOptions, Loaded, resolve_path};
 
@@ -483,7 +482,7 @@ impl Compiler<'_> {
     }
 
     fn sip_uri(&mut self, value: &SString, key: &str) -> Option<SipUri> {
-        parse_sip_uri(value.get_ref().trim())
+        SipUri::parse(value.get_ref().trim())
             .map_err(|e| self.error(&value.span(), key, e))
             .ok()
     }

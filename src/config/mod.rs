@@ -15,6 +15,7 @@ mod compile;
 pub mod diagnostic;
 pub mod model;
 mod raw;
+pub mod uri;
 mod values;
 
 use std::collections::BTreeSet;

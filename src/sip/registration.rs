@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::endpoint::{Endpoint, RequestError};
 use super::message::{Headers, Method, NameAddr, Request, Response};
 use crate::config::model::{Registration, Transport};
+use crate::util::random_token;
 
 /// First back-off after a failure; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(2);
@@ -67,8 +68,8 @@ impl Registrar {
     pub fn new(config: Registration, host: &str) -> Self {
         Self {
             config,
-            call_id: format!("{}@{host}", token(20)),
-            from_tag: token(10),
+            call_id: format!("{}@{host}", random_token(20)),
+            from_tag: random_token(10),
             cseq: 0,
             credentials: None,
             challenges_in_a_row: 0,
@@ -210,12 +211,6 @@ fn refresh_after(expires: Duration) -> Duration {
     } else {
         (expires / 2).max(Duration::from_secs(1))
     }
-}
-
-fn token(len: usize) -> String {
-    std::iter::repeat_with(fastrand::alphanumeric)
-        .take(len)
-        .collect()
 }
 
 /// Keeps one registration alive until `shutdown`, logging each state change.
