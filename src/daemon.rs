@@ -12,6 +12,9 @@
 //! new calls a new context: the prompts of the new file, the agent table rebuilt with states
 //! carried over, and the queue owners carried over by queue name (reconfigured, with the calls
 //! waiting in them, which are then offered to the new file's agents; see `acd::queue_task`).
+//! A reload also applies `[[registration]]` (started, unregistered or registered again by diff,
+//! `sip::registration::Registrations`) and `[server] rtp_ports` (new calls bind in the new
+//! range). How reload travels is described in `docs/architecture.md`.
 //!
 //! Once every listener is bound, `serve` prints one machine-readable line on stdout:
 //!
@@ -44,6 +47,7 @@ use crate::media::assets::MediaAssets;
 use crate::media::leg::{LegOptions, MediaEngine};
 use crate::media::ports::PortPool;
 use crate::media::tts::TextToSpeech;
+use crate::sip::registration::Registrations;
 use crate::store::{RecordWriter, Role, Store, WriterOptions};
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
@@ -276,6 +280,10 @@ pub struct Daemon {
     pub bound: Bound,
     /// What new calls run with (configuration, agent table, queue owners, prompts).
     pub context: Arc<ArcSwap<CallContext>>,
+    /// The `[[registration]]` tasks; a reload applies the new list.
+    registrations: std::sync::Mutex<Registrations>,
+    /// The RTP port pool (shared with the media engine); a reload applies `rtp_ports` to it.
+    rtp_ports: PortPool,
     /// Every call in progress.
     calls: tokio_util::task::TaskTracker,
     records: RecordWriter,
@@ -348,23 +356,16 @@ impl Daemon {
             .iter()
             .map(|b| (b.transport, b.addr))
             .collect();
-        // One task per [[registration]]: REGISTER with digest auth, refresh, back-off. Reload
-        // does not restart them (a changed registration needs a restart).
-        for r in &config.registrations {
-            tasks.spawn(crate::sip::registration::run(
-                endpoint.clone(),
-                r.clone(),
-                shutdown.clone(),
-            ));
-        }
+        // One task per [[registration]]: REGISTER with digest auth, refresh, back-off. A reload
+        // applies the new list (`Registrations::apply`).
+        let mut registrations =
+            Registrations::new(endpoint.clone(), tasks.clone(), shutdown.clone());
+        registrations.apply(&config.registrations);
         let sip_counts = endpoint.transaction_counts();
         live.metrics
             .attach_sip_transactions(move || (sip_counts.server(), sip_counts.client()));
-        let media = MediaEngine::new(
-            PortPool::new(media_address, config.server.rtp_ports.clone()),
-            media_address,
-            LegOptions::default(),
-        );
+        let rtp_ports = PortPool::new(media_address, config.server.rtp_ports.clone());
+        let media = MediaEngine::new(rtp_ports.clone(), media_address, LegOptions::default());
         let rtp_counts = media.rtp_counts();
         live.metrics
             .attach_rtp_packets(move || (rtp_counts.received(), rtp_counts.sent()));
@@ -418,6 +419,8 @@ impl Daemon {
 
         Ok(Self {
             shared,
+            registrations: std::sync::Mutex::new(registrations),
+            rtp_ports,
             context,
             calls,
             records,
@@ -505,6 +508,7 @@ impl Daemon {
                     )
                     .await;
                 self.context.store(Arc::new(context));
+                self.apply_sip_and_media(&config);
                 self.shared.config.store(config);
                 // Last: whoever waits for this line finds the new configuration in force.
                 info!("reloaded: {summary}");
@@ -518,6 +522,31 @@ impl Daemon {
                     diagnostics.len()
                 );
             }
+        }
+    }
+
+    /// The reloaded `[[registration]]` list and `[server] rtp_ports` (new calls bind in the new
+    /// range; calls in progress keep their ports).
+    fn apply_sip_and_media(&self, config: &Config) {
+        let applied = self
+            .registrations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(&config.registrations);
+        info!(
+            started = applied.started,
+            removed = applied.removed,
+            restarted = applied.restarted,
+            unchanged = applied.unchanged,
+            "registrations applied"
+        );
+        if self.rtp_ports.range() != config.server.rtp_ports {
+            info!(
+                from = ?self.rtp_ports.range(),
+                to = ?config.server.rtp_ports,
+                "rtp_ports applied to new calls"
+            );
+            self.rtp_ports.set_range(config.server.rtp_ports.clone());
         }
     }
 
