@@ -87,7 +87,7 @@ expires = "600s"
 fn answer_register(registrar: &std::net::UdpSocket) -> String {
     registrar
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+        .expect("read timeout");
     let mut buf = [0u8; 4096];
     let (n, from) = registrar
         .recv_from(&mut buf)
@@ -115,7 +115,9 @@ fn answer_register(registrar: &std::net::UdpSocket) -> String {
         header("Contact"),
         header("Expires"),
     );
-    registrar.send_to(response.as_bytes(), from).unwrap();
+    registrar
+        .send_to(response.as_bytes(), from)
+        .expect("send the 200");
     request
 }
 
