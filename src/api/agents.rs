@@ -25,7 +25,7 @@ use crate::config::model::{
 };
 use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Role};
 
-/// Alert time bounds (rgs-spec §15).
+/// Alert time bounds (`docs/behaviour.md`, Agent groups).
 const ALERT_MIN: u64 = 10;
 const ALERT_MAX: u64 = 600;
 
@@ -228,7 +228,7 @@ pub struct WorkflowDoc {
 }
 
 /// A change to a workflow. Every field but `uri`, `display_number` and `kind` is one a manager
-/// may change (rgs-spec §15); all of them are set in the configuration file today, so the
+/// may change (`docs/behaviour.md`, Roles); all of them are set in the configuration file today, so the
 /// request is refused with 409 `config_managed` (403 for a manager's URI, number or kind).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

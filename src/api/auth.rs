@@ -1,6 +1,6 @@
 //! Who is calling: the bearer token ([`Caller`]) and what a manager may touch ([`ManagedScope`]).
 //!
-//! Roles (rgs-spec §7, §15): an administrator may do everything; a manager acts on the
+//! Roles (`docs/behaviour.md`, Roles): an administrator may do everything; a manager acts on the
 //! workflows that list their subject in `managers`, and through them on the queues those
 //! workflows reach and those queues' agent groups; an agent acts on their own sign-in and state.
 

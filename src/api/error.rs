@@ -58,7 +58,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
-/// Why a role was refused: one variant per rule of rgs-spec §7 / §15 that the API enforces.
+/// Why a role was refused: one variant per rule of `docs/behaviour.md` (Roles) that the API
+/// enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// Only an administrator may do this.
@@ -70,7 +71,7 @@ pub enum Refusal {
     /// A manager may act only on workflows that list them in `managers`.
     #[error("you do not manage this workflow")]
     NotYourWorkflow,
-    /// Managers never change a workflow's URI, number or kind (rgs-spec §7).
+    /// Managers never change a workflow's URI, number or kind (`docs/behaviour.md`, Roles).
     #[error("managers may not change a workflow's URI, telephone number or kind")]
     ManagerMayNotChangeIdentity,
     /// A manager may not rename a group or change its participation (queues refer to it).

@@ -52,10 +52,10 @@ pub(crate) struct Environment<'a> {
     pub(crate) audio: AudioProbe,
 }
 
-/// Limits from the contract and the spec (§9, §15).
+/// Limits from `docs/behaviour.md` ("Limits at a glance").
 const ALERT_TIME: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
 const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
-/// Clients reject longer alert times in practice (spec §9), and SIP proxies give up on a ringing
+/// Clients reject longer alert times in practice (`docs/behaviour.md`, Agent groups), and SIP proxies give up on a ringing
 /// INVITE after about three minutes (RFC 3261 timer C).
 const ALERT_TIME_PRACTICAL_MAX: Duration = Duration::from_secs(180);
 const GRACE: RangeInclusive<Duration> = Duration::from_secs(30)..=Duration::from_secs(600);
