@@ -1131,7 +1131,7 @@ mod tests {
 
     use chrono::NaiveTime;
 
-    use super::Environment;
+    use super::{AudioProblem, Environment};
     use crate::config::model::{
         ActionTarget, Config, OverflowCandidate, Participation, PromptSource, RoutingMethod,
         SipRateLimit,
@@ -1202,6 +1202,30 @@ queue = "Main"
     fn load_err(text: &str) -> Vec<Diagnostic> {
         let env = env_with(&|_| None, || true);
         load_text(text, true, &env).expect_err("must be refused")
+    }
+
+    #[test]
+    fn audio_files_are_checked_by_the_environments_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hold.wav"), b"anything").unwrap();
+        let text = format!(
+            "{SERVER}{WORKFLOW}music_on_hold = \"{}\"\n",
+            dir.path().join("hold.wav").display()
+        );
+        // The default probe only asks for a readable file.
+        let config = load_ok(&text);
+        assert!(config.workflows[0].music_on_hold.is_some());
+        // A probe that refuses the file: its reason becomes the diagnostic.
+        let mut env = env_with(&|_| None, || true);
+        env.audio = |_| Err(AudioProblem::Unusable("not a WAV file: test".into()));
+        let errors = load_text(&text, true, &env).expect_err("refused by the probe");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "workflow[0].music_on_hold");
+        assert!(
+            errors[0].message.contains("not a WAV file: test"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

@@ -527,6 +527,37 @@ mod tests {
     }
 
     #[test]
+    fn unregister_sends_expires_0_on_the_same_call_id_and_answers_a_challenge() {
+        let mut r = registrar();
+        let contact = "<sip:rgsd@127.0.0.1:5060>";
+        let first = r.request(contact);
+        assert_eq!(first.headers.get("Expires"), Some("600"));
+        let ok = reply(&first, 200, &[]);
+        assert_eq!(
+            r.on_response(&ok),
+            Next::RefreshIn(Duration::from_secs(540))
+        );
+        r.unregister();
+        let bye = r.request(contact);
+        assert_eq!(bye.headers.get("Expires"), Some("0"));
+        assert_eq!(bye.headers.get("CSeq"), Some("2 REGISTER"));
+        assert_eq!(bye.headers.get("Call-ID"), first.headers.get("Call-ID"));
+        assert_eq!(bye.headers.get("Contact"), Some(contact));
+        let challenge = reply(
+            &bye,
+            401,
+            &[(
+                "WWW-Authenticate",
+                "Digest realm=\"rgsd-test\", nonce=\"n1\", qop=\"auth\"",
+            )],
+        );
+        assert_eq!(r.on_response(&challenge), Next::SendNow);
+        let again = r.request(contact);
+        assert_eq!(again.headers.get("Expires"), Some("0"));
+        assert!(again.headers.get("Authorization").is_some());
+    }
+
+    #[test]
     fn wrong_password_loop_stops_and_backs_off_exponentially() {
         let mut r = registrar();
         let challenge = |req: &Request| {
