@@ -12,6 +12,9 @@
 //! new calls a new context: the prompts of the new file, the agent table rebuilt with states
 //! carried over, and the queue owners carried over by queue name (reconfigured, with the calls
 //! waiting in them, which are then offered to the new file's agents; see `acd::queue_task`).
+//! A reload also applies `[[registration]]` (started, unregistered or registered again by diff,
+//! `sip::registration::Registrations`) and `[server] rtp_ports` (new calls bind in the new
+//! range). How reload travels is described in `docs/architecture.md`.
 //!
 //! Once every listener is bound, `serve` prints one machine-readable line on stdout:
 //!
@@ -36,35 +39,19 @@ use tracing::{error, info, warn};
 
 use crate::acd::call_task::{Context as CallContext, Controller, Services};
 use crate::acd::queue_task::Queues;
-use crate::cli::{EXIT_CONFIG, print_diagnostics};
+use crate::api::Shared;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
-use crate::config::{self, LoadOptions};
+use crate::config::{self, Diagnostic, EXIT_CONFIG, LoadOptions, Loaded, print_diagnostics};
 use crate::media::assets::MediaAssets;
 use crate::media::leg::{LegOptions, MediaEngine};
 use crate::media::ports::PortPool;
 use crate::media::tts::TextToSpeech;
-use crate::store::{RecordWriter, Store, WriterOptions};
+use crate::sip::registration::Registrations;
+use crate::store::{RecordWriter, Role, Store, WriterOptions};
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// What every layer shares: the live configuration, the store and the clock.
-#[derive(Clone)]
-pub struct Shared {
-    /// The configuration in force; swapped whole on reload. Calls in progress keep the `Arc`
-    /// they started with.
-    pub config: Arc<ArcSwap<Config>>,
-    pub store: Store,
-    pub clock: SharedClock,
-    /// The live side: the agent table routing reads, calls in progress, metrics, change events.
-    pub live: Arc<crate::api::Live>,
-    /// Tokens revoked through the API, so the SSE streams they opened end.
-    pub revocations: crate::api::tokens::Revocations,
-    /// The response-group collections: the change lock, the file's objects, and how an
-    /// accepted change is put in force.
-    pub objects: crate::api::objects::Objects,
-}
 
 /// The addresses the daemon actually bound (ports resolved).
 #[derive(Debug, Clone)]
@@ -172,8 +159,74 @@ pub async fn migrate_main(path: PathBuf) -> ExitCode {
     }
 }
 
+/// `rgsd token create`: migrates the database if needed, issues a token for `role` (`admin`,
+/// `manager` or `agent`) and `subject`, audits it and prints it once.
+pub async fn token_create_main(path: PathBuf, role: &str, subject: String) -> ExitCode {
+    let opts = LoadOptions {
+        check_environment: false,
+    };
+    let config = match config::load(&path, &opts) {
+        Ok(loaded) => loaded.config,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Ok(role) = role.parse::<Role>() else {
+        eprintln!("rgsd: unknown role {role:?}");
+        return ExitCode::FAILURE;
+    };
+    let result = async {
+        let store = Store::connect(&config.server.database)
+            .await
+            .context("cannot open the database")?;
+        store.migrate().await.context("migration failed")?;
+        let issued = store
+            .create_token(role, &subject)
+            .await
+            .context("cannot create the token")?;
+        store
+            .audit(
+                "rgsd token create",
+                "token.create",
+                &subject,
+                &serde_json::json!({ "id": issued.info.id.0, "role": role.as_str() }),
+            )
+            .await
+            .context("cannot write the audit log")?;
+        store.close().await;
+        anyhow::Ok(issued)
+    }
+    .await;
+    match result {
+        Ok(issued) => {
+            println!(
+                "token {} created for {} ({}); it is shown only once:",
+                issued.info.id.0,
+                issued.info.subject,
+                role.as_str()
+            );
+            println!("{}", issued.token.expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rgsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration as `serve` and `rgsd check` do: every audio file it names is checked
+/// with the media layer's WAV header probe.
+///
+/// # Errors
+/// Every problem found (see [`config::load_with_audio`]).
+pub fn load_config(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
+    config::load_with_audio(path, opts, crate::media::wav::config_probe)
+}
+
 fn load_or_report(path: &Path) -> Option<Config> {
-    match config::load(path, &LoadOptions::default()) {
+    match load_config(path, &LoadOptions::default()) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 warn!("{w}");
@@ -227,6 +280,10 @@ pub struct Daemon {
     pub bound: Bound,
     /// What new calls run with (configuration, agent table, queue owners, prompts).
     pub context: Arc<ArcSwap<CallContext>>,
+    /// The `[[registration]]` tasks; a reload applies the new list.
+    registrations: std::sync::Mutex<Registrations>,
+    /// The RTP port pool (shared with the media engine); a reload applies `rtp_ports` to it.
+    rtp_ports: PortPool,
     /// Every call in progress.
     calls: tokio_util::task::TaskTracker,
     records: RecordWriter,
@@ -330,23 +387,16 @@ impl Daemon {
             .iter()
             .map(|b| (b.transport, b.addr))
             .collect();
-        // One task per [[registration]]: REGISTER with digest auth, refresh, back-off. Reload
-        // does not restart them (a changed registration needs a restart).
-        for r in &config.registrations {
-            tasks.spawn(crate::sip::registration::run(
-                endpoint.clone(),
-                r.clone(),
-                shutdown.clone(),
-            ));
-        }
+        // One task per [[registration]]: REGISTER with digest auth, refresh, back-off. A reload
+        // applies the new list (`Registrations::apply`).
+        let mut registrations =
+            Registrations::new(endpoint.clone(), tasks.clone(), shutdown.clone());
+        registrations.apply(&config.registrations);
         let sip_counts = endpoint.transaction_counts();
         live.metrics
             .attach_sip_transactions(move || (sip_counts.server(), sip_counts.client()));
-        let media = MediaEngine::new(
-            PortPool::new(media_address, config.server.rtp_ports.clone()),
-            media_address,
-            LegOptions::default(),
-        );
+        let rtp_ports = PortPool::new(media_address, config.server.rtp_ports.clone());
+        let media = MediaEngine::new(rtp_ports.clone(), media_address, LegOptions::default());
         let rtp_counts = media.rtp_counts();
         live.metrics
             .attach_rtp_packets(move || (rtp_counts.received(), rtp_counts.sent()));
@@ -415,6 +465,8 @@ impl Daemon {
 
         Ok(Self {
             shared,
+            registrations: std::sync::Mutex::new(registrations),
+            rtp_ports,
             context,
             calls,
             records,
@@ -486,10 +538,36 @@ impl Daemon {
         match reloader.apply(merged.loaded.config.clone()).await {
             Ok(()) => {
                 objects.set_catalog(&merged);
+                self.apply_sip_and_media(&self.shared.config.load_full());
                 // Last: whoever waits for this line finds the new configuration in force.
                 info!("reloaded: {summary}");
             }
             Err(e) => error!("reload refused: {e:#}"),
+        }
+    }
+
+    /// The reloaded `[[registration]]` list and `[server] rtp_ports` (new calls bind in the new
+    /// range; calls in progress keep their ports).
+    fn apply_sip_and_media(&self, config: &Config) {
+        let applied = self
+            .registrations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(&config.registrations);
+        info!(
+            started = applied.started,
+            removed = applied.removed,
+            restarted = applied.restarted,
+            unchanged = applied.unchanged,
+            "registrations applied"
+        );
+        if self.rtp_ports.range() != config.server.rtp_ports {
+            info!(
+                from = ?self.rtp_ports.range(),
+                to = ?config.server.rtp_ports,
+                "rtp_ports applied to new calls"
+            );
+            self.rtp_ports.set_range(config.server.rtp_ports.clone());
         }
     }
 

@@ -6,22 +6,29 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `check`, `migrate`).
-//! - [`daemon`]: the composition root: builds every layer, owns signals, shutdown and reload.
+//! Lower layers never use higher ones; `tests/layers.rs` enforces the table and
+//! `docs/architecture.md` explains it, with the path of one call, who owns which state, and how
+//! reload and shutdown travel. `docs/behaviour.md` holds the response-group rules the code
+//! follows.
+//!
+//! - [`util`]: tiny helpers every layer may use (`sleep_until`, `random_token`).
 //! - [`clock`]: the only reader of the wall clock.
 //! - [`config`]: TOML → validated [`config::model::Config`]; every error at once, with file,
-//!   line and key.
+//!   line and key; SIP URIs ([`config::uri`]).
+//! - [`workflow`]: pure call logic: schedules, IVR, the per-call state machine.
 //! - [`sip`]: transport, messages, transactions, dialogs, registration.
 //! - [`media`]: SDP, RTP, prompt and music playback, DTMF, bridging.
-//! - [`workflow`]: pure call logic: schedules, IVR, the per-call state machine.
-//! - [`acd`]: drives calls, owns queues and the agent table; routing decisions.
 //! - [`store`]: all SQL (SQLite or PostgreSQL).
+//! - [`acd`]: drives calls, owns queues and the agent table; routing decisions.
 //! - [`api`]: HTTP API, agent page, reports, metrics.
-//!
-//! Each module may use the ones listed after it in the table of `STYLE.md` §6.2; only `daemon`
-//! knows them all.
+//! - [`daemon`]: the composition root: builds every layer, owns signals, shutdown and reload.
+//! - [`admin`]: the offline commands that open the database (`user`, `check --database`,
+//!   `export`, `import`).
+//! - [`cli`]: the command line (`serve`, `check`, `migrate`, `token create`, `user`, `export`,
+//!   `import`).
 
 pub mod acd;
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod clock;
@@ -30,4 +37,5 @@ pub mod daemon;
 pub mod media;
 pub mod sip;
 pub mod store;
+pub mod util;
 pub mod workflow;

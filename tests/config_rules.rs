@@ -1,6 +1,7 @@
 //! One broken configuration per rule: `tests/config/bad/<rule>.toml` and `<rule>.expected`.
 //!
-//! An `.expected` file lists, one per line, every diagnostic `config::load` must report:
+//! An `.expected` file lists, one per line, every diagnostic `config::load_with_audio` (with the
+//! media layer's WAV probe, as `serve` and `rgsd check` load) must report:
 //!
 //! ```text
 //! # comment
@@ -15,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rgsd::config::{Diagnostic, LoadOptions, Severity, load};
+use rgsd::config::{Diagnostic, LoadOptions, Severity, load_with_audio};
 
 fn bad_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config/bad")
@@ -29,7 +30,7 @@ fn opts() -> LoadOptions {
 
 /// All diagnostics of a load, errors and warnings alike.
 fn diagnostics(path: &Path) -> Vec<Diagnostic> {
-    match load(path, &opts()) {
+    match load_with_audio(path, &opts(), rgsd::media::wav::config_probe) {
         Ok(loaded) => loaded.warnings,
         Err(all) => all,
     }
@@ -198,7 +199,7 @@ fn one_file_with_many_different_errors_reports_them_all_at_once() {
 #[test]
 fn a_missing_config_file_is_one_diagnostic() {
     let path = bad_dir().join("does-not-exist.toml");
-    let errors = load(&path, &opts()).unwrap_err();
+    let errors = load_with_audio(&path, &opts(), rgsd::media::wav::config_probe).unwrap_err();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].line, 0);
     assert!(

@@ -9,7 +9,8 @@
 //!   racing for the same agent cannot both win, and neither waits;
 //! - the idle clock (for longest idle) is an `AtomicU64` of nanoseconds since the table's epoch;
 //! - formal sign-in is one `AtomicBool` per (group, member), written by the API, read by routing;
-//! - the round-robin position is one `AtomicU32` per group (§15: kept per agent group).
+//! - the round-robin position is one `AtomicU32` per group (kept per agent group:
+//!   `docs/behaviour.md`, Agent groups).
 //!
 //! Membership (which agents are in which group, in which order) is fixed when the table is
 //! built from a [`Config`]; a reload builds a new table and carries states over
@@ -378,7 +379,8 @@ impl AgentTable {
     }
 
     /// One of the agent's rgsd calls ended at `now`. When it was the last, the idle clock starts
-    /// (§15) and, with `wrap_up`, the agent enters wrap-up until [`Self::end_wrap_up`].
+    /// (`docs/behaviour.md`, Agent groups) and, with `wrap_up`, the agent enters wrap-up until
+    /// [`Self::end_wrap_up`].
     pub fn call_ended(&self, agent: AgentId, now: Instant, wrap_up: bool) {
         let mut last = false;
         self.update(agent, |w| {
@@ -409,7 +411,8 @@ impl AgentTable {
         }
     }
 
-    /// Formal sign-in to `group` at `now`; the idle clock starts (§15).
+    /// Formal sign-in to `group` at `now`; the idle clock starts (`docs/behaviour.md`, Agent
+    /// groups).
     ///
     /// # Errors
     ///

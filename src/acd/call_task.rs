@@ -354,7 +354,7 @@ impl CallTask {
                 (far, event) = next_far_event(&mut self.legs, &mut self.forward) => {
                     self.on_far(far, event);
                 }
-                () = sleep_until_opt(deadline) => self.fire_timers(),
+                () = crate::util::sleep_until(deadline) => self.fire_timers(),
             }
         }
     }
@@ -872,11 +872,4 @@ async fn next_far_event(
         Poll::Pending
     })
     .await
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -1,9 +1,10 @@
 //! The pure core of one queue: who waits, in what order, and which agents each call is offered.
 //!
-//! [`QueueCore`] holds the calls waiting in one queue, first in first out (§15), checks overflow
-//! on entry, and on [`QueueCore::dispatch`] walks the waiting calls in order and offers each one
-//! that is not already ringing to the next agents of its current group, claiming them in the
-//! shared [`AgentTable`]. It reads no clock and does no I/O; a queue owner task calls it.
+//! [`QueueCore`] holds the calls waiting in one queue, first in first out (`docs/behaviour.md`,
+//! Queues), checks overflow on entry, and on [`QueueCore::dispatch`] walks the waiting calls in
+//! order and offers each one that is not already ringing to the next agents of its current group,
+//! claiming them in the shared [`AgentTable`]. It reads no clock and does no I/O; a queue owner
+//! task calls it.
 //!
 //! # Per call: the group cycle
 //!
@@ -12,7 +13,8 @@
 //! periods. A dispatch for the call:
 //!
 //! 1. asks [`routing::pick`] for the current group, leaving out tried agents and those in grace;
-//! 2. nobody eligible → the next group at once (§15), cycling after the last back to the first;
+//! 2. nobody eligible → the next group at once (`docs/behaviour.md`, Queues), cycling after the
+//!    last back to the first;
 //! 3. after one full cycle without anybody, the call waits (music on hold) at its group, with a
 //!    fresh pass, until the queue is dispatched again (an agent freed, signed in, came online,
 //!    or a grace period ended: see [`Dispatch::wake_at`]);
@@ -235,9 +237,9 @@ impl QueueCore {
         Some(self.waiting.range(..=seq).count())
     }
 
-    /// Adds a call at the tail, after the overflow check (§3): when `max_calls` calls already
-    /// wait, candidate "newest" (or a limit of 0) turns the arriving call away, and candidate
-    /// "oldest" removes the head of the queue to make room.
+    /// Adds a call at the tail, after the overflow check (`docs/behaviour.md`, Queues): when
+    /// `max_calls` calls already wait, candidate "newest" (or a limit of 0) turns the arriving call
+    /// away, and candidate "oldest" removes the head of the queue to make room.
     pub fn join(&mut self, call: CallKey) -> Joined {
         self.leave(call);
         let mut evicted = None;

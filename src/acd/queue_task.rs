@@ -318,7 +318,7 @@ impl Owner {
                     Some(msg) => Some(msg),
                     None => break,
                 },
-                () = sleep_until_opt(wake_at) => {
+                () = crate::util::sleep_until(wake_at) => {
                     wake_at = None;
                     None
                 }
@@ -417,13 +417,6 @@ fn id_in(table: &AgentTable, from: &AgentTable, agent: AgentId) -> Option<AgentI
         return None;
     }
     table.id(from.uri(agent))
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -8,26 +8,7 @@ use arc_swap::ArcSwap;
 use crate::config::model::{Config, WorkflowId};
 use crate::sip::{CallRouter, RouteDecision};
 
-/// The `user@host` of a SIP URI, host lower-cased, without scheme, port or parameters.
-/// `None` when the text is not a `sip:`/`sips:` URI with a user part.
-pub fn user_host(uri: &str) -> Option<(&str, &str)> {
-    let uri = uri.trim().trim_start_matches('<');
-    let rest = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("sips:"))?;
-    let (user, host_port) = rest.split_once('@')?;
-    let user = user.split(';').next().unwrap_or(user);
-    let end = host_port
-        .find(|c| [';', '?', '>'].contains(&c))
-        .unwrap_or(host_port.len());
-    let host_port = &host_port[..end];
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or(v6)
-    } else {
-        host_port.split(':').next().unwrap_or(host_port)
-    };
-    (!user.is_empty()).then_some((user, host))
-}
+pub use crate::config::uri::user_host;
 
 /// The workflow whose URI has the Request-URI's user and host (host compared without case).
 ///
@@ -76,25 +57,5 @@ impl CallRouter for WorkflowRouter {
             Some(_) => RouteDecision::Inactive,
             None => RouteDecision::NotFound,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_host_ignores_port_params_and_brackets() {
-        assert_eq!(
-            user_host("sip:sales@Example.com"),
-            Some(("sales", "Example.com"))
-        );
-        assert_eq!(
-            user_host("<sip:sales@10.0.0.1:5060;transport=tcp>"),
-            Some(("sales", "10.0.0.1"))
-        );
-        assert_eq!(user_host("sips:a@[::1]:5061"), Some(("a", "::1")));
-        assert_eq!(user_host("sip:10.0.0.1"), None);
-        assert_eq!(user_host("tel:+14255550100"), None);
     }
 }

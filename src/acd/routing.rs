@@ -5,10 +5,11 @@
 //! ([`AgentTable::claim`](super::agents::AgentTable::claim)) and, if another queue won an agent in
 //! between, picks again with that agent in [`Exclusions::lost`].
 //!
-//! Eligibility (§15), for every method but attendant: in the group (signed in, for formal
-//! groups), free in the table (not on an rgsd call, not ringing for another call, not in wrap-up,
-//! reachable), not inside the ringback grace period for *this* call, and not already tried in
-//! this pass of the group. Attendant rings every signed-in, reachable member, busy ones too.
+//! Eligibility (`docs/behaviour.md`, Agent groups), for every method but attendant: in the group
+//! (signed in, for formal groups), free in the table (not on an rgsd call, not ringing for another
+//! call, not in wrap-up, reachable), not inside the ringback grace period for *this* call, and not
+//! already tried in this pass of the group. Attendant rings every signed-in, reachable member, busy
+//! ones too.
 //!
 //! | method | picks | next after the alert time |
 //! |---|---|---|

@@ -14,16 +14,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::Shared;
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, ErrorBody, Refusal};
 use super::extract::{Body, Params};
 use super::live::AgentSnapshot;
 use super::live::Visibility as _;
 use crate::config::model::{AgentGroup, Config, Participation, RoutingMethod, SipUri};
-use crate::daemon::Shared;
+
 use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Role};
 
-/// Alert time bounds (rgs-spec §15).
+/// Alert time bounds (`docs/behaviour.md`, Agent groups).
 const ALERT_MIN: u64 = 10;
 const ALERT_MAX: u64 = 600;
 
@@ -214,21 +215,10 @@ pub struct MeDoc {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// A SIP URI from a request body, checked as the configuration checks one
+/// ([`SipUri::parse`]).
 pub(super) fn parse_uri(field: &'static str, text: &str) -> Result<SipUri, ApiError> {
-    // The same shape `config` accepts: a sip:/sips: scheme, a host, no white space.
-    let ok = text.split_once(':').is_some_and(|(scheme, rest)| {
-        (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
-            && !rest.is_empty()
-            && !rest.ends_with('@')
-    }) && !text.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(SipUri(text.to_owned()))
-    } else {
-        Err(ApiError::InvalidField {
-            field,
-            reason: format!("{text:?} is not a SIP URI; write \"sip:user@host\""),
-        })
-    }
+    SipUri::parse(text).map_err(|reason| ApiError::InvalidField { field, reason })
 }
 
 fn parse_members(agents: &[String]) -> Result<Vec<SipUri>, ApiError> {

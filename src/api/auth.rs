@@ -2,7 +2,7 @@
 //! (see [`super::session`]); and what a manager may touch ([`ManagedScope`]). Both credentials
 //! carry the same role and subject and pass the same checks.
 //!
-//! Roles (rgs-spec §7, §15): an administrator may do everything; a manager acts on the
+//! Roles (`docs/behaviour.md`, Roles): an administrator may do everything; a manager acts on the
 //! workflows that list their subject in `managers`, and through them on the queues those
 //! workflows reach and those queues' agent groups; an agent acts on their own sign-in and state.
 
@@ -11,10 +11,11 @@ use std::collections::{BTreeSet, HashMap};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
+use super::Shared;
 use super::error::{ApiError, Refusal};
 use super::session::{SessionPolicy, Sessions, csrf_ok, session_cookie, stream_key};
 use crate::config::model::{ActionTarget, CallAction, Config, QueueId};
-use crate::daemon::Shared;
+
 use crate::store::{Role, SessionId, TokenInfo};
 
 /// The authenticated caller of a request: who (as [`TokenInfo`]: role and subject; for a

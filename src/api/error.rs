@@ -59,7 +59,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
-/// Why a role was refused: one variant per rule of rgs-spec §7 / §15 that the API enforces.
+/// Why a role was refused: one variant per rule of `docs/behaviour.md` (Roles) that the API
+/// enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// Only an administrator may do this.

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::live::LiveSnapshot;
+use super::snapshot::LiveSnapshot;
 use crate::store::{CallOutcome, RecordWriter};
 
 /// Every call outcome, in the order of the `calls` array.
@@ -319,7 +319,7 @@ pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::live::{AgentSnapshot, QueueSnapshot};
+    use crate::api::snapshot::{AgentSnapshot, QueueSnapshot};
 
     fn value(doc: &str, series: &str) -> f64 {
         doc.lines()

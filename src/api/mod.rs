@@ -18,6 +18,7 @@
 //! - [`live`]: [`Live`], the live side shared with routing and the call driver.
 //! - [`metrics`]: [`Metrics`] counters and the Prometheus text format.
 //! - [`reports`]: pure report computations over call records.
+//! - [`snapshot`]: the live state as plain data (REST, SSE, `/metrics`).
 //!
 //! Every route is declared through `utoipa-axum`'s [`OpenApiRouter`], so the OpenAPI document
 //! served at `/api/openapi.json` is generated from the same declarations as the router itself:
@@ -33,9 +34,14 @@ pub mod objects;
 pub mod prompts;
 pub mod reports;
 pub mod session;
+pub mod sign_in;
+pub mod snapshot;
 pub mod tokens;
 pub mod views;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use axum::Json;
 use axum::Router;
 use axum::routing::get;
@@ -44,11 +50,31 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::daemon::Shared;
+use crate::clock::SharedClock;
+use crate::config::model::Config;
+use crate::store::Store;
 
 pub use error::ApiError;
 pub use live::Live;
 pub use metrics::Metrics;
+
+/// The API's state, built by the daemon: the live configuration, the store, the clock, the live
+/// side and revoked tokens. Every handler receives a clone.
+#[derive(Clone)]
+pub struct Shared {
+    /// The configuration in force; swapped whole on reload. Calls in progress keep the `Arc`
+    /// they started with.
+    pub config: Arc<ArcSwap<Config>>,
+    pub store: Store,
+    pub clock: SharedClock,
+    /// The live side: the agent table routing reads, calls in progress, metrics, change events.
+    pub live: Arc<Live>,
+    /// Tokens revoked through the API, so the SSE streams they opened end.
+    pub revocations: tokens::Revocations,
+    /// The response-group collections: the change lock, the file's objects, and how an
+    /// accepted change is put in force.
+    pub objects: objects::Objects,
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -159,9 +185,9 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(
-            session::sign_in,
-            session::current,
-            session::sign_out
+            sign_in::sign_in,
+            sign_in::current,
+            sign_in::sign_out
         ))
         .split_for_parts()
 }

@@ -46,10 +46,10 @@ use utoipa::ToSchema;
 use super::auth::{Caller, ManagedScope};
 use super::error::{ApiError, Refusal};
 use super::extract::{Body, Params};
+use crate::api::Shared;
 use crate::config::merge::{self, DbObject, FileObject, Merged, ObjectKind};
 use crate::config::model::Config;
 use crate::config::{Diagnostic, LoadOptions};
-use crate::daemon::Shared;
 use crate::store::{Role, StoreError, StoredObject, Versioned};
 
 /// Swaps a newly compiled model into the running daemon (prompts rendered, agent table and
@@ -131,15 +131,17 @@ pub async fn load_with_database(
         .into_iter()
         .map(|o| o.object)
         .collect();
-    tokio::task::spawn_blocking(move || merge::load_merged(&path, &objects, &options))
-        .await
-        .map_err(|e| {
-            LoadError::Store(StoreError::Corrupt {
-                column: "config compile task",
-                value: e.to_string(),
-            })
-        })?
-        .map_err(LoadError::Config)
+    tokio::task::spawn_blocking(move || {
+        merge::load_merged_with_audio(&path, &objects, &options, crate::media::wav::config_probe)
+    })
+    .await
+    .map_err(|e| {
+        LoadError::Store(StoreError::Corrupt {
+            column: "config compile task",
+            value: e.to_string(),
+        })
+    })?
+    .map_err(LoadError::Config)
 }
 
 /// Why [`load_with_database`] failed.

@@ -23,7 +23,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Body, Params};
 use super::objects::ObjectError;
-use crate::daemon::Shared;
+use crate::api::Shared;
 use crate::media::clip::{resample_to_8k, to_i16};
 use crate::media::tts::TextToSpeech;
 use crate::media::wav;

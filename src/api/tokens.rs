@@ -17,10 +17,10 @@ use serde_json::json;
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
+use super::Shared;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Body, Params};
-use crate::daemon::Shared;
 use crate::store::{Role, TokenId, TokenInfo};
 
 /// The tokens revoked through this process's API, announced to the open SSE streams.

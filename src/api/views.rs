@@ -16,13 +16,13 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 use utoipa::{IntoParams, ToSchema};
 
+use super::Shared;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Query;
 use super::live::Visibility as _;
 use super::live::{AgentSnapshot, LiveCall, LiveSnapshot, QueueSnapshot};
 use super::reports::{self, CallRow, GroupBy, SummaryRow};
-use crate::daemon::Shared;
 
 /// How often the SSE stream re-sends the snapshot without a change (wait times move on).
 const SSE_REFRESH: Duration = Duration::from_secs(5);

@@ -32,11 +32,9 @@ use super::raw::{
     SList, SString,
 };
 use super::values::{
-    format_duration, parse_duration, parse_listen, parse_local_datetime, parse_sip_uri,
-    parse_time_range,
+    format_duration, parse_duration, parse_listen, parse_local_datetime, parse_time_range,
 };
-use super::{LoadOptions, Loaded, resolve_path};
-use crate::media::wav;
+use super::{AudioProbe, AudioProblem, LoadOptions, Loaded, resolve_path};
 
 mod ivr;
 mod server;
@@ -50,12 +48,14 @@ pub(crate) struct Environment<'a> {
     /// Whether text-to-speech (`espeak-ng`) is installed; asked only when
     /// [`LoadOptions::check_environment`] is set and a text prompt exists.
     pub(crate) text_to_speech: fn() -> bool,
+    /// Checks a prompt or music file (the caller's WAV header probe).
+    pub(crate) audio: AudioProbe,
 }
 
-/// Limits from the contract and the spec (§9, §15).
+/// Limits from `docs/behaviour.md` ("Limits at a glance").
 const ALERT_TIME: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
 const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
-/// Clients reject longer alert times in practice (spec §9), and SIP proxies give up on a ringing
+/// Clients reject longer alert times in practice (`docs/behaviour.md`, Agent groups), and SIP proxies give up on a ringing
 /// INVITE after about three minutes (RFC 3261 timer C).
 const ALERT_TIME_PRACTICAL_MAX: Duration = Duration::from_secs(180);
 const GRACE: RangeInclusive<Duration> = Duration::from_secs(30)..=Duration::from_secs(600);
@@ -482,7 +482,7 @@ impl Compiler<'_> {
     }
 
     fn sip_uri(&mut self, value: &SString, key: &str) -> Option<SipUri> {
-        parse_sip_uri(value.get_ref().trim())
+        SipUri::parse(value.get_ref().trim())
             .map_err(|e| self.error(&value.span(), key, e))
             .ok()
     }
@@ -511,7 +511,7 @@ impl Compiler<'_> {
         ok.then_some(out)
     }
 
-    /// A WAV file that exists and whose header rgsd can play.
+    /// A WAV file that exists and that the environment's audio probe accepts.
     fn wav_file(&mut self, value: &SString, key: &str) -> Option<PathBuf> {
         let written = value.get_ref();
         if written.trim().is_empty() {
@@ -519,9 +519,9 @@ impl Compiler<'_> {
             return None;
         }
         let path = resolve_path(self.base, written);
-        match wav::probe(&path) {
-            Ok(_) => Some(path),
-            Err(wav::WavError::Io { source, .. }) => {
+        match (self.env.audio)(&path) {
+            Ok(()) => Some(path),
+            Err(AudioProblem::Unreadable(source)) => {
                 self.error(
                     &value.span(),
                     key,
@@ -529,11 +529,11 @@ impl Compiler<'_> {
                 );
                 None
             }
-            Err(e) => {
+            Err(AudioProblem::Unusable(why)) => {
                 self.error(
                     &value.span(),
                     key,
-                    format!("cannot use \"{written}\" ({}): {e}", path.display()),
+                    format!("cannot use \"{written}\" ({}): {why}", path.display()),
                 );
                 None
             }
@@ -1131,7 +1131,7 @@ mod tests {
 
     use chrono::NaiveTime;
 
-    use super::Environment;
+    use super::{AudioProblem, Environment};
     use crate::config::model::{
         ActionTarget, Config, OverflowCandidate, Participation, PromptSource, RoutingMethod,
         SipRateLimit,
@@ -1170,6 +1170,7 @@ queue = "Main"
         Environment {
             var,
             text_to_speech,
+            audio: crate::config::readable_file,
         }
     }
 
@@ -1201,6 +1202,30 @@ queue = "Main"
     fn load_err(text: &str) -> Vec<Diagnostic> {
         let env = env_with(&|_| None, || true);
         load_text(text, true, &env).expect_err("must be refused")
+    }
+
+    #[test]
+    fn audio_files_are_checked_by_the_environments_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hold.wav"), b"anything").unwrap();
+        let text = format!(
+            "{SERVER}{WORKFLOW}music_on_hold = \"{}\"\n",
+            dir.path().join("hold.wav").display()
+        );
+        // The default probe only asks for a readable file.
+        let config = load_ok(&text);
+        assert!(config.workflows[0].music_on_hold.is_some());
+        // A probe that refuses the file: its reason becomes the diagnostic.
+        let mut env = env_with(&|_| None, || true);
+        env.audio = |_| Err(AudioProblem::Unusable("not a WAV file: test".into()));
+        let errors = load_text(&text, true, &env).expect_err("refused by the probe");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "workflow[0].music_on_hold");
+        assert!(
+            errors[0].message.contains("not a WAV file: test"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

@@ -157,6 +157,19 @@ pub(crate) fn file_error(file: &Path, message: impl Into<String>) -> Diagnostic 
     }
 }
 
+/// Exit status for a configuration error (`EX_CONFIG` from sysexits.h), for every command that
+/// loads the configuration.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Prints every diagnostic on stderr, then a count: what `rgsd check`, `serve` and the other
+/// commands show for a configuration they refuse.
+pub fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+    eprintln!("rgsd: configuration has {} problem(s)", diagnostics.len());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,9 +138,24 @@ pub fn load_merged(
     objects: &[DbObject],
     opts: &LoadOptions,
 ) -> Result<Merged, Vec<Diagnostic>> {
+    load_merged_with_audio(path, objects, opts, super::readable_file)
+}
+
+/// [`load_merged`], checking every audio file with `audio` (the daemon passes the media
+/// layer's WAV header probe, as [`super::load_with_audio`] does).
+///
+/// # Errors
+/// As [`load_merged`].
+pub fn load_merged_with_audio(
+    path: &Path,
+    objects: &[DbObject],
+    opts: &LoadOptions,
+    audio: super::AudioProbe,
+) -> Result<Merged, Vec<Diagnostic>> {
     let env = compile::Environment {
         var: &|name| std::env::var(name).ok(),
         text_to_speech: || super::find_on_path("espeak-ng").is_some(),
+        audio,
     };
     load_merged_with(path, objects, opts, &env)
 }
@@ -665,6 +680,7 @@ queue = "Sales"
         compile::Environment {
             var: &|_| None,
             text_to_speech: || true,
+            audio: crate::config::readable_file,
         }
     }
 

@@ -1,26 +1,29 @@
 //! Configuration: TOML file → validated [`model::Config`].
 //!
-//! Two stages, as STYLE §6.8 describes: `raw.rs` reads the file into spanned serde types
+//! Two stages (see `docs/architecture.md`): `raw.rs` reads the file into spanned serde types
 //! (reporting every TOML syntax error and every unknown key at once), then `compile.rs` checks
 //! every rule and builds the [`model::Config`], collecting every problem into one list of
 //! [`Diagnostic`]s, warnings kept apart. `serve` and `check` both call [`load`], so their messages
 //! cannot drift apart. [`merge`] compiles the file together with the objects created through the
 //! API (stored in the database) by the same compile step. Nothing here runs per call.
 //!
-//! Must not import any other rgsd layer (the WAV header probe in `media::wav` is pure and the
-//! one exception).
+//! Imports no other rgsd layer but `clock`. What the compiler needs from the machine (environment
+//! variables, the text-to-speech engine, a check of audio files) reaches it as an
+//! [`AudioProbe`] and an `Environment` the caller supplies: the daemon and `rgsd check` pass the
+//! media layer's WAV header probe.
 
 mod compile;
 pub mod diagnostic;
 pub mod merge;
 pub mod model;
 mod raw;
+pub mod uri;
 mod values;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{Diagnostic, Severity};
+pub use diagnostic::{Diagnostic, EXIT_CONFIG, Severity, print_diagnostics};
 pub use merge::{DbObject, Merged, ObjectKind, Origin, load_merged};
 
 use model::Config;
@@ -51,16 +54,57 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Reads, checks and compiles the configuration file at `path`.
+/// Why an audio file the configuration names (a prompt, music on hold) cannot be used.
+#[derive(Debug)]
+pub enum AudioProblem {
+    /// The file cannot be opened or read.
+    Unreadable(std::io::Error),
+    /// The file is read but cannot be played; the message says why.
+    Unusable(String),
+}
+
+/// Checks an audio file the configuration names. The configuration layer does not know audio
+/// formats; the caller supplies the check (the daemon and `rgsd check` pass the media layer's
+/// WAV header probe).
+pub type AudioProbe = fn(&Path) -> Result<(), AudioProblem>;
+
+/// An [`AudioProbe`] that only checks the file can be read: for callers that need the
+/// configuration but play nothing (tests, the token and user commands).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn readable_file(path: &Path) -> Result<(), AudioProblem> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(AudioProblem::Unreadable)
+}
+
+/// Reads, checks and compiles the configuration file at `path`; audio files are only checked to
+/// be readable. Whoever plays them uses [`load_with_audio`].
+///
+/// # Errors
+/// As [`load_with_audio`].
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
+    load_with_audio(path, opts, readable_file)
+}
+
+/// Reads, checks and compiles the configuration file at `path`, checking every audio file with
+/// `audio`.
 ///
 /// # Errors
 /// Every problem found, sorted by line: an unreadable file, TOML syntax errors, unknown keys,
-/// type errors, out-of-range values, undeclared references, missing files or secrets. When there
-/// is at least one error, the warnings found are returned with the errors.
-pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
+/// type errors, out-of-range values, undeclared references, missing files or secrets, audio
+/// files `audio` refuses. When there is at least one error, the warnings found are returned
+/// with the errors.
+pub fn load_with_audio(
+    path: &Path,
+    opts: &LoadOptions,
+    audio: AudioProbe,
+) -> Result<Loaded, Vec<Diagnostic>> {
     let env = compile::Environment {
         var: &|name| std::env::var(name).ok(),
         text_to_speech: || find_on_path("espeak-ng").is_some(),
+        audio,
     };
     load_with(path, opts, &env)
 }

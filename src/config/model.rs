@@ -173,21 +173,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A SIP URI that parsed (`sip:` or `sips:`), kept as written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SipUri(pub String);
-
-impl SipUri {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for SipUri {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use super::uri::SipUri;
 
 /// `[[registration]]`: register a workflow URI with an upstream registrar.
 #[derive(Debug, Clone)]

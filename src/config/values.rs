@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDateTime, NaiveTime};
 
-use super::model::{Listen, SipUri, Transport};
+use super::model::{Listen, Transport};
 
 /// Parses a duration written as a whole number and a unit: `500ms`, `20s`, `5m`, `1h`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -89,35 +89,6 @@ pub(crate) fn parse_local_datetime(text: &str) -> Result<NaiveDateTime, String> 
     NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M").map_err(|_| {
         format!("\"{text}\" is not a valid date and time; write \"YYYY-MM-DDTHH:MM\", e.g. \"2026-12-25T00:00\"")
     })
-}
-
-/// Checks a `sip:` or `sips:` URI with `rsip` and keeps it as written.
-pub(crate) fn parse_sip_uri(text: &str) -> Result<SipUri, String> {
-    let scheme_ok = text.split_once(':').is_some_and(|(scheme, _)| {
-        scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")
-    });
-    if !scheme_ok {
-        return Err(format!(
-            "\"{text}\" is not a SIP URI; write \"sip:user@host\" or \"sips:user@host\""
-        ));
-    }
-    if text.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "\"{text}\" is not a SIP URI: it contains white space"
-        ));
-    }
-    // rsip's `Uri::try_from(&str)` ignores trailing input, so tokenize and require all of it
-    // to be consumed.
-    let parsed = rsip::common::uri::Tokenizer::<&[u8], u8>::tokenize(text.as_bytes())
-        .ok()
-        .filter(|(rest, _)| rest.is_empty())
-        .and_then(|(_, tokens)| rsip::Uri::try_from(tokens).ok());
-    match parsed {
-        Some(uri) if !uri.host().to_string().is_empty() => Ok(SipUri(text.to_owned())),
-        _ => Err(format!(
-            "\"{text}\" is not a valid SIP URI; write \"sip:user@host[:port]\""
-        )),
-    }
 }
 
 /// Parses a SIP listener: `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 as `udp:[::1]:5060`).
@@ -222,34 +193,6 @@ mod tests {
                 parse_local_datetime(bad).is_err(),
                 "{bad:?} should be refused"
             );
-        }
-    }
-
-    #[test]
-    fn sip_uris() {
-        for good in [
-            "sip:alice@127.0.0.1:5071",
-            "sip:+14255550199@127.0.0.1:5080",
-            "sip:127.0.0.1:5080",
-            "sips:bob@example.com",
-            "sip:sales@example.com;transport=tcp",
-        ] {
-            assert_eq!(
-                parse_sip_uri(good).map(|u| u.0),
-                Ok(good.to_owned()),
-                "{good}"
-            );
-        }
-        for bad in [
-            "alice@example.com",
-            "http://example.com",
-            "tel:+14255550100",
-            "sip:",
-            "sip:alice@",
-            "sip:alice@host extra",
-            "",
-        ] {
-            assert!(parse_sip_uri(bad).is_err(), "{bad:?} should be refused");
         }
     }
 

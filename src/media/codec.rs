@@ -23,15 +23,6 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The static RTP payload type (RFC 3551).
-    #[must_use]
-    pub const fn static_payload_type(self) -> u8 {
-        match self {
-            Self::Pcmu => 0,
-            Self::Pcma => 8,
-        }
-    }
-
     /// The encoding name of `a=rtpmap`.
     #[must_use]
     pub const fn encoding_name(self) -> &'static str {

@@ -29,16 +29,6 @@ pub fn key_of_event(code: u8) -> Option<char> {
     EVENT_KEYS.get(usize::from(code)).copied()
 }
 
-/// The RFC 4733 event code of a key.
-#[must_use]
-pub fn event_of_key(key: char) -> Option<u8> {
-    let key = key.to_ascii_uppercase();
-    EVENT_KEYS
-        .iter()
-        .position(|&k| k == key)
-        .and_then(|i| u8::try_from(i).ok())
-}
-
 /// One telephone-event payload (RFC 4733 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TelephoneEvent {

@@ -4,7 +4,7 @@
 //! ```text
 //! MediaEngine::answer(offer) ─┐                      ┌─ play / play_to_end (prompt)
 //! MediaEngine::offer()  ──────┴─> Leg ── commands ──>│  start_music / stop
-//!                                  ^                 └─ bridge(other) / unbridge
+//!                                  ^                 └─ bridge(other)
 //!                                  └── events: Digit, PromptFinished, MediaTimeout
 //! ```
 //!
@@ -389,7 +389,6 @@ enum Command {
     Music(Arc<Clip>),
     Stop,
     Bridge(Weak<Shared>),
-    Unbridge,
 }
 
 /// A media leg. Dropping it (or [`Leg::close`]) ends its task and frees its port.
@@ -490,14 +489,6 @@ impl Leg {
         other.send(Command::Bridge(Arc::downgrade(&self.shared)))
     }
 
-    /// Ends this leg's half of a bridge (call it on both legs to split them).
-    ///
-    /// # Errors
-    /// [`LegClosed`] when the leg's task has ended.
-    pub fn unbridge(&self) -> Result<(), LegClosed> {
-        self.send(Command::Unbridge)
-    }
-
     /// The next event; `None` once the leg is closed.
     ///
     /// # Cancel safety
@@ -590,7 +581,6 @@ impl LegTask {
                 out.source.end(PlayOutcome::Interrupted);
                 *bridge = Some(Bridge { peer, relay: None });
             }
-            Command::Unbridge => *bridge = None,
         }
         if matches!(out.source, Source::Idle) {
             return;
@@ -684,7 +674,7 @@ impl LegTask {
                         }
                     }
                 }
-                () = sleep_until_option(timeout_at), if !timed_out && timeout_at.is_some() => {
+                () = crate::util::sleep_until(timeout_at), if !timed_out && timeout_at.is_some() => {
                     let expecting = shared.lock().negotiated.as_ref().is_some_and(|n| n.direction.receives());
                     if expecting {
                         timed_out = true;
@@ -700,13 +690,6 @@ impl LegTask {
             .counts
             .received
             .fetch_add(u64::from(received_pending), Ordering::Relaxed);
-    }
-}
-
-async fn sleep_until_option(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

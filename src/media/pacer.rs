@@ -101,7 +101,7 @@ async fn run_shard<T: Paced>(mut registrations: mpsc::UnboundedReceiver<Weak<T>>
     loop {
         let wake = wheel.next_deadline();
         tokio::select! {
-            () = sleep_until(wake), if wake.is_some() => {
+            () = crate::util::sleep_until(wake), if wake.is_some() => {
                 // One slot at a time; when late, let other tasks (signalling, the legs' own
                 // tasks) run between slots rather than hold the worker for a whole period.
                 if wheel.run_due(Instant::now(), &mut buf, 1) {
@@ -119,13 +119,6 @@ async fn run_shard<T: Paced>(mut registrations: mpsc::UnboundedReceiver<Weak<T>>
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

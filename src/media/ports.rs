@@ -5,6 +5,9 @@
 //! RTP on even ports, RTCP, which rgsd ignores, on the odd port above). Freed ports go to the back
 //! of the queue, so a port is reused as late as possible and stray packets of an old call rarely
 //! reach a new one. A port that another process holds is skipped and tried again later.
+//!
+//! The range can change while legs hold ports ([`PortPool::set_range`], on reload): new legs
+//! bind in the new range at once, and a port outside it goes back to nobody when its leg ends.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -24,16 +27,51 @@ pub enum PortError {
     Bind(#[source] std::io::Error),
 }
 
-/// The free list, shared by the pool and every lease.
+/// The free list and the range it is drawn from, shared by the pool and every lease.
 #[derive(Debug)]
 struct Free {
-    ports: Mutex<VecDeque<u16>>,
+    ports: Mutex<Ports>,
+}
+
+#[derive(Debug)]
+struct Ports {
+    free: VecDeque<u16>,
+    range: RangeInclusive<u16>,
+    /// Even ports in `range`.
+    size: usize,
+}
+
+impl Ports {
+    fn new(range: RangeInclusive<u16>) -> Self {
+        let free: VecDeque<u16> = even_ports(&range).collect();
+        Self {
+            size: free.len(),
+            free,
+            range,
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<u16> {
+        self.free.pop_front()
+    }
+
+    /// A lease ended: the port is free again if it is still in the range.
+    fn give_back(&mut self, port: u16) {
+        if self.range.contains(&port) {
+            self.free.push_back(port);
+        }
+    }
+}
+
+/// The ports RTP may use in `range`: even ones (RFC 3550 §11), never 0.
+fn even_ports(range: &RangeInclusive<u16>) -> impl Iterator<Item = u16> + use<> {
+    range.clone().filter(|p| p % 2 == 0 && *p != 0)
 }
 
 impl Free {
     // No await while locked, and no code that can panic inside, so a std mutex is right and
     // poisoning cannot happen; recover the guard anyway rather than panic.
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<u16>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ports> {
         self.ports.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -43,34 +81,59 @@ impl Free {
 pub struct PortPool {
     ip: IpAddr,
     free: Arc<Free>,
-    size: usize,
 }
 
 impl PortPool {
     /// A pool of the even ports of `range`, bound on `ip`.
     #[must_use]
     pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Self {
-        let ports: VecDeque<u16> = range.filter(|p| p % 2 == 0 && *p != 0).collect();
-        let size = ports.len();
         Self {
             ip,
             free: Arc::new(Free {
-                ports: Mutex::new(ports),
+                ports: Mutex::new(Ports::new(range)),
             }),
-            size,
         }
     }
 
     /// Ports in the pool.
     #[must_use]
     pub fn size(&self) -> usize {
-        self.size
+        self.free.lock().size
     }
 
     /// Ports not leased now.
     #[must_use]
     pub fn available(&self) -> usize {
-        self.free.lock().len()
+        self.free.lock().free.len()
+    }
+
+    /// The range ports are drawn from now.
+    #[must_use]
+    pub fn range(&self) -> RangeInclusive<u16> {
+        self.free.lock().range.clone()
+    }
+
+    /// Draws ports from `range` from now on (a reload changed `[server] rtp_ports`). Legs keep
+    /// the ports they hold; a held port outside the new range is not reused once freed, and a
+    /// held port inside it is not handed out twice. Ports still free keep their place in the
+    /// queue; new ones join at the back.
+    pub fn set_range(&self, range: RangeInclusive<u16>) {
+        let mut ports = self.free.lock();
+        if ports.range == range {
+            return;
+        }
+        let free: std::collections::HashSet<u16> = ports.free.iter().copied().collect();
+        let leased: std::collections::HashSet<u16> = even_ports(&ports.range)
+            .filter(|p| !free.contains(p))
+            .collect();
+        ports.free.retain(|p| range.contains(p));
+        let kept: std::collections::HashSet<u16> = ports.free.iter().copied().collect();
+        let added: Vec<u16> = even_ports(&range)
+            .filter(|p| !kept.contains(p) && !leased.contains(p))
+            .collect();
+        ports.free.extend(added);
+        ports.size = even_ports(&range).count();
+        ports.range = range;
     }
 
     /// Binds a socket on the next free port.
@@ -114,7 +177,7 @@ struct PortLease {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        self.free.lock().push_back(self.port);
+        self.free.lock().give_back(self.port);
     }
 }
 
@@ -211,5 +274,29 @@ mod tests {
         }
         // The skipped port is still in the pool, not lost.
         assert_eq!(pool.available(), usize::from(taken.is_multiple_of(2)));
+    }
+
+    #[tokio::test]
+    async fn a_new_range_applies_to_the_next_bind_and_held_ports_are_not_lost_or_doubled() {
+        let pool = PortPool::new(LOOPBACK, range(47_400, 2)); // 47400, 47402
+        let a = pool.bind().await.unwrap();
+        assert_eq!(a.port(), 47_400);
+        // Overlapping: 47402 stays, 47400 (held) is in the new range too, 47404 is new.
+        pool.set_range(range(47_400, 3));
+        assert_eq!(pool.size(), 3);
+        assert_eq!(pool.available(), 2);
+        let b = pool.bind().await.unwrap();
+        let c = pool.bind().await.unwrap();
+        assert_eq!((b.port(), c.port()), (47_402, 47_404));
+        assert!(matches!(pool.bind().await, Err(PortError::Exhausted)));
+        drop(a);
+        assert_eq!(pool.bind().await.unwrap().port(), 47_400);
+        // Moving away: held ports of the old range are not handed out again once freed.
+        pool.set_range(range(47_420, 1));
+        assert_eq!(pool.range(), 47_420..=47_421);
+        assert_eq!(pool.available(), 1);
+        drop((b, c));
+        assert_eq!(pool.available(), 1);
+        assert_eq!(pool.bind().await.unwrap().port(), 47_420);
     }
 }

@@ -1,8 +1,9 @@
 //! WAV files: header probe (used by config validation) and decoding (used by playback).
 //!
-//! Pure: reads bytes, no other rgsd layer. Accepted formats are what Lync accepted and the spec
-//! lists: PCM 8-bit (unsigned) or 16-bit, A-law, µ-law; mono or stereo; any sample rate from
-//! 8 kHz to 192 kHz.
+//! Pure: reads bytes. Of the other rgsd layers it knows only the configuration's
+//! [`crate::config::AudioProbe`] shape, which [`config_probe`] fills. Accepted formats are the
+//! ones Lync accepted (`docs/behaviour.md`, "Audio files"): PCM 8-bit (unsigned) or 16-bit,
+//! A-law, µ-law; mono or stereo; any sample rate from 8 kHz to 192 kHz.
 
 use std::path::Path;
 
@@ -73,6 +74,20 @@ pub fn probe(path: &Path) -> Result<WavInfo, WavError> {
         source,
     })?;
     parse(&bytes).map(|(info, _)| info)
+}
+
+/// The configuration's audio check: the file must be readable and its header playable. The
+/// daemon and `rgsd check` hand it to `config::load_with_audio`.
+///
+/// # Errors
+/// The file cannot be read, or [`probe`] refuses its header.
+pub fn config_probe(path: &Path) -> Result<(), crate::config::AudioProblem> {
+    use crate::config::AudioProblem;
+    match probe(path) {
+        Ok(_) => Ok(()),
+        Err(WavError::Io { source, .. }) => Err(AudioProblem::Unreadable(source)),
+        Err(e) => Err(AudioProblem::Unusable(e.to_string())),
+    }
 }
 
 /// Parses a whole WAV file held in memory; returns the header and the data chunk.

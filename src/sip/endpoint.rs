@@ -30,6 +30,7 @@ use super::transaction::{
 };
 use super::transport::{BindError, BoundListener, Flow, TransportEvent, Transports};
 use crate::config::model::{Listen, Server, SipUri, Transport};
+use crate::util::random_token;
 
 /// Methods we implement, for `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
@@ -365,12 +366,6 @@ impl From<EndpointGone> for RequestError {
     }
 }
 
-fn random_token(len: usize) -> String {
-    std::iter::repeat_with(fastrand::alphanumeric)
-        .take(len)
-        .collect()
-}
-
 /// Who a heap entry wakes up.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerOwner {
@@ -538,7 +533,7 @@ impl Driver {
                 }
                 Some(event) = transport_rx.recv() => self.on_transport(event),
                 Some(command) = command_rx.recv() => self.on_command(command),
-                () = sleep_until(deadline) => self.on_timers(),
+                () = crate::util::sleep_until(deadline) => self.on_timers(),
             }
         }
         tracing::debug!("SIP endpoint stopped");
@@ -1601,13 +1596,6 @@ fn make_contact(host: &str, port: u16, flow: Flow) -> String {
         ""
     };
     format!("<sip:rgsd@{host}:{port}{transport}>")
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// RFC 3581 and §18.2.1: record where the request really came from in its top Via, so that

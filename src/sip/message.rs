@@ -731,39 +731,15 @@ impl CSeq {
     }
 }
 
-/// What a parsed SIP URI says about where to send a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UriTarget {
-    pub host: String,
-    pub port: Option<u16>,
-    /// `;transport=tcp` present.
-    pub tcp: bool,
-    /// The user part, if any.
-    pub user: Option<String>,
-}
+pub use crate::config::uri::UriTarget;
 
-/// Parses a `sip:`/`sips:` URI with rsip (its URI grammar is sound) into a target.
+/// Parses a `sip:`/`sips:` URI into a target (`config::uri::target`, the one URI parser).
 ///
 /// # Errors
 ///
-/// [`ParseError::RequestUri`] when rsip refuses the URI.
+/// [`ParseError::RequestUri`] when the URI does not parse.
 pub fn parse_uri(uri: &str) -> Result<UriTarget, ParseError> {
-    let parsed = rsip::Uri::try_from(uri.trim()).map_err(|_| ParseError::RequestUri)?;
-    let host = match &parsed.host_with_port.host {
-        rsip::Host::Domain(d) => d.to_string(),
-        rsip::Host::IpAddr(ip) => ip.to_string(),
-    };
-    let port = parsed.host_with_port.port.as_ref().map(|p| *p.value());
-    let tcp = parsed
-        .params
-        .iter()
-        .any(|p| matches!(p, rsip::Param::Transport(t) if *t == rsip::Transport::Tcp));
-    Ok(UriTarget {
-        host,
-        port,
-        tcp,
-        user: parsed.user().map(str::to_owned),
-    })
+    crate::config::uri::target(uri).ok_or(ParseError::RequestUri)
 }
 
 impl Request {
@@ -817,10 +793,6 @@ impl Response {
 
     pub fn contact(&self) -> Option<NameAddr> {
         NameAddr::parse(self.headers.get_list("Contact").next()?).ok()
-    }
-
-    pub fn is_provisional(&self) -> bool {
-        self.status < 200
     }
 
     pub fn is_success(&self) -> bool {

@@ -5,15 +5,24 @@
 //! SHA-256, `qop=auth`, computed by the `digest_auth` crate), and says what to do next: retry at
 //! once with credentials, refresh before expiry, or back off after a failure. [`run`] drives one
 //! registration on an [`Endpoint`] until shutdown, logging each state change.
+//!
+//! [`Registrations`] owns one such task per `[[registration]]` and applies a new list on reload
+//! by diffing it with the running one (keyed by AOR and registrar): a new entry starts, a
+//! removed one sends a last REGISTER with `Expires: 0` (RFC 3261 §10.2.2) and stops, a changed
+//! one (user name, password, expiry) registers again with its new settings, an unchanged one
+//! keeps running untouched.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::endpoint::{Endpoint, RequestError};
 use super::message::{Headers, Method, NameAddr, Request, Response};
 use crate::config::model::{Registration, Transport};
+use crate::util::random_token;
 
 /// First back-off after a failure; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(2);
@@ -67,8 +76,8 @@ impl Registrar {
     pub fn new(config: Registration, host: &str) -> Self {
         Self {
             config,
-            call_id: format!("{}@{host}", token(20)),
-            from_tag: token(10),
+            call_id: format!("{}@{host}", random_token(20)),
+            from_tag: random_token(10),
             cseq: 0,
             credentials: None,
             challenges_in_a_row: 0,
@@ -83,6 +92,14 @@ impl Registrar {
 
     pub fn config(&self) -> &Registration {
         &self.config
+    }
+
+    /// From now on, requests remove our binding instead of refreshing it: `Expires: 0`
+    /// (RFC 3261 §10.2.2), on the same Call-ID with the next CSeq. A challenge to it is
+    /// answered like any other.
+    pub fn unregister(&mut self) {
+        self.config.expires = Duration::ZERO;
+        self.challenges_in_a_row = 0;
     }
 
     /// The next REGISTER (without Via; the endpoint adds it).
@@ -212,10 +229,13 @@ fn refresh_after(expires: Duration) -> Duration {
     }
 }
 
-fn token(len: usize) -> String {
-    std::iter::repeat_with(fastrand::alphanumeric)
-        .take(len)
-        .collect()
+/// Why a registration task is asked to stop before shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The entry left the configuration: remove the binding (`Expires: 0`), then end.
+    Remove,
+    /// The entry changed: end quietly, its successor registers the same contact again.
+    Replace,
 }
 
 /// Keeps one registration alive until `shutdown`, logging each state change.
@@ -224,6 +244,18 @@ fn token(len: usize) -> String {
 ///
 /// Meant to be spawned; stops at the next await point once `shutdown` is cancelled.
 pub async fn run(endpoint: Endpoint, config: Registration, shutdown: CancellationToken) {
+    let (_keep, stop) = oneshot::channel();
+    run_until(endpoint, config, shutdown, stop).await;
+}
+
+/// [`run`], until `stop` says otherwise ([`Stop::Remove`] unregisters first). A dropped sender
+/// counts as [`Stop::Replace`].
+async fn run_until(
+    endpoint: Endpoint,
+    config: Registration,
+    shutdown: CancellationToken,
+    mut stop: oneshot::Receiver<Stop>,
+) {
     let transport = if config.registrar.as_str().contains("transport=tcp") {
         Transport::Tcp
     } else {
@@ -239,11 +271,12 @@ pub async fn run(endpoint: Endpoint, config: Registration, shutdown: Cancellatio
     let mut registrar = Registrar::new(config, &host);
     let aor = registrar.config().aor.clone();
     let mut last_state = registrar.state().clone();
-    loop {
+    let why = loop {
         let request = registrar.request(&contact);
         let target = registrar.config().registrar.clone();
         let next = tokio::select! {
             () = shutdown.cancelled() => return,
+            why = &mut stop => break why.unwrap_or(Stop::Replace),
             result = endpoint.request(request, &target) => match result {
                 Ok(response) => registrar.on_response(&response),
                 Err(RequestError::Timeout) => registrar.on_no_response("no response from registrar"),
@@ -265,8 +298,140 @@ pub async fn run(endpoint: Endpoint, config: Registration, shutdown: Cancellatio
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
+            why = &mut stop => break why.unwrap_or(Stop::Replace),
             () = tokio::time::sleep(wait) => {}
         }
+    };
+    if why == Stop::Replace {
+        return;
+    }
+    registrar.unregister();
+    // The first request, and one more per challenge answered.
+    for _ in 0..=MAX_CHALLENGES {
+        let request = registrar.request(&contact);
+        let target = registrar.config().registrar.clone();
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = endpoint.request(request, &target) => result,
+        };
+        match result {
+            Ok(response) => match registrar.on_response(&response) {
+                Next::SendNow => continue,
+                Next::RefreshIn(_) => {
+                    tracing::info!(%aor, "registration removed (unregistered)");
+                    return;
+                }
+                Next::RetryIn(_) => break,
+            },
+            Err(e) => {
+                tracing::warn!(%aor, error = %e, "registration removed; unregistering failed");
+                return;
+            }
+        }
+    }
+    tracing::warn!(%aor, state = ?registrar.state(), "registration removed; the registrar refused to unregister it");
+}
+
+/// The running registrations: one task per `[[registration]]`, applied again on every reload.
+pub struct Registrations {
+    endpoint: Endpoint,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    running: Vec<Running>,
+}
+
+struct Running {
+    config: Registration,
+    stop: oneshot::Sender<Stop>,
+}
+
+/// What [`Registrations::apply`] did, by count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub started: usize,
+    pub removed: usize,
+    /// Changed settings: registering again.
+    pub restarted: usize,
+    pub unchanged: usize,
+}
+
+/// Same entry: same address of record at the same registrar.
+fn same_entry(a: &Registration, b: &Registration) -> bool {
+    a.aor == b.aor && a.registrar == b.registrar
+}
+
+/// Same settings too (the password compared, never logged).
+fn same_settings(a: &Registration, b: &Registration) -> bool {
+    same_entry(a, b)
+        && a.username == b.username
+        && a.password.expose() == b.password.expose()
+        && a.expires == b.expires
+}
+
+impl Registrations {
+    /// No registration yet; [`Registrations::apply`] starts them. Tasks are spawned on
+    /// `tasks` (so whoever stops the daemon waits for them) and end at `shutdown`.
+    pub fn new(endpoint: Endpoint, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+        Self {
+            endpoint,
+            tasks,
+            shutdown,
+            running: Vec::new(),
+        }
+    }
+
+    /// Makes the running registrations those of `wanted`: starts new entries, unregisters and
+    /// stops removed ones, registers changed ones again, leaves the others alone. Returns what
+    /// it did; each change is logged with its address of record.
+    pub fn apply(&mut self, wanted: &[Registration]) -> Applied {
+        let mut applied = Applied::default();
+        let mut kept = Vec::with_capacity(wanted.len());
+        for old in std::mem::take(&mut self.running) {
+            match wanted.iter().find(|w| same_entry(w, &old.config)) {
+                Some(w) if same_settings(w, &old.config) => {
+                    applied.unchanged += 1;
+                    kept.push(old);
+                }
+                Some(_) => {
+                    applied.restarted += 1;
+                    tracing::info!(aor = %old.config.aor, "registration changed; registering again");
+                    let _ = old.stop.send(Stop::Replace);
+                }
+                None => {
+                    applied.removed += 1;
+                    tracing::info!(aor = %old.config.aor, "registration removed; unregistering");
+                    let _ = old.stop.send(Stop::Remove);
+                }
+            }
+        }
+        self.running = kept;
+        for w in wanted {
+            if self.running.iter().any(|r| same_entry(&r.config, w)) {
+                continue;
+            }
+            let (stop, stopped) = oneshot::channel();
+            self.tasks.spawn(run_until(
+                self.endpoint.clone(),
+                w.clone(),
+                self.shutdown.clone(),
+                stopped,
+            ));
+            self.running.push(Running {
+                config: w.clone(),
+                stop,
+            });
+        }
+        // Every wanted entry is now unchanged, restarted or new.
+        applied.started = wanted.len() - applied.unchanged - applied.restarted;
+        applied
+    }
+
+    /// Addresses of record running now, in configuration order of their start.
+    pub fn running(&self) -> Vec<String> {
+        self.running
+            .iter()
+            .map(|r| r.config.aor.to_string())
+            .collect()
     }
 }
 
@@ -359,6 +524,37 @@ mod tests {
                 expires: Duration::from_secs(300)
             }
         );
+    }
+
+    #[test]
+    fn unregister_sends_expires_0_on_the_same_call_id_and_answers_a_challenge() {
+        let mut r = registrar();
+        let contact = "<sip:rgsd@127.0.0.1:5060>";
+        let first = r.request(contact);
+        assert_eq!(first.headers.get("Expires"), Some("600"));
+        let ok = reply(&first, 200, &[]);
+        assert_eq!(
+            r.on_response(&ok),
+            Next::RefreshIn(Duration::from_secs(540))
+        );
+        r.unregister();
+        let bye = r.request(contact);
+        assert_eq!(bye.headers.get("Expires"), Some("0"));
+        assert_eq!(bye.headers.get("CSeq"), Some("2 REGISTER"));
+        assert_eq!(bye.headers.get("Call-ID"), first.headers.get("Call-ID"));
+        assert_eq!(bye.headers.get("Contact"), Some(contact));
+        let challenge = reply(
+            &bye,
+            401,
+            &[(
+                "WWW-Authenticate",
+                "Digest realm=\"rgsd-test\", nonce=\"n1\", qop=\"auth\"",
+            )],
+        );
+        assert_eq!(r.on_response(&challenge), Next::SendNow);
+        let again = r.request(contact);
+        assert_eq!(again.headers.get("Expires"), Some("0"));
+        assert!(again.headers.get("Authorization").is_some());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! API bearer tokens: issue, authenticate, revoke.
 //!
-//! A token is `rgsd_` followed by 64 hex digits: 32 bytes from the operating system's random
-//! source. The prefix lets secret scanners and humans recognise one. Only the SHA-256 of the
+//! A token is `rgsd_` followed by 64 letters and digits from the operating system's random
+//! source (`util::try_random_token`, about 381 bits; tokens issued before were 64 hex digits and
+//! still work: only the hash is looked up). The prefix lets secret scanners and humans recognise one. Only the SHA-256 of the
 //! whole token is stored; the token is shown once, when issued, and is never logged (it travels
 //! inside a [`Secret`]). A token is random and long, so a plain fast hash is enough: there is
 //! nothing to guess that a salt or a slow hash would protect. Authentication looks the hash up
@@ -52,6 +53,15 @@ impl Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = StoreError;
+
+    /// `"admin"`, `"manager"` or `"agent"`.
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        Self::parse(s)
+    }
+}
+
 /// What the store knows about a token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -96,10 +106,12 @@ impl TryFrom<TokenRow> for TokenInfo {
 /// The prefix every token starts with.
 const TOKEN_PREFIX: &str = "rgsd_";
 
+/// Characters after the prefix: 64 × log2(62) ≈ 381 bits.
+const TOKEN_CHARS: usize = 64;
+
 fn new_token() -> Result<String, StoreError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(StoreError::Random)?;
-    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+    let random = crate::util::try_random_token(TOKEN_CHARS).map_err(StoreError::Random)?;
+    Ok(format!("{TOKEN_PREFIX}{random}"))
 }
 
 /// Hex SHA-256 of the token: what `api_token.token_hash` holds.
@@ -195,12 +207,12 @@ mod tests {
         let a = new_token().unwrap();
         let b = new_token().unwrap();
         assert_ne!(a, b);
-        assert_eq!(a.len(), TOKEN_PREFIX.len() + 64);
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + TOKEN_CHARS);
         assert!(a.starts_with(TOKEN_PREFIX));
         assert!(
             a[TOKEN_PREFIX.len()..]
                 .bytes()
-                .all(|c| c.is_ascii_hexdigit())
+                .all(|c| c.is_ascii_alphanumeric())
         );
     }
 

@@ -365,7 +365,7 @@ impl Task {
                     // No new records; those already in the channel are still received.
                     self.rx.close();
                 }
-                () = sleep_until_opt(deadline) => {
+                () = crate::util::sleep_until(deadline) => {
                     let left = buffer.len() as u64 + drain_count(&mut self.rx);
                     if left > 0 {
                         tracing::error!(left, "shutdown grace period over with call records unwritten");
@@ -421,10 +421,10 @@ impl Task {
                         }
                     }
                 }
-                () = sleep_until_opt(retry_at) => {
+                () = crate::util::sleep_until(retry_at) => {
                     retry_at = None;
                 }
-                () = sleep_until_opt(gather) => {
+                () = crate::util::sleep_until(gather) => {
                     gather = None;
                 }
                 record = self.rx.recv(), if !channel_done => {
@@ -443,14 +443,6 @@ impl Task {
             }
         }
         self.shared.status.send_modify(|_| {});
-    }
-}
-
-/// Sleeps until `at`, or forever when there is no `at`.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

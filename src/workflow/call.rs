@@ -27,7 +27,8 @@ use crate::config::model::{
 };
 use crate::workflow::schedule::{self, OpenState};
 
-/// Failed IVR attempts (invalid key or no input) before the call is disconnected (§5, §15).
+/// Failed IVR attempts (invalid key or no input) before the call is disconnected (`docs/behaviour.md`,
+/// Interactive workflows).
 pub const MAX_IVR_ATTEMPTS: u8 = 5;
 
 /// Queue entries a single call may make (initial queue plus transfers by time-out or overflow)
@@ -212,7 +213,7 @@ pub enum Because {
     IvrAnswer,
     /// [`MAX_IVR_ATTEMPTS`] failed IVR attempts.
     IvrAttempts,
-    /// The queue has no agent group, or its groups have no agents (§1.1.5).
+    /// The queue has no agent group, or its groups have no agents (`docs/behaviour.md`, Queues).
     NoAgents,
     /// The call entered [`MAX_QUEUE_ENTRIES`] queues (a loop in the configuration).
     QueueLoop,

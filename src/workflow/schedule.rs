@@ -13,11 +13,11 @@
 //!   the repeated hour (`00:30-01:30`) therefore opens again at the second 01:00 for half an hour.
 //! - Holidays compare naive local date-times the same way (`start` inclusive, `end` exclusive).
 //!
-//! Ranges never cross midnight (§15). `00:00` opens at midnight; a close of `23:59` means "until
+//! Ranges never cross midnight (`docs/behaviour.md`, Workflows). `00:00` opens at midnight; a close of `23:59` means "until
 //! the end of the day" (the `HH:MM` format cannot say `24:00`, and an administrator who writes
 //! `00:00-23:59` means all day), so such a range is open through 23:59:59.999.
 //!
-//! A holiday wins over business hours (§15): a call at 10:00 on Christmas Day gets the holiday
+//! A holiday wins over business hours (`docs/behaviour.md`, Workflows): a call at 10:00 on Christmas Day gets the holiday
 //! action even though 10:00 on a Friday is office time, and a call on a holiday that falls in
 //! closed hours is still reported as a holiday.
 
