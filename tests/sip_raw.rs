@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rgsd::config::model::{Listen, Transport};
 use rgsd::sip::message::{Message, Response, parse};
 use rgsd::sip::policy::RateLimit;
-use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision};
+use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision, RouteId};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -40,10 +40,11 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
         max_calls,
         rate_limit: Some(rate_limit),
+        dns_servers: Vec::new(),
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
-            RouteDecision::Accept
+            RouteDecision::Accept(RouteId(0))
         } else {
             RouteDecision::NotFound
         }
