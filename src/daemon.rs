@@ -453,7 +453,13 @@ impl Daemon {
                     )
                     .await;
                 self.context.store(Arc::new(context));
-                self.shared.config.store(config);
+                self.shared.config.store(Arc::clone(&config));
+                // The SIP edge (trusted_peers, max_calls, sip_rate_limit, sip_listen) applies
+                // to the next request; what it cannot apply is named.
+                let edge = crate::sip::EndpointConfig::from_server(&config.server);
+                for key in self.endpoint.reconfigure(edge).await.unwrap_or_default() {
+                    warn!("[server] {key} changed; it takes effect after a restart");
+                }
                 // Last: whoever waits for this line finds the new configuration in force.
                 info!("reloaded: {summary}");
             }
