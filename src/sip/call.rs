@@ -114,6 +114,8 @@ pub(crate) enum Command {
 pub(crate) struct OutboundRequest {
     pub leg: LegId,
     pub events: mpsc::UnboundedSender<CallEvent>,
+    /// Destination and TCP flag when the target's host is an address; `None`: resolve it.
+    pub dest: Option<(SocketAddr, bool)>,
     pub request_uri: String,
     pub from: String,
     pub sdp: Bytes,

@@ -3,7 +3,9 @@
 //! the time. The decisions are made by sans-IO parts: `transaction` (RFC 3261 §17),
 //! `leg` (each leg's UA state machine), `admission` (edge policy), `session_timer` (RFC 4028),
 //! `wire` (the headers rgsd writes). This file keeps the handle, the loop and the tables
-//! (transactions, legs, dialogs, timers), and turns the parts' outputs into messages on sockets.
+//! (transactions, legs, dialogs, timers); its two child modules turn the parts' decisions into
+//! messages: `inbound` (requests from peers, admission, in-dialog requests to their leg) and
+//! `legs` (a leg core's outputs, responses to what rgsd sent, outbound INVITEs).
 //!
 //! The driver never awaits anything but its inputs: DNS for an outbound leg runs on a task of
 //! its own (`resolve`), whose answer comes back as a command.
@@ -296,11 +298,11 @@ impl Endpoint {
     }
 
     /// Starts an outbound leg: INVITE `target` from `from` with `sdp_offer`. `;transport=tcp`
-    /// in the target selects TCP. Returns at once, without waiting for DNS: the target is
-    /// resolved on a task of the endpoint's, and every outcome arrives as an event on the
-    /// returned leg ([`CallEvent::Answered`], or [`CallEvent::Failed`], with
+    /// in the target selects TCP. Returns at once, without waiting for DNS: a host name is
+    /// resolved on a task of the endpoint's (an address needs none), and every outcome arrives
+    /// as an event on the returned leg ([`CallEvent::Answered`], or [`CallEvent::Failed`], with
     /// [`LegFailure::Transport`] when the host does not resolve). Cancelling the leg while its
-    /// target is still resolving drops it: nothing is sent, and it fails with 487.
+    /// name is still resolving drops it: nothing is sent, and it fails with 487.
     ///
     /// # Errors
     ///
@@ -312,9 +314,12 @@ impl Endpoint {
         sdp_offer: Bytes,
         extra_headers: Vec<(String, String)>,
     ) -> Result<OutboundCall, InviteError> {
-        if message::parse_uri(target.as_str()).is_err() {
-            return Err(InviteError::BadTarget(target.to_string()));
-        }
+        // An address needs no name server: the INVITE goes out on the driver's next turn.
+        let dest = match super::resolve::literal(target.as_str()) {
+            Some(Err(_)) => return Err(InviteError::BadTarget(target.to_string())),
+            Some(Ok(dest)) => Some(dest),
+            None => None,
+        };
         let leg = LegId(self.next_leg.fetch_add(1, Ordering::Relaxed));
         let (events_tx, events) = mpsc::unbounded_channel();
         let call_id = format!("{}@{}", random_token(20), self.host);
@@ -322,6 +327,7 @@ impl Endpoint {
             .send(Command::Invite(Box::new(OutboundRequest {
                 leg,
                 events: events_tx,
+                dest,
                 request_uri: target.to_string(),
                 from: from.to_string(),
                 sdp: sdp_offer,
@@ -633,7 +639,10 @@ impl Driver {
                 }
                 self.step(leg, Input::Hangup, ctx);
             }
-            Command::Invite(out) => self.resolve(*out),
+            Command::Invite(out) => match out.dest {
+                Some((dest, tcp)) => self.invite(*out, dest, tcp),
+                None => self.resolve(*out),
+            },
             Command::Resolved { leg, result } => {
                 let Some((out, _)) = self.resolving.remove(&leg) else {
                     return; // cancelled while resolving

@@ -6,8 +6,8 @@
 //! # Layers
 //!
 //! ```text
-//! endpoint   Endpoint (the handle), the driver task: its loop and tables, carrying out
-//!            what the pure parts below decide
+//! endpoint   Endpoint (the handle), the driver task: its loop and tables; endpoint/inbound
+//!            and endpoint/legs carry out what the pure parts below decide
 //! call       IncomingCall -> Call, OutboundCall, CallEvent: what the controller holds
 //! leg        each call leg's UA state machine: inputs in, outputs out (pure, sans-IO)
 //! admission  edge policy: rate limit, trusted peers, INVITE checks, routing verdict (pure)
@@ -73,6 +73,9 @@
 //! | malformed but answerable | 400; otherwise dropped with a debug line |
 //! | unknown or unsupported method | 405 with Allow |
 //! | `Require` of an extension other than `timer` / body not SDP / Session-Expires < 90 | 420 / 415 / 422 |
+//!
+//! [`Endpoint::reconfigure`] changes `trusted_peers`, `max_calls`, the rate limit and the
+//! listeners while calls run; the next request meets the new limits.
 //!
 //! # Routing choices
 //!

@@ -98,13 +98,13 @@ impl Resolver {
     ///
     /// [`ResolveError`] when the URI is unusable or its host has no address.
     pub(crate) async fn resolve(&self, target: &str) -> Result<(SocketAddr, bool), ResolveError> {
+        if let Some(known) = literal(target) {
+            return known;
+        }
         let uri =
             message::parse_uri(target).map_err(|_| ResolveError::BadTarget(target.to_owned()))?;
         let port = uri.port.unwrap_or(5060);
         let host = uri.host.trim_matches(['[', ']']);
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok((SocketAddr::new(ip, port), uri.tcp));
-        }
         let lookup_error = |reason: String| ResolveError::Lookup {
             host: host.to_owned(),
             reason,
@@ -125,6 +125,16 @@ impl Resolver {
     }
 }
 
+/// The destination of `target` when it needs no name server: an unusable URI, or a host that
+/// is an IP address. `None` when its host is a name.
+pub(crate) fn literal(target: &str) -> Option<Result<(SocketAddr, bool), ResolveError>> {
+    let Ok(uri) = message::parse_uri(target) else {
+        return Some(Err(ResolveError::BadTarget(target.to_owned())));
+    };
+    let ip = uri.host.trim_matches(['[', ']']).parse::<IpAddr>().ok()?;
+    Some(Ok((SocketAddr::new(ip, uri.port.unwrap_or(5060)), uri.tcp)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +148,7 @@ mod tests {
                 .unwrap(),
             ("127.0.0.1:5070".parse().unwrap(), true)
         );
+        assert!(literal("sip:a@agent.example").is_none());
         assert!(matches!(
             r.resolve("sip:a@agent.example").await,
             Err(ResolveError::Lookup { .. })
