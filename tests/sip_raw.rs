@@ -597,3 +597,67 @@ async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothin
     kept.cancel().expect("cancel");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listen = |transport, addr: &str| Listen {
+        transport,
+        addr: addr.parse().expect("addr"),
+    };
+    let mut config = EndpointConfig {
+        listen: vec![
+            listen(Transport::Udp, "127.0.0.1:0"),
+            listen(Transport::Tcp, "127.0.0.1:0"),
+        ],
+        advertised_host: "127.0.0.1".into(),
+        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        max_calls: 10,
+        rate_limit: None,
+        dns_servers: Vec::new(),
+    };
+    let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
+    let shutdown = CancellationToken::new();
+    let (endpoint, _calls) = Endpoint::bind(config.clone(), router, shutdown.clone())
+        .await
+        .expect("bind");
+    let tcp = endpoint.local_addr(Transport::Tcp).expect("tcp");
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.expect("connect");
+    let mine = stream.local_addr().expect("addr");
+    let options = |n: u32| {
+        format!(
+            "OPTIONS sip:rgsd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {mine};branch=z9hG4bKtcp{n}\r\n\
+From: <sip:caller@127.0.0.1>;tag=o{n}\r\nTo: <sip:rgsd@127.0.0.1>\r\nCall-ID: tcp-{n}\r\n\
+CSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = vec![0u8; 8192];
+    for n in [1, 2] {
+        if n == 2 {
+            // Drop the TCP listener (keep UDP, add nothing).
+            config.listen.truncate(1);
+            let restart = endpoint.reconfigure(config.clone()).await.expect("live");
+            assert!(restart.is_empty(), "{restart:?}");
+            assert_eq!(endpoint.local_addr(Transport::Tcp), None);
+            assert!(
+                tokio::net::TcpStream::connect(tcp).await.is_err(),
+                "still accepting"
+            );
+        }
+        stream
+            .write_all(options(n).as_bytes())
+            .await
+            .expect("write");
+        let len = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("an answer on the open connection")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..len]);
+        assert!(text.starts_with("SIP/2.0 200"), "{text}");
+    }
+    // A changed advertised_host cannot apply live: it is named.
+    config.advertised_host = "192.0.2.1".into();
+    let restart = endpoint.reconfigure(config).await.expect("live");
+    assert_eq!(restart, vec!["advertised_host".to_owned()]);
+    shutdown.cancel();
+}

@@ -32,7 +32,6 @@ impl Driver {
             let Some(leg) = self.legs.get_mut(&leg_id) else {
                 return;
             };
-            let tag = leg.dialog.local_tag.clone();
             match out {
                 Out::Emit(event) => leg.emit(event),
                 Out::Reply {
@@ -40,6 +39,7 @@ impl Driver {
                     retry_after,
                 } => {
                     if let Some(key) = ctx.key {
+                        let tag = leg.dialog.local_tag.clone();
                         self.reply(key, status, Some(&tag), |r| {
                             if retry_after {
                                 r.headers.push("Retry-After", "1");
@@ -55,6 +55,7 @@ impl Driver {
                     let (Some(key), flow) = (leg.invite_tx.clone(), leg.flow) else {
                         continue;
                     };
+                    let tag = leg.dialog.local_tag.clone();
                     let contact = self.contact(flow);
                     let sdp = if status < 200 { ctx.sdp.take() } else { None };
                     self.reply(&key, status, Some(&tag), |r| {
