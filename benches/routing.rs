@@ -66,6 +66,7 @@ fn config() -> Config {
             max_calls: 20_000,
             call_context: false,
             sip_rate_limit: None,
+            dns_servers: Vec::new(),
         },
         registrations: vec![],
         agent_groups,

@@ -538,7 +538,14 @@ impl Daemon {
         match reloader.apply(merged.loaded.config.clone()).await {
             Ok(()) => {
                 objects.set_catalog(&merged);
-                self.apply_sip_and_media(&self.shared.config.load_full());
+                let config = self.shared.config.load_full();
+                self.apply_sip_and_media(&config);
+                // The SIP edge (trusted_peers, max_calls, sip_rate_limit, sip_listen) applies
+                // to the next request; what it cannot apply is named.
+                let edge = crate::sip::EndpointConfig::from_server(&config.server);
+                for key in self.endpoint.reconfigure(edge).await.unwrap_or_default() {
+                    warn!("[server] {key} changed; it takes effect after a restart");
+                }
                 // Last: whoever waits for this line finds the new configuration in force.
                 info!("reloaded: {summary}");
             }

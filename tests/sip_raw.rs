@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rgsd::config::model::{Listen, Transport};
 use rgsd::sip::message::{Message, Response, parse};
 use rgsd::sip::policy::RateLimit;
-use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision};
+use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision, RouteId};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -40,10 +40,11 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
         max_calls,
         rate_limit: Some(rate_limit),
+        dns_servers: Vec::new(),
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
-            RouteDecision::Accept
+            RouteDecision::Accept(RouteId(0))
         } else {
             RouteDecision::NotFound
         }
@@ -485,4 +486,181 @@ async fn out_of_dialog_request_gets_its_final_response() {
         .expect("join")
         .expect("response");
     assert_eq!(response.status, 200);
+}
+
+/// A name server on loopback that holds every query until `release` fires, then answers A
+/// queries with 127.0.0.1 (other types: no records). Returns its address, a query count and
+/// the release switch.
+async fn held_resolver() -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns");
+    let addr = socket.local_addr().expect("addr");
+    let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = queries.clone();
+    let (release, mut released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut buf = [0u8; 1500];
+        loop {
+            tokio::select! {
+                Ok((n, from)) = socket.recv_from(&mut buf) => {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push((buf[..n].to_vec(), from));
+                }
+                Ok(()) = released.changed() => {}
+            }
+            if !*released.borrow() {
+                continue;
+            }
+            for (query, from) in held.drain(..) {
+                // Header, then the question: labels up to the root, QTYPE, QCLASS.
+                let mut end = 12;
+                while end < query.len() && query[end] != 0 {
+                    end += usize::from(query[end]) + 1;
+                }
+                let mut reply = query[..end + 5].to_vec();
+                reply[2] = 0x81;
+                reply[3] = 0x80;
+                reply[6..12].fill(0);
+                if u16::from_be_bytes([query[end + 1], query[end + 2]]) == 1 {
+                    reply[7] = 1;
+                    reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                    reply.extend_from_slice(&[127, 0, 0, 1]);
+                }
+                let _ = socket.send_to(&reply, from).await;
+            }
+        }
+    });
+    (addr, queries, release)
+}
+
+#[tokio::test]
+async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothing() {
+    let (dns, queries, release) = held_resolver().await;
+    let config = EndpointConfig {
+        listen: vec![Listen {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        }],
+        advertised_host: "127.0.0.1".into(),
+        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        max_calls: 10,
+        rate_limit: None,
+        dns_servers: vec![dns],
+    };
+    let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
+    let shutdown = CancellationToken::new();
+    let (endpoint, _calls) = Endpoint::bind(config, router, shutdown.clone())
+        .await
+        .expect("bind");
+    let agent = UdpSocket::bind("127.0.0.1:0").await.expect("agent");
+    let port = agent.local_addr().expect("addr").port();
+    let target = rgsd::config::model::SipUri(format!("sip:agent@agent.rgsd.test:{port}"));
+    let from = rgsd::config::model::SipUri("sip:sales@127.0.0.1".into());
+    let offer = Bytes::from_static(LOCAL_SDP.as_bytes());
+    // Both legs exist before any name server has answered.
+    let invite = endpoint.invite(&target, &from, offer.clone(), vec![]);
+    let mut cancelled = tokio::time::timeout(Duration::from_millis(100), invite)
+        .await
+        .expect("invite returns without waiting for DNS")
+        .expect("leg");
+    let mut kept = endpoint
+        .invite(&target, &from, offer, vec![])
+        .await
+        .expect("leg");
+    while queries.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancelled.cancel().expect("cancel");
+    assert_eq!(
+        cancelled.next_event().await,
+        Some(rgsd::sip::CallEvent::Failed(rgsd::sip::LegFailure::Status(
+            487
+        )))
+    );
+    release.send(true).expect("release");
+    // Only the leg still wanted sends its INVITE once the name resolves.
+    let mut buf = vec![0u8; 65_536];
+    let mut invites = Vec::new();
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(500), agent.recv_from(&mut buf)).await
+    {
+        if let Ok(Message::Request(r)) = parse(&buf[..n]) {
+            invites.push(r.call_id().to_owned());
+        }
+    }
+    invites.dedup(); // retransmissions
+    assert_eq!(invites, vec![kept.call_id().to_owned()]);
+    kept.cancel().expect("cancel");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listen = |transport, addr: &str| Listen {
+        transport,
+        addr: addr.parse().expect("addr"),
+    };
+    let mut config = EndpointConfig {
+        listen: vec![
+            listen(Transport::Udp, "127.0.0.1:0"),
+            listen(Transport::Tcp, "127.0.0.1:0"),
+        ],
+        advertised_host: "127.0.0.1".into(),
+        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        max_calls: 10,
+        rate_limit: None,
+        dns_servers: Vec::new(),
+    };
+    let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
+    let shutdown = CancellationToken::new();
+    let (endpoint, _calls) = Endpoint::bind(config.clone(), router, shutdown.clone())
+        .await
+        .expect("bind");
+    let tcp = endpoint.local_addr(Transport::Tcp).expect("tcp");
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.expect("connect");
+    let mine = stream.local_addr().expect("addr");
+    let options = |n: u32| {
+        format!(
+            "OPTIONS sip:rgsd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {mine};branch=z9hG4bKtcp{n}\r\n\
+From: <sip:caller@127.0.0.1>;tag=o{n}\r\nTo: <sip:rgsd@127.0.0.1>\r\nCall-ID: tcp-{n}\r\n\
+CSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = vec![0u8; 8192];
+    for n in [1, 2] {
+        if n == 2 {
+            // Drop the TCP listener (keep UDP, add nothing).
+            config.listen.truncate(1);
+            let restart = endpoint.reconfigure(config.clone()).await.expect("live");
+            assert!(restart.is_empty(), "{restart:?}");
+            assert_eq!(endpoint.local_addr(Transport::Tcp), None);
+            // The acceptor task ends on its next turn: poll briefly.
+            let mut tries = 0;
+            while tokio::net::TcpStream::connect(tcp).await.is_ok() {
+                tries += 1;
+                assert!(tries < 100, "still accepting");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        stream
+            .write_all(options(n).as_bytes())
+            .await
+            .expect("write");
+        let len = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("an answer on the open connection")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..len]);
+        assert!(text.starts_with("SIP/2.0 200"), "{text}");
+    }
+    // A changed advertised_host cannot apply live: it is named.
+    config.advertised_host = "192.0.2.1".into();
+    let restart = endpoint.reconfigure(config).await.expect("live");
+    assert_eq!(restart, vec!["advertised_host".to_owned()]);
+    shutdown.cancel();
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rgsd::config::model::{Listen, Transport};
 use rgsd::sip::policy::RateLimit;
-use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision};
+use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision, RouteId};
 use tokio_util::sync::CancellationToken;
 
 const ANSWER_SDP: &[u8] =
@@ -64,9 +64,10 @@ async fn start(trusted: &str) -> Harness {
         trusted_peers: vec![trusted.parse().expect("test harness")],
         max_calls: 10,
         rate_limit: Some(RateLimit::default()),
+        dns_servers: Vec::new(),
     };
     let router = Arc::new(|uri: &str, _to: &str| match user_of(uri) {
-        "sales" | "hold" => RouteDecision::Accept,
+        "sales" | "hold" => RouteDecision::Accept(RouteId(0)),
         "closed" => RouteDecision::Inactive,
         _ => RouteDecision::NotFound,
     });

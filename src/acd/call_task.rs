@@ -180,8 +180,8 @@ impl Controller {
 /// Runs one inbound call from INVITE to call record.
 pub async fn run_call(incoming: IncomingCall, ctx: Arc<Context>, svc: Arc<Services>) {
     let info = incoming.info().clone();
-    let Some(workflow) = router::lookup(&ctx.config, &info.request_uri) else {
-        // The configuration changed between routing and here.
+    // Routed once, by the endpoint (404 and 480 were answered there).
+    let Some(workflow) = router::workflow_of(&ctx.config, incoming.route()) else {
         let _ = incoming.reject(404);
         return;
     };
@@ -197,10 +197,6 @@ pub async fn run_call(incoming: IncomingCall, ctx: Arc<Context>, svc: Arc<Servic
             record::rejected(&ctx.config, workflow, &leg, svc.clock.now_utc()),
         );
     };
-    if !ctx.config.workflow(workflow).active {
-        reject(incoming, 480);
-        return;
-    }
     let late_offer = info.sdp.is_empty();
     let created = if late_offer {
         svc.media.offer().await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::model::{Config, WorkflowId};
-use crate::sip::{CallRouter, RouteDecision};
+use crate::sip::{CallRouter, RouteDecision, RouteId};
 
 pub use crate::config::uri::user_host;
 
@@ -37,6 +37,17 @@ pub fn lookup(config: &Config, request_uri: &str) -> Option<WorkflowId> {
     if users == 1 { by_user } else { None }
 }
 
+/// The SIP layer's opaque route id for a workflow.
+pub fn route_id(id: WorkflowId) -> RouteId {
+    RouteId(u64::from(id.0))
+}
+
+/// The workflow a route id names, if `config` has it.
+pub fn workflow_of(config: &Config, route: RouteId) -> Option<WorkflowId> {
+    let id = u32::try_from(route.0).ok()?;
+    (usize::try_from(id).ok()? < config.workflows.len()).then_some(WorkflowId(id))
+}
+
 /// [`CallRouter`] over the live configuration.
 #[derive(Clone)]
 pub struct WorkflowRouter {
@@ -53,7 +64,7 @@ impl CallRouter for WorkflowRouter {
     fn route(&self, request_uri: &str, _to: &str) -> RouteDecision {
         let config = self.config.load();
         match lookup(&config, request_uri) {
-            Some(id) if config.workflow(id).active => RouteDecision::Accept,
+            Some(id) if config.workflow(id).active => RouteDecision::Accept(route_id(id)),
             Some(_) => RouteDecision::Inactive,
             None => RouteDecision::NotFound,
         }

@@ -100,6 +100,9 @@ pub struct Server {
     /// Token bucket for requests from each source address (`sip_rate_limit`); `None` when the
     /// file turns the limit off (`per_second = 0`).
     pub sip_rate_limit: Option<SipRateLimit>,
+    /// Name servers for host names in agent and registrar URIs (`dns_servers`); empty: the
+    /// system's (/etc/resolv.conf).
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`: requests each source address may send.

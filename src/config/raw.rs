@@ -69,6 +69,9 @@ pub(crate) struct RawServer {
     pub(crate) call_context: Option<bool>,
     /// Extra key: per-source request rate limit; default 50/s, bursts of 200.
     pub(crate) sip_rate_limit: Option<Spanned<RawSipRateLimit>>,
+    /// Extra key: name servers (`"IP"` or `"IP:PORT"`) for agent and registrar host names;
+    /// default: those of /etc/resolv.conf.
+    pub(crate) dns_servers: Option<SList>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`.

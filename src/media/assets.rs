@@ -169,6 +169,7 @@ mod tests {
                 max_calls: 10,
                 call_context: false,
                 sip_rate_limit: None,
+                dns_servers: Vec::new(),
             },
             registrations: vec![],
             agent_groups: vec![],

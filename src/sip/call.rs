@@ -90,6 +90,16 @@ pub(crate) enum Command {
         leg: LegId,
     },
     Invite(Box<OutboundRequest>),
+    /// An outbound leg's target resolved (or not), from the task that looked it up.
+    Resolved {
+        leg: LegId,
+        result: Result<(SocketAddr, bool), String>,
+    },
+    /// New edge settings and listeners; the reply names the keys that were not applied.
+    Reconfigure {
+        config: Box<super::endpoint::EndpointConfig>,
+        reply: tokio::sync::oneshot::Sender<Vec<String>>,
+    },
     /// An out-of-dialog non-INVITE request (REGISTER, OPTIONS ping); the driver adds the Via.
     Request {
         request: Box<super::message::Request>,
@@ -104,8 +114,8 @@ pub(crate) enum Command {
 pub(crate) struct OutboundRequest {
     pub leg: LegId,
     pub events: mpsc::UnboundedSender<CallEvent>,
-    pub dest: SocketAddr,
-    pub tcp: bool,
+    /// Destination and TCP flag when the target's host is an address; `None`: resolve it.
+    pub dest: Option<(SocketAddr, bool)>,
     pub request_uri: String,
     pub from: String,
     pub sdp: Bytes,
@@ -140,6 +150,8 @@ pub struct CallInfo {
 #[must_use = "an unanswered call is rejected when dropped"]
 pub struct IncomingCall {
     pub(crate) info: CallInfo,
+    /// What the [`CallRouter`](super::CallRouter) answered when it accepted the call.
+    pub(crate) route: super::RouteId,
     pub(crate) inner: Handle,
 }
 
@@ -161,6 +173,12 @@ impl Handle {
 impl IncomingCall {
     pub fn info(&self) -> &CallInfo {
         &self.info
+    }
+
+    /// The id the [`CallRouter`](super::CallRouter) returned for this call's Request-URI: the
+    /// call was routed once, at the edge.
+    pub fn route(&self) -> super::RouteId {
+        self.route
     }
 
     /// Sends a provisional response (180 Ringing, 183 Session Progress with early media SDP).

@@ -6,8 +6,14 @@
 //! # Layers
 //!
 //! ```text
-//! endpoint   Endpoint, edge policy (trust, rate, max_calls, routing), the driver task
+//! endpoint   Endpoint (the handle), the driver task: its loop and tables; endpoint/inbound
+//!            and endpoint/legs carry out what the pure parts below decide
 //! call       IncomingCall -> Call, OutboundCall, CallEvent: what the controller holds
+//! leg        each call leg's UA state machine: inputs in, outputs out (pure, sans-IO)
+//! admission  edge policy: rate limit, trusted peers, INVITE checks, routing verdict (pure)
+//! session_timer  RFC 4028 answers (pure)
+//! wire       Via, Contact, received/rport, CANCEL construction (pure)
+//! resolve    target URI -> address (DNS on its own task, never the driver's)
 //! dialog     tags, CSeq, route set, remote target (pure)
 //! transaction  RFC 3261 §17 client/server, INVITE/non-INVITE, timers A–M (pure, sans-IO)
 //! message    bytes <-> Request/Response (never panics; 400 when a reply can be formed)
@@ -20,12 +26,12 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use bytes::Bytes;
-//! use rgsd::sip::{CallEvent, Endpoint, EndpointConfig, RouteDecision};
+//! use rgsd::sip::{CallEvent, Endpoint, EndpointConfig, RouteDecision, RouteId};
 //! # async fn example(config: EndpointConfig, agent: rgsd::config::model::SipUri,
 //! #                  me: rgsd::config::model::SipUri, our_sdp: Bytes) -> anyhow::Result<()> {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let router = Arc::new(|uri: &str, _to: &str| {
-//!     if uri.starts_with("sip:sales@") { RouteDecision::Accept } else { RouteDecision::NotFound }
+//!     if uri.starts_with("sip:sales@") { RouteDecision::Accept(RouteId(0)) } else { RouteDecision::NotFound }
 //! });
 //! let (endpoint, mut calls) = Endpoint::bind(config, router, shutdown.clone()).await?;
 //! while let Some(incoming) = calls.recv().await {
@@ -68,6 +74,9 @@
 //! | unknown or unsupported method | 405 with Allow |
 //! | `Require` of an extension other than `timer` / body not SDP / Session-Expires < 90 | 420 / 415 / 422 |
 //!
+//! [`Endpoint::reconfigure`] changes `trusted_peers`, `max_calls`, the rate limit and the
+//! listeners while calls run; the next request meets the new limits.
+//!
 //! # Routing choices
 //!
 //! Responses go back to the request's source address and port (symmetric response routing,
@@ -76,18 +85,21 @@
 //! was formed with; rgsd faces single-hop peers (trunks, PBXs, phones), for which this is the
 //! address that works through NAT.
 
+pub mod admission;
 pub mod call;
 pub mod dialog;
 pub mod endpoint;
+mod leg;
 pub mod message;
 pub mod policy;
 pub mod registration;
+pub mod resolve;
+mod session_timer;
 pub mod transaction;
 pub mod transport;
+mod wire;
 
+pub use admission::{CallRouter, RouteDecision, RouteId};
 pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure, OutboundCall};
-pub use endpoint::{
-    CallRouter, Endpoint, EndpointConfig, InviteError, RequestError, RouteDecision,
-    TransactionCounts,
-};
+pub use endpoint::{Endpoint, EndpointConfig, InviteError, RequestError, TransactionCounts};
 pub use transport::{BindError, BoundListener};

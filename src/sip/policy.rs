@@ -77,6 +77,11 @@ const MAX_TRACKED: usize = 10_000;
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
+    /// The limit this limiter applies.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,

@@ -115,14 +115,17 @@ pub fn next_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, ParseError> {
 
 /// The sockets and connections the driver sends on.
 pub(crate) struct Transports {
-    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    /// UDP sockets by [`Flow::Udp`] index; a closed listener leaves `None` so that the
+    /// indexes of the others stay valid.
+    udp: Vec<Option<(Arc<UdpSocket>, SocketAddr)>>,
     /// Writer queues of open stream connections.
     streams: HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
     /// Outbound connection reuse: peer address to connection id.
     by_peer: HashMap<SocketAddr, u64>,
     next_id: Arc<AtomicU64>,
     events: mpsc::Sender<TransportEvent>,
-    bound: Vec<BoundListener>,
+    /// Open listeners: as configured, as bound, and the token that closes each.
+    listeners: Vec<(Listen, BoundListener, CancellationToken)>,
     shutdown: CancellationToken,
 }
 
@@ -132,7 +135,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Transports {
     /// Binds every listener and starts its reader task.
-    pub(crate) async fn bind(
+    pub(crate) fn bind(
         listen: &[Listen],
         events: mpsc::Sender<TransportEvent>,
         shutdown: CancellationToken,
@@ -146,66 +149,102 @@ impl Transports {
             by_peer: HashMap::new(),
             next_id: Arc::new(AtomicU64::new(1)),
             events,
-            bound: Vec::new(),
+            listeners: Vec::new(),
             shutdown,
         };
         for l in listen {
-            let err = |source| BindError::Bind {
-                transport: l.transport,
-                addr: l.addr,
-                source,
-            };
-            match l.transport {
-                Transport::Udp => {
-                    let socket = UdpSocket::bind(l.addr).await.map_err(err)?;
-                    widen_buffers(&socket);
-                    let socket = Arc::new(socket);
-                    let addr = socket.local_addr().map_err(err)?;
-                    let index = this.udp.len();
-                    this.udp.push((socket.clone(), addr));
-                    this.bound.push(BoundListener {
-                        transport: Transport::Udp,
-                        addr,
-                    });
-                    tokio::spawn(udp_reader(
-                        socket,
-                        index,
-                        this.events.clone(),
-                        this.shutdown.clone(),
-                    ));
-                }
-                Transport::Tcp => {
-                    let listener = TcpListener::bind(l.addr).await.map_err(err)?;
-                    let addr = listener.local_addr().map_err(err)?;
-                    this.bound.push(BoundListener {
-                        transport: Transport::Tcp,
-                        addr,
-                    });
-                    tokio::spawn(tcp_acceptor(
-                        listener,
-                        this.next_id.clone(),
-                        this.events.clone(),
-                        this.shutdown.clone(),
-                    ));
-                }
-            }
+            this.open(l)?;
         }
         Ok(this)
     }
 
-    pub(crate) fn bound(&self) -> &[BoundListener] {
-        &self.bound
+    /// Binds one more listener (at once: binding does not wait) and starts its task.
+    pub(crate) fn open(&mut self, l: &Listen) -> Result<BoundListener, BindError> {
+        let err = |source| BindError::Bind {
+            transport: l.transport,
+            addr: l.addr,
+            source,
+        };
+        let token = self.shutdown.child_token();
+        let bound = match l.transport {
+            Transport::Udp => {
+                let socket = std::net::UdpSocket::bind(l.addr).map_err(err)?;
+                socket.set_nonblocking(true).map_err(err)?;
+                let socket = UdpSocket::from_std(socket).map_err(err)?;
+                widen_buffers(&socket);
+                let socket = Arc::new(socket);
+                let addr = socket.local_addr().map_err(err)?;
+                let index = self.udp.len();
+                self.udp.push(Some((socket.clone(), addr)));
+                tokio::spawn(udp_reader(
+                    socket,
+                    index,
+                    self.events.clone(),
+                    token.clone(),
+                ));
+                BoundListener {
+                    transport: Transport::Udp,
+                    addr,
+                }
+            }
+            Transport::Tcp => {
+                let listener = bind_tcp(l.addr).map_err(err)?;
+                let addr = listener.local_addr().map_err(err)?;
+                tokio::spawn(tcp_acceptor(
+                    listener,
+                    self.next_id.clone(),
+                    self.events.clone(),
+                    token.clone(),
+                    self.shutdown.clone(),
+                ));
+                BoundListener {
+                    transport: Transport::Tcp,
+                    addr,
+                }
+            }
+        };
+        self.listeners.push((*l, bound, token));
+        Ok(bound)
+    }
+
+    /// Closes the listener configured as `l`. Connections it accepted stay open until they
+    /// close on their own, so dialogs over them may finish.
+    pub(crate) fn close(&mut self, l: &Listen) -> Option<BoundListener> {
+        let at = self.listeners.iter().position(|(c, _, _)| c == l)?;
+        let (_, bound, token) = self.listeners.remove(at);
+        token.cancel();
+        if bound.transport == Transport::Udp {
+            for slot in &mut self.udp {
+                if slot.as_ref().is_some_and(|(_, a)| *a == bound.addr) {
+                    *slot = None;
+                }
+            }
+        }
+        Some(bound)
+    }
+
+    /// The listeners as configured, in the order opened.
+    pub(crate) fn configured(&self) -> Vec<Listen> {
+        self.listeners.iter().map(|(l, _, _)| *l).collect()
+    }
+
+    pub(crate) fn bound(&self) -> Vec<BoundListener> {
+        self.listeners.iter().map(|(_, b, _)| *b).collect()
     }
 
     /// The local address a flow sends from (for Via and Contact ports).
     pub(crate) fn local_port(&self, flow: Flow) -> u16 {
         match flow {
-            Flow::Udp(i) => self.udp.get(i).map_or(0, |(_, a)| a.port()),
+            Flow::Udp(i) => self
+                .udp
+                .get(i)
+                .and_then(Option::as_ref)
+                .map_or(0, |(_, a)| a.port()),
             Flow::Stream(_) => self
-                .bound
+                .listeners
                 .iter()
-                .find(|b| b.transport == Transport::Tcp)
-                .map_or(0, |b| b.addr.port()),
+                .find(|(_, b, _)| b.transport == Transport::Tcp)
+                .map_or(0, |(_, b, _)| b.addr.port()),
         }
     }
 
@@ -213,7 +252,10 @@ impl Transports {
     pub(crate) fn udp_flow_for(&self, dest: SocketAddr) -> Option<Flow> {
         self.udp
             .iter()
-            .position(|(_, a)| a.is_ipv4() == dest.is_ipv4())
+            .position(|slot| {
+                slot.as_ref()
+                    .is_some_and(|(_, a)| a.is_ipv4() == dest.is_ipv4())
+            })
             .map(Flow::Udp)
     }
 
@@ -271,7 +313,7 @@ impl Transports {
     pub(crate) fn send(&self, flow: Flow, dest: SocketAddr, bytes: Bytes) -> bool {
         match flow {
             Flow::Udp(i) => {
-                let Some((socket, _)) = self.udp.get(i) else {
+                let Some(Some((socket, _))) = self.udp.get(i) else {
                     return false;
                 };
                 match socket.try_send_to(&bytes, dest) {
@@ -362,15 +404,30 @@ async fn udp_reader(
     }
 }
 
+/// A TCP listener bound at once, with `SO_REUSEADDR` as tokio's own `bind` sets it.
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Accepts connections until the listener is closed (`closed`); each connection lives until
+/// it ends or the endpoint stops (`shutdown`).
 async fn tcp_acceptor(
     listener: TcpListener,
     next_id: Arc<AtomicU64>,
     events: mpsc::Sender<TransportEvent>,
+    closed: CancellationToken,
     shutdown: CancellationToken,
 ) {
     loop {
         let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = closed.cancelled() => return,
             r = listener.accept() => r,
         };
         match accepted {

@@ -46,6 +46,7 @@ pub(crate) fn config() -> Config {
             max_calls: 100,
             call_context: true,
             sip_rate_limit: None,
+            dns_servers: Vec::new(),
         },
         registrations: vec![],
         agent_groups: vec![],

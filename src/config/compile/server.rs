@@ -142,6 +142,8 @@ impl Compiler<'_> {
             Some(limit) => self.sip_rate_limit(limit),
         };
 
+        let dns_servers = self.dns_servers(s.dns_servers.as_ref());
+
         Some(Server {
             sip_listen: sip_listen?,
             advertised_host: advertised_host?,
@@ -154,7 +156,37 @@ impl Compiler<'_> {
             max_calls: max_calls?,
             call_context: s.call_context.unwrap_or(true),
             sip_rate_limit: sip_rate_limit?,
+            dns_servers: dns_servers?,
         })
+    }
+
+    /// `dns_servers = ["192.0.2.53", "127.0.0.1:5353"]`: port 53 unless given.
+    fn dns_servers(&mut self, list: Option<&SList>) -> Option<Vec<std::net::SocketAddr>> {
+        let Some(list) = list else {
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in list.get_ref().iter().enumerate() {
+            let text = item.get_ref().trim();
+            let addr = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+                text.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| std::net::SocketAddr::new(ip, 53))
+            });
+            match addr {
+                Some(a) => out.push(a),
+                None => {
+                    self.error(
+                        &item.span(),
+                        &format!("server.dns_servers[{i}]"),
+                        format!("\"{text}\" is not a name server address; write an IP address, with a port if not 53, e.g. \"192.0.2.53\" or \"127.0.0.1:5353\""),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     /// `sip_rate_limit = { per_second, burst }`: `Some(None)` when `per_second = 0` turns the

@@ -159,3 +159,74 @@ Call-ID: call-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\r\n"
         (send_times, all)
     }
 }
+
+/// Any of the four transactions, for the driver's single table.
+#[derive(Debug)]
+pub enum Tx {
+    ClientInvite(ClientInvite),
+    Client(ClientNonInvite),
+    ServerInvite(ServerInvite),
+    Server(ServerNonInvite),
+}
+
+impl Tx {
+    pub fn poll_timeout(&self) -> Option<tokio::time::Instant> {
+        match self {
+            Self::ClientInvite(t) => t.poll_timeout(),
+            Self::Client(t) => t.poll_timeout(),
+            Self::ServerInvite(t) => t.poll_timeout(),
+            Self::Server(t) => t.poll_timeout(),
+        }
+    }
+
+    pub fn on_timer(&mut self, now: tokio::time::Instant) -> Vec<Action> {
+        match self {
+            Self::ClientInvite(t) => t.on_timer(now),
+            Self::Client(t) => t.on_timer(now),
+            Self::ServerInvite(t) => t.on_timer(now),
+            Self::Server(t) => t.on_timer(now),
+        }
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        match self {
+            Self::ClientInvite(t) => t.is_terminated(),
+            Self::Client(t) => t.is_terminated(),
+            Self::ServerInvite(t) => t.is_terminated(),
+            Self::Server(t) => t.is_terminated(),
+        }
+    }
+
+    /// A response from the transaction user (server transactions; ignored by clients).
+    pub fn respond(&mut self, response: &Response, now: tokio::time::Instant) -> Vec<Action> {
+        match self {
+            Self::ServerInvite(t) => t.respond(response, now),
+            Self::Server(t) => t.respond(response, now),
+            Self::ClientInvite(_) | Self::Client(_) => Vec::new(),
+        }
+    }
+
+    /// A response from the peer (client transactions; ignored by servers).
+    pub fn on_response(&mut self, response: Response, now: tokio::time::Instant) -> Vec<Action> {
+        match self {
+            Self::ClientInvite(t) => t.on_response(response, now),
+            Self::Client(t) => t.on_response(response, now),
+            Self::ServerInvite(_) | Self::Server(_) => Vec::new(),
+        }
+    }
+
+    /// Whether this is a request rgsd sent that still waits for its final response.
+    pub fn awaits_response(&self) -> bool {
+        match self {
+            Self::Client(t) => matches!(
+                t.state(),
+                ClientNonInviteState::Trying | ClientNonInviteState::Proceeding
+            ),
+            Self::ClientInvite(t) => matches!(
+                t.state(),
+                ClientInviteState::Calling | ClientInviteState::Proceeding
+            ),
+            Self::Server(_) | Self::ServerInvite(_) => false,
+        }
+    }
+}
