@@ -97,7 +97,7 @@ pub(crate) enum Command {
     },
     /// New edge settings and listeners; the reply names the keys that were not applied.
     Reconfigure {
-        config: Box<super::endpoint::EndpointConfig>,
+        config: Box<super::settings::EndpointConfig>,
         reply: tokio::sync::oneshot::Sender<Vec<String>>,
     },
     /// An out-of-dialog non-INVITE request (REGISTER, OPTIONS ping); the driver adds the Via.

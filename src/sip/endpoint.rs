@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,16 +29,18 @@ use super::call::{
 };
 use super::leg::{Input, Leg, LegState};
 use super::message::{self, Message, ParseError, Request, Response};
-use super::policy::{RateLimit, Verdict};
+use super::policy::Verdict;
 use super::resolve::{ResolveError, Resolver};
 use super::transaction::{Action, TransactionKey, Tx};
 use super::transport::{BindError, BoundListener, Flow, TransportEvent, Transports};
 use super::wire::uri_host;
-use crate::config::model::{Listen, Server, SipUri, Transport};
+use crate::config::model::{SipUri, Transport};
 use crate::util::random_token;
 
 mod inbound;
 mod legs;
+
+pub use super::settings::EndpointConfig;
 
 /// Methods we implement, for `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
@@ -52,35 +53,6 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// on a loaded machine, refusing calls well below `max_calls`. Each entry is one `IncomingCall`
 /// (the caller's headers and SDP, under 2 KiB), so 4,096 cost at most about 8 MiB.
 const INCOMING_QUEUE: usize = 4096;
-
-/// What the endpoint needs from `[server]`.
-#[derive(Debug, Clone)]
-pub struct EndpointConfig {
-    pub listen: Vec<Listen>,
-    /// Host written into Via and Contact.
-    pub advertised_host: String,
-    /// Sources allowed to create dialogs; others get 403.
-    pub trusted_peers: Vec<IpNet>,
-    /// Concurrent inbound calls before new INVITEs get 503 with Retry-After.
-    pub max_calls: u32,
-    /// Per-source request limit; `None` turns it off (`sip_rate_limit.per_second = 0`).
-    pub rate_limit: Option<RateLimit>,
-    /// Name servers for agent and registrar host names; empty: the system's.
-    pub dns_servers: Vec<SocketAddr>,
-}
-
-impl EndpointConfig {
-    pub fn from_server(server: &Server) -> Self {
-        Self {
-            listen: server.sip_listen.clone(),
-            advertised_host: server.advertised_host.clone(),
-            trusted_peers: server.trusted_peers.clone(),
-            max_calls: server.max_calls,
-            rate_limit: server.sip_rate_limit.map(RateLimit::from),
-            dns_servers: server.dns_servers.clone(),
-        }
-    }
-}
 
 /// Why [`Endpoint::invite`] could not start a leg.
 #[derive(Debug, thiserror::Error)]

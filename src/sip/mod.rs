@@ -95,6 +95,7 @@ pub mod policy;
 pub mod registration;
 pub mod resolve;
 mod session_timer;
+mod settings;
 pub mod transaction;
 pub mod transport;
 mod wire;
