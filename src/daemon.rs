@@ -8,10 +8,11 @@
 //! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused with 503, calls
 //! in progress given [`SHUTDOWN_GRACE`], then the SIP endpoint stops and the record writer
 //! flushes; exit 0), SIGINT stops at once (exit 0), SIGHUP reloads (a broken file, or prompts
-//! that cannot be rendered, are reported and the running configuration kept). A reload gives
-//! new calls a new context: the prompts of the new file, the agent table rebuilt with states
-//! carried over, and the queue owners carried over by queue name (reconfigured, with the calls
-//! waiting in them, which are then offered to the new file's agents; see `acd::queue_task`).
+//! that cannot be rendered, are reported and the running configuration kept). The reload itself
+//! is `acd::runtime::Acd::reload`, the same one the API's membership changes and the tests go
+//! through: new calls get a new runtime (the prompts of the new file, the agent table's
+//! membership rebuilt over stable ids, the queue owners carried over by queue name with the
+//! calls waiting in them; see `acd::runtime`).
 //!
 //! Once every listener is bound, `serve` prints one machine-readable line on stdout:
 //!
@@ -34,16 +35,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::acd::call_task::{Context as CallContext, Controller, Services};
-use crate::acd::queue_task::Queues;
+use crate::acd::call_task::{Controller, Services};
+use crate::acd::runtime::{Acd, Change, PromptCache, Runtime};
 use crate::cli::{EXIT_CONFIG, print_diagnostics};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
 use crate::config::{self, LoadOptions};
-use crate::media::assets::MediaAssets;
 use crate::media::leg::{LegOptions, MediaEngine};
 use crate::media::ports::PortPool;
-use crate::media::tts::TextToSpeech;
 use crate::store::{RecordWriter, Store, WriterOptions};
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
@@ -222,8 +221,9 @@ pub struct Daemon {
     /// The SIP endpoint (cloneable handle); the call controller starts outbound legs on it.
     pub endpoint: crate::sip::Endpoint,
     pub bound: Bound,
-    /// What new calls run with (configuration, agent table, queue owners, prompts).
-    pub context: Arc<ArcSwap<CallContext>>,
+    /// What new calls run with (configuration, agent table, queue owners, prompts), and the
+    /// one reload that changes it.
+    pub acd: Arc<Acd>,
     /// Every call in progress.
     calls: tokio_util::task::TaskTracker,
     records: RecordWriter,
@@ -248,10 +248,6 @@ impl Daemon {
             .await
             .with_context(|| format!("cannot open database {:?}", config.server.database))?;
         store.migrate().await.context("database migration failed")?;
-        store
-            .sync_config_groups(&config.agent_groups)
-            .await
-            .context("cannot store the configured agent groups")?;
 
         let tasks = tokio_util::task::TaskTracker::new();
 
@@ -261,25 +257,19 @@ impl Daemon {
         let http_addr = http.local_addr()?;
 
         let media_address = media_address(&config.server.advertised_host).await?;
-        let assets = load_assets(&config).await?;
         let records = RecordWriter::spawn(store.clone(), WriterOptions::default());
 
-        // The agent table routing reads is the API's live one (formal sign-ins, membership
-        // edited through the API).
-        let live = Arc::new(
-            crate::api::Live::start(&config, &store, clock.clone())
+        // The runtime: the configured groups stored, prompts rendered, the agent table (with
+        // the database's groups and sign-in state) and one owner task per queue.
+        let acd = Arc::new(
+            Acd::start(config, Some(store.clone()), PromptCache::Default)
                 .await
-                .context("cannot load the agent sign-in state")?,
+                .context("cannot start")?,
         );
+        let live = Arc::new(crate::api::Live::new(Arc::clone(&acd), clock.clone()));
         live.metrics.attach_writer(records.clone());
-        let agents = live.agent_table();
-        let live_config = Arc::new(ArcSwap::from_pointee(config));
+        let live_config = acd.routed();
         let config = live_config.load_full();
-        let context = Arc::new(ArcSwap::from_pointee(CallContext {
-            queues: Queues::spawn(&config, &agents),
-            config: Arc::clone(&config),
-            assets: Arc::new(assets),
-        }));
         let router = Arc::new(crate::acd::router::WorkflowRouter::new(live_config.clone()));
         // The endpoint outlives `shutdown`: calls in progress keep their dialogs during the
         // grace period; `stop` ends it after them.
@@ -322,8 +312,7 @@ impl Daemon {
                 media,
                 records.clone(),
                 clock.clone(),
-                context.clone(),
-                agents,
+                acd.runtime(),
             )
             // Calls in progress, ended calls and queue waits reach the wallboard and `/metrics`.
             .with_observer(live.clone()),
@@ -335,11 +324,6 @@ impl Daemon {
             calls: calls.clone(),
         };
         tasks.spawn(controller.run(incoming));
-        tasks.spawn(wake_queues_on_agent_changes(
-            live.subscribe(),
-            context.clone(),
-            shutdown.clone(),
-        ));
 
         info!(
             "rgsd {} serving {} ({})",
@@ -366,7 +350,7 @@ impl Daemon {
 
         Ok(Self {
             shared,
-            context,
+            acd,
             calls,
             records,
             sip_shutdown,
@@ -405,55 +389,23 @@ impl Daemon {
         Ok(())
     }
 
-    /// Loads the file again; applies it only when it is entirely valid.
+    /// Loads the file again; applies it only when it is entirely valid
+    /// ([`Acd::reload`]: the agent groups stored, prompts rendered, then the swap).
     pub async fn reload(&self, path: &Path) {
         match config::load(path, &LoadOptions::default()) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     warn!("{w}");
                 }
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .sync_config_groups(&loaded.config.agent_groups)
-                    .await
-                {
-                    error!("reload refused: cannot store the agent groups: {e}");
-                    return;
-                }
-                let assets = match load_assets(&loaded.config).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        error!("reload refused: {e:#}");
-                        return;
-                    }
-                };
-                // The agent table first: a new call must never see a queue whose groups the
-                // table does not know yet. States carry over by agent URI and group name;
-                // sign-ins come from the store.
-                if let Err(e) = self
-                    .shared
-                    .live
-                    .rebuild(&loaded.config, &self.shared.store)
-                    .await
-                {
-                    error!("reload refused: cannot read the agent groups back: {e}");
-                    return;
-                }
                 let summary = config::summary(&loaded.config);
-                let config = Arc::new(loaded.config);
-                // The queue owners carry over by queue name, with the calls waiting in them.
-                let context = self
-                    .context
-                    .load_full()
-                    .reload(
-                        Arc::clone(&config),
-                        Arc::new(assets),
-                        &self.shared.live.agent_table(),
-                    )
-                    .await;
-                self.context.store(Arc::new(context));
-                self.shared.config.store(config);
+                if let Err(e) = self
+                    .acd
+                    .reload(Change::Config(Box::new(loaded.config)))
+                    .await
+                {
+                    error!("reload refused: {e}");
+                    return;
+                }
                 // Last: whoever waits for this line finds the new configuration in force.
                 info!("reloaded: {summary}");
             }
@@ -467,6 +419,11 @@ impl Daemon {
                 );
             }
         }
+    }
+
+    /// The runtime new calls get.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.acd.current()
     }
 
     /// Stops taking calls (new INVITEs get 503), gives the calls in progress `grace` to end,
@@ -506,28 +463,6 @@ impl Daemon {
     }
 }
 
-/// Wakes every queue when the API signs an agent in or rebuilds the agent table, so waiting
-/// calls are offered to the agent at once.
-async fn wake_queues_on_agent_changes(
-    mut events: tokio::sync::broadcast::Receiver<crate::api::live::LiveEvent>,
-    context: Arc<ArcSwap<CallContext>>,
-    shutdown: CancellationToken,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let event = tokio::select! {
-            e = events.recv() => e,
-            () = shutdown.cancelled() => return,
-        };
-        match event {
-            Ok(crate::api::live::LiveEvent::SignIn | crate::api::live::LiveEvent::Agents)
-            | Err(RecvError::Lagged(_)) => context.load().queues.wake_all(),
-            Ok(crate::api::live::LiveEvent::Calls) => {}
-            Err(RecvError::Closed) => return,
-        }
-    }
-}
-
 /// The address RTP sockets bind to and SDP announces: `advertised_host` itself when it is an
 /// IP address, else its first resolved address.
 async fn media_address(host: &str) -> anyhow::Result<IpAddr> {
@@ -540,38 +475,4 @@ async fn media_address(host: &str) -> anyhow::Result<IpAddr> {
         .next()
         .map(|a| a.ip())
         .with_context(|| format!("advertised_host {host} has no address"))
-}
-
-/// Renders every prompt and decodes the music, off the async threads. Text-to-speech output is
-/// cached in systemd's `CACHE_DIRECTORY` when set, else next to the configuration, else (that
-/// folder not writable) in the system's temporary folder.
-async fn load_assets(config: &Config) -> anyhow::Result<MediaAssets> {
-    let beside = config
-        .source
-        .parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(".rgsd-tts-cache");
-    let systemd = std::env::var_os("CACHE_DIRECTORY")
-        .and_then(|dirs| std::env::split_paths(&dirs).next())
-        .map(|d| d.join("tts"));
-    let config = config.clone();
-    tokio::task::spawn_blocking(move || {
-        let cache = systemd
-            .into_iter()
-            .chain([beside, std::env::temp_dir().join("rgsd-tts-cache")])
-            .find(|d| is_writable_dir(d))
-            .unwrap_or_else(std::env::temp_dir);
-        MediaAssets::load(&config, &TextToSpeech::new(cache))
-    })
-    .await
-    .context("prompt rendering stopped")?
-    .context("cannot load prompts and music")
-}
-
-/// Whether `dir` exists (created when missing) and a file can be written in it.
-fn is_writable_dir(dir: &Path) -> bool {
-    let probe = dir.join(".rgsd-write-probe");
-    let ok = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&probe, b"").is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
 }
