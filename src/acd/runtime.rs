@@ -295,3 +295,147 @@ fn is_writable_dir(dir: &Path) -> bool {
     let _ = std::fs::remove_file(&probe);
     ok
 }
+
+/// The reload windows: each test failed when ids were indexes into a table every reload
+/// replaced (the queue owner picked Support's agent for a queue of Sales); see the module docs.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acd::agents::{AgentState, CallKey};
+    use crate::acd::queue_task::QueueMsg;
+    use crate::config::model::QueueId;
+    use crate::workflow::call::Event;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    fn config(dir: &Path, groups: &[(&str, &str)]) -> Config {
+        let path = dir.join("rgsd.toml");
+        let mut text = String::from(
+            "[server]\nsip_listen = [\"udp:127.0.0.1:0\"]\nadvertised_host = \"127.0.0.1\"\nrtp_ports = [30000, 30999]\nhttp_listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://rgsd.db\"\ntrusted_peers = [\"127.0.0.0/8\"]\n",
+        );
+        for (name, agent) in groups {
+            text.push_str(&format!(
+                "\n[[agent_group]]\nname = \"{name}\"\nagents = [\"sip:{agent}@127.0.0.1\"]\n"
+            ));
+        }
+        text.push_str("\n[[queue]]\nname = \"Q\"\nagent_groups = [\"Sales\"]\n");
+        text.push_str("\n[[workflow]]\nname = \"W\"\nkind = \"hunt_group\"\nuri = \"sip:w@127.0.0.1\"\nqueue = \"Q\"\n");
+        std::fs::write(&path, text).unwrap();
+        crate::config::load(
+            &path,
+            &crate::config::LoadOptions {
+                check_environment: false,
+            },
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"))
+        .config
+    }
+
+    fn uri(a: &str) -> SipUri {
+        SipUri(format!("sip:{a}@127.0.0.1"))
+    }
+
+    /// Sales' only agent (a) busy, Support's (b) free, one call waiting in Q (over Sales).
+    async fn waiting_call(
+        dir: &Path,
+    ) -> (
+        Acd,
+        mpsc::UnboundedReceiver<Event>,
+        crate::acd::agents::AgentId,
+    ) {
+        let c1 = config(dir, &[("Sales", "a"), ("Support", "b")]);
+        let acd = Acd::start(c1, None, PromptCache::At(dir.join("tts")))
+            .await
+            .unwrap();
+        let a = acd.agents().id(&uri("a")).unwrap();
+        assert!(acd.agents().claim(a, CallKey(999)));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let join = QueueMsg::Join {
+            call: CallKey(1),
+            inbox: tx,
+        };
+        acd.current().queues.send(QueueId(0), join).await;
+        assert!(matches!(rx.recv().await, Some(Event::EnteredQueue(_))));
+        (acd, rx, a)
+    }
+
+    /// Nothing may be offered: Sales has only a, and a is busy.
+    async fn no_offer(rx: &mut mpsc::UnboundedReceiver<Event>, acd: &Acd) {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        if let Ok(Some(Event::Offered(offer))) = got {
+            let names: Vec<_> = offer
+                .agents
+                .iter()
+                .map(|&x| acd.agents().uri(x).cloned())
+                .collect();
+            panic!("offered {names:?} for a queue of Sales, whose only agent is busy");
+        }
+    }
+
+    /// (a) Two reloads in quick succession, each reordering the groups, while a call waits:
+    /// the owner may take the first reconfiguration while the second's membership is in
+    /// force. With indexes, the first reconfiguration's id for Sales named Support there.
+    #[tokio::test(start_paused = true)]
+    async fn window_a_two_quick_reloads_never_offer_another_groups_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (acd, mut rx, _) = waiting_call(dir.path()).await;
+        let c2 = config(dir.path(), &[("Support", "b"), ("Sales", "a")]);
+        let c3 = config(dir.path(), &[("Sales", "a"), ("Support", "b")]);
+        let (r2, r3) = tokio::join!(
+            acd.reload(Change::Config(Box::new(c2))),
+            acd.reload(Change::Config(Box::new(c3)))
+        );
+        r2.unwrap();
+        r3.unwrap();
+        no_offer(&mut rx, &acd).await;
+        assert_eq!(acd.agents().refused_releases(), 0);
+    }
+
+    /// (c) A reload and an API membership change at once: the owner's reconfiguration (new
+    /// file's ids) met a table the API had rebuilt from the configuration still stored (old
+    /// file's ids). Now both go through one lock, and ids do not depend on either file.
+    #[tokio::test(start_paused = true)]
+    async fn window_c_a_reload_and_a_membership_change_never_mix_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (acd, mut rx, a) = waiting_call(dir.path()).await;
+        let c2 = config(dir.path(), &[("Support", "b"), ("Sales", "a")]);
+        let (r1, r2) = tokio::join!(
+            acd.reload(Change::Config(Box::new(c2))),
+            acd.reload(Change::Membership)
+        );
+        r1.unwrap();
+        r2.unwrap();
+        no_offer(&mut rx, &acd).await;
+        // And Sales still works: a frees up and is offered the call.
+        assert!(acd.agents().release(a, CallKey(999)));
+        let groups = acd.agents().membership().groups_of(a).to_vec();
+        acd.current().queues.wake_groups(&groups);
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Event::Offered(offer))) => assert_eq!(offer.agents, vec![a]),
+            other => panic!("expected an offer of a, got {other:?}"),
+        }
+        assert_eq!(acd.agents().state(a), AgentState::Ringing(CallKey(1)));
+    }
+
+    /// A reload refused whole leaves the runtime in force: a prompt file that does not exist.
+    #[tokio::test]
+    async fn a_reload_that_cannot_render_its_prompts_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c1 = config(dir.path(), &[("Sales", "a")]);
+        let acd = Acd::start(c1, None, PromptCache::At(dir.path().join("tts")))
+            .await
+            .unwrap();
+        let before = acd.current();
+        let mut c2 = config(dir.path(), &[("Sales", "a"), ("Extra", "x")]);
+        c2.prompts.push(crate::config::model::Prompt {
+            source: crate::config::model::PromptSource::File(dir.path().join("missing.wav")),
+            language: "en-US".into(),
+        });
+        assert!(matches!(
+            acd.reload(Change::Config(Box::new(c2))).await,
+            Err(ReloadError::Prompts(_))
+        ));
+        assert!(Arc::ptr_eq(&before, &acd.current()));
+        assert_eq!(acd.agents().membership().group_id("Extra"), None);
+    }
+}
