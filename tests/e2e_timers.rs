@@ -68,7 +68,7 @@ impl Rgsd {
         self.records.shutdown(Duration::from_secs(5)).await;
         let (from, to) = (
             chrono::DateTime::UNIX_EPOCH,
-            chrono::Utc::now() + chrono::Days::new(1),
+            rgsd::clock::Clock::now_utc(&SystemClock) + chrono::Days::new(1),
         );
         let records = self.store.call_records_between(from, to).await.unwrap();
         records

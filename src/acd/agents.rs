@@ -511,7 +511,7 @@ impl AgentTable {
             return None;
         }
         let agent = AgentId(u32::try_from((word >> 32) - 1).ok()?);
-        let index = (word & u64::from(u32::MAX)) as usize;
+        let index = usize::try_from(word & u64::from(u32::MAX)).ok()?;
         if group.members.get(index) == Some(&agent) {
             return Some(index);
         }

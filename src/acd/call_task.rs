@@ -601,13 +601,13 @@ impl CallTask {
                     call: self.key,
                     inbox: self.inbox_tx.clone(),
                 };
-                self.to_queue(queue, msg);
+                self.hand_to_queue(queue, msg);
             }
             Effect::Dequeue(queue) => {
                 if self.queue == Some(queue) {
                     self.queue = None;
                 }
-                self.to_queue(queue, QueueMsg::Leave(self.key));
+                self.hand_to_queue(queue, QueueMsg::Leave(self.key));
             }
             Effect::NoteRefusal {
                 queue,
@@ -619,9 +619,9 @@ impl CallTask {
                     agent,
                     until,
                 };
-                self.to_queue(queue, msg);
+                self.hand_to_queue(queue, msg);
             }
-            Effect::NextOffer(queue) => self.to_queue(queue, QueueMsg::OfferEnded(self.key)),
+            Effect::NextOffer(queue) => self.hand_to_queue(queue, QueueMsg::OfferEnded(self.key)),
             Effect::Ring(agent) => {
                 let uri = self.uri_of(agent);
                 let headers = self.context_headers();
@@ -759,11 +759,10 @@ impl CallTask {
 
     /// Hands a message to a queue owner without waiting: straight into its inbox when there is
     /// room and nothing is queued before it, else into the outbox the event loop drains.
-    fn to_queue(&mut self, queue: QueueId, msg: QueueMsg) {
+    fn hand_to_queue(&mut self, queue: QueueId, msg: QueueMsg) {
         if self.outbox.is_empty() {
-            match self.ctx.queues.try_send(queue, msg) {
-                Ok(()) => return,
-                Err(msg) => self.outbox.push_back((queue, msg)),
+            if let Err(msg) = self.ctx.queues.try_send(queue, msg) {
+                self.outbox.push_back((queue, msg));
             }
         } else {
             self.outbox.push_back((queue, msg));
