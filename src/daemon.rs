@@ -264,7 +264,7 @@ impl Daemon {
         let acd = Arc::new(
             Acd::start(config, Some(store.clone()), PromptCache::Default)
                 .await
-                .context("cannot start")?,
+                .context("cannot load the agent groups or the prompts")?,
         );
         let live = Arc::new(crate::api::Live::new(Arc::clone(&acd), clock.clone()));
         live.metrics.attach_writer(records.clone());

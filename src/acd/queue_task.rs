@@ -577,4 +577,30 @@ mod tests {
             other => panic!("expected an offer, got {other:?}"),
         }
     }
+
+    /// A freed agent wakes the queues over its groups and no other: here queue Q2 (over B)
+    /// is not dispatched when only A's queue is woken, so B's agent, freed silently, waits.
+    #[tokio::test(start_paused = true)]
+    async fn wake_groups_wakes_only_the_queues_over_those_groups() {
+        let c = config(
+            &(group("A", "a") + &group("B", "b") + &queue("Q1", "\"A\"") + &queue("Q2", "\"B\"")),
+            &["Q1", "Q2"],
+        );
+        let agents = table(&c);
+        let (a, b) = (id(&agents, "a"), id(&agents, "b"));
+        let busy = CallKey(999);
+        assert!(agents.claim(a, busy));
+        assert!(agents.claim(b, busy));
+        let queues = Queues::spawn(&c, &agents);
+        let (mut c1, _) = join(&queues, 0, 1).await;
+        let (mut c2, _) = join(&queues, 1, 2).await;
+        assert!(agents.release(a, busy));
+        assert!(agents.release(b, busy));
+        let groups = agents.membership().groups_of(a).to_vec();
+        queues.wake_groups(&groups);
+        assert_eq!(offered(&mut c1).await, vec![a]);
+        assert!(next(&mut c2).await.is_none(), "Q2 was not woken");
+        queues.wake_groups(agents.membership().groups_of(b));
+        assert_eq!(offered(&mut c2).await, vec![b]);
+    }
 }

@@ -174,12 +174,9 @@ impl Live {
     /// The live state over `acd`'s agent table.
     pub fn new(acd: Arc<Acd>, clock: SharedClock) -> Self {
         let (events, _) = broadcast::channel(64);
-        // The table's epoch is its creation; `now - elapsed` on the wall clock is that moment.
-        let elapsed = tokio::time::Instant::now()
-            .into_std()
-            .saturating_duration_since(acd.agents().epoch());
-        let epoch_wall = clock.now_utc()
-            - chrono::Duration::from_std(elapsed).unwrap_or_else(|_| chrono::Duration::zero());
+        // The table was created a moment ago (start-up): its epoch on the wall clock is now, to
+        // the start-up's few milliseconds.
+        let epoch_wall = clock.now_utc();
         Self {
             acd,
             epoch_wall,
