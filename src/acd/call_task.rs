@@ -63,7 +63,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey};
 use crate::acd::observe::{CallObserver, CallSnapshot, CallStage, NoObserver};
-use crate::acd::queue_task::QueueMsg;
+use crate::acd::queue_task::{Outbox, QueueMsg};
 use crate::acd::record;
 use crate::acd::router;
 use crate::acd::runtime::Runtime;
@@ -222,7 +222,7 @@ pub async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc<Servic
         inbox,
         legs: HashMap::new(),
         claims: HashSet::new(),
-        outbox: VecDeque::new(),
+        outbox: Outbox::default(),
         failed: None,
         forward: None,
         bridged_agent: None,
@@ -283,8 +283,8 @@ struct CallTask {
     legs: HashMap<AgentId, FarLeg>,
     /// Agents ringing for this call by its claim: this task is their state's only writer.
     claims: HashSet<AgentId>,
-    /// Queue messages the owner's inbox had no room for yet, in order.
-    outbox: VecDeque<(QueueId, QueueMsg)>,
+    /// Queue messages the owners' inboxes had no room for yet, in order.
+    outbox: Outbox,
     /// Why rgsd ends the call itself (a media leg died); recorded as `failed`.
     failed: Option<&'static str>,
     forward: Option<FarLeg>,
@@ -336,16 +336,6 @@ impl CallTask {
                 return;
             }
             let deadline = self.timers.values().min().copied();
-            // A message for a queue this runtime does not have goes nowhere (as `try_send`).
-            while let Some((q, _)) = self.outbox.front()
-                && self.ctx.queues.sender(*q).is_none()
-            {
-                self.outbox.pop_front();
-            }
-            let flush = self
-                .outbox
-                .front()
-                .and_then(|(q, _)| self.ctx.queues.sender(*q).cloned());
             tokio::select! {
                 event = self.caller.next_event(), if self.caller_open => self.on_caller(event),
                 Some(event) = self.media.next_event() => self.on_media(event),
@@ -353,12 +343,7 @@ impl CallTask {
                 (far, event) = next_far_event(&mut self.legs, &mut self.forward) => {
                     self.on_far(far, event);
                 }
-                permit = reserve(flush) => {
-                    let front = self.outbox.pop_front();
-                    if let (Some(permit), Some((_, msg))) = (permit, front) {
-                        permit.send(msg);
-                    }
-                }
+                () = self.outbox.flush_one(&self.ctx.queues) => {}
                 () = sleep_until_opt(deadline) => self.fire_timers(),
             }
         }
@@ -757,16 +742,9 @@ impl CallTask {
         headers
     }
 
-    /// Hands a message to a queue owner without waiting: straight into its inbox when there is
-    /// room and nothing is queued before it, else into the outbox the event loop drains.
+    /// Hands a message to a queue owner without waiting (see [`Outbox`]).
     fn hand_to_queue(&mut self, queue: QueueId, msg: QueueMsg) {
-        if self.outbox.is_empty() {
-            if let Err(msg) = self.ctx.queues.try_send(queue, msg) {
-                self.outbox.push_back((queue, msg));
-            }
-        } else {
-            self.outbox.push_back((queue, msg));
-        }
+        self.outbox.send(&self.ctx.queues, queue, msg);
     }
 
     /// Ends the call from here: `reason` is logged and the record's outcome is `failed`.
@@ -830,11 +808,7 @@ impl CallTask {
         if let Some(mut leg) = self.forward.take() {
             let _ = leg.sip.cancel();
         }
-        // Best effort from here (the task ends): a message lost to a full inbox only delays
-        // the queue's clean-up to its next dispatch, which finds this call's inbox closed.
-        for (queue, msg) in std::mem::take(&mut self.outbox) {
-            let _ = self.ctx.queues.try_send(queue, msg);
-        }
+        self.outbox.send_now(&self.ctx.queues);
         if let Some(queue) = self.queue.take() {
             let _ = self.ctx.queues.try_send(queue, QueueMsg::Leave(self.key));
         }
@@ -863,14 +837,6 @@ impl CallTask {
         }
         debug!(outcome = ?record.outcome, "call ended");
         submit(&self.svc, record);
-    }
-}
-
-/// A slot in `tx`'s inbox (`None` once its owner is gone); pending forever without a sender.
-async fn reserve(tx: Option<mpsc::Sender<QueueMsg>>) -> Option<mpsc::OwnedPermit<QueueMsg>> {
-    match tx {
-        Some(tx) => tx.reserve_owned().await.ok(),
-        None => std::future::pending().await,
     }
 }
 

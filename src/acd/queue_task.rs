@@ -231,6 +231,67 @@ impl Queues {
     }
 }
 
+/// A call's queue messages that the owners' inboxes had no room for yet, in order: how a call
+/// task hands messages over without waiting inside its event loop. [`Outbox::send`] never
+/// waits; the call's `select!` runs [`Outbox::flush_one`] beside its other events, so a BYE is
+/// heard while an owner is slow.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    held: std::collections::VecDeque<(QueueId, QueueMsg)>,
+}
+
+impl Outbox {
+    /// Straight into the owner's inbox when there is room and nothing is held before it, else
+    /// held (order is kept across queues: a join is never overtaken by its leave).
+    pub fn send(&mut self, queues: &Queues, queue: QueueId, msg: QueueMsg) {
+        if self.held.is_empty() {
+            if let Err(msg) = queues.try_send(queue, msg) {
+                self.held.push_back((queue, msg));
+            }
+        } else {
+            self.held.push_back((queue, msg));
+        }
+    }
+
+    /// Waits for room for the oldest held message and hands it over; pending forever while
+    /// nothing is held. Cancel-safe: a message leaves the outbox only with a slot reserved.
+    pub async fn flush_one(&mut self, queues: &Queues) {
+        loop {
+            let Some((queue, _)) = self.held.front() else {
+                return std::future::pending().await;
+            };
+            // A queue this configuration does not have, or an owner gone: nowhere to go.
+            let Some(tx) = queues.sender(*queue).cloned() else {
+                self.held.pop_front();
+                continue;
+            };
+            let permit = tx.reserve_owned().await;
+            let front = self.held.pop_front();
+            if let (Ok(permit), Some((_, msg))) = (permit, front) {
+                permit.send(msg);
+            }
+            return;
+        }
+    }
+
+    /// Best effort at the end of a call: whatever fits now. A message lost to a full inbox only
+    /// delays the queue's clean-up to its next dispatch, which finds the call's inbox closed.
+    pub fn send_now(&mut self, queues: &Queues) {
+        for (queue, msg) in self.held.drain(..) {
+            let _ = queues.try_send(queue, msg);
+        }
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
 fn queue_id(index: usize) -> QueueId {
     QueueId(u32::try_from(index).unwrap_or(u32::MAX))
 }
@@ -602,5 +663,37 @@ mod tests {
         assert!(next(&mut c2).await.is_none(), "Q2 was not woken");
         queues.wake_groups(agents.membership().groups_of(b));
         assert_eq!(offered(&mut c2).await, vec![b]);
+    }
+
+    /// A full inbox never makes the sender wait: the messages that do not fit are held and
+    /// handed over in order as the owner makes room.
+    #[tokio::test(start_paused = true)]
+    async fn the_outbox_never_waits_and_keeps_the_order() {
+        let c = config(&(group("A", "a") + &queue("Q", "\"A\"")), &["Q"]);
+        let agents = table(&c);
+        assert!(agents.claim(id(&agents, "a"), CallKey(u32::MAX)));
+        let queues = Queues::spawn(&c, &agents);
+        let mut outbox = Outbox::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // The owner has not run yet: its inbox takes INBOX messages, the rest are held.
+        let calls = u32::try_from(INBOX).unwrap() + 100;
+        for call in 0..calls {
+            let join = QueueMsg::Join {
+                call: CallKey(call),
+                inbox: tx.clone(),
+            };
+            outbox.send(&queues, QueueId(0), join);
+        }
+        assert_eq!(outbox.len(), 100);
+        while !outbox.is_empty() {
+            outbox.flush_one(&queues).await;
+        }
+        for position in 1..=calls {
+            assert_eq!(
+                next(&mut rx).await,
+                Some(Event::EnteredQueue(Entry::Waiting { position })),
+                "joins arrive in the order sent"
+            );
+        }
     }
 }
