@@ -46,6 +46,7 @@
 //! wins the `compare_exchange` rings the agent; the loser picks again at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey, Membership};
@@ -185,6 +186,8 @@ pub struct QueueCore {
     ready: BTreeSet<u64>,
     /// Scratch for claims lost to other queues during one pick.
     lost: Vec<AgentId>,
+    /// The agent table's membership at the last dispatch, with its generation.
+    members: Option<(u64, Arc<Membership>)>,
 }
 
 impl QueueCore {
@@ -198,6 +201,7 @@ impl QueueCore {
             by_call: HashMap::new(),
             ready: BTreeSet::new(),
             lost: Vec::new(),
+            members: None,
         }
     }
 
@@ -314,7 +318,13 @@ impl QueueCore {
     pub fn dispatch(&mut self, table: &AgentTable, now: Instant) -> Dispatch {
         let mut result = Dispatch::default();
         // One snapshot for the whole dispatch: a rebuild in between is seen by the next one.
-        let members = table.membership();
+        let generation = table.generation();
+        if self.members.as_ref().is_none_or(|(g, _)| *g != generation) {
+            self.members = Some((generation, table.membership_full()));
+        }
+        let Some((_, members)) = &self.members else {
+            return result;
+        };
         let mut from = 0;
         while let Some(&seq) = self.ready.range(from..).next() {
             from = seq + 1;
@@ -323,7 +333,7 @@ impl QueueCore {
                 continue;
             };
             w.refused.retain(|r| r.until > now);
-            match offer_one(&self.groups, w, table, &members, now, &mut self.lost) {
+            match offer_one(&self.groups, w, table, members, now, &mut self.lost) {
                 Some(offer) => {
                     w.offering = true;
                     self.ready.remove(&seq);
