@@ -8,10 +8,12 @@
 //! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused with 503, calls
 //! in progress given [`SHUTDOWN_GRACE`], then the SIP endpoint stops and the record writer
 //! flushes; exit 0), SIGINT stops at once (exit 0), SIGHUP reloads (a broken file, or prompts
-//! that cannot be rendered, are reported and the running configuration kept). A reload gives
-//! new calls a new context: the prompts of the new file, the agent table rebuilt with states
-//! carried over, and the queue owners carried over by queue name (reconfigured, with the calls
-//! waiting in them, which are then offered to the new file's agents; see `acd::queue_task`).
+//! that cannot be rendered, are reported and the running configuration kept). The reload itself
+//! is `acd::runtime::Acd::reload`, the same one the API's changes and the tests go through: new
+//! calls get a new runtime (the prompts of the new file, the agent table's membership rebuilt
+//! over stable ids, the queue owners carried over by queue name with the calls waiting in them;
+//! see `acd::runtime`). What the file says is compiled together with the objects created
+//! through the API (`api::objects`), on SIGHUP as at start.
 //! A reload also applies `[[registration]]` (started, unregistered or registered again by diff,
 //! `sip::registration::Registrations`) and `[server] rtp_ports` (new calls bind in the new
 //! range). How reload travels is described in `docs/architecture.md`.
@@ -32,21 +34,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::acd::call_task::{Context as CallContext, Controller, Services};
-use crate::acd::queue_task::Queues;
+use crate::acd::call_task::{Controller, Services};
+use crate::acd::runtime::{Acd, Change, PromptCache, Runtime};
 use crate::api::Shared;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
 use crate::config::{self, Diagnostic, EXIT_CONFIG, LoadOptions, Loaded, print_diagnostics};
-use crate::media::assets::MediaAssets;
 use crate::media::leg::{LegOptions, MediaEngine};
 use crate::media::ports::PortPool;
-use crate::media::tts::TextToSpeech;
 use crate::sip::registration::Registrations;
 use crate::store::{RecordWriter, Role, Store, WriterOptions};
 
@@ -278,8 +277,9 @@ pub struct Daemon {
     /// The SIP endpoint (cloneable handle); the call controller starts outbound legs on it.
     pub endpoint: crate::sip::Endpoint,
     pub bound: Bound,
-    /// What new calls run with (configuration, agent table, queue owners, prompts).
-    pub context: Arc<ArcSwap<CallContext>>,
+    /// What new calls run with (configuration, agent table, queue owners, prompts), and the
+    /// one reload that changes it.
+    pub acd: Arc<Acd>,
     /// The `[[registration]]` tasks; a reload applies the new list.
     registrations: std::sync::Mutex<Registrations>,
     /// The RTP port pool (shared with the media engine); a reload applies `rtp_ports` to it.
@@ -339,10 +339,6 @@ impl Daemon {
                 }
             };
         let config = merged.loaded.config.clone();
-        store
-            .sync_config_groups(&config.agent_groups)
-            .await
-            .context("cannot store the configured agent groups")?;
 
         let tasks = tokio_util::task::TaskTracker::new();
 
@@ -352,25 +348,19 @@ impl Daemon {
         let http_addr = http.local_addr()?;
 
         let media_address = media_address(&config.server.advertised_host).await?;
-        let assets = load_assets(&config).await?;
         let records = RecordWriter::spawn(store.clone(), WriterOptions::default());
 
-        // The agent table routing reads is the API's live one (formal sign-ins, membership
-        // edited through the API).
-        let live = Arc::new(
-            crate::api::Live::start(&config, &store, clock.clone())
+        // The runtime: the configured groups stored, prompts rendered, the agent table (with
+        // the database's groups and sign-in state) and one owner task per queue.
+        let acd = Arc::new(
+            Acd::start(config, Some(store.clone()), PromptCache::Default)
                 .await
-                .context("cannot load the agent sign-in state")?,
+                .context("cannot load the agent groups or the prompts")?,
         );
+        let live = Arc::new(crate::api::Live::new(Arc::clone(&acd), clock.clone()));
         live.metrics.attach_writer(records.clone());
-        let agents = live.agent_table();
-        let live_config = Arc::new(ArcSwap::from_pointee(config));
+        let live_config = acd.routed();
         let config = live_config.load_full();
-        let context = Arc::new(ArcSwap::from_pointee(CallContext {
-            queues: Queues::spawn(&config, &agents),
-            config: Arc::clone(&config),
-            assets: Arc::new(assets),
-        }));
         let router = Arc::new(crate::acd::router::WorkflowRouter::new(live_config.clone()));
         // The endpoint outlives `shutdown`: calls in progress keep their dialogs during the
         // grace period; `stop` ends it after them.
@@ -406,8 +396,7 @@ impl Daemon {
                 media,
                 records.clone(),
                 clock.clone(),
-                context.clone(),
-                agents,
+                acd.runtime(),
             )
             // Calls in progress, ended calls and queue waits reach the wallboard and `/metrics`.
             .with_observer(live.clone()),
@@ -419,11 +408,6 @@ impl Daemon {
             calls: calls.clone(),
         };
         tasks.spawn(controller.run(incoming));
-        tasks.spawn(wake_queues_on_agent_changes(
-            live.subscribe(),
-            context.clone(),
-            shutdown.clone(),
-        ));
 
         info!(
             "rgsd {} serving {} ({})",
@@ -431,16 +415,8 @@ impl Daemon {
             config.source.display(),
             config::summary(&config)
         );
-        let reloader = Reloader {
-            store: store.clone(),
-            live: live.clone(),
-            config: live_config.clone(),
-            context: context.clone(),
-        };
-        let apply: crate::api::objects::Apply = Arc::new(move |config| {
-            let reloader = reloader.clone();
-            Box::pin(async move { reloader.apply(config).await })
-        });
+        // An accepted change through the API goes through the same reload as SIGHUP.
+        let apply = crate::api::objects::Objects::through(Arc::clone(&acd));
         let shared = Shared {
             config: live_config,
             store,
@@ -467,7 +443,7 @@ impl Daemon {
             shared,
             registrations: std::sync::Mutex::new(registrations),
             rtp_ports,
-            context,
+            acd,
             calls,
             records,
             sip_shutdown,
@@ -528,17 +504,19 @@ impl Daemon {
         for w in &merged.loaded.warnings {
             warn!("{w}");
         }
-        let reloader = Reloader {
-            store: self.shared.store.clone(),
-            live: self.shared.live.clone(),
-            config: self.shared.config.clone(),
-            context: self.context.clone(),
-        };
+        let before = self.shared.config.load_full();
         let summary = config::summary(&merged.loaded.config);
-        match reloader.apply(merged.loaded.config.clone()).await {
+        match self
+            .acd
+            .reload(Change::Config(Box::new(merged.loaded.config.clone())))
+            .await
+        {
             Ok(()) => {
                 objects.set_catalog(&merged);
                 let config = self.shared.config.load_full();
+                for key in restart_only_changes(&before.server, &config.server) {
+                    warn!("[server] {key} changed; it takes effect after a restart");
+                }
                 self.apply_sip_and_media(&config);
                 // The SIP edge (trusted_peers, max_calls, sip_rate_limit, sip_listen) applies
                 // to the next request; what it cannot apply is named.
@@ -551,6 +529,11 @@ impl Daemon {
             }
             Err(e) => error!("reload refused: {e:#}"),
         }
+    }
+
+    /// The runtime new calls get.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.acd.current()
     }
 
     /// The reloaded `[[registration]]` list and `[server] rtp_ports` (new calls bind in the new
@@ -615,52 +598,6 @@ impl Daemon {
     }
 }
 
-/// What putting a new model in force touches; shared by SIGHUP and the API's changes.
-#[derive(Clone)]
-struct Reloader {
-    store: Store,
-    live: Arc<crate::api::Live>,
-    config: Arc<ArcSwap<Config>>,
-    context: Arc<ArcSwap<CallContext>>,
-}
-
-impl Reloader {
-    /// Stores the agent groups, renders the prompts, rebuilds the agent table, carries the
-    /// queue owners over and swaps the model. New calls see it; calls in progress keep theirs.
-    ///
-    /// # Errors
-    /// The agent groups cannot be stored or read back, or the prompts cannot be rendered;
-    /// nothing is swapped then.
-    async fn apply(&self, config: Config) -> anyhow::Result<()> {
-        self.store
-            .sync_config_groups(&config.agent_groups)
-            .await
-            .context("cannot store the agent groups")?;
-        let assets = load_assets(&config).await?;
-        // The agent table first: a new call must never see a queue whose groups the table does
-        // not know yet. States carry over by agent URI and group name; sign-ins come from the
-        // store.
-        self.live
-            .rebuild(&config, &self.store)
-            .await
-            .context("cannot read the agent groups back")?;
-        let config = Arc::new(config);
-        // The queue owners carry over by queue name, with the calls waiting in them.
-        let context = self
-            .context
-            .load_full()
-            .reload(
-                Arc::clone(&config),
-                Arc::new(assets),
-                &self.live.agent_table(),
-            )
-            .await;
-        self.context.store(Arc::new(context));
-        self.config.store(config);
-        Ok(())
-    }
-}
-
 /// Logs why the objects stored in the database could not be loaded with the file.
 fn report_database_objects(e: &crate::api::objects::LoadError) {
     match e {
@@ -679,28 +616,6 @@ fn report_database_objects(e: &crate::api::objects::LoadError) {
     }
 }
 
-/// Wakes every queue when the API signs an agent in or rebuilds the agent table, so waiting
-/// calls are offered to the agent at once.
-async fn wake_queues_on_agent_changes(
-    mut events: tokio::sync::broadcast::Receiver<crate::api::live::LiveEvent>,
-    context: Arc<ArcSwap<CallContext>>,
-    shutdown: CancellationToken,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let event = tokio::select! {
-            e = events.recv() => e,
-            () = shutdown.cancelled() => return,
-        };
-        match event {
-            Ok(crate::api::live::LiveEvent::SignIn | crate::api::live::LiveEvent::Agents)
-            | Err(RecvError::Lagged(_)) => context.load().queues.wake_all(),
-            Ok(crate::api::live::LiveEvent::Calls) => {}
-            Err(RecvError::Closed) => return,
-        }
-    }
-}
-
 /// The address RTP sockets bind to and SDP announces: `advertised_host` itself when it is an
 /// IP address, else its first resolved address.
 async fn media_address(host: &str) -> anyhow::Result<IpAddr> {
@@ -715,36 +630,42 @@ async fn media_address(host: &str) -> anyhow::Result<IpAddr> {
         .with_context(|| format!("advertised_host {host} has no address"))
 }
 
-/// Renders every prompt and decodes the music, off the async threads. Text-to-speech output is
-/// cached in systemd's `CACHE_DIRECTORY` when set, else next to the configuration, else (that
-/// folder not writable) in the system's temporary folder.
-async fn load_assets(config: &Config) -> anyhow::Result<MediaAssets> {
-    let beside = config
-        .source
-        .parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(".rgsd-tts-cache");
-    let systemd = std::env::var_os("CACHE_DIRECTORY")
-        .and_then(|dirs| std::env::split_paths(&dirs).next())
-        .map(|d| d.join("tts"));
-    let config = config.clone();
-    tokio::task::spawn_blocking(move || {
-        let cache = systemd
-            .into_iter()
-            .chain([beside, std::env::temp_dir().join("rgsd-tts-cache")])
-            .find(|d| is_writable_dir(d))
-            .unwrap_or_else(std::env::temp_dir);
-        MediaAssets::load(&config, &TextToSpeech::new(cache))
-    })
-    .await
-    .context("prompt rendering stopped")?
-    .context("cannot load prompts and music")
+/// The `[server]` keys a reload cannot apply, among those that changed: the HTTP listener and
+/// the database are opened once at start. (`advertised_host` and `dns_servers` are named by the
+/// SIP endpoint's own reconfiguration; every other key applies live, see the README.)
+fn restart_only_changes(
+    before: &crate::config::model::Server,
+    after: &crate::config::model::Server,
+) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if before.http_listen != after.http_listen {
+        keys.push("http_listen");
+    }
+    if before.database != after.database {
+        keys.push("database");
+    }
+    keys
 }
 
-/// Whether `dir` exists (created when missing) and a file can be written in it.
-fn is_writable_dir(dir: &Path) -> bool {
-    let probe = dir.join(".rgsd-write-probe");
-    let ok = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&probe, b"").is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_listen_and_database_changes_need_a_restart() {
+        let config = crate::workflow::testing::config();
+        let before = config.server.clone();
+        assert!(restart_only_changes(&before, &config.server).is_empty());
+        let mut after = before.clone();
+        after.http_listen = "127.0.0.1:1".parse().expect("address");
+        after.max_calls += 1;
+        assert_eq!(restart_only_changes(&before, &after), ["http_listen"]);
+        after.database = crate::config::model::DatabaseUrl::Postgres(
+            crate::config::model::Secret::new("postgres://db/rgsd".into()),
+        );
+        assert_eq!(
+            restart_only_changes(&before, &after),
+            ["http_listen", "database"]
+        );
+    }
 }

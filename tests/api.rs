@@ -14,12 +14,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use rgsd::acd::runtime::{Acd, PromptCache};
 use rgsd::api::Shared;
 use rgsd::api::live::{CallPhase, LiveCall};
 use rgsd::api::objects::Objects;
@@ -27,7 +27,7 @@ use rgsd::api::reports::fixture;
 use rgsd::api::{self, Live};
 use rgsd::clock::ManualClock;
 use rgsd::config::LoadOptions;
-use rgsd::config::model::SipUri;
+use rgsd::config::model::{Config, SipUri};
 use rgsd::store::{RecordWriter, Role, Store, WriterOptions};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -140,19 +140,19 @@ async fn app(database: &str) -> App {
         .unwrap()
         .with_clock(clock.clone());
     store.migrate().await.unwrap();
-    store
-        .sync_config_groups(&config.agent_groups)
-        .await
-        .unwrap();
-    let live = Live::start(&config, &store, clock.clone()).await.unwrap();
-    let config = Arc::new(ArcSwap::from_pointee(config));
+    let acd = Arc::new(
+        Acd::start(config, Some(store.clone()), PromptCache::Default)
+            .await
+            .unwrap(),
+    );
+    let live = Live::new(Arc::clone(&acd), clock.clone());
     let shared = Shared {
-        config: config.clone(),
+        config: acd.routed(),
         store: store.clone(),
         clock: clock.clone(),
         live: Arc::new(live),
         revocations: Default::default(),
-        objects: Objects::new(Objects::swap_only(config), &merged, options),
+        objects: Objects::new(Objects::through(Arc::clone(&acd)), &merged, options),
     };
     let token = |role, subject: &'static str| {
         let store = store.clone();
@@ -824,14 +824,18 @@ async fn manager_scope(app: &App) {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let table = app.shared.live.agent_table().load_full();
-    let gina = table
+    let table = app.shared.live.agents();
+    let membership = table.membership_full();
+    let gina = membership
         .id(&SipUri("sip:gina@127.0.0.1".into()))
         .expect("gina routed");
-    let members = &table.group(rgsd::config::model::AgentGroupId(0)).members;
+    let members = &membership
+        .group(rgsd::config::model::AgentGroupId(0))
+        .unwrap()
+        .members;
     assert_eq!(members.len(), 3);
     assert_eq!(members[2], gina);
-    assert_eq!(table.uri(members[0]).as_str(), BOB);
+    assert_eq!(table.uri(members[0]).unwrap().as_str(), BOB);
     let r = put(
         app,
         &format!("/api/groups/{sales}"),
@@ -842,8 +846,10 @@ async fn manager_scope(app: &App) {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["alert_time_seconds"], 45);
-    let table = app.shared.live.agent_table().load_full();
-    let g = table.group(rgsd::config::model::AgentGroupId(0));
+    let membership = app.shared.live.agents().membership_full();
+    let g = membership
+        .group(rgsd::config::model::AgentGroupId(0))
+        .unwrap();
     assert_eq!(g.alert_time, Duration::from_secs(45));
     assert_eq!(g.routing, rgsd::config::model::RoutingMethod::Parallel);
     // But not its name or participation, nor other groups, nor creating or deleting groups.
@@ -1138,7 +1144,7 @@ async fn live_state_and_metrics(app: &App) {
     }
     writer.shutdown(Duration::from_secs(5)).await;
     // Routing claims Alice for a call: she counts as busy, no longer eligible.
-    let table = app.shared.live.agent_table().load_full();
+    let table = app.shared.live.agents();
     let alice_id = table.id(&SipUri(ALICE.into())).unwrap();
     assert!(table.claim(alice_id, rgsd::acd::agents::CallKey(7)));
     let sales = get(app, "/api/live/queues", &app.admin).await.json()[0].clone();
@@ -2462,10 +2468,11 @@ async fn openapi_covers_every_route(app: &App) {
 
 async fn sign_in_survives_a_restart(app: &App) {
     // Alice signed herself in above; a new live state from the same store has her signed in.
-    let config = app.shared.config.load();
-    let live = Live::start(&config, &app.shared.store, app.clock.clone())
+    let config = Config::clone(&app.shared.config.load());
+    let acd = Acd::start(config, Some(app.shared.store.clone()), PromptCache::Default)
         .await
         .unwrap();
+    let live = Live::new(Arc::new(acd), app.clock.clone());
     assert_eq!(
         live.is_signed_in(&SipUri(ALICE.into()), "Sales agents"),
         Some(true)

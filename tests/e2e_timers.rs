@@ -8,20 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use rgsd::acd::agents::{AgentTable, CallKey};
-use rgsd::acd::call_task::{Context, Controller, Services};
-use rgsd::acd::queue_task::Queues;
+use rgsd::acd::agents::CallKey;
+use rgsd::acd::call_task::{Controller, Services};
 use rgsd::acd::router::WorkflowRouter;
+use rgsd::acd::runtime::{Acd, Change, PromptCache};
 use rgsd::clock::SystemClock;
 use rgsd::config::model::{Config, SipUri};
 use rgsd::config::{LoadOptions, load};
-use rgsd::media::assets::MediaAssets;
 use rgsd::media::leg::{LegOptions, MediaEngine};
 use rgsd::media::ports::PortPool;
-use rgsd::media::tts::TextToSpeech;
 use rgsd::sip::{Endpoint, EndpointConfig};
-use rgsd::store::{RecordWriter, Store, WriterOptions};
+use rgsd::store::{CallRecord, RecordWriter, Store, WriterOptions};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -30,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 struct Rgsd {
     sip: SocketAddr,
     shutdown: CancellationToken,
-    /// What a reload swaps: the context of new calls, the agent table, the router's config.
-    context: Arc<ArcSwap<Context>>,
-    agents: Arc<ArcSwap<AgentTable>>,
-    routed: Arc<ArcSwap<Config>>,
+    /// The runtime and its one reload, as the daemon builds them.
+    acd: Arc<Acd>,
+    store: Store,
+    records: RecordWriter,
     rtp: u16,
     dir: tempfile::TempDir,
 }
@@ -46,29 +43,38 @@ fn config_text(rtp: u16, rest: &str) -> String {
     )
 }
 
+/// Loads the file at `path` as the daemon does (a broken file fails the test).
+fn load_file(path: &std::path::Path) -> Config {
+    load(path, &LoadOptions::default())
+        .unwrap_or_else(|d| panic!("{d:?}"))
+        .config
+}
+
 impl Rgsd {
-    /// What the daemon's SIGHUP does (without the store): load the new file, rebuild the agent
-    /// table carrying states over, then the context of new calls from the old one.
+    /// What the daemon's SIGHUP does: load the new file, then the same `Acd::reload`.
     async fn reload(&self, rest: &str) {
         let path = self.dir.path().join("rgsd.toml");
         std::fs::write(&path, config_text(self.rtp, rest)).unwrap();
-        let config = Arc::new(
-            load(&path, &LoadOptions::default())
-                .unwrap_or_else(|d| panic!("{d:?}"))
-                .config,
+        self.acd
+            .reload(Change::Config(Box::new(load_file(&path))))
+            .await
+            .unwrap();
+    }
+
+    /// The record of the call `call_id`, after the writer has flushed (the clock resumed: the
+    /// database's pool times out in virtual time otherwise).
+    async fn record(&self, call_id: &str) -> CallRecord {
+        tokio::time::resume();
+        self.records.shutdown(Duration::from_secs(5)).await;
+        let (from, to) = (
+            chrono::DateTime::UNIX_EPOCH,
+            rgsd::clock::Clock::now_utc(&SystemClock) + chrono::Days::new(1),
         );
-        let table = AgentTable::from_config(&config, Instant::now().into_std());
-        table.carry_over(&self.agents.load());
-        self.agents.store(Arc::new(table));
-        let assets =
-            MediaAssets::load(&config, &TextToSpeech::new(self.dir.path().join("tts"))).unwrap();
-        let context = self
-            .context
-            .load_full()
-            .reload(Arc::clone(&config), Arc::new(assets), &self.agents)
-            .await;
-        self.context.store(Arc::new(context));
-        self.routed.store(config);
+        let records = self.store.call_records_between(from, to).await.unwrap();
+        records
+            .into_iter()
+            .find(|r| r.call_id == call_id)
+            .unwrap_or_else(|| panic!("no record for {call_id}"))
     }
 }
 
@@ -78,34 +84,28 @@ impl Drop for Rgsd {
     }
 }
 
-/// Starts the endpoint and the controller on `config` (a TOML `[server]` is prepended).
+/// Starts the endpoint and the controller on `config` (a TOML `[server]` is prepended), with
+/// the runtime the daemon builds ([`Acd::start`]), without a database behind routing: the
+/// tests pause the clock, and the database's pool would time out in virtual time.
 async fn start(rtp: u16, rest: &str) -> Rgsd {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rgsd.toml");
     std::fs::write(&path, config_text(rtp, rest)).unwrap();
-    let config = Arc::new(
-        load(&path, &LoadOptions::default())
-            .unwrap_or_else(|d| panic!("{d:?}"))
-            .config,
-    );
+    let config = load_file(&path);
     let store = Store::connect(&config.server.database).await.unwrap();
     store.migrate().await.unwrap();
-    let records = RecordWriter::spawn(store, WriterOptions::default());
-    let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
-        &config,
-        Instant::now().into_std(),
-    )));
-    let assets = MediaAssets::load(&config, &TextToSpeech::new(dir.path().join("tts"))).unwrap();
-    let live = Arc::new(ArcSwap::from_pointee(Context {
-        queues: Queues::spawn(&config, &agents),
-        config: config.clone(),
-        assets: Arc::new(assets),
-    }));
+    let records = RecordWriter::spawn(store.clone(), WriterOptions::default());
+    let writer = records.clone();
+    let server = config.server.clone();
+    let acd = Arc::new(
+        Acd::start(config, None, PromptCache::At(dir.path().join("tts")))
+            .await
+            .unwrap(),
+    );
     let shutdown = CancellationToken::new();
-    let routed = Arc::new(ArcSwap::new(config.clone()));
-    let router = Arc::new(WorkflowRouter::new(Arc::clone(&routed)));
+    let router = Arc::new(WorkflowRouter::new(acd.routed()));
     let (endpoint, incoming) = Endpoint::bind(
-        EndpointConfig::from_server(&config.server),
+        EndpointConfig::from_server(&server),
         router,
         shutdown.clone(),
     )
@@ -113,7 +113,7 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
     .unwrap();
     let ip = "127.0.0.1".parse().unwrap();
     let media = MediaEngine::new(
-        PortPool::new(ip, config.server.rtp_ports.clone()),
+        PortPool::new(ip, server.rtp_ports.clone()),
         ip,
         LegOptions { rtp_timeout: None },
     );
@@ -123,8 +123,7 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
         media,
         records,
         Arc::new(SystemClock),
-        Arc::clone(&live),
-        Arc::clone(&agents),
+        acd.runtime(),
     ));
     let controller = Controller {
         services,
@@ -135,9 +134,9 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
     Rgsd {
         sip,
         shutdown,
-        context: live,
-        agents,
-        routed,
+        acd,
+        store,
+        records: writer,
         rtp,
         dir,
     }
@@ -574,11 +573,11 @@ async fn reload_offers_a_waiting_call_to_the_new_agents_of_its_queue() {
     let rgsd = start(25000, &before).await;
     // The only agent is busy (on another call): the caller waits.
     let a0_id = rgsd
-        .agents
-        .load()
+        .acd
+        .agents()
         .id(&SipUri(format!("sip:a0@{a0}")))
         .unwrap();
-    assert!(rgsd.agents.load().claim(a0_id, CallKey(u32::MAX)));
+    assert!(rgsd.acd.agents().claim(a0_id, CallKey(u32::MAX)));
     tokio::time::pause();
     let entered = Instant::now();
     let _caller = call(rgsd.sip, "sales").await;
@@ -620,4 +619,57 @@ async fn reload_offers_a_waiting_call_to_the_new_agents_of_its_queue() {
         seen0.try_recv().is_err(),
         "the busy agent was offered the call"
     );
+}
+
+/// Reload window (b): a call offered one agent before a reload and another after it. When ids
+/// were indexes into a table each reload replaced, the agent added first by the new file took
+/// the id the first agent had in the old table, and the call's two offers collided on it: the
+/// record named the second agent for both. Ids are stable now: each offer keeps its agent.
+#[tokio::test]
+async fn a_call_offered_agents_across_a_reload_keeps_each_offers_agent() {
+    let (first, mut seen_first) = peer(Peer::Rings).await;
+    let (second, mut seen_second) = peer(Peer::Answers).await;
+    let sales = |agents: &[String]| {
+        format!(
+            "\n[[agent_group]]\nname = \"Sales agents\"\nrouting = \"serial\"\nalert_time = \"10s\"\nagents = [{}]\n",
+            agents.join(", ")
+        )
+    };
+    let first_uri = format!("sip:first@{first}");
+    let second_uri = format!("sip:second@{second}");
+    let rgsd = start(
+        25400,
+        &(sales(&[format!("\"{first_uri}\"")]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let caller = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    assert!(caller.final_response.starts_with("SIP/2.0 200"));
+    next_of(&mut seen_first, "INVITE").await;
+    // While the first agent rings, the file puts a new agent ahead of it.
+    rgsd.reload(
+        &(sales(&[format!("\"{second_uri}\""), format!("\"{first_uri}\"")]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    next_of(&mut seen_first, "CANCEL").await;
+    let (_, invite) = next_msg(&mut seen_second, "INVITE").await;
+    assert!(
+        invite.starts_with(&format!("INVITE {second_uri} ")),
+        "{invite}"
+    );
+    next_of(&mut seen_second, "ACK").await;
+    caller.bye().await;
+    next_of(&mut seen_second, "BYE").await;
+    let record = rgsd.record(&caller.call_id).await;
+    let offered: Vec<&str> = record.offers.iter().map(|o| o.agent.as_str()).collect();
+    assert_eq!(offered, vec![first_uri.as_str(), second_uri.as_str()]);
+    assert_eq!(
+        record.agent.as_ref().map(SipUri::as_str),
+        Some(second_uri.as_str())
+    );
+    assert_eq!(
+        record.offers[0].agent_group.as_deref(),
+        Some("Sales agents")
+    );
+    assert_eq!(rgsd.acd.agents().refused_releases(), 0, "no second writer");
 }

@@ -14,12 +14,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, TimeZone, Utc};
+use rgsd::acd::runtime::{Acd, PromptCache};
 use rgsd::api::Shared;
 use rgsd::api::objects::Objects;
 use rgsd::api::{self, Live};
@@ -108,19 +108,19 @@ async fn app(database: &str) -> App {
         .unwrap()
         .with_clock(clock.clone());
     store.migrate().await.unwrap();
-    store
-        .sync_config_groups(&config.agent_groups)
-        .await
-        .unwrap();
-    let live = Live::start(&config, &store, clock.clone()).await.unwrap();
-    let config = Arc::new(ArcSwap::from_pointee(config));
+    let acd = Arc::new(
+        Acd::start(config, Some(store.clone()), PromptCache::Default)
+            .await
+            .unwrap(),
+    );
+    let live = Live::new(Arc::clone(&acd), clock.clone());
     let shared = Shared {
-        config: config.clone(),
+        config: acd.routed(),
         store: store.clone(),
         clock: clock.clone(),
         live: Arc::new(live),
         revocations: Default::default(),
-        objects: Objects::new(Objects::swap_only(config), &merged, options),
+        objects: Objects::new(Objects::through(Arc::clone(&acd)), &merged, options),
     };
     let hash = tokio::task::spawn_blocking(|| PasswordHash::new(PASSWORD))
         .await

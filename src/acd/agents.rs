@@ -1,28 +1,56 @@
-//! The agent table: one for the whole server, shared by every queue owner and call task.
+//! The agent table: one for the whole process, shared by every queue owner, call task and the
+//! API, never replaced.
 //!
-//! An agent in several groups and queues has one entry, so it is never offered two calls at
-//! once (attendant groups excepted, by design: they ring busy agents too). Nothing here takes a
-//! lock:
+//! # Stable ids
 //!
-//! - each agent's state is one `AtomicU64` word (see [`AgentState`]); claiming an agent for a
-//!   call is a single `compare_exchange(free → ringing for this call)`, so two queue owners
-//!   racing for the same agent cannot both win, and neither waits;
-//! - the idle clock (for longest idle) is an `AtomicU64` of nanoseconds since the table's epoch;
-//! - formal sign-in is one `AtomicBool` per (group, member), written by the API, read by routing;
-//! - the round-robin position is one `AtomicU32` per group (kept per agent group:
-//!   `docs/behaviour.md`, Agent groups).
+//! An agent's [`AgentId`] is interned from its SIP URI, and a group's [`AgentGroupId`] from its
+//! name, the first time either is seen; the registry only grows, so an id means the same agent
+//! (or group) for the life of the process, across every reload and API change of membership.
+//! The first configuration's groups get ids in file order (so, at start-up, a group's id equals
+//! its index in `Config::agent_groups`); a queue's groups are translated into these ids when a
+//! queue owner is given its settings ([`AgentTable::stable_queue`]). Nothing is ever remapped
+//! or carried over from one table to another: there is only one.
 //!
-//! Membership (which agents are in which group, in which order) is fixed when the table is
-//! built from a [`Config`]; a reload builds a new table and carries states over
-//! ([`AgentTable::carry_over`]): agents by SIP URI and groups by name, never by index, since a
-//! new file may reorder, insert or drop groups and agents (ids and group ids are only indexes
-//! into one table).
+//! # What lives where
+//!
+//! - **Per agent, for the process** (append-only arrays indexed by id, see [`Slots`]): its URI,
+//!   its state word and its idle clock.
+//! - **Per (group, agent) pair, for the process**: the formal sign-in flag, interned like the
+//!   ids; a pair that leaves the configuration and comes back finds its flag where it was.
+//! - **Per group, for the process**: its name and its round-robin position (the member offered
+//!   the group's last call, by agent id, so it follows the agent wherever the list puts it).
+//! - **Membership** ([`Membership`]): which groups are routed, their members in order, routing
+//!   method, participation and alert time. An immutable snapshot, replaced whole on rebuild
+//!   ([`AgentTable::set_membership`]) through an `ArcSwap`; routing loads it once per decision.
+//!
+//! # Who writes an agent's state word
+//!
+//! The word is `free`, `ringing(call)`, `busy(n)` (plus offline and wrap-up flags). Its writers
+//! follow one protocol, so no two writers can disagree:
+//!
+//! - `free → ringing(call)`: only the queue owner dispatching `call`, by
+//!   `compare_exchange(0 → ringing(call))` ([`AgentTable::claim`]); two owners racing for the
+//!   same agent cannot both win.
+//! - `ringing(call) → free` or `→ busy`: only the task of `call`, the claim's holder
+//!   ([`AgentTable::release`], [`AgentTable::answered`]). A release by any other call is
+//!   refused and counted ([`AgentTable::refused_releases`]): it is a bug, and a test looks for it.
+//! - `busy(n) → busy(n ± 1)`: the call bridged to the agent (`answered`, `call_ended`); attendant
+//!   groups ring without a claim, so their answer adds a call to a busy agent.
+//! - offline and wrap-up flags: presence and wrap-up, by compare-and-swap on the flag bits only.
+//!
+//! Nothing on the routing path takes a lock or allocates: the state words are read with one
+//! atomic load each, the membership snapshot with one `ArcSwap` load per dispatch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::model::{AgentGroupId, Config, Participation, RoutingMethod, SipUri};
+use arc_swap::{ArcSwap, Guard};
+
+use crate::config::model::{
+    AgentGroup, AgentGroupId, Config, Participation, Queue, RoutingMethod, SipUri,
+};
 pub use crate::workflow::call::AgentId;
 
 /// Identifies a call in the agent table (who an agent is ringing for). Allocated by the driver,
@@ -37,7 +65,6 @@ const OFFLINE: u64 = 1 << 16;
 const WRAP_UP: u64 = 1 << 17;
 const RINGING_SHIFT: u32 = 24;
 const RINGING_MASK: u64 = !((1 << RINGING_SHIFT) - 1);
-const NO_RR_POSITION: u32 = u32::MAX;
 
 fn ringing_bits(call: CallKey) -> u64 {
     (u64::from(call.0) + 1) << RINGING_SHIFT
@@ -69,213 +96,394 @@ pub enum SignInError {
     Informal(AgentGroupId),
 }
 
-/// One agent group as routing sees it.
+// Append-only arrays: a first block allocated with the table, then fixed-size segments
+// allocated on first use; nothing is ever moved or freed, so a reader holding an id reaches its
+// slot without a lock. The state words and idle clocks of the first 65,536 agents sit in one
+// flat block: the routing scan pays one bounds check per member, as with a plain array (a
+// segment lookup per member, an `OnceLock` load and two bounds checks, cost the routing bench
+// 0.8 ns per member: +68 % on its p50). The `boxcar` crate is all segments, with a flag beside
+// every entry that would also halve the state words per cache line, so it is not used here.
+const SEGMENT_BITS: u32 = 12;
+const SEGMENT_LEN: usize = 1 << SEGMENT_BITS;
+const SEGMENTS: usize = 1024;
+/// Slots in the flat first block of the per-agent arrays read by routing.
+const FIRST_AGENTS: usize = 1 << 16;
+/// Ids the registry hands out at most (agents, groups, sign-in pairs each): 4,194,304 (more
+/// for the arrays with a first block).
+const CAPACITY: usize = SEGMENT_LEN * SEGMENTS;
+
+/// An append-only array of `T` indexed by a stable id (see the module docs).
+struct Slots<T> {
+    /// Ids `0..first.len()`, allocated with the table.
+    first: Box<[T]>,
+    /// The ids after those, by segment.
+    segments: Box<[OnceLock<Box<[T]>>]>,
+}
+
+impl<T: Default> Slots<T> {
+    /// Segments only: for arrays off the routing path.
+    fn new() -> Self {
+        Self::with_first(0)
+    }
+
+    /// A flat first block of `first` slots, then segments.
+    fn with_first(first: usize) -> Self {
+        Self {
+            first: (0..first).map(|_| T::default()).collect(),
+            segments: (0..SEGMENTS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The slot of an id already handed out; `None` for one never handed out.
+    #[inline]
+    fn get(&self, i: u32) -> Option<&T> {
+        let i = i as usize;
+        if let Some(slot) = self.first.get(i) {
+            return Some(slot);
+        }
+        self.segment_get(i - self.first.len())
+    }
+
+    #[cold]
+    fn segment_get(&self, j: usize) -> Option<&T> {
+        let segment = self.segments.get(j >> SEGMENT_BITS)?.get()?;
+        segment.get(j & (SEGMENT_LEN - 1))
+    }
+
+    /// Makes slot `i` exist (the registry, before handing `i` out).
+    fn ensure(&self, i: u32) -> Option<&T> {
+        let i = i as usize;
+        if let Some(slot) = self.first.get(i) {
+            return Some(slot);
+        }
+        let j = i - self.first.len();
+        let segment = self
+            .segments
+            .get(j >> SEGMENT_BITS)?
+            .get_or_init(|| (0..SEGMENT_LEN).map(|_| T::default()).collect());
+        segment.get(j & (SEGMENT_LEN - 1))
+    }
+}
+
+impl<T> std::fmt::Debug for Slots<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let used = self.segments.iter().filter(|s| s.get().is_some()).count();
+        write!(f, "Slots {{ segments: {used} }}")
+    }
+}
+
+/// The interners: written under a lock on rebuilds and API look-ups, never on the routing path.
+#[derive(Debug, Default)]
+struct Registry {
+    agents: HashMap<SipUri, AgentId>,
+    groups: HashMap<String, AgentGroupId>,
+    /// (group, agent) → index of its sign-in flag.
+    pairs: HashMap<(AgentGroupId, AgentId), u32>,
+}
+
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn next_id(len: usize) -> Option<u32> {
+    if len >= CAPACITY {
+        None
+    } else {
+        u32::try_from(len).ok()
+    }
+}
+
+/// One agent group as routing sees it (part of a [`Membership`] snapshot).
 #[derive(Debug)]
 pub struct GroupMembers {
-    /// The group's name: what identifies it across tables (its id is only its index in one).
+    /// Its stable id.
+    pub id: AgentGroupId,
     pub name: String,
     pub routing: RoutingMethod,
     pub participation: Participation,
     pub alert_time: Duration,
     /// In configured order (serial and round robin follow it).
     pub members: Vec<AgentId>,
-    /// Formal sign-in, one flag per member (same index as `members`). Unused for informal groups.
-    signed_in: Box<[AtomicBool]>,
-    /// Index in `members` of the agent offered the group's last call; `u32::MAX` for none yet.
-    rr_last: AtomicU32,
+    /// Index of each member's sign-in flag (same index as `members`).
+    flags: Box<[u32]>,
 }
 
-/// The server-wide agent table.
-#[derive(Debug)]
-pub struct AgentTable {
-    uris: Vec<SipUri>,
+/// Who is routed now: an immutable snapshot, replaced whole by [`AgentTable::set_membership`].
+#[derive(Debug, Default)]
+pub struct Membership {
+    /// By stable group id; `None` for a group not routed now.
+    groups: Vec<Option<GroupMembers>>,
+    by_name: HashMap<String, AgentGroupId>,
+    /// Agents of at least one routed group, in order of first appearance.
+    agents: Vec<AgentId>,
     by_uri: HashMap<SipUri, AgentId>,
-    /// State words, packed: 8 agents to a cache line. Longest idle, parallel and a group with
-    /// nobody free read every member's word per decision; packed, the scan of an 8,000-agent
-    /// group with one agent free takes 11 µs instead of 15.5 µs padded to a line each (the
-    /// routing bench with one group of 8,000). The price is false sharing when two queues claim
-    /// neighbouring agents at the same instant: a cache line bouncing, nanoseconds at call rates.
-    words: Box<[AtomicU64]>,
-    /// Nanoseconds since `epoch` at which each agent's idle clock started.
-    idle_since: Box<[AtomicU64]>,
-    /// Time zero of `idle_since`; the table's creation (start-up).
-    epoch: Instant,
-    groups: Vec<GroupMembers>,
-    /// Group name → id in this table.
-    group_ids: HashMap<String, AgentGroupId>,
+    /// Per agent, its routed groups in group order.
+    memberships: HashMap<AgentId, Vec<AgentGroupId>>,
     /// (agent, group) → index in that group's `members`.
     positions: HashMap<(AgentId, AgentGroupId), u32>,
-    /// Per agent, the groups it belongs to, in group order.
-    memberships: Vec<Vec<AgentGroupId>>,
 }
 
-impl AgentTable {
-    /// Builds the table from the configured groups: one agent per distinct URI, in order of
-    /// first appearance. Every agent starts idle, its idle clock at `now` (start-up), and
-    /// signed out of its formal groups.
-    pub fn from_config(config: &Config, now: Instant) -> Self {
-        let mut uris = Vec::new();
-        let mut by_uri = HashMap::new();
-        let mut positions = HashMap::new();
-        let mut groups = Vec::with_capacity(config.agent_groups.len());
-        let mut group_ids = HashMap::with_capacity(config.agent_groups.len());
-        for (g, group) in config.agent_groups.iter().enumerate() {
-            let gid = AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX));
-            // Names are unique (the config compiler checks); a duplicate keeps the first.
-            group_ids.entry(group.name.clone()).or_insert(gid);
-            let mut members = Vec::with_capacity(group.agents.len());
-            for uri in &group.agents {
-                let id = *by_uri.entry(uri.clone()).or_insert_with(|| {
-                    uris.push(uri.clone());
-                    AgentId(u32::try_from(uris.len() - 1).unwrap_or(u32::MAX))
-                });
-                positions
-                    .entry((id, gid))
-                    .or_insert(u32::try_from(members.len()).unwrap_or(u32::MAX));
-                members.push(id);
-            }
-            groups.push(GroupMembers {
-                name: group.name.clone(),
-                routing: group.routing,
-                participation: group.participation,
-                alert_time: group.alert_time,
-                signed_in: members.iter().map(|_| AtomicBool::new(false)).collect(),
-                members,
-                rr_last: AtomicU32::new(NO_RR_POSITION),
-            });
-        }
-        let n = uris.len();
-        let mut memberships = vec![Vec::new(); n];
-        for (g, group) in groups.iter().enumerate() {
-            let gid = AgentGroupId(u32::try_from(g).unwrap_or(u32::MAX));
-            for member in &group.members {
-                let list: &mut Vec<AgentGroupId> = &mut memberships[member.0 as usize];
-                if !list.contains(&gid) {
-                    list.push(gid);
-                }
-            }
-        }
-        Self {
-            uris,
-            by_uri,
-            words: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            idle_since: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            epoch: now,
-            groups,
-            group_ids,
-            positions,
-            memberships,
-        }
+impl Membership {
+    /// The group, if it is routed now.
+    pub fn group(&self, group: AgentGroupId) -> Option<&GroupMembers> {
+        self.groups.get(group.0 as usize)?.as_ref()
     }
 
-    /// Copies states, idle clocks, sign-ins and round-robin positions from the table this one
-    /// replaces (reload, API change of membership). Agents are matched by SIP URI and groups by
-    /// name, never by index: a group the new table does not have leaves nothing behind, and a
-    /// group that moved keeps its own state.
-    ///
-    /// - An agent's state word and idle clock follow its URI.
-    /// - A formal sign-in follows (group name, agent URI), when the group was formal in both
-    ///   tables (an informal group has no sign-in to carry; the caller restores stored state,
-    ///   see [`Self::set_sign_ins`]).
-    /// - The round-robin position follows the agent last offered: it points at the same agent
-    ///   in the new member list, wherever it now stands; if that agent left the group, the
-    ///   group starts again from its first member.
-    pub fn carry_over(&self, old: &Self) {
-        for (id, uri) in self.uris.iter().enumerate() {
-            if let Some(&old_id) = old.by_uri.get(uri) {
-                let word = old.words[old_id.0 as usize].load(Ordering::Acquire);
-                self.words[id].store(word, Ordering::Release);
-                let since = old.idle_since_instant(old_id);
-                self.idle_since[id].store(self.nanos(since), Ordering::Release);
-            }
-        }
-        for group in &self.groups {
-            let Some(old_gid) = old.group_id(&group.name) else {
-                continue;
-            };
-            let old_group = old.group(old_gid);
-            if group.participation == Participation::Formal
-                && old_group.participation == Participation::Formal
-            {
-                for (i, &member) in group.members.iter().enumerate() {
-                    if let Some(old_id) = old.id(self.uri(member))
-                        && old.is_signed_in(old_id, old_gid)
-                    {
-                        group.signed_in[i].store(true, Ordering::Release);
-                    }
-                }
-            }
-            let last = old
-                .round_robin_last(old_group)
-                .and_then(|i| old_group.members.get(i))
-                .and_then(|&old_agent| self.id(old.uri(old_agent)))
-                .and_then(|agent| group.members.iter().position(|&m| m == agent));
-            if let Some(index) = last {
-                self.set_round_robin_last(group, index);
-            }
-        }
+    /// The routed groups, in stable id order.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupMembers> {
+        self.groups.iter().flatten()
     }
 
-    /// Sets every formal sign-in flag to what `signed_in` lists as (agent URI, group name) pairs
-    /// (the store's sign-in state); pairs this table does not route are ignored. Idle clocks are
-    /// left alone: this restores state, it is not a sign-in. Meant for a table not yet shared.
-    pub fn set_sign_ins<'a>(&self, signed_in: impl IntoIterator<Item = (&'a SipUri, &'a str)>) {
-        for group in &self.groups {
-            for flag in &group.signed_in {
-                flag.store(false, Ordering::Release);
-            }
-        }
-        for (uri, name) in signed_in {
-            let (Some(agent), Some(group)) = (self.id(uri), self.group_id(name)) else {
-                continue;
-            };
-            if let Ok(flag) = self.sign_in_flag(agent, group) {
-                flag.store(true, Ordering::Release);
-            }
-        }
+    /// The id of the routed group named `name`.
+    pub fn group_id(&self, name: &str) -> Option<AgentGroupId> {
+        self.by_name.get(name).copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.uris.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.uris.is_empty()
-    }
-
+    /// The id of a routed agent.
     pub fn id(&self, uri: &SipUri) -> Option<AgentId> {
         self.by_uri.get(uri).copied()
     }
 
-    pub fn uri(&self, agent: AgentId) -> &SipUri {
-        &self.uris[agent.0 as usize]
+    /// Every routed agent, in order of first appearance.
+    pub fn agents(&self) -> &[AgentId] {
+        &self.agents
     }
 
-    /// The groups the agent belongs to: their queues need [`Command::AgentAvailable`] when it
-    /// frees up.
-    ///
-    /// [`Command::AgentAvailable`]: super::queue::Command::AgentAvailable
+    /// The routed groups the agent belongs to: the queues that offer calls to them are the
+    /// ones to wake when it frees up.
     pub fn groups_of(&self, agent: AgentId) -> &[AgentGroupId] {
-        &self.memberships[agent.0 as usize]
+        self.memberships.get(&agent).map_or(&[], Vec::as_slice)
     }
 
-    /// The id in this table of the group named `name`.
+    /// Routed agents.
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+}
+
+/// The process-wide agent table. See the module docs.
+pub struct AgentTable {
+    registry: Mutex<Registry>,
+    uris: Slots<OnceLock<SipUri>>,
+    /// State words, packed: 8 agents to a cache line. Longest idle, parallel and a group with
+    /// nobody free read every member's word per decision.
+    words: Slots<AtomicU64>,
+    /// Nanoseconds since `epoch` at which each agent's idle clock started.
+    idle_since: Slots<AtomicU64>,
+    /// Formal sign-in, by (group, agent) pair.
+    flags: Slots<AtomicBool>,
+    /// Per group: 0 for none, else (agent id + 1) << 32 | index in the member list then.
+    round_robin: Slots<AtomicU64>,
+    group_names: Slots<OnceLock<String>>,
+    membership: ArcSwap<Membership>,
+    /// Changes with every membership stored, unique across tables (see [`Self::generation`]).
+    generation: AtomicU64,
+    /// Time zero of `idle_since`: the table's creation (start-up).
+    epoch: Instant,
+    /// Releases refused because the caller did not hold the claim.
+    refused_releases: AtomicU64,
+}
+
+impl std::fmt::Debug for AgentTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentTable")
+            .field("membership", &self.membership.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentTable {
+    /// An empty table whose idle clocks count from `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            registry: Mutex::new(Registry::default()),
+            uris: Slots::new(),
+            words: Slots::with_first(FIRST_AGENTS),
+            idle_since: Slots::with_first(FIRST_AGENTS),
+            flags: Slots::with_first(FIRST_AGENTS),
+            round_robin: Slots::new(),
+            group_names: Slots::new(),
+            membership: ArcSwap::from_pointee(Membership::default()),
+            generation: AtomicU64::new(next_generation()),
+            epoch: now,
+            refused_releases: AtomicU64::new(0),
+        }
+    }
+
+    /// A table routing `config`'s groups: group ids in file order, agents in order of first
+    /// appearance. Every agent starts idle, its idle clock at `now`, signed out of its formal
+    /// groups.
+    pub fn from_config(config: &Config, now: Instant) -> Self {
+        let table = Self::new(now);
+        table.set_membership(&config.agent_groups);
+        table
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // Held for map operations only; a panic there leaves the maps usable.
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Routes `groups` from now on: interns their names and agents (new ones get new ids, the
+    /// others keep theirs, with their states, clocks, sign-ins and round-robin positions) and
+    /// swaps the membership snapshot. Returns the snapshot stored. Ids beyond the table's
+    /// capacity are left out, with an error logged.
+    pub fn set_membership(&self, groups: &[AgentGroup]) -> Arc<Membership> {
+        let mut reg = self.registry();
+        let mut membership = Membership::default();
+        for group in groups {
+            let Some(gid) = self.intern_group(&mut reg, &group.name) else {
+                tracing::error!(group = %group.name, "agent table full: group not routed");
+                continue;
+            };
+            if membership.by_name.contains_key(&group.name) {
+                continue; // names are unique (the config compiler checks); keep the first
+            }
+            let mut members = Vec::with_capacity(group.agents.len());
+            let mut flags = Vec::with_capacity(group.agents.len());
+            for uri in &group.agents {
+                let Some(agent) = self.intern_agent(&mut reg, uri) else {
+                    tracing::error!(%uri, "agent table full: agent not routed");
+                    continue;
+                };
+                let Some(flag) = self.intern_pair(&mut reg, gid, agent) else {
+                    tracing::error!(%uri, "agent table full: agent not routed");
+                    continue;
+                };
+                let index = u32::try_from(members.len()).unwrap_or(u32::MAX);
+                membership.positions.entry((agent, gid)).or_insert(index);
+                if !membership.by_uri.contains_key(uri) {
+                    membership.by_uri.insert(uri.clone(), agent);
+                    membership.agents.push(agent);
+                }
+                let list = membership.memberships.entry(agent).or_default();
+                if !list.contains(&gid) {
+                    list.push(gid);
+                }
+                members.push(agent);
+                flags.push(flag);
+            }
+            membership.by_name.insert(group.name.clone(), gid);
+            let slot = gid.0 as usize;
+            if membership.groups.len() <= slot {
+                membership.groups.resize_with(slot + 1, || None);
+            }
+            membership.groups[slot] = Some(GroupMembers {
+                id: gid,
+                name: group.name.clone(),
+                routing: group.routing,
+                participation: group.participation,
+                alert_time: group.alert_time,
+                members,
+                flags: flags.into(),
+            });
+        }
+        for list in membership.memberships.values_mut() {
+            list.sort_unstable();
+        }
+        let membership = Arc::new(membership);
+        self.membership.store(Arc::clone(&membership));
+        // After the store: whoever sees the new generation loads the new snapshot.
+        self.generation.store(next_generation(), Ordering::Release);
+        membership
+    }
+
+    /// A number that changes whenever the membership does, unique across tables: a queue
+    /// core keeps the snapshot of its last dispatch and loads it again only when this moved
+    /// (one atomic load per dispatch instead of an `ArcSwap` load).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn intern_agent(&self, reg: &mut Registry, uri: &SipUri) -> Option<AgentId> {
+        if let Some(&id) = reg.agents.get(uri) {
+            return Some(id);
+        }
+        let id = next_id(reg.agents.len())?;
+        // Every slot exists before the id is handed out.
+        self.words.ensure(id)?;
+        self.idle_since.ensure(id)?;
+        self.uris.ensure(id)?.get_or_init(|| uri.clone());
+        reg.agents.insert(uri.clone(), AgentId(id));
+        Some(AgentId(id))
+    }
+
+    fn intern_group(&self, reg: &mut Registry, name: &str) -> Option<AgentGroupId> {
+        if let Some(&id) = reg.groups.get(name) {
+            return Some(id);
+        }
+        let id = next_id(reg.groups.len())?;
+        self.round_robin.ensure(id)?;
+        self.group_names.ensure(id)?.get_or_init(|| name.to_owned());
+        reg.groups.insert(name.to_owned(), AgentGroupId(id));
+        Some(AgentGroupId(id))
+    }
+
+    fn intern_pair(&self, reg: &mut Registry, group: AgentGroupId, agent: AgentId) -> Option<u32> {
+        if let Some(&flag) = reg.pairs.get(&(group, agent)) {
+            return Some(flag);
+        }
+        let flag = next_id(reg.pairs.len())?;
+        self.flags.ensure(flag)?;
+        reg.pairs.insert((group, agent), flag);
+        Some(flag)
+    }
+
+    /// The membership in force (one lock-free load; hold it for one decision).
+    pub fn membership(&self) -> Guard<Arc<Membership>> {
+        self.membership.load()
+    }
+
+    /// The membership in force, as an `Arc` to keep.
+    pub fn membership_full(&self) -> Arc<Membership> {
+        self.membership.load_full()
+    }
+
+    /// `queue` with its agent groups (indexes into `config.agent_groups`) replaced by their
+    /// stable ids, by name; a group the table has never routed is left out. Call after
+    /// [`Self::set_membership`] for the same configuration.
+    pub fn stable_queue(&self, config: &Config, queue: &Queue) -> Queue {
+        let reg = self.registry();
+        let mut stable = queue.clone();
+        stable.agent_groups = queue
+            .agent_groups
+            .iter()
+            .filter_map(|g| config.agent_groups.get(g.0 as usize))
+            .filter_map(|g| reg.groups.get(&g.name).copied())
+            .collect();
+        stable
+    }
+
+    /// The id of an agent the table has ever seen.
+    pub fn id(&self, uri: &SipUri) -> Option<AgentId> {
+        self.registry().agents.get(uri).copied()
+    }
+
+    /// The id of a group the table has ever seen.
     pub fn group_id(&self, name: &str) -> Option<AgentGroupId> {
-        self.group_ids.get(name).copied()
+        self.registry().groups.get(name).copied()
     }
 
-    pub fn group(&self, group: AgentGroupId) -> &GroupMembers {
-        &self.groups[group.0 as usize]
+    /// The URI of an agent id this table handed out.
+    pub fn uri(&self, agent: AgentId) -> Option<&SipUri> {
+        self.uris.get(agent.0)?.get()
     }
 
-    /// The group, if this table has it: a queue owner's group ids can briefly belong to the
-    /// previous configuration while a reload swaps the table and reconfigures the owners.
-    pub fn get_group(&self, group: AgentGroupId) -> Option<&GroupMembers> {
-        self.groups.get(group.0 as usize)
+    /// The name of a group id this table handed out.
+    pub fn group_name(&self, group: AgentGroupId) -> Option<&str> {
+        self.group_names.get(group.0)?.get().map(String::as_str)
     }
 
     pub fn state(&self, agent: AgentId) -> AgentState {
-        let word = self.word(agent).load(Ordering::Acquire);
+        let word = self.load(agent);
         if word & OFFLINE != 0 {
             AgentState::Offline
         } else if word & RINGING_MASK != 0 {
@@ -292,74 +500,117 @@ impl AgentTable {
     }
 
     /// Free: not offline, not ringing, not on an rgsd call, not in wrap-up.
+    #[inline]
     pub fn is_free(&self, agent: AgentId) -> bool {
-        self.word(agent).load(Ordering::Acquire) == 0
+        self.word(agent)
+            .is_some_and(|w| w.load(Ordering::Acquire) == 0)
     }
 
     /// Not offline (attendant groups ring busy agents too, never offline ones).
     pub fn is_reachable(&self, agent: AgentId) -> bool {
-        self.word(agent).load(Ordering::Acquire) & OFFLINE == 0
+        self.word(agent)
+            .is_some_and(|w| w.load(Ordering::Acquire) & OFFLINE == 0)
     }
 
     /// In the group for routing: always for informal groups, when signed in for formal ones.
+    /// `false` when the group is not routed or the agent is not in it.
     pub fn is_signed_in(&self, agent: AgentId, group: AgentGroupId) -> bool {
-        let g = &self.groups[group.0 as usize];
-        match g.participation {
-            Participation::Informal => true,
-            Participation::Formal => self
-                .positions
-                .get(&(agent, group))
-                .is_some_and(|&i| g.signed_in[i as usize].load(Ordering::Acquire)),
-        }
+        let m = self.membership();
+        let Some(g) = m.group(group) else {
+            return false;
+        };
+        m.positions
+            .get(&(agent, group))
+            .is_some_and(|&i| self.is_member_signed_in(g, i as usize))
     }
 
     /// `is_signed_in` by position in the group's member list (the routing hot path).
+    #[inline]
     pub fn is_member_signed_in(&self, group: &GroupMembers, index: usize) -> bool {
         match group.participation {
             Participation::Informal => true,
-            Participation::Formal => group.signed_in[index].load(Ordering::Acquire),
+            Participation::Formal => group
+                .flags
+                .get(index)
+                .and_then(|&f| self.flags.get(f))
+                .is_some_and(|f| f.load(Ordering::Acquire)),
         }
     }
 
-    /// When the agent's idle clock started (last rgsd call ended, sign-in, or start-up).
+    /// When the agent's idle clock started (last rgsd call ended, sign-in, or start-up), in
+    /// nanoseconds since the table's creation.
+    #[inline]
     pub fn idle_since(&self, agent: AgentId) -> u64 {
-        self.idle_since[agent.0 as usize].load(Ordering::Acquire)
+        self.idle_since
+            .get(agent.0)
+            .map_or(0, |t| t.load(Ordering::Acquire))
     }
 
-    fn idle_since_instant(&self, agent: AgentId) -> Instant {
-        self.epoch + Duration::from_nanos(self.idle_since(agent))
+    /// The instant the table's idle clocks count from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
     }
 
-    /// The group's round-robin position: index of the member offered its last call.
+    /// The group's round-robin position: index of the member offered its last call. Follows
+    /// that agent when a rebuild moved it in the list; `None` when it left the group.
     pub fn round_robin_last(&self, group: &GroupMembers) -> Option<usize> {
-        match group.rr_last.load(Ordering::Relaxed) {
-            NO_RR_POSITION => None,
-            i => Some(i as usize),
+        let word = self.round_robin.get(group.id.0)?.load(Ordering::Relaxed);
+        if word == 0 {
+            return None;
         }
+        let agent = AgentId(u32::try_from((word >> 32) - 1).ok()?);
+        let index = usize::try_from(word & u64::from(u32::MAX)).ok()?;
+        if group.members.get(index) == Some(&agent) {
+            return Some(index);
+        }
+        group.members.iter().position(|&m| m == agent)
     }
 
     /// Moves the group's round-robin position to member `index` (the agent just offered).
     /// Relaxed: two queues racing may both store; either value keeps the rotation going.
     pub fn set_round_robin_last(&self, group: &GroupMembers, index: usize) {
-        let index = u32::try_from(index).unwrap_or(NO_RR_POSITION);
-        group.rr_last.store(index, Ordering::Relaxed);
+        let (Some(&agent), Some(slot), Ok(i)) = (
+            group.members.get(index),
+            self.round_robin.get(group.id.0),
+            u32::try_from(index),
+        ) else {
+            return;
+        };
+        slot.store(
+            ((u64::from(agent.0) + 1) << 32) | u64::from(i),
+            Ordering::Relaxed,
+        );
     }
 
     /// Claims a free agent for `call`: `compare_exchange(free → ringing for call)`. Returns
     /// whether this caller won; on `false` the agent is busy, ringing for someone else, in
-    /// wrap-up or offline.
+    /// wrap-up or offline. Only the queue owner dispatching `call` claims.
+    #[inline]
     pub fn claim(&self, agent: AgentId, call: CallKey) -> bool {
-        self.word(agent)
-            .compare_exchange(0, ringing_bits(call), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.word(agent).is_some_and(|w| {
+            w.compare_exchange(0, ringing_bits(call), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
     }
 
     /// Ends `call`'s claim on the agent (declined, failed, cancelled, timed out). Returns
-    /// whether the agent was ringing for `call`; a claim by another call is left alone.
+    /// whether the agent was ringing for `call`. Anyone else's release is refused, counted in
+    /// [`Self::refused_releases`] and logged: only the claim's holder may free the agent.
     pub fn release(&self, agent: AgentId, call: CallKey) -> bool {
-        self.update(agent, |w| {
+        let released = self.update(agent, |w| {
             (w & RINGING_MASK == ringing_bits(call)).then_some(w & !RINGING_MASK)
-        })
+        });
+        if !released {
+            self.refused_releases.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(?agent, ?call, state = ?self.state(agent), "release refused: the call does not hold the agent's claim");
+        }
+        released
+    }
+
+    /// Releases refused so far (see [`Self::release`]); stays 0 when every writer follows the
+    /// protocol of the module docs.
+    pub fn refused_releases(&self) -> u64 {
+        self.refused_releases.load(Ordering::Relaxed)
     }
 
     /// The agent answered `call`: ends the claim (if it was ours) and counts one more rgsd call.
@@ -441,27 +692,51 @@ impl AgentTable {
         Ok(())
     }
 
+    /// Sets every formal sign-in flag of the routed groups to what `signed_in` lists as (agent
+    /// URI, group name) pairs (the store's sign-in state); pairs not routed are ignored. Idle
+    /// clocks are left alone: this restores state, it is not a sign-in.
+    pub fn set_sign_ins<'a>(&self, signed_in: impl IntoIterator<Item = (&'a SipUri, &'a str)>) {
+        let m = self.membership();
+        for group in m.groups() {
+            for &f in &group.flags {
+                if let Some(flag) = self.flags.get(f) {
+                    flag.store(false, Ordering::Release);
+                }
+            }
+        }
+        for (uri, name) in signed_in {
+            let (Some(agent), Some(group)) = (m.id(uri), m.group_id(name)) else {
+                continue;
+            };
+            if let Ok(flag) = self.sign_in_flag(agent, group) {
+                flag.store(true, Ordering::Release);
+            }
+        }
+    }
+
     fn sign_in_flag(
         &self,
         agent: AgentId,
         group: AgentGroupId,
     ) -> Result<&AtomicBool, SignInError> {
-        let g = self
-            .groups
-            .get(group.0 as usize)
+        let m = self.membership();
+        let g = m
+            .group(group)
             .ok_or(SignInError::NotAMember { agent, group })?;
         if g.participation == Participation::Informal {
             return Err(SignInError::Informal(group));
         }
-        let index = self
-            .positions
+        m.positions
             .get(&(agent, group))
-            .ok_or(SignInError::NotAMember { agent, group })?;
-        Ok(&g.signed_in[*index as usize])
+            .and_then(|&i| g.flags.get(i as usize))
+            .and_then(|&f| self.flags.get(f))
+            .ok_or(SignInError::NotAMember { agent, group })
     }
 
     fn start_idle_clock(&self, agent: AgentId, now: Instant) {
-        self.idle_since[agent.0 as usize].store(self.nanos(now), Ordering::Release);
+        if let Some(t) = self.idle_since.get(agent.0) {
+            t.store(self.nanos(now), Ordering::Release);
+        }
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -469,16 +744,24 @@ impl AgentTable {
         u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn word(&self, agent: AgentId) -> &AtomicU64 {
-        &self.words[agent.0 as usize]
+    #[inline]
+    fn word(&self, agent: AgentId) -> Option<&AtomicU64> {
+        self.words.get(agent.0)
+    }
+
+    fn load(&self, agent: AgentId) -> u64 {
+        // An id never handed out reads as offline: nobody routes to it.
+        self.word(agent)
+            .map_or(OFFLINE, |w| w.load(Ordering::Acquire))
     }
 
     /// Compare-and-swap loop: `f` returns the new word, or `None` to leave it. Returns whether
     /// it wrote.
     fn update(&self, agent: AgentId, mut f: impl FnMut(u64) -> Option<u64>) -> bool {
-        self.word(agent)
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, &mut f)
-            .is_ok()
+        self.word(agent).is_some_and(|w| {
+            w.fetch_update(Ordering::AcqRel, Ordering::Acquire, &mut f)
+                .is_ok()
+        })
     }
 }
 
@@ -515,13 +798,14 @@ mod tests {
     #[test]
     fn one_entry_per_agent_across_groups() {
         let (t, _) = table();
-        assert_eq!(t.len(), 3);
+        let m = t.membership();
+        assert_eq!(m.len(), 3);
         let b = t.id(&uri("b")).unwrap();
-        assert_eq!(t.group(AgentGroupId(0)).members[1], b);
-        assert_eq!(t.group(AgentGroupId(1)).members[0], b);
-        assert_eq!(t.uri(b), &uri("b"));
-        assert_eq!(t.groups_of(b), &[AgentGroupId(0), AgentGroupId(1)]);
-        assert_eq!(t.groups_of(AgentId(0)), &[AgentGroupId(0)]);
+        assert_eq!(m.group(AgentGroupId(0)).unwrap().members[1], b);
+        assert_eq!(m.group(AgentGroupId(1)).unwrap().members[0], b);
+        assert_eq!(t.uri(b), Some(&uri("b")));
+        assert_eq!(m.groups_of(b), &[AgentGroupId(0), AgentGroupId(1)]);
+        assert_eq!(m.groups_of(AgentId(0)), &[AgentGroupId(0)]);
     }
 
     #[test]
@@ -534,10 +818,12 @@ mod tests {
             !t.claim(a, CallKey(8)),
             "a second call cannot claim a ringing agent"
         );
+        assert_eq!(t.refused_releases(), 0);
         assert!(
             !t.release(a, CallKey(8)),
-            "another call's release is ignored"
+            "another call's release is refused"
         );
+        assert_eq!(t.refused_releases(), 1, "and counted");
         assert_eq!(t.state(a), AgentState::Ringing(CallKey(7)));
         assert!(t.release(a, CallKey(7)));
         assert_eq!(t.state(a), AgentState::Idle);
@@ -546,6 +832,7 @@ mod tests {
         assert!(t.release(a, CallKey(0)));
         assert!(t.claim(a, CallKey(u32::MAX)));
         assert_eq!(t.state(a), AgentState::Ringing(CallKey(u32::MAX)));
+        assert_eq!(t.refused_releases(), 1);
     }
 
     #[test]
@@ -618,6 +905,18 @@ mod tests {
     }
 
     #[test]
+    fn ids_beyond_the_allocated_slots_are_never_free() {
+        let (t, _) = table();
+        // Past the first block, in no segment: no slot at all (the registry hands out ids in
+        // order, so every id it gave has its slot).
+        let ghost = AgentId(u32::try_from(FIRST_AGENTS + 5).unwrap());
+        assert!(!t.is_free(ghost));
+        assert!(!t.claim(ghost, CallKey(1)));
+        assert_eq!(t.state(ghost), AgentState::Offline);
+        assert_eq!(t.uri(ghost), None);
+    }
+
+    #[test]
     fn formal_sign_in_per_group() {
         let (t, start) = table();
         let b = t.id(&uri("b")).unwrap();
@@ -646,39 +945,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn carry_over_keeps_states_by_uri() {
-        let (old, start) = table();
-        let b = old.id(&uri("b")).unwrap();
-        old.sign_in(b, AgentGroupId(1), start + Duration::from_secs(4))
-            .unwrap();
-        assert!(old.claim(b, CallKey(5)));
-        // The new config drops "a", so "b" gets a new index.
-        let mut c = config();
-        add_group(
-            &mut c,
-            RoutingMethod::Serial,
-            Participation::Informal,
-            20,
-            &["b"],
-        );
-        add_group(
-            &mut c,
-            RoutingMethod::Parallel,
-            Participation::Formal,
-            20,
-            &["b", "c"],
-        );
-        let new = AgentTable::from_config(&c, start + Duration::from_secs(10));
-        new.carry_over(&old);
-        let nb = new.id(&uri("b")).unwrap();
-        assert_eq!(nb, AgentId(0));
-        assert_eq!(new.state(nb), AgentState::Ringing(CallKey(5)));
-        assert!(new.is_signed_in(nb, AgentGroupId(1)));
-        // Idle clock: 4 s after the old epoch is before the new epoch: saturates to 0.
-        assert_eq!(new.idle_since(nb), 0);
-    }
-
     /// Adds a group named `name` to `c`.
     fn named(
         c: &mut Config,
@@ -686,166 +952,199 @@ mod tests {
         routing: RoutingMethod,
         participation: Participation,
         agents: &[&str],
-    ) -> AgentGroupId {
+    ) {
         let g = add_group(c, routing, participation, 20, agents);
         c.agent_groups[g.0 as usize].name = name.to_owned();
-        g
     }
 
     #[test]
-    fn carry_over_follows_sign_ins_by_group_name_when_groups_are_reordered() {
+    fn a_rebuild_keeps_every_id_and_the_state_behind_it() {
+        let (t, start) = table();
+        let (a, b, c) = (
+            t.id(&uri("a")).unwrap(),
+            t.id(&uri("b")).unwrap(),
+            t.id(&uri("c")).unwrap(),
+        );
+        t.sign_in(b, AgentGroupId(1), start + Duration::from_secs(4))
+            .unwrap();
+        assert!(t.claim(b, CallKey(5)));
+        // The new file drops "a", adds "x" first and lists the groups the other way round.
+        let mut cfg = config();
+        add_group(
+            &mut cfg,
+            RoutingMethod::Parallel,
+            Participation::Formal,
+            20,
+            &["x", "b", "c"],
+        );
+        cfg.agent_groups[0].name = "group 1".into();
+        add_group(
+            &mut cfg,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            20,
+            &["b"],
+        );
+        cfg.agent_groups[1].name = "group 0".into();
+        let m = t.set_membership(&cfg.agent_groups);
+        assert_eq!(t.id(&uri("b")), Some(b), "b keeps its id");
+        assert_eq!(t.id(&uri("c")), Some(c));
+        let x = t.id(&uri("x")).unwrap();
+        assert!(![a, b, c].contains(&x), "a new agent gets a new id: {x:?}");
+        assert_eq!(m.id(&uri("a")), None, "a is no longer routed");
+        assert_eq!(t.id(&uri("a")), Some(a), "but keeps its id");
+        assert_eq!(
+            m.group_id("group 1"),
+            Some(AgentGroupId(1)),
+            "groups keep theirs"
+        );
+        assert_eq!(t.state(b), AgentState::Ringing(CallKey(5)));
+        assert!(t.is_signed_in(b, AgentGroupId(1)));
+        assert_eq!(t.idle_since(b), secs(4));
+        assert_eq!(m.groups_of(b), &[AgentGroupId(0), AgentGroupId(1)]);
+    }
+
+    #[test]
+    fn sign_ins_follow_the_group_by_name_when_groups_are_reordered() {
         let now = t0();
         let mut c = config();
-        let sales = named(
+        named(
             &mut c,
             "Sales",
             RoutingMethod::Serial,
             Participation::Formal,
             &["a"],
         );
-        let support = named(
+        named(
             &mut c,
             "Support",
             RoutingMethod::Serial,
             Participation::Formal,
             &["a", "b"],
         );
-        let old = AgentTable::from_config(&c, now);
-        let a = old.id(&uri("a")).unwrap();
-        old.sign_in(a, sales, now).unwrap();
-        assert!(!old.is_signed_in(a, support));
+        let t = AgentTable::from_config(&c, now);
+        let (sales, support) = (t.group_id("Sales").unwrap(), t.group_id("Support").unwrap());
+        let a = t.id(&uri("a")).unwrap();
+        t.sign_in(a, sales, now).unwrap();
 
-        // The new file lists Support first: the group ids swap.
         let mut c = config();
-        let support = named(
+        named(
             &mut c,
             "Support",
             RoutingMethod::Serial,
             Participation::Formal,
             &["a", "b"],
         );
-        let sales = named(
+        named(
             &mut c,
             "Sales",
             RoutingMethod::Serial,
             Participation::Formal,
             &["a"],
         );
-        let new = AgentTable::from_config(&c, now);
-        new.carry_over(&old);
-        let a = new.id(&uri("a")).unwrap();
-        assert!(new.is_signed_in(a, sales), "still signed in to Sales");
-        assert!(!new.is_signed_in(a, support), "not signed in to Support");
-        let b = new.id(&uri("b")).unwrap();
-        assert!(!new.is_signed_in(b, support));
+        t.set_membership(&c.agent_groups);
+        assert_eq!(t.group_id("Sales"), Some(sales));
+        assert!(t.is_signed_in(a, sales), "still signed in to Sales");
+        assert!(!t.is_signed_in(a, support), "not signed in to Support");
     }
 
     #[test]
-    fn carry_over_keeps_each_groups_round_robin_position_by_name_and_agent() {
+    fn round_robin_position_follows_the_agent_last_offered() {
         let now = t0();
         let mut c = config();
-        let sales = named(
+        named(
             &mut c,
             "Sales",
             RoutingMethod::RoundRobin,
             Participation::Informal,
             &["a", "b", "c"],
         );
-        let support = named(
+        named(
             &mut c,
             "Support",
             RoutingMethod::RoundRobin,
             Participation::Informal,
             &["d", "e"],
         );
-        let old = AgentTable::from_config(&c, now);
-        old.set_round_robin_last(old.group(sales), 1); // b
-        assert_eq!(old.round_robin_last(old.group(support)), None);
+        let t = AgentTable::from_config(&c, now);
+        let sales = t.group_id("Sales").unwrap();
+        let support = t.group_id("Support").unwrap();
+        t.set_round_robin_last(t.membership().group(sales).unwrap(), 1); // b
 
         // Support moves first and Sales lists its members in another order.
         let mut c = config();
-        let support = named(
+        named(
             &mut c,
             "Support",
             RoutingMethod::RoundRobin,
             Participation::Informal,
             &["d", "e"],
         );
-        let sales = named(
+        named(
             &mut c,
             "Sales",
             RoutingMethod::RoundRobin,
             Participation::Informal,
             &["c", "a", "b"],
         );
-        let new = AgentTable::from_config(&c, now);
-        new.carry_over(&old);
+        let m = t.set_membership(&c.agent_groups);
         assert_eq!(
-            new.round_robin_last(new.group(sales)),
+            t.round_robin_last(m.group(sales).unwrap()),
             Some(2),
             "Sales goes on after b, wherever b now stands"
         );
-        assert_eq!(
-            new.round_robin_last(new.group(support)),
-            None,
-            "Support has not offered a call yet"
-        );
+        assert_eq!(t.round_robin_last(m.group(support).unwrap()), None);
 
         // b leaves Sales: the group starts again from its first member.
         let mut c = config();
-        let sales = named(
+        named(
             &mut c,
             "Sales",
             RoutingMethod::RoundRobin,
             Participation::Informal,
             &["a", "c"],
         );
-        let newer = AgentTable::from_config(&c, now);
-        newer.carry_over(&new);
-        assert_eq!(newer.round_robin_last(newer.group(sales)), None);
+        let m = t.set_membership(&c.agent_groups);
+        assert_eq!(t.round_robin_last(m.group(sales).unwrap()), None);
     }
 
     #[test]
-    fn carry_over_leaves_a_deleted_groups_state_behind() {
+    fn a_group_dropped_and_put_back_gets_its_old_id_and_a_new_group_a_new_one() {
         let now = t0();
         let mut c = config();
-        let sales = named(
+        named(
             &mut c,
             "Sales",
-            RoutingMethod::RoundRobin,
+            RoutingMethod::Serial,
             Participation::Formal,
             &["a", "b"],
         );
+        let t = AgentTable::from_config(&c, now);
+        let sales = t.group_id("Sales").unwrap();
+        let mut c = config();
         named(
             &mut c,
             "Support",
-            RoutingMethod::RoundRobin,
+            RoutingMethod::Serial,
             Participation::Formal,
             &["a", "b"],
         );
-        let old = AgentTable::from_config(&c, now);
-        let a = old.id(&uri("a")).unwrap();
-        old.sign_in(a, sales, now).unwrap();
-        old.set_round_robin_last(old.group(sales), 1);
-
-        // Sales is gone; Support takes its index.
+        let m = t.set_membership(&c.agent_groups);
+        let support = t.group_id("Support").unwrap();
+        assert_ne!(support, sales, "Support does not inherit Sales' id");
+        assert!(m.group(sales).is_none(), "Sales is not routed");
+        let a = t.id(&uri("a")).unwrap();
+        assert!(!t.is_signed_in(a, support));
         let mut c = config();
-        let support = named(
+        named(
             &mut c,
-            "Support",
-            RoutingMethod::RoundRobin,
+            "Sales",
+            RoutingMethod::Serial,
             Participation::Formal,
             &["a", "b"],
         );
-        assert_eq!(support, sales, "the index Sales had");
-        let new = AgentTable::from_config(&c, now);
-        new.carry_over(&old);
-        let a = new.id(&uri("a")).unwrap();
-        assert!(
-            !new.is_signed_in(a, support),
-            "Sales' sign-in lands nowhere"
-        );
-        assert_eq!(new.round_robin_last(new.group(support)), None);
+        t.set_membership(&c.agent_groups);
+        assert_eq!(t.group_id("Sales"), Some(sales));
     }
 
     #[test]
@@ -864,5 +1163,25 @@ mod tests {
         assert!(t.is_signed_in(b, formal));
         assert!(!t.is_signed_in(c, formal), "not listed: signed out");
         assert_eq!(t.idle_since(b), 0, "restoring is not a sign-in");
+    }
+
+    #[test]
+    fn slots_span_segments() {
+        let s: Slots<AtomicU64> = Slots::new();
+        assert!(s.get(0).is_none());
+        let far = u32::try_from(SEGMENT_LEN * 3 + 5).unwrap();
+        s.ensure(far).unwrap().store(7, Ordering::Relaxed);
+        assert_eq!(s.get(far).unwrap().load(Ordering::Relaxed), 7);
+        assert!(s.get(0).is_none(), "segment 0 still unallocated");
+        assert!(s.ensure(u32::try_from(CAPACITY).unwrap()).is_none());
+
+        // With a first block: ids in it need nothing, the next ones go to segment 0.
+        let s: Slots<AtomicU64> = Slots::with_first(10);
+        s.get(9).unwrap().store(9, Ordering::Relaxed);
+        assert!(s.get(10).is_none());
+        s.ensure(10).unwrap().store(10, Ordering::Relaxed);
+        assert_eq!(s.get(10).unwrap().load(Ordering::Relaxed), 10);
+        assert_eq!(s.get(9).unwrap().load(Ordering::Relaxed), 9);
+        assert!(s.ensure(u32::try_from(CAPACITY + 10).unwrap()).is_none());
     }
 }

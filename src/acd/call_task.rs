@@ -26,14 +26,23 @@
 //! Time: monotonic from `tokio::time::Instant` (so `tokio::time::pause()` drives alert times and
 //! queue time-outs in tests), wall time from the shared [`Clock`](crate::clock::Clock).
 //!
-//! Reload: a call keeps the [`Context`] (configuration, prompts, queue handles) it started
-//! with, but the queue owners behind those handles are shared with the new context for every
-//! queue the new file keeps by name ([`Context::reload`]): a call waiting there is offered to
-//! the new configuration's agents, keeps its place, and its time-out still runs from its queue
-//! entry with the duration it started with. A call ringing an agent or bridged goes on as it
-//! was. The agent table is read through an `ArcSwap` (the API and reload rebuild it, carrying states
-//! over); a call changes agent states in the table each agent was offered from and mirrors the
-//! change into the table in force, so an agent is never left ringing or busy there.
+//! Reload: a call keeps the [`Runtime`] (configuration, prompts, queue handles) it started
+//! with, but the queue owners behind those handles are shared with the new runtime for every
+//! queue the new file keeps by name (see `runtime`): a call waiting there is offered to the new
+//! configuration's agents, keeps its place, and its time-out still runs from its queue entry
+//! with the duration it started with. A call ringing an agent or bridged goes on as it was.
+//! Agent ids are stable and the agent table is the process's only one, so whatever a reload
+//! does, the call's ids name the agents it was offered.
+//!
+//! Agent states: the call holds the claims its offers carried (an agent `ringing` for this
+//! call) and is their only writer: it releases them (declined, cancelled, timed out) or turns
+//! them into a call (`answered`), and at the end it gives back whatever it still holds. A freed
+//! agent wakes only the queues whose groups contain it.
+//!
+//! Effects never wait in the event loop: queue messages go to the owner's inbox with
+//! `try_send`, and when it is full they wait in the call's own ordered outbox, drained by the
+//! same `select!` that hears the caller's BYE. A media leg whose task has died when it is to be
+//! bridged ends the call, logged, with the record's outcome `failed`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -41,6 +50,8 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Poll;
+
+use std::collections::HashSet;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -50,47 +61,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::acd::agents::{AgentId, AgentTable, CallKey};
+use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey};
 use crate::acd::observe::{CallObserver, CallSnapshot, CallStage, NoObserver};
-use crate::acd::queue_task::{QueueEvent, QueueMsg, Queues};
+use crate::acd::queue_task::{Outbox, QueueMsg};
 use crate::acd::record;
 use crate::acd::router;
+use crate::acd::runtime::Runtime;
 use crate::clock::SharedClock;
-use crate::config::model::{Config, QueueId, SipUri, WorkflowId};
-use crate::media::assets::MediaAssets;
+use crate::config::model::{QueueId, SipUri, WorkflowId};
 use crate::media::dtmf::parse_info_body;
 use crate::media::leg::{Leg, LegError, LegEvent, MediaEngine};
 use crate::sip::{self, CallEvent, Endpoint, IncomingCall, LegFailure, OutboundCall};
-use crate::store::RecordWriter;
+use crate::store::{CallOutcome, RecordWriter};
 use crate::workflow::call::{Call, Effect, Event, Now, Peer, Phase, RecordEvent, SipStatus, Timer};
-
-/// What one configuration gives the calls that start under it.
-#[derive(Debug)]
-pub struct Context {
-    pub config: Arc<Config>,
-    pub queues: Queues,
-    /// Prompts rendered once at load, music on hold decoded once.
-    pub assets: Arc<MediaAssets>,
-}
-
-impl Context {
-    /// The context for `config` after a reload from this one: the queue owners are carried
-    /// over by queue name, so calls waiting in a queue the new file keeps are offered to its
-    /// new agent groups ([`Queues::reload`]). Store the agent table for `config` in `agents`
-    /// first.
-    pub async fn reload(
-        &self,
-        config: Arc<Config>,
-        assets: Arc<MediaAssets>,
-        agents: &Arc<ArcSwap<AgentTable>>,
-    ) -> Self {
-        Self {
-            queues: self.queues.reload(&self.config, &config, agents).await,
-            config,
-            assets,
-        }
-    }
-}
 
 /// What every call shares, whatever its configuration.
 #[derive(Debug)]
@@ -99,10 +82,10 @@ pub struct Services {
     pub media: MediaEngine,
     pub records: RecordWriter,
     pub clock: SharedClock,
-    /// The context new calls get (swapped on reload).
-    pub live: Arc<ArcSwap<Context>>,
-    /// The agent table in force (swapped when the API or a reload rebuilds it).
-    pub agents: Arc<ArcSwap<AgentTable>>,
+    /// The runtime new calls get (swapped by `Acd::reload`).
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    /// The process's agent table (the same in every runtime).
+    pub agents: Arc<AgentTable>,
     /// Told about calls in progress and ended calls ([`NoObserver`] unless
     /// [`Services::with_observer`]).
     pub observer: Arc<dyn CallObserver>,
@@ -115,15 +98,15 @@ impl Services {
         media: MediaEngine,
         records: RecordWriter,
         clock: SharedClock,
-        live: Arc<ArcSwap<Context>>,
-        agents: Arc<ArcSwap<AgentTable>>,
+        runtime: Arc<ArcSwap<Runtime>>,
     ) -> Self {
+        let agents = Arc::clone(&runtime.load().agents);
         Self {
             endpoint,
             media,
             records,
             clock,
-            live,
+            runtime,
             agents,
             observer: Arc::new(NoObserver),
             next_key: AtomicU32::new(0),
@@ -168,7 +151,7 @@ impl Controller {
                 let _ = call.reject(503);
                 continue;
             }
-            let context = self.services.live.load_full();
+            let context = self.services.runtime.load_full();
             let services = Arc::clone(&self.services);
             let span = info_span!("call", call_id = %call.info().call_id);
             self.calls
@@ -178,7 +161,7 @@ impl Controller {
 }
 
 /// Runs one inbound call from INVITE to call record.
-pub async fn run_call(incoming: IncomingCall, ctx: Arc<Context>, svc: Arc<Services>) {
+pub async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc<Services>) {
     let info = incoming.info().clone();
     // Routed once, by the endpoint (404 and 480 were answered there).
     let Some(workflow) = router::workflow_of(&ctx.config, incoming.route()) else {
@@ -234,7 +217,9 @@ pub async fn run_call(incoming: IncomingCall, ctx: Arc<Context>, svc: Arc<Servic
         inbox_tx,
         inbox,
         legs: HashMap::new(),
-        tables: HashMap::new(),
+        claims: HashSet::new(),
+        outbox: Outbox::default(),
+        failed: None,
         forward: None,
         bridged_agent: None,
         queue: None,
@@ -275,7 +260,7 @@ enum Far {
 }
 
 struct CallTask {
-    ctx: Arc<Context>,
+    ctx: Arc<Runtime>,
     svc: Arc<Services>,
     key: CallKey,
     workflow: WorkflowId,
@@ -288,12 +273,16 @@ struct CallTask {
     /// The INVITE had no SDP: our 200 carried the offer and the ACK carries the answer.
     late_offer: bool,
     media: Leg,
-    inbox_tx: mpsc::UnboundedSender<QueueEvent>,
+    inbox_tx: mpsc::UnboundedSender<Event>,
     /// Answers of the queue owner.
-    inbox: mpsc::UnboundedReceiver<QueueEvent>,
+    inbox: mpsc::UnboundedReceiver<Event>,
     legs: HashMap<AgentId, FarLeg>,
-    /// The agent table each offered agent id belongs to (the table can be rebuilt mid-call).
-    tables: HashMap<AgentId, Arc<AgentTable>>,
+    /// Agents ringing for this call by its claim: this task is their state's only writer.
+    claims: HashSet<AgentId>,
+    /// Queue messages the owners' inboxes had no room for yet, in order.
+    outbox: Outbox,
+    /// Why rgsd ends the call itself (a media leg died); recorded as `failed`.
+    failed: Option<&'static str>,
     forward: Option<FarLeg>,
     /// The agent this call counted as busy in the agent table (`answered`), until `call_ended`.
     bridged_agent: Option<AgentId>,
@@ -339,7 +328,7 @@ impl CallTask {
             while let Some(event) = self.pending.pop_front() {
                 self.feed(event).await;
             }
-            if matches!(self.machine.phase(), Phase::Ended(_)) {
+            if matches!(self.machine.phase(), Phase::Ended(_)) || self.failed.is_some() {
                 return;
             }
             let deadline = self.timers.values().min().copied();
@@ -350,6 +339,7 @@ impl CallTask {
                 (far, event) = next_far_event(&mut self.legs, &mut self.forward) => {
                     self.on_far(far, event);
                 }
+                () = self.outbox.flush_one(&self.ctx.queues) => {}
                 () = crate::util::sleep_until(deadline) => self.fire_timers(),
             }
         }
@@ -460,13 +450,17 @@ impl CallTask {
         }
     }
 
-    fn on_queue(&mut self, queued: QueueEvent) {
-        if let Event::Offered(offer) = &queued.event {
-            for a in &offer.agents {
-                self.tables.insert(*a, Arc::clone(&queued.table));
+    fn on_queue(&mut self, event: Event) {
+        if let Event::Offered(offer) = &event {
+            for &a in &offer.agents {
+                // Claimed for this call by the queue owner (attendant offers ring unclaimed):
+                // from here on only this task moves the agent out of `ringing(this call)`.
+                if self.svc.agents.state(a) == AgentState::Ringing(self.key) {
+                    self.claims.insert(a);
+                }
             }
         }
-        self.pending.push_back(queued.event);
+        self.pending.push_back(event);
     }
 
     fn on_media(&mut self, event: LegEvent) {
@@ -510,7 +504,10 @@ impl CallTask {
                 match far {
                     Far::Agent(a) => self.pending.push_back(Event::AgentAnswered(a)),
                     Far::Forward => {
-                        let _ = self.media.bridge(&leg.media);
+                        if self.media.bridge(&leg.media).is_err() {
+                            self.fail("a media leg stopped before the forward could be bridged");
+                            return;
+                        }
                         self.pending.push_back(Event::ForwardAnswered);
                     }
                 }
@@ -585,13 +582,13 @@ impl CallTask {
                     call: self.key,
                     inbox: self.inbox_tx.clone(),
                 };
-                self.ctx.queues.send(queue, msg).await;
+                self.hand_to_queue(queue, msg);
             }
             Effect::Dequeue(queue) => {
                 if self.queue == Some(queue) {
                     self.queue = None;
                 }
-                self.ctx.queues.send(queue, QueueMsg::Leave(self.key)).await;
+                self.hand_to_queue(queue, QueueMsg::Leave(self.key));
             }
             Effect::NoteRefusal {
                 queue,
@@ -602,16 +599,10 @@ impl CallTask {
                     call: self.key,
                     agent,
                     until,
-                    table: self.table_of(agent),
                 };
-                self.ctx.queues.send(queue, msg).await;
+                self.hand_to_queue(queue, msg);
             }
-            Effect::NextOffer(queue) => {
-                self.ctx
-                    .queues
-                    .send(queue, QueueMsg::OfferEnded(self.key))
-                    .await;
-            }
+            Effect::NextOffer(queue) => self.hand_to_queue(queue, QueueMsg::OfferEnded(self.key)),
             Effect::Ring(agent) => {
                 let uri = self.uri_of(agent);
                 let headers = self.context_headers();
@@ -633,11 +624,14 @@ impl CallTask {
                 self.release(agent);
             }
             Effect::Bridge(agent) => {
-                self.mirror(agent, |t, a, k| t.answered(a, k));
+                self.claims.remove(&agent);
+                self.svc.agents.answered(agent, self.key);
                 self.bridged_agent = Some(agent);
                 match self.legs.get(&agent) {
                     Some(leg) => {
-                        let _ = self.media.bridge(&leg.media);
+                        if self.media.bridge(&leg.media).is_err() {
+                            self.fail("a media leg stopped before the agent could be bridged");
+                        }
                     }
                     // The leg ended between its answer and now: treat as the agent hanging up.
                     None => {
@@ -744,12 +738,24 @@ impl CallTask {
         headers
     }
 
-    /// Ends this call's claim on `agent` and lets the queues offer it again.
-    fn release(&self, agent: AgentId) {
-        self.mirror(agent, |t, a, k| {
-            t.release(a, k);
-        });
-        self.notify_available(agent);
+    /// Hands a message to a queue owner without waiting (see [`Outbox`]).
+    fn hand_to_queue(&mut self, queue: QueueId, msg: QueueMsg) {
+        self.outbox.send(&self.ctx.queues, queue, msg);
+    }
+
+    /// Ends the call from here: `reason` is logged and the record's outcome is `failed`.
+    fn fail(&mut self, reason: &'static str) {
+        warn!("ending the call: {reason}");
+        self.failed = Some(reason);
+    }
+
+    /// Ends this call's claim on `agent` (if it holds one) and lets the queues offer it again.
+    fn release(&mut self, agent: AgentId) {
+        if self.claims.remove(&agent) {
+            // Refused (and counted) only if someone else wrote the agent's state meanwhile.
+            self.svc.agents.release(agent, self.key);
+            self.notify_available(agent);
+        }
     }
 
     /// The agent's rgsd call (bridged to this caller) ended: its idle clock starts.
@@ -759,45 +765,27 @@ impl CallTask {
         }
         self.bridged_agent = None;
         let now = Instant::now().into_std();
-        self.mirror(agent, |t, a, _| t.call_ended(a, now, false));
+        self.svc.agents.call_ended(agent, now, false);
         self.notify_available(agent);
     }
 
-    /// The table `agent` was offered from (else the one in force).
-    fn table_of(&self, agent: AgentId) -> Arc<AgentTable> {
-        self.tables
-            .get(&agent)
-            .cloned()
-            .unwrap_or_else(|| self.svc.agents.load_full())
-    }
-
     fn uri_of(&self, agent: AgentId) -> SipUri {
-        uri_in(&self.table_of(agent), agent)
+        self.svc
+            .agents
+            .uri(agent)
+            .cloned()
+            .unwrap_or_else(|| SipUri(format!("sip:unknown-agent-{}@invalid", agent.0)))
     }
 
-    /// Applies `f` to the table the agent was offered from and, when the API or a reload has
-    /// replaced that table since, to the table in force (the same agent by URI), so the agent
-    /// is never left ringing or busy in the table routing reads.
-    fn mirror(&self, agent: AgentId, f: impl Fn(&AgentTable, AgentId, CallKey)) {
-        let table = self.table_of(agent);
-        if (agent.0 as usize) < table.len() {
-            f(&table, agent, self.key);
-        }
-        let live = self.svc.agents.load();
-        if !Arc::ptr_eq(&live, &table)
-            && let Some(id) = live.id(&uri_in(&table, agent))
-        {
-            f(&live, id, self.key);
-        }
-    }
-
-    fn notify_available(&self, _agent: AgentId) {
-        self.ctx.queues.wake_all();
-        let live = self.svc.live.load();
-        if !Arc::ptr_eq(&live, &self.ctx) {
-            // A reload started new queue owners: calls waiting there may take this agent.
-            live.queues.wake_all();
-        }
+    /// Wakes the queues that offer calls to the agent's groups (through the runtime in force:
+    /// it holds every live queue owner, reconfigured or retired).
+    fn notify_available(&self, agent: AgentId) {
+        let membership = self.svc.agents.membership();
+        self.svc
+            .runtime
+            .load()
+            .queues
+            .wake_groups(membership.groups_of(agent));
     }
 
     /// After the end (or an early stop): hang up every leg, release every claim, leave the
@@ -807,14 +795,18 @@ impl CallTask {
             let _ = leg.sip.cancel();
             self.release(agent);
         }
+        for agent in self.claims.clone() {
+            self.release(agent);
+        }
         if let Some(agent) = self.bridged_agent {
             self.end_agent_call(agent);
         }
         if let Some(mut leg) = self.forward.take() {
             let _ = leg.sip.cancel();
         }
+        self.outbox.send_now(&self.ctx.queues);
         if let Some(queue) = self.queue.take() {
-            self.ctx.queues.try_send(queue, QueueMsg::Leave(self.key));
+            let _ = self.ctx.queues.try_send(queue, QueueMsg::Leave(self.key));
         }
         if self.caller_open && !matches!(self.machine.phase(), Phase::Ended(_)) {
             let _ = self.caller.bye();
@@ -826,25 +818,21 @@ impl CallTask {
             sip_code: Some(200),
         };
         let uri = |a: AgentId| self.uri_of(a);
-        let record = record::from_timeline(
+        let group = |g| self.svc.agents.group_name(g).map(str::to_owned);
+        let mut record = record::from_timeline(
             &self.ctx.config,
             &uri,
+            &group,
             self.workflow,
             &leg,
             self.machine.timeline(),
             self.svc.clock.now_utc(),
         );
+        if self.failed.is_some() {
+            record.outcome = CallOutcome::Failed;
+        }
         debug!(outcome = ?record.outcome, "call ended");
         submit(&self.svc, record);
-    }
-}
-
-/// The agent's URI in `table` (a placeholder for an id the table does not have).
-fn uri_in(table: &AgentTable, agent: AgentId) -> SipUri {
-    if (agent.0 as usize) < table.len() {
-        table.uri(agent).clone()
-    } else {
-        SipUri(format!("sip:unknown-agent-{}@invalid", agent.0))
     }
 }
 

@@ -1,7 +1,11 @@
-//! Automatic call distribution: drives calls, owns queues and the agent table.
+//! Automatic call distribution: drives calls, owns queues, the agent table and the runtime.
 //!
-//! - [`agents`]: [`agents::AgentTable`], one for the server: lock-free agent states, claims,
-//!   idle clocks, formal sign-in, round-robin positions.
+//! - [`runtime`]: [`runtime::Runtime`], one configuration in force (configuration, queue
+//!   owners, prompts, agent table) behind one `ArcSwap`, and [`runtime::Acd`], which owns it and
+//!   its only way to change: [`runtime::Acd::reload`] (SIGHUP, API membership changes, tests).
+//! - [`agents`]: [`agents::AgentTable`], one for the process and never replaced: stable agent
+//!   and group ids interned by URI and name, lock-free agent states, claims, idle clocks,
+//!   formal sign-in, round-robin positions, and the membership snapshot routing reads.
 //! - [`routing`]: [`routing::pick`], the pure choice of agents in one group by routing method.
 //! - [`queue`]: [`queue::QueueCore`], the pure core of one queue (FIFO, overflow, group
 //!   cycling, grace periods), owned by one task.
@@ -12,7 +16,8 @@
 //! - [`record`]: a finished call's timeline as a `store::CallRecord`.
 //! - [`router`]: Request-URI → workflow.
 //!
-//! See the module docs of [`queue`] for how the pieces fit together.
+//! Who writes an agent's state is in [`agents`]; how a reload travels is in [`runtime`]; how
+//! queues, calls and the table fit together is in [`queue`].
 
 pub mod agents;
 pub mod call_task;
@@ -22,3 +27,4 @@ pub mod queue_task;
 pub mod record;
 pub mod router;
 pub mod routing;
+pub mod runtime;

@@ -22,9 +22,11 @@
 //!    the next dispatch goes on with the next agent of the group (serial, round robin, longest
 //!    idle) or the next group (parallel, attendant, or after the last agent).
 //!
-//! # The tokio side (to be written in `acd`): who owns what
+//! # The tokio side: who owns what
 //!
-//! - **Agent table**: one `Arc<AgentTable>`, shared by everyone, lock-free (see [`super::agents`]).
+//! - **Agent table**: one `Arc<AgentTable>` for the process, shared by everyone, lock-free,
+//!   with stable agent and group ids (see [`super::agents`]); a dispatch reads one membership
+//!   snapshot of it.
 //! - **Queue owner task**, one per queue: owns a `QueueCore` and a map `CallKey → call task
 //!   sender`. Its inbox (a bounded `mpsc`) carries [`Command`]s: `Join`, `Leave`, `Refused`,
 //!   `OfferEnded` from call tasks ([`command_for`] maps a call's effects to them) and
@@ -36,9 +38,8 @@
 //!   `ReleaseAgent`, `DropAgent`, `Bridge`, `HangupPeer` become SIP legs plus the matching
 //!   [`AgentTable`] call (`release`, `answered`, `call_ended`); after a release or a call end it
 //!   sends `AgentAvailable` to every queue of every group of that agent
-//!   ([`AgentTable::groups_of`], [`queues_by_group`]).
-//! - Sign-in, sign-out and presence (API task, registrar) write the table directly and send
-//!   `AgentAvailable` the same way.
+//!   ([`Membership::groups_of`], `queue_task::Queues::wake_groups`).
+//! - Sign-in, sign-out and presence write the table and send `AgentAvailable` the same way.
 //!
 //! The `wired` tests at the bottom of this file are that driver in miniature, synchronous and on
 //! simulated time.
@@ -47,9 +48,10 @@
 //! wins the `compare_exchange` rings the agent; the loser picks again at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::acd::agents::{AgentId, AgentTable, CallKey};
+use crate::acd::agents::{AgentId, AgentTable, CallKey, Membership};
 use crate::acd::routing::{self, Exclusions, Pick, Refusal};
 use crate::config::model::{
     AgentGroupId, Config, OverflowCandidate, Queue, QueueId, RoutingMethod,
@@ -186,6 +188,8 @@ pub struct QueueCore {
     ready: BTreeSet<u64>,
     /// Scratch for claims lost to other queues during one pick.
     lost: Vec<AgentId>,
+    /// The agent table's membership at the last dispatch, with its generation.
+    members: Option<(u64, Arc<Membership>)>,
 }
 
 impl QueueCore {
@@ -199,6 +203,7 @@ impl QueueCore {
             by_call: HashMap::new(),
             ready: BTreeSet::new(),
             lost: Vec::new(),
+            members: None,
         }
     }
 
@@ -206,11 +211,11 @@ impl QueueCore {
         self.id
     }
 
-    /// Takes a reloaded configuration of this queue, where it is queue `id` (and a new agent
-    /// table built from the same configuration). Waiting calls keep their place (their order of
-    /// entry); each restarts its group cycle at the first group, since group indexes and members
-    /// may have changed. Calls with an offer out keep it. Grace periods stay (the owner moves
-    /// them to the new table's agent ids: [`Self::remap_agents`]).
+    /// Takes a reloaded configuration of this queue, where it is queue `id` (its agent groups
+    /// in the agent table's stable ids: [`AgentTable::stable_queue`]). Waiting calls keep their
+    /// place (their order of entry); each restarts its group cycle at the first group, since the
+    /// list and its members may have changed. Calls with an offer out keep it. Grace periods and
+    /// tried agents stay as they are: agent ids are stable.
     pub fn reconfigure(&mut self, id: QueueId, queue: &Queue) {
         self.id = id;
         self.groups.clone_from(&queue.agent_groups);
@@ -298,43 +303,6 @@ impl QueueCore {
         }
     }
 
-    /// The agent table was rebuilt: `map` gives each agent's id in the new table (by URI), or
-    /// `None` for an agent it no longer has. Grace periods and the agents already tried follow
-    /// their agent; those of a gone agent are dropped. Not on the routing path: the owner calls
-    /// it once per table change.
-    /// Moves the queue's group list onto a rebuilt agent table (`map`: a group id of the old
-    /// table to the same group, by name, in the new one), for the moment between a reload's
-    /// new table and this queue's `reconfigure`: without it, the old ids would pick from
-    /// whichever groups now sit at those indexes. A group the new table lacks leaves the list,
-    /// and the waiting calls then start their cycle again, as on `reconfigure`.
-    pub fn remap_groups(&mut self, map: impl Fn(AgentGroupId) -> Option<AgentGroupId>) {
-        let before = self.groups.len();
-        self.groups = self.groups.iter().filter_map(|&g| map(g)).collect();
-        if self.groups.len() != before {
-            for w in self.waiting.values_mut() {
-                w.group = 0;
-                w.tried.clear();
-                w.group_done = false;
-            }
-        }
-    }
-
-    pub fn remap_agents(&mut self, map: impl Fn(AgentId) -> Option<AgentId>) {
-        for w in self.waiting.values_mut() {
-            w.tried = w.tried.iter().filter_map(|&a| map(a)).collect();
-            w.refused = w
-                .refused
-                .iter()
-                .filter_map(|r| {
-                    map(r.agent).map(|agent| Refusal {
-                        agent,
-                        until: r.until,
-                    })
-                })
-                .collect();
-        }
-    }
-
     /// The call's offer ended unanswered; it is ready for the next agent or group.
     pub fn offer_ended(&mut self, call: CallKey) {
         if let Some(&seq) = self.by_call.get(&call)
@@ -351,6 +319,14 @@ impl QueueCore {
     /// then nobody behind it can be served either.
     pub fn dispatch(&mut self, table: &AgentTable, now: Instant) -> Dispatch {
         let mut result = Dispatch::default();
+        // One snapshot for the whole dispatch: a rebuild in between is seen by the next one.
+        let generation = table.generation();
+        if self.members.as_ref().is_none_or(|(g, _)| *g != generation) {
+            self.members = Some((generation, table.membership_full()));
+        }
+        let Some((_, members)) = &self.members else {
+            return result;
+        };
         let mut from = 0;
         while let Some(&seq) = self.ready.range(from..).next() {
             from = seq + 1;
@@ -359,7 +335,7 @@ impl QueueCore {
                 continue;
             };
             w.refused.retain(|r| r.until > now);
-            match offer_one(&self.groups, w, table, now, &mut self.lost) {
+            match offer_one(&self.groups, w, table, members, now, &mut self.lost) {
                 Some(offer) => {
                     w.offering = true;
                     self.ready.remove(&seq);
@@ -431,6 +407,7 @@ fn offer_one(
     groups: &[AgentGroupId],
     w: &mut Waiting,
     table: &AgentTable,
+    members: &Membership,
     now: Instant,
     lost: &mut Vec<AgentId>,
 ) -> Option<Offer> {
@@ -442,7 +419,7 @@ fn offer_one(
     // group again from a fresh pass: one full cycle.
     for step in 0..=n {
         if !w.group_done
-            && let Some(offer) = offer_in_group(groups[w.group % n], w, table, now, lost)
+            && let Some(offer) = offer_in_group(groups[w.group % n], w, table, members, now, lost)
         {
             return Some(offer);
         }
@@ -460,11 +437,13 @@ fn offer_in_group(
     gid: AgentGroupId,
     w: &mut Waiting,
     table: &AgentTable,
+    members: &Membership,
     now: Instant,
     lost: &mut Vec<AgentId>,
 ) -> Option<Offer> {
-    // A group id of the previous configuration, during a reload: nobody until reconfigured.
-    let group = table.get_group(gid)?;
+    // A group no longer routed (a rebuild dropped it; the reconfiguration is on its way):
+    // nobody there. Ids are stable, so a group id never names another group.
+    let group = members.group(gid)?;
     lost.clear();
     // Each lost claim removes one member from the next pick: bounded by the group's size.
     for _ in 0..=group.members.len() {
@@ -1053,18 +1032,18 @@ mod tests {
             20,
             &["a2", "a3"],
         );
+        c2.agent_groups[g.0 as usize].name = "group 1".into();
         add_queue(&mut c2, &[g]);
-        let table2 = AgentTable::from_config(&c2, now);
-        table2.carry_over(&table);
-        q.reconfigure(Q, c2.queue(Q));
+        table.set_membership(&c2.agent_groups);
+        q.reconfigure(Q, &table.stable_queue(&c2, c2.queue(Q)));
         assert_eq!(q.position(CallKey(2)), Some(2));
         q.offer_ended(CallKey(1));
         q.offer_ended(CallKey(2));
-        let d = q.dispatch(&table2, now);
+        let d = q.dispatch(&table, now);
         assert_eq!(
             agents_of(&d),
-            vec![(1, vec![0, 1])],
-            "new table's ids for a2, a3"
+            vec![(1, vec![2, 3])],
+            "a2, a3 keep their ids"
         );
     }
 
@@ -1240,7 +1219,7 @@ mod wired {
             };
             if let Some(agent) = freed {
                 let mut queues: Vec<QueueId> = vec![];
-                for g in self.table.groups_of(agent) {
+                for g in self.table.membership().groups_of(agent) {
                     queues.extend(&self.by_group[g.0 as usize]);
                 }
                 queues.sort_unstable();

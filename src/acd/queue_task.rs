@@ -9,13 +9,14 @@
 //! ```
 //!
 //! The owner never waits on a call task: answers go into each call's unbounded inbox. Call tasks
-//! wait on the owner's bounded inbox only for messages that must not be lost (join, leave,
-//! refusal, offer ended); [`Queues::wake_all`] uses `try_send`, because a full inbox already
-//! holds messages that will each dispatch again.
+//! hand messages that must not be lost (join, leave, refusal, offer ended) to the owner's bounded
+//! inbox without waiting in their event loop (see `call_task`); [`Queues::wake_groups`] and
+//! [`Queues::wake_all`] use `try_send`, because a full inbox already holds messages that will
+//! each dispatch again.
 //!
-//! The agent table is read through an `ArcSwap`: the API (membership changes) and reload
-//! replace it, and each command dispatches on the table in force. Offers carry the table their
-//! agent ids belong to ([`QueueEvent`]).
+//! Agent and group ids are the agent table's stable ids ([`super::agents`]): the owner keeps its
+//! queue's groups, grace periods and tried agents in them, and they mean the same agents and
+//! groups whatever the table's membership is when the next command arrives.
 //!
 //! Time is `tokio::time::Instant` (converted to `std` for the pure core), so a test with
 //! `tokio::time::pause()` moves grace periods too.
@@ -28,31 +29,20 @@
 //! to the new configuration's groups at once, while calls still holding the old configuration
 //! reach the same owner through their old handles (by the old index). A queue of the new file
 //! only gets a new owner. A queue the new file drops keeps its owner for the calls waiting in
-//! it, *retired*: it is held weakly (it ends with its last call), its groups are mapped by name
-//! onto each later configuration (a group that is gone is left out) and it is woken with the
-//! others. The call tasks keep their own configuration: time-outs still run from queue entry,
-//! with the duration and actions the call started with.
-//!
-//! Agent and group ids are indexes into one table, so the owner keeps the table its ids are
-//! in, and when another is in force moves them over: its calls' grace periods and tried agents
-//! by URI ([`QueueCore::remap_agents`]), its group list by group name
-//! ([`QueueCore::remap_groups`]), so that between the new agent table being stored and the
-//! owner's reconfiguration it still picks from its own groups (one the new table lacks is left
-//! out until then). A refusal names the table its agent id is from. One pointer comparison per
-//! command; nothing is added to the routing decision. Two reloads in quick succession can still
-//! let an owner apply the first reconfiguration's group ids to the second's table until the
-//! second reconfiguration arrives.
+//! it, *retired*: it is held weakly (it ends with its last call), keeps its groups (a group no
+//! longer routed just offers nobody) and is woken with the others. The call tasks keep their
+//! own configuration: time-outs still run from queue entry, with the duration and actions the
+//! call started with.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
-use crate::acd::agents::{AgentId, AgentTable, CallKey};
+use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey};
 use crate::acd::queue::{Command, QueueCore};
 use crate::config::model::{AgentGroupId, Config, Queue, QueueId};
 use crate::workflow::call::{Entry, Event};
@@ -60,48 +50,44 @@ use crate::workflow::call::{Entry, Event};
 /// Capacity of each queue owner's inbox.
 const INBOX: usize = 1024;
 
-/// What a queue owner sends a call task: the event, and the agent table its agent ids (in
-/// `Event::Offered`) belong to.
-#[derive(Debug)]
-pub struct QueueEvent {
-    pub event: Event,
-    pub table: Arc<AgentTable>,
-}
-
 /// What a call task (or whoever frees an agent) tells a queue owner.
 #[derive(Debug)]
 pub enum QueueMsg {
     /// Add the call; answer with `Event::EnteredQueue` on `inbox`, later `Event::Offered`.
     Join {
         call: CallKey,
-        inbox: mpsc::UnboundedSender<QueueEvent>,
+        inbox: mpsc::UnboundedSender<Event>,
     },
     /// The call left (answered, hung up, timed out).
     Leave(CallKey),
     /// Do not offer `call` to `agent` before `until` (ringback grace).
     Refused {
         call: CallKey,
-        /// An id in `table`: the table the agent was offered from.
         agent: AgentId,
         until: StdInstant,
-        table: Arc<AgentTable>,
     },
     /// The call's offer ended unanswered: offer the next agent or group.
     OfferEnded(CallKey),
     /// An agent may have become free: dispatch again.
     AgentAvailable,
-    /// A reload: this queue is now queue `id` with these settings (group ids of the new
-    /// configuration). Waiting calls keep their place and are dispatched again.
+    /// A reload: this queue is now queue `id` with these settings (groups in stable ids).
+    /// Waiting calls keep their place and are dispatched again.
     Reconfigure { id: QueueId, queue: Box<Queue> },
 }
 
 /// Handles to every queue owner of one configuration.
 #[derive(Debug, Clone)]
 pub struct Queues {
-    /// By [`QueueId`] of that configuration.
-    senders: Arc<[mpsc::Sender<QueueMsg>]>,
+    /// By [`QueueId`] of that configuration, with the queue's groups (stable ids).
+    owners: Arc<[Handle]>,
     /// Owners of queues a reload dropped, still serving the calls that wait in them.
     retired: Arc<[Retired]>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    tx: mpsc::Sender<QueueMsg>,
+    queue: Queue,
 }
 
 /// The owner of a queue no longer in the configuration (see the module docs).
@@ -111,97 +97,56 @@ struct Retired {
     tx: mpsc::WeakSender<QueueMsg>,
     /// Its id in the last configuration that had it (for logs).
     id: QueueId,
-    /// Its settings, with the group ids of the configuration it was last given.
+    /// Its settings, groups in stable ids.
     queue: Queue,
-    /// Its groups by name, to map them onto the next configuration.
-    group_names: Vec<String>,
-}
-
-/// An owner task found alive at a reload, with what its queue was.
-struct Alive {
-    tx: mpsc::Sender<QueueMsg>,
-    id: QueueId,
-    group_names: Vec<String>,
-    queue: Queue,
-}
-
-/// The names of `queue`'s groups in `config`.
-fn group_names(config: &Config, queue: &Queue) -> Vec<String> {
-    queue
-        .agent_groups
-        .iter()
-        .filter_map(|g| config.agent_groups.get(g.0 as usize))
-        .map(|g| g.name.clone())
-        .collect()
-}
-
-/// The ids in `config` of the groups named `names` (the ones it still has), in order.
-fn group_ids(config: &Config, names: &[String]) -> Vec<AgentGroupId> {
-    names
-        .iter()
-        .filter_map(|n| config.agent_groups.iter().position(|g| &g.name == n))
-        .filter_map(|i| u32::try_from(i).ok())
-        .map(AgentGroupId)
-        .collect()
 }
 
 impl Queues {
-    /// Starts one owner task per queue of `config`, routing over the agent table in force
-    /// (`agents` is swapped when the API or a reload rebuilds it). The tasks end when every
-    /// [`Queues`] clone is dropped.
-    pub fn spawn(config: &Config, agents: &Arc<ArcSwap<AgentTable>>) -> Self {
-        let senders: Vec<_> = config
+    /// Starts one owner task per queue of `config`, routing over `agents`. The tasks end when
+    /// every [`Queues`] clone is dropped.
+    pub fn spawn(config: &Config, agents: &Arc<AgentTable>) -> Self {
+        let owners: Vec<_> = config
             .queues
             .iter()
             .enumerate()
-            .map(|(i, queue)| spawn_owner(queue_id(i), queue, agents))
+            .map(|(i, queue)| {
+                let queue = agents.stable_queue(config, queue);
+                Handle {
+                    tx: spawn_owner(queue_id(i), &queue, agents),
+                    queue,
+                }
+            })
             .collect();
         Self {
-            senders: senders.into(),
+            owners: owners.into(),
             retired: Arc::new([]),
         }
     }
 
     /// The handles for `config`, reloaded over `self` (the handles of `old`): a queue of the
     /// same name keeps its owner, reconfigured, with the calls waiting in it; a new queue gets a
-    /// new owner; a dropped queue's owner is retired. See the module docs.
-    pub async fn reload(
-        &self,
-        old: &Config,
-        config: &Config,
-        agents: &Arc<ArcSwap<AgentTable>>,
-    ) -> Self {
-        // Every owner alive, by queue name: the old configuration's, then retired ones.
-        let mut owners: HashMap<String, Alive> = HashMap::new();
+    /// new owner; a dropped queue's owner is retired. See the module docs. Set the agent
+    /// table's membership for `config` first.
+    pub async fn reload(&self, old: &Config, config: &Config, agents: &Arc<AgentTable>) -> Self {
+        // Every owner alive, by queue name: retired ones, then the old configuration's.
+        let mut alive: HashMap<String, (mpsc::Sender<QueueMsg>, QueueId, Queue)> = HashMap::new();
         for r in self.retired.iter() {
             if let Some(tx) = r.tx.upgrade() {
-                owners.insert(
-                    r.queue.name.clone(),
-                    Alive {
-                        tx,
-                        id: r.id,
-                        group_names: r.group_names.clone(),
-                        queue: r.queue.clone(),
-                    },
-                );
+                alive.insert(r.queue.name.clone(), (tx, r.id, r.queue.clone()));
             }
         }
-        for (i, (tx, queue)) in self.senders.iter().zip(&old.queues).enumerate() {
-            owners.insert(
+        for (i, (h, queue)) in self.owners.iter().zip(&old.queues).enumerate() {
+            alive.insert(
                 queue.name.clone(),
-                Alive {
-                    tx: tx.clone(),
-                    id: queue_id(i),
-                    group_names: group_names(old, queue),
-                    queue: queue.clone(),
-                },
+                (h.tx.clone(), queue_id(i), h.queue.clone()),
             );
         }
-        let mut senders = Vec::with_capacity(config.queues.len());
+        let mut owners = Vec::with_capacity(config.queues.len());
         for (i, queue) in config.queues.iter().enumerate() {
             let id = queue_id(i);
-            let tx = match owners.remove(&queue.name) {
-                Some(Alive { tx, .. }) => {
+            let queue = agents.stable_queue(config, queue);
+            let tx = match alive.remove(&queue.name) {
+                Some((tx, ..)) => {
                     let msg = QueueMsg::Reconfigure {
                         id,
                         queue: Box::new(queue.clone()),
@@ -209,64 +154,74 @@ impl Queues {
                     // An owner that is gone has no calls to keep: start one.
                     match tx.send(msg).await {
                         Ok(()) => tx,
-                        Err(_) => spawn_owner(id, queue, agents),
+                        Err(_) => spawn_owner(id, &queue, agents),
                     }
                 }
-                None => spawn_owner(id, queue, agents),
+                None => spawn_owner(id, &queue, agents),
             };
-            senders.push(tx);
+            owners.push(Handle { tx, queue });
         }
-        let mut retired = Vec::with_capacity(owners.len());
-        for (_, alive) in owners {
-            let Alive {
-                tx,
+        let retired: Vec<Retired> = alive
+            .into_values()
+            .map(|(tx, id, queue)| Retired {
+                tx: tx.downgrade(),
                 id,
-                group_names,
-                mut queue,
-            } = alive;
-            queue.agent_groups = group_ids(config, &group_names);
-            let msg = QueueMsg::Reconfigure {
-                id,
-                queue: Box::new(queue.clone()),
-            };
-            if tx.send(msg).await.is_ok() {
-                retired.push(Retired {
-                    tx: tx.downgrade(),
-                    id,
-                    queue,
-                    group_names,
-                });
-            }
-        }
+                queue,
+            })
+            .collect();
         Self {
-            senders: senders.into(),
+            owners: owners.into(),
             retired: retired.into(),
         }
+    }
+
+    /// The inbox of queue `queue`'s owner.
+    pub fn sender(&self, queue: QueueId) -> Option<&mpsc::Sender<QueueMsg>> {
+        self.owners.get(queue.0 as usize).map(|h| &h.tx)
     }
 
     /// Sends a message that must arrive (waits while the owner's inbox is full). A queue whose
     /// owner is gone (shutdown) drops it.
     pub async fn send(&self, queue: QueueId, msg: QueueMsg) {
-        if let Some(tx) = self.senders.get(queue.0 as usize) {
+        if let Some(tx) = self.sender(queue) {
             let _ = tx.send(msg).await;
         }
     }
 
-    /// Sends a message without waiting (from a drop or clean-up path); lost when the inbox is
-    /// full, which only delays the queue's clean-up to its next dispatch.
-    pub fn try_send(&self, queue: QueueId, msg: QueueMsg) {
-        if let Some(tx) = self.senders.get(queue.0 as usize) {
-            let _ = tx.try_send(msg);
+    /// Sends a message without waiting. Gives it back when the owner's inbox is full; a queue
+    /// whose owner is gone (shutdown) drops it.
+    ///
+    /// # Errors
+    /// The message, when the inbox is full.
+    pub fn try_send(&self, queue: QueueId, msg: QueueMsg) -> Result<(), QueueMsg> {
+        let Some(tx) = self.sender(queue) else {
+            return Ok(());
+        };
+        match tx.try_send(msg) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(msg)) => Err(msg),
         }
     }
 
-    /// Tells every queue to dispatch: an agent was freed, signed in, or came online. Every
-    /// queue rather than the agent's own: membership can change at run time (API), and a
-    /// dispatch with nothing to offer is cheap. Never waits: a full inbox already holds
-    /// messages that will each dispatch.
+    /// Tells the queues that offer calls to any of `groups` to dispatch: one of their agents
+    /// was freed, signed in, or came online. Never waits: a full inbox already holds messages
+    /// that will each dispatch.
+    pub fn wake_groups(&self, groups: &[AgentGroupId]) {
+        let serves = |q: &Queue| q.agent_groups.iter().any(|g| groups.contains(g));
+        for h in self.owners.iter().filter(|h| serves(&h.queue)) {
+            let _ = h.tx.try_send(QueueMsg::AgentAvailable);
+        }
+        for r in self.retired.iter().filter(|r| serves(&r.queue)) {
+            if let Some(tx) = r.tx.upgrade() {
+                let _ = tx.try_send(QueueMsg::AgentAvailable);
+            }
+        }
+    }
+
+    /// Tells every queue to dispatch (membership rebuilt).
     pub fn wake_all(&self) {
-        for tx in self.senders.iter() {
-            let _ = tx.try_send(QueueMsg::AgentAvailable);
+        for h in self.owners.iter() {
+            let _ = h.tx.try_send(QueueMsg::AgentAvailable);
         }
         for r in self.retired.iter() {
             if let Some(tx) = r.tx.upgrade() {
@@ -276,20 +231,77 @@ impl Queues {
     }
 }
 
+/// A call's queue messages that the owners' inboxes had no room for yet, in order: how a call
+/// task hands messages over without waiting inside its event loop. [`Outbox::send`] never
+/// waits; the call's `select!` runs [`Outbox::flush_one`] beside its other events, so a BYE is
+/// heard while an owner is slow.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    held: std::collections::VecDeque<(QueueId, QueueMsg)>,
+}
+
+impl Outbox {
+    /// Straight into the owner's inbox when there is room and nothing is held before it, else
+    /// held (order is kept across queues: a join is never overtaken by its leave).
+    pub fn send(&mut self, queues: &Queues, queue: QueueId, msg: QueueMsg) {
+        if self.held.is_empty() {
+            if let Err(msg) = queues.try_send(queue, msg) {
+                self.held.push_back((queue, msg));
+            }
+        } else {
+            self.held.push_back((queue, msg));
+        }
+    }
+
+    /// Waits for room for the oldest held message and hands it over; pending forever while
+    /// nothing is held. Cancel-safe: a message leaves the outbox only with a slot reserved.
+    pub async fn flush_one(&mut self, queues: &Queues) {
+        loop {
+            let Some((queue, _)) = self.held.front() else {
+                return std::future::pending().await;
+            };
+            // A queue this configuration does not have, or an owner gone: nowhere to go.
+            let Some(tx) = queues.sender(*queue).cloned() else {
+                self.held.pop_front();
+                continue;
+            };
+            let permit = tx.reserve_owned().await;
+            let front = self.held.pop_front();
+            if let (Ok(permit), Some((_, msg))) = (permit, front) {
+                permit.send(msg);
+            }
+            return;
+        }
+    }
+
+    /// Best effort at the end of a call: whatever fits now. A message lost to a full inbox only
+    /// delays the queue's clean-up to its next dispatch, which finds the call's inbox closed.
+    pub fn send_now(&mut self, queues: &Queues) {
+        for (queue, msg) in self.held.drain(..) {
+            let _ = queues.try_send(queue, msg);
+        }
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
 fn queue_id(index: usize) -> QueueId {
     QueueId(u32::try_from(index).unwrap_or(u32::MAX))
 }
 
-/// Starts the owner task of `queue` (queue `id` of its configuration); returns its inbox.
-fn spawn_owner(
-    id: QueueId,
-    queue: &Queue,
-    agents: &Arc<ArcSwap<AgentTable>>,
-) -> mpsc::Sender<QueueMsg> {
+/// Starts the owner task of `queue` (queue `id` of its configuration, groups in stable ids);
+/// returns its inbox.
+fn spawn_owner(id: QueueId, queue: &Queue, agents: &Arc<AgentTable>) -> mpsc::Sender<QueueMsg> {
     let (tx, rx) = mpsc::channel(INBOX);
     let owner = Owner {
         core: QueueCore::new(id, queue),
-        table: agents.load_full(),
         agents: Arc::clone(agents),
         calls: HashMap::new(),
     };
@@ -300,12 +312,9 @@ fn spawn_owner(
 /// One queue's owner task.
 struct Owner {
     core: QueueCore,
-    /// The agent table in force, loaded for each command.
-    agents: Arc<ArcSwap<AgentTable>>,
-    /// The table the core's agent ids (grace periods, agents tried) belong to.
-    table: Arc<AgentTable>,
+    agents: Arc<AgentTable>,
     /// Inbox of every waiting call.
-    calls: HashMap<CallKey, mpsc::UnboundedSender<QueueEvent>>,
+    calls: HashMap<CallKey, mpsc::UnboundedSender<Event>>,
 }
 
 impl Owner {
@@ -323,32 +332,22 @@ impl Owner {
                     None
                 }
             };
-            let table = self.agents.load_full();
-            if !Arc::ptr_eq(&table, &self.table) {
-                let old = std::mem::replace(&mut self.table, Arc::clone(&table));
-                self.core.remap_agents(|a| id_in(&table, &old, a));
-                self.core.remap_groups(|g| {
-                    old.get_group(g)
-                        .and_then(|members| table.group_id(&members.name))
-                });
-            }
-            let command = msg.map_or(Command::AgentAvailable, |msg| self.command(msg, &table));
+            let command = msg.map_or(Command::AgentAvailable, |msg| self.command(msg));
             trace!(queue = ?self.core.id(), ?command, "queue command");
             let now = Instant::now().into_std();
-            if let Some(at) = self.core.handle(command, &table, now, &mut out) {
+            if let Some(at) = self.core.handle(command, &self.agents, now, &mut out) {
                 let at = Instant::from_std(at);
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }
             for (call, event) in out.drain(..) {
-                self.deliver(call, event, &table);
+                self.deliver(call, event);
             }
         }
         debug!(queue = ?self.core.id(), "queue owner stopped");
     }
 
-    /// The core's command for a message (agent ids in `table`, the table in force); keeps the
-    /// inbox of a joining call.
-    fn command(&mut self, msg: QueueMsg, table: &AgentTable) -> Command {
+    /// The core's command for a message; keeps the inbox of a joining call.
+    fn command(&mut self, msg: QueueMsg) -> Command {
         match msg {
             QueueMsg::Join { call, inbox } => {
                 self.calls.insert(call, inbox);
@@ -358,16 +357,7 @@ impl Owner {
                 self.calls.remove(&call);
                 Command::Leave(call)
             }
-            QueueMsg::Refused {
-                call,
-                agent,
-                until,
-                table: from,
-            } => match id_in(table, &from, agent) {
-                Some(agent) => Command::Refused { call, agent, until },
-                // The agent is gone: nobody to keep away from the call.
-                None => Command::AgentAvailable,
-            },
+            QueueMsg::Refused { call, agent, until } => Command::Refused { call, agent, until },
             QueueMsg::OfferEnded(call) => Command::OfferEnded(call),
             QueueMsg::AgentAvailable => Command::AgentAvailable,
             QueueMsg::Reconfigure { id, queue } => {
@@ -380,43 +370,32 @@ impl Owner {
     }
 
     /// Sends an event to its call task. A call that is no longer in the queue afterwards
-    /// (turned away, evicted) is forgotten; agents offered to a call task that is gone are
-    /// released.
-    fn deliver(&mut self, call: CallKey, event: Event, table: &Arc<AgentTable>) {
+    /// (turned away, evicted) is forgotten. An offer whose call task is gone never reached a
+    /// holder: the owner that claimed its agents gives the claims back.
+    fn deliver(&mut self, call: CallKey, event: Event) {
         let leaves = matches!(
             event,
             Event::EnteredQueue(Entry::Overflow) | Event::Overflowed
         );
-        let sent = self.calls.get(&call).is_some_and(|tx| {
-            tx.send(QueueEvent {
-                event: event.clone(),
-                table: Arc::clone(table),
-            })
-            .is_ok()
-        });
+        let sent = self
+            .calls
+            .get(&call)
+            .is_some_and(|tx| tx.send(event.clone()).is_ok());
         if leaves || !sent {
             self.calls.remove(&call);
         }
         if !sent {
             if let Event::Offered(offer) = &event {
-                for a in &offer.agents {
-                    table.release(*a, call);
+                for &a in &offer.agents {
+                    // Attendant offers ring without a claim: only ours are given back.
+                    if self.agents.state(a) == AgentState::Ringing(call) {
+                        self.agents.release(a, call);
+                    }
                 }
             }
             self.core.leave(call);
         }
     }
-}
-
-/// The id in `table` of agent `agent` of table `from` (the same agent, by URI).
-fn id_in(table: &AgentTable, from: &AgentTable, agent: AgentId) -> Option<AgentId> {
-    if std::ptr::eq(table, from) {
-        return Some(agent);
-    }
-    if agent.0 as usize >= from.len() {
-        return None;
-    }
-    table.id(from.uri(agent))
 }
 
 #[cfg(test)]
@@ -462,22 +441,26 @@ mod tests {
         table.id(&SipUri(format!("sip:{agent}@127.0.0.1"))).unwrap()
     }
 
+    fn table(config: &Config) -> Arc<AgentTable> {
+        Arc::new(AgentTable::from_config(config, Instant::now().into_std()))
+    }
+
     /// Joins `call` to `queue` through `queues`; returns its inbox after `EnteredQueue`.
     async fn join(
         queues: &Queues,
         queue: u32,
         call: u32,
-    ) -> (mpsc::UnboundedReceiver<QueueEvent>, Event) {
+    ) -> (mpsc::UnboundedReceiver<Event>, Event) {
         let (inbox, mut rx) = mpsc::unbounded_channel();
         let call = CallKey(call);
         queues
             .send(QueueId(queue), QueueMsg::Join { call, inbox })
             .await;
         let entered = next(&mut rx).await.expect("entered");
-        (rx, entered.event)
+        (rx, entered)
     }
 
-    async fn next(rx: &mut mpsc::UnboundedReceiver<QueueEvent>) -> Option<QueueEvent> {
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Event>) -> Option<Event> {
         tokio::time::timeout(Duration::from_secs(1), rx.recv())
             .await
             .ok()
@@ -485,8 +468,8 @@ mod tests {
     }
 
     /// The agents of the next event, which must be an offer.
-    async fn offered(rx: &mut mpsc::UnboundedReceiver<QueueEvent>) -> Vec<AgentId> {
-        match next(rx).await.map(|e| e.event) {
+    async fn offered(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<AgentId> {
+        match next(rx).await {
             Some(Event::Offered(Offer { agents, .. })) => agents,
             other => panic!("expected an offer, got {other:?}"),
         }
@@ -502,11 +485,8 @@ mod tests {
                 + &queue("Old", "\"B\"")),
             &["Sales", "Old"],
         );
-        let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
-            &old,
-            Instant::now().into_std(),
-        )));
-        let table = agents.load_full();
+        let agents = table(&old);
+        let table = Arc::clone(&agents);
         assert!(table.claim(id(&table, "a"), busy));
         assert!(table.claim(id(&table, "b"), busy));
         let queues = Queues::spawn(&old, &agents);
@@ -525,13 +505,11 @@ mod tests {
                 + &queue("Sales", "\"A\", \"C\"")),
             &["New", "Sales"],
         );
-        let table2 = AgentTable::from_config(&new, Instant::now().into_std());
-        table2.carry_over(&table);
-        agents.store(Arc::new(table2));
-        let table2 = agents.load_full();
+        agents.set_membership(&new.agent_groups);
+        let table2 = Arc::clone(&agents);
         let reloaded = queues.reload(&old, &new, &agents).await;
 
-        // The head of Sales is offered the new group's agent at once, in the new table's ids.
+        // The head of Sales is offered the new group's agent at once.
         assert_eq!(offered(&mut c1).await, vec![id(&table2, "c")]);
         assert!(next(&mut c2).await.is_none());
         // A call arriving after the reload (new handles, new index) queues behind the old ones.
@@ -550,26 +528,23 @@ mod tests {
         assert!(next(&mut c4).await.is_none());
 
         // The dropped queue's owner still serves call 3, over its group mapped by name onto the
-        // new table (B moved from index 1 to 0), and the new handles wake it.
+        // same id whatever its place in the file, and the new handles wake it.
         assert!(next(&mut c3).await.is_none());
         assert!(table2.release(id(&table2, "b"), busy));
         reloaded.wake_all();
         assert_eq!(offered(&mut c3).await, vec![id(&table2, "b")]);
     }
 
-    /// Between a reload's new agent table and the queue's reconfiguration, the owner picks
-    /// from its groups by name, not from whatever group took their old index.
+    /// Between a reload's new membership and the queue's reconfiguration, the owner picks from
+    /// its own groups, not from whatever group now comes first in the file.
     #[tokio::test(start_paused = true)]
     async fn before_its_reconfiguration_a_queue_picks_from_its_groups_by_name() {
         let old = config(
             &(group("Sales", "a") + &group("Support", "b") + &queue("Q", "\"Sales\"")),
             &["Q"],
         );
-        let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
-            &old,
-            Instant::now().into_std(),
-        )));
-        let table = agents.load_full();
+        let agents = table(&old);
+        let table = Arc::clone(&agents);
         let busy = CallKey(999);
         assert!(table.claim(id(&table, "a"), busy));
         let queues = Queues::spawn(&old, &agents);
@@ -582,10 +557,8 @@ mod tests {
             &(group("Support", "b") + &group("Sales", "a") + &queue("Q", "\"Sales\"")),
             &["Q"],
         );
-        let table2 = AgentTable::from_config(&new, Instant::now().into_std());
-        table2.carry_over(&table);
-        agents.store(Arc::new(table2));
-        let table2 = agents.load_full();
+        agents.set_membership(&new.agent_groups);
+        let table2 = Arc::clone(&agents);
         assert!(table2.release(id(&table2, "a"), busy));
         queues.wake_all();
         // Sales's agent, not Support's.
@@ -593,7 +566,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refusal_grace_and_tried_agents_follow_their_agent_across_a_table_rebuild() {
+    async fn refusal_grace_and_tried_agents_survive_a_membership_rebuild() {
         let busy = CallKey(999);
         let members = |agents: &[&str]| {
             let list: Vec<String> = agents
@@ -606,39 +579,33 @@ mod tests {
             )
         };
         let old = config(&(members(&["a", "b"]) + &queue("Q", "\"G\"")), &["Q"]);
-        let agents = Arc::new(ArcSwap::from_pointee(AgentTable::from_config(
-            &old,
-            Instant::now().into_std(),
-        )));
-        let table = agents.load_full();
+        let agents = table(&old);
+        let table = Arc::clone(&agents);
         let (a, b) = (id(&table, "a"), id(&table, "b"));
         assert!(table.claim(b, busy));
         let queues = Queues::spawn(&old, &agents);
         let (mut c1, _) = join(&queues, 0, 1).await;
         assert_eq!(offered(&mut c1).await, vec![a]);
 
-        // The API adds x ahead of both: every agent id moves. It happens while a is ringing, so
-        // a's refusal arrives in the old table's ids.
+        // The API adds x ahead of both while a is ringing; a's refusal arrives after the
+        // rebuild.
         let new = config(&(members(&["x", "b", "a"]) + &queue("Q", "\"G\"")), &["Q"]);
-        let table2 = AgentTable::from_config(&new, Instant::now().into_std());
-        table2.carry_over(&table);
-        agents.store(Arc::new(table2));
-        let table2 = agents.load_full();
-        assert_ne!(id(&table2, "a"), a, "the test needs a to change id");
+        agents.set_membership(&new.agent_groups);
+        let table2 = Arc::clone(&agents);
+        assert_eq!(id(&table2, "a"), a, "ids are stable: a keeps its id");
         assert!(table2.release(id(&table2, "a"), CallKey(1)));
         let until = Instant::now().into_std() + Duration::from_secs(60);
         let refused = QueueMsg::Refused {
             call: CallKey(1),
             agent: a,
             until,
-            table: Arc::clone(&table),
         };
         queues.send(QueueId(0), refused).await;
         queues
             .send(QueueId(0), QueueMsg::OfferEnded(CallKey(1)))
             .await;
 
-        // Serial: a was tried and is in grace, b is busy; x (new, with a's old id) is next.
+        // Serial: a was tried and is in grace, b is busy; x (new) is next.
         assert_eq!(offered(&mut c1).await, vec![id(&table2, "x")]);
         // x takes another call: a is kept away until its grace period ends, then offered.
         let x = id(&table2, "x");
@@ -659,9 +626,67 @@ mod tests {
             Instant::now().into_std() >= until,
             "not before the grace period ends"
         );
-        match late.event {
+        match late {
             Event::Offered(Offer { agents, .. }) => assert_eq!(agents, vec![id(&table2, "a")]),
             other => panic!("expected an offer, got {other:?}"),
+        }
+    }
+
+    /// A freed agent wakes the queues over its groups and no other: here queue Q2 (over B)
+    /// is not dispatched when only A's queue is woken, so B's agent, freed silently, waits.
+    #[tokio::test(start_paused = true)]
+    async fn wake_groups_wakes_only_the_queues_over_those_groups() {
+        let c = config(
+            &(group("A", "a") + &group("B", "b") + &queue("Q1", "\"A\"") + &queue("Q2", "\"B\"")),
+            &["Q1", "Q2"],
+        );
+        let agents = table(&c);
+        let (a, b) = (id(&agents, "a"), id(&agents, "b"));
+        let busy = CallKey(999);
+        assert!(agents.claim(a, busy));
+        assert!(agents.claim(b, busy));
+        let queues = Queues::spawn(&c, &agents);
+        let (mut c1, _) = join(&queues, 0, 1).await;
+        let (mut c2, _) = join(&queues, 1, 2).await;
+        assert!(agents.release(a, busy));
+        assert!(agents.release(b, busy));
+        let groups = agents.membership().groups_of(a).to_vec();
+        queues.wake_groups(&groups);
+        assert_eq!(offered(&mut c1).await, vec![a]);
+        assert!(next(&mut c2).await.is_none(), "Q2 was not woken");
+        queues.wake_groups(agents.membership().groups_of(b));
+        assert_eq!(offered(&mut c2).await, vec![b]);
+    }
+
+    /// A full inbox never makes the sender wait: the messages that do not fit are held and
+    /// handed over in order as the owner makes room.
+    #[tokio::test(start_paused = true)]
+    async fn the_outbox_never_waits_and_keeps_the_order() {
+        let c = config(&(group("A", "a") + &queue("Q", "\"A\"")), &["Q"]);
+        let agents = table(&c);
+        assert!(agents.claim(id(&agents, "a"), CallKey(u32::MAX)));
+        let queues = Queues::spawn(&c, &agents);
+        let mut outbox = Outbox::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // The owner has not run yet: its inbox takes INBOX messages, the rest are held.
+        let calls = u32::try_from(INBOX).unwrap() + 100;
+        for call in 0..calls {
+            let join = QueueMsg::Join {
+                call: CallKey(call),
+                inbox: tx.clone(),
+            };
+            outbox.send(&queues, QueueId(0), join);
+        }
+        assert_eq!(outbox.len(), 100);
+        while !outbox.is_empty() {
+            outbox.flush_one(&queues).await;
+        }
+        for position in 1..=calls {
+            assert_eq!(
+                next(&mut rx).await,
+                Some(Event::EnteredQueue(Entry::Waiting { position })),
+                "joins arrive in the order sent"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::acd::agents::AgentId;
-use crate::config::model::{Config, SipUri, WorkflowId};
+use crate::config::model::{AgentGroupId, Config, SipUri, WorkflowId};
 use crate::store::{CallOffer, CallOutcome, CallRecord, OfferResult as StoreOfferResult};
 use crate::workflow::call::{Because, OfferResult, Outcome, RecordEvent, Stamped};
 
@@ -49,11 +49,13 @@ pub fn rejected(
     }
 }
 
-/// The record of a call from its timeline. `agent_uri` names the agents of the timeline;
+/// The record of a call from its timeline. `agent_uri` names the agents of the timeline and
+/// `group_name` their groups (by the agent table's stable ids);
 /// `ended_at` is used when the timeline has no end (the task stopped early).
 pub fn from_timeline(
     config: &Config,
     agent_uri: &dyn Fn(AgentId) -> SipUri,
+    group_name: &dyn Fn(AgentGroupId) -> Option<String>,
     workflow: WorkflowId,
     leg: &Leg<'_>,
     timeline: &[Stamped],
@@ -86,7 +88,7 @@ pub fn from_timeline(
             RecordEvent::Offered { agent, group } => offers.push((
                 CallOffer {
                     agent: agent_uri(*agent),
-                    agent_group: Some(config.agent_group(*group).name.clone()),
+                    agent_group: group_name(*group),
                     offered_at: s.at,
                     result: StoreOfferResult::Cancelled,
                     sip_code: None,
@@ -248,8 +250,9 @@ mod tests {
             caller: "<sip:bob@x>",
             sip_code: Some(200),
         };
-        let uri = |a: AgentId| table.uri(a).clone();
-        let r = from_timeline(&c, &uri, wf, &leg, &timeline, at(99));
+        let uri = |a: AgentId| table.uri(a).unwrap().clone();
+        let group = |g| table.group_name(g).map(str::to_owned);
+        let r = from_timeline(&c, &uri, &group, wf, &leg, &timeline, at(99));
         assert_eq!(r.outcome, CallOutcome::Answered);
         assert_eq!(r.queued_at, Some(at(1)));
         assert_eq!(r.answered_at, Some(at(5)));

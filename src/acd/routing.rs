@@ -109,7 +109,8 @@ pub enum Pick {
 /// # #[allow(clippy::disallowed_methods)] // a doc example needs one real instant
 /// let now = Instant::now();
 /// let table = AgentTable::from_config(&config, now);
-/// let group = table.group(AgentGroupId(0));
+/// let membership = table.membership();
+/// let group = membership.group(AgentGroupId(0)).unwrap();
 /// let (alice, bob) = (group.members[0], group.members[1]);
 ///
 /// // Serial starts at the top of the list.
@@ -221,7 +222,7 @@ mod tests {
     fn take(t: &AgentTable, p: &Pick, call: u32, end: Instant) {
         if let Pick::One { agent, index } = p {
             assert!(t.claim(*agent, CallKey(call)));
-            t.set_round_robin_last(t.group(G), *index);
+            t.set_round_robin_last(t.membership().group(G).unwrap(), *index);
             t.answered(*agent, CallKey(call));
             t.call_ended(*agent, end, false);
         }
@@ -230,7 +231,8 @@ mod tests {
     #[test]
     fn serial_always_from_the_top() {
         let (t, now) = table(RoutingMethod::Serial, Participation::Informal, 3);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         for call in 0..4 {
             assert_eq!(one(pick(g, &t, &Exclusions::none(now))), 0, "call {call}");
         }
@@ -255,7 +257,8 @@ mod tests {
     #[test]
     fn round_robin_over_three_agents_for_six_calls_is_two_each() {
         let (t, now) = table(RoutingMethod::RoundRobin, Participation::Informal, 3);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         let mut counts = [0; 3];
         let mut order = vec![];
         for call in 0..6 {
@@ -272,7 +275,8 @@ mod tests {
     #[test]
     fn round_robin_starts_after_the_last_offered_and_skips_busy() {
         let (t, now) = table(RoutingMethod::RoundRobin, Participation::Informal, 4);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         t.set_round_robin_last(g, 1);
         assert!(t.claim(AgentId(2), CallKey(99)));
         assert_eq!(
@@ -294,7 +298,8 @@ mod tests {
     #[test]
     fn longest_idle_first_then_next_longest() {
         let (t, now) = table(RoutingMethod::LongestIdle, Participation::Informal, 3);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         // All idle since start-up: list order breaks the tie.
         assert_eq!(one(pick(g, &t, &Exclusions::none(now))), 0);
         // Agent 0 ends a call at +10 s, agent 2 at +5 s: agent 1 is idle longest, then 2, then 0.
@@ -320,7 +325,8 @@ mod tests {
     #[test]
     fn longest_idle_ties_go_to_list_order_after_the_excluded_and_busy() {
         let (t, now) = table(RoutingMethod::LongestIdle, Participation::Informal, 5);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         // All idle since start-up. Agent 0 refused this call, agent 1 rings for another.
         assert!(t.claim(AgentId(1), CallKey(99)));
         let refused = [Refusal {
@@ -343,7 +349,8 @@ mod tests {
     #[test]
     fn longest_idle_is_fair_over_many_calls() {
         let (t, now) = table(RoutingMethod::LongestIdle, Participation::Informal, 4);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         let mut counts = [0; 4];
         for call in 0..40u32 {
             let p = pick(g, &t, &Exclusions::none(now));
@@ -356,7 +363,8 @@ mod tests {
     #[test]
     fn parallel_rings_every_eligible_agent() {
         let (t, now) = table(RoutingMethod::Parallel, Participation::Informal, 4);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         assert!(t.claim(AgentId(1), CallKey(5)));
         t.set_online(AgentId(3), false, now);
         assert_eq!(
@@ -371,7 +379,8 @@ mod tests {
     #[test]
     fn attendant_rings_busy_agents_but_not_offline_or_signed_out() {
         let (t, now) = table(RoutingMethod::Attendant, Participation::Formal, 4);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         assert_eq!(
             pick(g, &t, &Exclusions::none(now)),
             Pick::Nobody,
@@ -402,7 +411,8 @@ mod tests {
     #[test]
     fn formal_groups_only_offer_signed_in_agents() {
         let (t, now) = table(RoutingMethod::Serial, Participation::Formal, 3);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         assert_eq!(pick(g, &t, &Exclusions::none(now)), Pick::Nobody);
         t.sign_in(AgentId(2), G, now).unwrap();
         assert_eq!(one(pick(g, &t, &Exclusions::none(now))), 2);
@@ -413,7 +423,8 @@ mod tests {
     #[test]
     fn wrap_up_and_offline_agents_are_skipped() {
         let (t, now) = table(RoutingMethod::Serial, Participation::Informal, 3);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         t.answered(AgentId(0), CallKey(1));
         t.call_ended(AgentId(0), now, true);
         t.set_online(AgentId(1), false, now);
@@ -429,7 +440,8 @@ mod tests {
             RoutingMethod::Parallel,
         ] {
             let (t, now) = table(routing, Participation::Informal, 2);
-            let g = t.group(G);
+            let m = t.membership();
+            let g = m.group(G).unwrap();
             let refused = [Refusal {
                 agent: AgentId(0),
                 until: now + Duration::from_secs(60),
@@ -464,7 +476,8 @@ mod tests {
     #[test]
     fn lost_claims_are_skipped() {
         let (t, now) = table(RoutingMethod::LongestIdle, Participation::Informal, 2);
-        let g = t.group(G);
+        let m = t.membership();
+        let g = m.group(G).unwrap();
         let lost = [AgentId(0)];
         let skip = Exclusions {
             lost: &lost,

@@ -305,8 +305,7 @@ fn group_doc_with(shared: &Shared, g: Group, sign_ins: &[crate::store::SignIn]) 
 
 /// Rebuilds the routing table from the configuration and the database's groups.
 async fn rebuild_routing(shared: &Shared) -> Result<(), ApiError> {
-    let config = shared.config.load_full();
-    shared.live.rebuild(&config, &shared.store).await?;
+    shared.live.rebuild().await?;
     Ok(())
 }
 

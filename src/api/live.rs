@@ -1,18 +1,14 @@
-//! [`Live`]: the live side of the server as the API sees it: the agent table routing reads,
+//! [`Live`]: the live side of the server as the API sees it: the agent states routing writes,
 //! the calls in progress, metrics, and a broadcast of changes for server-sent events.
 //!
 //! # Who writes what
 //!
-//! - The **agent table** ([`AgentTable`]) is shared with routing through
-//!   [`Live::agent_table`] (an `ArcSwap`): the call driver loads it for every decision and the
-//!   API flips formal sign-in flags in it. A change of membership rebuilds the table from the
-//!   configuration with the database's version of each configured group and carries states
-//!   over ([`Live::rebuild`]), so routing sees it at once. Agents are matched by SIP URI and
-//!   groups by name, never by index (a reload may reorder, add or drop groups); formal sign-in
-//!   is set from the store's sign-in state, its source of truth.
-//! - Everything here names groups by name and looks them up in the table it reads: the
-//!   configuration and the table are swapped one after the other during a reload, so an index
-//!   from one may name another group (or none) in the other.
+//! - The **agent table** belongs to `acd` ([`Acd`]): `Live` only reads it for snapshots, and
+//!   hands the API's changes to it: a change of membership is an [`Acd::reload`]
+//!   ([`Live::rebuild`]), a formal sign-in [`Acd::set_signed_in`]. The store stays the source
+//!   of truth for sign-in; the reload reads it back.
+//! - Everything here names groups by name and looks them up in the table's membership
+//!   snapshot: the configuration's indexes are not the table's ids.
 //! - **Calls in progress** are reported by the call driver through `Live`'s implementation of
 //!   [`CallObserver`] (which the daemon hands to the driver), landing in [`Live::call_update`]
 //!   and [`Live::call_ended`]; the API only reads them. The same reports count ended calls by
@@ -26,18 +22,17 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::broadcast;
 
 use super::metrics::Metrics;
 pub use super::snapshot::{AgentSnapshot, CallPhase, LiveCall, LiveSnapshot, QueueSnapshot};
-use crate::acd::agents::{AgentState, AgentTable, SignInError};
+use crate::acd::agents::{AgentId, AgentState, AgentTable, Membership, SignInError};
 use crate::acd::observe::{CallObserver, CallSnapshot};
+use crate::acd::runtime::{Acd, Change, ReloadError};
 use crate::clock::SharedClock;
 use crate::config::model::{AgentGroupId, Config, Participation, SipUri};
-use crate::store::{CallOutcome, Group, Store, StoreError};
+use crate::store::{CallOutcome, StoreError};
 
 /// What changed (the SSE stream re-sends the snapshot on each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +56,10 @@ pub trait Visibility {
 /// its [`CallObserver`] implementation).
 #[derive(Debug)]
 pub struct Live {
-    /// The table routing reads. The driver loads it for each decision.
-    agents: Arc<ArcSwap<AgentTable>>,
-    /// Wall-clock time of the current table's epoch (its `idle_since` counts from there).
-    epoch_wall: ArcSwap<DateTime<Utc>>,
-    /// Serialises rebuilds and sign-in flips: two API writers must not both carry over from the
-    /// same old table, and a flip must not land on a table about to be replaced. Async: a
-    /// rebuild holds it while it reads the store, so the sign-in state it reads is exactly what
-    /// the API has written (each API sign-in writes the store, then flips under this lock).
-    rebuild_lock: AsyncMutex<()>,
+    /// Owner of the agent table and of the reload the API's changes go through.
+    acd: Arc<Acd>,
+    /// Wall-clock time of the agent table's epoch (its `idle_since` counts from there).
+    epoch_wall: DateTime<Utc>,
     calls: Mutex<BTreeMap<String, LiveCall>>,
     events: broadcast::Sender<LiveEvent>,
     clock: SharedClock,
@@ -77,37 +67,30 @@ pub struct Live {
 }
 
 impl Live {
-    /// Builds the agent table from `config` with the database's version of each configured
-    /// group, and signs in every agent the database says is signed in (state survives a
-    /// restart).
-    ///
-    /// # Errors
-    /// The store could not be read.
-    pub async fn start(
-        config: &Config,
-        store: &Store,
-        clock: SharedClock,
-    ) -> Result<Self, StoreError> {
-        let groups = store.list_groups().await?;
-        let now = tokio::time::Instant::now().into_std();
-        let table = AgentTable::from_config(&routing_config(config, &groups), now);
-        let sign_ins = store.sign_in_state().await?;
-        table.set_sign_ins(sign_ins.iter().map(|s| (&s.agent, s.group.as_str())));
+    /// The live state over `acd`'s agent table.
+    pub fn new(acd: Arc<Acd>, clock: SharedClock) -> Self {
         let (events, _) = broadcast::channel(64);
-        Ok(Self {
-            agents: Arc::new(ArcSwap::from_pointee(table)),
-            epoch_wall: ArcSwap::from_pointee(clock.now_utc()),
-            rebuild_lock: AsyncMutex::new(()),
+        // The table was created a moment ago (start-up): its epoch on the wall clock is now, to
+        // the start-up's few milliseconds.
+        let epoch_wall = clock.now_utc();
+        Self {
+            acd,
+            epoch_wall,
             calls: Mutex::new(BTreeMap::new()),
             events,
             clock,
             metrics: Metrics::default(),
-        })
+        }
     }
 
-    /// The agent table routing reads; hand this to the call driver.
-    pub fn agent_table(&self) -> Arc<ArcSwap<AgentTable>> {
-        Arc::clone(&self.agents)
+    /// The process's agent table (read-only use: snapshots, tests).
+    pub fn agents(&self) -> &Arc<AgentTable> {
+        self.acd.agents()
+    }
+
+    /// The owner of the runtime (configuration, queues, agent table).
+    pub fn acd(&self) -> &Arc<Acd> {
+        &self.acd
     }
 
     /// Subscribes to change announcements.
@@ -131,42 +114,25 @@ impl Live {
         group: &str,
         signed_in: bool,
     ) -> Result<bool, SignInError> {
-        // Under the rebuild lock: a rebuild between loading the table and flipping the flag
-        // would otherwise carry the old flag over and lose this change.
-        let _guard = self.rebuild_lock.lock().await;
-        let table = self.agents.load();
-        let (Some(gid), Some(aid)) = (table.group_id(group), table.id(agent)) else {
-            return Ok(false);
-        };
-        let now = tokio::time::Instant::now().into_std();
-        if signed_in {
-            table.sign_in(aid, gid, now)?;
-        } else {
-            table.sign_out(aid, gid)?;
+        let routed = self.acd.set_signed_in(agent, group, signed_in).await?;
+        if routed {
+            self.announce(LiveEvent::SignIn);
         }
-        self.announce(LiveEvent::SignIn);
-        Ok(true)
+        Ok(routed)
     }
 
-    /// Rebuilds the routing table after a group or membership change, or a reload: the
-    /// configuration's groups, each replaced by its database version (`store.list_groups()`).
-    /// Agent states, idle clocks and round-robin positions are carried over from the old table
-    /// by agent URI and group name ([`AgentTable::carry_over`]); formal sign-ins are set from
-    /// the store's sign-in state, so a group put back in the file gets its stored sign-ins
-    /// again and a group that moved keeps its own.
+    /// After a group or membership change in the database: the same reload SIGHUP uses, with
+    /// the configuration in force ([`Change::Membership`]).
     ///
     /// # Errors
-    /// The store could not be read; the table in force stays.
-    pub async fn rebuild(&self, config: &Config, store: &Store) -> Result<(), StoreError> {
-        let _guard = self.rebuild_lock.lock().await;
-        let groups = store.list_groups().await?;
-        let sign_ins = store.sign_in_state().await?;
-        let now = tokio::time::Instant::now().into_std();
-        let table = AgentTable::from_config(&routing_config(config, &groups), now);
-        table.carry_over(&self.agents.load());
-        table.set_sign_ins(sign_ins.iter().map(|s| (&s.agent, s.group.as_str())));
-        self.agents.store(Arc::new(table));
-        self.epoch_wall.store(Arc::new(self.clock.now_utc()));
+    /// The store could not be read; the membership in force stays.
+    pub async fn rebuild(&self) -> Result<(), StoreError> {
+        match self.acd.reload(Change::Membership).await {
+            Ok(()) => {}
+            Err(ReloadError::Store(e)) => return Err(e),
+            // A membership change renders no prompt; should one fail, the membership stays.
+            Err(e) => tracing::error!("membership change not applied: {e}"),
+        }
         self.announce(LiveEvent::Agents);
         Ok(())
     }
@@ -202,27 +168,32 @@ impl Live {
             .filter(|c| scope.workflow(&c.workflow))
             .cloned()
             .collect();
-        let table = self.agents.load();
-        let epoch = **self.epoch_wall.load();
+        let table = self.acd.agents();
+        let membership = table.membership_full();
+        let epoch = self.epoch_wall;
         let queues = config
             .queues
             .iter()
             .filter(|q| scope.queue(&q.name))
-            .map(|q| queue_snapshot(&table, config, q, &calls, at))
+            .map(|q| queue_snapshot(table, &membership, config, q, &calls, at))
             .collect();
         let mut agents = Vec::new();
-        for i in 0..table.len() {
-            let aid = crate::acd::agents::AgentId(u32::try_from(i).unwrap_or(u32::MAX));
-            let member_of: Vec<(AgentGroupId, &str)> = table
-                .groups_of(aid)
-                .iter()
-                .map(|&g| (g, table.group(g).name.as_str()))
+        for &aid in membership.agents() {
+            let member_of: Vec<(AgentGroupId, &str)> = member_of(&membership, aid)
+                .into_iter()
                 .filter(|(_, name)| scope.group(name))
                 .collect();
             if member_of.is_empty() && !scope.everything() {
                 continue;
             }
-            agents.push(agent_snapshot(&table, aid, &member_of, &calls, epoch));
+            agents.push(agent_snapshot(
+                table,
+                &membership,
+                aid,
+                &member_of,
+                &calls,
+                epoch,
+            ));
         }
         LiveSnapshot {
             at,
@@ -234,29 +205,28 @@ impl Live {
 
     /// One agent's live state (for the agent page), if routing knows the agent.
     pub fn agent(&self, uri: &SipUri) -> Option<AgentSnapshot> {
-        let table = self.agents.load();
-        let aid = table.id(uri)?;
-        let member_of: Vec<(AgentGroupId, &str)> = table
-            .groups_of(aid)
-            .iter()
-            .map(|&g| (g, table.group(g).name.as_str()))
-            .collect();
+        let table = self.acd.agents();
+        let membership = table.membership_full();
+        let aid = membership.id(uri)?;
+        let member_of = member_of(&membership, aid);
         let calls: Vec<LiveCall> = self.lock_calls().values().cloned().collect();
         Some(agent_snapshot(
-            &table,
+            table,
+            &membership,
             aid,
             &member_of,
             &calls,
-            **self.epoch_wall.load(),
+            self.epoch_wall,
         ))
     }
 
     /// Whether routing has `agent` signed in to `group` (by name); `None` when routing does not
     /// know the pair.
     pub fn is_signed_in(&self, agent: &SipUri, group: &str) -> Option<bool> {
-        let table = self.agents.load();
-        let gid = table.group_id(group)?;
-        let aid = table.id(agent)?;
+        let table = self.acd.agents();
+        let membership = table.membership();
+        let gid = membership.group_id(group)?;
+        let aid = membership.id(agent)?;
         Some(table.is_signed_in(aid, gid))
     }
 }
@@ -278,17 +248,13 @@ impl CallObserver for Live {
     }
 }
 
-/// The configuration routing uses: each configured group replaced by the database's version
-/// of it (same name), so API edits of members, alert time and routing take effect. Groups only
-/// in the database are not routed (no queue refers to them).
-fn routing_config(config: &Config, groups: &[Group]) -> Config {
-    let mut routed = config.clone();
-    for g in &mut routed.agent_groups {
-        if let Some(db) = groups.iter().find(|d| d.name == g.name) {
-            *g = db.to_agent_group();
-        }
-    }
-    routed
+/// The routed groups `agent` belongs to, with their names.
+fn member_of(membership: &Membership, agent: AgentId) -> Vec<(AgentGroupId, &str)> {
+    membership
+        .groups_of(agent)
+        .iter()
+        .filter_map(|&g| membership.group(g).map(|m| (g, m.name.as_str())))
+        .collect()
 }
 
 fn state_name(state: AgentState) -> &'static str {
@@ -303,6 +269,7 @@ fn state_name(state: AgentState) -> &'static str {
 
 fn queue_snapshot(
     table: &AgentTable,
+    membership: &Membership,
     config: &Config,
     queue: &crate::config::model::Queue,
     calls: &[LiveCall],
@@ -323,14 +290,14 @@ fn queue_snapshot(
         .unwrap_or(0);
     let mut seen = std::collections::BTreeSet::new();
     let (mut signed_in, mut eligible, mut busy) = (0, 0, 0);
-    // The queue's groups by name: `config` and `table` may be a reload apart.
+    // The queue's groups by name: configuration indexes are not the table's ids.
     let groups = queue
         .agent_groups
         .iter()
         .filter_map(|g| config.agent_groups.get(g.0 as usize))
-        .filter_map(|g| table.group_id(&g.name));
-    for gid in groups {
-        let group = table.group(gid);
+        .filter_map(|g| membership.group_id(&g.name))
+        .filter_map(|gid| membership.group(gid));
+    for group in groups {
         for (i, &aid) in group.members.iter().enumerate() {
             if !table.is_member_signed_in(group, i) || !seen.insert(aid) {
                 continue;
@@ -355,26 +322,30 @@ fn queue_snapshot(
 
 fn agent_snapshot(
     table: &AgentTable,
-    aid: crate::acd::agents::AgentId,
+    membership: &Membership,
+    aid: AgentId,
     member_of: &[(AgentGroupId, &str)],
     calls: &[LiveCall],
     epoch: DateTime<Utc>,
 ) -> AgentSnapshot {
-    let uri = table.uri(aid);
+    let uri = table.uri(aid).map(SipUri::as_str).unwrap_or_default();
     let idle_ns = i64::try_from(table.idle_since(aid)).unwrap_or(i64::MAX);
     let signed_in = member_of
         .iter()
         .filter(|(g, _)| {
-            table.group(*g).participation == Participation::Formal && table.is_signed_in(aid, *g)
+            membership
+                .group(*g)
+                .is_some_and(|m| m.participation == Participation::Formal)
+                && table.is_signed_in(aid, *g)
         })
         .map(|(_, name)| (*name).to_owned())
         .collect();
     AgentSnapshot {
-        sip_uri: uri.to_string(),
+        sip_uri: uri.to_owned(),
         state: state_name(table.state(aid)),
         current_call: calls
             .iter()
-            .find(|c| c.agent.as_deref() == Some(uri.as_str()))
+            .find(|c| c.agent.as_deref() == Some(uri))
             .map(|c| c.call_id.clone()),
         idle_since: epoch + chrono::Duration::nanoseconds(idle_ns),
         signed_in,

@@ -53,7 +53,7 @@ use crate::config::{Diagnostic, LoadOptions};
 use crate::store::{Role, StoreError, StoredObject, Versioned};
 
 /// Swaps a newly compiled model into the running daemon (prompts rendered, agent table and
-/// queue owners carried over). Provided by the daemon; tests swap the configuration only.
+/// queue owners carried over): [`Objects::through`] the runtime's reload.
 pub type Apply =
     Arc<dyn Fn(Config) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync>;
 
@@ -88,11 +88,17 @@ impl Objects {
         objects
     }
 
-    /// An [`Apply`] that only swaps `config` (no media, no agent table): for tests and tools.
-    pub fn swap_only(config: Arc<ArcSwap<Config>>) -> Apply {
-        Arc::new(move |new| {
-            config.store(Arc::new(new));
-            Box::pin(async { Ok(()) })
+    /// The [`Apply`] of a running daemon (and of the tests): an accepted change goes through
+    /// the runtime's one reload, as SIGHUP does (groups stored, prompts rendered, agent table
+    /// and queue owners updated, then the swap).
+    pub fn through(acd: Arc<crate::acd::runtime::Acd>) -> Apply {
+        Arc::new(move |config| {
+            let acd = Arc::clone(&acd);
+            Box::pin(async move {
+                acd.reload(crate::acd::runtime::Change::Config(Box::new(config)))
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
         })
     }
 
