@@ -123,8 +123,9 @@ pub enum Pick {
 /// assert_eq!(pick(group, &table, &Exclusions::none(now)), Pick::Nobody);
 /// ```
 pub fn pick(group: &GroupMembers, table: &AgentTable, skip: &Exclusions<'_>) -> Pick {
+    let view = table.routing_view();
     let eligible = |index: usize, agent: AgentId| {
-        table.is_free(agent) && table.is_member_signed_in(group, index) && !skip.excludes(agent)
+        view.is_free(agent) && table.is_member_signed_in(group, index) && !skip.excludes(agent)
     };
     let members = &group.members;
     match group.routing {
@@ -150,10 +151,10 @@ pub fn pick(group: &GroupMembers, table: &AgentTable, skip: &Exclusions<'_>) -> 
             // a member that would become the best: the scan over a large group stays cheap.
             let mut best: Option<(u64, usize, AgentId)> = None;
             for (index, &agent) in members.iter().enumerate() {
-                if !table.is_free(agent) || !table.is_member_signed_in(group, index) {
+                if !view.is_free(agent) || !table.is_member_signed_in(group, index) {
                     continue;
                 }
-                let since = table.idle_since(agent);
+                let since = view.idle_since(agent);
                 if best.is_some_and(|(b, _, _)| since >= b) || skip.excludes(agent) {
                     continue;
                 }
