@@ -1,6 +1,8 @@
 //! The command line: `rgsd serve | check | migrate | token create | user … | export | import`.
 //!
-//! `serve` and `check` share one `config::load`, so their messages cannot drift apart.
+//! `serve` and `check` load the file through one function (`daemon::load_config`), so their
+//! messages cannot drift apart. `cli` only parses arguments: the commands themselves are in
+//! `daemon` and `admin`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,13 +1,15 @@
 //! The composition root: loads the configuration, opens the store, binds the listeners, runs
 //! until a signal, reloads on SIGHUP.
 //!
-//! Start-up builds every layer: the store and its call-record writer, the prompts (rendered
-//! once) and music, the agent table, one owner task per queue, the SIP endpoint, the media
-//! engine, and the call controller (`acd::call_task`) that takes the endpoint's inbound calls.
+//! Start-up builds every layer: the store and its call-record writer, the configuration (the file
+//! with the objects stored in the database), the runtime (`acd::runtime::Acd`: prompts rendered
+//! once and music, the agent table, one owner task per queue), the SIP endpoint, the
+//! registrations, the media engine, the call controller (`acd::call_task`) that takes the
+//! endpoint's inbound calls, and the HTTP API.
 //!
 //! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused with 503, calls
 //! in progress given [`SHUTDOWN_GRACE`], then the SIP endpoint stops and the record writer
-//! flushes; exit 0), SIGINT stops at once (exit 0), SIGHUP reloads (a broken file, or prompts
+//! flushes; exit 0), SIGINT stops at once (no grace for calls; exit 0), SIGHUP reloads (a broken file, or prompts
 //! that cannot be rendered, are reported and the running configuration kept). The reload itself
 //! is `acd::runtime::Acd::reload`, the same one the API's changes and the tests go through: new
 //! calls get a new runtime (the prompts of the new file, the agent table's membership rebuilt
@@ -15,8 +17,13 @@
 //! see `acd::runtime`). What the file says is compiled together with the objects created
 //! through the API (`api::objects`), on SIGHUP as at start.
 //! A reload also applies `[[registration]]` (started, unregistered or registered again by diff,
-//! `sip::registration::Registrations`) and `[server] rtp_ports` (new calls bind in the new
-//! range). How reload travels is described in `docs/architecture.md`.
+//! `sip::registration::Registrations`), `[server] rtp_ports` (new calls bind in the new range)
+//! and the SIP edge (`sip::Endpoint::reconfigure`: `trusted_peers`, `max_calls`,
+//! `sip_rate_limit`, listeners opened and closed). A changed key it cannot apply
+//! (`http_listen`, `database`, `advertised_host`, `dns_servers`, a listener that cannot be bound)
+//! is logged as a warning naming it and saying it takes effect after a restart. SIGHUP and the
+//! API's changes to configuration objects take the same lock, so they never interleave. How
+//! reload and shutdown travel is described in `docs/architecture.md`.
 //!
 //! Once every listener is bound, `serve` prints one machine-readable line on stdout:
 //!

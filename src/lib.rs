@@ -14,13 +14,17 @@
 //! - [`util`]: tiny helpers every layer may use (`sleep_until`, `random_token`).
 //! - [`clock`]: the only reader of the wall clock.
 //! - [`config`]: TOML → validated [`config::model::Config`]; every error at once, with file,
-//!   line and key; SIP URIs ([`config::uri`]).
+//!   line and key; the file and the database's objects compiled together ([`config::merge`]);
+//!   SIP URIs ([`config::uri`]).
 //! - [`workflow`]: pure call logic: schedules, IVR, the per-call state machine.
-//! - [`sip`]: transport, messages, transactions, dialogs, registration.
-//! - [`media`]: SDP, RTP, prompt and music playback, DTMF, bridging.
-//! - [`store`]: all SQL (SQLite or PostgreSQL).
-//! - [`acd`]: drives calls, owns queues and the agent table; routing decisions.
-//! - [`api`]: HTTP API, agent page, reports, metrics.
+//! - [`sip`]: transports, messages, transactions, each leg's user-agent core, admission, the
+//!   endpoint driver, registration.
+//! - [`media`]: SDP, RTP legs, prompt and music playback, DTMF, bridging, the RTP port pool.
+//! - [`store`]: all SQL (SQLite or PostgreSQL), the call-record writer.
+//! - [`acd`]: the runtime in force and its one reload, the agent table, queue owners, call
+//!   tasks, routing decisions.
+//! - [`api`]: HTTP API (configuration objects, agents, sign-in, live state, reports, metrics),
+//!   agent page and wallboard.
 //! - [`daemon`]: the composition root: builds every layer, owns signals, shutdown and reload.
 //! - [`admin`]: the offline commands that open the database (`user`, `check --database`,
 //!   `export`, `import`).

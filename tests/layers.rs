@@ -3,8 +3,9 @@
 //! below does not allow, on any cycle between top-level modules, and on any cycle between the
 //! submodules of one top-level module (e.g. `api::live` ↔ `api::metrics`).
 //!
-//! The table is the one `docs/architecture.md` explains. Test code inside `src/` counts too: a
-//! unit test that needs a higher layer belongs in `tests/`.
+//! The table is the one `docs/architecture.md` explains (and lists: a test below fails when its
+//! "May use" column differs). Test code inside `src/` counts too: a unit test that needs a higher
+//! layer belongs in `tests/`.
 //!
 //! The reader is a small lexer, not a Rust parser: comments and string literals are skipped,
 //! `use a::{b, c::d}` groups are expanded, `super::` is resolved against the file's module path
@@ -627,5 +628,45 @@ fn a_bad_arrow_and_a_cycle_are_reported() {
             "src/config/compile.rs:1: config may not use media (crate::media::wav)".to_owned(),
             "cycle between submodules of api: api::live -> api::metrics -> api::live".to_owned(),
         ]
+    );
+}
+
+/// The "May use" column of `docs/architecture.md`'s layer table is this file's `ALLOWED` (plus
+/// `daemon`, which may use every module below it, and `util`, which uses none), so the document
+/// cannot drift from what is enforced.
+#[test]
+fn architecture_doc_lists_the_enforced_table() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .unwrap();
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Layers"))
+        .expect("a Layers section");
+    let mut documented: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (module, uses) = (cells[1].trim_matches('`'), cells[cells.len() - 2]);
+        let names = uses
+            .split(',')
+            .filter_map(|n| n.trim().strip_prefix('`')?.strip_suffix('`'))
+            .map(str::to_owned)
+            .collect();
+        documented.insert(module.to_owned(), names);
+    }
+    let mut enforced: BTreeMap<String, BTreeSet<String>> = ALLOWED
+        .iter()
+        .map(|(m, uses)| {
+            let uses = uses.iter().map(|u| (*u).to_owned()).collect();
+            ((*m).to_owned(), uses)
+        })
+        .collect();
+    enforced.insert("daemon".to_owned(), BTreeSet::new());
+    for shared in SHARED {
+        enforced.insert((*shared).to_owned(), BTreeSet::new());
+    }
+    assert_eq!(
+        documented, enforced,
+        "docs/architecture.md's layer table differs from ALLOWED"
     );
 }

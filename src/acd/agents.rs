@@ -13,7 +13,7 @@
 //!
 //! # What lives where
 //!
-//! - **Per agent, for the process** (append-only arrays indexed by id, see [`Slots`]): its URI,
+//! - **Per agent, for the process** (append-only arrays indexed by id, see `Slots`): its URI,
 //!   its state word and its idle clock.
 //! - **Per (group, agent) pair, for the process**: the formal sign-in flag, interned like the
 //!   ids; a pair that leaves the configuration and comes back finds its flag where it was.
@@ -36,7 +36,10 @@
 //!   refused and counted ([`AgentTable::refused_releases`]): it is a bug, and a test looks for it.
 //! - `busy(n) → busy(n ± 1)`: the call bridged to the agent (`answered`, `call_ended`); attendant
 //!   groups ring without a claim, so their answer adds a call to a busy agent.
-//! - offline and wrap-up flags: presence and wrap-up, by compare-and-swap on the flag bits only.
+//! - offline and wrap-up flags: by compare-and-swap on the flag bits only
+//!   ([`AgentTable::set_online`], [`AgentTable::call_ended`], [`AgentTable::end_wrap_up`]).
+//!   Modelled and tested here; nothing in the daemon sets them yet (no presence source, and
+//!   call tasks end calls without wrap-up).
 //!
 //! Nothing on the routing path takes a lock or allocates: the state words are read with one
 //! atomic load each, the membership snapshot with one `ArcSwap` load per dispatch.

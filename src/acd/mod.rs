@@ -2,7 +2,8 @@
 //!
 //! - [`runtime`]: [`runtime::Runtime`], one configuration in force (configuration, queue
 //!   owners, prompts, agent table) behind one `ArcSwap`, and [`runtime::Acd`], which owns it and
-//!   its only way to change: [`runtime::Acd::reload`] (SIGHUP, API membership changes, tests).
+//!   its only way to change: [`runtime::Acd::reload`] (SIGHUP, the API's accepted changes to
+//!   configuration objects and to group membership, tests).
 //! - [`agents`]: [`agents::AgentTable`], one for the process and never replaced: stable agent
 //!   and group ids interned by URI and name, lock-free agent states, claims, idle clocks,
 //!   formal sign-in, round-robin positions, and the membership snapshot routing reads.
@@ -14,7 +15,8 @@
 //!   `workflow::call::Call` over SIP and media legs.
 //! - [`observe`]: [`observe::CallObserver`], how the driver reports calls to watchers (the API).
 //! - [`record`]: a finished call's timeline as a `store::CallRecord`.
-//! - [`router`]: Request-URI → workflow.
+//! - [`router`]: Request-URI → workflow, answered once by the SIP endpoint; the call task gets
+//!   the workflow back from the route id.
 //!
 //! Who writes an agent's state is in [`agents`]; how a reload travels is in [`runtime`]; how
 //! queues, calls and the table fit together is in [`queue`].

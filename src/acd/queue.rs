@@ -28,9 +28,10 @@
 //!   with stable agent and group ids (see [`super::agents`]); a dispatch reads one membership
 //!   snapshot of it.
 //! - **Queue owner task**, one per queue: owns a `QueueCore` and a map `CallKey → call task
-//!   sender`. Its inbox (a bounded `mpsc`) carries [`Command`]s: `Join`, `Leave`, `Refused`,
-//!   `OfferEnded` from call tasks ([`command_for`] maps a call's effects to them) and
-//!   `AgentAvailable` from whoever frees an agent. For each it calls [`QueueCore::handle`] and
+//!   sender`. Its inbox (a bounded `mpsc`) carries `queue_task::QueueMsg`s, each of which it
+//!   turns into a [`Command`]: `Join`, `Leave`, `Refused`, `OfferEnded` from call tasks (the
+//!   effects they come from are those [`command_for`] names) and `AgentAvailable` from whoever
+//!   frees an agent. For each it calls [`QueueCore::handle`] and
 //!   sends the `(CallKey, Event)` pairs it pushes (entered, overflowed, offered) to the call
 //!   tasks; it sleeps until the next message or the returned grace-period wake-up.
 //! - **Call task**, one per call: owns the `workflow::call::Call` and applies its effects in
@@ -39,7 +40,8 @@
 //!   [`AgentTable`] call (`release`, `answered`, `call_ended`); after a release or a call end it
 //!   sends `AgentAvailable` to every queue of every group of that agent
 //!   ([`Membership::groups_of`], `queue_task::Queues::wake_groups`).
-//! - Sign-in, sign-out and presence write the table and send `AgentAvailable` the same way.
+//! - A formal sign-in writes the table and wakes the group's queues the same way
+//!   (`runtime::Acd::set_signed_in`); a reload or membership change wakes every queue.
 //!
 //! The `wired` tests at the bottom of this file are that driver in miniature, synchronous and on
 //! simulated time.

@@ -3,7 +3,8 @@
 //! A [`Runtime`] is one configuration in force: the configuration, the queue owners' handles,
 //! the rendered prompts and the (process-wide) agent table. [`Acd`] holds the current one behind
 //! an `ArcSwap` and owns everything that changes it: [`Acd::reload`] is the only entry point,
-//! called by the daemon on SIGHUP, by the API after a change of group membership, and by tests.
+//! called by the daemon on SIGHUP, by the API after an accepted change to a configuration object
+//! ([`Change::Config`]) or to group membership ([`Change::Membership`]), and by tests.
 //! Calls keep the `Arc<Runtime>` they started with; the queue owners behind its handles are
 //! shared with every later runtime that keeps their queue by name.
 //!
@@ -15,8 +16,11 @@
 //! 2. rebuilds the agent table's membership ([`AgentTable::set_membership`]): ids are stable,
 //!    so agents keep their states and groups their sign-ins with nothing copied, and a queue
 //!    owner that still holds the previous settings picks from the same groups by the same ids;
-//! 3. hands the queue owners their new settings ([`Queues::reload`]) and swaps in the new
-//!    runtime, then the configuration the SIP router and the API read.
+//! 3. hands the queue owners their new settings ([`Queues::reload`]), wakes every queue, and
+//!    swaps in the new runtime, then the configuration the SIP router and the API read.
+//!
+//! The SIP edge, registrations and RTP ports are not the runtime's: the daemon applies them after
+//! a SIGHUP's reload succeeded (see `docs/architecture.md`).
 //!
 //! Formal sign-in goes through [`Acd::set_signed_in`], under the same lock, so a reload reading
 //! the store's sign-in state cannot undo a sign-in that lands in between.

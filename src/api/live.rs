@@ -52,8 +52,8 @@ pub trait Visibility {
     fn group(&self, name: &str) -> bool;
 }
 
-/// The live state shared by the API, routing and the call driver (which reports calls through
-/// its [`CallObserver`] implementation).
+/// The live state the API reads: the agent table `acd` owns (through [`Acd`]) and the calls in
+/// progress the call driver reports through its [`CallObserver`] implementation.
 #[derive(Debug)]
 pub struct Live {
     /// Owner of the agent table and of the reload the API's changes go through.

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`auth`]: the bearer token ([`auth::Caller`]) and what a manager may touch
-//!   ([`auth::ManagedScope`]).
+//! - [`auth`]: who is calling ([`auth::Caller`], from a bearer token or a session cookie) and
+//!   what a manager may touch ([`auth::ManagedScope`]).
 //! - [`error`]: [`ApiError`], each variant with its status and the JSON body
 //!   `{ "error": "...", "code": "...", "field": ... }`.
 //! - [`agents`]: agents, agent groups by id, members, formal sign-in, `/api/me`.
@@ -13,12 +13,16 @@
 //! - [`prompts`]: `/api/prompts`, prompt audio converted once at upload.
 //! - [`tokens`]: issuing, listing and revoking API tokens.
 //! - [`session`]: people signing in with a password: session cookie, CSRF token, sign-in rate
-//!   limit.
+//!   limit; [`sign_in`]: the `/api/session` handlers.
 //! - [`views`]: live state (REST and SSE), reports, audit log, health, metrics, pages.
-//! - [`live`]: [`Live`], the live side shared with routing and the call driver.
+//! - [`live`]: [`Live`], the live side: snapshots of the agent table `acd` owns, the calls in
+//!   progress the call tasks report, change announcements; membership and sign-in changes are
+//!   handed to `acd`'s reload from here.
 //! - [`metrics`]: [`Metrics`] counters and the Prometheus text format.
 //! - [`reports`]: pure report computations over call records.
 //! - [`snapshot`]: the live state as plain data (REST, SSE, `/metrics`).
+//! - `extract` (private): body, path and query extractors that answer malformed input with the
+//!   same JSON error body as every other mistake.
 //!
 //! Every route is declared through `utoipa-axum`'s [`OpenApiRouter`], so the OpenAPI document
 //! served at `/api/openapi.json` is generated from the same declarations as the router itself:
@@ -59,7 +63,7 @@ pub use live::Live;
 pub use metrics::Metrics;
 
 /// The API's state, built by the daemon: the live configuration, the store, the clock, the live
-/// side and revoked tokens. Every handler receives a clone.
+/// side, revoked tokens and the configuration objects. Every handler receives a clone.
 #[derive(Clone)]
 pub struct Shared {
     /// The configuration in force; swapped whole on reload. Calls in progress keep the `Arc`
@@ -67,7 +71,8 @@ pub struct Shared {
     pub config: Arc<ArcSwap<Config>>,
     pub store: Store,
     pub clock: SharedClock,
-    /// The live side: the agent table routing reads, calls in progress, metrics, change events.
+    /// The live side: the agent table (read; `acd` owns it), calls in progress, metrics, change
+    /// events.
     pub live: Arc<Live>,
     /// Tokens revoked through the API, so the SSE streams they opened end.
     pub revocations: tokens::Revocations,

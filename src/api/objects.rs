@@ -16,7 +16,7 @@
 //! Every change compiles the whole merged model (the file plus every database object, the change
 //! included) with the compile step `rgsd check` uses; a model with errors is refused with 422
 //! and every problem named by object and key. An accepted change is written, audited (who, when,
-//! the object before and after) and handed to [`Objects::apply`], which swaps the running model:
+//! the object before and after) and handed to `Objects::apply`, which swaps the running model:
 //! the next call sees it, calls in progress keep theirs. Changes are serialised by one lock per
 //! process.
 //!

@@ -1,16 +1,17 @@
 //! Configuration: TOML file → validated [`model::Config`].
 //!
-//! Two stages (see `docs/architecture.md`): `raw.rs` reads the file into spanned serde types
-//! (reporting every TOML syntax error and every unknown key at once), then `compile.rs` checks
-//! every rule and builds the [`model::Config`], collecting every problem into one list of
-//! [`Diagnostic`]s, warnings kept apart. `serve` and `check` both call [`load`], so their messages
-//! cannot drift apart. [`merge`] compiles the file together with the objects created through the
-//! API (stored in the database) by the same compile step. Nothing here runs per call.
+//! Two stages: `raw.rs` reads the file into spanned serde types (reporting every TOML syntax
+//! error and every unknown key at once), then `compile.rs` checks every rule and builds the
+//! [`model::Config`], collecting every problem into one list of [`Diagnostic`]s, warnings kept
+//! apart. `serve` and `check` both go through [`load_with_audio`], so their messages cannot
+//! drift apart. [`merge`] compiles the file together with the objects created through the API
+//! (stored in the database) by the same compile step. Nothing here runs per call.
 //!
-//! Imports no other rgsd layer but `clock`. What the compiler needs from the machine (environment
-//! variables, the text-to-speech engine, a check of audio files) reaches it as an
-//! [`AudioProbe`] and an `Environment` the caller supplies: the daemon and `rgsd check` pass the
-//! media layer's WAV header probe.
+//! Imports no other rgsd layer (`docs/architecture.md` has the table). What the compiler needs
+//! from the machine (environment variables, the text-to-speech engine, a check of audio files)
+//! reaches it as an `Environment`: [`load_with_audio`] and [`merge::load_merged_with_audio`]
+//! build it from the process, with the [`AudioProbe`] their caller passes (the daemon and
+//! `rgsd check` pass the media layer's WAV header probe); unit tests inject their own.
 
 mod compile;
 pub mod diagnostic;

@@ -3,8 +3,8 @@
 //! INVITE is answered when it cannot become a call (unsupported extension, wrong body, too
 //! short a session interval, unknown or inactive workflow, `max_calls`).
 //!
-//! The driver asks [`Admission`] and sends what it says; nothing here does I/O. Time comes in
-//! as a parameter. [`Admission::reconfigure`] replaces the limits while calls run.
+//! The driver asks `Admission` and sends what it says; nothing here does I/O. Time comes in
+//! as a parameter. `Admission::reconfigure` replaces the limits while calls run.
 
 use std::net::IpAddr;
 

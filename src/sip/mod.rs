@@ -11,6 +11,8 @@
 //! call       IncomingCall -> Call, OutboundCall, CallEvent: what the controller holds
 //! leg        each call leg's UA state machine: inputs in, outputs out (pure, sans-IO)
 //! admission  edge policy: rate limit, trusted peers, INVITE checks, routing verdict (pure)
+//! policy     the per-source token bucket and the trusted-peer match admission uses (pure)
+//! settings   EndpointConfig: what the endpoint takes from [server], at bind and on reload
 //! session_timer  RFC 4028 answers (pure)
 //! wire       Via, Contact, received/rport, CANCEL construction (pure)
 //! resolve    target URI -> address (DNS on its own task, never the driver's)
@@ -58,7 +60,8 @@
 //! # Registration
 //!
 //! For each `[[registration]]`, spawn [`registration::run`]`(endpoint.clone(), registration,
-//! shutdown)`: it REGISTERs, answers 401/407 with digest (MD5 or SHA-256, `qop=auth`),
+//! shutdown)` (the daemon holds them in [`registration::Registrations`], which applies a new list
+//! on reload): it REGISTERs, answers 401/407 with digest (MD5 or SHA-256, `qop=auth`),
 //! refreshes a minute before expiry (half-time for short ones), backs off 2 s doubling to 5 min
 //! after failures, and logs every state change.
 //!
@@ -67,6 +70,7 @@
 //! | request | answer |
 //! |---|---|
 //! | INVITE/SUBSCRIBE/REFER from outside `trusted_peers` | 403 |
+//! | INVITE whose Request-URI is not `sip:`/`sips:` | 416 |
 //! | INVITE whose Request-URI the [`CallRouter`] does not know / knows as inactive | 404 / 480 |
 //! | INVITE while `max_calls` inbound calls exist, or the controller's queue is full | 503, Retry-After |
 //! | more than the per-source token bucket allows | dropped, one log line per source a minute |

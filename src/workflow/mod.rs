@@ -49,11 +49,12 @@
 //!
 //! One tokio task per call owns its [`call::Call`]. It loops: `select!` on SIP events of the
 //! caller and agent legs, media events (prompt ended, DTMF), messages from the queue owner
-//! (entered, offered, overflowed), the earliest armed timer, and shutdown; reads [`call::Now`]
-//! once; calls `Call::on`; applies the effects in order. Agents named in `Offered` were already
-//! claimed in the agent table by the queue owner; the driver releases them (`CancelRing`,
-//! `ReleaseAgent`, `DropAgent`) exactly as the effects say, and a drop guard releases any it
-//! still holds if the task ends early.
+//! (entered, offered, overflowed), queue messages waiting for room, and the earliest armed
+//! timer; reads [`call::Now`] once per event; calls `Call::on`; applies the effects in order.
+//! Agents named in `Offered` were already claimed in the agent table by the queue owner; the
+//! driver releases them (`CancelRing`, `ReleaseAgent`, `DropAgent`) exactly as the effects say,
+//! and gives back any claim it still holds when its loop ends, however it ends. The path of a
+//! call through the tasks is in `docs/architecture.md`.
 
 pub mod call;
 pub mod schedule;
