@@ -176,7 +176,7 @@ fn launch(bin: &PathBuf, profile: &std::path::Path) -> (Browser, Page) {
             "--no-first-run",
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",
-            "--window-size=900,700",
+            "--window-size=1280,800",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("about:blank")
@@ -421,6 +421,554 @@ fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
     page.eval("document.getElementById('logout').click(); true");
     page.wait_for("!document.getElementById('login').hidden");
     assert_eq!(page.eval("fetch('/api/session').then(r => r.status)"), 401);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The configuration tool (`/config`): the two scenarios of the Response Group documents.
+
+use common::e2e::{Sipp, Ua, free_udp_port, talk_until_heard};
+
+/// Where the configuration tool's screenshots go: `target/screenshots/`.
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Page {
+    /// Saves a screenshot of the viewport under `target/screenshots/NAME.png`.
+    fn shot(&mut self, name: &str) {
+        let r = self.command("Page.captureScreenshot", json!({ "format": "png" }));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        let path = screenshots().join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+    }
+
+    /// Opens a page of the tool (`#/queues/new`) and waits until it is drawn.
+    fn tool(&mut self, hash: &str, title: &str) {
+        self.eval("document.getElementById('view').replaceChildren(); document.getElementById('status').textContent = ''; true");
+        self.eval(&format!("location.hash = {}; true", json!(hash)));
+        self.wait_for(&format!(
+            "document.querySelector('#view h2') !== null && document.querySelector('#view h2').textContent === {}",
+            json!(title)
+        ));
+    }
+
+    /// Types `value` into the field whose API path is `field`, as a person would (input and
+    /// change events).
+    fn fill(&mut self, field: &str, value: &str) {
+        let ok = self.eval(&format!(
+            "(() => {{ const e = document.querySelector('#view [data-field=\"' + CSS.escape({}) + '\"]'); if (!e) return false; e.value = {}; e.dispatchEvent(new Event('input', {{ bubbles: true }})); e.dispatchEvent(new Event('change', {{ bubbles: true }})); return e.value === {}; }})()",
+            json!(field), json!(value), json!(value)
+        ));
+        assert_eq!(
+            ok,
+            json!(true),
+            "field {field} could not be set to {value:?}"
+        );
+    }
+
+    fn tick(&mut self, field: &str, on: bool) {
+        let ok = self.eval(&format!(
+            "(() => {{ const e = document.querySelector('#view [data-field=\"' + CSS.escape({}) + '\"]'); if (!e) return false; if (e.checked !== {on}) e.click(); return e.checked === {on}; }})()",
+            json!(field)
+        ));
+        assert_eq!(ok, json!(true), "checkbox {field}");
+    }
+
+    /// Presses the button of the form whose text is `text` (the `nth` one from 0).
+    fn press(&mut self, text: &str, nth: usize) {
+        let ok = self.eval(&format!(
+            "(() => {{ const b = Array.from(document.querySelectorAll('#view button')).filter(b => b.textContent === {})[{nth}]; if (!b) return false; b.focus(); b.click(); return true; }})()",
+            json!(text)
+        ));
+        assert_eq!(ok, json!(true), "no button {text:?} #{nth}");
+    }
+
+    /// Submits the editor and waits for the tool to say it is saved.
+    fn save(&mut self) {
+        self.eval("document.getElementById('status').textContent = ''; document.getElementById('status').className = ''; document.getElementById('editor').requestSubmit(); true");
+        self.wait_for(
+            "document.getElementById('status').textContent.startsWith('Saved') || document.getElementById('status').className === 'error'",
+        );
+        let status = self.eval("document.getElementById('status').textContent");
+        let errors = self.eval(
+            "Array.from(document.querySelectorAll('#view .error')).map(e => e.textContent).filter(Boolean).join(' | ')",
+        );
+        assert!(
+            status.as_str().unwrap().starts_with("Saved"),
+            "not saved: {status} {errors}"
+        );
+    }
+
+    /// Every input, select and button of the page has a name a screen reader reads, and can be
+    /// reached by the keyboard (no mouse-only control).
+    fn assert_keyboard_ready(&mut self) {
+        let unlabeled = self.eval(
+            "Array.from(document.querySelectorAll('#view input, #view select')).filter(i => !i.hidden && i.labels.length === 0 && !i.getAttribute('aria-label')).map(i => i.outerHTML)",
+        );
+        assert_eq!(unlabeled, json!([]), "controls without a label");
+        let mouse_only = self.eval(
+            "Array.from(document.querySelectorAll('#view [onclick], #view div[tabindex=\"-1\"] button')).length",
+        );
+        assert_eq!(mouse_only, 0);
+        let buttons = self.eval(
+            "Array.from(document.querySelectorAll('#view button')).every(b => b.tabIndex === 0)",
+        );
+        assert_eq!(buttons, true);
+    }
+
+    /// The page at phone width: nothing wider than the screen; screenshot; back to 1280×800.
+    fn phone_shot(&mut self, name: &str) {
+        self.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let wide = self.eval("document.documentElement.scrollWidth");
+        assert!(
+            wide.as_u64().unwrap() <= 390,
+            "page is {wide}px wide at phone width"
+        );
+        self.shot(name);
+        self.command("Emulation.clearDeviceMetricsOverride", json!({}));
+    }
+}
+
+/// The daemon's configuration for the scenarios: no response group yet but a file-owned one
+/// (`Sales line`), which the tool shows read-only.
+fn tool_config(rtp: u16) -> String {
+    format!(
+        r#"
+[server]
+sip_listen = ["udp:127.0.0.1:0"]
+advertised_host = "127.0.0.1"
+rtp_ports = [{rtp}, {}]
+http_listen = "127.0.0.1:0"
+database = "sqlite://rgsd.db"
+trusted_peers = ["127.0.0.0/8"]
+
+[[agent_group]]
+name = "Sales agents"
+agents = ["sip:sales-agent@127.0.0.1:5999"]
+
+[[queue]]
+name = "Sales"
+agent_groups = ["Sales agents"]
+
+[[workflow]]
+name = "Sales line"
+kind = "hunt_group"
+uri = "sip:sales@127.0.0.1"
+queue = "Sales"
+"#,
+        rtp + 199
+    )
+}
+
+fn sign_in_tool(page: &mut Page, base: &str, user: &str, password: &str) {
+    page.navigate(&format!("{base}/config"));
+    page.wait_for("!document.getElementById('login').hidden");
+    sign_in_form(page, user, password);
+    page.wait_for("document.querySelector('#view h2') !== null && document.querySelector('#view h2').textContent === 'Workflows'");
+}
+
+/// The rows of the list on the page, cell by cell.
+fn rows(page: &mut Page) -> Vec<Vec<String>> {
+    let v = page.eval(
+        "Array.from(document.querySelectorAll('#list tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))",
+    );
+    serde_json::from_value(v).unwrap()
+}
+
+/// Receives the RTP rgsd sends for `ms`; returns (packets, packets that are not silence).
+fn listen(ua: &mut Ua, ms: u64) -> (usize, usize) {
+    let mut buf = [0u8; 2048];
+    let (mut all, mut sound) = (0, 0);
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        if let Ok((n, _)) = ua.rtp.recv_from(&mut buf)
+            && n > 12
+        {
+            all += 1;
+            // PCMU silence is 0xff / 0x7f; speech swings far from it.
+            if buf[12..n].iter().any(|b| (*b & 0x7f) < 0x70) {
+                sound += 1;
+            }
+        }
+    }
+    (all, sound)
+}
+
+const ADMIN: &str = "sip:admin@127.0.0.1";
+const ADMIN_PASSWORD: &str = "the administrator's password";
+const CAROL: &str = "sip:carol@127.0.0.1";
+const CAROL_PASSWORD: &str = "carol manages orders";
+
+/// Scenario 1: the administrator creates and configures everything in the browser, and the
+/// next call to the new workflow hears its welcome and reaches an agent, with no restart.
+#[test]
+fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answers_calls() {
+    let Some(bin) = chromium() else { return };
+    let Some(sipp) = common::require("sipp") else {
+        return;
+    };
+    if common::require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let config = scratch.write("rgsd.toml", tool_config(32200));
+    let config = config.to_str().unwrap();
+    user(config, "admin", ADMIN, ADMIN_PASSWORD);
+    let server = common::Server::start(std::path::Path::new(config));
+    let base = format!("http://{}", server.http);
+    let ports = [free_udp_port(), free_udp_port()];
+    let mut agents: Vec<Sipp> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Sipp::agent(
+                &sipp,
+                scratch.path(),
+                &format!("agent{i}"),
+                *p,
+                "e2e_agent_answers.xml",
+                Some(1),
+                0,
+                true,
+            )
+        })
+        .collect();
+    let (_browser, mut page) = launch(&bin, &scratch.path().join("chrome"));
+
+    // Sign in: the workflow list shows the file's workflow, read-only with its file and line.
+    page.navigate(&format!("{base}/RgsConfig"));
+    page.wait_for("!document.getElementById('login').hidden");
+    page.shot("scenario1-sign-in");
+    sign_in_form(&mut page, ADMIN, "a wrong password");
+    page.wait_for("document.getElementById('login-error').textContent !== ''");
+    sign_in_tool(&mut page, &base, ADMIN, ADMIN_PASSWORD);
+    let list = rows(&mut page);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        list[0][..5],
+        ["Sales line", "sip:sales@127.0.0.1", "", "yes", ""]
+    );
+    assert!(
+        list[0][5].starts_with("file ") && list[0][5].ends_with(":19 (read-only)"),
+        "{list:?}"
+    );
+    page.tool("#/workflows/Sales%20line", "Workflow: Sales line");
+    assert!(
+        page.eval("document.getElementById('file-note').textContent")
+            .as_str()
+            .unwrap()
+            .contains("line 19")
+    );
+    assert_eq!(page.eval("document.getElementById('save')"), Value::Null);
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=uri]').disabled"),
+        true
+    );
+
+    // An agent group with two agents, in order, longest-idle routing.
+    page.tool("#/agent-groups/new", "New agent group");
+    page.fill("name", "Help agents");
+    page.fill("routing", "serial");
+    page.fill("alert_time", "5s");
+    // A value out of range is refused next to its field.
+    page.press("Add an agent", 0);
+    page.fill("agents[0]", &format!("sip:agent0@127.0.0.1:{}", ports[0]));
+    page.press("Add an agent", 0);
+    page.fill("agents[1]", &format!("sip:agent1@127.0.0.1:{}", ports[1]));
+    page.eval("document.getElementById('editor').requestSubmit(); true");
+    page.wait_for("document.querySelector('[data-err=alert_time]').textContent !== ''");
+    let err = page.eval("document.querySelector('[data-err=alert_time]').textContent");
+    assert!(err.as_str().unwrap().contains("10s"), "{err}");
+    assert_eq!(
+        page.eval("document.activeElement.dataset.field"),
+        "alert_time"
+    );
+    page.shot("scenario1-agent-group-error");
+    page.fill("alert_time", "10s");
+    page.assert_keyboard_ready();
+    page.save();
+    page.shot("scenario1-agent-group");
+
+    // A queue using it, with a time-out to disconnect.
+    page.tool("#/queues/new", "New queue");
+    page.fill("name", "Help desk");
+    page.press("Add an agent group", 0);
+    page.fill("agent_groups[0]", "Help agents");
+    page.fill("timeout.after", "120s");
+    page.fill("timeout.action", "disconnect");
+    page.assert_keyboard_ready();
+    page.save();
+    page.shot("scenario1-queue");
+
+    // Business hours open all day, every day (two ranges a day).
+    page.tool("#/hours/new", "New business hours");
+    page.fill("name", "Always");
+    for day in [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ] {
+        page.fill(&format!("{day}[0]"), "00:00-12:00");
+        page.fill(&format!("{day}[1]"), "12:00-24:00");
+    }
+    page.save();
+    page.shot("scenario1-hours");
+
+    // A holiday set (a day far from now).
+    page.tool("#/holiday-sets/new", "New holiday set");
+    page.fill("name", "Closures");
+    page.press("Add a holiday", 0);
+    page.fill("holidays[0].name", "Founders' day");
+    page.fill("holidays[0].start", "2031-03-02T00:00");
+    page.fill("holidays[0].end", "2031-03-03T00:00");
+    page.save();
+    page.shot("scenario1-holiday-set");
+
+    // The workflow: a hunt group with a text welcome, those hours and holidays, the queue, active.
+    page.tool("#/workflows/new", "New workflow");
+    page.fill("name", "Help line");
+    page.tick("active", true);
+    page.fill("kind", "hunt_group");
+    page.fill("uri", "sip:help@127.0.0.1");
+    page.fill("display_number", "+1 425 555 0142");
+    page.fill("welcome.kind", "text");
+    page.fill("welcome.text", "Welcome to the help desk.");
+    page.fill("business_hours", "Always");
+    page.fill("time_zone", "UTC");
+    page.tick("holidays.Closures", true);
+    page.fill("on_holiday.prompt.kind", "text");
+    page.fill("on_holiday.prompt.text", "We are closed today.");
+    page.fill("on_holiday.action", "disconnect");
+    page.fill("queue", "Help desk");
+    page.assert_keyboard_ready();
+    page.shot("scenario1-workflow-editor");
+    page.save();
+    page.phone_shot("scenario1-workflow-phone");
+    page.tool("#/workflows", "Workflows");
+    let list = rows(&mut page);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(
+        list[1][..4],
+        ["Help line", "sip:help@127.0.0.1", "+1 425 555 0142", "yes"]
+    );
+    assert_eq!(list[1][5], "database, version 1");
+    page.shot("scenario1-workflow-list");
+
+    // The next call, same process: the welcome is heard, then an agent answers.
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:help@127.0.0.1");
+    let (packets, sound) = listen(&mut ua, 800);
+    assert!(
+        packets >= 30 && sound >= 10,
+        "welcome: {packets} packets, {sound} with sound\n{}",
+        server.stderr()
+    );
+    let heard = talk_until_heard(&mut ua, 400);
+    assert!(
+        heard >= 5,
+        "no agent answered (heard {heard})\n{}\n{}",
+        agents[0].logs(),
+        server.stderr()
+    );
+    ua.bye();
+    let offered: usize = agents.iter().map(Sipp::invites_received).sum();
+    assert_eq!(offered, 1, "one agent was offered the call");
+    for a in &mut agents {
+        a.stop();
+    }
+    assert!(
+        !server.stderr().contains("reloaded"),
+        "no restart or reload was needed"
+    );
+}
+
+/// Scenario 2: the administrator creates the workflow and names a manager; the manager signs in,
+/// sees that workflow only, builds an agent group, attaches it to the queue and sets hours that
+/// are closed now; the URI stays the administrator's; the next call hears the out-of-hours
+/// message and no agent is offered it.
+#[test]
+fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
+    let Some(bin) = chromium() else { return };
+    let Some(sipp) = common::require("sipp") else {
+        return;
+    };
+    if common::require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let config = scratch.write("rgsd.toml", tool_config(32400));
+    let config = config.to_str().unwrap();
+    user(config, "admin", ADMIN, ADMIN_PASSWORD);
+    user(config, "manager", CAROL, CAROL_PASSWORD);
+    let server = common::Server::start(std::path::Path::new(config));
+    let base = format!("http://{}", server.http);
+    let ports = [free_udp_port(), free_udp_port()];
+    let mut agents: Vec<Sipp> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Sipp::agent(
+                &sipp,
+                scratch.path(),
+                &format!("agent{i}"),
+                *p,
+                "e2e_agent_answers.xml",
+                Some(1),
+                0,
+                true,
+            )
+        })
+        .collect();
+    let (_browser, mut page) = launch(&bin, &scratch.path().join("chrome"));
+
+    // The administrator: a first agent group and a queue, then the workflow with its manager.
+    sign_in_tool(&mut page, &base, ADMIN, ADMIN_PASSWORD);
+    page.tool("#/agent-groups/new", "New agent group");
+    page.fill("name", "Front desk");
+    page.press("Add an agent", 0);
+    page.fill("agents[0]", &format!("sip:front@127.0.0.1:{}", ports[0]));
+    page.save();
+    page.tool("#/queues/new", "New queue");
+    page.fill("name", "Orders");
+    page.press("Add an agent group", 0);
+    page.fill("agent_groups[0]", "Front desk");
+    page.save();
+    page.tool("#/workflows/new", "New workflow");
+    page.fill("name", "Orders line");
+    page.fill("uri", "sip:orders@127.0.0.1");
+    page.fill("description", "Orders");
+    page.tick("active", true);
+    page.press("Add a manager", 0);
+    page.fill("managers[0]", CAROL);
+    page.fill("queue", "Orders");
+    page.save();
+    page.shot("scenario2-admin-workflow");
+    page.eval("document.getElementById('logout').click(); true");
+    page.wait_for("!document.getElementById('login').hidden");
+
+    // The manager sees that workflow only; URI and kind are read-only, with the reason.
+    sign_in_tool(&mut page, &base, CAROL, CAROL_PASSWORD);
+    let list = rows(&mut page);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        list[0][..5],
+        ["Orders line", "sip:orders@127.0.0.1", "", "yes", CAROL]
+    );
+    assert_eq!(
+        page.eval("document.getElementById('create')"),
+        Value::Null,
+        "managers do not create workflows"
+    );
+    page.shot("scenario2-manager-list");
+
+    // Her own agent group, attached to the queue after the first.
+    page.tool("#/agent-groups/new", "New agent group");
+    page.fill("name", "Carol's team");
+    page.fill("routing", "parallel");
+    page.press("Add an agent", 0);
+    page.fill("agents[0]", &format!("sip:dan@127.0.0.1:{}", ports[1]));
+    page.save();
+    page.tool("#/queues/Orders", "Queue: Orders");
+    page.press("Add an agent group", 0);
+    page.fill("agent_groups[1]", "Carol's team");
+    page.save();
+    page.shot("scenario2-manager-queue");
+
+    // Hours closed now (a range every day that does not hold the current UTC time).
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600)
+        % 24;
+    let range = if hour >= 3 {
+        "00:00-01:00"
+    } else {
+        "20:00-21:00"
+    };
+    page.tool("#/hours/new", "New business hours");
+    page.fill("name", "Night desk");
+    for day in [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ] {
+        page.fill(&format!("{day}[0]"), range);
+    }
+    page.save();
+
+    page.tool("#/workflows/Orders%20line", "Workflow: Orders line");
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=uri]').readOnly"),
+        true
+    );
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=kind]').disabled"),
+        true
+    );
+    assert_eq!(
+        page.eval("document.getElementById(document.querySelector('[data-field=uri]').id + '-hint').textContent"),
+        "Managers may not change a workflow's URI or kind; ask an administrator."
+    );
+    page.fill("business_hours", "Night desk");
+    page.fill("time_zone", "UTC");
+    page.fill("display_number", "+1 425 555 0177");
+    page.fill("out_of_hours.prompt.kind", "text");
+    page.fill(
+        "out_of_hours.prompt.text",
+        "The order desk is closed. Please call again tomorrow.",
+    );
+    page.fill("out_of_hours.action", "disconnect");
+    page.save();
+    page.shot("scenario2-manager-workflow");
+
+    // A change of URI (forced past the read-only field) is refused with the API's reason.
+    page.eval("document.querySelector('[data-field=uri]').value = 'sip:mine@127.0.0.1'; true");
+    page.eval("document.getElementById('editor').requestSubmit(); true");
+    page.wait_for("document.getElementById('form-error').textContent !== ''");
+    assert_eq!(
+        page.eval("document.getElementById('form-error').textContent"),
+        "managers may not change a workflow's URI or kind; ask an administrator"
+    );
+    page.shot("scenario2-manager-uri-refused");
+    page.phone_shot("scenario2-manager-phone");
+
+    // The call: answered, the out-of-hours message played, then disconnected; no agent rings.
+    let mut ua = Ua::new(server.sip_addr("udp"));
+    ua.call("sip:orders@127.0.0.1");
+    let (packets, sound) = listen(&mut ua, 800);
+    assert!(
+        packets >= 30 && sound >= 10,
+        "message: {packets} packets, {sound} with sound\n{}",
+        server.stderr()
+    );
+    ua.expect_bye(Duration::from_secs(15));
+    let offered: usize = agents.iter().map(Sipp::invites_received).sum();
+    assert_eq!(offered, 0, "an agent was offered a call out of hours");
+    for a in &mut agents {
+        a.stop();
+    }
 }
 
 /// One HTTP/1.1 request over loopback; returns (status, body). Bodies here are small and not
