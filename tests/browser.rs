@@ -508,21 +508,87 @@ impl Page {
         );
     }
 
-    /// Every input, select and button of the page has a name a screen reader reads, and can be
-    /// reached by the keyboard (no mouse-only control).
+    /// Every input and select of the page has a label a screen reader reads, and everything that
+    /// reacts to a click is a control the keyboard reaches (no mouse-only control).
     fn assert_keyboard_ready(&mut self) {
         let unlabeled = self.eval(
-            "Array.from(document.querySelectorAll('#view input, #view select')).filter(i => !i.hidden && i.labels.length === 0 && !i.getAttribute('aria-label')).map(i => i.outerHTML)",
+            "Array.from(document.querySelectorAll('#view input, #view select')).filter(i => i.labels.length === 0 && !i.getAttribute('aria-label')).map(i => i.outerHTML)",
         );
         assert_eq!(unlabeled, json!([]), "controls without a label");
-        let mouse_only = self.eval(
-            "Array.from(document.querySelectorAll('#view [onclick], #view div[tabindex=\"-1\"] button')).length",
+        let r = self.command(
+            "Runtime.evaluate",
+            json!({
+                "expression": "Array.from(document.querySelectorAll('body *')).filter(e => { const l = getEventListeners(e); return (l.click || l.mousedown || l.mouseup || l.dblclick) && !['BUTTON', 'A', 'INPUT', 'SELECT'].includes(e.tagName); }).map(e => e.outerHTML.slice(0, 80))",
+                "returnByValue": true,
+                "includeCommandLineAPI": true,
+            }),
         );
-        assert_eq!(mouse_only, 0);
-        let buttons = self.eval(
-            "Array.from(document.querySelectorAll('#view button')).every(b => b.tabIndex === 0)",
+        assert_eq!(r["result"]["value"], json!([]), "mouse-only controls: {r}");
+        let listened = self.command(
+            "Runtime.evaluate",
+            json!({
+                "expression": "Array.from(document.querySelectorAll('#view button')).filter(b => getEventListeners(b).click).length",
+                "returnByValue": true,
+                "includeCommandLineAPI": true,
+            }),
         );
-        assert_eq!(buttons, true);
+        assert!(
+            listened["result"]["value"].as_u64().unwrap() > 0,
+            "{listened}"
+        );
+    }
+
+    /// The desktop size the screenshots are taken at.
+    fn desktop(&mut self) {
+        self.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false }),
+        );
+    }
+
+    /// A screenshot of the whole page, however long, 1280 wide.
+    fn shot_full(&mut self, name: &str) {
+        let height = self
+            .eval("document.documentElement.scrollHeight")
+            .as_u64()
+            .unwrap();
+        let r = self.command(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true,
+                "clip": { "x": 0, "y": 0, "width": 1280, "height": height, "scale": 1 } }),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().unwrap())
+            .unwrap();
+        let path = screenshots().join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+    }
+
+    /// A key pressed on the keyboard (`Enter`, `Tab`, ` `), sent to the focused element.
+    fn key(&mut self, key: &str, code: u32) {
+        let text = match key {
+            "Enter" => "\r",
+            " " => " ",
+            _ => "",
+        };
+        for kind in ["keyDown", "keyUp"] {
+            let mut p = json!({ "type": kind, "key": key, "code": if key == " " { "Space" } else { key }, "windowsVirtualKeyCode": code });
+            if kind == "keyDown" && !text.is_empty() {
+                p["text"] = json!(text);
+            }
+            self.command("Input.dispatchKeyEvent", p);
+        }
+    }
+
+    /// Text typed into the focused element.
+    fn type_text(&mut self, text: &str) {
+        self.command("Input.insertText", json!({ "text": text }));
+    }
+
+    /// The API path of the focused field.
+    fn focused(&mut self) -> Value {
+        self.eval("document.activeElement.dataset.field || document.activeElement.dataset.add || document.activeElement.textContent")
     }
 
     /// The page at phone width: nothing wider than the screen; screenshot; back to 1280×800.
@@ -538,7 +604,7 @@ impl Page {
             "page is {wide}px wide at phone width"
         );
         self.shot(name);
-        self.command("Emulation.clearDeviceMetricsOverride", json!({}));
+        self.desktop();
     }
 }
 
@@ -647,6 +713,7 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
         })
         .collect();
     let (_browser, mut page) = launch(&bin, &scratch.path().join("chrome"));
+    page.desktop();
 
     // Sign in: the workflow list shows the file's workflow, read-only with its file and line.
     page.navigate(&format!("{base}/RgsConfig"));
@@ -758,7 +825,7 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     page.fill("on_holiday.action", "disconnect");
     page.fill("queue", "Help desk");
     page.assert_keyboard_ready();
-    page.shot("scenario1-workflow-editor");
+    page.shot_full("scenario1-workflow-editor");
     page.save();
     page.phone_shot("scenario1-workflow-phone");
     page.tool("#/workflows", "Workflows");
@@ -837,6 +904,7 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
         })
         .collect();
     let (_browser, mut page) = launch(&bin, &scratch.path().join("chrome"));
+    page.desktop();
 
     // The administrator: a first agent group and a queue, then the workflow with its manager.
     sign_in_tool(&mut page, &base, ADMIN, ADMIN_PASSWORD);
@@ -941,7 +1009,7 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
     );
     page.fill("out_of_hours.action", "disconnect");
     page.save();
-    page.shot("scenario2-manager-workflow");
+    page.shot_full("scenario2-manager-workflow");
 
     // A change of URI (forced past the read-only field) is refused with the API's reason.
     page.eval("document.querySelector('[data-field=uri]').value = 'sip:mine@127.0.0.1'; true");
@@ -969,6 +1037,200 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
     for a in &mut agents {
         a.stop();
     }
+}
+
+/// A 16-bit 8 kHz mono WAV of a tone.
+#[allow(clippy::cast_possible_truncation)] // the amplitude is bounded by 12,000
+fn tone_wav(hz: f64, ms: u32) -> Vec<u8> {
+    let n = 8 * ms;
+    let mut data = Vec::with_capacity(n as usize * 2);
+    for i in 0..n {
+        let s = (f64::from(i) * hz * std::f64::consts::TAU / 8000.0).sin() * 12_000.0;
+        data.extend_from_slice(&(s as i16).to_le_bytes());
+    }
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + u32::try_from(data.len()).unwrap()).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    for word in [16u32, 0x0001_0001, 8000, 16000, 0x0010_0002] {
+        v.extend_from_slice(&word.to_le_bytes());
+    }
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    v.extend_from_slice(&data);
+    v
+}
+
+/// Prompts (a WAV uploaded through the file input and played back; a text spoken and played
+/// back) and an interactive workflow built by keyboard: two levels of questions, four answers a
+/// level, each with a DTMF key and voice words, saved in the contract's nested shape.
+#[test]
+fn the_tool_uploads_and_plays_prompts_and_builds_a_two_level_question_tree_by_keyboard() {
+    let Some(bin) = chromium() else { return };
+    if common::require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let config = scratch.write("rgsd.toml", tool_config(32600));
+    let config = config.to_str().unwrap();
+    let wav = scratch.write("chime.wav", tone_wav(800.0, 600));
+    user(config, "admin", ADMIN, ADMIN_PASSWORD);
+    let server = common::Server::start(std::path::Path::new(config));
+    let base = format!("http://{}", server.http);
+    let (_browser, mut page) = launch(&bin, &scratch.path().join("chrome"));
+    page.desktop();
+    sign_in_tool(&mut page, &base, ADMIN, ADMIN_PASSWORD);
+
+    // Upload through the file input, then play it back from GET /api/prompts/chime.
+    page.tool("#/prompts", "Prompts");
+    page.eval("document.querySelector('#upload [data-field=name]').value = 'chime'; true");
+    let doc = page.command("DOM.getDocument", json!({}));
+    let input = page.command(
+        "DOM.querySelector",
+        json!({ "nodeId": doc["root"]["nodeId"], "selector": "#upload-file" }),
+    );
+    page.command(
+        "DOM.setFileInputFiles",
+        json!({ "files": [wav.to_str().unwrap()], "nodeId": input["nodeId"] }),
+    );
+    page.eval("document.getElementById('upload').requestSubmit(); true");
+    page.wait_for("document.querySelector('#list audio') !== null");
+    assert_eq!(
+        rows(&mut page)[0][..3],
+        ["chime", "prompts/chime.wav", "0.6 s"]
+    );
+    let played = page.eval(
+        "new Promise(res => { const a = document.querySelector('#list audio'); a.onloadedmetadata = () => res(a.duration); a.onerror = () => res(-1); a.load(); })",
+    );
+    let played = played.as_f64().unwrap();
+    assert!((played - 0.6).abs() < 0.05, "the browser played {played} s");
+    // A text spoken once and played back.
+    page.eval("document.querySelector('#tts [data-field=name]').value = 'menu'; document.querySelector('#tts [data-field=text]').value = 'For sales press one. For support press two.'; document.getElementById('tts').requestSubmit(); true");
+    page.wait_for("document.getElementById('tts-audio').getAttribute('src') !== null");
+    let spoken = page.eval(
+        "new Promise(res => { const a = document.getElementById('tts-audio'); a.onloadedmetadata = () => res(a.duration); a.onerror = () => res(-1); a.load(); })",
+    );
+    assert!(
+        spoken.as_f64().unwrap() > 1.0,
+        "spoken prompt lasts {spoken} s"
+    );
+    // A bad name is refused next to the field.
+    page.eval("document.querySelector('#tts [data-field=name]').value = '../x'; document.getElementById('tts').requestSubmit(); true");
+    page.wait_for("document.querySelector('#tts [data-err=name]').textContent !== ''");
+    page.shot("prompts");
+
+    // An interactive workflow by keyboard.
+    page.tool("#/workflows/new", "New workflow");
+    page.eval("document.querySelector('[data-field=name]').focus(); true");
+    page.type_text("Menu line");
+    page.key("Tab", 9);
+    assert_eq!(page.focused(), "active");
+    page.key(" ", 32);
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=active]').checked"),
+        true
+    );
+    page.key("Tab", 9);
+    assert_eq!(page.focused(), "kind");
+    page.fill("kind", "interactive");
+    page.key("Tab", 9);
+    assert_eq!(page.focused(), "uri");
+    page.type_text("sip:menu@127.0.0.1");
+    page.fill("welcome.kind", "file");
+    page.fill("welcome.file", "prompts/menu.wav");
+    page.fill("question.prompt.kind", "text");
+    page.fill(
+        "question.prompt.text",
+        "For sales press 1. For more choices press 2.",
+    );
+    // Four answers on level 1; the add button is then disabled.
+    for i in 0..4 {
+        page.eval("document.querySelector('[data-add=\"question.answers\"]').focus(); true");
+        page.key("Enter", 13);
+        assert_eq!(
+            page.focused(),
+            format!("question.answers[{i}].dtmf"),
+            "Enter on the add button moves the focus to the new answer"
+        );
+        page.fill(&format!("question.answers[{i}].dtmf"), &(i + 1).to_string());
+        page.fill(
+            &format!("question.answers[{i}].voice"),
+            &format!("choice {}, option {}", i + 1, i + 1),
+        );
+        if i != 1 {
+            page.fill(&format!("question.answers[{i}].action"), "queue");
+            page.fill(&format!("question.answers[{i}].action.queue"), "Sales");
+        }
+    }
+    assert_eq!(
+        page.eval("document.querySelector('[data-add=\"question.answers\"]').disabled"),
+        true
+    );
+    // Answer 2 asks a second question, with four answers of its own.
+    page.fill("question.answers[1].action", "question");
+    let level2 = "question.answers[1].action.question";
+    page.fill(&format!("{level2}.prompt.kind"), "text");
+    page.fill(
+        &format!("{level2}.prompt.text"),
+        "For orders press 1, for returns press 2.",
+    );
+    for i in 0..4 {
+        page.eval(&format!(
+            "document.querySelector('[data-add=\"{level2}.answers\"]').focus(); true"
+        ));
+        page.key("Enter", 13);
+        page.fill(&format!("{level2}.answers[{i}].dtmf"), &(i + 1).to_string());
+        page.fill(&format!("{level2}.answers[{i}].action"), "disconnect");
+    }
+    page.fill(&format!("{level2}.answers[0].action"), "forward");
+    page.fill(
+        &format!("{level2}.answers[0].action.forward"),
+        "sip:orders@127.0.0.1:5999",
+    );
+    // The second answer moved first and back, by keyboard.
+    page.eval(
+        "document.querySelector('[aria-label=\"Move down level-1 answer 1\"]').focus(); true",
+    );
+    page.key("Enter", 13);
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=\"question.answers[0].dtmf\"]').value"),
+        "2"
+    );
+    page.eval("document.querySelector('[aria-label=\"Move up level-1 answer 2\"]').focus(); true");
+    page.key("Enter", 13);
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=\"question.answers[0].dtmf\"]').value"),
+        "1"
+    );
+    page.assert_keyboard_ready();
+    page.shot_full("interactive-workflow-editor");
+    page.save();
+
+    let saved = page.eval("fetch('/api/workflows/Menu%20line').then(r => r.json())");
+    assert_eq!(saved["kind"], "interactive", "{saved}");
+    assert_eq!(saved["active"], true);
+    assert_eq!(saved["welcome"], json!({ "file": "prompts/menu.wav" }));
+    assert!(saved.get("queue").is_none(), "{saved}");
+    let answers = saved["question"]["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 4, "{saved}");
+    assert_eq!(
+        answers[0],
+        json!({ "dtmf": "1", "voice": ["choice 1", "option 1"], "action": { "queue": "Sales" } })
+    );
+    let second = &answers[1]["action"]["question"];
+    assert_eq!(
+        second["prompt"],
+        json!({ "text": "For orders press 1, for returns press 2." })
+    );
+    assert_eq!(second["answers"].as_array().unwrap().len(), 4, "{saved}");
+    assert_eq!(
+        second["answers"][0]["action"],
+        json!({ "forward": "sip:orders@127.0.0.1:5999" })
+    );
+    assert_eq!(
+        second["answers"][3],
+        json!({ "dtmf": "4", "action": "disconnect" })
+    );
 }
 
 /// One HTTP/1.1 request over loopback; returns (status, body). Bodies here are small and not

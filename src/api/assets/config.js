@@ -122,16 +122,27 @@ function listC(title, path, values, make, opts) {
   opts = opts || {};
   const rows = [];
   const box = el("div", { role: "list", "aria-label": title });
-  const add = el("button", { type: "button", text: opts.addLabel || "Add", onclick: () => { push(undefined); focusRow(rows.length - 1); } });
+  const add = el("button", { type: "button", "data-add": path, text: opts.addLabel || "Add", onclick: () => { push(undefined); focusRow(rows.length - 1); } });
   const fs = el("fieldset", { class: opts.wide === false ? undefined : "wide" }, el("legend", { text: title }), box, add,
     el("p", { class: "error", "data-err": path, role: "alert" }));
   function focusRow(i) { const f = rows[i] && rows[i].row.querySelector("input, select"); if (f) f.focus(); }
   function redraw() {
     box.replaceChildren();
     rows.forEach((r, i) => {
+      // A moved row's fields take the path of their new place, so that errors find them.
+      const prefix = path + "[" + i + "]";
+      if (r.prefix !== prefix) {
+        for (const attr of ["data-field", "data-err", "data-add"]) {
+          for (const e of r.row.querySelectorAll("[" + attr + "]")) {
+            const v = e.getAttribute(attr);
+            if (v.startsWith(r.prefix)) e.setAttribute(attr, prefix + v.slice(r.prefix.length));
+          }
+        }
+        r.prefix = prefix;
+      }
       r.up.disabled = i === 0;
       r.down.disabled = i === rows.length - 1;
-      for (const b of [r.up, r.down, r.remove]) b.setAttribute("aria-label", b.dataset.verb + " item " + (i + 1));
+      for (const b of [r.up, r.down, r.remove]) b.setAttribute("aria-label", b.dataset.verb + " " + (opts.item || "item") + " " + (i + 1));
       box.append(r.row);
     });
     add.disabled = opts.max !== undefined && rows.length >= opts.max;
@@ -140,7 +151,7 @@ function listC(title, path, values, make, opts) {
     const i = rows.length;
     const c = make(v, path + "[" + i + "]");
     const mk = (verb, text, fn) => { const b = el("button", { type: "button", text, onclick: fn }); b.dataset.verb = verb; return b; };
-    const r = { c };
+    const r = { c, prefix: path + "[" + i + "]" };
     r.up = mk("Move up", "↑", () => { const j = rows.indexOf(r); rows.splice(j, 1); rows.splice(j - 1, 0, r); redraw(); r.up.disabled ? r.down.focus() : r.up.focus(); });
     r.down = mk("Move down", "↓", () => { const j = rows.indexOf(r); rows.splice(j, 1); rows.splice(j + 1, 0, r); redraw(); r.down.disabled ? r.up.focus() : r.down.focus(); });
     r.remove = mk("Remove", "Remove", () => { const j = rows.indexOf(r); rows.splice(j, 1); redraw(); (rows.length ? focusRow(Math.min(j, rows.length - 1)) : add.focus()); });
@@ -167,16 +178,18 @@ function promptC(title, path, value, prompts) {
   const text = textC("Text", path + ".text", value.text, { wide: true });
   const files = prompts.map((p) => [p.file, p.name]);
   const file = selectC("Audio file", path + ".file", files.length ? files : [["", "(no prompt uploaded yet)"]], value.file);
-  const audio = el("audio", { controls: true, preload: "none", "aria-label": title + " playback" });
+  // Shown once there is something to play.
+  const audio = el("audio", { controls: true, preload: "none", hidden: true, "aria-label": title + " playback" });
   const play = el("button", { type: "button", text: "Play", onclick: async () => {
     const name = prompts.find((p) => p.file === file.get());
-    if (name) { audio.src = "/api/prompts/" + encodeURIComponent(name.name); } else { status("This file is not an uploaded prompt; it cannot be played here.", true); return; }
+    if (name) { audio.src = "/api/prompts/" + encodeURIComponent(name.name); audio.hidden = false; } else { status("This file is not an uploaded prompt; it cannot be played here.", true); return; }
     audio.play().catch(() => {});
   } });
   const preview = el("button", { type: "button", text: "Preview speech", onclick: async () => {
     try {
       await api("POST", "/api/prompts", { name: "preview", text: text.get() || " " });
       audio.src = "/api/prompts/preview?t=" + Date.now();
+      audio.hidden = false;
       audio.play().catch(() => {});
       status("Preview ready: press play to hear it again.");
     } catch (e) { showErrors(fs, e); }
@@ -241,7 +254,7 @@ function questionC(path, value, ctx, level) {
   const prompt = promptC("Question (level " + level + ")", path + ".prompt", value.prompt, ctx.prompts);
   const invalid = level === 1 ? promptC("When the answer is not valid", path + ".invalid_answer", value.invalid_answer, ctx.prompts) : null;
   const noAnswer = level === 1 ? promptC("When there is no answer", path + ".no_answer", value.no_answer, ctx.prompts) : null;
-  const answers = listC("Answers (level " + level + ", at most four)", path + ".answers", value.answers || [], (a, p) => answerC(a || {}, p, ctx, level), { max: 4, addLabel: "Add an answer" });
+  const answers = listC("Answers (level " + level + ", at most four)", path + ".answers", value.answers || [], (a, p) => answerC(a || {}, p, ctx, level), { max: 4, addLabel: "Add an answer", item: "level-" + level + " answer" });
   const node = el("div", { class: "wide" }, prompt.node, invalid && invalid.node, noAnswer && noAnswer.node, answers.node);
   return {
     node, prompt, answers,
@@ -397,7 +410,7 @@ const EDITORS = {
     const participation = selectC("Participation", "participation", [["informal", "Informal: always in"], ["formal", "Formal: agents sign in and out"]], doc.participation || "informal");
     const routing = selectC("Routing method", "routing", [["longest_idle", "Longest idle"], ["parallel", "Parallel"], ["round_robin", "Round robin"], ["serial", "Serial"], ["attendant", "Attendant"]], doc.routing || "longest_idle");
     const alert = textC("Alert time", "alert_time", doc.alert_time || "20s", { hint: "10s to 600s" });
-    const agents = listC("Agents, in order (SIP address)", "agents", doc.agents || [], (v, p) => textC("Agent SIP address", p, v, { placeholder: "sip:alice@example.com" }), { addLabel: "Add an agent" });
+    const agents = listC("Agents, in order (SIP address)", "agents", doc.agents || [], (v, p) => textC("Agent SIP address", p, v, { placeholder: "sip:alice@example.com" }), { addLabel: "Add an agent", item: "agent" });
     const description = textC("Description", "description", doc.description, { wide: true });
     return {
       nodes: [participation.node, routing.node, alert.node, description.node, agents.node], agents,
@@ -405,7 +418,7 @@ const EDITORS = {
     };
   },
   "queues": (doc, ctx) => {
-    const groups = listC("Agent groups, offered in this order", "agent_groups", doc.agent_groups || [], (v, p) => selectC("Agent group", p, ctx.groups.map((g) => g.name), v), { addLabel: "Add an agent group" });
+    const groups = listC("Agent groups, offered in this order", "agent_groups", doc.agent_groups || [], (v, p) => selectC("Agent group", p, ctx.groups.map((g) => g.name), v), { addLabel: "Add an agent group", item: "agent group" });
     const t = doc.timeout || {};
     const o = doc.overflow || {};
     const after = textC("Time-out after", "timeout.after", t.after, { placeholder: "300s", hint: "Leave empty for no time-out." });
@@ -449,7 +462,7 @@ const EDITORS = {
       const end = textC("Ends", p + ".end", h.end, { type: "datetime-local" });
       return { node: el("div", { class: "grid wide" }, name.node, start.node, end.node), name, start, end,
         get: () => (name.get() || start.get() ? { name: name.get(), start: start.get(), end: end.get() } : undefined) };
-    }, { addLabel: "Add a holiday" });
+    }, { addLabel: "Add a holiday", item: "holiday" });
     return { nodes: [list.node], list, collect: (b) => put(b, "holidays", list.get()) };
   },
   "workflows": (doc, ctx) => {
@@ -462,7 +475,7 @@ const EDITORS = {
     const description = textC("Description", "description", doc.description);
     const language = textC("Language", "language", doc.language || "en-US");
     const anonymous = checkC("Anonymous: callers never learn which agent answered", "anonymous", doc.anonymous);
-    const managers = listC("Managers (SIP address)", "managers", doc.managers || [], (v, p) => textC("Manager SIP address", p, v, { placeholder: "sip:carol@example.com" }), { addLabel: "Add a manager" });
+    const managers = listC("Managers (SIP address)", "managers", doc.managers || [], (v, p) => textC("Manager SIP address", p, v, { placeholder: "sip:carol@example.com" }), { addLabel: "Add a manager", item: "manager" });
     const moh = selectC("Music on hold", "music_on_hold", [["", "Server default"]].concat(ctx.prompts.map((p) => [p.file, p.name])), doc.music_on_hold || "");
     const welcome = promptC("Welcome message", "welcome", doc.welcome, ctx.prompts);
     const hours = selectC("Business hours", "business_hours", [["", "Open all the time"]].concat(ctx.hours.map((h) => h.name)), doc.business_hours || "");
@@ -570,19 +583,24 @@ async function promptsPage() {
     el("div", { class: "grid" }, el("div", {}, upload), el("div", {}, tts)));
 }
 
+let renders = 0;
+
 async function render() {
   if (!me) return;
+  // Only the latest navigation draws: a slower earlier one is dropped when it completes.
+  const generation = ++renders;
   const [, kind, name] = (location.hash || "#/workflows").split("/").map((s, i) => (i === 2 ? decodeURIComponent(s) : s));
   const k = (KINDS[kind] || kind === "prompts") ? kind : "workflows";
   setNav(k);
   const view = $("view");
   try {
     const page = k === "prompts" ? await promptsPage() : name ? await editPage(k, name) : await listPage(k);
+    if (generation !== renders) return;
     view.replaceChildren(page);
     const h = view.querySelector("h2");
     if (h) { h.tabIndex = -1; h.focus(); }
   } catch (e) {
-    if (e.code === 401) return;
+    if (e.code === 401 || generation !== renders) return;
     view.replaceChildren(el("p", { class: "error", role: "alert", id: "page-error", text: e.message }));
   }
 }
