@@ -546,7 +546,7 @@ impl Page {
         );
     }
 
-    /// A screenshot of the whole page, however long, 1280 wide.
+    /// A screenshot of the whole page, however long, at half scale (640 wide).
     fn shot_full(&mut self, name: &str) {
         let height = self
             .eval("document.documentElement.scrollHeight")
@@ -555,7 +555,7 @@ impl Page {
         let r = self.command(
             "Page.captureScreenshot",
             json!({ "format": "png", "captureBeyondViewport": true,
-                "clip": { "x": 0, "y": 0, "width": 1280, "height": height, "scale": 1 } }),
+                "clip": { "x": 0, "y": 0, "width": 1280, "height": height, "scale": 0.5 } }),
         );
         let png = base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().unwrap())
