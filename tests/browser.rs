@@ -654,23 +654,39 @@ fn rows(page: &mut Page) -> Vec<Vec<String>> {
     serde_json::from_value(v).unwrap()
 }
 
-/// Receives the RTP rgsd sends for `ms`; returns (packets, packets that are not silence).
-fn listen(ua: &mut Ua, ms: u64) -> (usize, usize) {
+/// One RTP packet rgsd sent: its marker bit and whether it carries sound (not PCMU silence).
+struct Heard {
+    marker: bool,
+    sound: bool,
+}
+
+/// Receives the RTP rgsd sends for `ms`.
+fn listen(ua: &mut Ua, ms: u64) -> Vec<Heard> {
     let mut buf = [0u8; 2048];
-    let (mut all, mut sound) = (0, 0);
+    let mut heard = Vec::new();
     let end = Instant::now() + Duration::from_millis(ms);
     while Instant::now() < end {
         if let Ok((n, _)) = ua.rtp.recv_from(&mut buf)
             && n > 12
         {
-            all += 1;
-            // PCMU silence is 0xff / 0x7f; speech swings far from it.
-            if buf[12..n].iter().any(|b| (*b & 0x7f) < 0x70) {
-                sound += 1;
-            }
+            heard.push(Heard {
+                marker: buf[1] & 0x80 != 0,
+                // PCMU silence is 0xff / 0x7f; speech swings far from it.
+                sound: buf[12..n].iter().any(|b| (*b & 0x7f) < 0x70),
+            });
         }
     }
-    (all, sound)
+    heard
+}
+
+/// How long the text-to-speech engine speaks `text`, in 20 ms frames (a prompt made through the
+/// page's own API client, the same engine the daemon speaks prompts with).
+fn spoken_frames(page: &mut Page, text: &str) -> usize {
+    let ms = page.eval(&format!(
+        "api('POST', '/api/prompts', {{ name: 'length-check', text: {} }}).then(p => p.duration_ms)",
+        json!(text)
+    ));
+    usize::try_from(ms.as_u64().unwrap() / 20).unwrap()
 }
 
 const ADMIN: &str = "sip:admin@127.0.0.1";
@@ -839,12 +855,22 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     page.shot("scenario1-workflow-list");
 
     // The next call, same process: the welcome is heard, then an agent answers.
+    let welcome = spoken_frames(&mut page, "Welcome to the help desk.");
+    assert!(welcome > 25, "the welcome lasts {welcome} frames");
     let mut ua = Ua::new(server.sip_addr("udp"));
     ua.call("sip:help@127.0.0.1");
-    let (packets, sound) = listen(&mut ua, 800);
+    // The welcome: speech from the first packet until the marked change of source.
+    let heard = listen(&mut ua, 20 * welcome as u64 + 400);
+    let change = heard
+        .iter()
+        .skip(1)
+        .position(|h| h.marker)
+        .map_or(heard.len(), |i| i + 1);
     assert!(
-        packets >= 30 && sound >= 10,
-        "welcome: {packets} packets, {sound} with sound\n{}",
+        change.abs_diff(welcome) <= 3
+            && heard[..change].iter().filter(|h| h.sound).count() > welcome / 2,
+        "the welcome should be {welcome} frames of speech; heard {change} frames before the change, {} with sound\n{}",
+        heard[..change].iter().filter(|h| h.sound).count(),
         server.stderr()
     );
     let heard = talk_until_heard(&mut ua, 400);
@@ -1023,12 +1049,19 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
     page.phone_shot("scenario2-manager-phone");
 
     // The call: answered, the out-of-hours message played, then disconnected; no agent rings.
+    let message = spoken_frames(
+        &mut page,
+        "The order desk is closed. Please call again tomorrow.",
+    );
     let mut ua = Ua::new(server.sip_addr("udp"));
     ua.call("sip:orders@127.0.0.1");
-    let (packets, sound) = listen(&mut ua, 800);
+    // The whole message, then nothing: rgsd hangs up.
+    let heard = listen(&mut ua, 20 * message as u64 + 600);
+    let sound = heard.iter().filter(|h| h.sound).count();
     assert!(
-        packets >= 30 && sound >= 10,
-        "message: {packets} packets, {sound} with sound\n{}",
+        heard.len().abs_diff(message) <= 3 && sound > message / 2,
+        "the message should be {message} frames of speech; heard {} frames, {sound} with sound\n{}",
+        heard.len(),
         server.stderr()
     );
     ua.expect_bye(Duration::from_secs(15));

@@ -380,7 +380,12 @@ async function editPage(kind, name) {
         if (!confirm("Delete " + doc.name + "?")) return;
         try { await api("DELETE", "/api/" + kind + "/" + encodeURIComponent(doc.name), undefined, { "If-Match": "\"" + doc.version + "\"" }); location.hash = "#/" + kind; status("Deleted."); } catch (e) { showErrors(form, e); }
       } }) : null);
-  if (fileOwned) for (const f of form.querySelectorAll("input, select, textarea")) { f.disabled = true; }
+  // A file object is shown, not edited: every control but the play buttons is off.
+  if (fileOwned) {
+    for (const f of form.querySelectorAll("input, select, textarea, button")) {
+      if (f.textContent !== "Play") f.disabled = true;
+    }
+  }
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = Object.assign({}, doc);
