@@ -795,6 +795,15 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     page.assert_keyboard_ready();
     page.save();
     page.shot("scenario1-queue");
+    // The group is now in use: deleting it is refused with the API's reason.
+    page.tool("#/agent-groups/Help%20agents", "Agent group: Help agents");
+    page.press("Delete", 0);
+    page.press("Press again to delete Help agents", 0);
+    page.wait_for("document.getElementById('form-error').textContent !== ''");
+    assert_eq!(
+        page.eval("document.getElementById('form-error').textContent"),
+        "in use by queue \"Help desk\""
+    );
 
     // Business hours open all day, every day (two ranges a day).
     page.tool("#/hours/new", "New business hours");
@@ -970,6 +979,9 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
         Value::Null,
         "managers do not create workflows"
     );
+    page.tool("#/queues", "Queues");
+    assert_eq!(rows(&mut page), [["Orders", "database, version 1"]]);
+    page.tool("#/workflows", "Workflows");
     page.shot("scenario2-manager-list");
 
     // Her own agent group, attached to the queue after the first.

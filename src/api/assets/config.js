@@ -376,8 +376,12 @@ async function editPage(kind, name) {
     el("div", { class: "grid" }, nameC.node, editor.nodes),
     fileOwned ? null : save,
     !isNew && !fileOwned && (kind !== "workflows" || me.role === "admin")
-      ? el("button", { type: "button", id: "delete", text: "Delete", onclick: async () => {
-        if (!confirm("Delete " + doc.name + "?")) return;
+      ? el("button", { type: "button", id: "delete", text: "Delete", onclick: async (ev) => {
+        // Two presses: the first asks, in the button itself (no modal dialog).
+        const b = ev.currentTarget;
+        if (!b.dataset.armed) { b.dataset.armed = "1"; b.textContent = "Press again to delete " + doc.name; return; }
+        delete b.dataset.armed;
+        b.textContent = "Delete";
         try { await api("DELETE", "/api/" + kind + "/" + encodeURIComponent(doc.name), undefined, { "If-Match": "\"" + doc.version + "\"" }); location.hash = "#/" + kind; status("Deleted."); } catch (e) { showErrors(form, e); }
       } }) : null);
   // A file object is shown, not edited: every control but the play buttons is off.
