@@ -1151,10 +1151,11 @@ fn the_tool_uploads_and_plays_prompts_and_builds_a_two_level_question_tree_by_ke
     assert!((played - 0.6).abs() < 0.05, "the browser played {played} s");
     // A text spoken once and played back.
     page.eval("document.querySelector('#tts [data-field=name]').value = 'menu'; document.querySelector('#tts [data-field=text]').value = 'For sales press one. For support press two.'; document.getElementById('tts').requestSubmit(); true");
-    page.wait_for("document.getElementById('tts-audio').getAttribute('src') !== null");
-    let spoken = page.eval(
-        "new Promise(res => { const a = document.getElementById('tts-audio'); a.onloadedmetadata = () => res(a.duration); a.onerror = () => res(-1); a.load(); })",
-    );
+    let row = "Array.from(document.querySelectorAll('#list tbody tr')).find(r => r.cells[0].textContent === 'menu')";
+    page.wait_for(&format!("{row} !== undefined"));
+    let spoken = page.eval(&format!(
+        "new Promise(res => {{ const a = {row}.querySelector('audio'); a.onloadedmetadata = () => res(a.duration); a.onerror = () => res(-1); a.load(); }})"
+    ));
     assert!(
         spoken.as_f64().unwrap() > 1.0,
         "spoken prompt lasts {spoken} s"

@@ -316,8 +316,9 @@ function showErrors(scope, e) {
   if (problems.length === 0 || leftover.length) first = first || general;
   status(e.code === 422 ? "Not saved: correct the fields marked." : "Not saved: " + e.message, true);
   if (first) {
+    // The field the first problem is about, else the message itself (tabindex -1).
     const input = first.parentElement && first.parentElement.querySelector("[data-field]");
-    (input || first).focus && (input || first).focus();
+    (input || first).focus();
   }
 }
 
@@ -564,25 +565,24 @@ async function promptsPage() {
     if (!f) { upload.querySelector("[data-err=body]").textContent = "Choose a WAV file."; return; }
     try {
       const p = await api("PUT", "/api/prompts/" + encodeURIComponent(upName.get()), f, { "Content-Type": "audio/wav" });
-      status("Uploaded " + p.name + " (" + (p.duration_ms / 1000).toFixed(1) + " s).");
-      render();
+      await render();
+      status("Uploaded " + p.name + " (" + (p.duration_ms / 1000).toFixed(1) + " s): press its play button to hear it.");
     } catch (e) { showErrors(upload, e); }
   });
   const ttsName = textC("Prompt name", "name", "");
   const ttsText = textC("Text to speak", "text", "", { wide: true });
   const ttsLang = textC("Language", "language", "en-US");
-  const ttsAudio = el("audio", { controls: true, preload: "none", id: "tts-audio", "aria-label": "Spoken prompt" });
   const tts = el("form", { id: "tts", "aria-labelledby": "tts-title" },
     el("h3", { id: "tts-title", text: "Speak a text" }),
     el("p", { class: "error", "data-err": "", role: "alert" }),
     ttsName.node, ttsText.node, ttsLang.node,
-    el("button", { type: "submit", class: "primary", text: "Speak and save" }), ttsAudio);
+    el("button", { type: "submit", class: "primary", text: "Speak and save" }));
   tts.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
       const p = await api("POST", "/api/prompts", { name: ttsName.get(), text: ttsText.get(), language: ttsLang.get() || undefined });
-      ttsAudio.src = "/api/prompts/" + encodeURIComponent(p.name) + "?t=" + Date.now();
-      status("Saved " + p.name + " (" + (p.duration_ms / 1000).toFixed(1) + " s): press play to hear it.");
+      await render();
+      status("Saved " + p.name + " (" + (p.duration_ms / 1000).toFixed(1) + " s): press its play button to hear it.");
     } catch (e) { showErrors(tts, e); }
   });
   return el("div", {}, el("h2", { text: "Prompts" }),
