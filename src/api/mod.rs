@@ -1,5 +1,5 @@
 //! The HTTP API: admin, manager and agent routes, live state, reports, metrics, and the agent
-//! page and wallboard.
+//! page, the wallboard and the configuration tool (`/config`).
 //!
 //! # Layout
 //!
@@ -118,6 +118,10 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(views::metrics))
         .routes(routes!(views::agent_page))
         .routes(routes!(views::wallboard_page))
+        .routes(routes!(config_page))
+        .routes(routes!(config_page_lync))
+        .routes(routes!(config_script))
+        .routes(routes!(config_style))
         .routes(routes!(agents::list_agents, agents::create_agent))
         .routes(routes!(
             agents::get_agent,
@@ -195,6 +199,44 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
             sign_in::sign_out
         ))
         .split_for_parts()
+}
+
+/// The Response Group configuration tool: workflows, queues, agent groups, hours, holiday sets
+/// and prompts, edited in the browser over the `/api` collections (signed in with a password).
+#[utoipa::path(get, path = "/config", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/html")))]
+pub async fn config_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("assets/config.html"))
+}
+
+/// The configuration tool under the path Lync Server served it at.
+#[utoipa::path(get, path = "/RgsConfig", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/html")))]
+pub async fn config_page_lync() -> axum::response::Html<&'static str> {
+    config_page().await
+}
+
+/// The configuration tool's script.
+#[utoipa::path(get, path = "/config/config.js", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/javascript")))]
+pub async fn config_script() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("assets/config.js"),
+    )
+}
+
+/// The configuration tool's style sheet.
+#[utoipa::path(get, path = "/config/config.css", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/css")))]
+pub async fn config_style() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/config.css"),
+    )
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json` (that route included).
