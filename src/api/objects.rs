@@ -50,7 +50,8 @@ use crate::api::Shared;
 use crate::config::merge::{self, DbObject, FileObject, Merged, ObjectKind};
 use crate::config::model::Config;
 use crate::config::{Diagnostic, LoadOptions};
-use crate::store::{Role, StoreError, StoredObject, Versioned};
+use crate::store::objects::ObjectVersions;
+use crate::store::{Role, Store, StoreError, StoredObject, Versioned};
 
 /// Swaps a newly compiled model into the running daemon (prompts rendered, agent table and
 /// queue owners carried over). Provided by the daemon; tests swap the configuration only.
@@ -73,6 +74,8 @@ pub struct Objects {
 pub struct Catalog {
     pub file: PathBuf,
     pub file_objects: Vec<FileObject>,
+    /// The version of every database object the model in force was compiled with.
+    pub database: ObjectVersions,
 }
 
 impl Objects {
@@ -101,7 +104,28 @@ impl Objects {
         self.catalog.store(Arc::new(Catalog {
             file: merged.loaded.config.source.clone(),
             file_objects: merged.file_objects.clone(),
+            database: merged
+                .origins
+                .iter()
+                .filter_map(|(key, origin)| match origin {
+                    merge::Origin::Database { version } => Some((key.clone(), *version)),
+                    merge::Origin::File { .. } => None,
+                })
+                .collect(),
         }));
+    }
+
+    /// Whether the database holds other objects, or other versions, than the model in force
+    /// was compiled with: another process changed them (or a change here is between its write
+    /// and its apply; the change lock is taken to tell the two apart). Returns the database's
+    /// versions when they differ.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub async fn stale(&self, store: &Store) -> Result<Option<ObjectVersions>, StoreError> {
+        let _guard = self.lock().await;
+        let stored = store.object_versions().await?;
+        Ok((stored != self.catalog.load().database).then_some(stored))
     }
 
     /// The change lock: SIGHUP reloads take it too, so a reload and a change never interleave.
