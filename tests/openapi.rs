@@ -50,3 +50,20 @@ fn the_live_stream_documents_its_events() {
     // The snapshot itself stays described.
     assert!(doc["components"]["schemas"]["LiveSnapshot"]["properties"]["at"].is_object());
 }
+
+/// The health check, the metrics and the two pages are served to anyone: they say so, rather
+/// than inheriting the document's bearer-or-session requirement.
+#[test]
+fn the_public_routes_need_no_credentials() {
+    let doc = doc();
+    assert!(doc["security"].as_array().is_some_and(|s| !s.is_empty()));
+    for path in ["/health", "/metrics", "/agent", "/wallboard"] {
+        assert_eq!(
+            doc["paths"][path]["get"]["security"],
+            serde_json::json!([{}]),
+            "{path}"
+        );
+    }
+    // An API route keeps the document's requirement.
+    assert!(doc["paths"]["/api/agents"]["get"].get("security").is_none());
+}

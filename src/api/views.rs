@@ -384,7 +384,7 @@ pub async fn audit_log(
 // Health, metrics, pages
 
 /// Liveness: 200 while the daemon runs.
-#[utoipa::path(get, path = "/health", tag = "service",
+#[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn health() -> &'static str {
     "ok"
@@ -392,7 +392,7 @@ pub async fn health() -> &'static str {
 
 /// Prometheus metrics (text exposition format), families `rgsd_…`. Unauthenticated, like most
 /// exporters: bind `http_listen` where only the scraper reaches it.
-#[utoipa::path(get, path = "/metrics", tag = "service",
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
     responses((status = 200, body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(shared): State<Shared>) -> Response {
     let config = shared.config.load();
@@ -409,14 +409,14 @@ pub async fn metrics(State(shared): State<Shared>) -> Response {
 }
 
 /// The agent page: sign in with a token, see your groups with sign-in switches and your state.
-#[utoipa::path(get, path = "/agent", tag = "pages",
+#[utoipa::path(get, path = "/agent", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
 pub async fn agent_page() -> Html<&'static str> {
     Html(include_str!("assets/agent.html"))
 }
 
 /// The wallboard: every queue live (server-sent events).
-#[utoipa::path(get, path = "/wallboard", tag = "pages",
+#[utoipa::path(get, path = "/wallboard", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
 pub async fn wallboard_page() -> Html<&'static str> {
     Html(include_str!("assets/wallboard.html"))
