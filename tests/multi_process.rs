@@ -148,6 +148,38 @@ fn a_workflow_created_through_one_process_answers_on_the_other_within_a_second()
             .count();
         assert_eq!(reloads, 1, "{}", server.stderr());
     }
+
+    // The listening connections are cut (as a database restart or a network failure would):
+    // a change made right then still reaches the other process, within 1 s.
+    let cut = rt.block_on(async {
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = current_database() and query like 'LISTEN%') t",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    });
+    assert_eq!(cut, 2, "one listener per process");
+    let started = Instant::now();
+    let (code, body) = http(
+        first.http,
+        "PATCH",
+        "/api/workflows/Night%20line",
+        Some(&admin),
+        Some(&json!({ "active": true }).to_string()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let elapsed = until_status(&second, night, 200, started);
+    println!("with the listeners cut, answered by the other after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "answered after {elapsed:?}"
+    );
+    second.wait_log("checking for missed changes");
     drop((first, second));
     drop(db);
 }

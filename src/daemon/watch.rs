@@ -28,9 +28,6 @@ use crate::store::objects::{ConfigEvent, ObjectVersions};
 /// How often the stored versions are compared with the model in force.
 pub(super) const CHECK_EVERY: Duration = Duration::from_secs(5);
 
-/// How long to wait before listening again after the listener failed.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-
 /// Why a reload is asked for (logged by the daemon).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Resync {
@@ -86,12 +83,10 @@ pub(super) async fn watch_database(
                     Resync::Checked
                 }
                 Err(e) => {
-                    warn!(error = %e, "the configuration listener failed; listening again in {RETRY_AFTER:?}");
+                    // Listened to again at the top of the loop; if that fails, the periodic
+                    // check paces the retries.
+                    warn!(error = %e, "the configuration listener failed; listening again and checking for missed changes");
                     listener = None;
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(RETRY_AFTER) => {}
-                    }
                     Resync::Checked
                 }
             },
