@@ -56,6 +56,8 @@ use crate::media::ports::PortPool;
 use crate::sip::registration::Registrations;
 use crate::store::{RecordWriter, Role, Store, WriterOptions};
 
+mod watch;
+
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -298,6 +300,8 @@ pub struct Daemon {
     sip_shutdown: CancellationToken,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
+    /// Reloads asked for by [`watch::watch_database`] (another process changed the database).
+    resync: Option<tokio::sync::mpsc::Receiver<watch::Resync>>,
 }
 
 impl Daemon {
@@ -433,6 +437,16 @@ impl Daemon {
             objects: crate::api::objects::Objects::new(apply, &merged, options),
         };
 
+        // Changes other processes commit to the database reach this one (`watch`).
+        let (resync_tx, resync) = tokio::sync::mpsc::channel(1);
+        tasks.spawn(watch::watch_database(
+            shared.store.clone(),
+            shared.objects.clone(),
+            watch::CHECK_EVERY,
+            resync_tx,
+            shutdown.clone(),
+        ));
+
         let router = crate::api::router(shared.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -461,6 +475,7 @@ impl Daemon {
             },
             shutdown,
             tasks,
+            resync: Some(resync),
         })
     }
 
@@ -469,10 +484,11 @@ impl Daemon {
     /// # Errors
     /// None today; the `Result` leaves room for a fatal error in a long-running task.
     pub async fn run_until_signal(
-        self,
+        mut self,
         mut signals: Signals,
         config_path: PathBuf,
     ) -> anyhow::Result<()> {
+        let mut resync = self.resync.take();
         let grace = loop {
             tokio::select! {
                 _ = signals.term.recv() => { info!("SIGTERM: stopping gracefully"); break SHUTDOWN_GRACE; }
@@ -481,6 +497,10 @@ impl Daemon {
                     notify(&[sd_notify::NotifyState::Reloading]);
                     self.reload(&config_path).await;
                     notify(&[sd_notify::NotifyState::Ready]);
+                }
+                Some(why) = recv(&mut resync) => {
+                    info!(?why, "the database's configuration objects changed: reloading");
+                    self.reload(&config_path).await;
                 }
                 () = self.shutdown.cancelled() => break SHUTDOWN_GRACE,
             }
@@ -602,6 +622,14 @@ impl Daemon {
         }
         self.shared.store.close().await;
         info!("stopped");
+    }
+}
+
+/// The next reload [`watch::watch_database`] asks for; never, once it has ended.
+async fn recv<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,13 @@
 //! Agents, agent groups (ordered members), formal sign-in, the caller's own view (`/api/me`)
 //! and workflows (read; the fields managers may not or cannot change are refused precisely).
 //!
+//! `/api/agent-groups` (`api::objects`) is the one collection of agent groups: its groups are
+//! part of the compiled model, and its documents carry each group's `id` and, for a formal group,
+//! the members `signed_in`. `/api/groups` is the older, id-based view of the same groups, kept as
+//! a deprecated alias: its reads and `PUT /api/groups/{id}/sign-ins/{agent_id}` (the sign-in
+//! endpoint, by the `id` `/api/agent-groups` shows) stay as they were; groups it creates are kept
+//! for sign-in bookkeeping only and route no calls.
+//!
 //! Every change is stored, rebuilt into the routing table when routing uses the group
 //! ([`super::live::Live::rebuild`], [`super::live::Live::set_signed_in`]) and written to the
 //! audit log with the token's subject as the actor.
@@ -473,7 +480,8 @@ pub async fn delete_agent(
 // ---------------------------------------------------------------------------------------------
 // Groups
 
-/// Every agent group (a manager sees the groups of their workflows' queues).
+/// Deprecated alias of `GET /api/agent-groups` (which also shows `id` and `signed_in`): every
+/// agent group by id (a manager sees the groups of their workflows' queues).
 #[utoipa::path(get, path = "/api/groups", tag = "groups",
     responses((status = 200, body = Vec<GroupDoc>), (status = "4XX", body = ErrorBody)))]
 pub async fn list_groups(
@@ -495,7 +503,8 @@ pub async fn list_groups(
     ))
 }
 
-/// Creates an agent group (administrators).
+/// Deprecated: use `POST /api/agent-groups`, whose groups are part of the model and route calls.
+/// Creates an agent group kept for sign-in bookkeeping only: no queue can use it (administrators).
 #[utoipa::path(post, path = "/api/groups", tag = "groups", request_body = GroupBody,
     responses((status = 201, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
 pub async fn create_group(
@@ -521,7 +530,7 @@ pub async fn create_group(
     ))
 }
 
-/// One agent group.
+/// Deprecated alias of `GET /api/agent-groups/{name}`: one agent group by id.
 #[utoipa::path(get, path = "/api/groups/{id}", tag = "groups",
     params(("id" = i64, Path, description = "group id")),
     responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
@@ -535,7 +544,8 @@ pub async fn get_group(
     Ok(Json(group_doc(&shared, g).await?))
 }
 
-/// Replaces a group's settings and members. Managers (on their groups) may change members,
+/// Deprecated: use `PUT`/`PATCH /api/agent-groups/{name}`. Replaces a group's settings and
+/// members; a group of the file is rewritten from it on the next reload. Managers (on their groups) may change members,
 /// alert time, routing and description, not the name or participation.
 #[utoipa::path(put, path = "/api/groups/{id}", tag = "groups", request_body = GroupBody,
     params(("id" = i64, Path, description = "group id")),
@@ -569,7 +579,8 @@ pub async fn update_group(
     Ok(Json(group_doc(&shared, updated).await?))
 }
 
-/// Sets a group's members, in order (administrators; managers on their groups).
+/// Deprecated: use `PATCH /api/agent-groups/{name}` `{"agents": [...]}`. Sets a group's
+/// members, in order (administrators; managers on their groups).
 #[utoipa::path(put, path = "/api/groups/{id}/members", tag = "groups", request_body = MembersBody,
     params(("id" = i64, Path, description = "group id")),
     responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
@@ -598,7 +609,8 @@ pub async fn set_members(
     Ok(Json(group_doc(&shared, updated).await?))
 }
 
-/// Deletes a group with its memberships (administrators).
+/// Deprecated: use `DELETE /api/agent-groups/{name}`. Deletes a group with its memberships
+/// (administrators).
 #[utoipa::path(delete, path = "/api/groups/{id}", tag = "groups",
     params(("id" = i64, Path, description = "group id")),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]

@@ -8,8 +8,10 @@
 //! as the configuration file (the README's configuration reference). Objects the file declares are
 //! read-only here (409 `config_managed` naming the file and line); objects created here live in
 //! the database. Responses add `source` (`"file"` or `"database"`), `version` (the ETag; 0 for
-//! file objects) and, for file objects, `file` and `line`; those four keys are ignored in request
-//! bodies, except that `version` stands for `If-Match` when the header is absent.
+//! file objects) and, for file objects, `file` and `line`; agent groups add their `id` (the
+//! sign-in endpoint's) and, when formal, the members `signed_in` (so `/api/groups`, the older
+//! id-based view, is needed only to sign in). These keys are ignored in request bodies, except
+//! that `version` stands for `If-Match` when the header is absent.
 //!
 //! # One validation, applied live
 //!
@@ -50,7 +52,8 @@ use crate::api::Shared;
 use crate::config::merge::{self, DbObject, FileObject, Merged, ObjectKind};
 use crate::config::model::Config;
 use crate::config::{Diagnostic, LoadOptions};
-use crate::store::{Role, StoreError, StoredObject, Versioned};
+use crate::store::objects::ObjectVersions;
+use crate::store::{Role, Store, StoreError, StoredObject, Versioned};
 
 /// Swaps a newly compiled model into the running daemon (prompts rendered, agent table and
 /// queue owners carried over): [`Objects::through`] the runtime's reload.
@@ -73,6 +76,8 @@ pub struct Objects {
 pub struct Catalog {
     pub file: PathBuf,
     pub file_objects: Vec<FileObject>,
+    /// The version of every database object the model in force was compiled with.
+    pub database: ObjectVersions,
 }
 
 impl Objects {
@@ -107,7 +112,28 @@ impl Objects {
         self.catalog.store(Arc::new(Catalog {
             file: merged.loaded.config.source.clone(),
             file_objects: merged.file_objects.clone(),
+            database: merged
+                .origins
+                .iter()
+                .filter_map(|(key, origin)| match origin {
+                    merge::Origin::Database { version } => Some((key.clone(), *version)),
+                    merge::Origin::File { .. } => None,
+                })
+                .collect(),
         }));
+    }
+
+    /// Whether the database holds other objects, or other versions, than the model in force
+    /// was compiled with: another process changed them (or a change here is between its write
+    /// and its apply; the change lock is taken to tell the two apart). Returns the database's
+    /// versions when they differ.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub async fn stale(&self, store: &Store) -> Result<Option<ObjectVersions>, StoreError> {
+        let _guard = self.lock().await;
+        let stored = store.object_versions().await?;
+        Ok((stored != self.catalog.load().database).then_some(stored))
     }
 
     /// The change lock: SIGHUP reloads take it too, so a reload and a change never interleave.
@@ -266,7 +292,42 @@ impl IntoResponse for ObjectError {
 }
 
 /// The keys a response adds to the object's table; ignored in request bodies.
-const META_KEYS: [&str; 4] = ["source", "version", "file", "line"];
+const META_KEYS: [&str; 6] = ["source", "version", "file", "line", "id", "signed_in"];
+
+/// Adds to agent groups as returned what `/api/groups` used to be the only place for: the
+/// group's `id` (for `PUT /api/groups/{id}/sign-ins/{agent_id}`) and, for a formal group, the
+/// members `signed_in` now. Other kinds are left as they are.
+async fn add_sign_ins(
+    shared: &Shared,
+    kind: ObjectKind,
+    docs: &mut [Value],
+) -> Result<(), ObjectError> {
+    if kind != ObjectKind::AgentGroup || docs.is_empty() {
+        return Ok(());
+    }
+    let groups = shared.store.list_groups().await?;
+    let sign_ins = shared.store.sign_in_state().await?;
+    for doc in docs {
+        let Some(name) = doc.get("name").and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let Value::Object(map) = doc else { continue };
+        if let Some(g) = groups.iter().find(|g| g.name == name) {
+            map.insert("id".into(), json!(g.id.0));
+        }
+        // `sign_in_state` reports formal groups only; an informal group's members are always in.
+        let formal = map.get("participation").and_then(Value::as_str) == Some("formal");
+        if formal {
+            let signed_in: Vec<&str> = sign_ins
+                .iter()
+                .filter(|s| s.group == name)
+                .map(|s| s.agent.as_str())
+                .collect();
+            map.insert("signed_in".into(), json!(signed_in));
+        }
+    }
+    Ok(())
+}
 
 /// An object as returned: its table plus where it comes from.
 fn doc_of_database(o: &StoredObject) -> Value {
@@ -304,6 +365,12 @@ pub struct ObjectDoc {
     /// File objects only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// Agent groups only: the group's id, for `PUT /api/groups/{id}/sign-ins/{agent_id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Formal agent groups only: the members signed in now (SIP URIs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_in: Option<Vec<String>>,
     /// Every other key of the object's TOML table, as JSON.
     #[serde(flatten)]
     #[schema(value_type = Object)]
@@ -675,12 +742,20 @@ fn check_role(
     }
 }
 
-fn with_etag(status: StatusCode, o: &StoredObject) -> Response {
-    let mut res = (status, Json(doc_of_database(o))).into_response();
+/// `o` as returned, with its `ETag` (and, for an agent group, its sign-in state).
+async fn with_etag(
+    shared: &Shared,
+    status: StatusCode,
+    o: &StoredObject,
+) -> Result<Response, ObjectError> {
+    let mut doc = [doc_of_database(o)];
+    add_sign_ins(shared, o.object.kind, &mut doc).await?;
+    let [doc] = doc;
+    let mut res = (status, Json(doc)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", o.object.version)) {
         res.headers_mut().insert(header::ETAG, v);
     }
-    res
+    Ok(res)
 }
 
 async fn list(shared: Shared, caller: Caller, kind: ObjectKind) -> Result<Response, ObjectError> {
@@ -705,6 +780,7 @@ async fn list(shared: Shared, caller: Caller, kind: ObjectKind) -> Result<Respon
             })
             .map(doc_of_database),
     );
+    add_sign_ins(&shared, kind, &mut out).await?;
     Ok(Json(out).into_response())
 }
 
@@ -725,7 +801,10 @@ async fn get_one(
         if !visible(&caller, &config, kind, &name, None) {
             return Err(ApiError::Forbidden(Refusal::NotYours).into());
         }
-        return Ok(Json(doc_of_file(o, &catalog.file)).into_response());
+        let mut doc = [doc_of_file(o, &catalog.file)];
+        add_sign_ins(&shared, kind, &mut doc).await?;
+        let [doc] = doc;
+        return Ok(Json(doc).into_response());
     }
     let o = match shared.store.get_object(kind, &name).await {
         Ok(o) => o,
@@ -735,7 +814,7 @@ async fn get_one(
     if !visible(&caller, &config, kind, &name, Some(&o.created_by)) {
         return Err(ApiError::Forbidden(Refusal::NotYours).into());
     }
-    Ok(with_etag(StatusCode::OK, &o))
+    with_etag(&shared, StatusCode::OK, &o).await
 }
 
 async fn create(
@@ -758,7 +837,7 @@ async fn create(
     let body = clean_body(&body, None)?;
     let created = change(&shared, &caller, kind, &name, Change::Create(body), None).await?;
     let created = created.ok_or(ApiError::NotFound("object"))?;
-    Ok(with_etag(StatusCode::CREATED, &created))
+    with_etag(&shared, StatusCode::CREATED, &created).await
 }
 
 async fn replace(
@@ -782,7 +861,7 @@ async fn replace(
     )
     .await?;
     let after = after.ok_or(ApiError::NotFound("object"))?;
-    Ok(with_etag(StatusCode::OK, &after))
+    with_etag(&shared, StatusCode::OK, &after).await
 }
 
 async fn patch(
@@ -834,7 +913,7 @@ async fn patch(
     )
     .await?;
     let after = after.ok_or(ApiError::NotFound("object"))?;
-    Ok(with_etag(StatusCode::OK, &after))
+    with_etag(&shared, StatusCode::OK, &after).await
 }
 
 async fn delete(

@@ -76,12 +76,57 @@ pub async fn live_calls(
     Ok(Json(snapshot(&shared, &caller)?.calls))
 }
 
+/// One event of `/api/live/stream`, documented as OpenAPI describes server-sent events (the
+/// event's fields): `event: snapshot` and, as `data`, the [`LiveSnapshot`] document as JSON text.
+pub struct LiveEvent;
+
+impl utoipa::PartialSchema for LiveEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .description(Some(
+                "One server-sent event: `snapshot`, its data the LiveSnapshot document as JSON",
+            ))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["snapshot", "error"])),
+            )
+            .required("event")
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .description(Some("the LiveSnapshot document")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LiveEvent {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        // The document `data` carries, listed with the API's other schemas.
+        schemas.push((
+            <LiveSnapshot as utoipa::ToSchema>::name().into_owned(),
+            <LiveSnapshot as utoipa::PartialSchema>::schema(),
+        ));
+        <LiveSnapshot as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// Server-sent events: a `snapshot` event (the `/api/live` document) at once, on every change
 /// and every 5 s. `EventSource` cannot send headers, so the token may come as
 /// `?access_token=…`. The stream ends when its token is revoked.
 #[utoipa::path(get, path = "/api/live/stream", tag = "live",
     params(("access_token" = Option<String>, Query, description = "token, for EventSource")),
-    responses((status = 200, content_type = "text/event-stream", body = LiveSnapshot),
+    responses((status = 200, content_type = "text/event-stream", body = LiveEvent),
               (status = "4XX", body = ErrorBody)))]
 pub async fn live_stream(
     State(shared): State<Shared>,
@@ -234,7 +279,7 @@ fn csv_response(body: String, name: &str) -> Response {
 /// Received, offered, answered, abandoned %, average wait and talk, time-outs, overflows and
 /// service level per workflow, queue or agent (a manager sees their workflows' calls).
 #[utoipa::path(get, path = "/api/reports/summary", tag = "reports", params(ReportQuery),
-    responses((status = 200, body = SummaryDoc), (status = 200, content_type = "text/csv", body = String),
+    responses((status = 200, content((SummaryDoc = "application/json"), (String = "text/csv"))),
               (status = "4XX", body = ErrorBody)))]
 pub async fn report_summary(
     State(shared): State<Shared>,
@@ -262,7 +307,7 @@ pub async fn report_summary(
 
 /// The call list: caller, workflow, start, end, SIP code, outcome.
 #[utoipa::path(get, path = "/api/reports/calls", tag = "reports", params(ReportQuery),
-    responses((status = 200, body = Vec<CallRow>), (status = 200, content_type = "text/csv", body = String),
+    responses((status = 200, content((Vec<CallRow> = "application/json"), (String = "text/csv"))),
               (status = "4XX", body = ErrorBody)))]
 pub async fn report_calls(
     State(shared): State<Shared>,
@@ -339,7 +384,7 @@ pub async fn audit_log(
 // Health, metrics, pages
 
 /// Liveness: 200 while the daemon runs.
-#[utoipa::path(get, path = "/health", tag = "service",
+#[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn health() -> &'static str {
     "ok"
@@ -347,7 +392,7 @@ pub async fn health() -> &'static str {
 
 /// Prometheus metrics (text exposition format), families `rgsd_…`. Unauthenticated, like most
 /// exporters: bind `http_listen` where only the scraper reaches it.
-#[utoipa::path(get, path = "/metrics", tag = "service",
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
     responses((status = 200, body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(shared): State<Shared>) -> Response {
     let config = shared.config.load();
@@ -364,14 +409,14 @@ pub async fn metrics(State(shared): State<Shared>) -> Response {
 }
 
 /// The agent page: sign in with a token, see your groups with sign-in switches and your state.
-#[utoipa::path(get, path = "/agent", tag = "pages",
+#[utoipa::path(get, path = "/agent", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
 pub async fn agent_page() -> Html<&'static str> {
     Html(include_str!("assets/agent.html"))
 }
 
 /// The wallboard: every queue live (server-sent events).
-#[utoipa::path(get, path = "/wallboard", tag = "pages",
+#[utoipa::path(get, path = "/wallboard", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
 pub async fn wallboard_page() -> Html<&'static str> {
     Html(include_str!("assets/wallboard.html"))
