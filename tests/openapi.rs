@@ -57,7 +57,16 @@ fn the_live_stream_documents_its_events() {
 fn the_public_routes_need_no_credentials() {
     let doc = doc();
     assert!(doc["security"].as_array().is_some_and(|s| !s.is_empty()));
-    for path in ["/health", "/metrics", "/agent", "/wallboard"] {
+    for path in [
+        "/health",
+        "/metrics",
+        "/agent",
+        "/wallboard",
+        "/config",
+        "/RgsConfig",
+        "/config/config.js",
+        "/config/config.css",
+    ] {
         assert_eq!(
             doc["paths"][path]["get"]["security"],
             serde_json::json!([{}]),

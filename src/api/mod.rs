@@ -203,21 +203,21 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
 
 /// The Response Group configuration tool: workflows, queues, agent groups, hours, holiday sets
 /// and prompts, edited in the browser over the `/api` collections (signed in with a password).
-#[utoipa::path(get, path = "/config", tag = "pages",
+#[utoipa::path(get, path = "/config", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
 pub async fn config_page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("assets/config.html"))
 }
 
 /// The configuration tool under the path Lync Server served it at.
-#[utoipa::path(get, path = "/RgsConfig", tag = "pages",
+#[utoipa::path(get, path = "/RgsConfig", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
 pub async fn config_page_lync() -> axum::response::Html<&'static str> {
     config_page().await
 }
 
 /// The configuration tool's script.
-#[utoipa::path(get, path = "/config/config.js", tag = "pages",
+#[utoipa::path(get, path = "/config/config.js", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/javascript")))]
 pub async fn config_script() -> impl axum::response::IntoResponse {
     (
@@ -230,7 +230,7 @@ pub async fn config_script() -> impl axum::response::IntoResponse {
 }
 
 /// The configuration tool's style sheet.
-#[utoipa::path(get, path = "/config/config.css", tag = "pages",
+#[utoipa::path(get, path = "/config/config.css", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/css")))]
 pub async fn config_style() -> impl axum::response::IntoResponse {
     (
