@@ -345,6 +345,9 @@ impl Daemon {
                             },
                             origins: Default::default(),
                             file_objects: Vec::new(),
+                            file_text: std::fs::read_to_string(&config.source)
+                                .unwrap_or_default()
+                                .into(),
                         }
                     })
                 }

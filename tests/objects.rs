@@ -133,6 +133,57 @@ fn a_workflow_created_through_the_api_answers_at_once_and_survives_sighup() {
     assert_eq!(call(&server, night), 200, "{}", server.stderr());
 }
 
+/// An edit of the file that was not signalled with SIGHUP does not come into force with a
+/// change made through the API: the change is compiled against the file as the model in force
+/// read it. SIGHUP then applies the edit.
+#[test]
+fn an_unsignalled_file_edit_stays_out_of_an_api_change() {
+    let scratch = Scratch::new();
+    let config =
+        server_section(26100) + &group("Sales agents", "serial", &[5998]) + &hunt_group("Sales");
+    let path = scratch.write("rgsd.toml", &config);
+    let admin = create_token(path.to_str().unwrap());
+    let server = start(&scratch, &config);
+    let edited = "sip:edited@127.0.0.1";
+    let night = "sip:night@127.0.0.1";
+
+    // The file gains a workflow on disk; nobody sends SIGHUP.
+    scratch.write(
+        "rgsd.toml",
+        config.clone()
+            + &format!("\n[[workflow]]\nname = \"Edited\"\nkind = \"hunt_group\"\nuri = \"{edited}\"\nqueue = \"Sales\"\n"),
+    );
+    let (code, body) = http(
+        server.http,
+        "POST",
+        "/api/workflows",
+        Some(&admin),
+        Some(
+            &json!({ "name": "Night line", "kind": "hunt_group", "uri": night, "queue": "Sales" })
+                .to_string(),
+        ),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(call(&server, night), 200, "{}", server.stderr());
+    assert_eq!(
+        call(&server, edited),
+        404,
+        "the unsignalled edit came into force"
+    );
+    let (code, body) = http(server.http, "GET", "/api/workflows", Some(&admin), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("Edited"), "{body}");
+
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("reloaded: ") {
+        assert!(Instant::now() < deadline, "no reload\n{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(call(&server, edited), 200, "{}", server.stderr());
+    assert_eq!(call(&server, night), 200, "{}", server.stderr());
+}
+
 #[test]
 fn import_export_and_check_with_the_database() {
     let scratch = Scratch::new();

@@ -76,6 +76,8 @@ pub struct Objects {
 pub struct Catalog {
     pub file: PathBuf,
     pub file_objects: Vec<FileObject>,
+    /// The file's text as the model in force compiled it (changes compile against it).
+    pub file_text: Arc<str>,
     /// The version of every database object the model in force was compiled with.
     pub database: ObjectVersions,
 }
@@ -112,6 +114,7 @@ impl Objects {
         self.catalog.store(Arc::new(Catalog {
             file: merged.loaded.config.source.clone(),
             file_objects: merged.file_objects.clone(),
+            file_text: Arc::clone(&merged.file_text),
             database: merged
                 .origins
                 .iter()
@@ -591,12 +594,23 @@ async fn change(
         }),
         Change::Delete => {}
     }
+    // Compiled against the file as the model in force read it: an edit of the file not yet
+    // signalled with SIGHUP stays out, and audio files are probed as SIGHUP probes them.
     let path = config.source.clone();
+    let text = Arc::clone(&objects.catalog.load().file_text);
     let options = objects.options();
-    let merged = tokio::task::spawn_blocking(move || merge::load_merged(&path, &next, &options))
-        .await
-        .map_err(|e| ObjectError::NotApplied(e.to_string()))?
-        .map_err(|d| ObjectError::Invalid(problems(&d)))?;
+    let merged = tokio::task::spawn_blocking(move || {
+        merge::compile_merged_text(
+            &path,
+            &text,
+            &next,
+            &options,
+            crate::media::wav::config_probe,
+        )
+    })
+    .await
+    .map_err(|e| ObjectError::NotApplied(e.to_string()))?
+    .map_err(|d| ObjectError::Invalid(problems(&d)))?;
 
     let actor = caller.subject();
     // The model was compiled against `before`: write only if it is still what is stored (another

@@ -125,6 +125,10 @@ pub struct Merged {
     pub origins: BTreeMap<(ObjectKind, String), Origin>,
     /// The file's response-group objects, in file order.
     pub file_objects: Vec<FileObject>,
+    /// The configuration file's text as compiled: a change made through the API is compiled
+    /// against this text ([`compile_merged_text`]), not against whatever the file holds now, so
+    /// an edit not yet signalled with SIGHUP never comes into force with it.
+    pub file_text: std::sync::Arc<str>,
 }
 
 /// Compiles the file at `path` together with the database `objects`.
@@ -173,16 +177,47 @@ pub(crate) fn load_merged_with(
             format!("cannot read the configuration file: {e}"),
         )]
     })?;
+    compile_merged(path, &text, objects, opts, env)
+}
+
+/// Compiles `text`, the configuration file at `path` as it was when the model in force was
+/// loaded ([`Merged::file_text`]), together with the database `objects`; audio files are
+/// checked with `audio`. What the API's changes go through.
+///
+/// # Errors
+/// As [`load_merged`].
+pub fn compile_merged_text(
+    path: &Path,
+    text: &str,
+    objects: &[DbObject],
+    opts: &LoadOptions,
+    audio: super::AudioProbe,
+) -> Result<Merged, Vec<Diagnostic>> {
+    let env = compile::Environment {
+        var: &|name| std::env::var(name).ok(),
+        text_to_speech: || super::find_on_path("espeak-ng").is_some(),
+        audio,
+    };
+    compile_merged(path, text, objects, opts, &env)
+}
+
+fn compile_merged(
+    path: &Path,
+    text: &str,
+    objects: &[DbObject],
+    opts: &LoadOptions,
+    env: &compile::Environment<'_>,
+) -> Result<Merged, Vec<Diagnostic>> {
     let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = source.parent().map_or_else(PathBuf::new, Path::to_path_buf);
-    let file_map = SourceMap::new(path, &text);
-    let mut raw = raw::parse(&file_map, &text).map_err(|mut d| {
+    let file_map = SourceMap::new(path, text);
+    let mut raw = raw::parse(&file_map, text).map_err(|mut d| {
         diagnostic::sort(&mut d);
         d
     })?;
     // The file alone first: a file object naming a database-only object is an error here.
     let alone = compile::compile(&raw, &file_map, source.clone(), &base, opts, env)?;
-    let file_objects = file_objects(&text, &raw, &file_map)?;
+    let file_objects = file_objects(text, &raw, &file_map)?;
     let mut origins: BTreeMap<(ObjectKind, String), Origin> = file_objects
         .iter()
         .map(|o| {
@@ -200,10 +235,11 @@ pub(crate) fn load_merged_with(
             loaded: alone,
             origins,
             file_objects,
+            file_text: text.into(),
         });
     }
 
-    let rendered = Rendered::new(&text, objects)?;
+    let rendered = Rendered::new(text, objects)?;
     let combined = format!("{text}\n{}", rendered.text);
     let map = SourceMap::new(path, &combined);
     let db_map = SourceMap::new(path, &rendered.padded);
@@ -226,6 +262,7 @@ pub(crate) fn load_merged_with(
         loaded,
         origins,
         file_objects,
+        file_text: text.into(),
     })
 }
 
