@@ -375,7 +375,7 @@ impl Daemon {
         live.metrics.attach_writer(records.clone());
         let live_config = acd.routed();
         let config = live_config.load_full();
-        let router = Arc::new(crate::acd::router::WorkflowRouter::new(live_config.clone()));
+        let router = Arc::new(crate::acd::router::WorkflowRouter::new(acd.runtime()));
         // The endpoint outlives `shutdown`: calls in progress keep their dialogs during the
         // grace period; `stop` ends it after them.
         let sip_shutdown = CancellationToken::new();

@@ -103,7 +103,7 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
             .unwrap(),
     );
     let shutdown = CancellationToken::new();
-    let router = Arc::new(WorkflowRouter::new(acd.routed()));
+    let router = Arc::new(WorkflowRouter::new(acd.runtime()));
     let (endpoint, incoming) = Endpoint::bind(
         EndpointConfig::from_server(&server),
         router,

@@ -163,10 +163,14 @@ impl Controller {
 /// Runs one inbound call from INVITE to call record.
 pub async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc<Services>) {
     let info = incoming.info().clone();
-    // Routed once, by the endpoint (404 and 480 were answered there).
-    let Some(workflow) = router::workflow_of(&ctx.config, incoming.route()) else {
-        let _ = incoming.reject(404);
-        return;
+    // Routed once, by the endpoint (404 and 480 were answered there), unless a reload came
+    // between the endpoint's decision and this runtime (see `router`).
+    let workflow = match router::resolve(&ctx, incoming.route(), &info.request_uri) {
+        Ok(workflow) => workflow,
+        Err(status) => {
+            let _ = incoming.reject(status);
+            return;
+        }
     };
     let reject = |incoming: IncomingCall, status: u16| {
         let _ = incoming.reject(status);

@@ -42,6 +42,9 @@ use crate::store::{Store, StoreError};
 /// One configuration in force: what a call gets when it starts.
 #[derive(Debug)]
 pub struct Runtime {
+    /// Counts the runtimes of the process (0 at start, one more per reload): a route decided
+    /// on one runtime is used as is only by a call that runs on the same one.
+    pub generation: u64,
     pub config: Arc<Config>,
     /// The queue owners of this configuration (by `QueueId`), and those a reload retired.
     pub queues: Queues,
@@ -117,6 +120,7 @@ impl Acd {
         agents.set_sign_ins(sign_ins.iter().map(|(a, g)| (a, g.as_str())));
         let config = Arc::new(config);
         let runtime = Runtime {
+            generation: 0,
             queues: Queues::spawn(&config, &agents),
             config: Arc::clone(&config),
             assets: Arc::new(assets),
@@ -161,12 +165,14 @@ impl Acd {
             .set_sign_ins(sign_ins.iter().map(|(a, g)| (a, g.as_str())));
         let runtime = match config {
             Some(config) => Runtime {
+                generation: old.generation + 1,
                 queues: old.queues.reload(&old.config, &config, &self.agents).await,
                 config,
                 assets,
                 agents: Arc::clone(&self.agents),
             },
             None => Runtime {
+                generation: old.generation + 1,
                 queues: old.queues.clone(),
                 config: Arc::clone(&old.config),
                 assets,
