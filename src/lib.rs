@@ -11,31 +11,31 @@
 //! reload and shutdown travel. `docs/behaviour.md` holds the response-group rules the code
 //! follows.
 //!
-//! - [`util`]: tiny helpers every layer may use (`sleep_until`, `random_token`).
+//! - `util`: tiny helpers every layer may use (`sleep_until`, `random_token`).
 //! - [`clock`]: the only reader of the wall clock.
 //! - [`config`]: TOML → validated [`config::model::Config`]; every error at once, with file,
-//!   line and key; SIP URIs ([`config::uri`]).
-//! - [`workflow`]: pure call logic: schedules, IVR, the per-call state machine.
+//!   line and key; SIP URIs (`config::uri`).
+//! - `workflow`: pure call logic: schedules, IVR, the per-call state machine.
 //! - [`sip`]: transport, messages, transactions, dialogs, registration.
 //! - [`media`]: SDP, RTP, prompt and music playback, DTMF, bridging.
 //! - [`store`]: all SQL (SQLite or PostgreSQL).
 //! - [`acd`]: drives calls, owns queues and the agent table; routing decisions.
 //! - [`api`]: HTTP API, agent page, reports, metrics.
-//! - [`daemon`]: the composition root: builds every layer, owns signals, shutdown and reload.
-//! - [`admin`]: the offline commands that open the database (`user`, `check --database`,
+//! - `daemon`: the composition root: builds every layer, owns signals, shutdown and reload.
+//! - `admin`: the offline commands that open the database (`user`, `check --database`,
 //!   `export`, `import`).
 //! - [`cli`]: the command line (`serve`, `check`, `migrate`, `token create`, `user`, `export`,
 //!   `import`).
 
 pub mod acd;
-pub mod admin;
+mod admin;
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod daemon;
+mod daemon;
 pub mod media;
 pub mod sip;
 pub mod store;
-pub mod util;
-pub mod workflow;
+mod util;
+mod workflow;

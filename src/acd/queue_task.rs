@@ -236,14 +236,14 @@ impl Queues {
 /// waits; the call's `select!` runs [`Outbox::flush_one`] beside its other events, so a BYE is
 /// heard while an owner is slow.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(super) struct Outbox {
     held: std::collections::VecDeque<(QueueId, QueueMsg)>,
 }
 
 impl Outbox {
     /// Straight into the owner's inbox when there is room and nothing is held before it, else
     /// held (order is kept across queues: a join is never overtaken by its leave).
-    pub fn send(&mut self, queues: &Queues, queue: QueueId, msg: QueueMsg) {
+    pub(super) fn send(&mut self, queues: &Queues, queue: QueueId, msg: QueueMsg) {
         if self.held.is_empty() {
             if let Err(msg) = queues.try_send(queue, msg) {
                 self.held.push_back((queue, msg));
@@ -255,7 +255,7 @@ impl Outbox {
 
     /// Waits for room for the oldest held message and hands it over; pending forever while
     /// nothing is held. Cancel-safe: a message leaves the outbox only with a slot reserved.
-    pub async fn flush_one(&mut self, queues: &Queues) {
+    pub(super) async fn flush_one(&mut self, queues: &Queues) {
         loop {
             let Some((queue, _)) = self.held.front() else {
                 return std::future::pending().await;
@@ -276,18 +276,18 @@ impl Outbox {
 
     /// Best effort at the end of a call: whatever fits now. A message lost to a full inbox only
     /// delays the queue's clean-up to its next dispatch, which finds the call's inbox closed.
-    pub fn send_now(&mut self, queues: &Queues) {
+    pub(super) fn send_now(&mut self, queues: &Queues) {
         for (queue, msg) in self.held.drain(..) {
             let _ = queues.try_send(queue, msg);
         }
     }
 
     /// Messages held.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.held.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 }

@@ -16,7 +16,7 @@ use crate::store::StoreError;
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(super) struct ErrorBody {
     /// What went wrong, in a sentence.
     pub error: String,
     /// A stable machine-readable code (`unauthenticated`, `forbidden`, `not_found`, `conflict`,

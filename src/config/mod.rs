@@ -13,11 +13,11 @@
 //! media layer's WAV header probe.
 
 mod compile;
-pub mod diagnostic;
-pub mod merge;
+mod diagnostic;
+pub(crate) mod merge;
 pub mod model;
 mod raw;
-pub mod uri;
+pub(crate) mod uri;
 mod values;
 
 use std::collections::BTreeSet;

@@ -101,7 +101,7 @@ pub struct UriTarget {
 
 /// The target of a `sip:`/`sips:` URI (surrounding white space allowed); `None` when it does not
 /// parse as a whole (the same grammar as [`SipUri::parse`]).
-pub fn target(uri: &str) -> Option<UriTarget> {
+pub(crate) fn target(uri: &str) -> Option<UriTarget> {
     let parsed = rsip_uri(uri.trim())?;
     let host = match &parsed.host_with_port.host {
         rsip::Host::Domain(d) => d.to_string(),

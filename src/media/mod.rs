@@ -11,15 +11,15 @@
 //!   runtime worker. [`dtmf`]: RFC 4733, SIP INFO and in-band digits. [`clip`], [`codec`],
 //!   [`g711`], [`wav`], [`tts`]: audio.
 
-pub mod assets;
+pub(crate) mod assets;
 pub mod clip;
 pub mod codec;
-pub mod dtmf;
+pub(crate) mod dtmf;
 pub mod g711;
 pub mod leg;
 mod pacer;
 pub mod ports;
 pub mod rtp;
-pub mod sdp;
-pub mod tts;
+mod sdp;
+pub(crate) mod tts;
 pub mod wav;

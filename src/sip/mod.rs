@@ -85,18 +85,18 @@
 //! was formed with; rgsd faces single-hop peers (trunks, PBXs, phones), for which this is the
 //! address that works through NAT.
 
-pub mod admission;
-pub mod call;
-pub mod dialog;
-pub mod endpoint;
+mod admission;
+mod call;
+mod dialog;
+mod endpoint;
 mod leg;
 pub mod message;
 pub mod policy;
 pub mod registration;
-pub mod resolve;
+mod resolve;
 mod session_timer;
 mod settings;
-pub mod transaction;
+mod transaction;
 pub mod transport;
 mod wire;
 

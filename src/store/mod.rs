@@ -34,15 +34,15 @@
 //! "Now" (for `created_at`, `changed_at`, audit times) comes from a [`Clock`](crate::clock::Clock), never from the
 //! system directly, so tests can pin it.
 
-pub mod agents;
-pub mod audit;
+mod agents;
+mod audit;
 mod error;
-pub mod groups;
-pub mod objects;
+mod groups;
+mod objects;
 pub mod records;
-pub mod tokens;
-pub mod users;
-pub mod writer;
+pub(crate) mod tokens;
+pub(crate) mod users;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -55,11 +55,8 @@
 //! `ReleaseAgent`, `DropAgent`) exactly as the effects say, and a drop guard releases any it
 //! still holds if the task ends early.
 
-pub mod call;
-pub mod schedule;
+pub(crate) mod call;
+pub(crate) mod schedule;
 
 #[cfg(test)]
 pub(crate) mod testing;
-
-pub use call::{AgentId, Call, Effect, Event, Now, Outcome, Phase, SipStatus};
-pub use schedule::{OpenState, is_open};

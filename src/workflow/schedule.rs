@@ -79,7 +79,7 @@ pub enum OpenState {
 ///     OpenState::Holiday("Christmas".into())
 /// );
 /// ```
-pub fn is_open(
+pub(crate) fn is_open(
     hours: Option<&Hours>,
     holidays: &[&HolidaySet],
     tz: Tz,
