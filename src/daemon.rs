@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::acd::call_task::{Controller, Services};
-use crate::acd::runtime::{Acd, Change, PromptCache, Runtime};
+use crate::acd::runtime::{Acd, Change, PromptCache};
 use crate::api::Shared;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
@@ -529,11 +529,6 @@ impl Daemon {
             }
             Err(e) => error!("reload refused: {e:#}"),
         }
-    }
-
-    /// The runtime new calls get.
-    pub(crate) fn runtime(&self) -> Arc<Runtime> {
-        self.acd.current()
     }
 
     /// The reloaded `[[registration]]` list and `[server] rtp_ports` (new calls bind in the new

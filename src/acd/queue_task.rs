@@ -282,11 +282,13 @@ impl Outbox {
         }
     }
 
+    #[cfg(test)]
     /// Messages held.
     pub(super) fn len(&self) -> usize {
         self.held.len()
     }
 
+    #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }

@@ -54,6 +54,7 @@ impl TelephoneEvent {
         })
     }
 
+    #[cfg(test)]
     /// The four payload bytes.
     #[must_use]
     pub(crate) fn to_bytes(self) -> [u8; 4] {

@@ -54,6 +54,7 @@ pub(crate) struct Now {
 }
 
 impl Now {
+    #[cfg(test)]
     /// `self` moved forward by `by` on both clocks (for simulated time in tests and benches).
     #[must_use]
     pub(crate) fn after(self, by: Duration) -> Self {
@@ -421,15 +422,12 @@ impl Call {
         &self.phase
     }
 
-    pub(crate) fn workflow(&self) -> WorkflowId {
-        self.workflow
-    }
-
     /// The call record so far, oldest first.
     pub(crate) fn timeline(&self) -> &[Stamped] {
         &self.timeline
     }
 
+    #[cfg(test)]
     /// How the call ended, once it has.
     pub(crate) fn outcome(&self) -> Option<&Outcome> {
         match &self.phase {

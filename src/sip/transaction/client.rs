@@ -53,6 +53,7 @@ impl ClientNonInvite {
         self.state
     }
 
+    #[cfg(test)]
     pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }

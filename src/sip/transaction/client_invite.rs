@@ -64,6 +64,7 @@ impl ClientInvite {
         self.state
     }
 
+    #[cfg(test)]
     pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }

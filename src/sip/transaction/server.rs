@@ -40,10 +40,12 @@ impl ServerNonInvite {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn state(&self) -> ServerNonInviteState {
         self.state
     }
 
+    #[cfg(test)]
     pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }

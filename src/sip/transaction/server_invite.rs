@@ -54,6 +54,7 @@ impl ServerInvite {
         self.state
     }
 
+    #[cfg(test)]
     pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }
@@ -64,11 +65,6 @@ impl ServerInvite {
 
     pub(crate) fn is_terminated(&self) -> bool {
         self.state == ServerInviteState::Terminated
-    }
-
-    /// Whether a final response has been sent (a CANCEL can no longer take effect).
-    pub(crate) fn is_final(&self) -> bool {
-        self.state != ServerInviteState::Proceeding
     }
 
     /// Sends a response from the user. Ignored (empty actions) once a final was sent.
@@ -176,14 +172,11 @@ impl Answer2xx {
         }
     }
 
-    pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
-        self.armed.deadline(timer)
-    }
-
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.armed.next()
     }
 
+    #[cfg(test)]
     pub(crate) fn is_done(&self) -> bool {
         self.done
     }

@@ -69,6 +69,7 @@ impl Armed {
         self.0.clear();
     }
 
+    #[cfg(test)]
     /// The deadline of `timer`, if armed.
     pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.0.iter().find(|(t, _)| *t == timer).map(|(_, at)| *at)
