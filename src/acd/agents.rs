@@ -546,11 +546,6 @@ impl AgentTable {
             .map_or(0, |t| t.load(Ordering::Acquire))
     }
 
-    /// The instant the table's idle clocks count from.
-    pub fn epoch(&self) -> Instant {
-        self.epoch
-    }
-
     /// The group's round-robin position: index of the member offered its last call. Follows
     /// that agent when a rebuild moved it in the list; `None` when it left the group.
     pub fn round_robin_last(&self, group: &GroupMembers) -> Option<usize> {

@@ -69,9 +69,6 @@ pub enum Refusal {
     /// A manager may act only on the agent groups of queues of workflows that list them.
     #[error("this agent group is not used by a workflow you manage")]
     NotYourGroup,
-    /// A manager may act only on workflows that list them in `managers`.
-    #[error("you do not manage this workflow")]
-    NotYourWorkflow,
     /// A manager may not rename a group or change its participation (queues refer to it).
     #[error("managers may change a group's members, alert time, routing and description only")]
     ManagerGroupField,

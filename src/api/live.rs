@@ -88,11 +88,6 @@ impl Live {
         self.acd.agents()
     }
 
-    /// The owner of the runtime (configuration, queues, agent table).
-    pub fn acd(&self) -> &Arc<Acd> {
-        &self.acd
-    }
-
     /// Subscribes to change announcements.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.events.subscribe()

@@ -44,11 +44,6 @@ impl SipUri {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The user and host (see [`user_host`]).
-    pub fn user_host(&self) -> Option<(&str, &str)> {
-        user_host(&self.0)
-    }
 }
 
 impl std::fmt::Display for SipUri {

@@ -407,12 +407,6 @@ impl Leg {
         self.shared.socket.port()
     }
 
-    /// What the last offer/answer settled; `None` before the answer to rgsd's offer.
-    #[must_use]
-    pub fn negotiated(&self) -> Option<Negotiated> {
-        self.shared.lock().negotiated
-    }
-
     /// Applies the peer's answer to the offer from [`MediaEngine::offer`].
     ///
     /// # Errors

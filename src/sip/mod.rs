@@ -57,10 +57,10 @@
 //!
 //! # Registration
 //!
-//! For each `[[registration]]`, spawn [`registration::run`]`(endpoint.clone(), registration,
-//! shutdown)`: it REGISTERs, answers 401/407 with digest (MD5 or SHA-256, `qop=auth`),
-//! refreshes a minute before expiry (half-time for short ones), backs off 2 s doubling to 5 min
-//! after failures, and logs every state change.
+//! [`registration::Registrations`] keeps one task per `[[registration]]` (started, stopped or
+//! restarted by `apply` on reload): it REGISTERs, answers 401/407 with digest (MD5 or SHA-256,
+//! `qop=auth`), refreshes a minute before expiry (half-time for short ones), backs off 2 s
+//! doubling to 5 min after failures, and logs every state change.
 //!
 //! # Edge policy (before anything reaches the controller)
 //!

@@ -238,18 +238,9 @@ enum Stop {
     Replace,
 }
 
-/// Keeps one registration alive until `shutdown`, logging each state change.
-///
-/// # Cancel safety
-///
-/// Meant to be spawned; stops at the next await point once `shutdown` is cancelled.
-pub async fn run(endpoint: Endpoint, config: Registration, shutdown: CancellationToken) {
-    let (_keep, stop) = oneshot::channel();
-    run_until(endpoint, config, shutdown, stop).await;
-}
-
-/// [`run`], until `stop` says otherwise ([`Stop::Remove`] unregisters first). A dropped sender
-/// counts as [`Stop::Replace`].
+/// Keeps one registration alive until `shutdown` or until `stop` says otherwise
+/// ([`Stop::Remove`] unregisters first), logging each state change. A dropped sender counts as
+/// [`Stop::Replace`].
 async fn run_until(
     endpoint: Endpoint,
     config: Registration,
@@ -424,14 +415,6 @@ impl Registrations {
         // Every wanted entry is now unchanged, restarted or new.
         applied.started = wanted.len() - applied.unchanged - applied.restarted;
         applied
-    }
-
-    /// Addresses of record running now, in configuration order of their start.
-    pub fn running(&self) -> Vec<String> {
-        self.running
-            .iter()
-            .map(|r| r.config.aor.to_string())
-            .collect()
     }
 }
 
