@@ -455,7 +455,7 @@ impl CallTask {
             for &a in &offer.agents {
                 // Claimed for this call by the queue owner (attendant offers ring unclaimed):
                 // from here on only this task moves the agent out of `ringing(this call)`.
-                if self.svc.agents.state(a) == AgentState::Ringing(self.key) {
+                if self.svc.agents.state(a) == Some(AgentState::Ringing(self.key)) {
                     self.claims.insert(a);
                 }
             }
@@ -765,7 +765,7 @@ impl CallTask {
         }
         self.bridged_agent = None;
         let now = Instant::now().into_std();
-        self.svc.agents.call_ended(agent, now, false);
+        self.svc.agents.call_ended(agent, now);
         self.notify_available(agent);
     }
 

@@ -557,7 +557,7 @@ mod tests {
             Dispatch::default(),
             "nobody free: all wait"
         );
-        table.call_ended(AgentId(0), now, false);
+        table.call_ended(AgentId(0), now);
         assert_eq!(
             agents_of(&q.dispatch(&table, now)),
             vec![(1, vec![0])],
@@ -608,7 +608,7 @@ mod tests {
         let now = t0();
         let table = AgentTable::from_config(&c, now);
         table.answered(AgentId(0), CallKey(90));
-        table.set_online(AgentId(1), false, now);
+        assert!(table.claim(AgentId(1), CallKey(91)));
         let mut q = core(&c);
         q.join(CallKey(1));
         let d = q.dispatch(&table, now);
@@ -628,9 +628,9 @@ mod tests {
         q.join(CallKey(1));
         q.join(CallKey(2));
         assert_eq!(q.dispatch(&table, now), Dispatch::default());
-        table.call_ended(AgentId(3), now + Duration::from_secs(30), false);
+        table.call_ended(AgentId(3), now + Duration::from_secs(30));
         assert_eq!(agents_of(&q.dispatch(&table, now)), vec![(1, vec![3])]);
-        table.call_ended(AgentId(1), now + Duration::from_secs(31), false);
+        table.call_ended(AgentId(1), now + Duration::from_secs(31));
         assert_eq!(agents_of(&q.dispatch(&table, now)), vec![(2, vec![1])]);
     }
 
@@ -765,7 +765,7 @@ mod tests {
         q1.join(CallKey(2));
         assert_eq!(agents_of(&q1.dispatch(&table, now)), vec![(2, vec![0])]);
         assert!(q0.dispatch(&table, now).offers.is_empty());
-        assert_eq!(table.state(AgentId(0)), AgentState::Ringing(CallKey(2)));
+        assert_eq!(table.state(AgentId(0)), Some(AgentState::Ringing(CallKey(2))));
     }
 
     #[test]
@@ -793,7 +793,7 @@ mod tests {
         let mut qp = QueueCore::new(QueueId(0), c.queue(QueueId(0)));
         qp.join(CallKey(1));
         assert_eq!(agents_of(&qp.dispatch(&table, now)), vec![(1, vec![0, 2])]);
-        assert_eq!(table.state(AgentId(2)), AgentState::Ringing(CallKey(1)));
+        assert_eq!(table.state(AgentId(2)), Some(AgentState::Ringing(CallKey(1))));
         let mut qa = QueueCore::new(QueueId(1), c.queue(QueueId(1)));
         qa.join(CallKey(2));
         assert_eq!(
@@ -802,7 +802,7 @@ mod tests {
         );
         assert_eq!(
             table.state(AgentId(2)),
-            AgentState::Ringing(CallKey(1)),
+            Some(AgentState::Ringing(CallKey(1))),
             "not claimed"
         );
     }
@@ -830,7 +830,7 @@ mod tests {
             // Answered and done.
             q.leave(CallKey(k));
             table.answered(agent, CallKey(k));
-            table.call_ended(agent, now + Duration::from_secs(u64::from(k)), false);
+            table.call_ended(agent, now + Duration::from_secs(u64::from(k)));
         }
         assert_eq!(counts, [2, 2, 2]);
     }
@@ -1195,7 +1195,7 @@ mod wired {
                 Effect::HangupPeer | Effect::Hangup => {
                     let agent = self.bridged.remove(&key);
                     if let Some(agent) = agent {
-                        self.table.call_ended(agent, now, false);
+                        self.table.call_ended(agent, now);
                     }
                     agent
                 }
@@ -1325,7 +1325,7 @@ mod wired {
         w.arrive(2);
         assert_eq!(w.ringing_for(2), vec![0]);
         w.send(CallKey(2), Event::CallerHungUp);
-        assert_eq!(w.table.state(AgentId(0)), AgentState::Idle);
+        assert_eq!(w.table.state(AgentId(0)), Some(AgentState::Idle));
         assert_eq!(
             w.ringing_for(1),
             Vec::<u32>::new(),
@@ -1339,7 +1339,7 @@ mod wired {
         w.send(CallKey(1), Event::AgentAnswered(AgentId(0)));
         w.send(CallKey(1), Event::PeerHungUp);
         assert_eq!(w.outcome(1), Some(&Outcome::Answered { agent: AgentId(0) }));
-        assert_eq!(w.table.state(AgentId(0)), AgentState::Idle);
+        assert_eq!(w.table.state(AgentId(0)), Some(AgentState::Idle));
     }
 
     #[test]

@@ -390,7 +390,7 @@ impl Owner {
             if let Event::Offered(offer) = &event {
                 for &a in &offer.agents {
                     // Attendant offers ring without a claim: only ours are given back.
-                    if self.agents.state(a) == AgentState::Ringing(call) {
+                    if self.agents.state(a) == Some(AgentState::Ringing(call)) {
                         self.agents.release(a, call);
                     }
                 }

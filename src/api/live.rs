@@ -257,8 +257,6 @@ fn state_name(state: AgentState) -> &'static str {
         AgentState::Idle => "idle",
         AgentState::Ringing(_) => "ringing",
         AgentState::Busy { .. } => "busy",
-        AgentState::WrapUp => "wrap_up",
-        AgentState::Offline => "offline",
     }
 }
 
@@ -299,9 +297,9 @@ fn queue_snapshot(
             }
             signed_in += 1;
             match table.state(aid) {
-                AgentState::Idle => eligible += 1,
-                AgentState::Ringing(_) | AgentState::Busy { .. } | AgentState::WrapUp => busy += 1,
-                AgentState::Offline => {}
+                Some(AgentState::Idle) => eligible += 1,
+                Some(AgentState::Ringing(_) | AgentState::Busy { .. }) => busy += 1,
+                None => {}
             }
         }
     }
@@ -337,7 +335,7 @@ fn agent_snapshot(
         .collect();
     AgentSnapshot {
         sip_uri: uri.to_owned(),
-        state: state_name(table.state(aid)),
+        state: table.state(aid).map_or("unknown", state_name),
         current_call: calls
             .iter()
             .find(|c| c.agent.as_deref() == Some(uri))

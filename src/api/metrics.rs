@@ -249,7 +249,7 @@ pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> 
     );
 
     header(&mut out, "rgsd_agents", "gauge", "Agents by state.");
-    for state in ["idle", "ringing", "busy", "wrap_up", "offline"] {
+    for state in ["idle", "ringing", "busy"] {
         let n = live.agents.iter().filter(|a| a.state == state).count();
         let _ = writeln!(out, "rgsd_agents{{state=\"{state}\"}} {n}");
     }
