@@ -126,7 +126,8 @@ impl IdleCase {
             table.answered(id, CallKey(u32::MAX));
             table.call_ended(
                 id,
-                now + Duration::from_millis(((a * 7919) % AGENTS) as u64));
+                now + Duration::from_millis(((a * 7919) % AGENTS) as u64),
+            );
         }
         let queue = QueueCore::new(QueueId(0), config.queue(QueueId(0)));
         Self {

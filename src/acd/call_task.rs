@@ -63,6 +63,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey};
 use crate::acd::observe::{CallObserver, CallSnapshot, CallStage, NoObserver};
+use crate::acd::queue::{Command, command_for};
 use crate::acd::queue_task::{Outbox, QueueMsg};
 use crate::acd::record;
 use crate::acd::router;
@@ -584,25 +585,14 @@ impl CallTask {
                 };
                 self.hand_to_queue(queue, msg);
             }
-            Effect::Dequeue(queue) => {
-                if self.queue == Some(queue) {
-                    self.queue = None;
+            Effect::Dequeue(_) | Effect::NoteRefusal { .. } | Effect::NextOffer(_) => {
+                if let Some((queue, command)) = command_for(self.key, &effect) {
+                    if matches!(effect, Effect::Dequeue(_)) && self.queue == Some(queue) {
+                        self.queue = None;
+                    }
+                    self.hand_to_queue(queue, QueueMsg::Core(command));
                 }
-                self.hand_to_queue(queue, QueueMsg::Leave(self.key));
             }
-            Effect::NoteRefusal {
-                queue,
-                agent,
-                until,
-            } => {
-                let msg = QueueMsg::Refused {
-                    call: self.key,
-                    agent,
-                    until,
-                };
-                self.hand_to_queue(queue, msg);
-            }
-            Effect::NextOffer(queue) => self.hand_to_queue(queue, QueueMsg::OfferEnded(self.key)),
             Effect::Ring(agent) => {
                 let uri = self.uri_of(agent);
                 let headers = self.context_headers();
@@ -806,7 +796,10 @@ impl CallTask {
         }
         self.outbox.send_now(&self.ctx.queues);
         if let Some(queue) = self.queue.take() {
-            let _ = self.ctx.queues.try_send(queue, QueueMsg::Leave(self.key));
+            let _ = self
+                .ctx
+                .queues
+                .try_send(queue, QueueMsg::Core(Command::Leave(self.key)));
         }
         if self.caller_open && !matches!(self.machine.phase(), Phase::Ended(_)) {
             let _ = self.caller.bye();

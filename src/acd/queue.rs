@@ -28,8 +28,9 @@
 //!   with stable agent and group ids (see [`super::agents`]); a dispatch reads one membership
 //!   snapshot of it.
 //! - **Queue owner task**, one per queue: owns a `QueueCore` and a map `CallKey → call task
-//!   sender`. Its inbox (a bounded `mpsc`) carries [`Command`]s: `Join`, `Leave`, `Refused`,
-//!   `OfferEnded` from call tasks ([`command_for`] maps a call's effects to them) and
+//!   sender`. Its inbox (a bounded `mpsc`) carries [`Command`]s (wrapped in
+//!   `queue_task::QueueMsg`, whose `Join` also carries the call's inbox): `Join`, `Leave`,
+//!   `Refused`, `OfferEnded` from call tasks ([`command_for`] maps a call's effects to them) and
 //!   `AgentAvailable` from whoever frees an agent. For each it calls [`QueueCore::handle`] and
 //!   sends the `(CallKey, Event)` pairs it pushes (entered, overflowed, offered) to the call
 //!   tasks; it sleeps until the next message or the returned grace-period wake-up.
@@ -53,9 +54,7 @@ use std::time::Instant;
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey, Membership};
 use crate::acd::routing::{self, Exclusions, Pick, Refusal};
-use crate::config::model::{
-    AgentGroupId, Config, OverflowCandidate, Queue, QueueId, RoutingMethod,
-};
+use crate::config::model::{AgentGroupId, OverflowCandidate, Queue, QueueId, RoutingMethod};
 use crate::workflow::call::{Effect, Entry, Event, Offer};
 
 /// A message to a queue owner. [`command_for`] derives the ones a call's effects carry.
@@ -116,8 +115,10 @@ pub fn command_for(call: CallKey, effect: &Effect) -> Option<(QueueId, Command)>
 }
 
 /// For each agent group (by index), the queues that offer calls to it: where to send
-/// [`Command::AgentAvailable`] when one of the group's agents frees up.
-pub fn queues_by_group(config: &Config) -> Vec<Vec<QueueId>> {
+/// [`Command::AgentAvailable`] when one of the group's agents frees up (the wired tests; the
+/// daemon asks `queue_task::Queues::wake_groups`).
+#[cfg(test)]
+pub fn queues_by_group(config: &crate::config::model::Config) -> Vec<Vec<QueueId>> {
     let mut by_group = vec![Vec::new(); config.agent_groups.len()];
     for (q, queue) in config.queues.iter().enumerate() {
         let id = QueueId(u32::try_from(q).unwrap_or(u32::MAX));
@@ -765,7 +766,10 @@ mod tests {
         q1.join(CallKey(2));
         assert_eq!(agents_of(&q1.dispatch(&table, now)), vec![(2, vec![0])]);
         assert!(q0.dispatch(&table, now).offers.is_empty());
-        assert_eq!(table.state(AgentId(0)), Some(AgentState::Ringing(CallKey(2))));
+        assert_eq!(
+            table.state(AgentId(0)),
+            Some(AgentState::Ringing(CallKey(2)))
+        );
     }
 
     #[test]
@@ -793,7 +797,10 @@ mod tests {
         let mut qp = QueueCore::new(QueueId(0), c.queue(QueueId(0)));
         qp.join(CallKey(1));
         assert_eq!(agents_of(&qp.dispatch(&table, now)), vec![(1, vec![0, 2])]);
-        assert_eq!(table.state(AgentId(2)), Some(AgentState::Ringing(CallKey(1))));
+        assert_eq!(
+            table.state(AgentId(2)),
+            Some(AgentState::Ringing(CallKey(1)))
+        );
         let mut qa = QueueCore::new(QueueId(1), c.queue(QueueId(1)));
         qa.join(CallKey(2));
         assert_eq!(
