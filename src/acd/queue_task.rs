@@ -274,8 +274,8 @@ impl Outbox {
         }
     }
 
-    #[cfg(test)]
     /// Messages held.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.held.len()
     }

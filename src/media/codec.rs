@@ -33,6 +33,7 @@ impl Codec {
     }
 
     /// The code of silence.
+    #[cfg(test)]
     #[must_use]
     pub const fn silence(self) -> u8 {
         match self {

@@ -54,8 +54,8 @@ impl TelephoneEvent {
         })
     }
 
-    #[cfg(test)]
     /// The four payload bytes.
+    #[cfg(test)]
     #[must_use]
     pub(crate) fn to_bytes(self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();

@@ -162,8 +162,10 @@ pub static ULAW_TO_ALAW: [u8; 256] = build_ulaw_to_alaw();
 pub static ALAW_TO_ULAW: [u8; 256] = build_alaw_to_ulaw();
 
 /// The µ-law code of silence.
+#[cfg(test)]
 pub const ULAW_SILENCE: u8 = linear_to_ulaw(0);
 /// The A-law code of silence.
+#[cfg(test)]
 pub const ALAW_SILENCE: u8 = linear_to_alaw(0);
 
 #[cfg(test)]

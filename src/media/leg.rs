@@ -402,6 +402,7 @@ pub struct Leg {
 
 impl Leg {
     /// The leg's local RTP port.
+    #[cfg(test)]
     #[must_use]
     pub fn local_port(&self) -> u16 {
         self.shared.socket.port()

@@ -68,12 +68,14 @@ impl RtpStream {
     }
 
     /// The sequence number the next packet gets.
+    #[cfg(test)]
     #[must_use]
     pub fn next_seq(&self) -> u16 {
         self.next_seq
     }
 
     /// The timestamp the next frame gets.
+    #[cfg(test)]
     #[must_use]
     pub fn next_timestamp(&self) -> u32 {
         self.next_ts

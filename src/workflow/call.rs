@@ -54,8 +54,8 @@ pub(crate) struct Now {
 }
 
 impl Now {
-    #[cfg(test)]
     /// `self` moved forward by `by` on both clocks (for simulated time in tests and benches).
+    #[cfg(test)]
     #[must_use]
     pub(crate) fn after(self, by: Duration) -> Self {
         Self {
@@ -427,8 +427,8 @@ impl Call {
         &self.timeline
     }
 
-    #[cfg(test)]
     /// How the call ended, once it has.
+    #[cfg(test)]
     pub(crate) fn outcome(&self) -> Option<&Outcome> {
         match &self.phase {
             Phase::Ended(outcome) => Some(outcome),

@@ -69,8 +69,8 @@ impl Armed {
         self.0.clear();
     }
 
-    #[cfg(test)]
     /// The deadline of `timer`, if armed.
+    #[cfg(test)]
     pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.0.iter().find(|(t, _)| *t == timer).map(|(_, at)| *at)
     }
