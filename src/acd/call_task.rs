@@ -162,7 +162,7 @@ impl Controller {
 }
 
 /// Runs one inbound call from INVITE to call record.
-pub async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc<Services>) {
+pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc<Services>) {
     let info = incoming.info().clone();
     // Routed once, by the endpoint (404 and 480 were answered there).
     let Some(workflow) = router::workflow_of(&ctx.config, incoming.route()) else {

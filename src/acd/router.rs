@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use crate::config::model::{Config, WorkflowId};
 use crate::sip::{CallRouter, RouteDecision, RouteId};
 
-pub use crate::config::uri::user_host;
+pub(crate) use crate::config::uri::user_host;
 
 /// The workflow whose URI has the Request-URI's user and host (host compared without case).
 ///
@@ -16,7 +16,7 @@ pub use crate::config::uri::user_host;
 /// the workflow is configured as `sip:sales@rgsd-host`. When no workflow has that exact
 /// user and host, a workflow is still found by user part alone if exactly one has it (a trunk
 /// that rewrites the host to rgsd's IP address).
-pub fn lookup(config: &Config, request_uri: &str) -> Option<WorkflowId> {
+pub(crate) fn lookup(config: &Config, request_uri: &str) -> Option<WorkflowId> {
     let (user, host) = user_host(request_uri)?;
     let mut by_user = None;
     let mut users = 0;
@@ -38,12 +38,12 @@ pub fn lookup(config: &Config, request_uri: &str) -> Option<WorkflowId> {
 }
 
 /// The SIP layer's opaque route id for a workflow.
-pub fn route_id(id: WorkflowId) -> RouteId {
+pub(crate) fn route_id(id: WorkflowId) -> RouteId {
     RouteId(u64::from(id.0))
 }
 
 /// The workflow a route id names, if `config` has it.
-pub fn workflow_of(config: &Config, route: RouteId) -> Option<WorkflowId> {
+pub(crate) fn workflow_of(config: &Config, route: RouteId) -> Option<WorkflowId> {
     let id = u32::try_from(route.0).ok()?;
     (usize::try_from(id).ok()? < config.workflows.len()).then_some(WorkflowId(id))
 }

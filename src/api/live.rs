@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use super::metrics::Metrics;
-pub use super::snapshot::{AgentSnapshot, CallPhase, LiveCall, LiveSnapshot, QueueSnapshot};
+pub(crate) use super::snapshot::{AgentSnapshot, CallPhase, LiveCall, LiveSnapshot, QueueSnapshot};
 use crate::acd::agents::{AgentId, AgentState, AgentTable, Membership, SignInError};
 use crate::acd::observe::{CallObserver, CallSnapshot};
 use crate::acd::runtime::{Acd, Change, ReloadError};

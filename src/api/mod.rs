@@ -28,7 +28,7 @@ mod agents;
 mod auth;
 mod error;
 mod extract;
-pub mod live;
+pub(crate) mod live;
 mod metrics;
 pub mod objects;
 mod prompts;
@@ -57,6 +57,7 @@ use crate::store::Store;
 pub use error::ApiError;
 pub use live::Live;
 pub use metrics::Metrics;
+pub use snapshot::{CallPhase, LiveCall};
 
 /// The API's state, built by the daemon: the live configuration, the store, the clock, the live
 /// side and revoked tokens. Every handler receives a clone.

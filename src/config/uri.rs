@@ -64,7 +64,7 @@ fn rsip_uri(text: &str) -> Option<rsip::Uri> {
 /// The `user@host` of a SIP URI, without scheme, port or parameters (and without the `<>` of a
 /// name-addr). `None` when the text is not a `sip:`/`sips:` URI with a user part. Borrowed from
 /// the text: routing calls it on every INVITE.
-pub fn user_host(uri: &str) -> Option<(&str, &str)> {
+pub(crate) fn user_host(uri: &str) -> Option<(&str, &str)> {
     let uri = uri.trim().trim_start_matches('<');
     let rest = uri
         .strip_prefix("sip:")

@@ -12,14 +12,22 @@
 //!   [`g711`], [`wav`], [`tts`]: audio.
 
 pub(crate) mod assets;
-pub mod clip;
-pub mod codec;
+pub(crate) mod clip;
+pub(crate) mod codec;
 pub(crate) mod dtmf;
-pub mod g711;
-pub mod leg;
+pub(crate) mod g711;
+pub(crate) mod leg;
 mod pacer;
-pub mod ports;
-pub mod rtp;
+pub(crate) mod ports;
+pub(crate) mod rtp;
 mod sdp;
 pub(crate) mod tts;
-pub mod wav;
+pub(crate) mod wav;
+
+pub use clip::tone_loop;
+pub use codec::Codec;
+pub use g711::ulaw_to_linear;
+pub use leg::{LegOptions, MediaEngine};
+pub use ports::PortPool;
+pub use rtp::{MAX_PACKET, Relay, RtpStream, StreamFormat};
+pub use wav::config_probe;

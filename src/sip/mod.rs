@@ -57,7 +57,7 @@
 //!
 //! # Registration
 //!
-//! [`registration::Registrations`] keeps one task per `[[registration]]` (started, stopped or
+//! `registration::Registrations` keeps one task per `[[registration]]` (started, stopped or
 //! restarted by `apply` on reload): it REGISTERs, answers 401/407 with digest (MD5 or SHA-256,
 //! `qop=auth`), refreshes a minute before expiry (half-time for short ones), backs off 2 s
 //! doubling to 5 min after failures, and logs every state change.
@@ -91,8 +91,8 @@ mod dialog;
 mod endpoint;
 mod leg;
 pub mod message;
-pub mod policy;
-pub mod registration;
+pub(crate) mod policy;
+pub(crate) mod registration;
 mod resolve;
 mod session_timer;
 mod settings;
@@ -103,4 +103,6 @@ mod wire;
 pub use admission::{CallRouter, RouteDecision, RouteId};
 pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure, OutboundCall};
 pub use endpoint::{Endpoint, EndpointConfig, InviteError, RequestError, TransactionCounts};
+pub use policy::RateLimit;
+pub use registration::{Next, Registrar, RegistrationState};
 pub use transport::{BindError, BoundListener};
