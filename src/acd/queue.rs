@@ -16,8 +16,8 @@
 //! 2. nobody eligible → the next group at once (`docs/behaviour.md`, Queues), cycling after the
 //!    last back to the first;
 //! 3. after one full cycle without anybody, the call waits (music on hold) at its group, with a
-//!    fresh pass, until the queue is dispatched again (an agent freed, signed in, came online,
-//!    or a grace period ended: see [`Dispatch::wake_at`]);
+//!    fresh pass, until the queue is dispatched again (an agent freed or signed in, or a grace
+//!    period ended: see [`Dispatch::wake_at`]);
 //! 4. when [`QueueCore::offer_ended`] says an offer went unanswered (alert time, or all refused),
 //!    the next dispatch goes on with the next agent of the group (serial, round robin, longest
 //!    idle) or the next group (parallel, attendant, or after the last agent).
@@ -40,7 +40,7 @@
 //!   [`AgentTable`] call (`release`, `answered`, `call_ended`); after a release or a call end it
 //!   sends `AgentAvailable` to every queue of every group of that agent
 //!   ([`Membership::groups_of`], `queue_task::Queues::wake_groups`).
-//! - Sign-in, sign-out and presence write the table and send `AgentAvailable` the same way.
+//! - Sign-in and sign-out write the table and send `AgentAvailable` the same way.
 //!
 //! The `wired` tests at the bottom of this file are that driver in miniature, synchronous and on
 //! simulated time.
@@ -73,8 +73,7 @@ pub enum Command {
     /// The call's offer ended unanswered (`Effect::NextOffer`).
     OfferEnded(CallKey),
     /// An agent of one of this queue's groups may have become eligible: freed (claim released,
-    /// call ended, wrap-up over), signed in, or back online. Also sent by the owner to itself at
-    /// [`Dispatch::wake_at`].
+    /// call ended) or signed in. Also sent by the owner to itself at [`Dispatch::wake_at`].
     AgentAvailable,
 }
 

@@ -196,8 +196,8 @@ impl Queues {
     }
 
     /// Tells the queues that offer calls to any of `groups` to dispatch: one of their agents
-    /// was freed, signed in, or came online. Never waits: a full inbox already holds messages
-    /// that will each dispatch.
+    /// was freed or signed in. Never waits: a full inbox already holds messages that will each
+    /// dispatch.
     pub fn wake_groups(&self, groups: &[AgentGroupId]) {
         let serves = |q: &Queue| q.agent_groups.iter().any(|g| groups.contains(g));
         for h in self.owners.iter().filter(|h| serves(&h.queue)) {
