@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use rgsd::media::clip::tone_loop;
-use rgsd::media::leg::{LegOptions, MediaEngine};
-use rgsd::media::ports::PortPool;
+use rgsd::media::PortPool;
+use rgsd::media::tone_loop;
+use rgsd::media::{LegOptions, MediaEngine};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UdpSocket;

@@ -6,8 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rgsd::media::codec::Codec;
-use rgsd::media::rtp::{MAX_PACKET, Relay, RtpStream, StreamFormat};
+use rgsd::media::Codec;
+use rgsd::media::{MAX_PACKET, Relay, RtpStream, StreamFormat};
 use rtp_rs::{RtpPacketBuilder, Seq};
 
 const PCMU: StreamFormat = StreamFormat {

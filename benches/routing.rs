@@ -127,7 +127,6 @@ impl IdleCase {
             table.call_ended(
                 id,
                 now + Duration::from_millis(((a * 7919) % AGENTS) as u64),
-                false,
             );
         }
         let queue = QueueCore::new(QueueId(0), config.queue(QueueId(0)));
@@ -199,7 +198,7 @@ impl BusyCase {
         self.next_key = self.next_key.wrapping_add(1);
         self.now += Duration::from_millis(1);
         let start = clock();
-        self.table.call_ended(agent, self.now, false);
+        self.table.call_ended(agent, self.now);
         let d = self.queue.dispatch(&self.table, self.now);
         self.queue.join(key);
         let elapsed = start.elapsed();

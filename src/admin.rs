@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use crate::config::{EXIT_CONFIG, print_diagnostics};
 
 /// Runs `fut` to completion on a new multi-threaded runtime (every command that does I/O).
-pub fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
+pub(crate) fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,7 +25,7 @@ pub fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
 /// `rgsd user …`. Exit status as `rgsd token create`: 0 done, 78 configuration error, 1 any
 /// other failure (refused password, unknown or duplicate user, database), with the reason on
 /// stderr.
-pub fn user_main(config: PathBuf, name: String, action: UserAction) -> ExitCode {
+pub(crate) fn user_main(config: PathBuf, name: String, action: UserAction) -> ExitCode {
     use crate::store::users::{PasswordError, PasswordHash};
     // The password is read (and hashed) before the runtime starts: a terminal prompt must not
     // sit on an async thread, and a refused password needs no database.
@@ -70,7 +70,7 @@ pub fn user_main(config: PathBuf, name: String, action: UserAction) -> ExitCode 
 }
 
 /// What `rgsd user` does; the role is named as the store spells it (`admin`, `manager`, `agent`).
-pub enum UserAction {
+pub(crate) enum UserAction {
     Add(&'static str, Option<PathBuf>),
     Passwd(Option<PathBuf>),
     Remove,
@@ -241,7 +241,7 @@ async fn open_store(
 }
 
 /// `rgsd check --database`: the file plus the database's objects.
-pub async fn check_with_database(
+pub(crate) async fn check_with_database(
     path: PathBuf,
     deny_warnings: bool,
     check_environment: bool,
@@ -290,7 +290,7 @@ pub async fn check_with_database(
 }
 
 /// `rgsd export`: the database's objects as TOML on stdout.
-pub async fn export(path: PathBuf) -> ExitCode {
+pub(crate) async fn export(path: PathBuf) -> ExitCode {
     let (_, store) = match open_store(&path).await {
         Ok(s) => s,
         Err(code) => return code,
@@ -317,7 +317,7 @@ pub async fn export(path: PathBuf) -> ExitCode {
 }
 
 /// `rgsd import FILE`: the file's objects into the database, checked as a whole first.
-pub async fn import(path: PathBuf, file: PathBuf) -> ExitCode {
+pub(crate) async fn import(path: PathBuf, file: PathBuf) -> ExitCode {
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) => {

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::acd::call_task::{Controller, Services};
-use crate::acd::runtime::{Acd, Change, PromptCache, Runtime};
+use crate::acd::runtime::{Acd, Change, PromptCache};
 use crate::api::Shared;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::model::{Config, Transport};
@@ -59,18 +59,18 @@ use crate::store::{RecordWriter, Role, Store, WriterOptions};
 mod watch;
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The addresses the daemon actually bound (ports resolved).
 #[derive(Debug, Clone)]
-pub struct Bound {
+pub(crate) struct Bound {
     pub sip: Vec<(Transport, SocketAddr)>,
     pub http: SocketAddr,
 }
 
 impl Bound {
     /// The readiness line printed on stdout.
-    pub fn ready_line(&self) -> String {
+    pub(crate) fn ready_line(&self) -> String {
         let sip: Vec<String> = self
             .sip
             .iter()
@@ -87,7 +87,7 @@ impl Bound {
 }
 
 /// `rgsd serve`.
-pub async fn serve_main(path: PathBuf) -> ExitCode {
+pub(crate) async fn serve_main(path: PathBuf) -> ExitCode {
     let Some(config) = load_or_report(&path) else {
         return ExitCode::from(EXIT_CONFIG);
     };
@@ -143,7 +143,7 @@ fn raise_open_files_limit(max_calls: u32) {
 }
 
 /// `rgsd migrate`.
-pub async fn migrate_main(path: PathBuf) -> ExitCode {
+pub(crate) async fn migrate_main(path: PathBuf) -> ExitCode {
     let Some(config) = load_or_report(&path) else {
         return ExitCode::from(EXIT_CONFIG);
     };
@@ -169,7 +169,7 @@ pub async fn migrate_main(path: PathBuf) -> ExitCode {
 
 /// `rgsd token create`: migrates the database if needed, issues a token for `role` (`admin`,
 /// `manager` or `agent`) and `subject`, audits it and prints it once.
-pub async fn token_create_main(path: PathBuf, role: &str, subject: String) -> ExitCode {
+pub(crate) async fn token_create_main(path: PathBuf, role: &str, subject: String) -> ExitCode {
     let opts = LoadOptions {
         check_environment: false,
     };
@@ -229,7 +229,7 @@ pub async fn token_create_main(path: PathBuf, role: &str, subject: String) -> Ex
 ///
 /// # Errors
 /// Every problem found (see [`config::load_with_audio`]).
-pub fn load_config(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
+pub(crate) fn load_config(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
     config::load_with_audio(path, opts, crate::media::wav::config_probe)
 }
 
@@ -260,7 +260,7 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// The signals the daemon acts on, installed before anything else so none is lost.
-pub struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -271,7 +271,7 @@ impl Signals {
     ///
     /// # Errors
     /// The OS refused a handler.
-    pub fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
@@ -281,7 +281,7 @@ impl Signals {
 }
 
 /// A started daemon.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub shared: Shared,
     /// The SIP endpoint (cloneable handle); the call controller starts outbound legs on it.
     pub endpoint: crate::sip::Endpoint,
@@ -310,7 +310,7 @@ impl Daemon {
     ///
     /// # Errors
     /// Database unreachable, a migration failed, a listener could not be bound.
-    pub async fn start(
+    pub(crate) async fn start(
         config: Config,
         clock: SharedClock,
         shutdown: CancellationToken,
@@ -486,7 +486,7 @@ impl Daemon {
     ///
     /// # Errors
     /// None today; the `Result` leaves room for a fatal error in a long-running task.
-    pub async fn run_until_signal(
+    pub(crate) async fn run_until_signal(
         mut self,
         mut signals: Signals,
         config_path: PathBuf,
@@ -514,7 +514,7 @@ impl Daemon {
 
     /// Loads the file again, with the objects stored in the database; applies the result only
     /// when it is entirely valid.
-    pub async fn reload(&self, path: &Path) {
+    pub(crate) async fn reload(&self, path: &Path) {
         let objects = &self.shared.objects;
         let _guard = objects.lock().await;
         let merged = match crate::api::objects::load_with_database(
@@ -561,11 +561,6 @@ impl Daemon {
         }
     }
 
-    /// The runtime new calls get.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.acd.current()
-    }
-
     /// The reloaded `[[registration]]` list and `[server] rtp_ports` (new calls bind in the new
     /// range; calls in progress keep their ports).
     fn apply_sip_and_media(&self, config: &Config) {
@@ -593,7 +588,7 @@ impl Daemon {
 
     /// Stops taking calls (new INVITEs get 503), gives the calls in progress `grace` to end,
     /// then stops the SIP endpoint and every other task.
-    pub async fn stop(self, grace: Duration) {
+    pub(crate) async fn stop(self, grace: Duration) {
         notify(&[sd_notify::NotifyState::Stopping]);
         self.shutdown.cancel();
         self.calls.close();

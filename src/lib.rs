@@ -11,12 +11,12 @@
 //! reload and shutdown travel. `docs/behaviour.md` holds the response-group rules the code
 //! follows.
 //!
-//! - [`util`]: tiny helpers every layer may use (`sleep_until`, `random_token`).
+//! - `util`: tiny helpers every layer may use (`sleep_until`, `random_token`).
 //! - [`clock`]: the only reader of the wall clock.
 //! - [`config`]: TOML → validated [`config::model::Config`]; every error at once, with file,
 //!   line and key; the file and the database's objects compiled together ([`config::merge`]);
 //!   SIP URIs ([`config::uri`]).
-//! - [`workflow`]: pure call logic: schedules, IVR, the per-call state machine.
+//! - `workflow`: pure call logic: schedules, IVR, the per-call state machine.
 //! - [`sip`]: transports, messages, transactions, each leg's user-agent core, admission, the
 //!   endpoint driver, registration.
 //! - [`media`]: SDP, RTP legs, prompt and music playback, DTMF, bridging, the RTP port pool.
@@ -25,21 +25,21 @@
 //!   tasks, routing decisions.
 //! - [`api`]: HTTP API (configuration objects, agents, sign-in, live state, reports, metrics),
 //!   agent page and wallboard.
-//! - [`daemon`]: the composition root: builds every layer, owns signals, shutdown and reload.
-//! - [`admin`]: the offline commands that open the database (`user`, `check --database`,
+//! - `daemon`: the composition root: builds every layer, owns signals, shutdown and reload.
+//! - `admin`: the offline commands that open the database (`user`, `check --database`,
 //!   `export`, `import`).
 //! - [`cli`]: the command line (`serve`, `check`, `migrate`, `token create`, `user`, `export`,
 //!   `import`).
 
 pub mod acd;
-pub mod admin;
+mod admin;
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod daemon;
+mod daemon;
 pub mod media;
 pub mod sip;
 pub mod store;
-pub mod util;
-pub mod workflow;
+mod util;
+mod workflow;

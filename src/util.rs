@@ -9,7 +9,7 @@ use tokio::time::Instant;
 ///
 /// # Cancel safety
 /// Cancel safe: dropping it loses nothing.
-pub async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -26,7 +26,7 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 /// # Errors
 /// The operating system's random source failed (on Linux, only before the kernel's pool is
 /// initialised at boot, which `getrandom` waits for).
-pub fn try_random_token(len: usize) -> Result<String, getrandom::Error> {
+pub(crate) fn try_random_token(len: usize) -> Result<String, getrandom::Error> {
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
     while out.len() < len {
@@ -45,7 +45,7 @@ pub fn try_random_token(len: usize) -> Result<String, getrandom::Error> {
 /// [`try_random_token`] for identifiers that cannot wait for an error path (SIP tags and
 /// branches). If the operating system's source fails, the token comes from a non-cryptographic
 /// generator seeded per thread, which keeps identifiers unique, and the failure is logged.
-pub fn random_token(len: usize) -> String {
+pub(crate) fn random_token(len: usize) -> String {
     try_random_token(len).unwrap_or_else(|e| {
         tracing::error!(error = %e, "the system random source failed; using a weaker generator");
         std::iter::repeat_with(fastrand::alphanumeric)

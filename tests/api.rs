@@ -21,10 +21,10 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use rgsd::acd::runtime::{Acd, PromptCache};
 use rgsd::api::Shared;
-use rgsd::api::live::{CallPhase, LiveCall};
 use rgsd::api::objects::Objects;
 use rgsd::api::reports::fixture;
 use rgsd::api::{self, Live};
+use rgsd::api::{CallPhase, LiveCall};
 use rgsd::clock::ManualClock;
 use rgsd::config::LoadOptions;
 use rgsd::config::model::{Config, SipUri};
@@ -275,7 +275,7 @@ async fn metric(app: &App, series: &str) -> f64 {
 /// `/metrics`: an update lists the call, its end unlists it, counts the outcome and observes
 /// the wait; a call refused before any update is counted without touching the list.
 async fn call_observer_feeds_live_calls_and_metrics(app: &App) {
-    use rgsd::acd::observe::{CallObserver, CallSnapshot, CallStage};
+    use rgsd::acd::{CallObserver, CallSnapshot, CallStage};
     use rgsd::store::CallOutcome;
     let observer: &dyn CallObserver = app.shared.live.as_ref();
     let answered = "rgsd_calls_total{outcome=\"answered\"}";

@@ -30,7 +30,7 @@ fn opts() -> LoadOptions {
 
 /// All diagnostics of a load, errors and warnings alike.
 fn diagnostics(path: &Path) -> Vec<Diagnostic> {
-    match load_with_audio(path, &opts(), rgsd::media::wav::config_probe) {
+    match load_with_audio(path, &opts(), rgsd::media::config_probe) {
         Ok(loaded) => loaded.warnings,
         Err(all) => all,
     }
@@ -199,7 +199,7 @@ fn one_file_with_many_different_errors_reports_them_all_at_once() {
 #[test]
 fn a_missing_config_file_is_one_diagnostic() {
     let path = bad_dir().join("does-not-exist.toml");
-    let errors = load_with_audio(&path, &opts(), rgsd::media::wav::config_probe).unwrap_err();
+    let errors = load_with_audio(&path, &opts(), rgsd::media::config_probe).unwrap_err();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].line, 0);
     assert!(

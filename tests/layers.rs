@@ -322,23 +322,26 @@ fn references(module: &[String], src: &str) -> Vec<Reference> {
     out
 }
 
-/// `pub use sub::Name` and `pub use sub::{A, B}` in a `mod.rs` (or `foo.rs` with a `foo/`
+/// `pub use sub::Name` and `pub use sub::{A, B}` (or `pub(crate) use`) in a `mod.rs` (or `foo.rs` with a `foo/`
 /// folder): which submodule defines each re-exported name.
 fn re_exports(src: &str) -> HashMap<String, String> {
     let clean = blank_comments_and_strings(src);
     let b: Vec<char> = clean.chars().collect();
     let mut out = HashMap::new();
     let text: String = b.iter().collect();
-    let mut from = 0;
-    while let Some(pos) = text[from..].find("pub use ") {
-        let at = from + pos + "pub use ".len();
-        let start = text[..at].chars().count();
-        for path in read_paths(&b, start) {
-            if path.len() >= 2 && path[0] != "crate" && path[0] != "super" {
-                out.insert(path[path.len() - 1].clone(), path[0].clone());
+    // A crate-private re-export (`pub(crate) use`, `pub(super) use`) is an arrow just the same.
+    for keyword in ["pub use ", "pub(crate) use ", "pub(super) use "] {
+        let mut from = 0;
+        while let Some(pos) = text[from..].find(keyword) {
+            let at = from + pos + keyword.len();
+            let start = text[..at].chars().count();
+            for path in read_paths(&b, start) {
+                if path.len() >= 2 && path[0] != "crate" && path[0] != "super" {
+                    out.insert(path[path.len() - 1].clone(), path[0].clone());
+                }
             }
+            from = at;
         }
-        from = at;
     }
     out
 }

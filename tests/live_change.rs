@@ -51,7 +51,7 @@ fn tone_wav(hz: f64, ms: u32) -> Vec<u8> {
 fn frame_hz(payload: &[u8]) -> f64 {
     let samples: Vec<i16> = payload
         .iter()
-        .map(|b| rgsd::media::g711::ulaw_to_linear(*b))
+        .map(|b| rgsd::media::ulaw_to_linear(*b))
         .collect();
     let crossings = samples
         .windows(2)

@@ -9,9 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use rgsd::config::merge::ObjectKind;
+use rgsd::config::ObjectKind;
 use rgsd::config::model::{DatabaseUrl, Secret};
-use rgsd::store::objects::{CONFIG_CHANNEL, ConfigEvent, ConfigListener};
+use rgsd::store::{CONFIG_CHANNEL, ConfigEvent, ConfigListener};
 use rgsd::store::{Store, StoreError};
 use serde_json::json;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rgsd::config::model::{Listen, Transport};
+use rgsd::sip::RateLimit;
 use rgsd::sip::message::{Message, Response, parse};
-use rgsd::sip::policy::RateLimit;
 use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision, RouteId};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rgsd::config::model::{Listen, Transport};
-use rgsd::sip::policy::RateLimit;
+use rgsd::sip::RateLimit;
 use rgsd::sip::{Endpoint, EndpointConfig, RouteDecision, RouteId};
 use tokio_util::sync::CancellationToken;
 
@@ -494,7 +494,7 @@ async fn outbound_leg_cancelled_while_ringing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_through_a_401_digest_challenge() {
     use rgsd::config::model::{Registration, Secret, SipUri};
-    use rgsd::sip::registration::{Next, Registrar, RegistrationState};
+    use rgsd::sip::{Next, Registrar, RegistrationState};
     let sipp = require_sipp!();
     let h = start("127.0.0.0/8").await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -587,7 +587,7 @@ async fn call_records(store: &Store) {
 /// size limit, with a record already stored and one twice in the batch.
 async fn call_records_in_batches(store: &Store) {
     let base = 10_000_000;
-    let n = i64::try_from(2 * rgsd::store::records::BATCH_ROWS + 7).unwrap();
+    let n = i64::try_from(2 * rgsd::store::BATCH_ROWS + 7).unwrap();
     let mut batch: Vec<CallRecord> = (0..n).map(|i| call(1000 + i, at(base + i * 10))).collect();
     // Each record keeps its own offers: vary their count (0, 1, 2).
     for (i, r) in batch.iter_mut().enumerate() {

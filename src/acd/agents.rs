@@ -25,8 +25,8 @@
 //!
 //! # Who writes an agent's state word
 //!
-//! The word is `free`, `ringing(call)`, `busy(n)` (plus offline and wrap-up flags). Its writers
-//! follow one protocol, so no two writers can disagree:
+//! The word is `free`, `ringing(call)` or `busy(n)`. Its writers follow one protocol, so no two
+//! writers can disagree:
 //!
 //! - `free → ringing(call)`: only the queue owner dispatching `call`, by
 //!   `compare_exchange(0 → ringing(call))` ([`AgentTable::claim`]); two owners racing for the
@@ -36,10 +36,6 @@
 //!   refused and counted ([`AgentTable::refused_releases`]): it is a bug, and a test looks for it.
 //! - `busy(n) → busy(n ± 1)`: the call bridged to the agent (`answered`, `call_ended`); attendant
 //!   groups ring without a claim, so their answer adds a call to a busy agent.
-//! - offline and wrap-up flags: by compare-and-swap on the flag bits only
-//!   ([`AgentTable::set_online`], [`AgentTable::call_ended`], [`AgentTable::end_wrap_up`]).
-//!   Modelled and tested here; nothing in the daemon sets them yet (no presence source, and
-//!   call tasks end calls without wrap-up).
 //!
 //! Nothing on the routing path takes a lock or allocates: the state words are read with one
 //! atomic load each, the membership snapshot with one `ArcSwap` load per dispatch.
@@ -61,11 +57,9 @@ pub use crate::workflow::call::AgentId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallKey(pub u32);
 
-// The state word: bits 0..16 rgsd calls in progress, bits 16..24 flags, bits 24..64 the call the
+// The state word: bits 0..16 rgsd calls in progress, bits 16..24 unused, bits 24..64 the call the
 // agent is ringing for (CallKey + 1; 0 = not ringing). An agent is free exactly when the word is 0.
 const CALLS_MASK: u64 = 0xFFFF;
-const OFFLINE: u64 = 1 << 16;
-const WRAP_UP: u64 = 1 << 17;
 const RINGING_SHIFT: u32 = 24;
 const RINGING_MASK: u64 = !((1 << RINGING_SHIFT) - 1);
 
@@ -82,10 +76,6 @@ pub enum AgentState {
     Ringing(CallKey),
     /// On `calls` rgsd calls (more than one only through attendant groups).
     Busy { calls: u16 },
-    /// After a call, not taking calls until wrap-up ends.
-    WrapUp,
-    /// Unreachable or do-not-disturb: no group offers calls, not even attendant.
-    Offline,
 }
 
 /// Why a sign-in or sign-out was refused.
@@ -514,24 +504,21 @@ impl AgentTable {
         self.group_names.get(group.0)?.get().map(String::as_str)
     }
 
-    pub fn state(&self, agent: AgentId) -> AgentState {
-        let word = self.load(agent);
-        if word & OFFLINE != 0 {
-            AgentState::Offline
-        } else if word & RINGING_MASK != 0 {
+    /// The agent's state; `None` for an id this table never handed out.
+    pub fn state(&self, agent: AgentId) -> Option<AgentState> {
+        let word = self.word(agent)?.load(Ordering::Acquire);
+        Some(if word & RINGING_MASK != 0 {
             let key = (word >> RINGING_SHIFT) - 1;
             AgentState::Ringing(CallKey(u32::try_from(key).unwrap_or(u32::MAX)))
         } else if word & CALLS_MASK != 0 {
             let calls = u16::try_from(word & CALLS_MASK).unwrap_or(u16::MAX);
             AgentState::Busy { calls }
-        } else if word & WRAP_UP != 0 {
-            AgentState::WrapUp
         } else {
             AgentState::Idle
-        }
+        })
     }
 
-    /// Free: not offline, not ringing, not on an rgsd call, not in wrap-up.
+    /// Free: not ringing, not on an rgsd call. An id this table never handed out is never free.
     #[inline]
     pub fn is_free(&self, agent: AgentId) -> bool {
         self.word(agent)
@@ -551,12 +538,6 @@ impl AgentTable {
             words: &self.words.first,
             idle_since: &self.idle_since.first,
         }
-    }
-
-    /// Not offline (attendant groups ring busy agents too, never offline ones).
-    pub fn is_reachable(&self, agent: AgentId) -> bool {
-        self.word(agent)
-            .is_some_and(|w| w.load(Ordering::Acquire) & OFFLINE == 0)
     }
 
     /// In the group for routing: always for informal groups, when signed in for formal ones.
@@ -593,11 +574,6 @@ impl AgentTable {
             .map_or(0, |t| t.load(Ordering::Acquire))
     }
 
-    /// The instant the table's idle clocks count from.
-    pub fn epoch(&self) -> Instant {
-        self.epoch
-    }
-
     /// The group's round-robin position: index of the member offered its last call. Follows
     /// that agent when a rebuild moved it in the list; `None` when it left the group.
     pub fn round_robin_last(&self, group: &GroupMembers) -> Option<usize> {
@@ -630,8 +606,8 @@ impl AgentTable {
     }
 
     /// Claims a free agent for `call`: `compare_exchange(free → ringing for call)`. Returns
-    /// whether this caller won; on `false` the agent is busy, ringing for someone else, in
-    /// wrap-up or offline. Only the queue owner dispatching `call` claims.
+    /// whether this caller won; on `false` the agent is busy or ringing for someone else. Only
+    /// the queue owner dispatching `call` claims.
     #[inline]
     pub fn claim(&self, agent: AgentId, call: CallKey) -> bool {
         self.word(agent).is_some_and(|w| {
@@ -677,34 +653,15 @@ impl AgentTable {
     }
 
     /// One of the agent's rgsd calls ended at `now`. When it was the last, the idle clock starts
-    /// (`docs/behaviour.md`, Agent groups) and, with `wrap_up`, the agent enters wrap-up until
-    /// [`Self::end_wrap_up`].
-    pub fn call_ended(&self, agent: AgentId, now: Instant, wrap_up: bool) {
+    /// (`docs/behaviour.md`, Agent groups).
+    pub fn call_ended(&self, agent: AgentId, now: Instant) {
         let mut last = false;
         self.update(agent, |w| {
             let calls = (w & CALLS_MASK).saturating_sub(1);
             last = calls == 0;
-            let flags = if last && wrap_up { WRAP_UP } else { 0 };
-            Some((w & !CALLS_MASK) | calls | flags)
+            Some((w & !CALLS_MASK) | calls)
         });
         if last {
-            self.start_idle_clock(agent, now);
-        }
-    }
-
-    /// Wrap-up over: the agent is free again (its idle clock kept running since the call ended).
-    pub fn end_wrap_up(&self, agent: AgentId) {
-        self.update(agent, |w| Some(w & !WRAP_UP));
-    }
-
-    /// Marks the agent reachable or not (registration, presence, do-not-disturb). Coming back
-    /// starts the idle clock.
-    pub fn set_online(&self, agent: AgentId, online: bool, now: Instant) {
-        let changed = self.update(agent, |w| {
-            let next = if online { w & !OFFLINE } else { w | OFFLINE };
-            (next != w).then_some(next)
-        });
-        if changed && online {
             self.start_idle_clock(agent, now);
         }
     }
@@ -796,12 +753,6 @@ impl AgentTable {
         self.words.get(agent.0)
     }
 
-    fn load(&self, agent: AgentId) -> u64 {
-        // An id never handed out reads as offline: nobody routes to it.
-        self.word(agent)
-            .map_or(OFFLINE, |w| w.load(Ordering::Acquire))
-    }
-
     /// Compare-and-swap loop: `f` returns the new word, or `None` to leave it. Returns whether
     /// it wrote.
     fn update(&self, agent: AgentId, mut f: impl FnMut(u64) -> Option<u64>) -> bool {
@@ -860,7 +811,7 @@ mod tests {
         let (t, _) = table();
         let a = AgentId(0);
         assert!(t.claim(a, CallKey(7)));
-        assert_eq!(t.state(a), AgentState::Ringing(CallKey(7)));
+        assert_eq!(t.state(a), Some(AgentState::Ringing(CallKey(7))));
         assert!(
             !t.claim(a, CallKey(8)),
             "a second call cannot claim a ringing agent"
@@ -871,14 +822,14 @@ mod tests {
             "another call's release is refused"
         );
         assert_eq!(t.refused_releases(), 1, "and counted");
-        assert_eq!(t.state(a), AgentState::Ringing(CallKey(7)));
+        assert_eq!(t.state(a), Some(AgentState::Ringing(CallKey(7))));
         assert!(t.release(a, CallKey(7)));
-        assert_eq!(t.state(a), AgentState::Idle);
+        assert_eq!(t.state(a), Some(AgentState::Idle));
         assert!(t.claim(a, CallKey(0)), "key 0 is a valid key");
-        assert_eq!(t.state(a), AgentState::Ringing(CallKey(0)));
+        assert_eq!(t.state(a), Some(AgentState::Ringing(CallKey(0))));
         assert!(t.release(a, CallKey(0)));
         assert!(t.claim(a, CallKey(u32::MAX)));
-        assert_eq!(t.state(a), AgentState::Ringing(CallKey(u32::MAX)));
+        assert_eq!(t.state(a), Some(AgentState::Ringing(CallKey(u32::MAX))));
         assert_eq!(t.refused_releases(), 1);
     }
 
@@ -905,22 +856,14 @@ mod tests {
         let a = AgentId(0);
         assert!(t.claim(a, CallKey(1)));
         t.answered(a, CallKey(1));
-        assert_eq!(t.state(a), AgentState::Busy { calls: 1 });
+        assert_eq!(t.state(a), Some(AgentState::Busy { calls: 1 }));
         assert!(!t.is_free(a));
         assert!(!t.claim(a, CallKey(2)));
         let end = start + Duration::from_secs(90);
-        t.call_ended(a, end, false);
-        assert_eq!(t.state(a), AgentState::Idle);
-        assert_eq!(t.idle_since(a), secs(90));
-        // With wrap-up the agent is not free until wrap-up ends; the idle clock already runs.
-        assert!(t.claim(a, CallKey(3)));
-        t.answered(a, CallKey(3));
-        t.call_ended(a, end + Duration::from_secs(10), true);
-        assert_eq!(t.state(a), AgentState::WrapUp);
-        assert!(!t.claim(a, CallKey(4)));
-        t.end_wrap_up(a);
+        t.call_ended(a, end);
+        assert_eq!(t.state(a), Some(AgentState::Idle));
         assert!(t.is_free(a));
-        assert_eq!(t.idle_since(a), secs(100));
+        assert_eq!(t.idle_since(a), secs(90));
     }
 
     #[test]
@@ -929,26 +872,13 @@ mod tests {
         let a = AgentId(0);
         t.answered(a, CallKey(1));
         t.answered(a, CallKey(2));
-        assert_eq!(t.state(a), AgentState::Busy { calls: 2 });
-        t.call_ended(a, start + Duration::from_secs(5), false);
-        assert_eq!(t.state(a), AgentState::Busy { calls: 1 });
+        assert_eq!(t.state(a), Some(AgentState::Busy { calls: 2 }));
+        t.call_ended(a, start + Duration::from_secs(5));
+        assert_eq!(t.state(a), Some(AgentState::Busy { calls: 1 }));
         assert_eq!(t.idle_since(a), 0, "idle clock waits for the last call");
-        t.call_ended(a, start + Duration::from_secs(9), false);
-        assert_eq!(t.state(a), AgentState::Idle);
+        t.call_ended(a, start + Duration::from_secs(9));
+        assert_eq!(t.state(a), Some(AgentState::Idle));
         assert_eq!(t.idle_since(a), secs(9));
-    }
-
-    #[test]
-    fn offline_agents_are_neither_free_nor_reachable() {
-        let (t, start) = table();
-        let a = AgentId(0);
-        t.set_online(a, false, start);
-        assert_eq!(t.state(a), AgentState::Offline);
-        assert!(!t.is_reachable(a));
-        assert!(!t.claim(a, CallKey(1)));
-        t.set_online(a, true, start + Duration::from_secs(3));
-        assert!(t.is_free(a));
-        assert_eq!(t.idle_since(a), secs(3));
     }
 
     #[test]
@@ -959,7 +889,7 @@ mod tests {
         let ghost = AgentId(u32::try_from(FIRST_AGENTS + 5).unwrap());
         assert!(!t.is_free(ghost));
         assert!(!t.claim(ghost, CallKey(1)));
-        assert_eq!(t.state(ghost), AgentState::Offline);
+        assert_eq!(t.state(ghost), None);
         assert_eq!(t.uri(ghost), None);
     }
 
@@ -1045,7 +975,7 @@ mod tests {
             Some(AgentGroupId(1)),
             "groups keep theirs"
         );
-        assert_eq!(t.state(b), AgentState::Ringing(CallKey(5)));
+        assert_eq!(t.state(b), Some(AgentState::Ringing(CallKey(5))));
         assert!(t.is_signed_in(b, AgentGroupId(1)));
         assert_eq!(t.idle_since(b), secs(4));
         assert_eq!(m.groups_of(b), &[AgentGroupId(0), AgentGroupId(1)]);

@@ -63,6 +63,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey};
 use crate::acd::observe::{CallObserver, CallSnapshot, CallStage, NoObserver};
+use crate::acd::queue::{Command, command_for};
 use crate::acd::queue_task::{Outbox, QueueMsg};
 use crate::acd::record;
 use crate::acd::router;
@@ -161,7 +162,7 @@ impl Controller {
 }
 
 /// Runs one inbound call from INVITE to call record.
-pub async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc<Services>) {
+pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc<Services>) {
     let info = incoming.info().clone();
     // Routed once, by the endpoint (404 and 480 were answered there), unless a reload came
     // between the endpoint's decision and this runtime (see `router`).
@@ -459,7 +460,7 @@ impl CallTask {
             for &a in &offer.agents {
                 // Claimed for this call by the queue owner (attendant offers ring unclaimed):
                 // from here on only this task moves the agent out of `ringing(this call)`.
-                if self.svc.agents.state(a) == AgentState::Ringing(self.key) {
+                if self.svc.agents.state(a) == Some(AgentState::Ringing(self.key)) {
                     self.claims.insert(a);
                 }
             }
@@ -588,25 +589,14 @@ impl CallTask {
                 };
                 self.hand_to_queue(queue, msg);
             }
-            Effect::Dequeue(queue) => {
-                if self.queue == Some(queue) {
-                    self.queue = None;
+            Effect::Dequeue(_) | Effect::NoteRefusal { .. } | Effect::NextOffer(_) => {
+                if let Some((queue, command)) = command_for(self.key, &effect) {
+                    if matches!(effect, Effect::Dequeue(_)) && self.queue == Some(queue) {
+                        self.queue = None;
+                    }
+                    self.hand_to_queue(queue, QueueMsg::Core(command));
                 }
-                self.hand_to_queue(queue, QueueMsg::Leave(self.key));
             }
-            Effect::NoteRefusal {
-                queue,
-                agent,
-                until,
-            } => {
-                let msg = QueueMsg::Refused {
-                    call: self.key,
-                    agent,
-                    until,
-                };
-                self.hand_to_queue(queue, msg);
-            }
-            Effect::NextOffer(queue) => self.hand_to_queue(queue, QueueMsg::OfferEnded(self.key)),
             Effect::Ring(agent) => {
                 let uri = self.uri_of(agent);
                 let headers = self.context_headers();
@@ -769,7 +759,7 @@ impl CallTask {
         }
         self.bridged_agent = None;
         let now = Instant::now().into_std();
-        self.svc.agents.call_ended(agent, now, false);
+        self.svc.agents.call_ended(agent, now);
         self.notify_available(agent);
     }
 
@@ -810,7 +800,10 @@ impl CallTask {
         }
         self.outbox.send_now(&self.ctx.queues);
         if let Some(queue) = self.queue.take() {
-            let _ = self.ctx.queues.try_send(queue, QueueMsg::Leave(self.key));
+            let _ = self
+                .ctx
+                .queues
+                .try_send(queue, QueueMsg::Core(Command::Leave(self.key)));
         }
         if self.caller_open && !matches!(self.machine.phase(), Phase::Ended(_)) {
             let _ = self.caller.bye();

@@ -22,11 +22,15 @@
 //! queues, calls and the table fit together is in [`queue`].
 
 pub mod agents;
-pub mod call_task;
-pub mod observe;
+pub(crate) mod call_task;
+pub(crate) mod observe;
 pub mod queue;
-pub mod queue_task;
-pub mod record;
-pub mod router;
+mod queue_task;
+mod record;
+pub(crate) mod router;
 pub mod routing;
 pub mod runtime;
+
+pub use call_task::{Controller, Services};
+pub use observe::{CallObserver, CallSnapshot, CallStage};
+pub use router::WorkflowRouter;

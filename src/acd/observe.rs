@@ -60,7 +60,7 @@ pub trait CallObserver: Send + Sync + std::fmt::Debug {
 
 /// An observer that ignores everything (tests, tools).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoObserver;
+pub(crate) struct NoObserver;
 
 impl CallObserver for NoObserver {
     fn call_updated(&self, _call: &CallSnapshot) {}

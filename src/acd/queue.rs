@@ -16,8 +16,8 @@
 //! 2. nobody eligible → the next group at once (`docs/behaviour.md`, Queues), cycling after the
 //!    last back to the first;
 //! 3. after one full cycle without anybody, the call waits (music on hold) at its group, with a
-//!    fresh pass, until the queue is dispatched again (an agent freed, signed in, came online,
-//!    or a grace period ended: see [`Dispatch::wake_at`]);
+//!    fresh pass, until the queue is dispatched again (an agent freed or signed in, or a grace
+//!    period ended: see [`Dispatch::wake_at`]);
 //! 4. when [`QueueCore::offer_ended`] says an offer went unanswered (alert time, or all refused),
 //!    the next dispatch goes on with the next agent of the group (serial, round robin, longest
 //!    idle) or the next group (parallel, attendant, or after the last agent).
@@ -28,10 +28,10 @@
 //!   with stable agent and group ids (see [`super::agents`]); a dispatch reads one membership
 //!   snapshot of it.
 //! - **Queue owner task**, one per queue: owns a `QueueCore` and a map `CallKey → call task
-//!   sender`. Its inbox (a bounded `mpsc`) carries `queue_task::QueueMsg`s, each of which it
-//!   turns into a [`Command`]: `Join`, `Leave`, `Refused`, `OfferEnded` from call tasks (the
-//!   effects they come from are those [`command_for`] names) and `AgentAvailable` from whoever
-//!   frees an agent. For each it calls [`QueueCore::handle`] and
+//!   sender`. Its inbox (a bounded `mpsc`) carries [`Command`]s (wrapped in
+//!   `queue_task::QueueMsg`, whose `Join` also carries the call's inbox): `Join`, `Leave`,
+//!   `Refused`, `OfferEnded` from call tasks ([`command_for`] maps a call's effects to them) and
+//!   `AgentAvailable` from whoever frees an agent. For each it calls [`QueueCore::handle`] and
 //!   sends the `(CallKey, Event)` pairs it pushes (entered, overflowed, offered) to the call
 //!   tasks; it sleeps until the next message or the returned grace-period wake-up.
 //! - **Call task**, one per call: owns the `workflow::call::Call` and applies its effects in
@@ -55,9 +55,7 @@ use std::time::Instant;
 
 use crate::acd::agents::{AgentId, AgentTable, CallKey, Membership};
 use crate::acd::routing::{self, Exclusions, Pick, Refusal};
-use crate::config::model::{
-    AgentGroupId, Config, OverflowCandidate, Queue, QueueId, RoutingMethod,
-};
+use crate::config::model::{AgentGroupId, OverflowCandidate, Queue, QueueId, RoutingMethod};
 use crate::workflow::call::{Effect, Entry, Event, Offer};
 
 /// A message to a queue owner. [`command_for`] derives the ones a call's effects carry.
@@ -76,8 +74,7 @@ pub enum Command {
     /// The call's offer ended unanswered (`Effect::NextOffer`).
     OfferEnded(CallKey),
     /// An agent of one of this queue's groups may have become eligible: freed (claim released,
-    /// call ended, wrap-up over), signed in, or back online. Also sent by the owner to itself at
-    /// [`Dispatch::wake_at`].
+    /// call ended) or signed in. Also sent by the owner to itself at [`Dispatch::wake_at`].
     AgentAvailable,
 }
 
@@ -118,8 +115,10 @@ pub fn command_for(call: CallKey, effect: &Effect) -> Option<(QueueId, Command)>
 }
 
 /// For each agent group (by index), the queues that offer calls to it: where to send
-/// [`Command::AgentAvailable`] when one of the group's agents frees up.
-pub fn queues_by_group(config: &Config) -> Vec<Vec<QueueId>> {
+/// [`Command::AgentAvailable`] when one of the group's agents frees up (the wired tests; the
+/// daemon asks `queue_task::Queues::wake_groups`).
+#[cfg(test)]
+pub fn queues_by_group(config: &crate::config::model::Config) -> Vec<Vec<QueueId>> {
     let mut by_group = vec![Vec::new(); config.agent_groups.len()];
     for (q, queue) in config.queues.iter().enumerate() {
         let id = QueueId(u32::try_from(q).unwrap_or(u32::MAX));
@@ -559,7 +558,7 @@ mod tests {
             Dispatch::default(),
             "nobody free: all wait"
         );
-        table.call_ended(AgentId(0), now, false);
+        table.call_ended(AgentId(0), now);
         assert_eq!(
             agents_of(&q.dispatch(&table, now)),
             vec![(1, vec![0])],
@@ -610,7 +609,7 @@ mod tests {
         let now = t0();
         let table = AgentTable::from_config(&c, now);
         table.answered(AgentId(0), CallKey(90));
-        table.set_online(AgentId(1), false, now);
+        assert!(table.claim(AgentId(1), CallKey(91)));
         let mut q = core(&c);
         q.join(CallKey(1));
         let d = q.dispatch(&table, now);
@@ -630,9 +629,9 @@ mod tests {
         q.join(CallKey(1));
         q.join(CallKey(2));
         assert_eq!(q.dispatch(&table, now), Dispatch::default());
-        table.call_ended(AgentId(3), now + Duration::from_secs(30), false);
+        table.call_ended(AgentId(3), now + Duration::from_secs(30));
         assert_eq!(agents_of(&q.dispatch(&table, now)), vec![(1, vec![3])]);
-        table.call_ended(AgentId(1), now + Duration::from_secs(31), false);
+        table.call_ended(AgentId(1), now + Duration::from_secs(31));
         assert_eq!(agents_of(&q.dispatch(&table, now)), vec![(2, vec![1])]);
     }
 
@@ -767,7 +766,10 @@ mod tests {
         q1.join(CallKey(2));
         assert_eq!(agents_of(&q1.dispatch(&table, now)), vec![(2, vec![0])]);
         assert!(q0.dispatch(&table, now).offers.is_empty());
-        assert_eq!(table.state(AgentId(0)), AgentState::Ringing(CallKey(2)));
+        assert_eq!(
+            table.state(AgentId(0)),
+            Some(AgentState::Ringing(CallKey(2)))
+        );
     }
 
     #[test]
@@ -795,7 +797,10 @@ mod tests {
         let mut qp = QueueCore::new(QueueId(0), c.queue(QueueId(0)));
         qp.join(CallKey(1));
         assert_eq!(agents_of(&qp.dispatch(&table, now)), vec![(1, vec![0, 2])]);
-        assert_eq!(table.state(AgentId(2)), AgentState::Ringing(CallKey(1)));
+        assert_eq!(
+            table.state(AgentId(2)),
+            Some(AgentState::Ringing(CallKey(1)))
+        );
         let mut qa = QueueCore::new(QueueId(1), c.queue(QueueId(1)));
         qa.join(CallKey(2));
         assert_eq!(
@@ -804,7 +809,7 @@ mod tests {
         );
         assert_eq!(
             table.state(AgentId(2)),
-            AgentState::Ringing(CallKey(1)),
+            Some(AgentState::Ringing(CallKey(1))),
             "not claimed"
         );
     }
@@ -832,7 +837,7 @@ mod tests {
             // Answered and done.
             q.leave(CallKey(k));
             table.answered(agent, CallKey(k));
-            table.call_ended(agent, now + Duration::from_secs(u64::from(k)), false);
+            table.call_ended(agent, now + Duration::from_secs(u64::from(k)));
         }
         assert_eq!(counts, [2, 2, 2]);
     }
@@ -1197,7 +1202,7 @@ mod wired {
                 Effect::HangupPeer | Effect::Hangup => {
                     let agent = self.bridged.remove(&key);
                     if let Some(agent) = agent {
-                        self.table.call_ended(agent, now, false);
+                        self.table.call_ended(agent, now);
                     }
                     agent
                 }
@@ -1327,7 +1332,7 @@ mod wired {
         w.arrive(2);
         assert_eq!(w.ringing_for(2), vec![0]);
         w.send(CallKey(2), Event::CallerHungUp);
-        assert_eq!(w.table.state(AgentId(0)), AgentState::Idle);
+        assert_eq!(w.table.state(AgentId(0)), Some(AgentState::Idle));
         assert_eq!(
             w.ringing_for(1),
             Vec::<u32>::new(),
@@ -1341,7 +1346,7 @@ mod wired {
         w.send(CallKey(1), Event::AgentAnswered(AgentId(0)));
         w.send(CallKey(1), Event::PeerHungUp);
         assert_eq!(w.outcome(1), Some(&Outcome::Answered { agent: AgentId(0) }));
-        assert_eq!(w.table.state(AgentId(0)), AgentState::Idle);
+        assert_eq!(w.table.state(AgentId(0)), Some(AgentState::Idle));
     }
 
     #[test]

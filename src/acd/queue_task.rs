@@ -36,13 +36,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
-use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey};
+use crate::acd::agents::{AgentState, AgentTable, CallKey};
 use crate::acd::queue::{Command, QueueCore};
 use crate::config::model::{AgentGroupId, Config, Queue, QueueId};
 use crate::workflow::call::{Entry, Event};
@@ -53,26 +52,19 @@ const INBOX: usize = 1024;
 /// What a call task (or whoever frees an agent) tells a queue owner.
 #[derive(Debug)]
 pub enum QueueMsg {
-    /// Add the call; answer with `Event::EnteredQueue` on `inbox`, later `Event::Offered`.
+    /// Add the call ([`Command::Join`]) and keep `inbox` to answer it: `Event::EnteredQueue`,
+    /// later `Event::Offered`.
     Join {
         call: CallKey,
         inbox: mpsc::UnboundedSender<Event>,
     },
-    /// The call left (answered, hung up, timed out).
-    Leave(CallKey),
-    /// Do not offer `call` to `agent` before `until` (ringback grace).
-    Refused {
-        call: CallKey,
-        agent: AgentId,
-        until: StdInstant,
-    },
-    /// The call's offer ended unanswered: offer the next agent or group.
-    OfferEnded(CallKey),
-    /// An agent may have become free: dispatch again.
-    AgentAvailable,
     /// A reload: this queue is now queue `id` with these settings (groups in stable ids).
     /// Waiting calls keep their place and are dispatched again.
     Reconfigure { id: QueueId, queue: Box<Queue> },
+    /// Any other command for the queue's core: `Leave` (the owner forgets the call's inbox),
+    /// `Refused`, `OfferEnded`, `AgentAvailable`. A `Join` sent this way has no inbox to answer
+    /// and is treated like a call whose task is gone; send [`QueueMsg::Join`].
+    Core(Command),
 }
 
 /// Handles to every queue owner of one configuration.
@@ -204,16 +196,16 @@ impl Queues {
     }
 
     /// Tells the queues that offer calls to any of `groups` to dispatch: one of their agents
-    /// was freed, signed in, or came online. Never waits: a full inbox already holds messages
-    /// that will each dispatch.
+    /// was freed or signed in. Never waits: a full inbox already holds messages that will each
+    /// dispatch.
     pub fn wake_groups(&self, groups: &[AgentGroupId]) {
         let serves = |q: &Queue| q.agent_groups.iter().any(|g| groups.contains(g));
         for h in self.owners.iter().filter(|h| serves(&h.queue)) {
-            let _ = h.tx.try_send(QueueMsg::AgentAvailable);
+            let _ = h.tx.try_send(QueueMsg::Core(Command::AgentAvailable));
         }
         for r in self.retired.iter().filter(|r| serves(&r.queue)) {
             if let Some(tx) = r.tx.upgrade() {
-                let _ = tx.try_send(QueueMsg::AgentAvailable);
+                let _ = tx.try_send(QueueMsg::Core(Command::AgentAvailable));
             }
         }
     }
@@ -221,11 +213,11 @@ impl Queues {
     /// Tells every queue to dispatch (membership rebuilt).
     pub fn wake_all(&self) {
         for h in self.owners.iter() {
-            let _ = h.tx.try_send(QueueMsg::AgentAvailable);
+            let _ = h.tx.try_send(QueueMsg::Core(Command::AgentAvailable));
         }
         for r in self.retired.iter() {
             if let Some(tx) = r.tx.upgrade() {
-                let _ = tx.try_send(QueueMsg::AgentAvailable);
+                let _ = tx.try_send(QueueMsg::Core(Command::AgentAvailable));
             }
         }
     }
@@ -236,14 +228,14 @@ impl Queues {
 /// waits; the call's `select!` runs [`Outbox::flush_one`] beside its other events, so a BYE is
 /// heard while an owner is slow.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(super) struct Outbox {
     held: std::collections::VecDeque<(QueueId, QueueMsg)>,
 }
 
 impl Outbox {
     /// Straight into the owner's inbox when there is room and nothing is held before it, else
     /// held (order is kept across queues: a join is never overtaken by its leave).
-    pub fn send(&mut self, queues: &Queues, queue: QueueId, msg: QueueMsg) {
+    pub(super) fn send(&mut self, queues: &Queues, queue: QueueId, msg: QueueMsg) {
         if self.held.is_empty() {
             if let Err(msg) = queues.try_send(queue, msg) {
                 self.held.push_back((queue, msg));
@@ -255,7 +247,7 @@ impl Outbox {
 
     /// Waits for room for the oldest held message and hands it over; pending forever while
     /// nothing is held. Cancel-safe: a message leaves the outbox only with a slot reserved.
-    pub async fn flush_one(&mut self, queues: &Queues) {
+    pub(super) async fn flush_one(&mut self, queues: &Queues) {
         loop {
             let Some((queue, _)) = self.held.front() else {
                 return std::future::pending().await;
@@ -276,18 +268,20 @@ impl Outbox {
 
     /// Best effort at the end of a call: whatever fits now. A message lost to a full inbox only
     /// delays the queue's clean-up to its next dispatch, which finds the call's inbox closed.
-    pub fn send_now(&mut self, queues: &Queues) {
+    pub(super) fn send_now(&mut self, queues: &Queues) {
         for (queue, msg) in self.held.drain(..) {
             let _ = queues.try_send(queue, msg);
         }
     }
 
     /// Messages held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
         self.held.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 }
@@ -353,13 +347,12 @@ impl Owner {
                 self.calls.insert(call, inbox);
                 Command::Join(call)
             }
-            QueueMsg::Leave(call) => {
-                self.calls.remove(&call);
-                Command::Leave(call)
+            QueueMsg::Core(command) => {
+                if let Command::Leave(call) = command {
+                    self.calls.remove(&call);
+                }
+                command
             }
-            QueueMsg::Refused { call, agent, until } => Command::Refused { call, agent, until },
-            QueueMsg::OfferEnded(call) => Command::OfferEnded(call),
-            QueueMsg::AgentAvailable => Command::AgentAvailable,
             QueueMsg::Reconfigure { id, queue } => {
                 debug!(old = ?self.core.id(), new = ?id, queue = %queue.name, "queue reconfigured");
                 self.core.reconfigure(id, &queue);
@@ -388,7 +381,7 @@ impl Owner {
             if let Event::Offered(offer) = &event {
                 for &a in &offer.agents {
                     // Attendant offers ring without a claim: only ours are given back.
-                    if self.agents.state(a) == AgentState::Ringing(call) {
+                    if self.agents.state(a) == Some(AgentState::Ringing(call)) {
                         self.agents.release(a, call);
                     }
                 }
@@ -401,6 +394,7 @@ impl Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acd::agents::AgentId;
     use crate::config::model::SipUri;
     use crate::workflow::call::Offer;
     use std::time::Duration;
@@ -521,7 +515,9 @@ mod tests {
         );
         // Call 1 leaves (through its old handle, by the old index); c is free again: call 2,
         // not call 4, is next.
-        queues.send(QueueId(0), QueueMsg::Leave(CallKey(1))).await;
+        queues
+            .send(QueueId(0), QueueMsg::Core(Command::Leave(CallKey(1))))
+            .await;
         assert!(table2.release(id(&table2, "c"), CallKey(1)));
         reloaded.wake_all();
         assert_eq!(offered(&mut c2).await, vec![id(&table2, "c")]);
@@ -595,14 +591,14 @@ mod tests {
         assert_eq!(id(&table2, "a"), a, "ids are stable: a keeps its id");
         assert!(table2.release(id(&table2, "a"), CallKey(1)));
         let until = Instant::now().into_std() + Duration::from_secs(60);
-        let refused = QueueMsg::Refused {
+        let refused = QueueMsg::Core(Command::Refused {
             call: CallKey(1),
             agent: a,
             until,
-        };
+        });
         queues.send(QueueId(0), refused).await;
         queues
-            .send(QueueId(0), QueueMsg::OfferEnded(CallKey(1)))
+            .send(QueueId(0), QueueMsg::Core(Command::OfferEnded(CallKey(1))))
             .await;
 
         // Serial: a was tried and is in grace, b is busy; x (new) is next.
@@ -612,7 +608,7 @@ mod tests {
         assert!(table2.release(x, CallKey(1)));
         assert!(table2.claim(x, busy));
         queues
-            .send(QueueId(0), QueueMsg::OfferEnded(CallKey(1)))
+            .send(QueueId(0), QueueMsg::Core(Command::OfferEnded(CallKey(1))))
             .await;
         assert!(
             next(&mut c1).await.is_none(),

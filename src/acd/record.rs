@@ -11,7 +11,7 @@ use crate::workflow::call::{Because, OfferResult, Outcome, RecordEvent, Stamped}
 
 /// What the call task knows beyond the timeline.
 #[derive(Debug, Clone)]
-pub struct Leg<'a> {
+pub(super) struct Leg<'a> {
     pub call_id: &'a str,
     /// The caller's From header value.
     pub caller: &'a str,
@@ -20,7 +20,7 @@ pub struct Leg<'a> {
 }
 
 /// The record of a call that was rejected before the workflow ran.
-pub fn rejected(
+pub(super) fn rejected(
     config: &Config,
     workflow: WorkflowId,
     leg: &Leg<'_>,
@@ -52,7 +52,7 @@ pub fn rejected(
 /// The record of a call from its timeline. `agent_uri` names the agents of the timeline and
 /// `group_name` their groups (by the agent table's stable ids);
 /// `ended_at` is used when the timeline has no end (the task stopped early).
-pub fn from_timeline(
+pub(super) fn from_timeline(
     config: &Config,
     agent_uri: &dyn Fn(AgentId) -> SipUri,
     group_name: &dyn Fn(AgentGroupId) -> Option<String>,
@@ -164,7 +164,7 @@ fn by_reason(because: &Because, otherwise: CallOutcome) -> CallOutcome {
 }
 
 /// The report's outcome for the state machine's outcome.
-pub fn outcome_of(outcome: &Outcome) -> CallOutcome {
+pub(super) fn outcome_of(outcome: &Outcome) -> CallOutcome {
     match outcome {
         Outcome::Answered { .. } => CallOutcome::Answered,
         Outcome::Forwarded { because, .. } => by_reason(because, CallOutcome::Forwarded),

@@ -14,7 +14,7 @@ use crate::acd::runtime::Runtime;
 use crate::config::model::{Config, WorkflowId};
 use crate::sip::{CallRouter, RouteDecision, RouteId};
 
-pub use crate::config::uri::user_host;
+pub(crate) use crate::config::uri::user_host;
 
 /// The workflow whose URI has the Request-URI's user and host (host compared without case).
 ///
@@ -22,7 +22,7 @@ pub use crate::config::uri::user_host;
 /// the workflow is configured as `sip:sales@rgsd-host`. When no workflow has that exact
 /// user and host, a workflow is still found by user part alone if exactly one has it (a trunk
 /// that rewrites the host to rgsd's IP address).
-pub fn lookup(config: &Config, request_uri: &str) -> Option<WorkflowId> {
+pub(crate) fn lookup(config: &Config, request_uri: &str) -> Option<WorkflowId> {
     let (user, host) = user_host(request_uri)?;
     let mut by_user = None;
     let mut users = 0;
@@ -45,13 +45,13 @@ pub fn lookup(config: &Config, request_uri: &str) -> Option<WorkflowId> {
 
 /// The SIP layer's opaque route id for workflow `id` of the runtime of `generation`: the low
 /// 32 bits of the generation, then the index.
-pub fn route_id(generation: u64, id: WorkflowId) -> RouteId {
+pub(crate) fn route_id(generation: u64, id: WorkflowId) -> RouteId {
     RouteId(((generation & 0xFFFF_FFFF) << 32) | u64::from(id.0))
 }
 
 /// The workflow a route id names when it was decided on `runtime` (same generation); `None`
 /// when it was decided on another runtime, or names no workflow of this one.
-pub fn workflow_of(runtime: &Runtime, route: RouteId) -> Option<WorkflowId> {
+pub(crate) fn workflow_of(runtime: &Runtime, route: RouteId) -> Option<WorkflowId> {
     if route.0 >> 32 != runtime.generation & 0xFFFF_FFFF {
         return None;
     }
@@ -65,7 +65,11 @@ pub fn workflow_of(runtime: &Runtime, route: RouteId) -> Option<WorkflowId> {
 ///
 /// # Errors
 /// The SIP status to reject the call with.
-pub fn resolve(runtime: &Runtime, route: RouteId, request_uri: &str) -> Result<WorkflowId, u16> {
+pub(crate) fn resolve(
+    runtime: &Runtime,
+    route: RouteId,
+    request_uri: &str,
+) -> Result<WorkflowId, u16> {
     if let Some(id) = workflow_of(runtime, route) {
         return Ok(id);
     }

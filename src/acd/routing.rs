@@ -7,9 +7,8 @@
 //!
 //! Eligibility (`docs/behaviour.md`, Agent groups), for every method but attendant: in the group
 //! (signed in, for formal groups), free in the table (not on an rgsd call, not ringing for another
-//! call, not in wrap-up, reachable), not inside the ringback grace period for *this* call, and not
-//! already tried in this pass of the group. Attendant rings every signed-in, reachable member, busy
-//! ones too.
+//! call), not inside the ringback grace period for *this* call, and not already tried in this pass
+//! of the group. Attendant rings every signed-in member, busy ones too.
 //!
 //! | method | picks | next after the alert time |
 //! |---|---|---|
@@ -174,7 +173,7 @@ pub fn pick(group: &GroupMembers, table: &AgentTable, skip: &Exclusions<'_>) -> 
             members
                 .iter()
                 .enumerate()
-                .filter(|(i, a)| table.is_reachable(**a) && table.is_member_signed_in(group, *i))
+                .filter(|(i, _)| table.is_member_signed_in(group, *i))
                 .map(|(_, a)| *a)
                 .collect(),
         ),
@@ -225,7 +224,7 @@ mod tests {
             assert!(t.claim(*agent, CallKey(call)));
             t.set_round_robin_last(t.membership().group(G).unwrap(), *index);
             t.answered(*agent, CallKey(call));
-            t.call_ended(*agent, end, false);
+            t.call_ended(*agent, end);
         }
     }
 
@@ -306,7 +305,7 @@ mod tests {
         // Agent 0 ends a call at +10 s, agent 2 at +5 s: agent 1 is idle longest, then 2, then 0.
         for (agent, secs) in [(0u32, 10u64), (2, 5)] {
             t.answered(AgentId(agent), CallKey(agent));
-            t.call_ended(AgentId(agent), now + Duration::from_secs(secs), false);
+            t.call_ended(AgentId(agent), now + Duration::from_secs(secs));
         }
         assert_eq!(one(pick(g, &t, &Exclusions::none(now))), 1);
         let tried = [AgentId(1)];
@@ -342,7 +341,7 @@ mod tests {
         // Agent 3 has been idle longer than everyone else (its clock is older): it wins.
         for agent in [0u32, 2, 4] {
             t.answered(AgentId(agent), CallKey(agent));
-            t.call_ended(AgentId(agent), now + Duration::from_secs(1), false);
+            t.call_ended(AgentId(agent), now + Duration::from_secs(1));
         }
         assert_eq!(one(pick(g, &t, &skip)), 3);
     }
@@ -367,7 +366,7 @@ mod tests {
         let m = t.membership();
         let g = m.group(G).unwrap();
         assert!(t.claim(AgentId(1), CallKey(5)));
-        t.set_online(AgentId(3), false, now);
+        t.answered(AgentId(3), CallKey(4));
         assert_eq!(
             pick(g, &t, &Exclusions::none(now)),
             Pick::Many(vec![AgentId(0), AgentId(2)])
@@ -378,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn attendant_rings_busy_agents_but_not_offline_or_signed_out() {
+    fn attendant_rings_busy_agents_but_not_signed_out_ones() {
         let (t, now) = table(RoutingMethod::Attendant, Participation::Formal, 4);
         let m = t.membership();
         let g = m.group(G).unwrap();
@@ -392,8 +391,7 @@ mod tests {
         }
         t.answered(AgentId(0), CallKey(1)); // busy
         assert!(t.claim(AgentId(1), CallKey(2))); // ringing for another call
-        t.sign_in(AgentId(3), G, now).unwrap();
-        t.set_online(AgentId(3), false, now); // offline
+        // Agent 3 stays signed out.
         let refused = [Refusal {
             agent: AgentId(2),
             until: now + Duration::from_secs(60),
@@ -405,7 +403,7 @@ mod tests {
         assert_eq!(
             pick(g, &t, &skip),
             Pick::Many(vec![AgentId(0), AgentId(1), AgentId(2)]),
-            "busy, ringing and refused agents are rung; offline is not"
+            "busy, ringing and refused agents are rung; signed-out ones are not"
         );
     }
 
@@ -422,13 +420,12 @@ mod tests {
     }
 
     #[test]
-    fn wrap_up_and_offline_agents_are_skipped() {
+    fn busy_and_ringing_agents_are_skipped() {
         let (t, now) = table(RoutingMethod::Serial, Participation::Informal, 3);
         let m = t.membership();
         let g = m.group(G).unwrap();
         t.answered(AgentId(0), CallKey(1));
-        t.call_ended(AgentId(0), now, true);
-        t.set_online(AgentId(1), false, now);
+        assert!(t.claim(AgentId(1), CallKey(2)));
         assert_eq!(one(pick(g, &t, &Exclusions::none(now))), 2);
     }
 

@@ -424,7 +424,7 @@ mod tests {
             Ok(Some(Event::Offered(offer))) => assert_eq!(offer.agents, vec![a]),
             other => panic!("expected an offer of a, got {other:?}"),
         }
-        assert_eq!(acd.agents().state(a), AgentState::Ringing(CallKey(1)));
+        assert_eq!(acd.agents().state(a), Some(AgentState::Ringing(CallKey(1))));
     }
 
     /// A reload refused whole leaves the runtime in force: a prompt file that does not exist.

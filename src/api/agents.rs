@@ -40,7 +40,7 @@ const ALERT_MAX: u64 = 600;
 
 /// An agent as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AgentDoc {
+pub(super) struct AgentDoc {
     pub id: i64,
     pub sip_uri: String,
     pub display_name: Option<String>,
@@ -63,7 +63,7 @@ impl From<Agent> for AgentDoc {
 /// Creating or replacing an agent.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AgentBody {
+pub(super) struct AgentBody {
     /// `sip:user@host`.
     pub sip_uri: String,
     #[serde(default)]
@@ -133,7 +133,7 @@ impl From<RoutingDoc> for RoutingMethod {
 
 /// An agent group as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct GroupDoc {
+pub(super) struct GroupDoc {
     pub id: i64,
     pub name: String,
     pub description: Option<String>,
@@ -153,7 +153,7 @@ pub struct GroupDoc {
 /// Creating or replacing an agent group.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GroupBody {
+pub(super) struct GroupBody {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -174,20 +174,20 @@ fn default_alert() -> u64 {
 /// A group's members, in order.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MembersBody {
+pub(super) struct MembersBody {
     pub agents: Vec<String>,
 }
 
 /// Signing in (`true`) or out (`false`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SignInBody {
+pub(super) struct SignInBody {
     pub signed_in: bool,
 }
 
 /// The result of a sign-in change.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SignInDoc {
+pub(super) struct SignInDoc {
     pub agent: String,
     pub group: String,
     pub signed_in: bool,
@@ -200,7 +200,7 @@ pub struct SignInDoc {
 
 /// A group as the caller (an agent) sees it on their page.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MyGroup {
+pub(super) struct MyGroup {
     pub id: i64,
     pub name: String,
     pub participation: ParticipationDoc,
@@ -210,7 +210,7 @@ pub struct MyGroup {
 
 /// Who the token speaks for, and (for an agent) their groups and live state.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MeDoc {
+pub(super) struct MeDoc {
     pub role: &'static str,
     pub subject: String,
     /// The agent's id, when the subject is a known agent.
@@ -346,7 +346,7 @@ fn check_group_scope(caller: &Caller, config: &Config, name: &str) -> Result<(),
 /// Every agent (a manager sees the members of their groups).
 #[utoipa::path(get, path = "/api/agents", tag = "agents",
     responses((status = 200, body = Vec<AgentDoc>), (status = "4XX", body = ErrorBody)))]
-pub async fn list_agents(
+pub(super) async fn list_agents(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Json<Vec<AgentDoc>>, ApiError> {
@@ -374,7 +374,7 @@ pub async fn list_agents(
 /// Adds an agent (administrators).
 #[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = AgentBody,
     responses((status = 201, body = AgentDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn create_agent(
+pub(super) async fn create_agent(
     State(shared): State<Shared>,
     caller: Caller,
     Body(body): Body<AgentBody>,
@@ -400,7 +400,7 @@ pub async fn create_agent(
 #[utoipa::path(get, path = "/api/agents/{id}", tag = "agents",
     params(("id" = i64, Path, description = "agent id")),
     responses((status = 200, body = AgentDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn get_agent(
+pub(super) async fn get_agent(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
@@ -429,7 +429,7 @@ pub async fn get_agent(
 #[utoipa::path(put, path = "/api/agents/{id}", tag = "agents", request_body = AgentBody,
     params(("id" = i64, Path, description = "agent id")),
     responses((status = 200, body = AgentDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn update_agent(
+pub(super) async fn update_agent(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
@@ -457,7 +457,7 @@ pub async fn update_agent(
 #[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents",
     params(("id" = i64, Path, description = "agent id")),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
-pub async fn delete_agent(
+pub(super) async fn delete_agent(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
@@ -484,7 +484,7 @@ pub async fn delete_agent(
 /// agent group by id (a manager sees the groups of their workflows' queues).
 #[utoipa::path(get, path = "/api/groups", tag = "groups",
     responses((status = 200, body = Vec<GroupDoc>), (status = "4XX", body = ErrorBody)))]
-pub async fn list_groups(
+pub(super) async fn list_groups(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Json<Vec<GroupDoc>>, ApiError> {
@@ -507,7 +507,7 @@ pub async fn list_groups(
 /// Creates an agent group kept for sign-in bookkeeping only: no queue can use it (administrators).
 #[utoipa::path(post, path = "/api/groups", tag = "groups", request_body = GroupBody,
     responses((status = 201, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn create_group(
+pub(super) async fn create_group(
     State(shared): State<Shared>,
     caller: Caller,
     Body(body): Body<GroupBody>,
@@ -534,7 +534,7 @@ pub async fn create_group(
 #[utoipa::path(get, path = "/api/groups/{id}", tag = "groups",
     params(("id" = i64, Path, description = "group id")),
     responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn get_group(
+pub(super) async fn get_group(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
@@ -550,7 +550,7 @@ pub async fn get_group(
 #[utoipa::path(put, path = "/api/groups/{id}", tag = "groups", request_body = GroupBody,
     params(("id" = i64, Path, description = "group id")),
     responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn update_group(
+pub(super) async fn update_group(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
@@ -584,7 +584,7 @@ pub async fn update_group(
 #[utoipa::path(put, path = "/api/groups/{id}/members", tag = "groups", request_body = MembersBody,
     params(("id" = i64, Path, description = "group id")),
     responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn set_members(
+pub(super) async fn set_members(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
@@ -614,7 +614,7 @@ pub async fn set_members(
 #[utoipa::path(delete, path = "/api/groups/{id}", tag = "groups",
     params(("id" = i64, Path, description = "group id")),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
-pub async fn delete_group(
+pub(super) async fn delete_group(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
@@ -640,7 +640,7 @@ pub async fn delete_group(
     request_body = SignInBody,
     params(("id" = i64, Path, description = "group id"), ("agent_id" = i64, Path, description = "agent id")),
     responses((status = 200, body = SignInDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn set_sign_in(
+pub(super) async fn set_sign_in(
     State(shared): State<Shared>,
     caller: Caller,
     Params((id, agent_id)): Params<(i64, i64)>,
@@ -707,7 +707,10 @@ pub async fn set_sign_in(
 /// Who the token speaks for; for an agent, their groups (with sign-in state) and live state.
 #[utoipa::path(get, path = "/api/me", tag = "agents",
     responses((status = 200, body = MeDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn me(State(shared): State<Shared>, caller: Caller) -> Result<Json<MeDoc>, ApiError> {
+pub(super) async fn me(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Json<MeDoc>, ApiError> {
     let uri = SipUri(caller.subject().to_owned());
     let agent_id = match shared.store.get_agent_by_uri(&uri).await {
         Ok(a) => Some(a.id.0),

@@ -16,7 +16,7 @@ use crate::store::StoreError;
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(super) struct ErrorBody {
     /// What went wrong, in a sentence.
     pub error: String,
     /// A stable machine-readable code (`unauthenticated`, `forbidden`, `not_found`, `conflict`,
@@ -69,9 +69,6 @@ pub enum Refusal {
     /// A manager may act only on the agent groups of queues of workflows that list them.
     #[error("this agent group is not used by a workflow you manage")]
     NotYourGroup,
-    /// A manager may act only on workflows that list them in `managers`.
-    #[error("you do not manage this workflow")]
-    NotYourWorkflow,
     /// A manager may not rename a group or change its participation (queues refer to it).
     #[error("managers may change a group's members, alert time, routing and description only")]
     ManagerGroupField,

@@ -18,4 +18,4 @@ pub struct Params<T>(pub T);
 /// Query parameters.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct Query<T>(pub T);
+pub(super) struct Query<T>(pub T);

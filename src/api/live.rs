@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use super::metrics::Metrics;
-pub use super::snapshot::{AgentSnapshot, CallPhase, LiveCall, LiveSnapshot, QueueSnapshot};
+pub(crate) use super::snapshot::{AgentSnapshot, CallPhase, LiveCall, LiveSnapshot, QueueSnapshot};
 use crate::acd::agents::{AgentId, AgentState, AgentTable, Membership, SignInError};
 use crate::acd::observe::{CallObserver, CallSnapshot};
 use crate::acd::runtime::{Acd, Change, ReloadError};
@@ -86,11 +86,6 @@ impl Live {
     /// The process's agent table (read-only use: snapshots, tests).
     pub fn agents(&self) -> &Arc<AgentTable> {
         self.acd.agents()
-    }
-
-    /// The owner of the runtime (configuration, queues, agent table).
-    pub fn acd(&self) -> &Arc<Acd> {
-        &self.acd
     }
 
     /// Subscribes to change announcements.
@@ -262,8 +257,6 @@ fn state_name(state: AgentState) -> &'static str {
         AgentState::Idle => "idle",
         AgentState::Ringing(_) => "ringing",
         AgentState::Busy { .. } => "busy",
-        AgentState::WrapUp => "wrap_up",
-        AgentState::Offline => "offline",
     }
 }
 
@@ -304,9 +297,9 @@ fn queue_snapshot(
             }
             signed_in += 1;
             match table.state(aid) {
-                AgentState::Idle => eligible += 1,
-                AgentState::Ringing(_) | AgentState::Busy { .. } | AgentState::WrapUp => busy += 1,
-                AgentState::Offline => {}
+                Some(AgentState::Idle) => eligible += 1,
+                Some(AgentState::Ringing(_) | AgentState::Busy { .. }) => busy += 1,
+                None => {}
             }
         }
     }
@@ -342,7 +335,7 @@ fn agent_snapshot(
         .collect();
     AgentSnapshot {
         sip_uri: uri.to_owned(),
-        state: state_name(table.state(aid)),
+        state: table.state(aid).map_or("unknown", state_name),
         current_call: calls
             .iter()
             .find(|c| c.agent.as_deref() == Some(uri))

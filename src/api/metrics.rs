@@ -35,7 +35,7 @@ const OUTCOMES: [CallOutcome; 10] = [
 ];
 
 /// The label value of an outcome (same spelling as the call records).
-pub fn outcome_label(o: CallOutcome) -> &'static str {
+pub(super) fn outcome_label(o: CallOutcome) -> &'static str {
     match o {
         CallOutcome::Answered => "answered",
         CallOutcome::Abandoned => "abandoned",
@@ -66,7 +66,7 @@ fn outcome_index(o: CallOutcome) -> usize {
 }
 
 /// Upper bounds (seconds) of the queue-wait histogram buckets; `+Inf` follows.
-pub const WAIT_BUCKETS: [u64; 9] = [1, 5, 10, 20, 30, 60, 120, 300, 600];
+pub(super) const WAIT_BUCKETS: [u64; 9] = [1, 5, 10, 20, 30, 60, 120, 300, 600];
 
 /// Counters and histograms bumped by the other layers; each update is one relaxed atomic add.
 #[derive(Debug, Default)]
@@ -162,7 +162,7 @@ fn ms_to_secs(ms: u64) -> f64 {
 }
 
 /// The whole `/metrics` document: counters from `metrics`, gauges from `live`.
-pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String {
+pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String {
     let mut out = String::new();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -249,7 +249,7 @@ pub fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> String 
     );
 
     header(&mut out, "rgsd_agents", "gauge", "Agents by state.");
-    for state in ["idle", "ringing", "busy", "wrap_up", "offline"] {
+    for state in ["idle", "ringing", "busy"] {
         let n = live.agents.iter().filter(|a| a.state == state).count();
         let _ = writeln!(out, "rgsd_agents{{state=\"{state}\"}} {n}");
     }

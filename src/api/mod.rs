@@ -28,20 +28,20 @@
 //! served at `/api/openapi.json` is generated from the same declarations as the router itself:
 //! a route cannot be served without being documented.
 
-pub mod agents;
-pub mod auth;
-pub mod error;
+mod agents;
+mod auth;
+mod error;
 mod extract;
-pub mod live;
-pub mod metrics;
+pub(crate) mod live;
+mod metrics;
 pub mod objects;
-pub mod prompts;
+mod prompts;
 pub mod reports;
-pub mod session;
-pub mod sign_in;
-pub mod snapshot;
-pub mod tokens;
-pub mod views;
+mod session;
+mod sign_in;
+mod snapshot;
+pub(crate) mod tokens;
+mod views;
 
 use std::sync::Arc;
 
@@ -61,6 +61,7 @@ use crate::store::Store;
 pub use error::ApiError;
 pub use live::Live;
 pub use metrics::Metrics;
+pub use snapshot::{CallPhase, LiveCall};
 
 /// The API's state, built by the daemon: the live configuration, the store, the clock, the live
 /// side, revoked tokens and the configuration objects. Every handler receives a clone.

@@ -38,7 +38,7 @@ const RATE: u32 = 8_000;
 
 /// A prompt as listed.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PromptDoc {
+pub(super) struct PromptDoc {
     pub name: String,
     /// What an object writes to use it: `{ "file": "prompts/NAME.wav" }`.
     pub file: String,
@@ -48,7 +48,7 @@ pub struct PromptDoc {
 /// A prompt spoken by the text-to-speech engine.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PromptText {
+pub(super) struct PromptText {
     pub name: String,
     pub text: String,
     /// BCP 47 tag choosing the voice; default `en-US`.
@@ -166,7 +166,10 @@ async fn audit(shared: &Shared, caller: &Caller, action: &str, name: &str, detai
 /// The prompts made here, by name.
 #[utoipa::path(get, path = "/api/prompts", tag = "prompts",
     responses((status = 200, body = Vec<PromptDoc>), (status = "4XX", body = ErrorBody)))]
-pub async fn list(State(shared): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
+pub(super) async fn list(
+    State(shared): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     caller.require_admin_or_manager()?;
     let dir = folder(&shared);
     let mut out: Vec<PromptDoc> = tokio::task::spawn_blocking(move || {
@@ -193,7 +196,7 @@ pub async fn list(State(shared): State<Shared>, caller: Caller) -> Result<Respon
 /// Speaks `text` once with the text-to-speech engine and keeps the result as a prompt.
 #[utoipa::path(post, path = "/api/prompts", tag = "prompts", request_body = PromptText,
     responses((status = 201, body = PromptDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn create_from_text(
+pub(super) async fn create_from_text(
     State(shared): State<Shared>,
     caller: Caller,
     Body(body): Body<PromptText>,
@@ -236,7 +239,7 @@ pub async fn create_from_text(
     params(("name" = String, Path, description = "prompt name")),
     request_body(content = Vec<u8>, content_type = "audio/wav"),
     responses((status = 201, body = PromptDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn upload(
+pub(super) async fn upload(
     State(shared): State<Shared>,
     caller: Caller,
     Params(name): Params<String>,
@@ -270,7 +273,7 @@ pub async fn upload(
 #[utoipa::path(get, path = "/api/prompts/{name}", tag = "prompts",
     params(("name" = String, Path, description = "prompt name")),
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = "4XX", body = ErrorBody)))]
-pub async fn get(
+pub(super) async fn get(
     State(shared): State<Shared>,
     caller: Caller,
     Params(name): Params<String>,
@@ -288,7 +291,7 @@ pub async fn get(
 #[utoipa::path(delete, path = "/api/prompts/{name}", tag = "prompts",
     params(("name" = String, Path, description = "prompt name")),
     responses((status = 204, description = "deleted"), (status = 409, description = "in use"), (status = "4XX", body = ErrorBody)))]
-pub async fn delete(
+pub(super) async fn delete(
     State(shared): State<Shared>,
     caller: Caller,
     Params(name): Params<String>,

@@ -136,6 +136,7 @@ impl Acc {
 
 /// The summary report of `records`, one row per workflow, queue or agent, sorted by key.
 /// `threshold` is the service-level `N`.
+#[cfg(test)]
 pub fn summarize(records: &[CallRecord], by: GroupBy, threshold: Duration) -> Vec<SummaryRow> {
     let mut summary = Summary::new(by, threshold);
     for r in records {
@@ -144,8 +145,8 @@ pub fn summarize(records: &[CallRecord], by: GroupBy, threshold: Duration) -> Ve
     summary.rows()
 }
 
-/// [`summarize`] one record at a time, so that a report over a long range reads the records
-/// page by page and holds only one accumulator per workflow, queue or agent.
+/// The summary report built one record at a time, so that a report over a long range reads the
+/// records page by page and holds only one accumulator per workflow, queue or agent.
 #[derive(Debug)]
 pub struct Summary {
     by: GroupBy,

@@ -52,11 +52,11 @@ use sha2::{Digest, Sha256};
 use crate::store::{PasswordHash, TokenId};
 
 /// The session cookie's name.
-pub const SESSION_COOKIE: &str = "rgsd_session";
+pub(super) const SESSION_COOKIE: &str = "rgsd_session";
 /// The header that carries the CSRF token.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(super) const CSRF_HEADER: &str = "x-csrf-token";
 /// The environment variable that forces `Secure` on the cookie (`1`, `true` or `yes`).
-pub const SECURE_ENV: &str = "RGSD_COOKIE_SECURE";
+pub(super) const SECURE_ENV: &str = "RGSD_COOKIE_SECURE";
 
 /// How long sessions live and how many failed sign-ins are tolerated.
 #[derive(Debug, Clone)]
@@ -110,14 +110,14 @@ impl SessionPolicy {
 /// The session machinery of one server: its policy, the failed-sign-in limiter and the bound on
 /// concurrent password checks. Installed on the router as an extension.
 #[derive(Debug)]
-pub struct Sessions {
+pub(super) struct Sessions {
     pub policy: SessionPolicy,
     limiter: Mutex<Limiter>,
     pub(super) checks: tokio::sync::Semaphore,
 }
 
 impl Sessions {
-    pub fn new(policy: SessionPolicy) -> Self {
+    pub(super) fn new(policy: SessionPolicy) -> Self {
         let limiter = Limiter {
             users: Counter::new(policy.failures_per_user, policy.limiter_entries),
             addresses: Counter::new(policy.failures_per_address, policy.limiter_entries),

@@ -31,7 +31,7 @@ use crate::store::users::MAX_PASSWORD_BYTES;
 /// Signing in: a user name (SIP URI) and password, as JSON or as an HTML form.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Credentials {
+pub(super) struct Credentials {
     pub user: String,
     pub password: String,
 }
@@ -46,7 +46,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Who is signed in, and the CSRF token to send with changes.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionDoc {
+pub(super) struct SessionDoc {
     /// The user's SIP URI.
     pub user: String,
     pub role: RoleDoc,
@@ -127,7 +127,7 @@ async fn parse_sign_in(req: Request) -> Result<Credentials, ApiError> {
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody,
             headers(("retry-after" = u64, description = "seconds"))),
         (status = "4XX", body = ErrorBody)))]
-pub async fn sign_in(
+pub(super) async fn sign_in(
     State(shared): State<Shared>,
     Extension(sessions): Extension<Arc<Sessions>>,
     req: Request,
@@ -238,7 +238,7 @@ async fn audit(shared: &Shared, actor: &str, action: &str, detail: serde_json::V
 /// Who is signed in through the session cookie, and the CSRF token. 401 without a live session.
 #[utoipa::path(get, path = "/api/session", tag = "session",
     responses((status = 200, body = SessionDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn current(
+pub(super) async fn current(
     State(shared): State<Shared>,
     Extension(sessions): Extension<Arc<Sessions>>,
     headers: HeaderMap,
@@ -259,7 +259,7 @@ pub async fn current(
 /// the CSRF token. With a bearer token there is nothing to end.
 #[utoipa::path(delete, path = "/api/session", tag = "session",
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
-pub async fn sign_out(
+pub(super) async fn sign_out(
     State(shared): State<Shared>,
     Extension(sessions): Extension<Arc<Sessions>>,
     caller: Caller,

@@ -84,7 +84,7 @@ pub struct QueueSnapshot {
     pub agents_signed_in: usize,
     /// Of those, free to be offered a call now.
     pub agents_eligible: usize,
-    /// Of those, ringing, on a call or in wrap-up.
+    /// Of those, ringing or on a call.
     pub agents_busy: usize,
 }
 
@@ -92,7 +92,7 @@ pub struct QueueSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AgentSnapshot {
     pub sip_uri: String,
-    /// `idle`, `ringing`, `busy`, `wrap_up` or `offline`.
+    /// `idle`, `ringing` or `busy`.
     pub state: &'static str,
     /// The Call-ID of the call the agent is ringing for or talking on, when the driver reported it.
     pub current_call: Option<String>,

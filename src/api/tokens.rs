@@ -90,7 +90,7 @@ impl From<Role> for RoleDoc {
 
 /// A token as listed (never the token itself).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TokenDoc {
+pub(crate) struct TokenDoc {
     pub id: i64,
     pub role: RoleDoc,
     pub subject: String,
@@ -113,7 +113,7 @@ impl From<TokenInfo> for TokenDoc {
 /// Issuing a token.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TokenBody {
+pub(crate) struct TokenBody {
     pub role: RoleDoc,
     /// An agent's or manager's SIP URI; an administrator's name.
     pub subject: String,
@@ -121,7 +121,7 @@ pub struct TokenBody {
 
 /// A token just issued: `token` is shown this once.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct IssuedDoc {
+pub(crate) struct IssuedDoc {
     #[serde(flatten)]
     pub info: TokenDoc,
     pub token: String,
@@ -130,7 +130,7 @@ pub struct IssuedDoc {
 /// Every token, revoked ones included (administrators).
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens",
     responses((status = 200, body = Vec<TokenDoc>), (status = "4XX", body = ErrorBody)))]
-pub async fn list_tokens(
+pub(crate) async fn list_tokens(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Json<Vec<TokenDoc>>, ApiError> {
@@ -142,7 +142,7 @@ pub async fn list_tokens(
 /// Issues a token (administrators). Agents' and managers' subjects must be SIP URIs.
 #[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = TokenBody,
     responses((status = 201, body = IssuedDoc), (status = "4XX", body = ErrorBody)))]
-pub async fn create_token(
+pub(crate) async fn create_token(
     State(shared): State<Shared>,
     caller: Caller,
     Body(body): Body<TokenBody>,
@@ -183,7 +183,7 @@ pub async fn create_token(
 #[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens",
     params(("id" = i64, Path, description = "token id")),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
-pub async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,

@@ -39,7 +39,7 @@ fn snapshot(shared: &Shared, caller: &Caller) -> Result<LiveSnapshot, ApiError> 
 /// Queues, agents and calls in progress, now.
 #[utoipa::path(get, path = "/api/live", tag = "live",
     responses((status = 200, body = LiveSnapshot), (status = "4XX", body = ErrorBody)))]
-pub async fn live(
+pub(super) async fn live(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Json<LiveSnapshot>, ApiError> {
@@ -49,7 +49,7 @@ pub async fn live(
 /// Queues now: waiting calls, longest wait, agents signed in, eligible and busy.
 #[utoipa::path(get, path = "/api/live/queues", tag = "live",
     responses((status = 200, body = Vec<QueueSnapshot>), (status = "4XX", body = ErrorBody)))]
-pub async fn live_queues(
+pub(super) async fn live_queues(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Json<Vec<QueueSnapshot>>, ApiError> {
@@ -59,7 +59,7 @@ pub async fn live_queues(
 /// Agents now: state, current call, idle since, formal groups signed in to.
 #[utoipa::path(get, path = "/api/live/agents", tag = "live",
     responses((status = 200, body = Vec<AgentSnapshot>), (status = "4XX", body = ErrorBody)))]
-pub async fn live_agents(
+pub(super) async fn live_agents(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Json<Vec<AgentSnapshot>>, ApiError> {
@@ -69,7 +69,7 @@ pub async fn live_agents(
 /// Calls in progress.
 #[utoipa::path(get, path = "/api/live/calls", tag = "live",
     responses((status = 200, body = Vec<LiveCall>), (status = "4XX", body = ErrorBody)))]
-pub async fn live_calls(
+pub(super) async fn live_calls(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Json<Vec<LiveCall>>, ApiError> {
@@ -78,7 +78,7 @@ pub async fn live_calls(
 
 /// One event of `/api/live/stream`, documented as OpenAPI describes server-sent events (the
 /// event's fields): `event: snapshot` and, as `data`, the [`LiveSnapshot`] document as JSON text.
-pub struct LiveEvent;
+pub(super) struct LiveEvent;
 
 impl utoipa::PartialSchema for LiveEvent {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -128,7 +128,7 @@ impl utoipa::ToSchema for LiveEvent {
     params(("access_token" = Option<String>, Query, description = "token, for EventSource")),
     responses((status = 200, content_type = "text/event-stream", body = LiveEvent),
               (status = "4XX", body = ErrorBody)))]
-pub async fn live_stream(
+pub(super) async fn live_stream(
     State(shared): State<Shared>,
     caller: Caller,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -159,7 +159,7 @@ pub async fn live_stream(
 /// The time range and options of a report.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ReportQuery {
+pub(super) struct ReportQuery {
     /// Start (inclusive), RFC 3339.
     pub from: DateTime<Utc>,
     /// End (exclusive), RFC 3339.
@@ -211,7 +211,7 @@ impl ReportQuery {
 
 /// The summary report document.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SummaryDoc {
+pub(super) struct SummaryDoc {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub by: GroupBy,
@@ -221,7 +221,7 @@ pub struct SummaryDoc {
 
 /// Most calls the call list returns at once; a longer range is refused with a clear error
 /// rather than held in memory whole.
-pub const MAX_CALL_ROWS: usize = 100_000;
+pub(super) const MAX_CALL_ROWS: usize = 100_000;
 
 /// Feeds every record of the range the caller may see to `each`, a page at a time: memory is
 /// bounded by a page whatever the range. Fails once more than `cap` records were fed.
@@ -281,7 +281,7 @@ fn csv_response(body: String, name: &str) -> Response {
 #[utoipa::path(get, path = "/api/reports/summary", tag = "reports", params(ReportQuery),
     responses((status = 200, content((SummaryDoc = "application/json"), (String = "text/csv"))),
               (status = "4XX", body = ErrorBody)))]
-pub async fn report_summary(
+pub(super) async fn report_summary(
     State(shared): State<Shared>,
     caller: Caller,
     Query(q): Query<ReportQuery>,
@@ -309,7 +309,7 @@ pub async fn report_summary(
 #[utoipa::path(get, path = "/api/reports/calls", tag = "reports", params(ReportQuery),
     responses((status = 200, content((Vec<CallRow> = "application/json"), (String = "text/csv"))),
               (status = "4XX", body = ErrorBody)))]
-pub async fn report_calls(
+pub(super) async fn report_calls(
     State(shared): State<Shared>,
     caller: Caller,
     Query(q): Query<ReportQuery>,
@@ -332,7 +332,7 @@ pub async fn report_calls(
 
 /// One audit entry.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AuditDoc {
+pub(super) struct AuditDoc {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -344,7 +344,7 @@ pub struct AuditDoc {
 /// Which audit entries.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct AuditQuery {
+pub(super) struct AuditQuery {
     /// Entries at or after this time (RFC 3339); default: all.
     #[serde(default)]
     pub since: Option<DateTime<Utc>>,
@@ -356,7 +356,7 @@ pub struct AuditQuery {
 /// The audit log: who changed what, when (administrators).
 #[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = Vec<AuditDoc>), (status = "4XX", body = ErrorBody)))]
-pub async fn audit_log(
+pub(super) async fn audit_log(
     State(shared): State<Shared>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
@@ -386,7 +386,7 @@ pub async fn audit_log(
 /// Liveness: 200 while the daemon runs.
 #[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses((status = 200, body = String, content_type = "text/plain")))]
-pub async fn health() -> &'static str {
+pub(super) async fn health() -> &'static str {
     "ok"
 }
 
@@ -394,7 +394,7 @@ pub async fn health() -> &'static str {
 /// exporters: bind `http_listen` where only the scraper reaches it.
 #[utoipa::path(get, path = "/metrics", tag = "service", security(()),
     responses((status = 200, body = String, content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(State(shared): State<Shared>) -> Response {
+pub(super) async fn metrics(State(shared): State<Shared>) -> Response {
     let config = shared.config.load();
     let live = shared.live.snapshot(&config, &super::auth::Scope::All);
     let body = super::metrics::render(&shared.live.metrics, &live, shared.store.backend_name());
@@ -411,13 +411,13 @@ pub async fn metrics(State(shared): State<Shared>) -> Response {
 /// The agent page: sign in with a token, see your groups with sign-in switches and your state.
 #[utoipa::path(get, path = "/agent", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
-pub async fn agent_page() -> Html<&'static str> {
+pub(super) async fn agent_page() -> Html<&'static str> {
     Html(include_str!("assets/agent.html"))
 }
 
 /// The wallboard: every queue live (server-sent events).
 #[utoipa::path(get, path = "/wallboard", tag = "pages", security(()),
     responses((status = 200, body = String, content_type = "text/html")))]
-pub async fn wallboard_page() -> Html<&'static str> {
+pub(super) async fn wallboard_page() -> Html<&'static str> {
     Html(include_str!("assets/wallboard.html"))
 }

@@ -67,7 +67,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Sorts diagnostics by line, then column, then key, so output reads top to bottom.
-pub fn sort(diagnostics: &mut [Diagnostic]) {
+pub(super) fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by(|a, b| {
         (a.line, a.column, &a.key, &a.message).cmp(&(b.line, b.column, &b.key, &b.message))
     });

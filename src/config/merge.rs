@@ -150,7 +150,7 @@ pub fn load_merged(
 ///
 /// # Errors
 /// As [`load_merged`].
-pub fn load_merged_with_audio(
+pub(crate) fn load_merged_with_audio(
     path: &Path,
     objects: &[DbObject],
     opts: &LoadOptions,
@@ -186,7 +186,7 @@ pub(crate) fn load_merged_with(
 ///
 /// # Errors
 /// As [`load_merged`].
-pub fn compile_merged_text(
+pub(crate) fn compile_merged_text(
     path: &Path,
     text: &str,
     objects: &[DbObject],
@@ -409,7 +409,7 @@ fn object_diagnostic_with(kind: ObjectKind, name: &str, key: &str, d: Diagnostic
 }
 
 /// `queues/Sales`: how diagnostics and the API name a database object.
-pub fn object_path(kind: ObjectKind, name: &str) -> PathBuf {
+pub(crate) fn object_path(kind: ObjectKind, name: &str) -> PathBuf {
     PathBuf::from(format!("{}/{name}", kind.collection()))
 }
 
@@ -417,7 +417,7 @@ pub fn object_path(kind: ObjectKind, name: &str) -> PathBuf {
 ///
 /// # Errors
 /// The body is not a JSON object, or holds a value TOML cannot write.
-pub fn render_object(
+pub(crate) fn render_object(
     kind: ObjectKind,
     name: &str,
     body: &serde_json::Value,
@@ -495,7 +495,7 @@ fn toml_to_json(value: &toml::Value) -> serde_json::Value {
 ///
 /// # Errors
 /// An object whose body cannot be written as TOML (not a JSON object).
-pub fn export_toml(objects: &[DbObject]) -> Result<String, String> {
+pub(crate) fn export_toml(objects: &[DbObject]) -> Result<String, String> {
     let mut sorted: Vec<&DbObject> = objects.iter().collect();
     sorted.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     let mut out = String::new();
@@ -515,7 +515,9 @@ pub fn export_toml(objects: &[DbObject]) -> Result<String, String> {
 ///
 /// # Errors
 /// The text is not TOML, or an object has no string `name`.
-pub fn objects_of_toml(text: &str) -> Result<Vec<(ObjectKind, String, serde_json::Value)>, String> {
+pub(crate) fn objects_of_toml(
+    text: &str,
+) -> Result<Vec<(ObjectKind, String, serde_json::Value)>, String> {
     let doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for kind in ObjectKind::ALL {
@@ -605,7 +607,7 @@ fn file_objects(
 /// The names of objects that `body` (an object of any kind, in the contract's shape) refers
 /// to: queues (`queue = NAME` anywhere, in a workflow or an action), agent groups, hours and
 /// holiday sets.
-pub fn references(kind: ObjectKind, body: &serde_json::Value) -> Vec<(ObjectKind, String)> {
+pub(crate) fn references(kind: ObjectKind, body: &serde_json::Value) -> Vec<(ObjectKind, String)> {
     let mut out = Vec::new();
     let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
         match v {
@@ -664,7 +666,7 @@ fn queue_names(value: &serde_json::Value, out: &mut Vec<(ObjectKind, String)>) {
 }
 
 /// RFC 7386 JSON merge patch: `patch` applied to `target`; `null` removes a key.
-pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+pub(crate) fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
     let serde_json::Value::Object(patch) = patch else {
         *target = patch.clone();
         return;

@@ -14,11 +14,11 @@
 //! `rgsd check` pass the media layer's WAV header probe); unit tests inject their own.
 
 mod compile;
-pub mod diagnostic;
-pub mod merge;
+mod diagnostic;
+pub(crate) mod merge;
 pub mod model;
 mod raw;
-pub mod uri;
+pub(crate) mod uri;
 mod values;
 
 use std::collections::BTreeSet;

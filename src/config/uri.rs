@@ -44,11 +44,6 @@ impl SipUri {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The user and host (see [`user_host`]).
-    pub fn user_host(&self) -> Option<(&str, &str)> {
-        user_host(&self.0)
-    }
 }
 
 impl std::fmt::Display for SipUri {
@@ -69,7 +64,7 @@ fn rsip_uri(text: &str) -> Option<rsip::Uri> {
 /// The `user@host` of a SIP URI, without scheme, port or parameters (and without the `<>` of a
 /// name-addr). `None` when the text is not a `sip:`/`sips:` URI with a user part. Borrowed from
 /// the text: routing calls it on every INVITE.
-pub fn user_host(uri: &str) -> Option<(&str, &str)> {
+pub(crate) fn user_host(uri: &str) -> Option<(&str, &str)> {
     let uri = uri.trim().trim_start_matches('<');
     let rest = uri
         .strip_prefix("sip:")
@@ -101,7 +96,7 @@ pub struct UriTarget {
 
 /// The target of a `sip:`/`sips:` URI (surrounding white space allowed); `None` when it does not
 /// parse as a whole (the same grammar as [`SipUri::parse`]).
-pub fn target(uri: &str) -> Option<UriTarget> {
+pub(crate) fn target(uri: &str) -> Option<UriTarget> {
     let parsed = rsip_uri(uri.trim())?;
     let host = match &parsed.host_with_port.host {
         rsip::Host::Domain(d) => d.to_string(),

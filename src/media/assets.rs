@@ -140,6 +140,7 @@ impl MediaAssets {
     }
 
     /// The server default music (a file, or the built-in tone loop).
+    #[cfg(test)]
     #[must_use]
     pub fn default_music(&self) -> Arc<Clip> {
         Arc::clone(&self.default_music)

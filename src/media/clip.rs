@@ -105,6 +105,7 @@ impl Clip {
     }
 
     /// How long the clip plays.
+    #[cfg(test)]
     #[must_use]
     pub fn duration(&self) -> std::time::Duration {
         super::codec::FRAME_DURATION * u32::try_from(self.frames()).unwrap_or(u32::MAX)
@@ -124,7 +125,7 @@ pub(crate) fn to_i16(s: f32) -> i16 {
 ///
 /// # Errors
 /// [`ClipError`] when rubato refuses the rate.
-pub fn resample_to_8k(samples: &[f32], rate: u32) -> Result<Vec<f32>, ClipError> {
+pub(crate) fn resample_to_8k(samples: &[f32], rate: u32) -> Result<Vec<f32>, ClipError> {
     if rate == SAMPLE_RATE || samples.is_empty() {
         return Ok(samples.to_vec());
     }

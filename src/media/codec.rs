@@ -5,13 +5,13 @@ use std::time::Duration;
 use super::g711;
 
 /// Every RTP stream rgsd sends runs at the G.711 clock.
-pub const SAMPLE_RATE: u32 = 8_000;
+pub(crate) const SAMPLE_RATE: u32 = 8_000;
 /// Samples in one 20 ms packet.
-pub const FRAME_SAMPLES: usize = 160;
+pub(crate) const FRAME_SAMPLES: usize = 160;
 /// `FRAME_SAMPLES` as an RTP timestamp increment.
-pub const FRAME_TICKS: u32 = 160;
+pub(crate) const FRAME_TICKS: u32 = 160;
 /// The packet interval (`a=ptime:20`).
-pub const FRAME_DURATION: Duration = Duration::from_millis(20);
+pub(crate) const FRAME_DURATION: Duration = Duration::from_millis(20);
 
 /// An audio codec of a negotiated stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +33,7 @@ impl Codec {
     }
 
     /// The code of silence.
+    #[cfg(test)]
     #[must_use]
     pub const fn silence(self) -> u8 {
         match self {

@@ -25,13 +25,13 @@ const EVENT_KEYS: [char; 16] = [
 
 /// The key of an RFC 4733 event code; `None` for non-DTMF events (flash, tones).
 #[must_use]
-pub fn key_of_event(code: u8) -> Option<char> {
+pub(crate) fn key_of_event(code: u8) -> Option<char> {
     EVENT_KEYS.get(usize::from(code)).copied()
 }
 
 /// One telephone-event payload (RFC 4733 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TelephoneEvent {
+pub(crate) struct TelephoneEvent {
     pub event: u8,
     pub end: bool,
     pub volume: u8,
@@ -42,7 +42,7 @@ pub struct TelephoneEvent {
 impl TelephoneEvent {
     /// Parses the first four bytes of a payload; `None` when it is shorter.
     #[must_use]
-    pub fn parse(payload: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(payload: &[u8]) -> Option<Self> {
         let [event, flags, d0, d1, ..] = *payload else {
             return None;
         };
@@ -55,8 +55,9 @@ impl TelephoneEvent {
     }
 
     /// The four payload bytes.
+    #[cfg(test)]
     #[must_use]
-    pub fn to_bytes(self) -> [u8; 4] {
+    pub(crate) fn to_bytes(self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
         [
             self.event,
@@ -74,7 +75,7 @@ impl TelephoneEvent {
 /// two retransmissions are ignored. If a new press starts while the previous one never showed an
 /// end packet (all three lost), the previous one is reported then.
 #[derive(Debug, Default)]
-pub struct TelephoneEventReceiver {
+pub(crate) struct TelephoneEventReceiver {
     /// The press in progress: (RTP timestamp, key, when its first packet arrived).
     current: Option<(u32, char, Instant)>,
     /// Timestamp of the last press reported, to drop its retransmitted end packets.
@@ -83,12 +84,17 @@ pub struct TelephoneEventReceiver {
 
 impl TelephoneEventReceiver {
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Feeds one packet (its RTP timestamp and payload); returns a digit when a press is complete.
-    pub fn on_packet(&mut self, timestamp: u32, payload: &[u8], now: Instant) -> Option<Digit> {
+    pub(crate) fn on_packet(
+        &mut self,
+        timestamp: u32,
+        payload: &[u8],
+        now: Instant,
+    ) -> Option<Digit> {
         let event = TelephoneEvent::parse(payload)?;
         if self.reported == Some(timestamp) {
             return None;
@@ -130,7 +136,7 @@ impl TelephoneEventReceiver {
 ///   `A`-`D`, or the event number 10/11 some phones send for `*`/`#`).
 /// - `application/dtmf`: the key itself, e.g. `5`.
 #[must_use]
-pub fn parse_info_body(content_type: &str, body: &str) -> Option<char> {
+pub(crate) fn parse_info_body(content_type: &str, body: &str) -> Option<char> {
     let content_type = content_type.trim();
     if content_type.eq_ignore_ascii_case("application/dtmf-relay") {
         body.lines().find_map(|line| {
@@ -191,7 +197,7 @@ fn coefficients() -> [f32; 8] {
 /// together hold most of the block's energy, with limited twist. A key counts once it is seen in
 /// two blocks in a row, and again only after a block without it.
 #[derive(Debug)]
-pub struct InbandDetector {
+pub(crate) struct InbandDetector {
     coefficients: [f32; 8],
     block: [f32; BLOCK],
     filled: usize,
@@ -209,7 +215,7 @@ impl Default for InbandDetector {
 
 impl InbandDetector {
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             coefficients: coefficients(),
             block: [0.0; BLOCK],
@@ -221,7 +227,7 @@ impl InbandDetector {
 
     /// Feeds samples (any count, e.g. one 20 ms frame); returns the first new key completed in
     /// them, stamped `now`.
-    pub fn feed(&mut self, samples: &[i16], now: Instant) -> Option<Digit> {
+    pub(crate) fn feed(&mut self, samples: &[i16], now: Instant) -> Option<Digit> {
         let mut found = None;
         for &s in samples {
             self.block[self.filled] = f32::from(s) / 32_768.0;

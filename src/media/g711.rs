@@ -21,7 +21,7 @@ const ULAW_CLIP: i32 = 32_635;
     clippy::cast_sign_loss
 )]
 #[must_use]
-pub const fn linear_to_ulaw(sample: i16) -> u8 {
+pub(crate) const fn linear_to_ulaw(sample: i16) -> u8 {
     let s = sample as i32;
     let sign: i32 = if s < 0 { 0x80 } else { 0 };
     let mut mag = if s < 0 { -s } else { s };
@@ -73,7 +73,7 @@ const ALAW_SEGMENT_END: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF,
     clippy::cast_sign_loss
 )]
 #[must_use]
-pub const fn linear_to_alaw(sample: i16) -> u8 {
+pub(crate) const fn linear_to_alaw(sample: i16) -> u8 {
     let mut pcm = (sample as i32) >> 3;
     let mask = if pcm >= 0 {
         0xD5
@@ -104,7 +104,7 @@ pub const fn linear_to_alaw(sample: i16) -> u8 {
     clippy::cast_sign_loss
 )]
 #[must_use]
-pub const fn alaw_to_linear(code: u8) -> i16 {
+pub(crate) const fn alaw_to_linear(code: u8) -> i16 {
     let a = (code ^ 0x55) as i32;
     let mut t = (a & 0x0F) << 4;
     let segment = (a & 0x70) >> 4;
@@ -157,14 +157,16 @@ const fn build_alaw_to_ulaw() -> [u8; 256] {
 }
 
 /// µ-law code → A-law code of the same level.
-pub static ULAW_TO_ALAW: [u8; 256] = build_ulaw_to_alaw();
+pub(crate) static ULAW_TO_ALAW: [u8; 256] = build_ulaw_to_alaw();
 /// A-law code → µ-law code of the same level.
-pub static ALAW_TO_ULAW: [u8; 256] = build_alaw_to_ulaw();
+pub(crate) static ALAW_TO_ULAW: [u8; 256] = build_alaw_to_ulaw();
 
 /// The µ-law code of silence.
-pub const ULAW_SILENCE: u8 = linear_to_ulaw(0);
+#[cfg(test)]
+pub(crate) const ULAW_SILENCE: u8 = linear_to_ulaw(0);
 /// The A-law code of silence.
-pub const ALAW_SILENCE: u8 = linear_to_alaw(0);
+#[cfg(test)]
+pub(crate) const ALAW_SILENCE: u8 = linear_to_alaw(0);
 
 #[cfg(test)]
 mod tests {

@@ -67,7 +67,7 @@ impl Default for LegOptions {
 /// then touched once per batch instead of once per packet, so thousands of legs on two cores do
 /// not fight over one cache line 50 times a second each; the totals run behind by less than one
 /// batch per direction per open leg, and are exact for legs that ended.
-pub const COUNT_BATCH: u32 = 50;
+pub(crate) const COUNT_BATCH: u32 = 50;
 
 /// The RTP packets the legs of one engine (and its clones) sent and received, for
 /// `rgsd_rtp_packets_total`: read them with [`RtpCounts::sent`] and [`RtpCounts::received`].
@@ -402,15 +402,10 @@ pub struct Leg {
 
 impl Leg {
     /// The leg's local RTP port.
+    #[cfg(test)]
     #[must_use]
     pub fn local_port(&self) -> u16 {
         self.shared.socket.port()
-    }
-
-    /// What the last offer/answer settled; `None` before the answer to rgsd's offer.
-    #[must_use]
-    pub fn negotiated(&self) -> Option<Negotiated> {
-        self.shared.lock().negotiated
     }
 
     /// Applies the peer's answer to the offer from [`MediaEngine::offer`].

@@ -11,15 +11,23 @@
 //!   runtime worker. [`dtmf`]: RFC 4733, SIP INFO and in-band digits. [`clip`], [`codec`],
 //!   [`g711`], [`wav`], [`tts`]: audio.
 
-pub mod assets;
-pub mod clip;
-pub mod codec;
-pub mod dtmf;
-pub mod g711;
-pub mod leg;
+pub(crate) mod assets;
+pub(crate) mod clip;
+pub(crate) mod codec;
+pub(crate) mod dtmf;
+pub(crate) mod g711;
+pub(crate) mod leg;
 mod pacer;
-pub mod ports;
-pub mod rtp;
-pub mod sdp;
-pub mod tts;
-pub mod wav;
+pub(crate) mod ports;
+pub(crate) mod rtp;
+mod sdp;
+pub(crate) mod tts;
+pub(crate) mod wav;
+
+pub use clip::tone_loop;
+pub use codec::Codec;
+pub use g711::ulaw_to_linear;
+pub use leg::{LegOptions, MediaEngine};
+pub use ports::PortPool;
+pub use rtp::{MAX_PACKET, Relay, RtpStream, StreamFormat};
+pub use wav::config_probe;

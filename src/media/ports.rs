@@ -96,6 +96,7 @@ impl PortPool {
     }
 
     /// Ports in the pool.
+    #[cfg(test)]
     #[must_use]
     pub fn size(&self) -> usize {
         self.free.lock().size

@@ -67,18 +67,15 @@ impl RtpStream {
         Self::new(fastrand::u32(..), fastrand::u16(..), fastrand::u32(..))
     }
 
-    #[must_use]
-    pub fn ssrc(&self) -> u32 {
-        self.ssrc
-    }
-
     /// The sequence number the next packet gets.
+    #[cfg(test)]
     #[must_use]
     pub fn next_seq(&self) -> u16 {
         self.next_seq
     }
 
     /// The timestamp the next frame gets.
+    #[cfg(test)]
     #[must_use]
     pub fn next_timestamp(&self) -> u32 {
         self.next_ts
@@ -89,11 +86,6 @@ impl RtpStream {
     pub fn begin_source(&mut self) -> u32 {
         self.marker = true;
         self.epoch = self.epoch.wrapping_add(1);
-        self.epoch
-    }
-
-    #[must_use]
-    pub fn epoch(&self) -> u32 {
         self.epoch
     }
 

@@ -23,7 +23,7 @@ use ::sdp::description::session::{Origin, SessionDescription, TimeDescription, T
 use super::codec::Codec;
 
 /// The payload type rgsd offers for telephone-event.
-pub const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
+pub(super) const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
 
 /// Which way media flows, from one side's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Direction {
 
 /// rgsd's end of the stream, written into the SDP it sends.
 #[derive(Debug, Clone)]
-pub struct LocalMedia {
+pub(super) struct LocalMedia {
     /// The address written into `o=` and `c=` (the server's advertised host, an IP address).
     pub address: IpAddr,
     /// The leg's RTP port.
@@ -338,7 +338,10 @@ fn session(local: &LocalMedia, media: Vec<MediaDescription>) -> SessionDescripti
 ///
 /// # Errors
 /// [`AnswerError`]; its [`AnswerError::sip_status`] is the response to send.
-pub fn answer(offer: &[u8], local: &LocalMedia) -> Result<(Negotiated, String), AnswerError> {
+pub(super) fn answer(
+    offer: &[u8],
+    local: &LocalMedia,
+) -> Result<(Negotiated, String), AnswerError> {
     let offer = parse(offer)?;
     let mut chosen: Option<Negotiated> = None;
     let mut saw_audio = false;
@@ -410,7 +413,7 @@ pub fn answer(offer: &[u8], local: &LocalMedia) -> Result<(Negotiated, String), 
 
 /// rgsd's offer: one audio stream with PCMU, PCMA and telephone-event, in that order.
 #[must_use]
-pub fn offer(local: &LocalMedia) -> String {
+pub(super) fn offer(local: &LocalMedia) -> String {
     let te = TELEPHONE_EVENT_PAYLOAD_TYPE;
     let attributes = vec![
         attribute("rtpmap", Some("0 PCMU/8000".to_owned())),
@@ -433,7 +436,7 @@ pub fn offer(local: &LocalMedia) -> String {
 ///
 /// # Errors
 /// [`AnswerError`] when the answer has no usable audio stream.
-pub fn apply_answer(answer: &[u8], local: &LocalMedia) -> Result<Negotiated, AnswerError> {
+pub(super) fn apply_answer(answer: &[u8], local: &LocalMedia) -> Result<Negotiated, AnswerError> {
     let answer = parse(answer)?;
     let media = answer
         .media_descriptions

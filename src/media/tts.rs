@@ -43,7 +43,7 @@ pub struct TextToSpeech {
 
 /// The espeak-ng voice for a BCP 47 tag: lower case (`en-US` → `en-us`).
 #[must_use]
-pub fn voice_for(language: &str) -> String {
+pub(crate) fn voice_for(language: &str) -> String {
     let tag = language.trim().to_ascii_lowercase();
     if tag.is_empty() {
         "en-us".to_owned()

@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// The sample encoding inside a WAV file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WavFormat {
+pub(crate) enum WavFormat {
     /// Linear PCM, 8-bit unsigned.
     Pcm8,
     /// Linear PCM, 16-bit signed little-endian.
@@ -22,7 +22,7 @@ pub enum WavFormat {
 
 /// What the header of a readable WAV file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WavInfo {
+pub(crate) struct WavInfo {
     pub format: WavFormat,
     pub channels: u16,
     pub sample_rate: u32,
@@ -68,7 +68,7 @@ const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
 ///
 /// # Errors
 /// [`WavError`] says why the file cannot be played.
-pub fn probe(path: &Path) -> Result<WavInfo, WavError> {
+pub(crate) fn probe(path: &Path) -> Result<WavInfo, WavError> {
     let bytes = std::fs::read(path).map_err(|source| WavError::Io {
         path: path.display().to_string(),
         source,
@@ -94,7 +94,7 @@ pub fn config_probe(path: &Path) -> Result<(), crate::config::AudioProblem> {
 ///
 /// # Errors
 /// [`WavError`] says why the bytes are not a playable WAV file.
-pub fn parse(bytes: &[u8]) -> Result<(WavInfo, &[u8]), WavError> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<(WavInfo, &[u8]), WavError> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err(WavError::NotWav("missing RIFF/WAVE header"));
     }
@@ -180,7 +180,7 @@ pub fn parse(bytes: &[u8]) -> Result<(WavInfo, &[u8]), WavError> {
 
 /// A whole WAV file decoded to mono linear samples at its own rate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub sample_rate: u32,
     /// Mono samples in -1.0..=1.0; stereo files are mixed down by averaging the two channels.
     pub samples: Vec<f32>,
@@ -190,7 +190,7 @@ pub struct Decoded {
 ///
 /// # Errors
 /// [`WavError`] says why the bytes are not a playable WAV file.
-pub fn decode(bytes: &[u8]) -> Result<Decoded, WavError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded, WavError> {
     let (info, data) = parse(bytes)?;
     let channels = usize::from(info.channels);
     let width = match info.format {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 /// Identifies a call leg inside the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LegId(pub(crate) u64);
+pub(crate) struct LegId(pub(crate) u64);
 
 /// What the peer or the endpoint reports about a call leg.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use super::message::{Headers, Method, NameAddr, Request, Response};
 
 /// One side's view of a dialog.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dialog {
+pub(super) struct Dialog {
     pub call_id: String,
     pub local_tag: String,
     /// `None` until the remote side answers (an outbound leg before its first tagged response).
@@ -32,7 +32,7 @@ fn strip_tag(mut na: NameAddr) -> NameAddr {
 
 impl Dialog {
     /// The UAS side of a dialog created by `invite` (RFC 3261 §12.1.1).
-    pub fn from_uas(invite: &Request, local_tag: String) -> Option<Self> {
+    pub(super) fn from_uas(invite: &Request, local_tag: String) -> Option<Self> {
         let from = invite.from()?;
         Some(Self {
             call_id: invite.call_id().to_owned(),
@@ -55,7 +55,7 @@ impl Dialog {
     }
 
     /// The UAC side before any answer; [`on_response`](Self::on_response) completes it.
-    pub fn new_uac(
+    pub(super) fn new_uac(
         call_id: String,
         local_tag: String,
         local_uri: NameAddr,
@@ -77,7 +77,7 @@ impl Dialog {
 
     /// Takes the remote tag, target and route set from a tagged 1xx or 2xx (§12.1.2). The route
     /// set is fixed by the first response that sets the tag; the target follows the latest.
-    pub fn on_response(&mut self, response: &Response) {
+    pub(super) fn on_response(&mut self, response: &Response) {
         let tag = response.to().and_then(|t| t.tag().map(str::to_owned));
         if tag.is_none() {
             return;
@@ -98,7 +98,7 @@ impl Dialog {
     }
 
     /// Checks an in-dialog request's CSeq; false for an out-of-order one (answer 500).
-    pub fn accept_remote_cseq(&mut self, seq: u32) -> bool {
+    pub(super) fn accept_remote_cseq(&mut self, seq: u32) -> bool {
         match self.remote_cseq {
             Some(last) if seq <= last => false,
             _ => {
@@ -110,7 +110,13 @@ impl Dialog {
 
     /// An in-dialog request (§12.2.1.1). ACK takes `cseq` of its INVITE; others use the next
     /// local CSeq. `via` is the full Via value including the branch.
-    pub fn request(&mut self, method: Method, via: &str, contact: &str, body: Bytes) -> Request {
+    pub(super) fn request(
+        &mut self,
+        method: Method,
+        via: &str,
+        contact: &str,
+        body: Bytes,
+    ) -> Request {
         let seq = if method == Method::Ack {
             self.local_cseq.saturating_sub(1)
         } else {

@@ -43,7 +43,7 @@ mod legs;
 pub use super::settings::EndpointConfig;
 
 /// Methods we implement, for `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub(super) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
 /// Longest the endpoint keeps running after shutdown for requests already sent (a last BYE)
 /// to get their final responses.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -212,16 +212,6 @@ impl Headers {
         self.0.insert(0, (name.into(), value.into()));
     }
 
-    /// Replaces every line named `name` with one line.
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        self.remove(name);
-        self.push(name.to_owned(), value);
-    }
-
-    pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    }
-
     /// Replaces the first value of list header `name` (the top Via), keeping the others.
     pub fn set_first_list_item(&mut self, name: &str, value: &str) {
         if let Some((_, line)) = self

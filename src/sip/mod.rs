@@ -59,11 +59,10 @@
 //!
 //! # Registration
 //!
-//! For each `[[registration]]`, spawn [`registration::run`]`(endpoint.clone(), registration,
-//! shutdown)` (the daemon holds them in [`registration::Registrations`], which applies a new list
-//! on reload): it REGISTERs, answers 401/407 with digest (MD5 or SHA-256, `qop=auth`),
-//! refreshes a minute before expiry (half-time for short ones), backs off 2 s doubling to 5 min
-//! after failures, and logs every state change.
+//! `registration::Registrations` keeps one task per `[[registration]]` (started, stopped or
+//! restarted by `apply` on reload): it REGISTERs, answers 401/407 with digest (MD5 or SHA-256,
+//! `qop=auth`), refreshes a minute before expiry (half-time for short ones), backs off 2 s
+//! doubling to 5 min after failures, and logs every state change.
 //!
 //! # Edge policy (before anything reaches the controller)
 //!
@@ -89,22 +88,24 @@
 //! was formed with; rgsd faces single-hop peers (trunks, PBXs, phones), for which this is the
 //! address that works through NAT.
 
-pub mod admission;
-pub mod call;
-pub mod dialog;
-pub mod endpoint;
+mod admission;
+mod call;
+mod dialog;
+mod endpoint;
 mod leg;
 pub mod message;
-pub mod policy;
-pub mod registration;
-pub mod resolve;
+pub(crate) mod policy;
+pub(crate) mod registration;
+mod resolve;
 mod session_timer;
 mod settings;
-pub mod transaction;
+mod transaction;
 pub mod transport;
 mod wire;
 
 pub use admission::{CallRouter, RouteDecision, RouteId};
 pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure, OutboundCall};
 pub use endpoint::{Endpoint, EndpointConfig, InviteError, RequestError, TransactionCounts};
+pub use policy::RateLimit;
+pub use registration::{Next, Registrar, RegistrationState};
 pub use transport::{BindError, BoundListener};

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::config::model::SipRateLimit;
 
 /// Whether `source` is inside one of the trusted networks.
-pub fn is_trusted(trusted: &[IpNet], source: IpAddr) -> bool {
+pub(crate) fn is_trusted(trusted: &[IpNet], source: IpAddr) -> bool {
     let source = match source {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
         v4 => v4,
@@ -57,7 +57,7 @@ struct Bucket {
 
 /// What the limiter says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allow,
     /// Drop it; this is the first refusal for this source in a minute, so log one line.
     DropAndLog,
@@ -67,7 +67,7 @@ pub enum Verdict {
 
 /// Per-source token buckets.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limit: RateLimit,
     buckets: HashMap<IpAddr, Bucket>,
 }
@@ -78,18 +78,18 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
     /// The limit this limiter applies.
-    pub fn limit(&self) -> RateLimit {
+    pub(crate) fn limit(&self) -> RateLimit {
         self.limit
     }
 
-    pub fn new(limit: RateLimit) -> Self {
+    pub(crate) fn new(limit: RateLimit) -> Self {
         Self {
             limit,
             buckets: HashMap::new(),
         }
     }
 
-    pub fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&source) {
             let idle = Duration::from_secs_f64(self.limit.burst / self.limit.per_second.max(0.001));
             self.buckets

@@ -238,18 +238,9 @@ enum Stop {
     Replace,
 }
 
-/// Keeps one registration alive until `shutdown`, logging each state change.
-///
-/// # Cancel safety
-///
-/// Meant to be spawned; stops at the next await point once `shutdown` is cancelled.
-pub async fn run(endpoint: Endpoint, config: Registration, shutdown: CancellationToken) {
-    let (_keep, stop) = oneshot::channel();
-    run_until(endpoint, config, shutdown, stop).await;
-}
-
-/// [`run`], until `stop` says otherwise ([`Stop::Remove`] unregisters first). A dropped sender
-/// counts as [`Stop::Replace`].
+/// Keeps one registration alive until `shutdown` or until `stop` says otherwise
+/// ([`Stop::Remove`] unregisters first), logging each state change. A dropped sender counts as
+/// [`Stop::Replace`].
 async fn run_until(
     endpoint: Endpoint,
     config: Registration,
@@ -333,7 +324,7 @@ async fn run_until(
 }
 
 /// The running registrations: one task per `[[registration]]`, applied again on every reload.
-pub struct Registrations {
+pub(crate) struct Registrations {
     endpoint: Endpoint,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -347,7 +338,7 @@ struct Running {
 
 /// What [`Registrations::apply`] did, by count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     pub started: usize,
     pub removed: usize,
     /// Changed settings: registering again.
@@ -371,7 +362,7 @@ fn same_settings(a: &Registration, b: &Registration) -> bool {
 impl Registrations {
     /// No registration yet; [`Registrations::apply`] starts them. Tasks are spawned on
     /// `tasks` (so whoever stops the daemon waits for them) and end at `shutdown`.
-    pub fn new(endpoint: Endpoint, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
         Self {
             endpoint,
             tasks,
@@ -383,7 +374,7 @@ impl Registrations {
     /// Makes the running registrations those of `wanted`: starts new entries, unregisters and
     /// stops removed ones, registers changed ones again, leaves the others alone. Returns what
     /// it did; each change is logged with its address of record.
-    pub fn apply(&mut self, wanted: &[Registration]) -> Applied {
+    pub(crate) fn apply(&mut self, wanted: &[Registration]) -> Applied {
         let mut applied = Applied::default();
         let mut kept = Vec::with_capacity(wanted.len());
         for old in std::mem::take(&mut self.running) {
@@ -424,14 +415,6 @@ impl Registrations {
         // Every wanted entry is now unchanged, restarted or new.
         applied.started = wanted.len() - applied.unchanged - applied.restarted;
         applied
-    }
-
-    /// Addresses of record running now, in configuration order of their start.
-    pub fn running(&self) -> Vec<String> {
-        self.running
-            .iter()
-            .map(|r| r.config.aor.to_string())
-            .collect()
     }
 }
 

@@ -34,15 +34,15 @@
 //! "Now" (for `created_at`, `changed_at`, audit times) comes from a [`Clock`](crate::clock::Clock), never from the
 //! system directly, so tests can pin it.
 
-pub mod agents;
-pub mod audit;
+mod agents;
+mod audit;
 mod error;
-pub mod groups;
-pub mod objects;
-pub mod records;
-pub mod tokens;
-pub mod users;
-pub mod writer;
+mod groups;
+pub(crate) mod objects;
+pub(crate) mod records;
+pub(crate) mod tokens;
+pub(crate) mod users;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -63,8 +63,8 @@ pub use agents::{Agent, AgentFields, AgentId};
 pub use audit::AuditEntry;
 pub use error::{Entity, StoreError};
 pub use groups::{Group, GroupId, GroupSource, SignIn, SyncReport};
-pub use objects::{StoredObject, Versioned};
-pub use records::{CallOffer, CallOutcome, CallRecord, CallRecordId, OfferResult};
+pub use objects::{CONFIG_CHANNEL, ConfigEvent, ConfigListener, StoredObject, Versioned};
+pub use records::{BATCH_ROWS, CallOffer, CallOutcome, CallRecord, CallRecordId, OfferResult};
 pub use tokens::{IssuedToken, Role, TokenId, TokenInfo};
 pub use users::{IssuedSession, PasswordHash, SessionId, SessionInfo, User, UserId};
 pub use writer::{RecordWriter, SubmitError, WriterOptions, WriterStats, WriterStatus};

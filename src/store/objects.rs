@@ -49,7 +49,7 @@ pub enum Versioned<T> {
 pub const CONFIG_CHANNEL: &str = "rgsd_config";
 
 /// Each stored object's version, by kind and name: what [`Store::object_versions`] returns.
-pub type ObjectVersions = BTreeMap<(ObjectKind, String), i64>;
+pub(crate) type ObjectVersions = BTreeMap<(ObjectKind, String), i64>;
 
 /// Sends the change notification inside the transaction `$tx`, on PostgreSQL only. The text
 /// compiles for both backends (`on_pool!`) but runs on PostgreSQL only.

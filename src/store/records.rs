@@ -25,7 +25,7 @@ use crate::config::model::SipUri;
 pub const BATCH_ROWS: usize = 128;
 
 /// Most records in one page of [`Store::call_records_page`] (also its bind list of ids).
-pub const PAGE_ROWS: usize = 1000;
+pub(crate) const PAGE_ROWS: usize = 1000;
 
 /// Where a page of call records ends: the last record's arrival (ms) and id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,9 +32,9 @@ use crate::config::model::Secret;
 
 /// The shortest password accepted, in characters (NIST SP 800-63B asks for at least 8; rgsd
 /// protects call routing for a whole organisation, so it asks for more).
-pub const MIN_PASSWORD_CHARS: usize = 12;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 12;
 /// The longest password accepted, in bytes: bounds the work one sign-in attempt can cause.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 /// How often at most a session's `last_seen_at` is written: a page polling every few seconds
 /// costs one write a minute, and the idle expiry is that much coarser.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -150,7 +150,7 @@ impl PasswordHash {
 ///
 /// # Errors
 /// [`PasswordError::TooShort`] or [`PasswordError::TooLong`].
-pub fn check_password(password: &str) -> Result<(), PasswordError> {
+pub(crate) fn check_password(password: &str) -> Result<(), PasswordError> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(PasswordError::TooLong);
     }
@@ -162,7 +162,7 @@ pub fn check_password(password: &str) -> Result<(), PasswordError> {
 
 /// Whether `name` has the shape of a SIP URI (`sip:` or `sips:`, something after it, no white
 /// space): the same shape the configuration and the API accept for agents and managers.
-pub fn is_user_name(name: &str) -> bool {
+pub(crate) fn is_user_name(name: &str) -> bool {
     name.split_once(':').is_some_and(|(scheme, rest)| {
         (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
             && !rest.is_empty()

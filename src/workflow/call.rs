@@ -29,11 +29,11 @@ use crate::workflow::schedule::{self, OpenState};
 
 /// Failed IVR attempts (invalid key or no input) before the call is disconnected (`docs/behaviour.md`,
 /// Interactive workflows).
-pub const MAX_IVR_ATTEMPTS: u8 = 5;
+pub(crate) const MAX_IVR_ATTEMPTS: u8 = 5;
 
 /// Queue entries a single call may make (initial queue plus transfers by time-out or overflow)
 /// before it is disconnected. Bounds a configuration whose actions send calls round in a loop.
-pub const MAX_QUEUE_ENTRIES: u8 = 16;
+pub(crate) const MAX_QUEUE_ENTRIES: u8 = 16;
 
 /// An agent: an index into the server-wide agent table (`acd::agents::AgentTable`). Defined here
 /// because the call machine names agents and must not depend on `acd`.
@@ -46,7 +46,7 @@ pub struct SipStatus(pub u16);
 
 /// Both clocks, read once by the driver and passed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
+pub(crate) struct Now {
     /// Monotonic time for timers (see the module docs).
     pub instant: Instant,
     /// Wall time for business hours, holidays and call records.
@@ -55,8 +55,9 @@ pub struct Now {
 
 impl Now {
     /// `self` moved forward by `by` on both clocks (for simulated time in tests and benches).
+    #[cfg(test)]
     #[must_use]
-    pub fn after(self, by: Duration) -> Self {
+    pub(crate) fn after(self, by: Duration) -> Self {
         Self {
             instant: self.instant + by,
             utc: self.utc + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX),
@@ -329,7 +330,7 @@ pub struct Stamped {
 
 /// Where an IVR question stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AskStep {
+pub(crate) enum AskStep {
     /// The question's prompt plays; a key already counts (barge-in; the welcome is not skippable,
     /// the question is).
     Prompting,
@@ -341,7 +342,7 @@ pub enum AskStep {
 
 /// The far leg of a bridged call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     Agent(AgentId),
     Forward {
         to: SipUri,
@@ -352,7 +353,7 @@ pub enum Peer {
 
 /// What one inbound call is doing now. Each variant holds what that phase needs and nothing more.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Created, not yet answered by rgsd.
     Arrived,
     /// The welcome prompt plays (not skippable).
@@ -393,7 +394,7 @@ pub enum Phase {
 /// One inbound call: its workflow (locked for the life of the call: a reload changes new calls
 /// only), its phase and its record.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     config: Arc<Config>,
     workflow: WorkflowId,
     phase: Phase,
@@ -404,7 +405,7 @@ pub struct Call {
 
 impl Call {
     /// A new call to `workflow`, arrived at `now`. Send [`Event::Started`] once it is answered.
-    pub fn new(config: Arc<Config>, workflow: WorkflowId, now: Now) -> Self {
+    pub(crate) fn new(config: Arc<Config>, workflow: WorkflowId, now: Now) -> Self {
         Self {
             config,
             workflow,
@@ -417,21 +418,18 @@ impl Call {
         }
     }
 
-    pub fn phase(&self) -> &Phase {
+    pub(crate) fn phase(&self) -> &Phase {
         &self.phase
     }
 
-    pub fn workflow(&self) -> WorkflowId {
-        self.workflow
-    }
-
     /// The call record so far, oldest first.
-    pub fn timeline(&self) -> &[Stamped] {
+    pub(crate) fn timeline(&self) -> &[Stamped] {
         &self.timeline
     }
 
     /// How the call ended, once it has.
-    pub fn outcome(&self) -> Option<&Outcome> {
+    #[cfg(test)]
+    pub(crate) fn outcome(&self) -> Option<&Outcome> {
         match &self.phase {
             Phase::Ended(outcome) => Some(outcome),
             _ => None,
@@ -439,7 +437,7 @@ impl Call {
     }
 
     /// Advances the call by one event. Pure: pushes effects to `out`, reads no clock.
-    pub fn on(&mut self, event: Event, now: Now, out: &mut Vec<Effect>) {
+    pub(crate) fn on(&mut self, event: Event, now: Now, out: &mut Vec<Effect>) {
         let phase = std::mem::replace(&mut self.phase, Phase::Arrived);
         self.phase = self.step(phase, event, now, out);
     }

@@ -56,11 +56,8 @@
 //! and gives back any claim it still holds when its loop ends, however it ends. The path of a
 //! call through the tasks is in `docs/architecture.md`.
 
-pub mod call;
-pub mod schedule;
+pub(crate) mod call;
+pub(crate) mod schedule;
 
 #[cfg(test)]
 pub(crate) mod testing;
-
-pub use call::{AgentId, Call, Effect, Event, Now, Outcome, Phase, SipStatus};
-pub use schedule::{OpenState, is_open};

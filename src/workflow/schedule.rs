@@ -43,43 +43,9 @@ pub enum OpenState {
 /// `hours` of `None` means open all the time. `holidays` are the workflow's holiday sets, all in
 /// the workflow's zone `tz`. A holiday wins over after-hours.
 ///
-/// # Example
-///
-/// ```
-/// use chrono::{NaiveTime, TimeZone, Utc};
-/// use rgsd::config::model::{Holiday, HolidaySet, Hours, TimeRange};
-/// use rgsd::workflow::schedule::{is_open, OpenState};
-///
-/// let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
-/// let weekday = vec![TimeRange { open: t(9, 0), close: t(17, 0) }];
-/// let hours = Hours {
-///     name: "Office".into(),
-///     days: [weekday.clone(), weekday.clone(), weekday.clone(), weekday.clone(), weekday,
-///            vec![], vec![]],
-/// };
-/// let christmas = HolidaySet {
-///     name: "2026".into(),
-///     holidays: vec![Holiday {
-///         name: "Christmas".into(),
-///         start: "2026-12-25T00:00:00".parse().unwrap(),
-///         end: "2026-12-26T00:00:00".parse().unwrap(),
-///     }],
-/// };
-/// let tz = chrono_tz::America::New_York;
-/// // Thursday 24 December 2026, 10:00 in New York = 15:00 UTC.
-/// let thursday = Utc.with_ymd_and_hms(2026, 12, 24, 15, 0, 0).unwrap();
-/// assert_eq!(is_open(Some(&hours), &[&christmas], tz, thursday), OpenState::Open);
-/// // 18:00 the same day is after hours.
-/// let evening = Utc.with_ymd_and_hms(2026, 12, 24, 23, 0, 0).unwrap();
-/// assert_eq!(is_open(Some(&hours), &[&christmas], tz, evening), OpenState::OutOfHours);
-/// // Friday 25 December, 10:00: office hours, but the holiday wins.
-/// let friday = Utc.with_ymd_and_hms(2026, 12, 25, 15, 0, 0).unwrap();
-/// assert_eq!(
-///     is_open(Some(&hours), &[&christmas], tz, friday),
-///     OpenState::Holiday("Christmas".into())
-/// );
-/// ```
-pub fn is_open(
+/// Examples: `table_of_ordinary_cases` in the tests below (office hours, lunch break, a holiday
+/// inside and outside the hours, local bounds).
+pub(crate) fn is_open(
     hours: Option<&Hours>,
     holidays: &[&HolidaySet],
     tz: Tz,

@@ -11,7 +11,7 @@ use crate::sip::message::{Request, Response};
 
 /// Where a non-INVITE client transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientNonInviteState {
+pub(crate) enum ClientNonInviteState {
     Trying,
     Proceeding,
     /// Final received; absorbing response retransmits until timer K.
@@ -21,7 +21,7 @@ pub enum ClientNonInviteState {
 
 /// A non-INVITE client transaction (BYE, CANCEL, OPTIONS, INFO, UPDATE, REGISTER, …).
 #[derive(Debug)]
-pub struct ClientNonInvite {
+pub(crate) struct ClientNonInvite {
     state: ClientNonInviteState,
     wire: Bytes,
     reliable: bool,
@@ -32,7 +32,7 @@ pub struct ClientNonInvite {
 
 impl ClientNonInvite {
     /// Starts the transaction: the returned actions send the request.
-    pub fn new(request: &Request, reliable: bool, now: Instant) -> (Self, Vec<Action>) {
+    pub(crate) fn new(request: &Request, reliable: bool, now: Instant) -> (Self, Vec<Action>) {
         let wire = request.to_bytes();
         let mut armed = Armed::default();
         if !reliable {
@@ -49,23 +49,24 @@ impl ClientNonInvite {
         (tx, vec![Action::Send(wire)])
     }
 
-    pub fn state(&self) -> ClientNonInviteState {
+    pub(crate) fn state(&self) -> ClientNonInviteState {
         self.state
     }
 
-    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.armed.next()
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ClientNonInviteState::Terminated
     }
 
-    pub fn on_response(&mut self, response: Response, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_response(&mut self, response: Response, now: Instant) -> Vec<Action> {
         use ClientNonInviteState::*;
         match (self.state, response.status) {
             (Trying | Proceeding, 100..=199) => {
@@ -83,7 +84,7 @@ impl ClientNonInvite {
         }
     }
 
-    pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         use ClientNonInviteState::*;
         let mut out = Vec::new();
         while let Some(timer) = self.armed.pop_due(now) {

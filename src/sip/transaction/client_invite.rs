@@ -11,7 +11,7 @@ use crate::sip::message::{Headers, Method, Request, Response};
 
 /// Where an INVITE client transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientInviteState {
+pub(crate) enum ClientInviteState {
     /// Sent, nothing heard; retransmitting on timer A (unreliable transports).
     Calling,
     /// A provisional response arrived; retransmissions stop.
@@ -25,7 +25,7 @@ pub enum ClientInviteState {
 
 /// An INVITE client transaction.
 #[derive(Debug)]
-pub struct ClientInvite {
+pub(crate) struct ClientInvite {
     state: ClientInviteState,
     /// Kept until a final response: the non-2xx ACK is built from it.
     request: Option<Request>,
@@ -41,7 +41,7 @@ pub struct ClientInvite {
 
 impl ClientInvite {
     /// Starts the transaction: the returned actions send the INVITE.
-    pub fn new(request: Request, reliable: bool, now: Instant) -> (Self, Vec<Action>) {
+    pub(crate) fn new(request: Request, reliable: bool, now: Instant) -> (Self, Vec<Action>) {
         let wire = request.to_bytes();
         let mut armed = Armed::default();
         if !reliable {
@@ -60,25 +60,26 @@ impl ClientInvite {
         (tx, vec![Action::Send(wire)])
     }
 
-    pub fn state(&self) -> ClientInviteState {
+    pub(crate) fn state(&self) -> ClientInviteState {
         self.state
     }
 
-    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.armed.next()
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ClientInviteState::Terminated
     }
 
     /// The user sent a CANCEL for this INVITE: if no final response arrives within 64·T1, the
     /// transaction times out (RFC 3261 §9.1).
-    pub fn cancel_sent(&mut self, now: Instant) {
+    pub(crate) fn cancel_sent(&mut self, now: Instant) {
         if matches!(
             self.state,
             ClientInviteState::Calling | ClientInviteState::Proceeding
@@ -87,7 +88,7 @@ impl ClientInvite {
         }
     }
 
-    pub fn on_response(&mut self, response: Response, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_response(&mut self, response: Response, now: Instant) -> Vec<Action> {
         use ClientInviteState::*;
         match (self.state, response.status) {
             (Calling | Proceeding, 100..=199) => {
@@ -131,7 +132,7 @@ impl ClientInvite {
         }
     }
 
-    pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         while let Some(timer) = self.armed.pop_due(now) {
             match timer {

@@ -18,21 +18,20 @@ mod client;
 mod client_invite;
 mod server;
 mod server_invite;
-pub mod timer;
+pub(super) mod timer;
 
 use bytes::Bytes;
 
-pub use client::{ClientNonInvite, ClientNonInviteState};
-pub use client_invite::{ClientInvite, ClientInviteState};
-pub use server::{ServerNonInvite, ServerNonInviteState};
-pub use server_invite::{Answer2xx, ServerInvite, ServerInviteState};
-pub use timer::{T1, T2, T4, Timer};
+pub(super) use client::{ClientNonInvite, ClientNonInviteState};
+pub(super) use client_invite::{ClientInvite, ClientInviteState};
+pub(super) use server::ServerNonInvite;
+pub(super) use server_invite::{Answer2xx, ServerInvite, ServerInviteState};
 
 use super::message::{Method, Request, Response};
 
 /// What a transaction asks its driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(super) enum Action {
     /// Put these bytes on the wire toward the transaction's peer.
     Send(Bytes),
     /// Hand this response up to the transaction user (client transactions only).
@@ -45,7 +44,7 @@ pub enum Action {
 /// What identifies a transaction (RFC 3261 §17.1.3 and §17.2.3): the top Via branch, its
 /// sent-by (server side), and the method, with ACK folded into INVITE.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransactionKey {
+pub(super) struct TransactionKey {
     pub branch: String,
     pub sent_by: String,
     pub method: Method,
@@ -57,7 +56,7 @@ impl TransactionKey {
     /// The server transaction a request belongs to. ACK maps to its INVITE; CANCEL is its own
     /// transaction (same branch, method CANCEL). Requests without an RFC 3261 branch (RFC 2543
     /// peers) are keyed on Call-ID, CSeq number and From tag, which is enough for absorption.
-    pub fn for_request(request: &Request) -> Option<Self> {
+    pub(super) fn for_request(request: &Request) -> Option<Self> {
         let via = request.top_via()?;
         let method = match request.method {
             Method::Ack => Method::Invite,
@@ -84,7 +83,7 @@ impl TransactionKey {
     }
 
     /// The client transaction a response belongs to: our branch and the CSeq method.
-    pub fn for_response(response: &Response) -> Option<Self> {
+    pub(super) fn for_response(response: &Response) -> Option<Self> {
         let via = response.top_via()?;
         Some(Self {
             branch: via.branch()?.to_owned(),
@@ -95,7 +94,7 @@ impl TransactionKey {
     }
 
     /// The key of a client transaction we start with `branch`.
-    pub fn client(branch: &str, method: Method) -> Self {
+    pub(super) fn client(branch: &str, method: Method) -> Self {
         Self {
             branch: branch.to_owned(),
             sent_by: String::new(),
@@ -162,7 +161,7 @@ Call-ID: call-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\r\n"
 
 /// Any of the four transactions, for the driver's single table.
 #[derive(Debug)]
-pub enum Tx {
+pub(super) enum Tx {
     ClientInvite(ClientInvite),
     Client(ClientNonInvite),
     ServerInvite(ServerInvite),
@@ -170,7 +169,7 @@ pub enum Tx {
 }
 
 impl Tx {
-    pub fn poll_timeout(&self) -> Option<tokio::time::Instant> {
+    pub(super) fn poll_timeout(&self) -> Option<tokio::time::Instant> {
         match self {
             Self::ClientInvite(t) => t.poll_timeout(),
             Self::Client(t) => t.poll_timeout(),
@@ -179,7 +178,7 @@ impl Tx {
         }
     }
 
-    pub fn on_timer(&mut self, now: tokio::time::Instant) -> Vec<Action> {
+    pub(super) fn on_timer(&mut self, now: tokio::time::Instant) -> Vec<Action> {
         match self {
             Self::ClientInvite(t) => t.on_timer(now),
             Self::Client(t) => t.on_timer(now),
@@ -188,7 +187,7 @@ impl Tx {
         }
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(super) fn is_terminated(&self) -> bool {
         match self {
             Self::ClientInvite(t) => t.is_terminated(),
             Self::Client(t) => t.is_terminated(),
@@ -198,7 +197,11 @@ impl Tx {
     }
 
     /// A response from the transaction user (server transactions; ignored by clients).
-    pub fn respond(&mut self, response: &Response, now: tokio::time::Instant) -> Vec<Action> {
+    pub(super) fn respond(
+        &mut self,
+        response: &Response,
+        now: tokio::time::Instant,
+    ) -> Vec<Action> {
         match self {
             Self::ServerInvite(t) => t.respond(response, now),
             Self::Server(t) => t.respond(response, now),
@@ -207,7 +210,11 @@ impl Tx {
     }
 
     /// A response from the peer (client transactions; ignored by servers).
-    pub fn on_response(&mut self, response: Response, now: tokio::time::Instant) -> Vec<Action> {
+    pub(super) fn on_response(
+        &mut self,
+        response: Response,
+        now: tokio::time::Instant,
+    ) -> Vec<Action> {
         match self {
             Self::ClientInvite(t) => t.on_response(response, now),
             Self::Client(t) => t.on_response(response, now),
@@ -216,7 +223,7 @@ impl Tx {
     }
 
     /// Whether this is a request rgsd sent that still waits for its final response.
-    pub fn awaits_response(&self) -> bool {
+    pub(super) fn awaits_response(&self) -> bool {
         match self {
             Self::Client(t) => matches!(
                 t.state(),

@@ -11,7 +11,7 @@ use crate::sip::message::Response;
 
 /// Where a non-INVITE server transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerNonInviteState {
+pub(crate) enum ServerNonInviteState {
     /// The user has the request; retransmits are absorbed silently.
     Trying,
     /// A provisional was sent; retransmits get it again.
@@ -23,7 +23,7 @@ pub enum ServerNonInviteState {
 
 /// A non-INVITE server transaction.
 #[derive(Debug)]
-pub struct ServerNonInvite {
+pub(crate) struct ServerNonInvite {
     state: ServerNonInviteState,
     reliable: bool,
     armed: Armed,
@@ -31,7 +31,7 @@ pub struct ServerNonInvite {
 }
 
 impl ServerNonInvite {
-    pub fn new(reliable: bool) -> Self {
+    pub(crate) fn new(reliable: bool) -> Self {
         Self {
             state: ServerNonInviteState::Trying,
             reliable,
@@ -40,24 +40,26 @@ impl ServerNonInvite {
         }
     }
 
-    pub fn state(&self) -> ServerNonInviteState {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> ServerNonInviteState {
         self.state
     }
 
-    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.armed.next()
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ServerNonInviteState::Terminated
     }
 
     /// Sends a response from the user; ignored after a final.
-    pub fn respond(&mut self, response: &Response, now: Instant) -> Vec<Action> {
+    pub(crate) fn respond(&mut self, response: &Response, now: Instant) -> Vec<Action> {
         use ServerNonInviteState::*;
         if matches!(self.state, Completed | Terminated) {
             return Vec::new();
@@ -79,7 +81,7 @@ impl ServerNonInvite {
     }
 
     /// The request was retransmitted.
-    pub fn on_retransmit(&self) -> Vec<Action> {
+    pub(crate) fn on_retransmit(&self) -> Vec<Action> {
         match self.state {
             ServerNonInviteState::Proceeding | ServerNonInviteState::Completed => {
                 self.last.clone().map(Action::Send).into_iter().collect()
@@ -88,7 +90,7 @@ impl ServerNonInvite {
         }
     }
 
-    pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         while let Some(timer) = self.armed.pop_due(now) {
             if timer == Timer::J {
                 self.state = ServerNonInviteState::Terminated;

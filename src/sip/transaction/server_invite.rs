@@ -12,7 +12,7 @@ use crate::sip::message::{Method, Request, Response};
 
 /// Where an INVITE server transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerInviteState {
+pub(crate) enum ServerInviteState {
     /// The user has the INVITE; provisional responses may have been sent.
     Proceeding,
     /// A non-2xx final was sent; retransmitted on timer G until ACK or timer H.
@@ -27,7 +27,7 @@ pub enum ServerInviteState {
 
 /// An INVITE server transaction.
 #[derive(Debug)]
-pub struct ServerInvite {
+pub(crate) struct ServerInvite {
     state: ServerInviteState,
     reliable: bool,
     armed: Armed,
@@ -40,7 +40,7 @@ pub struct ServerInvite {
 impl ServerInvite {
     /// A new transaction for a just-received INVITE. The driver answers 100 Trying through
     /// [`respond`](Self::respond) at once (RFC 3261 §17.2.1 allows it without waiting 200 ms).
-    pub fn new(reliable: bool) -> Self {
+    pub(crate) fn new(reliable: bool) -> Self {
         Self {
             state: ServerInviteState::Proceeding,
             reliable,
@@ -50,29 +50,25 @@ impl ServerInvite {
         }
     }
 
-    pub fn state(&self) -> ServerInviteState {
+    pub(crate) fn state(&self) -> ServerInviteState {
         self.state
     }
 
-    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.deadline(timer)
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.armed.next()
     }
 
-    pub fn is_terminated(&self) -> bool {
+    pub(crate) fn is_terminated(&self) -> bool {
         self.state == ServerInviteState::Terminated
     }
 
-    /// Whether a final response has been sent (a CANCEL can no longer take effect).
-    pub fn is_final(&self) -> bool {
-        self.state != ServerInviteState::Proceeding
-    }
-
     /// Sends a response from the user. Ignored (empty actions) once a final was sent.
-    pub fn respond(&mut self, response: &Response, now: Instant) -> Vec<Action> {
+    pub(crate) fn respond(&mut self, response: &Response, now: Instant) -> Vec<Action> {
         if self.state != ServerInviteState::Proceeding {
             tracing::debug!(status = response.status, "response after final ignored");
             return Vec::new();
@@ -99,7 +95,7 @@ impl ServerInvite {
     }
 
     /// A request matched to this transaction: an INVITE retransmit or the ACK of a non-2xx.
-    pub fn on_request(&mut self, request: &Request, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_request(&mut self, request: &Request, now: Instant) -> Vec<Action> {
         use ServerInviteState::*;
         match (&request.method, self.state) {
             (Method::Invite, Proceeding | Completed) => {
@@ -120,7 +116,7 @@ impl ServerInvite {
         }
     }
 
-    pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         while let Some(timer) = self.armed.pop_due(now) {
             match (timer, self.state) {
@@ -153,7 +149,7 @@ impl ServerInvite {
 /// Over reliable transports the 2xx is not resent (the transport is reliable hop by hop and the
 /// peers we face are single hops), but the 64·T1 ACK wait still applies.
 #[derive(Debug)]
-pub struct Answer2xx {
+pub(crate) struct Answer2xx {
     wire: Bytes,
     armed: Armed,
     interval: Duration,
@@ -162,7 +158,7 @@ pub struct Answer2xx {
 
 impl Answer2xx {
     /// Starts after the 2xx was first sent (by [`ServerInvite::respond`]).
-    pub fn new(wire: Bytes, reliable: bool, now: Instant) -> Self {
+    pub(crate) fn new(wire: Bytes, reliable: bool, now: Instant) -> Self {
         let mut armed = Armed::default();
         if !reliable {
             armed.arm(Timer::Retransmit2xx, now + T1);
@@ -176,26 +172,23 @@ impl Answer2xx {
         }
     }
 
-    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
-        self.armed.deadline(timer)
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.armed.next()
     }
 
-    pub fn is_done(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_done(&self) -> bool {
         self.done
     }
 
     /// The ACK arrived: stop.
-    pub fn on_ack(&mut self) {
+    pub(crate) fn on_ack(&mut self) {
         self.done = true;
         self.armed.clear();
     }
 
     /// The INVITE was retransmitted (our 2xx was lost): resend the 2xx now.
-    pub fn on_invite_retransmit(&self) -> Vec<Action> {
+    pub(crate) fn on_invite_retransmit(&self) -> Vec<Action> {
         if self.done {
             Vec::new()
         } else {
@@ -203,7 +196,7 @@ impl Answer2xx {
         }
     }
 
-    pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
+    pub(crate) fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         while let Some(timer) = self.armed.pop_due(now) {
             match timer {

@@ -5,19 +5,19 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Round-trip estimate.
-pub const T1: Duration = Duration::from_millis(500);
+pub(crate) const T1: Duration = Duration::from_millis(500);
 /// Longest retransmit interval for non-INVITE requests and INVITE responses.
-pub const T2: Duration = Duration::from_secs(4);
+pub(crate) const T2: Duration = Duration::from_secs(4);
 /// Longest time a message stays in the network.
-pub const T4: Duration = Duration::from_secs(5);
+pub(crate) const T4: Duration = Duration::from_secs(5);
 /// 64·T1: transaction timeouts (B, F, H, J) and the 2xx-without-ACK give-up.
-pub const TIMEOUT_64T1: Duration = Duration::from_secs(32);
+pub(crate) const TIMEOUT_64T1: Duration = Duration::from_secs(32);
 /// Timer D on unreliable transports (at least 32 s).
-pub const TIMER_D: Duration = Duration::from_secs(32);
+pub(crate) const TIMER_D: Duration = Duration::from_secs(32);
 
 /// The timers named by RFC 3261 §17 and RFC 6026, plus the UAS core's 2xx retransmission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Timer {
+pub(crate) enum Timer {
     /// INVITE client: request retransmit (unreliable).
     A,
     /// INVITE client: transaction timeout.
@@ -52,35 +52,36 @@ pub enum Timer {
 
 /// The timers a transaction has armed, each with its deadline.
 #[derive(Debug, Clone, Default)]
-pub struct Armed(Vec<(Timer, Instant)>);
+pub(crate) struct Armed(Vec<(Timer, Instant)>);
 
 impl Armed {
     /// Arms `timer` at `at`, replacing an earlier deadline of the same timer.
-    pub fn arm(&mut self, timer: Timer, at: Instant) {
+    pub(crate) fn arm(&mut self, timer: Timer, at: Instant) {
         self.disarm(timer);
         self.0.push((timer, at));
     }
 
-    pub fn disarm(&mut self, timer: Timer) {
+    pub(crate) fn disarm(&mut self, timer: Timer) {
         self.0.retain(|(t, _)| *t != timer);
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
 
     /// The deadline of `timer`, if armed.
-    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.0.iter().find(|(t, _)| *t == timer).map(|(_, at)| *at)
     }
 
     /// The earliest deadline.
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.0.iter().map(|(_, at)| *at).min()
     }
 
     /// Removes and returns the earliest timer due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         let (i, _) = self
             .0
             .iter()
