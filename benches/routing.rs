@@ -31,10 +31,19 @@
 //! | enqueue_to_offer/1000_idle_agents | 281, 281, 280 / 281, 280, 274 ns | 319, 318, 320 ns |
 //! | agent_freed_to_offer/10000_waiting | 1.27, 1.28, 1.25 / 1.27, 1.25, 1.26 µs | 1.41, 1.44, 1.43 µs |
 //!
-//! About 0.16 ns more per member scanned (+13 %), not explained yet: it is not the per-agent
-//! look-up (a flat first block brought a segmented look-up's +68 % down to this; removing
-//! the `Option` from the hot accessors, or a first block of 1,024 instead of 65,536, changed
-//! nothing) nor the membership snapshot (kept between dispatches, one atomic load to check).
+//! About 0.16 ns more per member scanned (+13 %). Explained and mostly fixed the same day: each
+//! state word is read with an `Acquire` load, after which the compiler must re-read the table's
+//! array bounds; `AgentTable::routing_view` borrows the two first blocks once per decision, so
+//! the bounds stay in registers. Same run, alternating builds (bae25bc / with the view):
+//!
+//! | case | before (bae25bc) | after, with the routing view |
+//! |---|---|---|
+//! | enqueue_to_offer/1000_idle_agents | 274, 281, 281 ns | 308, 304, 307 ns |
+//! | agent_freed_to_offer/10000_waiting | 1.252, 1.255, 1.283 µs | 1.280, 1.293, 1.297 µs |
+//!
+//! The scan of 1,000 members is within about 2 % of before (the spread of one build's runs);
+//! the enqueue case keeps about 27 ns more per decision, not found (a 4 KiB-aliasing guess,
+//! skewing the idle clocks' block, changed nothing and was dropped).
 
 use std::hint::black_box;
 use std::path::PathBuf;
