@@ -72,27 +72,51 @@ impl Sipp {
         delay_ms: u32,
         echo: bool,
     ) -> Self {
-        let mut args = vec![
-            "-sf".to_owned(),
-            scenario(xml).display().to_string(),
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-mp".into(),
-            free_udp_port().to_string(),
-            "-d".into(),
-            delay_ms.to_string(),
-        ];
-        if let Some(m) = calls {
-            args.extend(["-m".into(), m.to_string()]);
+        // The media port comes from the OS's free ports, released before SIPp binds it (and
+        // SIPp also takes the ports after it): another test's socket can take one in between,
+        // and SIPp then exits. Such a start is retried with other media ports.
+        for _ in 0..3 {
+            let mut args = vec![
+                "-sf".to_owned(),
+                scenario(xml).display().to_string(),
+                "-i".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-mp".into(),
+                free_udp_port().to_string(),
+                "-d".into(),
+                delay_ms.to_string(),
+            ];
+            if let Some(m) = calls {
+                args.extend(["-m".into(), m.to_string()]);
+            }
+            if echo {
+                args.push("-rtp_echo".into());
+            }
+            let mut s = Self::spawn(sipp, dir, name, &args);
+            if s.wait_bound(port) {
+                return s;
+            }
         }
-        if echo {
-            args.push("-rtp_echo".into());
+        panic!("sipp did not bind port {port} in three starts");
+    }
+
+    /// Waits until something holds UDP `port` (SIPp started listening); `false` when SIPp
+    /// exited first (a port it wanted was taken).
+    fn wait_bound(&mut self, port: u16) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            assert!(Instant::now() < deadline, "sipp did not bind port {port}");
+            std::thread::sleep(Duration::from_millis(10));
         }
-        let s = Self::spawn(sipp, dir, name, &args);
-        wait_bound(port);
-        s
+        true
     }
 
     /// Callers: `calls` calls to `service`, `parallel` at a time, each held `hold_ms`.
@@ -194,15 +218,6 @@ impl Sipp {
 impl Drop for Sipp {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Waits until something holds UDP `port` (SIPp started listening).
-pub fn wait_bound(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "sipp did not bind port {port}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
