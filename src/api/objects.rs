@@ -947,7 +947,7 @@ pub(super) async fn patch_object(
         .transpose()?;
     let current = match file_body {
         Some(body) => body,
-        None => match shared.store.get_object(kind, &name).await {
+        None => match shared.store.get_object(kind, name).await {
             Ok(o) => o.object.body,
             Err(StoreError::NotFound(_)) => return Err(ApiError::NotFound("object").into()),
             Err(e) => return Err(e.into()),
