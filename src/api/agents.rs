@@ -343,11 +343,14 @@ async fn audit(
     Ok(())
 }
 
-/// A manager may act on the group only when it is in their scope.
-fn check_group_scope(caller: &Caller, config: &Config, name: &str) -> Result<(), ApiError> {
+/// A manager may act on the group only when they may see it as `/api/agent-groups` shows it
+/// (their workflows' groups and the groups they created).
+async fn check_group_scope(shared: &Shared, caller: &Caller, name: &str) -> Result<(), ApiError> {
     match caller.role() {
         Role::Admin => Ok(()),
-        Role::Manager if caller.scope(config).group(name) => Ok(()),
+        Role::Manager if objects::may_see(shared, caller, ObjectKind::AgentGroup, name).await? => {
+            Ok(())
+        }
         Role::Manager => Err(ApiError::Forbidden(Refusal::NotYourGroup)),
         Role::Agent => Err(ApiError::Forbidden(Refusal::AdminOnly)),
     }
@@ -541,7 +544,7 @@ async fn write_group(
 }
 
 /// Every agent group by id, in the groups table's shape (a manager sees the groups of their
-/// workflows' queues). `/api/agent-groups` lists the same groups in the file's shape.
+/// workflows' queues and the groups they created). `/api/agent-groups` lists the same groups in the file's shape.
 #[utoipa::path(get, path = "/api/groups", tag = "groups",
     responses((status = 200, body = Vec<GroupDoc>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn list_groups(
@@ -549,11 +552,10 @@ pub(super) async fn list_groups(
     caller: Caller,
 ) -> Result<Json<Vec<GroupDoc>>, ApiError> {
     caller.require_admin_or_manager()?;
-    let scope = caller.scope(&shared.config.load());
     let sign_ins = shared.store.sign_in_state().await?;
     let mut docs = Vec::new();
     for g in shared.store.list_groups().await? {
-        if scope.group(&g.name) {
+        if objects::may_see(&shared, &caller, ObjectKind::AgentGroup, &g.name).await? {
             let owner = objects::owner(&shared, ObjectKind::AgentGroup, &g.name).await?;
             docs.push(group_doc_with(&shared, g, &sign_ins, owner));
         }
@@ -593,7 +595,7 @@ pub(super) async fn get_group(
     Params(id): Params<i64>,
 ) -> Result<Json<GroupDoc>, ApiError> {
     let g = shared.store.get_group(GroupId(id)).await?;
-    check_group_scope(&caller, &shared.config.load(), &g.name)?;
+    check_group_scope(&shared, &caller, &g.name).await?;
     Ok(Json(group_doc(&shared, g).await?))
 }
 
@@ -614,7 +616,7 @@ pub(super) async fn update_group(
     Body(body): Body<GroupBody>,
 ) -> Result<Json<GroupDoc>, ObjectError> {
     let old = shared.store.get_group(GroupId(id)).await?;
-    check_group_scope(&caller, &shared.config.load(), &old.name)?;
+    check_group_scope(&shared, &caller, &old.name).await?;
     let group = agent_group(&body)?;
     if caller.role() == Role::Manager
         && (group.name != old.name || group.participation != old.participation)
@@ -647,7 +649,7 @@ pub(super) async fn set_members(
     Body(body): Body<MembersBody>,
 ) -> Result<Json<GroupDoc>, ObjectError> {
     let old = shared.store.get_group(GroupId(id)).await?;
-    check_group_scope(&caller, &shared.config.load(), &old.name)?;
+    check_group_scope(&shared, &caller, &old.name).await?;
     let members = parse_members(&body.agents)?;
     let updated = if objects::owner(&shared, ObjectKind::AgentGroup, &old.name)
         .await?
@@ -680,8 +682,8 @@ pub(super) async fn set_members(
 
 /// Alias of `DELETE /api/agent-groups/{name}` (refused with 409 while a queue uses the group,
 /// or when the file declares it), then the group's row and memberships go too
-/// (administrators). A group only the groups table knows (from before this alias, or retired
-/// from the file) is deleted from it.
+/// (administrators, and managers on the groups they see). A group only the groups table knows
+/// (from before this alias, or retired from the file) is deleted from it (administrators).
 #[utoipa::path(delete, path = "/api/groups/{id}", tag = "groups",
     params(("id" = i64, Path, description = "group id")),
     responses((status = 204),
@@ -692,8 +694,8 @@ pub(super) async fn delete_group(
     caller: Caller,
     Params(id): Params<i64>,
 ) -> Result<StatusCode, ObjectError> {
-    caller.require_admin()?;
     let old = shared.store.get_group(GroupId(id)).await?;
+    check_group_scope(&shared, &caller, &old.name).await?;
     if objects::owner(&shared, ObjectKind::AgentGroup, &old.name)
         .await?
         .is_some()
@@ -708,6 +710,7 @@ pub(super) async fn delete_group(
         )
         .await?;
     } else {
+        caller.require_admin()?;
         audit(
             &shared,
             &caller,
@@ -737,13 +740,12 @@ pub(super) async fn set_sign_in(
 ) -> Result<Json<SignInDoc>, ApiError> {
     let group = shared.store.get_group(GroupId(id)).await?;
     let agent = shared.store.get_agent(AgentId(agent_id)).await?;
-    let config = shared.config.load_full();
     match caller.role() {
         Role::Agent if caller.subject() != agent.sip_uri.as_str() => {
             return Err(ApiError::Forbidden(Refusal::AgentSelfOnly));
         }
         Role::Agent => {}
-        Role::Admin | Role::Manager => check_group_scope(&caller, &config, &group.name)?,
+        Role::Admin | Role::Manager => check_group_scope(&shared, &caller, &group.name).await?,
     }
     let store = &shared.store;
     let changed = if body.signed_in {

@@ -780,6 +780,28 @@ pub(super) async fn owner(
     }
 }
 
+/// Whether `caller` may see the `kind` object `name`: an administrator everything; a manager
+/// what their workflows use and what they created; an agent nothing.
+pub(super) async fn may_see(
+    shared: &Shared,
+    caller: &Caller,
+    kind: ObjectKind,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let created_by = match shared.store.get_object(kind, name).await {
+        Ok(o) => Some(o.created_by),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(visible(
+        caller,
+        &shared.config.load(),
+        kind,
+        name,
+        created_by.as_deref(),
+    ))
+}
+
 /// `o` as returned, with its `ETag` (and, for an agent group, its sign-in state).
 async fn with_etag(
     shared: &Shared,
