@@ -736,6 +736,51 @@ async fn admin_agents_and_groups(app: &App) {
         .await
         .refused(404, "not_found");
     assert_eq!(routed(app, "sip:frank@127.0.0.1", "Night shift"), None);
+    // A group only the groups table has (created by `/api/groups` before it wrote objects)
+    // becomes a database object, under its id, on its next write, and then routes.
+    let legacy = app
+        .shared
+        .store
+        .create_group(&rgsd::config::model::AgentGroup {
+            name: "Legacy".into(),
+            description: None,
+            participation: rgsd::config::model::Participation::Informal,
+            routing: rgsd::config::model::RoutingMethod::Serial,
+            alert_time: Duration::from_secs(20),
+            agents: vec![SipUri("sip:erin@127.0.0.1".into())],
+        })
+        .await
+        .unwrap()
+        .id
+        .0;
+    let g = get(app, &format!("/api/groups/{legacy}"), &app.admin)
+        .await
+        .json();
+    assert_eq!((&g["source"], &g["routed"]), (&json!("api"), &json!(false)));
+    let r = put(
+        app,
+        &format!("/api/groups/{legacy}/members"),
+        &app.admin,
+        json!({ "agents": ["sip:frank@127.0.0.1"] }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let g = r.json();
+    assert_eq!(g["id"], legacy);
+    assert_eq!(
+        (&g["source"], &g["routed"]),
+        (&json!("database"), &json!(true))
+    );
+    assert_eq!(routed(app, "sip:frank@127.0.0.1", "Legacy"), Some(true));
+    let r = send(
+        app,
+        "DELETE",
+        &format!("/api/groups/{legacy}"),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
     let r = send(
         app,
         "DELETE",
