@@ -2590,6 +2590,19 @@ async fn openapi_covers_every_route(app: &App) {
         json!(["error", "code"])
     );
     let paths = doc["paths"].as_object().unwrap();
+    // `/api/groups` is described as the alias of `/api/agent-groups` it is, not as deprecated.
+    let post_groups = &paths["/api/groups"]["post"];
+    let text = format!("{} {}", post_groups["summary"], post_groups["description"]);
+    assert!(text.contains("/api/agent-groups"), "{text}");
+    for (path, ops) in paths.iter().filter(|(p, _)| p.starts_with("/api/groups")) {
+        for (verb, op) in ops.as_object().unwrap() {
+            let text = op.to_string().to_lowercase();
+            assert!(
+                op["deprecated"] != true && !text.contains("deprecated"),
+                "{verb} {path}: {op}"
+            );
+        }
+    }
     let mut documented = 0;
     for (_, ops) in paths {
         documented += ops

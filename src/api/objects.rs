@@ -9,8 +9,8 @@
 //! read-only here (409 `config_managed` naming the file and line); objects created here live in
 //! the database. Responses add `source` (`"file"` or `"database"`), `version` (the ETag; 0 for
 //! file objects) and, for file objects, `file` and `line`; agent groups add their `id` (the
-//! sign-in endpoint's) and, when formal, the members `signed_in` (so `/api/groups`, the older
-//! id-based view, is needed only to sign in). These keys are ignored in request bodies, except
+//! sign-in endpoint's) and, when formal, the members `signed_in` (`/api/groups` is the same
+//! groups by id, its writes an alias of these through [`change`]). These keys are ignored in request bodies, except
 //! that `version` stands for `If-Match` when the header is absent.
 //!
 //! # One validation, applied live
