@@ -6,8 +6,8 @@
 //! the members `signed_in`. `/api/groups` is the same groups by id, in this API's older shape
 //! (`alert_time_seconds`, `routed`): a compatible alias whose writes (create, replace, members,
 //! delete) go through the one change path of `/api/agent-groups` (compile, version, audit,
-//! apply), so a group created through either routes calls. `PUT /api/groups/{id}/sign-ins/{agent_id}`
-//! is the sign-in endpoint, by the `id` both show.
+//! apply), so a group created through either routes calls.
+//! `PUT /api/groups/{id}/sign-ins/{agent_id}` is the sign-in endpoint, by the `id` both show.
 //!
 //! Every other change is stored, rebuilt into the routing table when routing uses the group
 //! ([`super::live::Live::rebuild`], [`super::live::Live::set_signed_in`]) and written to the
@@ -544,7 +544,8 @@ async fn write_group(
 }
 
 /// Every agent group by id, in the groups table's shape (a manager sees the groups of their
-/// workflows' queues and the groups they created). `/api/agent-groups` lists the same groups in the file's shape.
+/// workflows' queues and the groups they created). `/api/agent-groups` lists the same groups
+/// in the file's shape.
 #[utoipa::path(get, path = "/api/groups", tag = "groups",
     responses((status = 200, body = Vec<GroupDoc>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn list_groups(

@@ -10,8 +10,8 @@
 //! the database. Responses add `source` (`"file"` or `"database"`), `version` (the ETag; 0 for
 //! file objects) and, for file objects, `file` and `line`; agent groups add their `id` (the
 //! sign-in endpoint's) and, when formal, the members `signed_in` (`/api/groups` is the same
-//! groups by id, its writes an alias of these through [`change`]). These keys are ignored in request bodies, except
-//! that `version` stands for `If-Match` when the header is absent.
+//! groups by id, its writes an alias of these through [`change`]). These keys are ignored in
+//! request bodies, except that `version` stands for `If-Match` when the header is absent.
 //!
 //! # One validation, applied live
 //!
