@@ -578,7 +578,9 @@ async fn admin_agents_and_groups(app: &App) {
         "sip:erin@127.0.0.1"
     );
 
-    // An API group: created, listed, members replaced in order, deleted.
+    // A group created through `/api/groups` is an `agent_group` object of the model, as one
+    // created through `/api/agent-groups`: created, listed (both ways), members replaced in
+    // order, routed, deleted.
     let r = post(
         app,
         "/api/groups",
@@ -589,9 +591,25 @@ async fn admin_agents_and_groups(app: &App) {
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let g = r.json();
-    assert_eq!(g["source"], "api");
-    assert_eq!(g["routed"], false);
+    assert_eq!(g["source"], "database");
+    assert_eq!(g["routed"], true);
     let gid = g["id"].as_i64().unwrap();
+    let object = get(app, "/api/agent-groups/Night%20shift", &app.admin)
+        .await
+        .json();
+    assert_eq!(object["source"], "database", "{object}");
+    assert_eq!(object["id"], gid);
+    assert_eq!(object["alert_time"], "30s");
+    assert_eq!(object["routing"], "round_robin");
+    assert_eq!(
+        object["agents"],
+        json!(["sip:erin@127.0.0.1", "sip:frank@127.0.0.1"])
+    );
+    // Routing has it at once: its formal members are known, signed out.
+    assert_eq!(
+        routed(app, "sip:erin@127.0.0.1", "Night shift"),
+        Some(false)
+    );
     post(
         app,
         "/api/groups",
@@ -611,6 +629,65 @@ async fn admin_agents_and_groups(app: &App) {
         r.json()["agents"],
         json!(["sip:frank@127.0.0.1", "sip:erin@127.0.0.1"])
     );
+    // The members edit is a new version of the object, and routing follows the order.
+    let object = get(app, "/api/agent-groups/Night%20shift", &app.admin)
+        .await
+        .json();
+    assert_eq!(object["version"], 2, "{object}");
+    assert_eq!(
+        object["agents"],
+        json!(["sip:frank@127.0.0.1", "sip:erin@127.0.0.1"])
+    );
+    let membership = app.shared.live.agents().membership_full();
+    let night = membership
+        .group_id("Night shift")
+        .expect("Night shift routed");
+    let order: Vec<String> = membership
+        .group(night)
+        .unwrap()
+        .members
+        .iter()
+        .map(|a| {
+            app.shared
+                .live
+                .agents()
+                .uri(*a)
+                .unwrap()
+                .as_str()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(order, ["sip:frank@127.0.0.1", "sip:erin@127.0.0.1"]);
+    // Settings out of the model's ranges are refused as `/api/agent-groups` refuses them, and a
+    // group cannot be renamed.
+    put(
+        app,
+        &format!("/api/groups/{gid}"),
+        &app.admin,
+        json!({ "name": "Night shift", "participation": "formal", "routing": "serial",
+                "alert_time_seconds": 601, "agents": [] }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    put(
+        app,
+        &format!("/api/groups/{gid}"),
+        &app.admin,
+        json!({ "name": "Late shift", "participation": "formal", "routing": "serial" }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    // A group of the file is read-only here too.
+    let sales = group_id(app, "Sales agents").await;
+    let body = put(
+        app,
+        &format!("/api/groups/{sales}/members"),
+        &app.admin,
+        json!({ "agents": [ALICE] }),
+    )
+    .await
+    .refused(409, "config_managed");
+    assert!(body["line"].as_u64().is_some(), "{body}");
     let names: Vec<String> = get(app, "/api/groups", &app.admin)
         .await
         .json()
@@ -628,7 +705,7 @@ async fn admin_agents_and_groups(app: &App) {
             "Support agents"
         ]
     );
-    // Signing in to a group routing does not use is stored, and says so.
+    // Signing in to it reaches routing.
     let frank = agent_id(app, "sip:frank@127.0.0.1").await;
     let r = put(
         app,
@@ -637,8 +714,12 @@ async fn admin_agents_and_groups(app: &App) {
         json!({ "signed_in": true }),
     )
     .await;
-    assert_eq!(r.json()["routed"], false, "{}", r.text);
+    assert_eq!(r.json()["routed"], true, "{}", r.text);
     assert_eq!(r.json()["changed"], true);
+    assert_eq!(
+        routed(app, "sip:frank@127.0.0.1", "Night shift"),
+        Some(true)
+    );
     let r = send(
         app,
         "DELETE",
@@ -651,6 +732,55 @@ async fn admin_agents_and_groups(app: &App) {
     get(app, &format!("/api/groups/{gid}"), &app.admin)
         .await
         .refused(404, "not_found");
+    get(app, "/api/agent-groups/Night%20shift", &app.admin)
+        .await
+        .refused(404, "not_found");
+    assert_eq!(routed(app, "sip:frank@127.0.0.1", "Night shift"), None);
+    // A group only the groups table has (created by `/api/groups` before it wrote objects)
+    // becomes a database object, under its id, on its next write, and then routes.
+    let legacy = app
+        .shared
+        .store
+        .create_group(&rgsd::config::model::AgentGroup {
+            name: "Legacy".into(),
+            description: None,
+            participation: rgsd::config::model::Participation::Informal,
+            routing: rgsd::config::model::RoutingMethod::Serial,
+            alert_time: Duration::from_secs(20),
+            agents: vec![SipUri("sip:erin@127.0.0.1".into())],
+        })
+        .await
+        .unwrap()
+        .id
+        .0;
+    let g = get(app, &format!("/api/groups/{legacy}"), &app.admin)
+        .await
+        .json();
+    assert_eq!((&g["source"], &g["routed"]), (&json!("api"), &json!(false)));
+    let r = put(
+        app,
+        &format!("/api/groups/{legacy}/members"),
+        &app.admin,
+        json!({ "agents": ["sip:frank@127.0.0.1"] }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let g = r.json();
+    assert_eq!(g["id"], legacy);
+    assert_eq!(
+        (&g["source"], &g["routed"]),
+        (&json!("database"), &json!(true))
+    );
+    assert_eq!(routed(app, "sip:frank@127.0.0.1", "Legacy"), Some(true));
+    let r = send(
+        app,
+        "DELETE",
+        &format!("/api/groups/{legacy}"),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
     let r = send(
         app,
         "DELETE",
@@ -750,9 +880,9 @@ async fn sign_in_reaches_routing_store_and_audit(app: &App) {
         "agent.create",
         "agent.update",
         "agent.delete",
-        "group.create",
-        "group.members.set",
-        "group.delete",
+        "agent_group.create",
+        "agent_group.update",
+        "agent_group.delete",
     ] {
         assert!(
             log.as_array()
@@ -815,10 +945,38 @@ async fn manager_scope(app: &App) {
     .await
     .refused(403, "forbidden");
     assert_eq!(routed(app, DAVE, "Other agents"), Some(false));
-    // Changes members, alert time and routing of their group; routing sees the new member.
-    let r = put(
+    // The file's group is read-only here too (409 naming the file), but a manager may create a
+    // group (as through `/api/agent-groups`) and change its members, alert time and routing;
+    // routing sees each change at once.
+    put(
         app,
         &format!("/api/groups/{sales}/members"),
+        m,
+        json!({ "agents": [BOB, ALICE] }),
+    )
+    .await
+    .refused(409, "config_managed");
+    let r = post(
+        app,
+        "/api/groups",
+        m,
+        json!({ "name": "Mine", "participation": "formal", "routing": "serial", "agents": [ALICE] }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mine = r.json()["id"].as_i64().unwrap();
+    let names: Vec<Value> = get(app, "/api/groups", m)
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("Mine"), json!("Sales agents")]);
+    let r = put(
+        app,
+        &format!("/api/groups/{mine}/members"),
         m,
         json!({ "agents": [BOB, ALICE, "sip:gina@127.0.0.1"] }),
     )
@@ -830,7 +988,7 @@ async fn manager_scope(app: &App) {
         .id(&SipUri("sip:gina@127.0.0.1".into()))
         .expect("gina routed");
     let members = &membership
-        .group(rgsd::config::model::AgentGroupId(0))
+        .group(membership.group_id("Mine").expect("Mine routed"))
         .unwrap()
         .members;
     assert_eq!(members.len(), 3);
@@ -838,9 +996,9 @@ async fn manager_scope(app: &App) {
     assert_eq!(table.uri(members[0]).unwrap().as_str(), BOB);
     let r = put(
         app,
-        &format!("/api/groups/{sales}"),
+        &format!("/api/groups/{mine}"),
         m,
-        json!({ "name": "Sales agents", "participation": "formal", "routing": "parallel",
+        json!({ "name": "Mine", "participation": "formal", "routing": "parallel",
                 "alert_time_seconds": 45, "agents": [ALICE, BOB] }),
     )
     .await;
@@ -848,14 +1006,14 @@ async fn manager_scope(app: &App) {
     assert_eq!(r.json()["alert_time_seconds"], 45);
     let membership = app.shared.live.agents().membership_full();
     let g = membership
-        .group(rgsd::config::model::AgentGroupId(0))
+        .group(membership.group_id("Mine").unwrap())
         .unwrap();
     assert_eq!(g.alert_time, Duration::from_secs(45));
     assert_eq!(g.routing, rgsd::config::model::RoutingMethod::Parallel);
-    // But not its name or participation, nor other groups, nor creating or deleting groups.
+    // But not its name or participation, nor other groups.
     put(
         app,
-        &format!("/api/groups/{sales}"),
+        &format!("/api/groups/{mine}"),
         m,
         json!({ "name": "Renamed", "participation": "formal", "routing": "serial", "agents": [ALICE] }),
     )
@@ -863,9 +1021,9 @@ async fn manager_scope(app: &App) {
     .refused(403, "forbidden");
     put(
         app,
-        &format!("/api/groups/{sales}"),
+        &format!("/api/groups/{mine}"),
         m,
-        json!({ "name": "Sales agents", "participation": "informal", "routing": "serial", "agents": [ALICE] }),
+        json!({ "name": "Mine", "participation": "informal", "routing": "serial", "agents": [ALICE] }),
     )
     .await
     .refused(403, "forbidden");
@@ -877,14 +1035,16 @@ async fn manager_scope(app: &App) {
     )
     .await
     .refused(403, "forbidden");
-    post(
+    send(
         app,
-        "/api/groups",
-        m,
-        json!({ "name": "Mine", "participation": "formal", "routing": "serial" }),
+        "DELETE",
+        &format!("/api/groups/{other}"),
+        Some(m),
+        None,
     )
     .await
     .refused(403, "forbidden");
+    // A file group is not deleted here; their own group they may delete.
     send(
         app,
         "DELETE",
@@ -893,7 +1053,10 @@ async fn manager_scope(app: &App) {
         None,
     )
     .await
-    .refused(403, "forbidden");
+    .refused(409, "config_managed");
+    let r = send(app, "DELETE", &format!("/api/groups/{mine}"), Some(m), None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(routed(app, ALICE, "Mine"), None);
     post(
         app,
         "/api/agents",
@@ -2427,6 +2590,19 @@ async fn openapi_covers_every_route(app: &App) {
         json!(["error", "code"])
     );
     let paths = doc["paths"].as_object().unwrap();
+    // `/api/groups` is described as the alias of `/api/agent-groups` it is, not as deprecated.
+    let post_groups = &paths["/api/groups"]["post"];
+    let text = format!("{} {}", post_groups["summary"], post_groups["description"]);
+    assert!(text.contains("/api/agent-groups"), "{text}");
+    for (path, ops) in paths.iter().filter(|(p, _)| p.starts_with("/api/groups")) {
+        for (verb, op) in ops.as_object().unwrap() {
+            let text = op.to_string().to_lowercase();
+            assert!(
+                op["deprecated"] != true && !text.contains("deprecated"),
+                "{verb} {path}: {op}"
+            );
+        }
+    }
     let mut documented = 0;
     for (_, ops) in paths {
         documented += ops

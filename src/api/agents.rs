@@ -3,12 +3,13 @@
 //!
 //! `/api/agent-groups` (`api::objects`) is the one collection of agent groups: its groups are
 //! part of the compiled model, and its documents carry each group's `id` and, for a formal group,
-//! the members `signed_in`. `/api/groups` is the older, id-based view of the same groups, kept as
-//! a deprecated alias: its reads and `PUT /api/groups/{id}/sign-ins/{agent_id}` (the sign-in
-//! endpoint, by the `id` `/api/agent-groups` shows) stay as they were; groups it creates are kept
-//! for sign-in bookkeeping only and route no calls.
+//! the members `signed_in`. `/api/groups` is the same groups by id, in this API's older shape
+//! (`alert_time_seconds`, `routed`): a compatible alias whose writes (create, replace, members,
+//! delete) go through the one change path of `/api/agent-groups` (compile, version, audit,
+//! apply), so a group created through either routes calls.
+//! `PUT /api/groups/{id}/sign-ins/{agent_id}` is the sign-in endpoint, by the `id` both show.
 //!
-//! Every change is stored, rebuilt into the routing table when routing uses the group
+//! Every other change is stored, rebuilt into the routing table when routing uses the group
 //! ([`super::live::Live::rebuild`], [`super::live::Live::set_signed_in`]) and written to the
 //! audit log with the token's subject as the actor.
 
@@ -27,6 +28,8 @@ use super::error::{ApiError, ErrorBody, Refusal};
 use super::extract::{Body, Params};
 use super::live::AgentSnapshot;
 use super::live::Visibility as _;
+use super::objects::{self, Change, ObjectError};
+use crate::config::merge::ObjectKind;
 use crate::config::model::{AgentGroup, Config, Participation, RoutingMethod, SipUri};
 
 use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Role};
@@ -142,9 +145,12 @@ pub(super) struct GroupDoc {
     pub alert_time_seconds: u64,
     /// Members in order (serial and round robin follow it).
     pub agents: Vec<String>,
-    /// `config` (declared in the file; a reload rewrites it), `api` or `retired`.
+    /// `file` (declared in the configuration file: read-only here), `database` (created through
+    /// this API or `/api/agent-groups`), or, for a group neither declares, `retired` (left by
+    /// the file) or `api` (created before `/api/groups` wrote objects; its next write makes it
+    /// a database object).
     pub source: &'static str,
-    /// Whether routing uses the group (a queue of the configuration refers to it).
+    /// Whether the group is in the compiled model (routing offers its calls once a queue uses it).
     pub routed: bool,
     /// Formal groups: members signed in now.
     pub signed_in: Vec<String>,
@@ -284,11 +290,18 @@ fn is_routed(config: &Config, name: &str) -> bool {
 
 async fn group_doc(shared: &Shared, g: Group) -> Result<GroupDoc, ApiError> {
     let sign_ins = shared.store.sign_in_state().await?;
-    Ok(group_doc_with(shared, g, &sign_ins))
+    let owner = objects::owner(shared, ObjectKind::AgentGroup, &g.name).await?;
+    Ok(group_doc_with(shared, g, &sign_ins, owner))
 }
 
 /// [`group_doc`] with the sign-in state already read (one query for a whole list).
-fn group_doc_with(shared: &Shared, g: Group, sign_ins: &[crate::store::SignIn]) -> GroupDoc {
+/// `owner` is who declares the group (`"file"` or `"database"`), if anyone does.
+fn group_doc_with(
+    shared: &Shared,
+    g: Group,
+    sign_ins: &[crate::store::SignIn],
+    owner: Option<&'static str>,
+) -> GroupDoc {
     // `sign_in_state` reports formal groups only.
     let signed_in = sign_ins
         .iter()
@@ -305,7 +318,7 @@ fn group_doc_with(shared: &Shared, g: Group, sign_ins: &[crate::store::SignIn]) 
         routing: g.routing.into(),
         alert_time_seconds: g.alert_time.as_secs(),
         agents: g.agents.into_iter().map(|a| a.0).collect(),
-        source: source_name(g.source),
+        source: owner.unwrap_or(source_name(g.source)),
         signed_in,
     }
 }
@@ -330,11 +343,14 @@ async fn audit(
     Ok(())
 }
 
-/// A manager may act on the group only when it is in their scope.
-fn check_group_scope(caller: &Caller, config: &Config, name: &str) -> Result<(), ApiError> {
+/// A manager may act on the group only when they may see it as `/api/agent-groups` shows it
+/// (their workflows' groups and the groups they created).
+async fn check_group_scope(shared: &Shared, caller: &Caller, name: &str) -> Result<(), ApiError> {
     match caller.role() {
         Role::Admin => Ok(()),
-        Role::Manager if caller.scope(config).group(name) => Ok(()),
+        Role::Manager if objects::may_see(shared, caller, ObjectKind::AgentGroup, name).await? => {
+            Ok(())
+        }
         Role::Manager => Err(ApiError::Forbidden(Refusal::NotYourGroup)),
         Role::Agent => Err(ApiError::Forbidden(Refusal::AdminOnly)),
     }
@@ -480,8 +496,56 @@ pub(super) async fn delete_agent(
 // ---------------------------------------------------------------------------------------------
 // Groups
 
-/// Deprecated alias of `GET /api/agent-groups` (which also shows `id` and `signed_in`): every
-/// agent group by id (a manager sees the groups of their workflows' queues).
+/// `group` as an `agent_group` object body: its TOML table as JSON (`alert_time` as `"20s"`).
+fn object_body(group: &AgentGroup) -> serde_json::Value {
+    let mut body = json!({
+        "participation": ParticipationDoc::from(group.participation),
+        "routing": RoutingDoc::from(group.routing),
+        "alert_time": format!("{}s", group.alert_time.as_secs()),
+        "agents": group.agents.iter().map(SipUri::as_str).collect::<Vec<_>>(),
+    });
+    if let (Some(d), serde_json::Value::Object(map)) = (&group.description, &mut body) {
+        map.insert("description".into(), json!(d));
+    }
+    body
+}
+
+/// Writes `group` as the `agent_group` object of its name through the one change path of
+/// `/api/agent-groups` (compile, version, audit, apply), so it routes calls: a replace when
+/// the file or the database declares it (a file group is refused there with 409 naming the
+/// file and line), else a create (a group only the groups table knows, from before this alias,
+/// becomes a database object under its id). Returns the group's row, as the reload left it.
+async fn write_group(
+    shared: &Shared,
+    caller: &Caller,
+    group: &AgentGroup,
+    create: bool,
+) -> Result<Group, ObjectError> {
+    let body = object_body(group);
+    let change = if create
+        || objects::owner(shared, ObjectKind::AgentGroup, &group.name)
+            .await?
+            .is_none()
+    {
+        Change::Create(body)
+    } else {
+        Change::Replace(body)
+    };
+    objects::change(
+        shared,
+        caller,
+        ObjectKind::AgentGroup,
+        &group.name,
+        change,
+        None,
+    )
+    .await?;
+    Ok(shared.store.get_group_by_name(&group.name).await?)
+}
+
+/// Every agent group by id, in the groups table's shape (a manager sees the groups of their
+/// workflows' queues and the groups they created). `/api/agent-groups` lists the same groups
+/// in the file's shape.
 #[utoipa::path(get, path = "/api/groups", tag = "groups",
     responses((status = 200, body = Vec<GroupDoc>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn list_groups(
@@ -489,48 +553,40 @@ pub(super) async fn list_groups(
     caller: Caller,
 ) -> Result<Json<Vec<GroupDoc>>, ApiError> {
     caller.require_admin_or_manager()?;
-    let scope = caller.scope(&shared.config.load());
     let sign_ins = shared.store.sign_in_state().await?;
-    Ok(Json(
-        shared
-            .store
-            .list_groups()
-            .await?
-            .into_iter()
-            .filter(|g| scope.group(&g.name))
-            .map(|g| group_doc_with(&shared, g, &sign_ins))
-            .collect(),
-    ))
+    let mut docs = Vec::new();
+    for g in shared.store.list_groups().await? {
+        if objects::may_see(&shared, &caller, ObjectKind::AgentGroup, &g.name).await? {
+            let owner = objects::owner(&shared, ObjectKind::AgentGroup, &g.name).await?;
+            docs.push(group_doc_with(&shared, g, &sign_ins, owner));
+        }
+    }
+    Ok(Json(docs))
 }
 
-/// Deprecated: use `POST /api/agent-groups`, whose groups are part of the model and route calls.
-/// Creates an agent group kept for sign-in bookkeeping only: no queue can use it (administrators).
+/// Alias of `POST /api/agent-groups`: creates the group as a database object, so it routes
+/// calls once a queue uses it (administrators, and managers as there). Body in this API's
+/// shape (`alert_time_seconds`); validated, audited (`agent_group.create`) and applied as there.
 #[utoipa::path(post, path = "/api/groups", tag = "groups", request_body = GroupBody,
-    responses((status = 201, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
+    responses((status = 201, body = GroupDoc),
+        (status = 409, description = "the name is taken"),
+        (status = 422, description = "invalid: every problem by field"),
+        (status = "4XX", body = ErrorBody)))]
 pub(super) async fn create_group(
     State(shared): State<Shared>,
     caller: Caller,
     Body(body): Body<GroupBody>,
-) -> Result<(StatusCode, Json<GroupDoc>), ApiError> {
-    caller.require_admin()?;
+) -> Result<(StatusCode, Json<GroupDoc>), ObjectError> {
+    caller.require_admin_or_manager()?;
     let group = agent_group(&body)?;
-    let created = shared.store.create_group(&group).await?;
-    rebuild_routing(&shared).await?;
-    audit(
-        &shared,
-        &caller,
-        "group.create",
-        &created.name,
-        json!({ "id": created.id.0, "agents": body.agents }),
-    )
-    .await?;
+    let created = write_group(&shared, &caller, &group, true).await?;
     Ok((
         StatusCode::CREATED,
         Json(group_doc(&shared, created).await?),
     ))
 }
 
-/// Deprecated alias of `GET /api/agent-groups/{name}`: one agent group by id.
+/// One agent group by id (`/api/agent-groups/{name}` shows it in the file's shape).
 #[utoipa::path(get, path = "/api/groups/{id}", tag = "groups",
     params(("id" = i64, Path, description = "group id")),
     responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
@@ -540,97 +596,134 @@ pub(super) async fn get_group(
     Params(id): Params<i64>,
 ) -> Result<Json<GroupDoc>, ApiError> {
     let g = shared.store.get_group(GroupId(id)).await?;
-    check_group_scope(&caller, &shared.config.load(), &g.name)?;
+    check_group_scope(&shared, &caller, &g.name).await?;
     Ok(Json(group_doc(&shared, g).await?))
 }
 
-/// Deprecated: use `PUT`/`PATCH /api/agent-groups/{name}`. Replaces a group's settings and
-/// members; a group of the file is rewritten from it on the next reload. Managers (on their groups) may change members,
-/// alert time, routing and description, not the name or participation.
+/// Alias of `PUT /api/agent-groups/{name}`: replaces a group's settings and members through the
+/// same compile, version, audit and apply. A group declared in the file is refused with 409
+/// naming the file and line; a group cannot be renamed (422 on `name`). Managers as there (on
+/// their groups), and never a group's participation.
 #[utoipa::path(put, path = "/api/groups/{id}", tag = "groups", request_body = GroupBody,
     params(("id" = i64, Path, description = "group id")),
-    responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = GroupDoc),
+        (status = 409, description = "declared in the configuration file"),
+        (status = 422, description = "invalid: every problem by field"),
+        (status = "4XX", body = ErrorBody)))]
 pub(super) async fn update_group(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
     Body(body): Body<GroupBody>,
-) -> Result<Json<GroupDoc>, ApiError> {
+) -> Result<Json<GroupDoc>, ObjectError> {
     let old = shared.store.get_group(GroupId(id)).await?;
-    check_group_scope(&caller, &shared.config.load(), &old.name)?;
+    check_group_scope(&shared, &caller, &old.name).await?;
     let group = agent_group(&body)?;
     if caller.role() == Role::Manager
         && (group.name != old.name || group.participation != old.participation)
     {
-        return Err(ApiError::Forbidden(Refusal::ManagerGroupField));
+        return Err(ApiError::Forbidden(Refusal::ManagerGroupField).into());
     }
-    let updated = shared.store.update_group(GroupId(id), &group).await?;
-    rebuild_routing(&shared).await?;
-    audit(
-        &shared,
-        &caller,
-        "group.update",
-        &updated.name,
-        json!({ "id": id, "previous_name": old.name, "agents": body.agents,
-                "alert_time_seconds": body.alert_time_seconds, "routing": body.routing,
-                "participation": body.participation }),
-    )
-    .await?;
+    if group.name != old.name {
+        return Err(ApiError::InvalidField {
+            field: "name",
+            reason: "a group cannot be renamed: create one with the new name and delete this one"
+                .into(),
+        }
+        .into());
+    }
+    let updated = write_group(&shared, &caller, &group, false).await?;
     Ok(Json(group_doc(&shared, updated).await?))
 }
 
-/// Deprecated: use `PATCH /api/agent-groups/{name}` `{"agents": [...]}`. Sets a group's
-/// members, in order (administrators; managers on their groups).
+/// Sets a group's members, in order: `PATCH /api/agent-groups/{name}` of `agents`, through the
+/// same compile, version, audit and apply (administrators; managers on their groups).
 #[utoipa::path(put, path = "/api/groups/{id}/members", tag = "groups", request_body = MembersBody,
     params(("id" = i64, Path, description = "group id")),
-    responses((status = 200, body = GroupDoc), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = GroupDoc),
+        (status = 409, description = "declared in the configuration file"),
+        (status = "4XX", body = ErrorBody)))]
 pub(super) async fn set_members(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
     Body(body): Body<MembersBody>,
-) -> Result<Json<GroupDoc>, ApiError> {
+) -> Result<Json<GroupDoc>, ObjectError> {
     let old = shared.store.get_group(GroupId(id)).await?;
-    check_group_scope(&caller, &shared.config.load(), &old.name)?;
+    check_group_scope(&shared, &caller, &old.name).await?;
     let members = parse_members(&body.agents)?;
-    let updated = shared
-        .store
-        .set_group_members(GroupId(id), &members)
+    let updated = if objects::owner(&shared, ObjectKind::AgentGroup, &old.name)
+        .await?
+        .is_some()
+    {
+        let patch = json!({ "agents": body.agents });
+        objects::patch_object(
+            &shared,
+            &caller,
+            ObjectKind::AgentGroup,
+            &old.name,
+            None,
+            &patch,
+        )
         .await?;
-    rebuild_routing(&shared).await?;
-    audit(
-        &shared,
-        &caller,
-        "group.members.set",
-        &updated.name,
-        json!({ "id": id, "agents": body.agents }),
-    )
-    .await?;
+        shared.store.get_group_by_name(&old.name).await?
+    } else {
+        let group = AgentGroup {
+            name: old.name.clone(),
+            description: old.description.clone(),
+            participation: old.participation,
+            routing: old.routing,
+            alert_time: old.alert_time,
+            agents: members,
+        };
+        write_group(&shared, &caller, &group, true).await?
+    };
     Ok(Json(group_doc(&shared, updated).await?))
 }
 
-/// Deprecated: use `DELETE /api/agent-groups/{name}`. Deletes a group with its memberships
-/// (administrators).
+/// Alias of `DELETE /api/agent-groups/{name}` (refused with 409 while a queue uses the group,
+/// or when the file declares it), then the group's row and memberships go too
+/// (administrators, and managers on the groups they see). A group only the groups table knows
+/// (from before this alias, or retired from the file) is deleted from it (administrators).
 #[utoipa::path(delete, path = "/api/groups/{id}", tag = "groups",
     params(("id" = i64, Path, description = "group id")),
-    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+    responses((status = 204),
+        (status = 409, description = "declared in the configuration file, or used by a queue"),
+        (status = "4XX", body = ErrorBody)))]
 pub(super) async fn delete_group(
     State(shared): State<Shared>,
     caller: Caller,
     Params(id): Params<i64>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
+) -> Result<StatusCode, ObjectError> {
     let old = shared.store.get_group(GroupId(id)).await?;
+    check_group_scope(&shared, &caller, &old.name).await?;
+    if objects::owner(&shared, ObjectKind::AgentGroup, &old.name)
+        .await?
+        .is_some()
+    {
+        objects::change(
+            &shared,
+            &caller,
+            ObjectKind::AgentGroup,
+            &old.name,
+            Change::Delete,
+            None,
+        )
+        .await?;
+    } else {
+        caller.require_admin()?;
+        audit(
+            &shared,
+            &caller,
+            "group.delete",
+            &old.name,
+            json!({ "id": id }),
+        )
+        .await?;
+    }
+    // The reload marked the group retired; the row and its sign-in state go, as they always did.
     shared.store.delete_group(GroupId(id)).await?;
     rebuild_routing(&shared).await?;
-    audit(
-        &shared,
-        &caller,
-        "group.delete",
-        &old.name,
-        json!({ "id": id }),
-    )
-    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -648,13 +741,12 @@ pub(super) async fn set_sign_in(
 ) -> Result<Json<SignInDoc>, ApiError> {
     let group = shared.store.get_group(GroupId(id)).await?;
     let agent = shared.store.get_agent(AgentId(agent_id)).await?;
-    let config = shared.config.load_full();
     match caller.role() {
         Role::Agent if caller.subject() != agent.sip_uri.as_str() => {
             return Err(ApiError::Forbidden(Refusal::AgentSelfOnly));
         }
         Role::Agent => {}
-        Role::Admin | Role::Manager => check_group_scope(&caller, &config, &group.name)?,
+        Role::Admin | Role::Manager => check_group_scope(&shared, &caller, &group.name).await?,
     }
     let store = &shared.store;
     let changed = if body.signed_in {

@@ -9,9 +9,9 @@
 //! read-only here (409 `config_managed` naming the file and line); objects created here live in
 //! the database. Responses add `source` (`"file"` or `"database"`), `version` (the ETag; 0 for
 //! file objects) and, for file objects, `file` and `line`; agent groups add their `id` (the
-//! sign-in endpoint's) and, when formal, the members `signed_in` (so `/api/groups`, the older
-//! id-based view, is needed only to sign in). These keys are ignored in request bodies, except
-//! that `version` stands for `If-Match` when the header is absent.
+//! sign-in endpoint's) and, when formal, the members `signed_in` (`/api/groups` is the same
+//! groups by id, its writes an alias of these through [`change`]). These keys are ignored in
+//! request bodies, except that `version` stands for `If-Match` when the header is absent.
 //!
 //! # One validation, applied live
 //!
@@ -470,7 +470,7 @@ fn clean_body(body: &Value, name: Option<&str>) -> Result<Value, ObjectError> {
 }
 
 /// A change: the new body of `name`, or its removal.
-enum Change {
+pub(super) enum Change {
     Create(Value),
     Replace(Value),
     Delete,
@@ -487,7 +487,8 @@ impl Change {
 }
 
 /// Compiles the model with the change, writes it, audits it and puts it in force.
-async fn change(
+/// `/api/groups` (`api::agents`) writes its groups through this too, so they route calls.
+pub(super) async fn change(
     shared: &Shared,
     caller: &Caller,
     kind: ObjectKind,
@@ -756,6 +757,51 @@ fn check_role(
     }
 }
 
+/// Who owns `name`: `Some("file")`, `Some("database")`, or `None` when neither declares it.
+pub(super) async fn owner(
+    shared: &Shared,
+    kind: ObjectKind,
+    name: &str,
+) -> Result<Option<&'static str>, StoreError> {
+    let in_file = shared
+        .objects
+        .catalog
+        .load()
+        .file_objects
+        .iter()
+        .any(|o| o.kind == kind && o.name == name);
+    if in_file {
+        return Ok(Some("file"));
+    }
+    match shared.store.get_object(kind, name).await {
+        Ok(_) => Ok(Some("database")),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `caller` may see the `kind` object `name`: an administrator everything; a manager
+/// what their workflows use and what they created; an agent nothing.
+pub(super) async fn may_see(
+    shared: &Shared,
+    caller: &Caller,
+    kind: ObjectKind,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let created_by = match shared.store.get_object(kind, name).await {
+        Ok(o) => Some(o.created_by),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(visible(
+        caller,
+        &shared.config.load(),
+        kind,
+        name,
+        created_by.as_deref(),
+    ))
+}
+
 /// `o` as returned, with its `ETag` (and, for an agent group, its sign-in state).
 async fn with_etag(
     shared: &Shared,
@@ -888,7 +934,21 @@ async fn patch(
 ) -> Result<Response, ObjectError> {
     require_manager_or_admin(&caller)?;
     let expected = if_match(headers, Some(&patch))?;
-    let patch = clean_body(&patch, Some(&name))?;
+    let after = patch_object(&shared, &caller, kind, &name, expected, &patch).await?;
+    with_etag(&shared, StatusCode::OK, &after).await
+}
+
+/// Applies a JSON merge patch (RFC 7386) to `name` through [`change`]; `expected` is the
+/// version the patch is based on. `/api/groups/{id}/members` patches `agents` through this.
+pub(super) async fn patch_object(
+    shared: &Shared,
+    caller: &Caller,
+    kind: ObjectKind,
+    name: &str,
+    expected: Option<i64>,
+    patch: &Value,
+) -> Result<StoredObject, ObjectError> {
+    let patch = clean_body(patch, Some(name))?;
     if patch.as_object().is_some_and(serde_json::Map::is_empty) {
         return Err(ApiError::InvalidField {
             field: "body",
@@ -909,7 +969,7 @@ async fn patch(
         .transpose()?;
     let current = match file_body {
         Some(body) => body,
-        None => match shared.store.get_object(kind, &name).await {
+        None => match shared.store.get_object(kind, name).await {
             Ok(o) => o.object.body,
             Err(StoreError::NotFound(_)) => return Err(ApiError::NotFound("object").into()),
             Err(e) => return Err(e.into()),
@@ -917,17 +977,9 @@ async fn patch(
     };
     let mut body = current;
     merge::merge_patch(&mut body, &patch);
-    let after = change(
-        &shared,
-        &caller,
-        kind,
-        &name,
-        Change::Replace(body),
-        expected,
-    )
-    .await?;
-    let after = after.ok_or(ApiError::NotFound("object"))?;
-    with_etag(&shared, StatusCode::OK, &after).await
+    change(shared, caller, kind, name, Change::Replace(body), expected)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("object").into())
 }
 
 async fn delete(
