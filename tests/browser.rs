@@ -227,27 +227,6 @@ fn launch(bin: &PathBuf, profile: &std::path::Path) -> (Browser, Page) {
     (browser, Page { ws, next_id: 0 })
 }
 
-fn token(config: &str, role: &str, subject: &str) -> String {
-    let (status, out, err) = common::run_rgsd(&[
-        "token",
-        "create",
-        "--config",
-        config,
-        "--role",
-        role,
-        "--subject",
-        subject,
-    ]);
-    assert!(status.success(), "{out}{err}");
-    out.lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
 /// Adds a user with `rgsd user add`, the password on standard input.
 fn user(config: &str, role: &str, name: &str, password: &str) {
     let mut child = Command::new(common::rgsd_bin())
@@ -288,8 +267,8 @@ fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
     let scratch = Scratch::new();
     let config = scratch.write("rgsd.toml", config());
     let config = config.to_str().unwrap();
-    let agent = token(config, "agent", ALICE);
-    let admin = token(config, "admin", "ops");
+    let agent = common::create_token(config, "agent", ALICE);
+    let admin = common::create_token(config, "admin", "ops");
     user(config, "agent", ALICE, ALICE_PASSWORD);
     user(config, "admin", BOSS, BOSS_PASSWORD);
     let server = common::Server::start(std::path::Path::new(config));

@@ -25,29 +25,7 @@ use serde_json::Value;
 
 use common::e2e::{Sipp, Ua, free_udp_port, group, hunt_group, server_section, start};
 use common::http::http;
-use common::{Scratch, require, run_rgsd};
-
-/// `rgsd token create` for `role`/`subject`; returns the token (last word of the output).
-fn create_token(config: &str, role: &str, subject: &str) -> String {
-    let (status, out, err) = run_rgsd(&[
-        "token",
-        "create",
-        "--config",
-        config,
-        "--role",
-        role,
-        "--subject",
-        subject,
-    ]);
-    assert!(status.success(), "{out}{err}");
-    out.lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
+use common::{Scratch, require};
 
 fn get_json(addr: SocketAddr, path: &str, token: &str) -> Value {
     let (code, body) = http(addr, "GET", path, Some(token), None);
@@ -130,8 +108,8 @@ fn formal_sign_in_through_the_api_gates_real_calls_and_the_api_sees_them() {
         + &hunt_group("Sales");
     let path = scratch.write("rgsd.toml", &config);
     let path_str = path.to_str().unwrap();
-    let admin = create_token(path_str, "admin", "root");
-    let agent_token = create_token(path_str, "agent", &agent_uri);
+    let admin = common::create_token(path_str, "admin", "root");
+    let agent_token = common::create_token(path_str, "agent", &agent_uri);
     let server = start(&scratch, &config);
     let api = server.http;
     // Two calls at most: the second one must never arrive (checked on the message log).
@@ -296,7 +274,7 @@ fn reload_keeps_sign_ins_on_their_group_when_groups_move_or_go() {
     let support = formal_line("Support", uri);
     let config = server_section(25000) + &sales + &support;
     let path = scratch.write("rgsd.toml", &config);
-    let admin = create_token(path.to_str().unwrap(), "admin", "root");
+    let admin = common::create_token(path.to_str().unwrap(), "admin", "root");
     let server = start(&scratch, &config);
     let api = server.http;
     let agent_id = get_json(api, "/api/agents", &admin)

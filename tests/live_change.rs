@@ -16,7 +16,7 @@ use serde_json::json;
 
 use common::e2e::{Ua, free_udp_port, group, server_section};
 use common::http::http;
-use common::{Scratch, Server, run_rgsd};
+use common::{Scratch, Server};
 
 /// Calls in progress when the prompt changes.
 const CALLS: usize = 50;
@@ -96,21 +96,6 @@ fn listen(ua: &Ua, until: impl Fn() -> bool) -> Vec<(Instant, Tone)> {
     frames
 }
 
-fn create_token(config: &str) -> String {
-    let (status, out, err) = run_rgsd(&[
-        "token",
-        "create",
-        "--config",
-        config,
-        "--role",
-        "admin",
-        "--subject",
-        "root",
-    ]);
-    assert!(status.success(), "{out}{err}");
-    out.lines().last().unwrap().trim().to_owned()
-}
-
 #[test]
 fn a_welcome_change_leaves_50_calls_in_progress_alone_and_reaches_new_calls() {
     let scratch = Scratch::new();
@@ -125,7 +110,7 @@ fn a_welcome_change_leaves_50_calls_in_progress_alone_and_reaches_new_calls() {
         + &group("Sales agents", "serial", &[free_udp_port()])
         + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n";
     let path = scratch.write("rgsd.toml", &config);
-    let admin = create_token(path.to_str().unwrap());
+    let admin = common::create_token(path.to_str().unwrap(), "admin", "root");
     let server = Server::start(&path);
     let uri = "sip:sales@127.0.0.1";
     let (code, body) = http(

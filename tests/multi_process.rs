@@ -18,28 +18,7 @@ use serde_json::json;
 use common::e2e::{Ua, group, hunt_group, server_section};
 use common::http::http;
 use common::pg::ScratchDatabase;
-use common::{Scratch, Server, run_rgsd};
-
-fn create_token(config: &str) -> String {
-    let (status, out, err) = run_rgsd(&[
-        "token",
-        "create",
-        "--config",
-        config,
-        "--role",
-        "admin",
-        "--subject",
-        "root",
-    ]);
-    assert!(status.success(), "{out}{err}");
-    out.lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
+use common::{Scratch, Server};
 
 /// The final status of one INVITE to `uri` (a 200 is ended with BYE).
 fn call(server: &Server, uri: &str) -> u16 {
@@ -83,7 +62,7 @@ fn a_workflow_created_through_one_process_answers_on_the_other_within_a_second()
     let (one, two) = (Scratch::new(), Scratch::new());
     let path_one = one.write("rgsd.toml", config(26400));
     let path_two = two.write("rgsd.toml", config(26600));
-    let admin = create_token(path_one.to_str().unwrap());
+    let admin = common::create_token(path_one.to_str().unwrap(), "admin", "root");
     let first = Server::start(&path_one);
     let second = Server::start(&path_two);
     second.wait_log("listening for configuration changes");

@@ -16,27 +16,6 @@ use common::e2e::{Ua, group, hunt_group, server_section, start};
 use common::http::http;
 use common::{Scratch, run_rgsd};
 
-fn create_token(config: &str) -> String {
-    let (status, out, err) = run_rgsd(&[
-        "token",
-        "create",
-        "--config",
-        config,
-        "--role",
-        "admin",
-        "--subject",
-        "root",
-    ]);
-    assert!(status.success(), "{out}{err}");
-    out.lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
 /// The final status of one INVITE to `uri` (a 200 is ended with BYE).
 fn call(server: &common::Server, uri: &str) -> u16 {
     let sip = server.sip[0].1;
@@ -54,7 +33,7 @@ fn a_workflow_created_through_the_api_answers_at_once_and_survives_sighup() {
     let config =
         server_section(26000) + &group("Sales agents", "serial", &[5999]) + &hunt_group("Sales");
     let path = scratch.write("rgsd.toml", &config);
-    let admin = create_token(path.to_str().unwrap());
+    let admin = common::create_token(path.to_str().unwrap(), "admin", "root");
     let server = start(&scratch, &config);
     let night = "sip:night@127.0.0.1";
     assert_eq!(call(&server, night), 404, "{}", server.stderr());
@@ -142,7 +121,7 @@ fn an_unsignalled_file_edit_stays_out_of_an_api_change() {
     let config =
         server_section(26100) + &group("Sales agents", "serial", &[5998]) + &hunt_group("Sales");
     let path = scratch.write("rgsd.toml", &config);
-    let admin = create_token(path.to_str().unwrap());
+    let admin = common::create_token(path.to_str().unwrap(), "admin", "root");
     let server = start(&scratch, &config);
     let edited = "sip:edited@127.0.0.1";
     let night = "sip:night@127.0.0.1";

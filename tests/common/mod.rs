@@ -236,6 +236,29 @@ pub fn run_rgsd(args: &[&str]) -> (std::process::ExitStatus, String, String) {
     )
 }
 
+/// `rgsd token create` against the file at `config`: the new token (the last word of the
+/// command's last line, where it prints it once).
+pub fn create_token(config: &str, role: &str, subject: &str) -> String {
+    let (status, out, err) = run_rgsd(&[
+        "token",
+        "create",
+        "--config",
+        config,
+        "--role",
+        role,
+        "--subject",
+        subject,
+    ]);
+    assert!(status.success(), "{out}{err}");
+    out.lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
 /// `Some(path)` when `cmd` is on PATH; otherwise prints why the test is skipped.
 pub fn require(cmd: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
