@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rgsd::acd::WorkflowRouter;
+use rgsd::acd::agents::AgentState;
 use rgsd::acd::agents::CallKey;
 use rgsd::acd::runtime::{Acd, Change, PromptCache};
 use rgsd::acd::{Controller, Services};
@@ -18,7 +19,7 @@ use rgsd::config::{LoadOptions, load};
 use rgsd::media::PortPool;
 use rgsd::media::{LegOptions, MediaEngine};
 use rgsd::sip::{Endpoint, EndpointConfig};
-use rgsd::store::{CallRecord, RecordWriter, Store, WriterOptions};
+use rgsd::store::{CallOutcome, CallRecord, RecordWriter, Store, WriterOptions};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -29,6 +30,8 @@ struct Rgsd {
     shutdown: CancellationToken,
     /// The runtime and its one reload, as the daemon builds them.
     acd: Arc<Acd>,
+    /// What the controller runs on: its media engine and agent table, for tests to reach.
+    services: Arc<Services>,
     store: Store,
     records: RecordWriter,
     rtp: u16,
@@ -126,7 +129,7 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
         acd.runtime(),
     ));
     let controller = Controller {
-        services,
+        services: Arc::clone(&services),
         stopping: CancellationToken::new(),
         calls: tokio_util::task::TaskTracker::new(),
     };
@@ -135,6 +138,7 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
         sip,
         shutdown,
         acd,
+        services,
         store,
         records: writer,
         rtp,
@@ -672,4 +676,50 @@ async fn a_call_offered_agents_across_a_reload_keeps_each_offers_agent() {
         Some("Sales agents")
     );
     assert_eq!(rgsd.acd.agents().refused_releases(), 0, "no second writer");
+}
+
+/// The agent answers, but the media leg placed for it died before the bridge: rgsd ends the
+/// call (BYE to the caller and the agent), the agent is free again (not left busy), and the
+/// record's outcome is `failed`.
+#[tokio::test]
+async fn a_dead_media_leg_before_the_bridge_ends_the_call_as_failed() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        22400,
+        &(group("Sales agents", "serial", 20, &[a0]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    let agent = rgsd
+        .services
+        .agents
+        .id(&SipUri(format!("sip:a0@{a0}")))
+        .unwrap();
+    tokio::time::pause();
+    // The agent's leg is the next one rgsd offers.
+    rgsd.services.media.end_next_offered_leg_task();
+    let caller = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    assert!(
+        caller.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        caller.final_response
+    );
+    let answered = next_of(&mut seen0, "ACK").await;
+    let caller_bye = tokio::time::timeout(Duration::from_secs(600), caller_gets_bye(&caller.sock))
+        .await
+        .expect("the caller got no BYE within 600 s of virtual time");
+    let agent_bye = next_of(&mut seen0, "BYE").await;
+    // At once, not after some time-out.
+    assert!(
+        caller_bye.max(agent_bye) - answered < Duration::from_secs(1),
+        "{:?}",
+        caller_bye.max(agent_bye) - answered
+    );
+    assert_eq!(
+        rgsd.services.agents.state(agent),
+        Some(AgentState::Idle),
+        "the agent is left in a call that ended"
+    );
+    assert!(rgsd.services.agents.is_free(agent));
+    let record = rgsd.record(&caller.call_id).await;
+    assert_eq!(record.outcome, CallOutcome::Failed, "{record:?}");
 }

@@ -29,7 +29,7 @@
 //! SIP stays out: SDP comes in and goes out as bytes and strings.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -115,6 +115,8 @@ pub struct MediaEngine {
     pacer: Arc<Pacer<Shared>>,
     /// What every leg of this engine (and its clones) sent and received.
     counts: Arc<RtpCounts>,
+    /// Set by [`MediaEngine::end_next_offered_leg_task`]; shared with clones.
+    end_next_offer: Arc<AtomicBool>,
 }
 
 /// Why a leg could not be created.
@@ -162,7 +164,17 @@ impl MediaEngine {
             options,
             pacer: Arc::new(Pacer::new()),
             counts: Arc::new(RtpCounts::default()),
+            end_next_offer: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Test hook: the task of the next leg made by [`MediaEngine::offer`] (on this engine or a
+    /// clone) is ended at once, as if it had died. The leg keeps its port and SDP, so the
+    /// outbound call is placed and answered as usual, but commands to it fail with
+    /// [`LegClosed`]. Lets the integration tests reach the call's handling of a dead leg.
+    #[doc(hidden)]
+    pub fn end_next_offered_leg_task(&self) {
+        self.end_next_offer.store(true, Ordering::Relaxed);
     }
 
     /// The packet counts of this engine's legs (shared with its clones); the daemon reads them
@@ -193,7 +205,11 @@ impl MediaEngine {
         let socket = self.pool.bind().await?;
         let local = self.local_media(socket.port());
         let offer = sdp::offer(&local);
-        Ok((self.spawn(socket, local, None), offer))
+        let leg = self.spawn(socket, local, None);
+        if self.end_next_offer.swap(false, Ordering::Relaxed) {
+            leg.task.abort();
+        }
+        Ok((leg, offer))
     }
 
     fn local_media(&self, port: u16) -> LocalMedia {
