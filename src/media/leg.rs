@@ -206,7 +206,10 @@ impl MediaEngine {
         let local = self.local_media(socket.port());
         let offer = sdp::offer(&local);
         let leg = self.spawn(socket, local, None);
-        if self.end_next_offer.swap(false, Ordering::Relaxed) {
+        // A fault-injection point for the tests: one relaxed load per offered leg otherwise.
+        if self.end_next_offer.load(Ordering::Relaxed)
+            && self.end_next_offer.swap(false, Ordering::Relaxed)
+        {
             leg.task.abort();
         }
         Ok((leg, offer))
