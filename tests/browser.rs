@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
 use common::Scratch;
+use common::e2e::tone_wav;
 
 const ALICE: &str = "sip:alice@127.0.0.1";
 
@@ -1061,28 +1062,6 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
     for a in &mut agents {
         a.stop();
     }
-}
-
-/// A 16-bit 8 kHz mono WAV of a tone.
-#[allow(clippy::cast_possible_truncation)] // the amplitude is bounded by 12,000
-fn tone_wav(hz: f64, ms: u32) -> Vec<u8> {
-    let n = 8 * ms;
-    let mut data = Vec::with_capacity(n as usize * 2);
-    for i in 0..n {
-        let s = (f64::from(i) * hz * std::f64::consts::TAU / 8000.0).sin() * 12_000.0;
-        data.extend_from_slice(&(s as i16).to_le_bytes());
-    }
-    let mut v = Vec::new();
-    v.extend_from_slice(b"RIFF");
-    v.extend_from_slice(&(36 + u32::try_from(data.len()).unwrap()).to_le_bytes());
-    v.extend_from_slice(b"WAVEfmt ");
-    for word in [16u32, 0x0001_0001, 8000, 16000, 0x0010_0002] {
-        v.extend_from_slice(&word.to_le_bytes());
-    }
-    v.extend_from_slice(b"data");
-    v.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
-    v.extend_from_slice(&data);
-    v
 }
 
 /// Prompts (a WAV uploaded through the file input and played back; a text spoken and played

@@ -16,7 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::e2e::{
-    Sipp, Ua, free_udp_port, group, hunt_group, server_section, start, talk_until_heard,
+    Sipp, Ua, frame_hz, free_udp_port, group, hunt_group, server_section, start, talk_until_heard,
+    tone_wav,
 };
 use common::{Scratch, require};
 
@@ -476,41 +477,6 @@ action = {{ voicemail = "sip:vm@127.0.0.1:{vm_port}" }}
     );
     ua.bye();
     voicemail.assert_success(&server);
-}
-
-/// A mono 16-bit 8 kHz WAV of a sine at `hz` for `ms` milliseconds.
-#[allow(clippy::cast_possible_truncation)] // the amplitude is bounded by 12,000
-fn tone_wav(hz: f64, ms: u32) -> Vec<u8> {
-    let n = 8 * ms;
-    let mut data = Vec::with_capacity(n as usize * 2);
-    for i in 0..n {
-        let s = (f64::from(i) * hz * std::f64::consts::TAU / 8000.0).sin() * 12_000.0;
-        data.extend_from_slice(&(s as i16).to_le_bytes());
-    }
-    let mut v = Vec::new();
-    v.extend_from_slice(b"RIFF");
-    v.extend_from_slice(&(36 + u32::try_from(data.len()).unwrap()).to_le_bytes());
-    v.extend_from_slice(b"WAVEfmt ");
-    for word in [16u32, 0x0001_0001, 8000, 16000, 0x0010_0002] {
-        v.extend_from_slice(&word.to_le_bytes());
-    }
-    v.extend_from_slice(b"data");
-    v.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
-    v.extend_from_slice(&data);
-    v
-}
-
-/// The frequency of a PCMU frame, by zero crossings (Hz).
-fn frame_hz(payload: &[u8]) -> f64 {
-    let samples: Vec<i16> = payload
-        .iter()
-        .map(|b| rgsd::media::ulaw_to_linear(*b))
-        .collect();
-    let crossings = samples
-        .windows(2)
-        .filter(|w| (w[0] < 0) != (w[1] < 0))
-        .count();
-    crossings as f64 / 2.0 / (samples.len() as f64 / 8000.0)
 }
 
 #[test]

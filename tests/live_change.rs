@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::e2e::{Ua, free_udp_port, group, server_section};
+use common::e2e::{Ua, frame_hz, free_udp_port, group, server_section, tone_wav};
 use common::http::http;
 use common::{Scratch, Server};
 
@@ -25,40 +25,6 @@ const NEW_CALLS: usize = 5;
 const OLD_HZ: f64 = 1000.0;
 const NEW_HZ: f64 = 600.0;
 const MUSIC_HZ: f64 = 400.0;
-
-/// A mono 16-bit 8 kHz WAV of a sine at `hz` for `ms` milliseconds.
-fn tone_wav(hz: f64, ms: u32) -> Vec<u8> {
-    let n = 8 * ms;
-    let mut data = Vec::with_capacity(n as usize * 2);
-    for i in 0..n {
-        let s = (f64::from(i) * hz * std::f64::consts::TAU / 8000.0).sin() * 12_000.0;
-        data.extend_from_slice(&(s as i16).to_le_bytes());
-    }
-    let mut v = Vec::new();
-    v.extend_from_slice(b"RIFF");
-    v.extend_from_slice(&(36 + u32::try_from(data.len()).unwrap()).to_le_bytes());
-    v.extend_from_slice(b"WAVEfmt ");
-    for word in [16u32, 0x0001_0001, 8000, 16000, 0x0010_0002] {
-        v.extend_from_slice(&word.to_le_bytes());
-    }
-    v.extend_from_slice(b"data");
-    v.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
-    v.extend_from_slice(&data);
-    v
-}
-
-/// The frequency of a PCMU frame, by zero crossings (Hz).
-fn frame_hz(payload: &[u8]) -> f64 {
-    let samples: Vec<i16> = payload
-        .iter()
-        .map(|b| rgsd::media::ulaw_to_linear(*b))
-        .collect();
-    let crossings = samples
-        .windows(2)
-        .filter(|w| (w[0] < 0) != (w[1] < 0))
-        .count();
-    crossings as f64 / 2.0 / (samples.len() as f64 / 8000.0)
-}
 
 /// Which tone a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
