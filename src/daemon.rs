@@ -78,6 +78,7 @@ impl Bound {
                 let t = match t {
                     Transport::Udp => "udp",
                     Transport::Tcp => "tcp",
+                    Transport::Tls => "tls",
                 };
                 format!("{t}:{a}")
             })

@@ -98,6 +98,10 @@ pub(crate) fn compile(
         prompt_ids: HashMap::new(),
         first_text_prompt: None,
         names: Names::default(),
+        outbound_proxy: raw
+            .server
+            .as_ref()
+            .is_some_and(|s| s.get_ref().outbound_proxy.is_some()),
     };
     c.index_names(raw);
 
@@ -230,6 +234,8 @@ struct Compiler<'a> {
     /// The first text prompt (span, key), for the text-to-speech check.
     first_text_prompt: Option<(Range<usize>, String)>,
     names: Names,
+    /// `[server] outbound_proxy` is written: numbers may be forward and voicemail targets.
+    outbound_proxy: bool,
 }
 
 /// A `u32` id from a vector index; configurations never hold 4 billion objects.
@@ -487,6 +493,40 @@ impl Compiler<'_> {
         SipUri::parse(value.get_ref().trim())
             .map_err(|e| self.error(&value.span(), key, e))
             .ok()
+    }
+
+    /// A forward or voicemail target: a SIP URI, or a number (`tel:+14255550100`, or a SIP URI
+    /// with `;user=phone`), which only ever goes out through `[server] outbound_proxy`
+    /// (README, "toll fraud").
+    fn outbound_target(&mut self, value: &SString, key: &str) -> Option<SipUri> {
+        let text = value.get_ref().trim();
+        let uri = if text
+            .get(..4)
+            .is_some_and(|s| s.eq_ignore_ascii_case("tel:"))
+        {
+            if !super::uri::is_tel(text) {
+                self.error(
+                    &value.span(),
+                    key,
+                    format!(
+                        "\"{text}\" is not a telephone number; write e.g. \"tel:+14255550100\""
+                    ),
+                );
+                return None;
+            }
+            SipUri(text.to_owned())
+        } else {
+            self.sip_uri(value, key)?
+        };
+        if super::uri::is_number(uri.as_str()) && !self.outbound_proxy {
+            self.error(
+                &value.span(),
+                key,
+                format!("{text} is a telephone number, and numbers are only called through a proxy: set [server] outbound_proxy = \"sip:…\" (your PBX or trunk)"),
+            );
+            return None;
+        }
+        Some(uri)
     }
 
     fn sip_uris(&mut self, list: Option<&SList>, key: &str, what: &str) -> Option<Vec<SipUri>> {

@@ -157,6 +157,9 @@ pub struct Listen {
 pub enum Transport {
     Udp,
     Tcp,
+    /// TLS over TCP (`sips:`, `;transport=tls`, `SIPS+D2T`): named so that a resolved
+    /// destination can say so; rgsd cannot connect with it yet.
+    Tls,
 }
 
 /// A secret (password, database URL with credentials). `Debug` never shows it.

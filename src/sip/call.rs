@@ -93,7 +93,7 @@ pub(crate) enum Command {
     /// An outbound leg's target resolved (or not), from the task that looked it up.
     Resolved {
         leg: LegId,
-        result: Result<(SocketAddr, bool), String>,
+        result: Result<Vec<super::resolve::Destination>, String>,
     },
     /// New edge settings and listeners; the reply names the keys that were not applied.
     Reconfigure {
@@ -110,7 +110,7 @@ pub(crate) enum Command {
 }
 
 /// What `Endpoint::invite` hands the driver.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct OutboundRequest {
     pub leg: LegId,
     pub events: mpsc::UnboundedSender<CallEvent>,

@@ -11,7 +11,7 @@
 //! its own (`resolve`), whose answer comes back as a command.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use super::call::{
 use super::leg::{Input, Leg, LegState};
 use super::message::{self, Message, ParseError, Request, Response};
 use super::policy::Verdict;
-use super::resolve::{ResolveError, Resolver};
+use super::resolve::{Destination, ResolveError, Resolver};
 use super::transaction::{Action, TransactionKey, Tx};
 use super::transport::{BindError, BoundListener, Flow, TransportEvent, Transports};
 use super::wire::uri_host;
@@ -166,6 +166,7 @@ impl Endpoint {
             next_leg,
             resolver,
             resolving: HashMap::new(),
+            fallbacks: HashMap::new(),
             txs: HashMap::new(),
             heap: BinaryHeap::new(),
             legs: HashMap::new(),
@@ -253,7 +254,13 @@ impl Endpoint {
         request: Request,
         target: &SipUri,
     ) -> Result<Response, RequestError> {
-        let (dest, tcp) = self.resolver.resolve(target.as_str()).await?;
+        // REGISTER and OPTIONS take the first destination rgsd can reach; no failover.
+        let destinations = self.resolver.resolve(target.as_str()).await?;
+        let Some(first) = destinations.iter().find(|d| d.transport != Transport::Tls) else {
+            tracing::warn!(%target, "cannot send: the target resolves only to TLS, which rgsd cannot connect with yet");
+            return Err(RequestError::Transport);
+        };
+        let (dest, tcp) = (first.addr, first.transport == Transport::Tcp);
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Request {
@@ -359,6 +366,9 @@ struct Driver {
     incoming: mpsc::Sender<IncomingCall>,
     next_leg: Arc<AtomicU64>,
     resolver: Resolver,
+    /// Outbound legs whose INVITE may still go to another destination (RFC 3263 §4.3): the
+    /// request and the destinations not yet tried. Dropped at the first provisional response.
+    fallbacks: HashMap<LegId, (OutboundRequest, VecDeque<Destination>)>,
     /// Outbound legs whose target is being resolved, with the task resolving it.
     resolving: HashMap<LegId, (OutboundRequest, tokio::task::AbortHandle)>,
     /// Boxed: an entry is several hundred bytes and the map holds every transaction of the last
@@ -537,7 +547,9 @@ impl Driver {
                     .collect();
                 for leg in affected {
                     tracing::debug!(%peer, "connection closed under a call leg");
-                    self.step(leg, Input::TransportClosed, Ctx::default());
+                    if !self.fail_over(leg, "connection failed") {
+                        self.step(leg, Input::TransportClosed, Ctx::default());
+                    }
                 }
                 self.txs.retain(|_, e| {
                     !(e.flow == Flow::Stream(id)
@@ -628,7 +640,7 @@ impl Driver {
                     return; // cancelled while resolving
                 };
                 match result {
-                    Ok((dest, tcp)) => self.invite(out, dest, tcp),
+                    Ok(destinations) => self.try_destinations(out, destinations.into()),
                     Err(reason) => {
                         tracing::warn!(target = %out.request_uri, "cannot place leg: {reason}");
                         let _ = out.events.send(CallEvent::Failed(LegFailure::Transport));
@@ -685,13 +697,60 @@ impl Driver {
             None => out.request_uri.clone(),
         };
         match super::resolve::literal(&hop) {
-            Some(Ok((dest, tcp))) => self.invite(out, dest, tcp),
+            Some(Ok(destinations)) => self.try_destinations(out, destinations.into()),
             Some(Err(reason)) => {
                 tracing::warn!(target = %out.request_uri, "cannot place leg: {reason}");
                 let _ = out.events.send(CallEvent::Failed(LegFailure::Transport));
             }
             None => self.resolve(out, hop),
         }
+    }
+
+    /// Sends the leg's INVITE to the first destination it can reach; the rest are kept for
+    /// [`fail_over`](Self::fail_over). None left: the leg fails.
+    fn try_destinations(&mut self, out: OutboundRequest, mut rest: VecDeque<Destination>) {
+        while let Some(next) = rest.pop_front() {
+            let flow = match next.transport {
+                Transport::Udp => self.transports.udp_flow_for(next.addr),
+                Transport::Tcp => Some(self.transports.stream_flow_for(next.addr)),
+                Transport::Tls => {
+                    tracing::warn!(target = %out.request_uri, dest = %next.addr, server = %next.server_name, "skipping a TLS destination: rgsd cannot connect with TLS yet");
+                    continue;
+                }
+            };
+            let Some(flow) = flow else {
+                tracing::warn!(dest = %next.addr, "no listener can reach this destination");
+                continue;
+            };
+            if !rest.is_empty() {
+                self.fallbacks.insert(out.leg, (out.clone(), rest));
+            }
+            self.invite(out, next.addr, flow);
+            return;
+        }
+        tracing::warn!(target = %out.request_uri, "cannot place leg: no reachable destination");
+        let _ = out.events.send(CallEvent::Failed(LegFailure::Transport));
+    }
+
+    /// RFC 3263 §4.3: the INVITE of `leg_id` failed before any provisional response (connection
+    /// failed, 503, no answer): sends it to the next destination. False when there is none or
+    /// the leg is past that point (then its failure stands).
+    pub(super) fn fail_over(&mut self, leg_id: LegId, why: &str) -> bool {
+        let early = self
+            .legs
+            .get(&leg_id)
+            .is_some_and(|l| l.core.state == LegState::Early);
+        if !early {
+            return false;
+        }
+        let Some((out, rest)) = self.fallbacks.remove(&leg_id) else {
+            return false;
+        };
+        if let Some(old) = self.legs.remove(&leg_id) {
+            tracing::info!(target = %out.request_uri, failed = %old.peer, "{why}; trying the next destination");
+        }
+        self.try_destinations(out, rest);
+        true
     }
 
     /// Looks `hop` up on a task of its own; the answer comes back as [`Command::Resolved`].

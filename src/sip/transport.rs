@@ -202,6 +202,13 @@ impl Transports {
                     addr,
                 }
             }
+            // The configuration offers no TLS listener yet.
+            Transport::Tls => {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "TLS listeners are not available",
+                )));
+            }
         };
         self.listeners.push((*l, bound, token));
         Ok(bound)

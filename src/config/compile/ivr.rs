@@ -197,12 +197,12 @@ impl Compiler<'_> {
         }
         if let Some(uri) = &table.voicemail {
             return self
-                .sip_uri(uri, &join(key, "voicemail"))
+                .outbound_target(uri, &join(key, "voicemail"))
                 .map(ActionTarget::Voicemail);
         }
         if let Some(uri) = &table.forward {
             return self
-                .sip_uri(uri, &join(key, "forward"))
+                .outbound_target(uri, &join(key, "forward"))
                 .map(ActionTarget::Forward);
         }
         if let Some(name) = &table.queue {

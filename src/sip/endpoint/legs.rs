@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{ALLOW, Ctx, Driver, TimerOwner, TxEntry};
-use crate::sip::call::{CallEvent, LegFailure, LegId, OutboundRequest};
+use crate::sip::call::{LegFailure, LegId, OutboundRequest};
 use crate::sip::dialog::Dialog;
 use crate::sip::leg::{Input, Leg, LegCore, Out};
 use crate::sip::message::{Method, NameAddr, Request, Response};
@@ -94,6 +94,7 @@ impl Driver {
                 Out::SendBye => self.send_bye(leg_id),
                 Out::Detach => leg.events = mpsc::unbounded_channel().0,
                 Out::End => {
+                    self.fallbacks.remove(&leg_id);
                     let Some(leg) = self.legs.remove(&leg_id) else {
                         return;
                     };
@@ -210,6 +211,10 @@ impl Driver {
         };
         let input = match (key.method.clone(), response.status) {
             (Method::Invite, 100..=199) => {
+                if response.status > 100 {
+                    // A server took the call: no other destination is tried (RFC 3263 §4.3).
+                    self.fallbacks.remove(&leg_id);
+                }
                 if let (Some(leg), true) = (self.legs.get_mut(&leg_id), response.status > 100) {
                     leg.dialog.on_response(&response);
                 }
@@ -227,6 +232,7 @@ impl Driver {
                 }
                 Input::Success { sdp: response.body }
             }
+            (Method::Invite, 503) if self.fail_over(leg_id, "503 Service Unavailable") => return,
             (Method::Invite, status) => {
                 tracing::debug!(status, "outbound leg refused");
                 Input::Failure(status)
@@ -246,6 +252,9 @@ impl Driver {
         };
         match key.method {
             Method::Invite => {
+                if self.fail_over(leg, "no answer") {
+                    return;
+                }
                 tracing::info!("outbound leg timed out");
                 self.step(leg, Input::InviteTimeout, Ctx::default());
             }
@@ -337,12 +346,8 @@ impl Driver {
         self.start_client(&cancel, &branch.unwrap_or_default(), flow, peer, None);
     }
 
-    pub(super) fn invite(&mut self, out: OutboundRequest, dest: SocketAddr, tcp: bool) {
-        let Some(flow) = self.flow_to(dest, tcp) else {
-            tracing::warn!(%dest, "no listener can reach the target");
-            let _ = out.events.send(CallEvent::Failed(LegFailure::Transport));
-            return;
-        };
+    /// Builds and sends the INVITE of an outbound leg to `dest` over `flow`.
+    pub(super) fn invite(&mut self, out: OutboundRequest, dest: SocketAddr, flow: Flow) {
         let name_addr = |uri: &str| NameAddr {
             display: String::new(),
             uri: uri.to_owned(),
