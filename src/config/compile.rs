@@ -68,6 +68,11 @@ const EXPIRES_DEFAULT: Duration = Duration::from_secs(3600);
 const OVERFLOW_MAX_CALLS: RangeInclusive<i64> = 0..=1_000;
 const SERVER_MAX_CALLS: RangeInclusive<i64> = 1..=100_000;
 const SERVER_MAX_CALLS_DEFAULT: u32 = 1_000;
+/// RFC 4028 §4: a session interval is at least 90 s; a day is far beyond any useful one.
+const SESSION_INTERVAL: RangeInclusive<Duration> =
+    Duration::from_secs(90)..=Duration::from_secs(86_400);
+const SESSION_EXPIRES_DEFAULT: Duration = Duration::from_secs(1800);
+const MIN_SE_DEFAULT: Duration = Duration::from_secs(90);
 /// `sip_rate_limit.per_second`; 0 turns the limit off.
 const SIP_RATE_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000;
 /// `sip_rate_limit.burst`; by default [`SIP_RATE_BURST_FACTOR`] × `per_second`.

@@ -72,6 +72,11 @@ pub(crate) struct RawServer {
     /// Extra key: name servers (`"IP"` or `"IP:PORT"`) for agent and registrar host names;
     /// default: those of /etc/resolv.conf.
     pub(crate) dns_servers: Option<SList>,
+    /// Extra key: RFC 4028 session interval offered on legs rgsd originates; default `1800s`,
+    /// `"0"` or `"off"` offers none.
+    pub(crate) session_expires: Option<SString>,
+    /// Extra key: smallest session interval accepted from peers; default and minimum `90s`.
+    pub(crate) min_se: Option<SString>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`.

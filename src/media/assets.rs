@@ -171,6 +171,8 @@ mod tests {
                 call_context: false,
                 sip_rate_limit: None,
                 dns_servers: Vec::new(),
+                session_expires: Some(Duration::from_secs(1800)),
+                min_se: Duration::from_secs(90),
             },
             registrations: vec![],
             agent_groups: vec![],

@@ -151,12 +151,14 @@ impl Endpoint {
             transactions: Arc::clone(&transactions),
             stopped: stopped.clone(),
         };
+        let mut admission = Admission::new(
+            config.trusted_peers.clone(),
+            config.max_calls,
+            config.rate_limit,
+        );
+        admission.set_min_se(config.min_se);
         let driver = Driver {
-            admission: Admission::new(
-                config.trusted_peers.clone(),
-                config.max_calls,
-                config.rate_limit,
-            ),
+            admission,
             config,
             bound,
             router,
@@ -325,6 +327,8 @@ impl Endpoint {
 enum TimerOwner {
     Transaction(TransactionKey),
     Answer(LegId),
+    /// A leg's session timer (RFC 4028), with the number the leg core gave it.
+    Session(LegId, u32),
 }
 
 #[derive(Debug)]
@@ -472,6 +476,9 @@ impl Driver {
                         }
                     }
                     self.schedule(TimerOwner::Answer(leg_id), next);
+                }
+                TimerOwner::Session(leg_id, generation) => {
+                    self.step(leg_id, Input::SessionTimer { generation }, Ctx::default());
                 }
             }
         }
@@ -675,6 +682,7 @@ impl Driver {
         let mut restart = Vec::new();
         self.admission
             .reconfigure(new.trusted_peers.clone(), new.max_calls, new.rate_limit);
+        self.admission.set_min_se(new.min_se);
         for listen in self.transports.configured() {
             if !new.listen.contains(&listen)
                 && let Some(b) = self.transports.close(&listen)
@@ -712,6 +720,8 @@ impl Driver {
             trusted_peers,
             max_calls,
             rate_limit,
+            session_expires,
+            min_se,
             ..
         } = new;
         self.config = EndpointConfig {
@@ -719,6 +729,8 @@ impl Driver {
             trusted_peers,
             max_calls,
             rate_limit,
+            session_expires,
+            min_se,
             ..self.config.clone()
         };
         restart

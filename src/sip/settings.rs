@@ -22,6 +22,11 @@ pub struct EndpointConfig {
     pub rate_limit: Option<RateLimit>,
     /// Name servers for agent and registrar host names; empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
+    /// RFC 4028 interval (seconds) offered on legs rgsd originates; `None`: no session timer
+    /// there. Live on reload for new dialogs.
+    pub session_expires: Option<u32>,
+    /// Smallest interval (seconds) accepted from peers (422 below it). Live on reload.
+    pub min_se: u32,
 }
 
 impl EndpointConfig {
@@ -33,6 +38,13 @@ impl EndpointConfig {
             max_calls: server.max_calls,
             rate_limit: server.sip_rate_limit.map(RateLimit::from),
             dns_servers: server.dns_servers.clone(),
+            session_expires: server.session_expires.map(secs),
+            min_se: secs(server.min_se),
         }
     }
+}
+
+/// Whole seconds, as SIP headers carry them (the config keeps intervals to 86,400 s).
+fn secs(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }

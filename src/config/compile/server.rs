@@ -144,6 +144,37 @@ impl Compiler<'_> {
 
         let dns_servers = self.dns_servers(s.dns_servers.as_ref());
 
+        let min_se = self.duration(
+            s.min_se.as_ref(),
+            "server.min_se",
+            &SESSION_INTERVAL,
+            Some(MIN_SE_DEFAULT),
+        );
+        let session_expires = match &s.session_expires {
+            Some(v) if matches!(v.get_ref().trim(), "0" | "off") => Some(None),
+            v => self
+                .duration(
+                    v.as_ref(),
+                    "server.session_expires",
+                    &SESSION_INTERVAL,
+                    Some(SESSION_EXPIRES_DEFAULT),
+                )
+                .map(Some),
+        };
+        if let (Some(Some(se)), Some(min), Some(v)) = (session_expires, min_se, &s.session_expires)
+            && se < min
+        {
+            self.error(
+                &v.span(),
+                "server.session_expires",
+                format!(
+                    "{} is below min_se ({}); RFC 4028 forbids offering less than the minimum",
+                    v.get_ref(),
+                    format_duration(min)
+                ),
+            );
+        }
+
         Some(Server {
             sip_listen: sip_listen?,
             advertised_host: advertised_host?,
@@ -157,6 +188,8 @@ impl Compiler<'_> {
             call_context: s.call_context.unwrap_or(true),
             sip_rate_limit: sip_rate_limit?,
             dns_servers: dns_servers?,
+            session_expires: session_expires?,
+            min_se: min_se?,
         })
     }
 
