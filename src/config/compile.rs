@@ -1242,6 +1242,8 @@ queue = "Main"
         assert_eq!(s.agent_ringback_grace_period, Duration::from_secs(60));
         assert_eq!(s.max_calls, 1000);
         assert!(s.call_context);
+        assert_eq!(s.session_expires, Some(Duration::from_secs(1800)));
+        assert_eq!(s.min_se, Duration::from_secs(90));
         assert_eq!(
             s.sip_rate_limit,
             Some(SipRateLimit {
@@ -1323,6 +1325,51 @@ queue = "Main"
             crate::config::summary(&config),
             "1 workflow, 1 queue, 2 agent groups, 2 agents"
         );
+    }
+
+    #[test]
+    fn session_timer_keys() {
+        let with = |keys: &str| {
+            SERVER.replace(
+                "trusted_peers = [\"127.0.0.1\"]",
+                &format!("trusted_peers = [\"127.0.0.1\"]\n{keys}"),
+            ) + WORKFLOW
+        };
+        let s = load_ok(&with("session_expires = \"600s\"\nmin_se = \"2m\"")).server;
+        assert_eq!(s.session_expires, Some(Duration::from_secs(600)));
+        assert_eq!(s.min_se, Duration::from_secs(120));
+        for off in ["\"off\"", "\"0\""] {
+            let s = load_ok(&with(&format!("session_expires = {off}"))).server;
+            assert_eq!(s.session_expires, None, "{off}");
+        }
+        let cases = [
+            ("min_se = \"60s\"", "server.min_se", "below the minimum 90s"),
+            (
+                "session_expires = \"30s\"",
+                "server.session_expires",
+                "below the minimum 90s",
+            ),
+            (
+                "session_expires = \"100s\"\nmin_se = \"300s\"",
+                "server.session_expires",
+                "below min_se (300s)",
+            ),
+            (
+                "session_expires = \"never\"",
+                "server.session_expires",
+                "not a duration",
+            ),
+        ];
+        for (keys, key, message) in cases {
+            let errors = load_err(&with(keys));
+            assert_eq!(errors.len(), 1, "{keys}: {errors:?}");
+            assert_eq!(errors[0].key, key, "{keys}");
+            assert!(
+                errors[0].message.contains(message),
+                "{keys}: {}",
+                errors[0].message
+            );
+        }
     }
 
     #[test]
