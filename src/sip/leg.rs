@@ -100,7 +100,8 @@ pub(crate) enum Input {
     /// The session timer armed as number `generation` is due.
     SessionTimer { generation: u32 },
     /// Our session refresh got this final status (408 when it timed out or its connection
-    /// closed); for a 2xx, [`LegCore::propose`] has the session it set.
+    /// closed); for a 2xx, [`LegCore::propose`] has the session it set, for a 422 the
+    /// interval its Min-SE asks for.
     Refreshed(u16),
 }
 
@@ -296,6 +297,11 @@ impl LegCore {
             408 | 481 => {
                 tracing::info!(status, "session refresh failed: hanging up (RFC 4028 §10)");
                 self.expire()
+            }
+            // RFC 4028 §7.4: once more at once, with the interval the 422's Min-SE asks for.
+            422 if self.proposed.is_some_and(|p| p.interval > interval) => {
+                self.session = self.proposed.take();
+                self.send_refresh(self.session.map_or(interval, |s| s.interval))
             }
             405 | 501 if self.update_refresh => {
                 // The peer takes no UPDATE after all: refresh with a re-INVITE at once.
@@ -997,6 +1003,8 @@ mod tests {
                     interval: 90,
                 }],
             ),
+            // A 422 without a usable Min-SE is like any other refusal.
+            (false, true, 422, vec![arm(2, 45)]),
             // Anything else: the session stays, the next refresh comes a half interval later.
             (false, false, 500, vec![arm(2, 45)]),
             (true, false, 488, vec![arm(2, 45)]),
@@ -1010,6 +1018,19 @@ mod tests {
                 "outbound={outbound} update={update} {status}"
             );
         }
+        // A 422 asking for more: at once with that interval, and only while it asks for more.
+        let mut c = timed(true, session(90, Refresher::Us), true);
+        c.on(Input::SessionTimer { generation: 1 });
+        c.propose(session(300, Refresher::Us));
+        assert_eq!(
+            c.on(Input::Refreshed(422)),
+            vec![Out::SendRefresh {
+                update: true,
+                interval: 300
+            }]
+        );
+        c.propose(session(300, Refresher::Us));
+        assert_eq!(c.on(Input::Refreshed(422)), vec![arm(2, 150)]);
         // After a 491 the retry timer refreshes again.
         let mut c = timed(false, session(90, Refresher::Us), true);
         c.on(Input::SessionTimer { generation: 1 });

@@ -14,7 +14,7 @@ use crate::sip::call::{CallEvent, LegFailure, LegId, OutboundRequest};
 use crate::sip::dialog::Dialog;
 use crate::sip::leg::{Input, Leg, LegCore, Out};
 use crate::sip::message::{Method, NameAddr, Request, Response};
-use crate::sip::session_timer::{self, Echo, Verdict};
+use crate::sip::session_timer::{self, Echo, Refresher, Session, Verdict};
 use crate::sip::transaction::{Answer2xx, ClientInvite, ClientNonInvite, TransactionKey, Tx};
 use crate::sip::transport::Flow;
 use crate::sip::wire::{cancel_for, header_ok, make_contact, make_via};
@@ -518,6 +518,13 @@ impl Driver {
                 .propose(Some(session_timer::on_success(&response.headers, offered)));
         } else {
             leg.refresh_tx = None;
+            let asked = session_timer::min_se(&response.headers);
+            if let (422, Some(min_se)) = (response.status, asked) {
+                leg.core.propose(Some(Session {
+                    interval: min_se,
+                    refresher: Refresher::Us,
+                }));
+            }
         }
         self.step(leg_id, Input::Refreshed(response.status), Ctx::default());
     }
