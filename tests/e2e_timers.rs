@@ -191,6 +191,10 @@ enum Peer {
     Answers,
     /// 180 and nothing more; CANCEL gets 200 + 487.
     Rings,
+    /// As `Answers`, its 200 naming itself the session refresher (90 s); it never refreshes.
+    AnswersAsRefresher,
+    /// 422 with `Min-SE` to an INVITE offering a shorter Session-Expires, else as `Answers`.
+    WantsAtLeast(u32),
 }
 
 /// A peer UA task; reports what it saw as ("INVITE" | "CANCEL" | "BYE" | "ACK" | "UPDATE",
@@ -213,26 +217,47 @@ async fn peer(
                 continue;
             }
             let _ = tx.send((method.clone(), Instant::now(), msg.clone()));
-            let reply = match (method.as_str(), behaviour) {
-                ("INVITE", Peer::Answers) => {
-                    let ring = response(&msg, "180 Ringing", "p1", None);
-                    sock.send_to(ring.as_bytes(), from).await.unwrap();
-                    Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)))
-                }
-                ("INVITE", Peer::Rings) => Some(response(&msg, "180 Ringing", "p1", None)),
-                ("CANCEL", _) => {
-                    let ok = response(&msg, "200 OK", "p1", None);
-                    sock.send_to(ok.as_bytes(), from).await.unwrap();
-                    let cseq = header(&msg, "CSeq").unwrap().replace("CANCEL", "INVITE");
-                    let terminated = response(&msg, "487 Request Terminated", "p1", None).replace(
-                        &format!("CSeq: {}", header(&msg, "CSeq").unwrap()),
-                        &format!("CSeq: {cseq}"),
-                    );
-                    Some(terminated)
-                }
-                ("BYE" | "UPDATE", _) => Some(response(&msg, "200 OK", "p1", None)),
-                _ => None,
-            };
+            let reply =
+                match (method.as_str(), behaviour) {
+                    ("INVITE", Peer::Answers) => {
+                        let ring = response(&msg, "180 Ringing", "p1", None);
+                        sock.send_to(ring.as_bytes(), from).await.unwrap();
+                        Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)))
+                    }
+                    ("INVITE", Peer::Rings) => Some(response(&msg, "180 Ringing", "p1", None)),
+                    ("INVITE", Peer::AnswersAsRefresher) => {
+                        Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)).replacen(
+                            "Contact:",
+                            "Session-Expires: 90;refresher=uas\r\nRequire: timer\r\nContact:",
+                            1,
+                        ))
+                    }
+                    ("INVITE", Peer::WantsAtLeast(min)) => {
+                        let offered = header(&msg, "Session-Expires")
+                            .and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+                        if offered.is_some_and(|o| o < min) {
+                            Some(
+                                response(&msg, "422 Session Interval Too Small", "p1", None)
+                                    .replacen("Contact:", &format!("Min-SE: {min}\r\nContact:"), 1),
+                            )
+                        } else {
+                            Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)))
+                        }
+                    }
+                    ("CANCEL", _) => {
+                        let ok = response(&msg, "200 OK", "p1", None);
+                        sock.send_to(ok.as_bytes(), from).await.unwrap();
+                        let cseq = header(&msg, "CSeq").unwrap().replace("CANCEL", "INVITE");
+                        let terminated = response(&msg, "487 Request Terminated", "p1", None)
+                            .replace(
+                                &format!("CSeq: {}", header(&msg, "CSeq").unwrap()),
+                                &format!("CSeq: {cseq}"),
+                            );
+                        Some(terminated)
+                    }
+                    ("BYE" | "UPDATE", _) => Some(response(&msg, "200 OK", "p1", None)),
+                    _ => None,
+                };
             if let Some(r) = reply {
                 sock.send_to(r.as_bytes(), from).await.unwrap();
             }
@@ -959,4 +984,77 @@ async fn rgsd_offers_session_timers_to_agents_and_refreshes_them() {
         "second refresh {:?} after the first",
         second - first
     );
+}
+
+/// An agent whose 200 makes it the refresher (90 s) and then never refreshes: rgsd sends BYE to
+/// the agent 60 s after the answer, and to the caller, and the record says `session_expired`.
+#[tokio::test]
+async fn an_agent_that_stops_refreshing_ends_the_call_as_session_expired() {
+    let (a0, mut seen0) = peer(Peer::AnswersAsRefresher).await;
+    let rgsd = start(
+        26800,
+        &(group("Sales agents", "serial", 20, &[a0]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let caller = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    assert!(caller.final_response.starts_with("SIP/2.0 200"));
+    let answered = next_of(&mut seen0, "ACK").await;
+    let agent_bye = next_of(&mut seen0, "BYE").await;
+    let waited = secs_between(answered, agent_bye);
+    assert!(
+        (60.0..61.0).contains(&waited),
+        "agent's BYE {waited} s after the answer"
+    );
+    let caller_bye = tokio::time::timeout(Duration::from_secs(5), caller_gets_bye(&caller.sock))
+        .await
+        .expect("the caller got no BYE");
+    assert!(secs_between(agent_bye, caller_bye) < 1.0);
+    let record = rgsd.record(&caller.call_id).await;
+    assert_eq!(record.outcome, CallOutcome::SessionExpired, "{record:?}");
+}
+
+/// An agent that wants longer sessions answers rgsd's INVITE 422 with `Min-SE: 1800`: rgsd
+/// sends the INVITE again at once (new CSeq, same Call-ID and From tag) offering 1800 s, and
+/// the call is answered.
+#[tokio::test]
+async fn a_422_from_an_agent_is_retried_once_with_its_min_se() {
+    let (a0, mut seen0) = peer(Peer::WantsAtLeast(1800)).await;
+    let rgsd = start(
+        27000,
+        &(String::from("session_expires = \"600s\"\n")
+            + &group("Sales agents", "serial", 20, &[a0])
+            + QUEUE
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let _caller = call(rgsd.sip, "sales").await;
+    let (first_at, first) = next_msg(&mut seen0, "INVITE").await;
+    assert_eq!(
+        header(&first, "Session-Expires"),
+        Some("600;refresher=uac"),
+        "{first}"
+    );
+    let (again_at, again) = next_msg(&mut seen0, "INVITE").await;
+    assert!(secs_between(first_at, again_at) < 1.0);
+    assert_eq!(
+        header(&again, "Session-Expires"),
+        Some("1800;refresher=uac"),
+        "{again}"
+    );
+    assert_eq!(header(&again, "Call-ID"), header(&first, "Call-ID"));
+    assert_eq!(header(&again, "From"), header(&first, "From"));
+    assert_eq!(header(&first, "CSeq"), Some("1 INVITE"));
+    assert_eq!(header(&again, "CSeq"), Some("2 INVITE"));
+    assert_ne!(header(&again, "Via"), header(&first, "Via"), "a new branch");
+    // The answer to the retry is ACKed with its CSeq: the leg is up.
+    let (_, ack) = next_msg(&mut seen0, "ACK").await;
+    let (_, ack) = if header(&ack, "CSeq") == Some("1 ACK") {
+        // The ACK of the 422 (same transaction); the 2xx's ACK follows.
+        next_msg(&mut seen0, "ACK").await
+    } else {
+        (Instant::now(), ack)
+    };
+    assert_eq!(header(&ack, "CSeq"), Some("2 ACK"), "{ack}");
 }
