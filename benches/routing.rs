@@ -95,6 +95,8 @@ fn config() -> Config {
             srtp: SrtpPolicy::Off,
             agent_srtp: SrtpPolicy::Off,
             allow_sdes_over_plain_sip: false,
+            session_expires: Some(Duration::from_secs(1800)),
+            min_se: Duration::from_secs(90),
         },
         registrations: vec![],
         agent_groups,

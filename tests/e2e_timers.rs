@@ -191,9 +191,14 @@ enum Peer {
     Answers,
     /// 180 and nothing more; CANCEL gets 200 + 487.
     Rings,
+    /// As `Answers`, its 200 naming itself the session refresher (90 s); it never refreshes.
+    AnswersAsRefresher,
+    /// 422 with `Min-SE` to an INVITE offering a shorter Session-Expires, else as `Answers`.
+    WantsAtLeast(u32),
 }
 
-/// A peer UA task; reports what it saw as ("INVITE" | "CANCEL" | "BYE" | "ACK", virtual time).
+/// A peer UA task; reports what it saw as ("INVITE" | "CANCEL" | "BYE" | "ACK" | "UPDATE",
+/// virtual time, text). An UPDATE (a session refresh) is answered 200.
 async fn peer(
     behaviour: Peer,
 ) -> (
@@ -212,26 +217,47 @@ async fn peer(
                 continue;
             }
             let _ = tx.send((method.clone(), Instant::now(), msg.clone()));
-            let reply = match (method.as_str(), behaviour) {
-                ("INVITE", Peer::Answers) => {
-                    let ring = response(&msg, "180 Ringing", "p1", None);
-                    sock.send_to(ring.as_bytes(), from).await.unwrap();
-                    Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)))
-                }
-                ("INVITE", Peer::Rings) => Some(response(&msg, "180 Ringing", "p1", None)),
-                ("CANCEL", _) => {
-                    let ok = response(&msg, "200 OK", "p1", None);
-                    sock.send_to(ok.as_bytes(), from).await.unwrap();
-                    let cseq = header(&msg, "CSeq").unwrap().replace("CANCEL", "INVITE");
-                    let terminated = response(&msg, "487 Request Terminated", "p1", None).replace(
-                        &format!("CSeq: {}", header(&msg, "CSeq").unwrap()),
-                        &format!("CSeq: {cseq}"),
-                    );
-                    Some(terminated)
-                }
-                ("BYE", _) => Some(response(&msg, "200 OK", "p1", None)),
-                _ => None,
-            };
+            let reply =
+                match (method.as_str(), behaviour) {
+                    ("INVITE", Peer::Answers) => {
+                        let ring = response(&msg, "180 Ringing", "p1", None);
+                        sock.send_to(ring.as_bytes(), from).await.unwrap();
+                        Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)))
+                    }
+                    ("INVITE", Peer::Rings) => Some(response(&msg, "180 Ringing", "p1", None)),
+                    ("INVITE", Peer::AnswersAsRefresher) => {
+                        Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)).replacen(
+                            "Contact:",
+                            "Session-Expires: 90;refresher=uas\r\nRequire: timer\r\nContact:",
+                            1,
+                        ))
+                    }
+                    ("INVITE", Peer::WantsAtLeast(min)) => {
+                        let offered = header(&msg, "Session-Expires")
+                            .and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+                        if offered.is_some_and(|o| o < min) {
+                            Some(
+                                response(&msg, "422 Session Interval Too Small", "p1", None)
+                                    .replacen("Contact:", &format!("Min-SE: {min}\r\nContact:"), 1),
+                            )
+                        } else {
+                            Some(response(&msg, "200 OK", "p1", Some(PEER_SDP)))
+                        }
+                    }
+                    ("CANCEL", _) => {
+                        let ok = response(&msg, "200 OK", "p1", None);
+                        sock.send_to(ok.as_bytes(), from).await.unwrap();
+                        let cseq = header(&msg, "CSeq").unwrap().replace("CANCEL", "INVITE");
+                        let terminated = response(&msg, "487 Request Terminated", "p1", None)
+                            .replace(
+                                &format!("CSeq: {}", header(&msg, "CSeq").unwrap()),
+                                &format!("CSeq: {cseq}"),
+                            );
+                        Some(terminated)
+                    }
+                    ("BYE" | "UPDATE", _) => Some(response(&msg, "200 OK", "p1", None)),
+                    _ => None,
+                };
             if let Some(r) = reply {
                 sock.send_to(r.as_bytes(), from).await.unwrap();
             }
@@ -274,6 +300,17 @@ impl Caller {
 /// A caller: INVITE with `sdp` (none for a late offer), waits for the final response, ACKs a
 /// 200 (with `ack_sdp` when the 200 carried rgsd's offer).
 async fn dial(rgsd: SocketAddr, user: &str, sdp: Option<&str>, ack_sdp: Option<&str>) -> Caller {
+    dial_with(rgsd, user, sdp, ack_sdp, "").await
+}
+
+/// [`dial`] with `extra` header lines (each ending in CRLF) in the INVITE.
+async fn dial_with(
+    rgsd: SocketAddr,
+    user: &str,
+    sdp: Option<&str>,
+    ack_sdp: Option<&str>,
+    extra: &str,
+) -> Caller {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut caller = Caller {
         sock,
@@ -290,7 +327,7 @@ async fn dial(rgsd: SocketAddr, user: &str, sdp: Option<&str>, ack_sdp: Option<&
         ),
         None => "Content-Length: 0\r\n\r\n".to_owned(),
     };
-    let invite = caller.request("INVITE", &caller.to, 1) + &body(sdp);
+    let invite = caller.request("INVITE", &caller.to, 1) + extra + &body(sdp);
     caller.sock.send_to(invite.as_bytes(), rgsd).await.unwrap();
     let mut buf = vec![0u8; 8192];
     loop {
@@ -722,4 +759,302 @@ async fn a_dead_media_leg_before_the_bridge_ends_the_call_as_failed() {
     assert!(rgsd.services.agents.is_free(agent));
     let record = rgsd.record(&caller.call_id).await;
     assert_eq!(record.outcome, CallOutcome::Failed, "{record:?}");
+}
+
+// ---- RFC 4028 session timers ----------------------------------------------------------------
+
+/// The caller's socket after the call is set up: answers rgsd's refreshes (UPDATE 200; a
+/// re-INVITE 200 with its SDP, then waits for the ACK) and reports each as (method, when, text);
+/// a BYE is answered and reported, and ends the task.
+fn caller_answers_refreshes(caller: Caller) -> mpsc::UnboundedReceiver<(String, Instant, String)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok((n, from)) = caller.sock.recv_from(&mut buf).await {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let method = msg.split_whitespace().next().unwrap_or_default().to_owned();
+            if method.starts_with("SIP/") {
+                continue;
+            }
+            let _ = tx.send((method.clone(), Instant::now(), msg.clone()));
+            let reply = match method.as_str() {
+                "INVITE" => response(&msg, "200 OK", "c1", Some(CALLER_SDP)),
+                "UPDATE" | "BYE" => response(&msg, "200 OK", "c1", None),
+                _ => continue,
+            };
+            caller.sock.send_to(reply.as_bytes(), from).await.unwrap();
+            if method == "BYE" {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// `o=` of an SDP body in a SIP message.
+fn origin(msg: &str) -> Option<&str> {
+    msg.lines().find(|l| l.starts_with("o="))
+}
+
+fn secs_between(from: Instant, to: Instant) -> f64 {
+    (to - from).as_secs_f64()
+}
+
+/// (a) A caller that names rgsd the refresher with 90 s gets a refresh every 45 s: an UPDATE
+/// without SDP when its Allow lists UPDATE, else a re-INVITE with rgsd's SDP unchanged (same
+/// `o=` version).
+#[tokio::test]
+async fn rgsd_refreshes_a_callers_session_at_half_the_interval() {
+    for (rtp, allow, method) in [
+        (26000, "INVITE, ACK, CANCEL, BYE, UPDATE", "UPDATE"),
+        (26200, "INVITE, ACK, CANCEL, BYE", "INVITE"),
+    ] {
+        let (a0, _seen0) = peer(Peer::Answers).await;
+        let rgsd = start(
+            rtp,
+            &(group("Sales agents", "serial", 20, &[a0]) + QUEUE + WORKFLOW),
+        )
+        .await;
+        tokio::time::pause();
+        let caller = dial_with(
+            rgsd.sip,
+            "sales",
+            Some(CALLER_SDP),
+            None,
+            &format!("Supported: timer\r\nSession-Expires: 90;refresher=uas\r\nAllow: {allow}\r\n"),
+        )
+        .await;
+        let answered = Instant::now();
+        let ok = caller.final_response.clone();
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        assert_eq!(
+            header(&ok, "Session-Expires"),
+            Some("90;refresher=uas"),
+            "{ok}"
+        );
+        assert_eq!(header(&ok, "Require"), Some("timer"), "{ok}");
+        let mut seen = caller_answers_refreshes(caller);
+        let (first, refresh) = next_msg(&mut seen, method).await;
+        assert!(
+            (45.0..46.0).contains(&secs_between(answered, first)),
+            "{method} {:?} after the answer",
+            first - answered
+        );
+        assert!(
+            header(&refresh, "Session-Expires").is_some_and(|v| v.starts_with("90;refresher=uac")),
+            "{refresh}"
+        );
+        if method == "UPDATE" {
+            assert!(
+                refresh.ends_with("\r\n\r\n"),
+                "an UPDATE refresh has no SDP: {refresh}"
+            );
+        } else {
+            assert_eq!(origin(&refresh), origin(&ok), "{refresh}");
+            next_of(&mut seen, "ACK").await;
+        }
+        let (second, _) = next_msg(&mut seen, method).await;
+        assert!(
+            (45.0..46.0).contains(&secs_between(first, second)),
+            "second {method} {:?} after the first",
+            second - first
+        );
+        drop(rgsd);
+        // SQLite's pool times out under a paused clock: the next server starts in real time.
+        tokio::time::resume();
+    }
+}
+
+/// (b) A caller that is the refresher (90 s) refreshes once with UPDATE, which restarts the
+/// timer, then stops: rgsd sends BYE at 90 − min(32, 90/3) = 60 s after that refresh, to the
+/// caller and the agent, and the record's outcome is `session_expired`.
+#[tokio::test]
+async fn a_caller_that_stops_refreshing_is_hung_up_on_and_the_record_says_so() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        26400,
+        &(group("Sales agents", "serial", 20, &[a0]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let caller = dial_with(
+        rgsd.sip,
+        "sales",
+        Some(CALLER_SDP),
+        None,
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
+    )
+    .await;
+    let ok = caller.final_response.clone();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert_eq!(
+        header(&ok, "Session-Expires"),
+        Some("90;refresher=uac"),
+        "{ok}"
+    );
+    next_of(&mut seen0, "ACK").await;
+    // The caller refreshes once, 30 s in.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let refreshed = Instant::now();
+    let update = caller.request("UPDATE", &caller.to, 2)
+        + "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\nContent-Length: 0\r\n\r\n";
+    caller
+        .sock
+        .send_to(update.as_bytes(), caller.rgsd)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 8192];
+    let (n, _) = caller.sock.recv_from(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert_eq!(
+        header(&answer, "Session-Expires"),
+        Some("90;refresher=uac"),
+        "{answer}"
+    );
+    // Then nothing: BYE 60 s after the refresh, not 60 s after the answer.
+    let call_id = caller.call_id.clone();
+    let mut seen = caller_answers_refreshes(caller);
+    let (bye, _) = next_msg(&mut seen, "BYE").await;
+    let waited = secs_between(refreshed, bye);
+    assert!(
+        (60.0..61.0).contains(&waited),
+        "BYE {waited} s after the refresh"
+    );
+    let agent_bye = next_of(&mut seen0, "BYE").await;
+    assert!(
+        secs_between(bye, agent_bye) < 1.0,
+        "the agent's BYE came late"
+    );
+    let record = rgsd.record(&call_id).await;
+    assert_eq!(record.outcome, CallOutcome::SessionExpired, "{record:?}");
+    assert!(record.agent.is_some(), "{record:?}");
+}
+
+/// (c) An agent leg: rgsd's INVITE offers session timers with itself as refresher
+/// (`session_expires`), the agent's 200 has no Session-Expires (no timer support), so rgsd
+/// refreshes it every 45 s; the agent's 200 has no Allow, so with re-INVITEs carrying the
+/// same SDP version.
+#[tokio::test]
+async fn rgsd_offers_session_timers_to_agents_and_refreshes_them() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        26600,
+        &(String::from("session_expires = \"90s\"\nmin_se = \"90s\"\n")
+            + &group("Sales agents", "serial", 20, &[a0])
+            + QUEUE
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let _caller = call(rgsd.sip, "sales").await;
+    let (_, invite) = next_msg(&mut seen0, "INVITE").await;
+    assert_eq!(
+        header(&invite, "Session-Expires"),
+        Some("90;refresher=uac"),
+        "{invite}"
+    );
+    assert_eq!(header(&invite, "Min-SE"), Some("90"), "{invite}");
+    assert!(
+        header(&invite, "Supported").is_some_and(|v| v.contains("timer")),
+        "{invite}"
+    );
+    let answered = next_of(&mut seen0, "ACK").await;
+    let (first, refresh) = next_msg(&mut seen0, "INVITE").await;
+    assert!(
+        (45.0..46.0).contains(&secs_between(answered, first)),
+        "refresh {:?} after the answer",
+        first - answered
+    );
+    assert!(refresh.contains(";tag=p1"), "in the dialog: {refresh}");
+    assert_eq!(
+        origin(&refresh),
+        origin(&invite),
+        "same SDP version: {refresh}"
+    );
+    assert_eq!(
+        header(&refresh, "Session-Expires"),
+        Some("90;refresher=uac"),
+        "{refresh}"
+    );
+    next_of(&mut seen0, "ACK").await;
+    let (second, _) = next_msg(&mut seen0, "INVITE").await;
+    assert!(
+        (45.0..46.0).contains(&secs_between(first, second)),
+        "second refresh {:?} after the first",
+        second - first
+    );
+}
+
+/// An agent whose 200 makes it the refresher (90 s) and then never refreshes: rgsd sends BYE to
+/// the agent 60 s after the answer, and to the caller, and the record says `session_expired`.
+#[tokio::test]
+async fn an_agent_that_stops_refreshing_ends_the_call_as_session_expired() {
+    let (a0, mut seen0) = peer(Peer::AnswersAsRefresher).await;
+    let rgsd = start(
+        26800,
+        &(group("Sales agents", "serial", 20, &[a0]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let caller = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    assert!(caller.final_response.starts_with("SIP/2.0 200"));
+    let answered = next_of(&mut seen0, "ACK").await;
+    let agent_bye = next_of(&mut seen0, "BYE").await;
+    let waited = secs_between(answered, agent_bye);
+    assert!(
+        (60.0..61.0).contains(&waited),
+        "agent's BYE {waited} s after the answer"
+    );
+    let caller_bye = tokio::time::timeout(Duration::from_secs(5), caller_gets_bye(&caller.sock))
+        .await
+        .expect("the caller got no BYE");
+    assert!(secs_between(agent_bye, caller_bye) < 1.0);
+    let record = rgsd.record(&caller.call_id).await;
+    assert_eq!(record.outcome, CallOutcome::SessionExpired, "{record:?}");
+}
+
+/// An agent that wants longer sessions answers rgsd's INVITE 422 with `Min-SE: 1800`: rgsd
+/// sends the INVITE again at once (new CSeq, same Call-ID and From tag) offering 1800 s, and
+/// the call is answered.
+#[tokio::test]
+async fn a_422_from_an_agent_is_retried_once_with_its_min_se() {
+    let (a0, mut seen0) = peer(Peer::WantsAtLeast(1800)).await;
+    let rgsd = start(
+        27000,
+        &(String::from("session_expires = \"600s\"\n")
+            + &group("Sales agents", "serial", 20, &[a0])
+            + QUEUE
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let _caller = call(rgsd.sip, "sales").await;
+    let (first_at, first) = next_msg(&mut seen0, "INVITE").await;
+    assert_eq!(
+        header(&first, "Session-Expires"),
+        Some("600;refresher=uac"),
+        "{first}"
+    );
+    let (again_at, again) = next_msg(&mut seen0, "INVITE").await;
+    assert!(secs_between(first_at, again_at) < 1.0);
+    assert_eq!(
+        header(&again, "Session-Expires"),
+        Some("1800;refresher=uac"),
+        "{again}"
+    );
+    assert_eq!(header(&again, "Call-ID"), header(&first, "Call-ID"));
+    assert_eq!(header(&again, "From"), header(&first, "From"));
+    assert_eq!(header(&first, "CSeq"), Some("1 INVITE"));
+    assert_eq!(header(&again, "CSeq"), Some("2 INVITE"));
+    assert_ne!(header(&again, "Via"), header(&first, "Via"), "a new branch");
+    // The answer to the retry is ACKed with its CSeq: the leg is up.
+    let (_, ack) = next_msg(&mut seen0, "ACK").await;
+    let (_, ack) = if header(&ack, "CSeq") == Some("1 ACK") {
+        // The ACK of the 422 (same transaction); the 2xx's ACK follows.
+        next_msg(&mut seen0, "ACK").await
+    } else {
+        (Instant::now(), ack)
+    };
+    assert_eq!(header(&ack, "CSeq"), Some("2 ACK"), "{ack}");
 }

@@ -42,6 +42,8 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         rate_limit: Some(rate_limit),
         dns_servers: Vec::new(),
         outbound_proxy: None,
+        session_expires: Some(1800),
+        min_se: 90,
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
@@ -254,10 +256,10 @@ async fn requests_outside_any_dialog() {
     assert_eq!(ua.recv().await.status, 415);
 }
 
-/// rgsd sends no session refreshes: asked to be the refresher (without `Require: timer`), it
-/// answers as a UA without session timers, so the caller keeps refreshing (RFC 4028 §7.4).
+/// Asked to be the refresher (RFC 4028 §9), rgsd accepts: its 2xx names itself (`uas`) and
+/// requires the extension the caller supports.
 #[tokio::test]
-async fn asked_to_refresh_the_session_rgsd_answers_without_session_timers() {
+async fn asked_to_refresh_the_session_rgsd_becomes_the_refresher() {
     let s = setup(10, RateLimit::default()).await;
     let ua = Ua::new(s.target).await;
     ua.send(&request(
@@ -272,10 +274,13 @@ async fn asked_to_refresh_the_session_rgsd_answers_without_session_timers() {
     .await;
     let ok = ua.recv().await;
     assert_eq!(ok.status, 200);
-    assert_eq!(ok.headers.get("Session-Expires"), None);
-    assert_eq!(ok.headers.get("Require"), None);
+    assert_eq!(
+        ok.headers.get("Session-Expires"),
+        Some("1800;refresher=uas")
+    );
+    assert_eq!(ok.headers.get("Require"), Some("timer"));
     assert!(
-        !ok.headers
+        ok.headers
             .get_list("Supported")
             .any(|t| t.eq_ignore_ascii_case("timer")),
         "{:?}",
@@ -294,7 +299,7 @@ async fn dialog_reinvite_update_info_bye() {
         "d1",
         1,
         "",
-        "Supported: timer\nSession-Expires: 1800\nContent-Type: application/sdp\n",
+        "Supported: timer\nSession-Expires: 1800;refresher=uac\nContent-Type: application/sdp\n",
         offer,
     ))
     .await;
@@ -552,6 +557,8 @@ async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothin
         rate_limit: None,
         dns_servers: vec![dns],
         outbound_proxy: None,
+        session_expires: Some(1800),
+        min_se: 90,
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -618,6 +625,8 @@ async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish
         rate_limit: None,
         dns_servers: Vec::new(),
         outbound_proxy: None,
+        session_expires: Some(1800),
+        min_se: 90,
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();

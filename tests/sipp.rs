@@ -66,6 +66,8 @@ async fn start(trusted: &str) -> Harness {
         rate_limit: Some(RateLimit::default()),
         dns_servers: Vec::new(),
         outbound_proxy: None,
+        session_expires: Some(1800),
+        min_se: 90,
     };
     let router = Arc::new(|uri: &str, _to: &str| match user_of(uri) {
         "sales" | "hold" => RouteDecision::Accept(RouteId(0)),

@@ -229,6 +229,7 @@ pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc
         claims: HashSet::new(),
         outbox: Outbox::default(),
         failed: None,
+        session_expired: false,
         forward: None,
         bridged_agent: None,
         queue: None,
@@ -292,6 +293,8 @@ struct CallTask {
     outbox: Outbox,
     /// Why rgsd ends the call itself (a media leg died); recorded as `failed`.
     failed: Option<&'static str>,
+    /// A leg's session timer ran out (RFC 4028): the record says so.
+    session_expired: bool,
     forward: Option<FarLeg>,
     /// The agent this call counted as busy in the agent table (`answered`), until `call_ended`.
     bridged_agent: Option<AgentId>,
@@ -436,6 +439,12 @@ impl CallTask {
                 self.caller_open = false;
                 self.pending.push_back(Event::CallerHungUp);
             }
+            Some(CallEvent::SessionExpired) => {
+                info!("the caller's session timer ran out");
+                self.session_expired = true;
+                self.caller_open = false;
+                self.pending.push_back(Event::CallerHungUp);
+            }
             Some(CallEvent::Ended) => self.caller_open = false,
             Some(CallEvent::Reinvite { sdp } | CallEvent::Update { sdp }) => {
                 if let Some(sdp) = sdp {
@@ -537,7 +546,15 @@ impl CallTask {
                     (Far::Forward, LegFailure::Transport) => Event::ForwardFailed(SipStatus(500)),
                 });
             }
-            CallEvent::Bye | CallEvent::AckTimeout | CallEvent::Cancelled | CallEvent::Ended => {
+            CallEvent::Bye
+            | CallEvent::AckTimeout
+            | CallEvent::Cancelled
+            | CallEvent::Ended
+            | CallEvent::SessionExpired => {
+                if event == CallEvent::SessionExpired {
+                    info!(?far, "the far leg's session timer ran out");
+                    self.session_expired = true;
+                }
                 let answered = leg.answered;
                 self.remove_far(far);
                 match far {
@@ -833,6 +850,8 @@ impl CallTask {
         );
         if self.failed.is_some() {
             record.outcome = CallOutcome::Failed;
+        } else if self.session_expired {
+            record.outcome = CallOutcome::SessionExpired;
         }
         debug!(outcome = ?record.outcome, "call ended");
         submit(&self.svc, record);

@@ -21,7 +21,7 @@ use super::snapshot::LiveSnapshot;
 use crate::store::{CallOutcome, RecordWriter};
 
 /// Every call outcome, in the order of the `calls` array.
-const OUTCOMES: [CallOutcome; 10] = [
+const OUTCOMES: [CallOutcome; 11] = [
     CallOutcome::Answered,
     CallOutcome::Abandoned,
     CallOutcome::QueueTimedOut,
@@ -32,6 +32,7 @@ const OUTCOMES: [CallOutcome; 10] = [
     CallOutcome::Disconnected,
     CallOutcome::Rejected,
     CallOutcome::Failed,
+    CallOutcome::SessionExpired,
 ];
 
 /// The label value of an outcome (same spelling as the call records).
@@ -47,6 +48,7 @@ pub(super) fn outcome_label(o: CallOutcome) -> &'static str {
         CallOutcome::Disconnected => "disconnected",
         CallOutcome::Rejected => "rejected",
         CallOutcome::Failed => "failed",
+        CallOutcome::SessionExpired => "session_expired",
     }
 }
 
@@ -62,6 +64,7 @@ fn outcome_index(o: CallOutcome) -> usize {
         CallOutcome::Disconnected => 7,
         CallOutcome::Rejected => 8,
         CallOutcome::Failed => 9,
+        CallOutcome::SessionExpired => 10,
     }
 }
 
@@ -71,7 +74,7 @@ pub(super) const WAIT_BUCKETS: [u64; 9] = [1, 5, 10, 20, 30, 60, 120, 300, 600];
 /// Counters and histograms bumped by the other layers; each update is one relaxed atomic add.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    calls: [AtomicU64; 10],
+    calls: [AtomicU64; OUTCOMES.len()],
     /// Cumulative counts per bucket of [`WAIT_BUCKETS`] (non-cumulative here, summed at render).
     wait_buckets: [AtomicU64; 10],
     wait_count: AtomicU64,

@@ -85,16 +85,25 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// An agent answered the call (it may have ended when its session timer ran out).
+fn answered(r: &CallRecord) -> bool {
+    match r.outcome {
+        CallOutcome::Answered => true,
+        CallOutcome::SessionExpired => r.agent.is_some(),
+        _ => false,
+    }
+}
+
 fn answered_within(r: &CallRecord, threshold: Duration) -> bool {
-    r.outcome == CallOutcome::Answered && r.wait.is_some_and(|w| w <= threshold)
+    answered(r) && r.wait.is_some_and(|w| w <= threshold)
 }
 
 impl Acc {
     fn add_call(&mut self, r: &CallRecord, threshold: Duration) {
         self.received += 1;
         self.offered += u64::from(!r.offers.is_empty());
+        self.answered += u64::from(answered(r));
         match r.outcome {
-            CallOutcome::Answered => self.answered += 1,
             CallOutcome::Abandoned => self.abandoned += 1,
             CallOutcome::QueueTimedOut => self.timed_out += 1,
             CallOutcome::Overflowed => self.overflowed += 1,
@@ -104,7 +113,7 @@ impl Acc {
             self.wait_ms += w.as_millis();
             self.waits += 1;
         }
-        if r.outcome == CallOutcome::Answered
+        if answered(r)
             && let Some(t) = r.talk
         {
             self.talk_ms += t.as_millis();
@@ -195,8 +204,7 @@ fn add_agent_rows(acc: &mut BTreeMap<String, Acc>, r: &CallRecord, threshold: Du
     agents.dedup();
     for agent in agents {
         let a = acc.entry(agent.to_owned()).or_default();
-        let answered_by_them = r.outcome == CallOutcome::Answered
-            && r.agent.as_ref().is_some_and(|x| x.as_str() == agent);
+        let answered_by_them = answered(r) && r.agent.as_ref().is_some_and(|x| x.as_str() == agent);
         a.received += 1;
         a.offered += r
             .offers

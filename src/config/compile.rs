@@ -69,6 +69,11 @@ const EXPIRES_DEFAULT: Duration = Duration::from_secs(3600);
 const OVERFLOW_MAX_CALLS: RangeInclusive<i64> = 0..=1_000;
 const SERVER_MAX_CALLS: RangeInclusive<i64> = 1..=100_000;
 const SERVER_MAX_CALLS_DEFAULT: u32 = 1_000;
+/// RFC 4028 §4: a session interval is at least 90 s; a day is far beyond any useful one.
+const SESSION_INTERVAL: RangeInclusive<Duration> =
+    Duration::from_secs(90)..=Duration::from_secs(86_400);
+const SESSION_EXPIRES_DEFAULT: Duration = Duration::from_secs(1800);
+const MIN_SE_DEFAULT: Duration = Duration::from_secs(90);
 /// `sip_rate_limit.per_second`; 0 turns the limit off.
 const SIP_RATE_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000;
 /// `sip_rate_limit.burst`; by default [`SIP_RATE_BURST_FACTOR`] × `per_second`.
@@ -1390,6 +1395,8 @@ queue = "Main"
         assert_eq!(s.agent_ringback_grace_period, Duration::from_secs(60));
         assert_eq!(s.max_calls, 1000);
         assert!(s.call_context);
+        assert_eq!(s.session_expires, Some(Duration::from_secs(1800)));
+        assert_eq!(s.min_se, Duration::from_secs(90));
         assert_eq!(
             s.sip_rate_limit,
             Some(SipRateLimit {
@@ -1471,6 +1478,51 @@ queue = "Main"
             crate::config::summary(&config),
             "1 workflow, 1 queue, 2 agent groups, 2 agents"
         );
+    }
+
+    #[test]
+    fn session_timer_keys() {
+        let with = |keys: &str| {
+            SERVER.replace(
+                "trusted_peers = [\"127.0.0.1\"]",
+                &format!("trusted_peers = [\"127.0.0.1\"]\n{keys}"),
+            ) + WORKFLOW
+        };
+        let s = load_ok(&with("session_expires = \"600s\"\nmin_se = \"2m\"")).server;
+        assert_eq!(s.session_expires, Some(Duration::from_secs(600)));
+        assert_eq!(s.min_se, Duration::from_secs(120));
+        for off in ["\"off\"", "\"0\""] {
+            let s = load_ok(&with(&format!("session_expires = {off}"))).server;
+            assert_eq!(s.session_expires, None, "{off}");
+        }
+        let cases = [
+            ("min_se = \"60s\"", "server.min_se", "below the minimum 90s"),
+            (
+                "session_expires = \"30s\"",
+                "server.session_expires",
+                "below the minimum 90s",
+            ),
+            (
+                "session_expires = \"100s\"\nmin_se = \"300s\"",
+                "server.session_expires",
+                "below min_se (300s)",
+            ),
+            (
+                "session_expires = \"never\"",
+                "server.session_expires",
+                "not a duration",
+            ),
+        ];
+        for (keys, key, message) in cases {
+            let errors = load_err(&with(keys));
+            assert_eq!(errors.len(), 1, "{keys}: {errors:?}");
+            assert_eq!(errors[0].key, key, "{keys}");
+            assert!(
+                errors[0].message.contains(message),
+                "{keys}: {}",
+                errors[0].message
+            );
+        }
     }
 
     #[test]

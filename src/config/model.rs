@@ -140,6 +140,12 @@ impl SrtpPolicy {
             Self::Required => "required",
         }
     }
+    /// RFC 4028 session interval rgsd offers on the legs it originates (`session_expires`);
+    /// `None` (`"off"`) offers none.
+    pub session_expires: Option<Duration>,
+    /// Smallest session interval accepted from a peer (`min_se`, at least 90 s); smaller
+    /// requests get 422.
+    pub min_se: Duration,
 }
 
 /// `sip_rate_limit = { per_second, burst }`: requests each source address may send.

@@ -80,6 +80,11 @@ pub(crate) struct RawServer {
     pub(crate) agent_srtp: Option<SString>,
     /// Extra key: allow SDES keys without a TLS listener; default false.
     pub(crate) allow_sdes_over_plain_sip: Option<bool>,
+    /// Extra key: RFC 4028 session interval offered on legs rgsd originates; default `1800s`,
+    /// `"0"` or `"off"` offers none.
+    pub(crate) session_expires: Option<SString>,
+    /// Extra key: smallest session interval accepted from peers; default and minimum `90s`.
+    pub(crate) min_se: Option<SString>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`.

@@ -79,6 +79,8 @@ pub(crate) struct Admission {
     max_calls: u32,
     /// `None` when the per-source limit is off.
     limiter: Option<RateLimiter>,
+    /// Smallest Session-Expires accepted (`min_se`); smaller gets 422.
+    min_se: u32,
 }
 
 impl Admission {
@@ -91,7 +93,13 @@ impl Admission {
             trusted_peers,
             max_calls,
             limiter: rate_limit.map(RateLimiter::new),
+            min_se: MIN_SE,
         }
+    }
+
+    /// Sets `min_se` (at start and on every reload; never below RFC 4028's 90 s).
+    pub(crate) fn set_min_se(&mut self, min_se: u32) {
+        self.min_se = min_se.max(MIN_SE);
     }
 
     /// Applies new limits. A rate limiter whose limit did not change keeps its buckets.
@@ -156,8 +164,10 @@ impl Admission {
         if !request.body.is_empty() && !is_sdp(&request.headers) {
             return Err(Refusal::with(415, "Accept", "application/sdp"));
         }
-        if session_timer::session_expires(&request.headers).is_some_and(|(secs, _)| secs < MIN_SE) {
-            return Err(Refusal::with(422, "Min-SE", MIN_SE.to_string()));
+        if session_timer::session_expires(&request.headers)
+            .is_some_and(|(secs, _)| secs < self.min_se)
+        {
+            return Err(Refusal::with(422, "Min-SE", self.min_se.to_string()));
         }
         let id = match route {
             RouteDecision::Accept(id) => id,
@@ -232,6 +242,15 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 2 INVI
                 .map_err(|r| r.status);
             assert_eq!(got, *want, "{extra:?} {route:?} {calls}");
         }
+        // A larger configured min_se refuses more, and says so in Min-SE.
+        let mut a = admission();
+        a.set_min_se(300);
+        let refused = a.check_invite(&invite("Session-Expires: 200\r\n", ""), OK, 0);
+        assert_eq!(refused, Err(Refusal::with(422, "Min-SE", "300")));
+        assert!(
+            a.check_invite(&invite("Session-Expires: 300\r\n", ""), OK, 0)
+                .is_ok()
+        );
         let mut tel = invite("", "");
         tel.uri = "tel:+14255550100".into();
         assert_eq!(a.check_invite(&tel, OK, 0).map(|r| r.0).ok(), Some(7));

@@ -43,6 +43,9 @@ pub enum CallEvent {
     },
     /// Our BYE was answered or timed out: the dialog is gone. Terminal.
     Ended,
+    /// The session timer ran out (RFC 4028 §10): the peer did not refresh in time, or our
+    /// refresh failed (408, 481, no answer); the endpoint has sent BYE. Terminal.
+    SessionExpired,
 }
 
 impl CallEvent {
@@ -50,7 +53,12 @@ impl CallEvent {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            Self::Failed(_) | Self::Cancelled | Self::AckTimeout | Self::Bye | Self::Ended
+            Self::Failed(_)
+                | Self::Cancelled
+                | Self::AckTimeout
+                | Self::Bye
+                | Self::Ended
+                | Self::SessionExpired
         )
     }
 }

@@ -151,12 +151,14 @@ impl Endpoint {
             transactions: Arc::clone(&transactions),
             stopped: stopped.clone(),
         };
+        let mut admission = Admission::new(
+            config.trusted_peers.clone(),
+            config.max_calls,
+            config.rate_limit,
+        );
+        admission.set_min_se(config.min_se);
         let driver = Driver {
-            admission: Admission::new(
-                config.trusted_peers.clone(),
-                config.max_calls,
-                config.rate_limit,
-            ),
+            admission,
             config,
             bound,
             router,
@@ -342,6 +344,8 @@ fn proxy_route(proxy: &str) -> String {
 enum TimerOwner {
     Transaction(TransactionKey),
     Answer(LegId),
+    /// A leg's session timer (RFC 4028), with the number the leg core gave it.
+    Session(LegId, u32),
 }
 
 #[derive(Debug)]
@@ -492,6 +496,9 @@ impl Driver {
                         }
                     }
                     self.schedule(TimerOwner::Answer(leg_id), next);
+                }
+                TimerOwner::Session(leg_id, generation) => {
+                    self.step(leg_id, Input::SessionTimer { generation }, Ctx::default());
                 }
             }
         }
@@ -768,6 +775,7 @@ impl Driver {
         let mut restart = Vec::new();
         self.admission
             .reconfigure(new.trusted_peers.clone(), new.max_calls, new.rate_limit);
+        self.admission.set_min_se(new.min_se);
         for listen in self.transports.configured() {
             if !new.listen.contains(&listen)
                 && let Some(b) = self.transports.close(&listen)
@@ -812,6 +820,8 @@ impl Driver {
             max_calls,
             rate_limit,
             outbound_proxy,
+            session_expires,
+            min_se,
             ..
         } = new;
         self.config = EndpointConfig {
@@ -820,6 +830,8 @@ impl Driver {
             max_calls,
             rate_limit,
             outbound_proxy,
+            session_expires,
+            min_se,
             ..self.config.clone()
         };
         restart

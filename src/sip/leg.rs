@@ -7,11 +7,19 @@
 //! it runs the transactions in `sip::transaction`. The table tests below walk every input
 //! through every state.
 //!
+//! RFC 4028 session timers run here too: the holder of the request or response that negotiated
+//! one hands the core its [`Session`] ([`LegCore::propose`]) and the core commits it when the
+//! dialog is set up or refreshed, arms the timer ([`Out::ArmTimer`], numbered so that a stale
+//! one is ignored), refreshes at half the interval when rgsd is the refresher
+//! ([`Out::SendRefresh`]), and hangs up at the end of a session the peer stopped refreshing
+//! ([`CallEvent::SessionExpired`]).
+//!
 //! States: an inbound leg goes Early (INVITE received) → Confirming (our 2xx sent) →
 //! Established (ACK received) → Ending (our BYE sent); an outbound leg goes Early (INVITE
 //! sent) → Established (2xx received, ACK sent), or Early → Cancelling (CANCEL wanted) → gone.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -19,6 +27,7 @@ use tokio::sync::mpsc;
 use super::call::{CallEvent, LegFailure};
 use super::dialog::Dialog;
 use super::message::Request;
+use super::session_timer::{Refresher, Session};
 use super::transaction::{Answer2xx, TransactionKey};
 use super::transport::Flow;
 
@@ -86,6 +95,14 @@ pub(crate) enum Input {
     ByeDone,
     /// The connection the leg runs over closed.
     TransportClosed,
+    /// Peer (outbound): 422 to our INVITE, asking for at least `min_se` seconds.
+    IntervalTooSmall { min_se: u32 },
+    /// The session timer armed as number `generation` is due.
+    SessionTimer { generation: u32 },
+    /// Our session refresh got this final status (408 when it timed out or its connection
+    /// closed); for a 2xx, [`LegCore::propose`] has the session it set, for a 422 the
+    /// interval its Min-SE asks for.
+    Refreshed(u16),
 }
 
 /// What the driver must do, in order.
@@ -117,6 +134,23 @@ pub(crate) enum Out {
     Detach,
     /// Forget the leg (after the events above).
     End,
+    /// Feed [`Input::SessionTimer`] with this `generation` after `after` plus a random part
+    /// of `jitter`.
+    ArmTimer {
+        generation: u32,
+        after: Duration,
+        jitter: Duration,
+    },
+    /// Refresh the session (RFC 4028 §7.4) offering `interval` seconds with us as refresher:
+    /// an UPDATE without SDP, or a re-INVITE with the leg's current SDP.
+    SendRefresh {
+        update: bool,
+        interval: u32,
+    },
+    /// Send the INVITE again (new CSeq and branch) offering `interval` seconds (after a 422).
+    RetryInvite {
+        interval: u32,
+    },
 }
 
 /// The decisions of one leg: state and the flags the transitions need.
@@ -131,6 +165,18 @@ pub(crate) struct LegCore {
     acked: bool,
     /// Inbound: our 2xx waits for its ACK; `true` when it answered the creating INVITE.
     awaiting_ack: Option<bool>,
+    /// The running session timer.
+    session: Option<Session>,
+    /// What the request or response in hand negotiated; committed when it is accepted.
+    proposed: Option<Session>,
+    /// Refresh with UPDATE (the peer allows it) rather than re-INVITE.
+    update_refresh: bool,
+    /// Number of the timer last armed; an older one firing is stale.
+    generation: u32,
+    /// A refresh of ours waits for its final response.
+    refreshing: bool,
+    /// Outbound: the INVITE was already sent again after a 422.
+    retried: bool,
 }
 
 impl LegCore {
@@ -150,6 +196,124 @@ impl LegCore {
             cancel_sent: false,
             acked: false,
             awaiting_ack: None,
+            session: None,
+            proposed: None,
+            update_refresh: false,
+            generation: 0,
+            refreshing: false,
+            retried: false,
+        }
+    }
+
+    /// The session timer the request or 2xx in hand negotiates (`None`: none). It takes effect
+    /// when the core accepts it (answer, 2xx, accepted re-INVITE or UPDATE, refresh's 2xx).
+    pub(crate) fn propose(&mut self, session: Option<Session>) {
+        self.proposed = session;
+    }
+
+    /// Whether the peer's Allow lists UPDATE, from its INVITE or its 2xx.
+    pub(crate) fn peer_allows_update(&mut self, allows: bool) {
+        self.update_refresh = allows;
+    }
+
+    /// Commits the proposed session and (re)starts its timer; older timers go stale.
+    fn start_session(&mut self) -> Vec<Out> {
+        self.session = self.proposed.take();
+        self.generation = self.generation.wrapping_add(1);
+        self.refreshing = false;
+        self.session
+            .map(|s| Out::ArmTimer {
+                generation: self.generation,
+                after: s.due(),
+                jitter: Duration::ZERO,
+            })
+            .into_iter()
+            .collect()
+    }
+
+    /// The session could not be kept alive: tell the holder, hang up, detach.
+    fn expire(&mut self) -> Vec<Out> {
+        self.generation = self.generation.wrapping_add(1);
+        self.session = None;
+        self.refreshing = false;
+        let mut out = vec![Out::Emit(CallEvent::SessionExpired)];
+        out.extend(self.bye());
+        out.push(Out::Detach);
+        out
+    }
+
+    fn send_refresh(&mut self, interval: u32) -> Vec<Out> {
+        self.refreshing = true;
+        vec![Out::SendRefresh {
+            update: self.update_refresh,
+            interval,
+        }]
+    }
+
+    fn on_session_timer(&mut self, generation: u32) -> Vec<Out> {
+        let live = matches!(self.state, LegState::Established | LegState::Confirming);
+        let Some(session) = self
+            .session
+            .filter(|_| live && generation == self.generation)
+        else {
+            return Vec::new();
+        };
+        match session.refresher {
+            Refresher::Us if self.refreshing => Vec::new(),
+            Refresher::Us => self.send_refresh(session.interval),
+            Refresher::Peer => {
+                tracing::info!(
+                    interval = session.interval,
+                    "the peer did not refresh the session: hanging up (RFC 4028 §10)"
+                );
+                self.expire()
+            }
+        }
+    }
+
+    fn on_refreshed(&mut self, status: u16) -> Vec<Out> {
+        if !self.refreshing || self.state != LegState::Established {
+            return Vec::new();
+        }
+        let interval = self.session.map_or(0, |s| s.interval);
+        match status {
+            200..=299 => self.start_session(),
+            491 => {
+                // RFC 3261 §14.1: the owner of the Call-ID (we are, on an outbound leg) waits
+                // 2.1–4 s, the other side 0–2 s.
+                self.refreshing = false;
+                self.generation = self.generation.wrapping_add(1);
+                let (after, jitter) = if self.outbound {
+                    (Duration::from_millis(2100), Duration::from_millis(1900))
+                } else {
+                    (Duration::ZERO, Duration::from_secs(2))
+                };
+                vec![Out::ArmTimer {
+                    generation: self.generation,
+                    after,
+                    jitter,
+                }]
+            }
+            408 | 481 => {
+                tracing::info!(status, "session refresh failed: hanging up (RFC 4028 §10)");
+                self.expire()
+            }
+            // RFC 4028 §7.4: once more at once, with the interval the 422's Min-SE asks for.
+            422 if self.proposed.is_some_and(|p| p.interval > interval) => {
+                self.session = self.proposed.take();
+                self.send_refresh(self.session.map_or(interval, |s| s.interval))
+            }
+            405 | 501 if self.update_refresh => {
+                // The peer takes no UPDATE after all: refresh with a re-INVITE at once.
+                self.update_refresh = false;
+                self.send_refresh(interval)
+            }
+            _ => {
+                // Any other refusal leaves the session as it was (RFC 4028 §10 ends it only
+                // for 408 and 481): the next refresh is due after another half interval.
+                self.proposed = self.session;
+                self.start_session()
+            }
         }
     }
 
@@ -188,7 +352,9 @@ impl LegCore {
             Input::Answer if self.unanswered_inbound() => {
                 self.state = Confirming;
                 self.awaiting_ack = Some(true);
-                vec![Out::SendAnswer]
+                let mut out = vec![Out::SendAnswer];
+                out.extend(self.start_session());
+                out
             }
             Input::Reject(status) if self.unanswered_inbound() => {
                 vec![Out::RespondInvite(status), Out::End]
@@ -262,9 +428,22 @@ impl LegCore {
                     out
                 } else {
                     self.state = Established;
-                    vec![Out::SendAck, Out::Emit(CallEvent::Answered { sdp })]
+                    let mut out = vec![Out::SendAck, Out::Emit(CallEvent::Answered { sdp })];
+                    out.extend(self.start_session());
+                    out
                 }
             }
+            Input::IntervalTooSmall { min_se }
+                if self.outbound && self.state == Early && !self.retried =>
+            {
+                // RFC 4028 §7.4: once, with the interval the 422 asked for.
+                self.retried = true;
+                self.heard = false;
+                vec![Out::RetryInvite { interval: min_se }]
+            }
+            Input::IntervalTooSmall { .. } => self.on(Input::Failure(422)),
+            Input::SessionTimer { generation } => self.on_session_timer(generation),
+            Input::Refreshed(status) => self.on_refreshed(status),
             Input::Failure(status) => {
                 vec![
                     Out::Emit(CallEvent::Failed(LegFailure::Status(status))),
@@ -281,6 +460,8 @@ impl LegCore {
                     Out::End,
                 ],
                 (_, Ending) => vec![Out::Emit(CallEvent::Ended), Out::End],
+                // A refresh of ours died with the connection (RFC 4028 §10: as a timeout).
+                (_, Established) if self.refreshing => self.expire(),
                 _ => Vec::new(),
             },
         }
@@ -314,11 +495,21 @@ impl LegCore {
                     retry_after: true,
                 }]
             }
+            // Our re-INVITE refresh has no final response yet: glare (RFC 3261 §14.2).
+            InDialog::Invite { .. } if self.refreshing && !self.update_refresh => {
+                vec![reply(491)]
+            }
             InDialog::Invite { sdp } => {
                 self.awaiting_ack = Some(false);
-                vec![Out::Accept, Out::Emit(CallEvent::Reinvite { sdp })]
+                let mut out = vec![Out::Accept, Out::Emit(CallEvent::Reinvite { sdp })];
+                out.extend(self.start_session());
+                out
             }
-            InDialog::Update { sdp } => vec![Out::Emit(CallEvent::Update { sdp }), Out::Accept],
+            InDialog::Update { sdp } => {
+                let mut out = vec![Out::Emit(CallEvent::Update { sdp }), Out::Accept];
+                out.extend(self.start_session());
+                out
+            }
             InDialog::Info { content_type, body } => {
                 vec![
                     Out::Emit(CallEvent::Info { content_type, body }),
@@ -351,6 +542,12 @@ pub(crate) struct Leg {
     pub ack: Option<Bytes>,
     /// Counts toward `max_calls`.
     pub counted: bool,
+    /// The session interval our INVITE or refresh in flight offered (RFC 4028).
+    pub offered: Option<u32>,
+    /// Our session refresh in flight (UPDATE or re-INVITE).
+    pub refresh_tx: Option<TransactionKey>,
+    /// The ACK sent for a refresh re-INVITE's 2xx, resent for its retransmits.
+    pub refresh_ack: Option<(TransactionKey, Bytes)>,
 }
 
 impl Leg {
@@ -685,6 +882,294 @@ mod tests {
         assert_eq!(
             step(false, Established, Input::Request(InDialog::Other)).0,
             vec![reply(405)]
+        );
+    }
+
+    fn session(interval: u32, refresher: Refresher) -> Option<Session> {
+        Some(Session {
+            interval,
+            refresher,
+        })
+    }
+
+    const fn arm(generation: u32, secs: u64) -> Out {
+        Out::ArmTimer {
+            generation,
+            after: Duration::from_secs(secs),
+            jitter: Duration::ZERO,
+        }
+    }
+
+    fn expired() -> Vec<Out> {
+        vec![
+            Out::Emit(CallEvent::SessionExpired),
+            Out::SendBye,
+            Out::Detach,
+        ]
+    }
+
+    /// A leg established with `s` negotiated (inbound: answered and ACKed; outbound: 2xx).
+    fn timed(outbound: bool, s: Option<Session>, update: bool) -> LegCore {
+        let mut c = if outbound {
+            LegCore::outbound()
+        } else {
+            LegCore::inbound()
+        };
+        c.propose(s);
+        c.peer_allows_update(update);
+        let out = if outbound {
+            c.on(Input::Success { sdp: Bytes::new() })
+        } else {
+            let out = c.on(Input::Answer);
+            c.on(Input::Ack { sdp: None });
+            out
+        };
+        let armed: Vec<&Out> = out
+            .iter()
+            .filter(|o| matches!(o, Out::ArmTimer { .. }))
+            .collect();
+        let want = s.map(|s| arm(1, s.due().as_secs()));
+        assert_eq!(armed, want.iter().collect::<Vec<_>>());
+        assert_eq!(c.state, Established);
+        c
+    }
+
+    #[test]
+    fn rgsd_as_refresher_refreshes_at_half_the_interval_with_update_or_reinvite() {
+        for (outbound, update) in [(false, true), (false, false), (true, true), (true, false)] {
+            let mut c = timed(outbound, session(90, Refresher::Us), update);
+            // 45 s after the answer: the refresh, once, however often the timer fires.
+            let refresh = vec![Out::SendRefresh {
+                update,
+                interval: 90,
+            }];
+            assert_eq!(c.on(Input::SessionTimer { generation: 1 }), refresh);
+            assert_eq!(c.on(Input::SessionTimer { generation: 1 }), vec![]);
+            // Its 2xx (which may change the interval or hand the refresh to the peer)
+            // restarts the timer under a new number; the old one is stale.
+            c.propose(session(120, Refresher::Us));
+            assert_eq!(c.on(Input::Refreshed(200)), vec![arm(2, 60)]);
+            assert_eq!(c.on(Input::SessionTimer { generation: 1 }), vec![]);
+            assert_eq!(
+                c.on(Input::SessionTimer { generation: 2 }),
+                vec![Out::SendRefresh {
+                    update,
+                    interval: 120
+                }]
+            );
+            // A late duplicate final response changes nothing.
+            c.propose(session(120, Refresher::Peer));
+            // 120 − min(32, 40) = 88 s.
+            assert_eq!(c.on(Input::Refreshed(200)), vec![arm(3, 88)]);
+            assert_eq!(c.on(Input::Refreshed(200)), vec![]);
+        }
+    }
+
+    #[test]
+    fn how_a_refresh_of_ours_can_end() {
+        let glare_inbound = Out::ArmTimer {
+            generation: 2,
+            after: Duration::ZERO,
+            jitter: Duration::from_secs(2),
+        };
+        let glare_outbound = Out::ArmTimer {
+            generation: 2,
+            after: Duration::from_millis(2100),
+            jitter: Duration::from_millis(1900),
+        };
+        let cases: Vec<(bool, bool, u16, Vec<Out>)> = vec![
+            // 491: retried after RFC 3261 §14.1's delay (the Call-ID's owner waits longer).
+            (false, true, 491, vec![glare_inbound]),
+            (true, true, 491, vec![glare_outbound]),
+            // 408 and 481 end the call (RFC 4028 §10).
+            (false, true, 408, expired()),
+            (true, false, 481, expired()),
+            // An UPDATE refused as unknown: a re-INVITE at once.
+            (
+                false,
+                true,
+                501,
+                vec![Out::SendRefresh {
+                    update: false,
+                    interval: 90,
+                }],
+            ),
+            (
+                true,
+                true,
+                405,
+                vec![Out::SendRefresh {
+                    update: false,
+                    interval: 90,
+                }],
+            ),
+            // A 422 without a usable Min-SE is like any other refusal.
+            (false, true, 422, vec![arm(2, 45)]),
+            // Anything else: the session stays, the next refresh comes a half interval later.
+            (false, false, 500, vec![arm(2, 45)]),
+            (true, false, 488, vec![arm(2, 45)]),
+        ];
+        for (outbound, update, status, want) in cases {
+            let mut c = timed(outbound, session(90, Refresher::Us), update);
+            c.on(Input::SessionTimer { generation: 1 });
+            assert_eq!(
+                c.on(Input::Refreshed(status)),
+                want,
+                "outbound={outbound} update={update} {status}"
+            );
+        }
+        // A 422 asking for more: at once with that interval, and only while it asks for more.
+        let mut c = timed(true, session(90, Refresher::Us), true);
+        c.on(Input::SessionTimer { generation: 1 });
+        c.propose(session(300, Refresher::Us));
+        assert_eq!(
+            c.on(Input::Refreshed(422)),
+            vec![Out::SendRefresh {
+                update: true,
+                interval: 300
+            }]
+        );
+        c.propose(session(300, Refresher::Us));
+        assert_eq!(c.on(Input::Refreshed(422)), vec![arm(2, 150)]);
+        // After a 491 the retry timer refreshes again.
+        let mut c = timed(false, session(90, Refresher::Us), true);
+        c.on(Input::SessionTimer { generation: 1 });
+        c.on(Input::Refreshed(491));
+        assert_eq!(
+            c.on(Input::SessionTimer { generation: 2 }),
+            vec![Out::SendRefresh {
+                update: true,
+                interval: 90
+            }]
+        );
+        // The connection under a refresh closing is a transport error: the call ends.
+        assert_eq!(c.on(Input::TransportClosed), expired());
+        assert_eq!(c.state, Ending);
+        // Without a refresh in flight a closed connection changes nothing (as before).
+        let mut c = timed(false, session(90, Refresher::Us), true);
+        assert_eq!(c.on(Input::TransportClosed), vec![]);
+    }
+
+    #[test]
+    fn a_peer_that_stops_refreshing_is_hung_up_on_before_the_session_ends() {
+        for outbound in [false, true] {
+            // 90 s: BYE at 90 − 90/3 = 60 s.
+            let mut c = timed(outbound, session(90, Refresher::Peer), true);
+            // A refresh from the peer (re-INVITE or UPDATE with Session-Expires) restarts it.
+            c.propose(session(1800, Refresher::Peer));
+            let offer = Some(Bytes::from_static(b"v=0"));
+            let reinvite = c.on(Input::Request(InDialog::Invite { sdp: offer.clone() }));
+            assert_eq!(
+                reinvite,
+                vec![
+                    Out::Accept,
+                    Out::Emit(CallEvent::Reinvite { sdp: offer }),
+                    arm(2, 1768)
+                ]
+            );
+            c.on(Input::Ack { sdp: None });
+            c.propose(session(90, Refresher::Peer));
+            assert_eq!(
+                c.on(Input::Request(InDialog::Update { sdp: None })),
+                vec![
+                    Out::Emit(CallEvent::Update { sdp: None }),
+                    Out::Accept,
+                    arm(3, 60)
+                ]
+            );
+            assert_eq!(c.on(Input::SessionTimer { generation: 2 }), vec![], "stale");
+            assert_eq!(c.on(Input::SessionTimer { generation: 3 }), expired());
+            assert_eq!(c.state, Ending);
+            assert_eq!(c.on(Input::SessionTimer { generation: 3 }), vec![]);
+        }
+        // A re-INVITE without Session-Expires turns the timer off (RFC 4028 §9).
+        let mut c = timed(false, session(90, Refresher::Peer), true);
+        c.propose(None);
+        assert_eq!(
+            c.on(Input::Request(InDialog::Update { sdp: None })),
+            vec![Out::Emit(CallEvent::Update { sdp: None }), Out::Accept]
+        );
+        assert_eq!(c.on(Input::SessionTimer { generation: 1 }), vec![]);
+        // Still unacknowledged (Confirming) the peer's session can expire too.
+        let mut c = LegCore::inbound();
+        c.propose(session(90, Refresher::Peer));
+        assert_eq!(c.on(Input::Answer), vec![Out::SendAnswer, arm(1, 60)]);
+        assert_eq!(
+            c.on(Input::SessionTimer { generation: 1 }),
+            vec![
+                Out::Emit(CallEvent::SessionExpired),
+                Out::StopRetransmit,
+                Out::SendBye,
+                Out::Detach
+            ]
+        );
+    }
+
+    #[test]
+    fn no_timer_without_a_session_and_none_outside_a_dialog() {
+        let c = timed(false, None, true);
+        assert_eq!(c.session, None);
+        for (outbound, states) in [(false, INBOUND), (true, OUTBOUND)] {
+            for state in states {
+                let mut c = core(outbound, state);
+                c.session = session(90, Refresher::Peer);
+                let generation = c.generation;
+                let out = c.on(Input::SessionTimer { generation });
+                let live = matches!(state, Established | Confirming);
+                assert_eq!(!out.is_empty(), live, "outbound={outbound} {state:?}");
+                let mut c = core(outbound, state);
+                assert_eq!(c.on(Input::Refreshed(200)), vec![], "{state:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn refresh_glare_with_the_peers_reinvite() {
+        let offer = || Input::Request(InDialog::Invite { sdp: None });
+        // Our re-INVITE refresh is pending: the peer's re-INVITE gets 491.
+        let mut c = timed(false, session(90, Refresher::Us), false);
+        c.on(Input::SessionTimer { generation: 1 });
+        assert_eq!(c.on(offer()), vec![reply(491)]);
+        // An UPDATE refresh pending does not collide with an INVITE; the peer's re-INVITE
+        // (a refresh of its own) restarts the timer, and our refresh's answer is then moot.
+        let mut c = timed(false, session(90, Refresher::Us), true);
+        c.on(Input::SessionTimer { generation: 1 });
+        c.propose(session(90, Refresher::Us));
+        assert_eq!(
+            c.on(offer()),
+            vec![
+                Out::Accept,
+                Out::Emit(CallEvent::Reinvite { sdp: None }),
+                arm(2, 45)
+            ]
+        );
+        assert_eq!(c.on(Input::Refreshed(408)), vec![]);
+    }
+
+    #[test]
+    fn a_422_to_our_invite_is_retried_once_with_the_larger_interval() {
+        let mut c = core(true, Early);
+        c.on(Input::Provisional {
+            status: 100,
+            sdp: None,
+        });
+        assert_eq!(
+            c.on(Input::IntervalTooSmall { min_se: 3600 }),
+            vec![Out::RetryInvite { interval: 3600 }]
+        );
+        // A new transaction: no CANCEL until it hears a provisional response.
+        assert_eq!(c.on(Input::Hangup), vec![]);
+        let mut c = core(true, Early);
+        c.on(Input::IntervalTooSmall { min_se: 3600 });
+        let failed = vec![
+            Out::Emit(CallEvent::Failed(LegFailure::Status(422))),
+            Out::End,
+        ];
+        assert_eq!(c.on(Input::IntervalTooSmall { min_se: 7200 }), failed);
+        // Being cancelled already: a plain failure.
+        assert_eq!(
+            step(true, Cancelling, Input::IntervalTooSmall { min_se: 3600 }).0,
+            failed
         );
     }
 }

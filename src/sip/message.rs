@@ -207,6 +207,11 @@ impl Headers {
         self.0.push((name.into(), value.into()));
     }
 
+    /// Drops every line named `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
     /// Puts `name` first (used for Via).
     pub fn push_front(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.0.insert(0, (name.into(), value.into()));

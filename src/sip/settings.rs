@@ -25,6 +25,11 @@ pub struct EndpointConfig {
     /// Next hop of every outbound INVITE (`outbound_proxy`), written as `Route: <proxy;lr>`;
     /// `None`: the target's own address.
     pub outbound_proxy: Option<SipUri>,
+    /// RFC 4028 interval (seconds) offered on legs rgsd originates; `None`: no session timer
+    /// there. Live on reload for new dialogs.
+    pub session_expires: Option<u32>,
+    /// Smallest interval (seconds) accepted from peers (422 below it). Live on reload.
+    pub min_se: u32,
 }
 
 impl EndpointConfig {
@@ -37,6 +42,13 @@ impl EndpointConfig {
             rate_limit: server.sip_rate_limit.map(RateLimit::from),
             dns_servers: server.dns_servers.clone(),
             outbound_proxy: server.outbound_proxy.clone(),
+            session_expires: server.session_expires.map(secs),
+            min_se: secs(server.min_se),
         }
     }
+}
+
+/// Whole seconds, as SIP headers carry them (the config keeps intervals to 86,400 s).
+fn secs(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }

@@ -59,6 +59,9 @@ pub enum CallOutcome {
     Rejected,
     /// An internal error ended the call.
     Failed,
+    /// A leg's RFC 4028 session timer ran out (the peer stopped refreshing, or rgsd's refresh
+    /// failed): rgsd ended the call.
+    SessionExpired,
 }
 
 impl CallOutcome {
@@ -74,6 +77,7 @@ impl CallOutcome {
             Self::Disconnected => "disconnected",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
+            Self::SessionExpired => "session_expired",
         }
     }
 
@@ -89,6 +93,7 @@ impl CallOutcome {
             "disconnected" => Self::Disconnected,
             "rejected" => Self::Rejected,
             "failed" => Self::Failed,
+            "session_expired" => Self::SessionExpired,
             _ => return Err(corrupt("call_record.outcome", s)),
         })
     }

@@ -156,6 +156,37 @@ impl Compiler<'_> {
             Some(p) => self.srtp_policy(p, "server.agent_srtp"),
         };
 
+        let min_se = self.duration(
+            s.min_se.as_ref(),
+            "server.min_se",
+            &SESSION_INTERVAL,
+            Some(MIN_SE_DEFAULT),
+        );
+        let session_expires = match &s.session_expires {
+            Some(v) if matches!(v.get_ref().trim(), "0" | "off") => Some(None),
+            v => self
+                .duration(
+                    v.as_ref(),
+                    "server.session_expires",
+                    &SESSION_INTERVAL,
+                    Some(SESSION_EXPIRES_DEFAULT),
+                )
+                .map(Some),
+        };
+        if let (Some(Some(se)), Some(min), Some(v)) = (session_expires, min_se, &s.session_expires)
+            && se < min
+        {
+            self.error(
+                &v.span(),
+                "server.session_expires",
+                format!(
+                    "{} is below min_se ({}); RFC 4028 forbids offering less than the minimum",
+                    v.get_ref(),
+                    format_duration(min)
+                ),
+            );
+        }
+
         Some(Server {
             sip_listen: sip_listen?,
             advertised_host: advertised_host?,
@@ -173,6 +204,8 @@ impl Compiler<'_> {
             srtp: srtp?,
             agent_srtp: agent_srtp?,
             allow_sdes_over_plain_sip: s.allow_sdes_over_plain_sip.unwrap_or(false),
+            session_expires: session_expires?,
+            min_se: min_se?,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::sip::call::{CallInfo, Handle, IncomingCall, LegId};
 use crate::sip::dialog::Dialog;
 use crate::sip::leg::{InDialog, Input, Leg, LegCore};
 use crate::sip::message::{Method, Request, Response};
+use crate::sip::session_timer::{self, Verdict};
 use crate::sip::transaction::{
     ServerInvite, ServerInviteState, ServerNonInvite, TransactionKey, Tx,
 };
@@ -119,6 +120,14 @@ impl Driver {
         });
     }
 
+    /// 422 with our Min-SE to an in-dialog refresh (RFC 4028 §9).
+    fn too_small(&mut self, key: &TransactionKey, to_tag: &str, min_se: u32) {
+        tracing::info!(min_se, "session interval below min_se: 422");
+        self.reply(key, 422, Some(to_tag), |r| {
+            r.headers.push("Min-SE", min_se.to_string());
+        });
+    }
+
     pub(super) fn refuse(&mut self, key: &TransactionKey, to_tag: Option<&str>, refusal: Refusal) {
         self.reply(key, refusal.status, to_tag, |r| {
             for (name, value) in refusal.headers {
@@ -192,6 +201,11 @@ impl Driver {
                 return self.refuse(key, None, refusal);
             }
         };
+        let session = match session_timer::on_request(&request.headers, self.config.min_se) {
+            Verdict::Accept { session, .. } => Some(session),
+            // Admission answered a too short interval with 422 already.
+            Verdict::None | Verdict::TooSmall { .. } => None,
+        };
         let local_tag = random_token(10);
         let Some(dialog) = Dialog::from_uas(request, local_tag.clone()) else {
             return self.reply(key, 400, None, |_| {});
@@ -229,8 +243,11 @@ impl Driver {
             entry.leg = Some(leg_id);
         }
         self.inbound_calls += 1;
+        let mut core = LegCore::inbound();
+        core.propose(session);
+        core.peer_allows_update(session_timer::allows_update(&request.headers));
         let leg = Leg {
-            core: LegCore::inbound(),
+            core,
             dialog,
             events: events_tx,
             flow,
@@ -241,6 +258,9 @@ impl Driver {
             invite: None,
             ack: None,
             counted: true,
+            offered: None,
+            refresh_tx: None,
+            refresh_ack: None,
         };
         self.legs.insert(leg_id, leg);
     }
@@ -298,6 +318,19 @@ impl Driver {
         if !leg.dialog.accept_remote_cseq(seq) {
             let tag = leg.dialog.local_tag.clone();
             return self.reply(key, 500, Some(&tag), |_| {});
+        }
+        if matches!(request.method, Method::Invite | Method::Update) {
+            // A session refresh (or a re-INVITE/UPDATE without Session-Expires, which turns
+            // the timer off, RFC 4028 §9).
+            let session = match session_timer::on_request(&request.headers, self.config.min_se) {
+                Verdict::TooSmall { min_se } => {
+                    let tag = leg.dialog.local_tag.clone();
+                    return self.too_small(key, &tag, min_se);
+                }
+                Verdict::Accept { session, .. } => Some(session),
+                Verdict::None => None,
+            };
+            leg.core.propose(session);
         }
         let sdp = (!request.body.is_empty()).then(|| request.body.clone());
         let input = match request.method {

@@ -14,7 +14,7 @@ use crate::sip::call::{LegFailure, LegId, OutboundRequest};
 use crate::sip::dialog::Dialog;
 use crate::sip::leg::{Input, Leg, LegCore, Out};
 use crate::sip::message::{Method, NameAddr, Request, Response};
-use crate::sip::session_timer;
+use crate::sip::session_timer::{self, Echo, Refresher, Session, Verdict};
 use crate::sip::transaction::{Answer2xx, ClientInvite, ClientNonInvite, TransactionKey, Tx};
 use crate::sip::transport::Flow;
 use crate::sip::wire::{cancel_for, header_ok, make_contact, make_via};
@@ -93,6 +93,19 @@ impl Driver {
                 }
                 Out::SendBye => self.send_bye(leg_id),
                 Out::Detach => leg.events = mpsc::unbounded_channel().0,
+                Out::ArmTimer {
+                    generation,
+                    after,
+                    jitter,
+                } => {
+                    let jitter = jitter.mul_f64(fastrand::f64());
+                    let at = Instant::now() + after + jitter;
+                    self.schedule(TimerOwner::Session(leg_id, generation), Some(at));
+                }
+                Out::SendRefresh { update, interval } => {
+                    self.send_refresh(leg_id, update, interval);
+                }
+                Out::RetryInvite { interval } => self.retry_invite(leg_id, interval),
                 Out::End => {
                     self.fallbacks.remove(&leg_id);
                     let Some(leg) = self.legs.remove(&leg_id) else {
@@ -134,7 +147,7 @@ impl Driver {
         };
         let flow = leg.flow;
         let contact = self.contact(flow);
-        let timer = session_timer::reply(&request.headers);
+        let timer = echo(request);
         let wire = self.respond(key, 200, Some(&tag), |r| {
             r.headers.push("Contact", contact);
             if method == Method::Invite {
@@ -173,14 +186,11 @@ impl Driver {
         let (tag, body) = (leg.dialog.local_tag.clone(), leg.local_sdp.clone());
         let contact = self.contact(flow);
         let request = self.txs.get(&key).and_then(|e| e.request.as_ref());
-        let timer = request.and_then(|r| session_timer::reply(&r.headers));
-        let declined = request.is_some_and(|r| session_timer::declines(&r.headers));
+        let timer = request.and_then(echo);
         let wire = self.respond(&key, 200, Some(&tag), |r| {
             r.headers.push("Contact", contact);
             r.headers.push("Allow", ALLOW);
-            if !declined {
-                r.headers.push("Supported", "timer");
-            }
+            r.headers.push("Supported", "timer");
             session_timer::add(r, timer);
             if !body.is_empty() {
                 r.headers.push("Content-Type", "application/sdp");
@@ -209,6 +219,13 @@ impl Driver {
         let Some(leg_id) = leg_id else {
             return;
         };
+        if self
+            .legs
+            .get(&leg_id)
+            .is_some_and(|l| l.refresh_tx.as_ref() == Some(key))
+        {
+            return self.on_refresh_response(key, leg_id, &response);
+        }
         let input = match (key.method.clone(), response.status) {
             (Method::Invite, 100..=199) => {
                 if response.status > 100 {
@@ -229,10 +246,20 @@ impl Driver {
                     && leg.ack.is_none()
                 {
                     leg.dialog.on_response(&response);
+                    let session = leg
+                        .offered
+                        .map(|offered| session_timer::on_success(&response.headers, offered));
+                    leg.core.propose(session);
+                    leg.core
+                        .peer_allows_update(session_timer::allows_update(&response.headers));
                 }
                 Input::Success { sdp: response.body }
             }
             (Method::Invite, 503) if self.fail_over(leg_id, "503 Service Unavailable") => return,
+            (Method::Invite, 422) if session_timer::min_se(&response.headers).is_some() => {
+                let min_se = session_timer::min_se(&response.headers).unwrap_or_default();
+                Input::IntervalTooSmall { min_se }
+            }
             (Method::Invite, status) => {
                 tracing::debug!(status, "outbound leg refused");
                 Input::Failure(status)
@@ -250,6 +277,13 @@ impl Driver {
         let (Some(leg), false) = (leg, key.server) else {
             return;
         };
+        if let Some(l) = self.legs.get_mut(&leg)
+            && l.refresh_tx.as_ref() == Some(key)
+        {
+            tracing::info!("no response to our session refresh");
+            l.refresh_tx = None;
+            return self.step(leg, Input::Refreshed(408), Ctx::default());
+        }
         match key.method {
             Method::Invite => {
                 if self.fail_over(leg, "no answer") {
@@ -366,9 +400,9 @@ impl Driver {
         let contact = self.contact(flow);
         let mut request = dialog.request(Method::Invite, &via, &contact, out.sdp.clone());
         request.headers.push("Allow", ALLOW);
-        // No `Supported: timer`: rgsd does not send session refreshes, so an agent's UA that
-        // wants session timers must be the refresher itself (RFC 4028 §9: without the UAC's
-        // support, the UAS refreshes).
+        if let Some(interval) = self.config.session_expires {
+            session_timer::offer(&mut request.headers, interval, self.config.min_se);
+        }
         request.headers.push("User-Agent", "rgsd");
         if !out.sdp.is_empty() {
             request.headers.push("Content-Type", "application/sdp");
@@ -393,10 +427,150 @@ impl Driver {
             invite: Some(request.clone()),
             ack: None,
             counted: false,
+            offered: self.config.session_expires,
+            refresh_tx: None,
+            refresh_ack: None,
         };
         self.legs.insert(out.leg, leg);
         let key = self.start_client(&request, &branch, flow, dest, Some(out.leg));
         if let Some(leg) = self.legs.get_mut(&out.leg) {
+            leg.invite_tx = Some(key);
+        }
+    }
+}
+
+/// What a 2xx to `request` (an INVITE or UPDATE) echoes of its Session-Expires.
+fn echo(request: &Request) -> Option<Echo> {
+    // The minimum was checked when the request arrived (422 below it).
+    match session_timer::on_request(&request.headers, 0) {
+        Verdict::Accept { echo, .. } => Some(echo),
+        Verdict::None | Verdict::TooSmall { .. } => None,
+    }
+}
+
+impl Driver {
+    // ---- session timers (RFC 4028) --------------------------------------------------------
+
+    /// Sends our refresh: an UPDATE without SDP, or a re-INVITE with the leg's current SDP
+    /// (unchanged, so the same session version, RFC 3264 §8), offering `interval` with us as
+    /// refresher.
+    fn send_refresh(&mut self, leg_id: LegId, update: bool, interval: u32) {
+        let Some(leg) = self.legs.get(&leg_id) else {
+            return;
+        };
+        let (flow, peer) = (leg.flow, leg.peer);
+        let flow = match flow {
+            Flow::Stream(id) if !self.transports.has_stream(id) => {
+                self.transports.stream_flow_for(peer)
+            }
+            other => other,
+        };
+        let (via, branch) = self.via(flow);
+        let contact = self.contact(flow);
+        let min_se = self.config.min_se;
+        let Some(leg) = self.legs.get_mut(&leg_id) else {
+            return;
+        };
+        leg.flow = flow;
+        let (method, body) = if update {
+            (Method::Update, Bytes::new())
+        } else {
+            (Method::Invite, leg.local_sdp.clone())
+        };
+        let mut request = leg.dialog.request(method, &via, &contact, body);
+        request.headers.push("Allow", ALLOW);
+        session_timer::offer(&mut request.headers, interval, min_se);
+        if !request.body.is_empty() {
+            request.headers.push("Content-Type", "application/sdp");
+        }
+        leg.offered = Some(interval);
+        leg.refresh_ack = None;
+        tracing::debug!(method = %request.method, interval, "session refresh");
+        let key = self.start_client(&request, &branch, flow, peer, Some(leg_id));
+        if let Some(leg) = self.legs.get_mut(&leg_id) {
+            leg.refresh_tx = Some(key);
+        }
+    }
+
+    /// A response to our refresh: a 2xx to a re-INVITE is ACKed (again for its retransmits);
+    /// every final response goes to the core.
+    fn on_refresh_response(&mut self, key: &TransactionKey, leg_id: LegId, response: &Response) {
+        if response.status < 200 {
+            return;
+        }
+        let Some(leg) = self.legs.get_mut(&leg_id) else {
+            return;
+        };
+        if let Some((acked, ack)) = &leg.refresh_ack
+            && acked == key
+        {
+            if response.is_success() {
+                self.transports.send(leg.flow, leg.peer, ack.clone());
+            }
+            return;
+        }
+        if response.is_success() {
+            if key.method == Method::Invite {
+                let port = self.transports.local_port(leg.flow);
+                let via = make_via(&self.config.advertised_host, port, leg.flow).0;
+                let contact = make_contact(&self.config.advertised_host, port, leg.flow);
+                let ack = leg
+                    .dialog
+                    .request(Method::Ack, &via, &contact, Bytes::new())
+                    .to_bytes();
+                self.transports.send(leg.flow, leg.peer, ack.clone());
+                leg.refresh_ack = Some((key.clone(), ack));
+                if let Some(contact) = response.contact() {
+                    leg.dialog.remote_target = contact.uri;
+                }
+            }
+            let offered = leg.offered.unwrap_or(session_timer::MIN_SE);
+            leg.core
+                .propose(Some(session_timer::on_success(&response.headers, offered)));
+        } else {
+            leg.refresh_tx = None;
+            let asked = session_timer::min_se(&response.headers);
+            if let (422, Some(min_se)) = (response.status, asked) {
+                leg.core.propose(Some(Session {
+                    interval: min_se,
+                    refresher: Refresher::Us,
+                }));
+            }
+        }
+        self.step(leg_id, Input::Refreshed(response.status), Ctx::default());
+    }
+
+    /// Sends the INVITE of an outbound leg again after a 422: new branch and CSeq, the
+    /// interval the 422's Min-SE asked for (RFC 4028 §7.4).
+    fn retry_invite(&mut self, leg_id: LegId, interval: u32) {
+        let Some(leg) = self.legs.get(&leg_id) else {
+            return;
+        };
+        let (flow, peer) = (leg.flow, leg.peer);
+        let (via, branch) = self.via(flow);
+        let min_se = self.config.min_se.max(interval);
+        let Some(leg) = self.legs.get_mut(&leg_id) else {
+            return;
+        };
+        let Some(mut request) = leg.invite.clone() else {
+            return;
+        };
+        let seq = leg.dialog.local_cseq;
+        leg.dialog.local_cseq = seq.saturating_add(1);
+        for name in ["Via", "CSeq", "Supported", "Session-Expires", "Min-SE"] {
+            request.headers.remove(name);
+        }
+        request.headers.push_front("Via", via);
+        request.headers.push("CSeq", format!("{seq} INVITE"));
+        session_timer::offer(&mut request.headers, interval, min_se);
+        leg.offered = Some(interval);
+        leg.invite = Some(request.clone());
+        tracing::info!(
+            interval,
+            "agent asked for a longer session interval (422): retrying"
+        );
+        let key = self.start_client(&request, &branch, flow, peer, Some(leg_id));
+        if let Some(leg) = self.legs.get_mut(&leg_id) {
             leg.invite_tx = Some(key);
         }
     }
