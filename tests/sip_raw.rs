@@ -711,6 +711,8 @@ async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_relo
         rate_limit: None,
         dns_servers: Vec::new(),
         outbound_proxy: Some(SipUri(uri_a.clone())),
+        session_expires: Some(1800),
+        min_se: 90,
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();

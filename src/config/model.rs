@@ -113,6 +113,12 @@ pub struct Server {
     pub agent_srtp: SrtpPolicy,
     /// Whether SDES keys may be offered without a TLS listener (`allow_sdes_over_plain_sip`).
     pub allow_sdes_over_plain_sip: bool,
+    /// RFC 4028 session interval rgsd offers on the legs it originates (`session_expires`);
+    /// `None` (`"off"`) offers none.
+    pub session_expires: Option<Duration>,
+    /// Smallest session interval accepted from a peer (`min_se`, at least 90 s); smaller
+    /// requests get 422.
+    pub min_se: Duration,
 }
 
 /// `srtp = "off" | "offer" | "required"`: SRTP (RFC 3711) keyed by SDES (RFC 4568) on a leg.
@@ -140,12 +146,6 @@ impl SrtpPolicy {
             Self::Required => "required",
         }
     }
-    /// RFC 4028 session interval rgsd offers on the legs it originates (`session_expires`);
-    /// `None` (`"off"`) offers none.
-    pub session_expires: Option<Duration>,
-    /// Smallest session interval accepted from a peer (`min_se`, at least 90 s); smaller
-    /// requests get 422.
-    pub min_se: Duration,
 }
 
 /// `sip_rate_limit = { per_second, burst }`: requests each source address may send.
