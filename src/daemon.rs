@@ -19,7 +19,8 @@
 //! A reload also applies `[[registration]]` (started, unregistered or registered again by diff,
 //! `sip::registration::Registrations`), `[server] rtp_ports` (new calls bind in the new range)
 //! and the SIP edge (`sip::Endpoint::reconfigure`: `trusted_peers`, `max_calls`,
-//! `sip_rate_limit`, listeners opened and closed). A changed key it cannot apply
+//! `sip_rate_limit`, `session_expires` and `min_se` for new dialogs, listeners opened and
+//! closed). A changed key it cannot apply
 //! (`http_listen`, `database`, `advertised_host`, `dns_servers`, a listener that cannot be bound)
 //! is logged as a warning naming it and saying it takes effect after a restart. SIGHUP and the
 //! API's changes to configuration objects take the same lock, so they never interleave. How

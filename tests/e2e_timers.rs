@@ -1058,3 +1058,49 @@ async fn a_422_from_an_agent_is_retried_once_with_its_min_se() {
     };
     assert_eq!(header(&ack, "CSeq"), Some("2 ACK"), "{ack}");
 }
+
+/// rgsd refreshes the caller's session (UPDATE at 45 s) and the caller answers 481: the
+/// dialog is gone there (RFC 4028 §10), so rgsd ends the call, BYE to the caller and the agent,
+/// and the record says `session_expired`.
+#[tokio::test]
+async fn a_refresh_answered_481_ends_the_call() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let rgsd = start(
+        27200,
+        &(group("Sales agents", "serial", 20, &[a0]) + QUEUE + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    let caller = dial_with(
+        rgsd.sip,
+        "sales",
+        Some(CALLER_SDP),
+        None,
+        "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\nAllow: INVITE, ACK, BYE, UPDATE\r\n",
+    )
+    .await;
+    assert!(caller.final_response.starts_with("SIP/2.0 200"));
+    let answered = Instant::now();
+    next_of(&mut seen0, "ACK").await;
+    let mut buf = vec![0u8; 8192];
+    let (update_at, bye_at) = loop {
+        let (n, from) = caller.sock.recv_from(&mut buf).await.unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.starts_with("UPDATE ") {
+            let gone = response(&msg, "481 Call/Transaction Does Not Exist", "c1", None);
+            caller.sock.send_to(gone.as_bytes(), from).await.unwrap();
+            let at = Instant::now();
+            let bye = caller_gets_bye(&caller.sock).await;
+            break (at, bye);
+        }
+    };
+    assert!((45.0..46.0).contains(&secs_between(answered, update_at)));
+    assert!(secs_between(update_at, bye_at) < 1.0, "BYE came late");
+    let agent_bye = next_of(&mut seen0, "BYE").await;
+    assert!(
+        secs_between(bye_at, agent_bye) < 1.0,
+        "the agent's BYE came late"
+    );
+    let record = rgsd.record(&caller.call_id).await;
+    assert_eq!(record.outcome, CallOutcome::SessionExpired, "{record:?}");
+}

@@ -1491,6 +1491,12 @@ queue = "Main"
         let s = load_ok(&with("session_expires = \"600s\"\nmin_se = \"2m\"")).server;
         assert_eq!(s.session_expires, Some(Duration::from_secs(600)));
         assert_eq!(s.min_se, Duration::from_secs(120));
+        let s = load_ok(&with("min_se = \"1h\"")).server;
+        assert_eq!(
+            s.session_expires,
+            Some(Duration::from_secs(3600)),
+            "follows min_se"
+        );
         for off in ["\"off\"", "\"0\""] {
             let s = load_ok(&with(&format!("session_expires = {off}"))).server;
             assert_eq!(s.session_expires, None, "{off}");

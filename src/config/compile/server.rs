@@ -164,12 +164,13 @@ impl Compiler<'_> {
         );
         let session_expires = match &s.session_expires {
             Some(v) if matches!(v.get_ref().trim(), "0" | "off") => Some(None),
+            // Unset, it follows a min_se above the usual 1800 s.
             v => self
                 .duration(
                     v.as_ref(),
                     "server.session_expires",
                     &SESSION_INTERVAL,
-                    Some(SESSION_EXPIRES_DEFAULT),
+                    Some(SESSION_EXPIRES_DEFAULT.max(min_se.unwrap_or_default())),
                 )
                 .map(Some),
         };

@@ -256,10 +256,10 @@ impl Driver {
                 Input::Success { sdp: response.body }
             }
             (Method::Invite, 503) if self.fail_over(leg_id, "503 Service Unavailable") => return,
-            (Method::Invite, 422) if session_timer::min_se(&response.headers).is_some() => {
-                let min_se = session_timer::min_se(&response.headers).unwrap_or_default();
-                Input::IntervalTooSmall { min_se }
-            }
+            (Method::Invite, 422) => match session_timer::min_se(&response.headers) {
+                Some(min_se) => Input::IntervalTooSmall { min_se },
+                None => Input::Failure(422),
+            },
             (Method::Invite, status) => {
                 tracing::debug!(status, "outbound leg refused");
                 Input::Failure(status)
