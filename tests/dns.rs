@@ -6,6 +6,7 @@
 //! - NAPTR (TCP preferred to UDP) → SRV over TCP, the first target refusing the connection: the
 //!   INVITE arrives over TCP at the second; the UDP service is never used.
 //! - A name with a port: A records only, no NAPTR or SRV question asked.
+//! - (Without SIPp) SRV whose first target answers 503: the INVITE reaches the second.
 //!
 //! The SIPp case is skipped, with a printed reason, when `sipp` is not on PATH.
 // Test harness: a failed unwrap is a test failure; waiting on child processes and sockets
@@ -204,7 +205,7 @@ fn first_datagram(socket: &UdpSocket, deadline: Instant) -> Option<String> {
 }
 
 #[test]
-fn naptr_leads_to_tcp_srv_past_a_refused_target_and_a_name_with_a_port_takes_a_records_only() {
+fn naptr_leads_to_tcp_srv_past_a_refused_target_a_503_leads_on_and_a_port_means_a_records_only() {
     let scratch = Scratch::new();
     // A port nobody listens on: bound, then closed, so connecting to it is refused.
     let refused = TcpListener::bind("127.0.0.1:0")
@@ -217,6 +218,10 @@ fn naptr_leads_to_tcp_srv_past_a_refused_target_and_a_name_with_a_port_takes_a_r
     let udp_unused = UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_agent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_port = udp_agent.local_addr().unwrap().port();
+    // And without SIPp: an SRV target answering 503, then one that receives the INVITE.
+    let down = Unavailable::start();
+    let second = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let second_port = second.local_addr().unwrap().port();
     let dns = Zone::default()
         .naptr("naptr.test", 20, "SIP+D2U", "_sip._udp.naptr.test")
         .naptr("naptr.test", 10, "SIP+D2T", "_sip._tcp.naptr.test")
@@ -233,6 +238,16 @@ fn naptr_leads_to_tcp_srv_past_a_refused_target_and_a_name_with_a_port_takes_a_r
         .a("refused.naptr.test", LOOPBACK)
         .a("tcp.naptr.test", LOOPBACK)
         .a("aonly.test", LOOPBACK)
+        .srv("_sip._udp.busy.test", 10, 0, down.port, "down.busy.test")
+        .srv(
+            "_sip._udp.busy.test",
+            20,
+            0,
+            second_port,
+            "second.busy.test",
+        )
+        .a("down.busy.test", LOOPBACK)
+        .a("second.busy.test", LOOPBACK)
         .serve();
     let with_port = format!("sip:agent@aonly.test:{udp_port}");
     let server = start(
@@ -241,7 +256,7 @@ fn naptr_leads_to_tcp_srv_past_a_refused_target_and_a_name_with_a_port_takes_a_r
             33600,
             dns.addr,
             "parallel",
-            &["sip:agent@naptr.test", &with_port],
+            &["sip:agent@naptr.test", &with_port, "sip:agent@busy.test"],
         ),
     );
     // rgsd answers the caller, then rings both agents at once.
@@ -270,6 +285,13 @@ fn naptr_leads_to_tcp_srv_past_a_refused_target_and_a_name_with_a_port_takes_a_r
         over_udp.starts_with(&format!("INVITE {with_port} SIP/2.0\r\n")),
         "{over_udp}"
     );
+    let after_503 = first_datagram(&second, deadline)
+        .unwrap_or_else(|| panic!("no INVITE after the 503\n{}", server.stderr()));
+    assert!(
+        after_503.starts_with("INVITE sip:agent@busy.test SIP/2.0\r\n"),
+        "{after_503}"
+    );
+    assert_eq!(down.seen(), ["sip:agent@busy.test"], "the 503 came first");
     assert!(
         first_datagram(&udp_unused, Instant::now() + Duration::from_millis(200)).is_none(),
         "the UDP service comes after TCP in the NAPTR order and TCP worked"
