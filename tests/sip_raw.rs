@@ -805,3 +805,40 @@ async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_relo
     leg.bye().expect("bye");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_target_that_needs_tls_fails_clearly_until_tls_exists() {
+    use rgsd::config::model::SipUri;
+    use rgsd::sip::{CallEvent, LegFailure};
+    let config = EndpointConfig {
+        listen: vec![Listen {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        }],
+        advertised_host: "127.0.0.1".into(),
+        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        max_calls: 10,
+        rate_limit: None,
+        dns_servers: Vec::new(),
+        outbound_proxy: None,
+    };
+    let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
+    let shutdown = CancellationToken::new();
+    let (endpoint, _calls) = Endpoint::bind(config, router, shutdown.clone())
+        .await
+        .expect("bind");
+    let from = SipUri("sip:sales@127.0.0.1".into());
+    let offer = Bytes::from_static(LOCAL_SDP.as_bytes());
+    for target in ["sips:alice@127.0.0.1", "sip:alice@127.0.0.1;transport=tls"] {
+        let mut leg = endpoint
+            .invite(&SipUri(target.into()), &from, offer.clone(), vec![])
+            .await
+            .expect("leg");
+        assert_eq!(
+            leg.next_event().await,
+            Some(CallEvent::Failed(LegFailure::Transport)),
+            "{target}"
+        );
+    }
+    shutdown.cancel();
+}

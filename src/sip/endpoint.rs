@@ -221,8 +221,9 @@ impl Endpoint {
     }
 
     /// Applies new edge settings while calls run: `trusted_peers`, `max_calls` and the rate
-    /// limit for the next request, `outbound_proxy` for the next outbound leg; listeners added are opened and listeners removed are closed
-    /// (connections a closed TCP listener accepted stay until they end). Returns the keys it
+    /// limit for the next request, `outbound_proxy` for the next outbound leg; listeners added
+    /// are opened and listeners removed are closed (connections a closed TCP listener accepted
+    /// stay until they end). Returns the keys it
     /// could not apply (`advertised_host`, `dns_servers`, a listener that failed to bind), each
     /// of which needs a restart.
     ///
@@ -279,11 +280,13 @@ impl Endpoint {
         }
     }
 
-    /// Starts an outbound leg: INVITE `target` from `from` with `sdp_offer`. `;transport=tcp`
-    /// in the target selects TCP. Returns at once, without waiting for DNS: a host name is
+    /// Starts an outbound leg: INVITE `target` from `from` with `sdp_offer`, sent to the
+    /// `outbound_proxy` when one is configured, else to the target's destinations (RFC 3263,
+    /// `sip::resolve`; the next one when one fails before answering). `target` may be a `tel:`
+    /// number only with a proxy. Returns at once, without waiting for DNS: a host name is
     /// resolved on a task of the endpoint's (an address needs none), and every outcome arrives
     /// as an event on the returned leg ([`CallEvent::Answered`], or [`CallEvent::Failed`], with
-    /// [`LegFailure::Transport`] when the host does not resolve). Cancelling the leg while its
+    /// [`LegFailure::Transport`] when no destination is reachable). Cancelling the leg while its
     /// name is still resolving drops it: nothing is sent, and it fails with 487.
     ///
     /// # Errors

@@ -281,6 +281,8 @@ pub struct Ua {
     pub log: String,
     /// rgsd's SDP answer (the body of its 200).
     pub answer_sdp: String,
+    /// Header lines (each ending in CRLF) added to every request after Max-Forwards.
+    pub extra_headers: String,
 }
 
 pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
@@ -310,6 +312,7 @@ impl Ua {
             seq: 0,
             log: String::new(),
             answer_sdp: String::new(),
+            extra_headers: String::new(),
         }
     }
 
@@ -347,8 +350,9 @@ impl Ua {
             ""
         };
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{port}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n{}From: <sip:caller@127.0.0.1>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{port}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
             fastrand::u64(..),
+            self.extra_headers,
             self.from_tag,
             self.call_id,
             body.len()

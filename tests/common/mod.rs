@@ -282,6 +282,7 @@ pub fn pg_url() -> Option<String> {
         }
     }
 }
+pub mod dns;
 pub mod e2e;
 pub mod http;
 pub mod pg;

@@ -228,10 +228,8 @@ impl Driver {
         }
         let input = match (key.method.clone(), response.status) {
             (Method::Invite, 100..=199) => {
-                if response.status > 100 {
-                    // A server took the call: no other destination is tried (RFC 3263 §4.3).
-                    self.fallbacks.remove(&leg_id);
-                }
+                // A server answered: no other destination is tried (RFC 3263 §4.3).
+                self.fallbacks.remove(&leg_id);
                 if let (Some(leg), true) = (self.legs.get_mut(&leg_id), response.status > 100) {
                     leg.dialog.on_response(&response);
                 }
