@@ -821,6 +821,8 @@ async fn a_target_that_needs_tls_fails_clearly_until_tls_exists() {
         rate_limit: None,
         dns_servers: Vec::new(),
         outbound_proxy: None,
+        session_expires: Some(1800),
+        min_se: 90,
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
