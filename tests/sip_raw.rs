@@ -41,6 +41,7 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         max_calls,
         rate_limit: Some(rate_limit),
         dns_servers: Vec::new(),
+        tls: Default::default(),
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
@@ -550,6 +551,7 @@ async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothin
         max_calls: 10,
         rate_limit: None,
         dns_servers: vec![dns],
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -615,6 +617,7 @@ async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish
         max_calls: 10,
         rate_limit: None,
         dns_servers: Vec::new(),
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();

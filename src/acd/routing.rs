@@ -93,6 +93,7 @@ pub enum Pick {
 /// #         database: DatabaseUrl::Sqlite("/x.db".into()), default_music_on_hold: None,
 /// #         agent_ringback_grace_period: Duration::from_secs(60), trusted_peers: vec![],
 /// #         max_calls: 1, call_context: false, sip_rate_limit: None, dns_servers: vec![],
+/// #         tls: Default::default(),
 /// #     },
 /// #     registrations: vec![], agent_groups: vec![], queues: vec![], hours: vec![],
 /// #     holiday_sets: vec![], workflows: vec![], prompts: vec![],

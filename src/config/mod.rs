@@ -18,6 +18,7 @@ mod diagnostic;
 pub(crate) mod merge;
 pub mod model;
 mod raw;
+mod tls;
 pub(crate) mod uri;
 mod values;
 

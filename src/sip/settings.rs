@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 
 use super::policy::RateLimit;
-use crate::config::model::{Listen, Server};
+use crate::config::model::{Listen, Server, Tls};
 
 /// What the endpoint needs from `[server]`.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct EndpointConfig {
     pub rate_limit: Option<RateLimit>,
     /// Name servers for agent and registrar host names; empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
+    /// Certificate, CAs and handshake limit for TLS; read again on every reload.
+    pub tls: Tls,
 }
 
 impl EndpointConfig {
@@ -33,6 +35,7 @@ impl EndpointConfig {
             max_calls: server.max_calls,
             rate_limit: server.sip_rate_limit.map(RateLimit::from),
             dns_servers: server.dns_servers.clone(),
+            tls: server.tls.clone(),
         }
     }
 }
