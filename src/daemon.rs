@@ -78,8 +78,8 @@ impl Bound {
             .map(|(t, a)| {
                 let t = match t {
                     Transport::Udp => "udp",
-                    Transport::Tcp => "tcp",
                     Transport::Tls => "tls",
+                    Transport::Tcp => "tcp",
                 };
                 format!("{t}:{a}")
             })

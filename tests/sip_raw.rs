@@ -44,6 +44,7 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         outbound_proxy: None,
         session_expires: Some(1800),
         min_se: 90,
+        tls: Default::default(),
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
@@ -559,6 +560,7 @@ async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothin
         outbound_proxy: None,
         session_expires: Some(1800),
         min_se: 90,
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -627,6 +629,7 @@ async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish
         outbound_proxy: None,
         session_expires: Some(1800),
         min_se: 90,
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -713,6 +716,7 @@ async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_relo
         outbound_proxy: Some(SipUri(uri_a.clone())),
         session_expires: Some(1800),
         min_se: 90,
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -807,7 +811,7 @@ async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_relo
 }
 
 #[tokio::test]
-async fn a_target_that_needs_tls_fails_clearly_until_tls_exists() {
+async fn a_tls_target_nobody_listens_on_fails_the_leg_clearly() {
     use rgsd::config::model::SipUri;
     use rgsd::sip::{CallEvent, LegFailure};
     let config = EndpointConfig {
@@ -823,6 +827,7 @@ async fn a_target_that_needs_tls_fails_clearly_until_tls_exists() {
         outbound_proxy: None,
         session_expires: Some(1800),
         min_se: 90,
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();

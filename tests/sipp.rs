@@ -68,6 +68,7 @@ async fn start(trusted: &str) -> Harness {
         outbound_proxy: None,
         session_expires: Some(1800),
         min_se: 90,
+        tls: Default::default(),
     };
     let router = Arc::new(|uri: &str, _to: &str| match user_of(uri) {
         "sales" | "hold" => RouteDecision::Accept(RouteId(0)),

@@ -33,7 +33,6 @@ use super::policy::Verdict;
 use super::resolve::{Destination, ResolveError, Resolver};
 use super::transaction::{Action, TransactionKey, Tx};
 use super::transport::{BindError, BoundListener, Flow, TransportEvent, Transports};
-use super::wire::uri_host;
 use crate::config::model::{SipUri, Transport};
 use crate::util::random_token;
 
@@ -132,7 +131,8 @@ impl Endpoint {
         // The sockets stop with the driver, after its drain, not at `shutdown`: the drain needs
         // the responses.
         let stopped = CancellationToken::new();
-        let transports = Transports::bind(&config.listen, transport_tx, stopped.clone())?;
+        let tls = super::tls::contexts(&config.tls)?;
+        let transports = Transports::bind(&config.listen, tls, transport_tx, stopped.clone())?;
         let bound = Arc::new(ArcSwap::from_pointee(transports.bound()));
         for b in bound.load().iter() {
             tracing::info!(transport = ?b.transport, addr = %b.addr, "SIP listening");
@@ -212,12 +212,7 @@ impl Endpoint {
     /// The Contact URI (in angle brackets) for requests sent over `transport`.
     pub fn contact(&self, transport: Transport) -> String {
         let port = self.local_addr(transport).map_or(5060, |a| a.port());
-        let tcp = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
-        format!("<sip:rgsd@{}:{port}{tcp}>", uri_host(&self.host))
+        super::wire::make_contact(&self.host, port, transport, false)
     }
 
     /// Applies new edge settings while calls run: `trusted_peers`, `max_calls` and the rate
@@ -257,19 +252,20 @@ impl Endpoint {
         request: Request,
         target: &SipUri,
     ) -> Result<Response, RequestError> {
-        // REGISTER and OPTIONS take the first destination rgsd can reach; no failover.
+        // REGISTER and OPTIONS take the first destination; no failover.
         let destinations = self.resolver.resolve(target.as_str()).await?;
-        let Some(first) = destinations.iter().find(|d| d.transport != Transport::Tls) else {
-            tracing::warn!(%target, "cannot send: the target resolves only to TLS, which rgsd cannot connect with yet");
+        let Some(first) = destinations.first() else {
             return Err(RequestError::Transport);
         };
         let (dest, tcp) = (first.addr, first.transport == Transport::Tcp);
+        let tls_name = (first.transport == Transport::Tls).then(|| first.server_name.clone());
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Request {
                 request: Box::new(request),
                 dest,
                 tcp,
+                tls_name,
                 reply,
             })
             .map_err(|_| EndpointGone)?;
@@ -282,8 +278,9 @@ impl Endpoint {
 
     /// Starts an outbound leg: INVITE `target` from `from` with `sdp_offer`, sent to the
     /// `outbound_proxy` when one is configured, else to the target's destinations (RFC 3263,
-    /// `sip::resolve`; the next one when one fails before answering). `target` may be a `tel:`
-    /// number only with a proxy. Returns at once, without waiting for DNS: a host name is
+    /// `sip::resolve`; the next one when one fails before answering; TLS for a `sips:` target,
+    /// `;transport=tls` or a TLS SRV record, the peer's certificate checked against the
+    /// target's host). `target` may be a `tel:` number only with a proxy. Returns at once, without waiting for DNS: a host name is
     /// resolved on a task of the endpoint's (an address needs none), and every outcome arrives
     /// as an event on the returned leg ([`CallEvent::Answered`], or [`CallEvent::Failed`], with
     /// [`LegFailure::Transport`] when no destination is reachable). Cancelling the leg while its
@@ -542,8 +539,13 @@ impl Driver {
 
     fn on_transport(&mut self, event: TransportEvent) {
         match event {
-            TransportEvent::Opened { id, peer, writer } => {
-                self.transports.adopt_stream(id, peer, writer);
+            TransportEvent::Opened {
+                id,
+                peer,
+                transport,
+                writer,
+            } => {
+                self.transports.adopt_stream(id, peer, transport, writer);
             }
             TransportEvent::Closed { id, peer } => {
                 self.transports.forget_stream(id);
@@ -661,9 +663,10 @@ impl Driver {
                 request,
                 dest,
                 tcp,
+                tls_name,
                 reply,
             } => {
-                let Some(flow) = self.flow_to(dest, tcp) else {
+                let Some(flow) = self.flow_to(dest, tcp, tls_name.as_deref()) else {
                     let _ = reply.send(Err(LegFailure::Transport));
                     return;
                 };
@@ -680,9 +683,11 @@ impl Driver {
         }
     }
 
-    fn flow_to(&mut self, dest: SocketAddr, tcp: bool) -> Option<Flow> {
-        if tcp {
-            Some(self.transports.stream_flow_for(dest))
+    /// The flow a request to `dest` goes out on: TLS when `tls_name` is set (the name the
+    /// peer's certificate must carry), else TCP when `tcp`, else UDP.
+    fn flow_to(&mut self, dest: SocketAddr, tcp: bool, tls_name: Option<&str>) -> Option<Flow> {
+        if tcp || tls_name.is_some() {
+            Some(self.transports.stream_flow_for(dest, tls_name))
         } else {
             self.transports.udp_flow_for(dest)
         }
@@ -722,11 +727,12 @@ impl Driver {
         while let Some(next) = rest.pop_front() {
             let flow = match next.transport {
                 Transport::Udp => self.transports.udp_flow_for(next.addr),
-                Transport::Tcp => Some(self.transports.stream_flow_for(next.addr)),
-                Transport::Tls => {
-                    tracing::warn!(target = %out.request_uri, dest = %next.addr, server = %next.server_name, "skipping a TLS destination: rgsd cannot connect with TLS yet");
-                    continue;
-                }
+                Transport::Tcp => Some(self.transports.stream_flow_for(next.addr, None)),
+                // The peer's certificate must name the URI's host (RFC 5922).
+                Transport::Tls => Some(
+                    self.transports
+                        .stream_flow_for(next.addr, Some(next.server_name.as_str())),
+                ),
             };
             let Some(flow) = flow else {
                 tracing::warn!(dest = %next.addr, "no listener can reach this destination");
@@ -779,6 +785,14 @@ impl Driver {
         self.admission
             .reconfigure(new.trusted_peers.clone(), new.max_calls, new.rate_limit);
         self.admission.set_min_se(new.min_se);
+        // Before the listeners: a tls: listener added now needs the new certificate.
+        match super::tls::contexts(&new.tls) {
+            Ok(tls) => self.transports.set_tls(tls),
+            Err(e) => {
+                tracing::error!("{e}; TLS keeps the running certificate");
+                restart.push("tls".to_owned());
+            }
+        }
         for listen in self.transports.configured() {
             if !new.listen.contains(&listen)
                 && let Some(b) = self.transports.close(&listen)
@@ -825,6 +839,7 @@ impl Driver {
             outbound_proxy,
             session_expires,
             min_se,
+            tls,
             ..
         } = new;
         self.config = EndpointConfig {
@@ -835,6 +850,7 @@ impl Driver {
             outbound_proxy,
             session_expires,
             min_se,
+            tls,
             ..self.config.clone()
         };
         restart

@@ -548,6 +548,9 @@ pub(crate) struct Leg {
     pub refresh_tx: Option<TransactionKey>,
     /// The ACK sent for a refresh re-INVITE's 2xx, resent for its retransmits.
     pub refresh_ack: Option<(TransactionKey, Bytes)>,
+    /// Outbound over TLS: the name the peer's certificate was checked against, to connect
+    /// again the same way when the connection is gone.
+    pub tls_name: Option<std::sync::Arc<str>>,
 }
 
 impl Leg {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 
 use super::policy::RateLimit;
-use crate::config::model::{Listen, Server, SipUri};
+use crate::config::model::{Listen, Server, SipUri, Tls};
 
 /// What the endpoint needs from `[server]`.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct EndpointConfig {
     pub session_expires: Option<u32>,
     /// Smallest interval (seconds) accepted from peers (422 below it). Live on reload.
     pub min_se: u32,
+    /// Certificate, CAs and handshake limit for TLS; read again on every reload.
+    pub tls: Tls,
 }
 
 impl EndpointConfig {
@@ -44,6 +46,7 @@ impl EndpointConfig {
             outbound_proxy: server.outbound_proxy.clone(),
             session_expires: server.session_expires.map(secs),
             min_se: secs(server.min_se),
+            tls: server.tls.clone(),
         }
     }
 }

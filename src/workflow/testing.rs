@@ -53,6 +53,7 @@ pub(crate) fn config() -> Config {
             allow_sdes_over_plain_sip: false,
             session_expires: Some(Duration::from_secs(1800)),
             min_se: Duration::from_secs(90),
+            tls: Default::default(),
         },
         registrations: vec![],
         agent_groups: vec![],

@@ -57,7 +57,8 @@ impl Driver {
                         continue;
                     };
                     let tag = leg.dialog.local_tag.clone();
-                    let contact = self.contact(flow);
+                    let sips = leg.dialog.is_sips();
+                    let contact = self.contact(flow, sips);
                     let sdp = if status < 200 { ctx.sdp.take() } else { None };
                     self.reply(&key, status, Some(&tag), |r| {
                         if status < 200 {
@@ -74,8 +75,14 @@ impl Driver {
                 Out::SendCancel => self.send_cancel(leg_id),
                 Out::SendAck => {
                     let port = self.transports.local_port(leg.flow);
-                    let via = make_via(&self.config.advertised_host, port, leg.flow).0;
-                    let contact = make_contact(&self.config.advertised_host, port, leg.flow);
+                    let transport = self.transports.transport_of(leg.flow);
+                    let via = make_via(&self.config.advertised_host, port, transport).0;
+                    let contact = make_contact(
+                        &self.config.advertised_host,
+                        port,
+                        transport,
+                        leg.dialog.is_sips(),
+                    );
                     let ack = leg
                         .dialog
                         .request(Method::Ack, &via, &contact, Bytes::new());
@@ -145,8 +152,8 @@ impl Driver {
         } else {
             Bytes::new()
         };
-        let flow = leg.flow;
-        let contact = self.contact(flow);
+        let (flow, sips) = (leg.flow, leg.dialog.is_sips());
+        let contact = self.contact(flow, sips);
         let timer = echo(request);
         let wire = self.respond(key, 200, Some(&tag), |r| {
             r.headers.push("Contact", contact);
@@ -184,7 +191,7 @@ impl Driver {
             return;
         };
         let (tag, body) = (leg.dialog.local_tag.clone(), leg.local_sdp.clone());
-        let contact = self.contact(flow);
+        let contact = self.contact(flow, leg.dialog.is_sips());
         let request = self.txs.get(&key).and_then(|e| e.request.as_ref());
         let timer = request.and_then(echo);
         let wire = self.respond(&key, 200, Some(&tag), |r| {
@@ -297,12 +304,18 @@ impl Driver {
 
     pub(super) fn via(&self, flow: Flow) -> (String, String) {
         let port = self.transports.local_port(flow);
-        make_via(&self.config.advertised_host, port, flow)
+        make_via(
+            &self.config.advertised_host,
+            port,
+            self.transports.transport_of(flow),
+        )
     }
 
-    pub(super) fn contact(&self, flow: Flow) -> String {
+    /// Our Contact over `flow`; `sips` for a SIPS dialog (see [`Dialog::is_sips`]).
+    pub(super) fn contact(&self, flow: Flow, sips: bool) -> String {
         let port = self.transports.local_port(flow);
-        make_contact(&self.config.advertised_host, port, flow)
+        let transport = self.transports.transport_of(flow);
+        make_contact(&self.config.advertised_host, port, transport, sips)
     }
 
     /// Sends an in-dialog BYE over the leg's flow (a closed stream is reopened); the leg ends
@@ -311,15 +324,16 @@ impl Driver {
         let Some(leg) = self.legs.get(&leg_id) else {
             return;
         };
-        let (flow, peer) = (leg.flow, leg.peer);
+        let (flow, peer, sips) = (leg.flow, leg.peer, leg.dialog.is_sips());
         let flow = match flow {
             Flow::Stream(id) if !self.transports.has_stream(id) => {
-                self.transports.stream_flow_for(peer)
+                let tls_name = leg.tls_name.clone();
+                self.transports.stream_flow_for(peer, tls_name.as_deref())
             }
             other => other,
         };
         let (via, branch) = self.via(flow);
-        let contact = self.contact(flow);
+        let contact = self.contact(flow, sips);
         let Some(leg) = self.legs.get_mut(&leg_id) else {
             return;
         };
@@ -395,7 +409,7 @@ impl Driver {
             dialog.route_set = vec![route];
         }
         let (via, branch) = self.via(flow);
-        let contact = self.contact(flow);
+        let contact = self.contact(flow, dialog.is_sips());
         let mut request = dialog.request(Method::Invite, &via, &contact, out.sdp.clone());
         request.headers.push("Allow", ALLOW);
         if let Some(interval) = self.config.session_expires {
@@ -428,6 +442,7 @@ impl Driver {
             offered: self.config.session_expires,
             refresh_tx: None,
             refresh_ack: None,
+            tls_name: self.transports.tls_name(flow),
         };
         self.legs.insert(out.leg, leg);
         let key = self.start_client(&request, &branch, flow, dest, Some(out.leg));
@@ -459,12 +474,13 @@ impl Driver {
         let (flow, peer) = (leg.flow, leg.peer);
         let flow = match flow {
             Flow::Stream(id) if !self.transports.has_stream(id) => {
-                self.transports.stream_flow_for(peer)
+                let tls_name = leg.tls_name.clone();
+                self.transports.stream_flow_for(peer, tls_name.as_deref())
             }
             other => other,
         };
         let (via, branch) = self.via(flow);
-        let contact = self.contact(flow);
+        let contact = self.contact(flow, leg.dialog.is_sips());
         let min_se = self.config.min_se;
         let Some(leg) = self.legs.get_mut(&leg_id) else {
             return;
@@ -510,8 +526,14 @@ impl Driver {
         if response.is_success() {
             if key.method == Method::Invite {
                 let port = self.transports.local_port(leg.flow);
-                let via = make_via(&self.config.advertised_host, port, leg.flow).0;
-                let contact = make_contact(&self.config.advertised_host, port, leg.flow);
+                let transport = self.transports.transport_of(leg.flow);
+                let via = make_via(&self.config.advertised_host, port, transport).0;
+                let contact = make_contact(
+                    &self.config.advertised_host,
+                    port,
+                    transport,
+                    leg.dialog.is_sips(),
+                );
                 let ack = leg
                     .dialog
                     .request(Method::Ack, &via, &contact, Bytes::new())
