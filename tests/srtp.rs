@@ -29,7 +29,7 @@ use webrtc_srtp::protection_profile::ProtectionProfile;
 
 use common::e2e::{Ua, frame_hz, group, header, server_section, start};
 use common::http::http;
-use common::{Scratch, Server, require};
+use common::{Scratch, Server, require, run_rgsd};
 
 const SUITE_80: &str = "AES_CM_128_HMAC_SHA1_80";
 const SUITE_32: &str = "AES_CM_128_HMAC_SHA1_32";
@@ -468,4 +468,28 @@ fn on_the_wire_an_srtp_call_hides_the_tone_and_a_plain_call_does_not() {
         "re-encrypted agent audio reaches the plain caller in clear"
     );
     drop(server);
+}
+
+#[test]
+fn check_and_serve_refuse_sdes_without_tls_unless_allowed() {
+    let scratch = Scratch::new();
+    let agent = Agent::new();
+    let allowed = config(36_800, &agent);
+    let refused = allowed.replace("allow_sdes_over_plain_sip = true\n", "");
+    let cfg = scratch.write("refused.toml", &refused);
+    let cfg = cfg.to_str().unwrap();
+    for command in ["check", "serve"] {
+        let (status, _, err) = run_rgsd(&[command, "--config", cfg]);
+        assert_eq!(status.code(), Some(78), "{command}: {err}");
+        for key in ["server.agent_srtp", "workflow[0].srtp"] {
+            let line = err
+                .lines()
+                .find(|l| l.contains(key))
+                .unwrap_or_else(|| panic!("{command} names {key}:\n{err}"));
+            assert!(line.contains("allow_sdes_over_plain_sip"), "{line}");
+        }
+    }
+    let cfg = scratch.write("allowed.toml", &allowed);
+    let (status, _, err) = run_rgsd(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
 }
