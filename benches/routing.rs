@@ -13,6 +13,8 @@
 //!   (`acd::Routes::lookup`, the router's hash maps), by SIP URI (`sip:wfN@127.0.0.1:5060;…`)
 //!   and by trunk number (`sip:+1425…@10.0.0.1;user=phone`), for the last workflow of 2 and of
 //!   10,000. Also printed: each case's mean over 1,000,000 lookups and the 10,000 / 2 ratio.
+//!   2026-12-02, shared machine: by URI 165 / 171 ns (ratio 1.04), by number 268 / 273 ns
+//!   (1.02); run it with `-- workflow_lookup` to skip the queue cases' criterion runs.
 //!
 //! Besides criterion's estimates, each queue case prints its own p50 / p99 / max over 20,000 timed
 //! iterations. Run: `cargo bench --bench routing -- --measurement-time 2 --warm-up-time 1`.
