@@ -73,3 +73,52 @@ fn trunk_invites_reach_the_workflow_of_their_number() {
     assert_eq!(ua.call_status("tel:+14255550100"), 200, "{}", ua.log);
     ua.bye();
 }
+
+/// The README's "Connect a SIP trunk" example loads as written (with the Sales queue it names),
+/// and every Request-URI its table says reaches Sales does, through the router's maps.
+#[test]
+fn the_readme_trunk_example_loads_and_its_table_is_what_routing_does() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("### Connect a SIP trunk")
+        .nth(1)
+        .expect("README has a \"Connect a SIP trunk\" section");
+    let section = section.split("\n## ").next().unwrap();
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a toml example");
+    let scratch = Scratch::new();
+    let path = scratch.write(
+        "rgsd.toml",
+        format!(
+            "{example}\n[[agent_group]]\nname = \"Sales agents\"\nagents = [\"sip:alice@192.0.2.20\"]\n\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
+        ),
+    );
+    let opts = rgsd::config::LoadOptions {
+        check_environment: false,
+    };
+    let config = rgsd::config::load(&path, &opts)
+        .unwrap_or_else(|d| panic!("{d:?}"))
+        .config;
+    let line = config.workflows[0].line_uri.as_ref().unwrap();
+    assert_eq!(line.number.to_string(), "+14255550100");
+    let routes = rgsd::acd::Routes::new(&config);
+    let rows: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for uri in rows {
+        assert_eq!(
+            routes.lookup(uri),
+            Some(rgsd::config::model::WorkflowId(0)),
+            "{uri}"
+        );
+    }
+    for other in ["sip:4255550100@192.0.2.10", "sip:0014255550100@192.0.2.10"] {
+        assert_eq!(routes.lookup(other), None, "{other}");
+    }
+}
