@@ -274,6 +274,7 @@ fn workflows(n: usize) -> Config {
             on_holiday: None,
             managers: vec![],
             questions: vec![],
+            srtp: None,
         })
         .collect();
     config
