@@ -284,4 +284,5 @@ pub fn pg_url() -> Option<String> {
 }
 pub mod e2e;
 pub mod http;
+pub mod interop;
 pub mod pg;
