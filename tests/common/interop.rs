@@ -253,8 +253,14 @@ impl Baresip {
     }
 
     /// Waits (at most `within`) for the next event of `kind` (`CALL_ESTABLISHED`,
-    /// `CALL_CLOSED`, `REGISTER_OK`, …) after the last one waited for; returns it.
+    /// `CALL_CLOSED`, …) after the last one waited for; returns it.
     pub fn wait_event(&mut self, kind: &str, within: Duration) -> Value {
+        self.next_event(kind, within)
+            .unwrap_or_else(|| panic!("baresip: no {kind} event within {within:?}\n{}", self.log()))
+    }
+
+    /// [`Baresip::wait_event`] that returns `None` when the event does not come.
+    pub fn next_event(&mut self, kind: &str, within: Duration) -> Option<Value> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(i) = self.seen[self.cursor..]
@@ -262,13 +268,25 @@ impl Baresip {
                 .position(|m| m["event"] == Value::Bool(true) && m["type"] == kind)
             {
                 self.cursor += i + 1;
-                return self.seen[self.cursor - 1].clone();
+                return Some(self.seen[self.cursor - 1].clone());
             }
+            if !self.pump(deadline) {
+                return None;
+            }
+        }
+    }
+
+    /// Waits (at most `within`) until baresip's console output contains `needle` (events
+    /// before the control connection, such as the first registration, are only seen there).
+    pub fn wait_output(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.output.lock().unwrap().contains(needle) {
             assert!(
-                self.pump(deadline),
-                "baresip: no {kind} event within {within:?}\n{}",
+                Instant::now() < deadline,
+                "baresip: {needle:?} not printed within {within:?}\n{}",
                 self.log()
             );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -371,9 +389,10 @@ pub struct Kamailio {
 }
 
 impl Kamailio {
-    /// Starts Kamailio with the template written into `dir` and waits (at most 10 s) until it
+    /// Starts Kamailio with the template written into `dir` (created) and waits (at most 10 s) until it
     /// answers an OPTIONS.
     pub fn start(bin: &Path, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
         let mut last = String::new();
         for _ in 0..3 {
             let port = super::e2e::free_udp_port();
@@ -456,6 +475,18 @@ impl Kamailio {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Waits (at most 5 s) until Kamailio's log contains `needle`; `false` when it does not.
+    pub fn logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.output.lock().unwrap().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Kamailio's log (its `xlog` lines name every request it routes), for failure messages.
