@@ -91,6 +91,7 @@ fn config() -> Config {
             call_context: false,
             sip_rate_limit: None,
             dns_servers: Vec::new(),
+            outbound_proxy: None,
         },
         registrations: vec![],
         agent_groups,

@@ -41,6 +41,7 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         max_calls,
         rate_limit: Some(rate_limit),
         dns_servers: Vec::new(),
+        outbound_proxy: None,
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
@@ -580,6 +581,7 @@ async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothin
         max_calls: 10,
         rate_limit: None,
         dns_servers: vec![dns],
+        outbound_proxy: None,
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -645,6 +647,7 @@ async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish
         max_calls: 10,
         rate_limit: None,
         dns_servers: Vec::new(),
+        outbound_proxy: None,
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -692,5 +695,132 @@ CSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     config.advertised_host = "192.0.2.1".into();
     let restart = endpoint.reconfigure(config).await.expect("live");
     assert_eq!(restart, vec!["advertised_host".to_owned()]);
+    shutdown.cancel();
+}
+
+/// The next request `socket` receives (retransmissions of an earlier one included).
+async fn next_request(socket: &UdpSocket) -> (rgsd::sip::message::Request, SocketAddr) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("a request in time")
+            .expect("recv");
+        if let Ok(Message::Request(r)) = parse(&buf[..n]) {
+            return (r, from);
+        }
+    }
+}
+
+#[tokio::test]
+async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_reload() {
+    use rgsd::config::model::SipUri;
+    use rgsd::sip::message::Method;
+    use rgsd::sip::{CallEvent, LegFailure};
+    let proxy_a = UdpSocket::bind("127.0.0.1:0").await.expect("proxy a");
+    let proxy_b = UdpSocket::bind("127.0.0.1:0").await.expect("proxy b");
+    let uri_a = format!("sip:127.0.0.1:{}", proxy_a.local_addr().expect("a").port());
+    let uri_b = format!("sip:127.0.0.1:{}", proxy_b.local_addr().expect("b").port());
+    let mut config = EndpointConfig {
+        listen: vec![Listen {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        }],
+        advertised_host: "127.0.0.1".into(),
+        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        max_calls: 10,
+        rate_limit: None,
+        dns_servers: Vec::new(),
+        outbound_proxy: Some(SipUri(uri_a.clone())),
+    };
+    let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
+    let shutdown = CancellationToken::new();
+    let (endpoint, _calls) = Endpoint::bind(config.clone(), router, shutdown.clone())
+        .await
+        .expect("bind");
+    let from = SipUri("sip:sales@127.0.0.1".into());
+    let offer = Bytes::from_static(LOCAL_SDP.as_bytes());
+
+    // A name rgsd could not resolve itself: the proxy is the next hop, the AOR the Request-URI.
+    let agent = SipUri("sip:alice@agents.invalid".into());
+    let mut leg = endpoint
+        .invite(&agent, &from, offer.clone(), vec![])
+        .await
+        .expect("leg");
+    let (invite, source) = next_request(&proxy_a).await;
+    assert_eq!(invite.method, Method::Invite);
+    assert_eq!(invite.uri, "sip:alice@agents.invalid");
+    let route = format!("<{uri_a};lr>");
+    assert_eq!(
+        invite.headers.get_lines("Route").collect::<Vec<_>>(),
+        [route.as_str()]
+    );
+    // The proxy record-routes; the agent's answer comes back through it.
+    let mut ok = Response::to_request(&invite, 200, Some("agent-tag"));
+    ok.headers.push("Record-Route", route.clone());
+    ok.headers.push("Contact", "<sip:alice@127.0.0.1:9>");
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = Bytes::from_static(LOCAL_SDP.as_bytes());
+    proxy_a
+        .send_to(&ok.to_bytes(), source)
+        .await
+        .expect("send 200");
+    assert!(matches!(
+        leg.next_event().await,
+        Some(CallEvent::Answered { .. })
+    ));
+    let (ack, _) = next_request(&proxy_a).await;
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(
+        ack.uri, "sip:alice@127.0.0.1:9",
+        "ACK to the agent's Contact"
+    );
+    assert_eq!(
+        ack.headers.get_lines("Route").collect::<Vec<_>>(),
+        [route.as_str()],
+        "in-dialog requests follow the Record-Route"
+    );
+
+    // A reload moves new legs to another proxy; a number goes out as written.
+    config.outbound_proxy = Some(SipUri(format!("{uri_b};transport=udp;lr")));
+    assert!(
+        endpoint
+            .reconfigure(config.clone())
+            .await
+            .expect("reconfigure")
+            .is_empty()
+    );
+    let number = SipUri("tel:+14255550100".into());
+    let mut tel = endpoint
+        .invite(&number, &from, offer.clone(), vec![])
+        .await
+        .expect("leg");
+    let (invite, _) = next_request(&proxy_b).await;
+    assert_eq!(invite.uri, "tel:+14255550100");
+    assert_eq!(
+        invite.headers.get_lines("Route").collect::<Vec<_>>(),
+        [format!("<{uri_b};transport=udp;lr>").as_str()],
+        "an ;lr already written is not doubled"
+    );
+    tel.cancel().expect("cancel");
+
+    // Without a proxy a number goes nowhere.
+    config.outbound_proxy = None;
+    assert!(
+        endpoint
+            .reconfigure(config)
+            .await
+            .expect("reconfigure")
+            .is_empty()
+    );
+    let mut refused = endpoint
+        .invite(&number, &from, offer, vec![])
+        .await
+        .expect("leg");
+    assert_eq!(
+        refused.next_event().await,
+        Some(CallEvent::Failed(LegFailure::Transport))
+    );
+    leg.bye().expect("bye");
     shutdown.cancel();
 }

@@ -65,6 +65,7 @@ async fn start(trusted: &str) -> Harness {
         max_calls: 10,
         rate_limit: Some(RateLimit::default()),
         dns_servers: Vec::new(),
+        outbound_proxy: None,
     };
     let router = Arc::new(|uri: &str, _to: &str| match user_of(uri) {
         "sales" | "hold" => RouteDecision::Accept(RouteId(0)),

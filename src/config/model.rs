@@ -103,6 +103,9 @@ pub struct Server {
     /// Name servers for host names in agent and registrar URIs (`dns_servers`); empty: the
     /// system's (/etc/resolv.conf).
     pub dns_servers: Vec<SocketAddr>,
+    /// Where every outbound INVITE is sent (`outbound_proxy`), with `Route: <proxy;lr>` and the
+    /// target as Request-URI (RFC 3261 §16.12 loose routing); `None`: straight to the target.
+    pub outbound_proxy: Option<SipUri>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`: requests each source address may send.

@@ -72,6 +72,8 @@ pub(crate) struct RawServer {
     /// Extra key: name servers (`"IP"` or `"IP:PORT"`) for agent and registrar host names;
     /// default: those of /etc/resolv.conf.
     pub(crate) dns_servers: Option<SList>,
+    /// Extra key: a SIP URI every outbound INVITE is sent through (loose routing); default none.
+    pub(crate) outbound_proxy: Option<SString>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`.

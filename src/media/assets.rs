@@ -171,6 +171,7 @@ mod tests {
                 call_context: false,
                 sip_rate_limit: None,
                 dns_servers: Vec::new(),
+                outbound_proxy: None,
             },
             registrations: vec![],
             agent_groups: vec![],

@@ -114,8 +114,8 @@ pub(crate) enum Command {
 pub(crate) struct OutboundRequest {
     pub leg: LegId,
     pub events: mpsc::UnboundedSender<CallEvent>,
-    /// Destination and TCP flag when the target's host is an address; `None`: resolve it.
-    pub dest: Option<(SocketAddr, bool)>,
+    /// `Route` of the initial INVITE (`<outbound_proxy;lr>`); set by the driver.
+    pub route: Option<String>,
     pub request_uri: String,
     pub from: String,
     pub sdp: Bytes,

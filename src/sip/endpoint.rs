@@ -218,7 +218,7 @@ impl Endpoint {
     }
 
     /// Applies new edge settings while calls run: `trusted_peers`, `max_calls` and the rate
-    /// limit for the next request; listeners added are opened and listeners removed are closed
+    /// limit for the next request, `outbound_proxy` for the next outbound leg; listeners added are opened and listeners removed are closed
     /// (connections a closed TCP listener accepted stay until they end). Returns the keys it
     /// could not apply (`advertised_host`, `dns_servers`, a listener that failed to bind), each
     /// of which needs a restart.
@@ -287,12 +287,9 @@ impl Endpoint {
         sdp_offer: Bytes,
         extra_headers: Vec<(String, String)>,
     ) -> Result<OutboundCall, InviteError> {
-        // An address needs no name server: the INVITE goes out on the driver's next turn.
-        let dest = match super::resolve::literal(target.as_str()) {
-            Some(Err(_)) => return Err(InviteError::BadTarget(target.to_string())),
-            Some(Ok(dest)) => Some(dest),
-            None => None,
-        };
+        if !super::resolve::usable_target(target.as_str()) {
+            return Err(InviteError::BadTarget(target.to_string()));
+        }
         let leg = LegId(self.next_leg.fetch_add(1, Ordering::Relaxed));
         let (events_tx, events) = mpsc::unbounded_channel();
         let call_id = format!("{}@{}", random_token(20), self.host);
@@ -300,7 +297,7 @@ impl Endpoint {
             .send(Command::Invite(Box::new(OutboundRequest {
                 leg,
                 events: events_tx,
-                dest,
+                route: None,
                 request_uri: target.to_string(),
                 from: from.to_string(),
                 sdp: sdp_offer,
@@ -317,6 +314,19 @@ impl Endpoint {
                 live: true,
             },
         })
+    }
+}
+
+/// The Route header value that sends a request through `proxy` (RFC 3261 §16.12: `;lr`, the
+/// proxy is a loose router, and the Request-URI stays the target).
+fn proxy_route(proxy: &str) -> String {
+    let has_lr = proxy.split(';').skip(1).any(|p| {
+        p.trim().eq_ignore_ascii_case("lr") || p.trim().to_ascii_lowercase().starts_with("lr=")
+    });
+    if has_lr {
+        format!("<{proxy}>")
+    } else {
+        format!("<{proxy};lr>")
     }
 }
 
@@ -612,10 +622,7 @@ impl Driver {
                 }
                 self.step(leg, Input::Hangup, ctx);
             }
-            Command::Invite(out) => match out.dest {
-                Some((dest, tcp)) => self.invite(*out, dest, tcp),
-                None => self.resolve(*out),
-            },
+            Command::Invite(out) => self.place(*out),
             Command::Resolved { leg, result } => {
                 let Some((out, _)) = self.resolving.remove(&leg) else {
                     return; // cancelled while resolving
@@ -659,13 +666,40 @@ impl Driver {
         }
     }
 
-    /// Looks the target up on a task of its own; the answer comes back as
-    /// [`Command::Resolved`].
-    fn resolve(&mut self, out: OutboundRequest) {
-        let (leg, target) = (out.leg, out.request_uri.clone());
+    /// Sends an outbound INVITE towards its next hop: the `outbound_proxy` when one is
+    /// configured (the INVITE then carries `Route: <proxy;lr>`), else the target itself. An
+    /// address goes out now; a host name is looked up on a task of its own, whose answer comes
+    /// back as [`Command::Resolved`].
+    fn place(&mut self, mut out: OutboundRequest) {
+        let hop = match &self.config.outbound_proxy {
+            Some(proxy) => {
+                out.route = Some(proxy_route(proxy.as_str()));
+                proxy.as_str().to_owned()
+            }
+            None if super::resolve::is_number(&out.request_uri) => {
+                // A number only ever leaves through the proxy (README, "toll fraud").
+                tracing::warn!(target = %out.request_uri, "cannot place leg: a number needs server.outbound_proxy");
+                let _ = out.events.send(CallEvent::Failed(LegFailure::Transport));
+                return;
+            }
+            None => out.request_uri.clone(),
+        };
+        match super::resolve::literal(&hop) {
+            Some(Ok((dest, tcp))) => self.invite(out, dest, tcp),
+            Some(Err(reason)) => {
+                tracing::warn!(target = %out.request_uri, "cannot place leg: {reason}");
+                let _ = out.events.send(CallEvent::Failed(LegFailure::Transport));
+            }
+            None => self.resolve(out, hop),
+        }
+    }
+
+    /// Looks `hop` up on a task of its own; the answer comes back as [`Command::Resolved`].
+    fn resolve(&mut self, out: OutboundRequest, hop: String) {
+        let leg = out.leg;
         let (resolver, commands) = (self.resolver.clone(), self.commands.clone());
         let task = tokio::spawn(async move {
-            let result = resolver.resolve(&target).await.map_err(|e| e.to_string());
+            let result = resolver.resolve(&hop).await.map_err(|e| e.to_string());
             let _ = commands.send(Command::Resolved { leg, result });
         });
         self.resolving.insert(leg, (out, task.abort_handle()));
@@ -707,11 +741,18 @@ impl Driver {
         if new.dns_servers != self.config.dns_servers {
             restart.push("dns_servers".to_owned());
         }
+        if new.outbound_proxy != self.config.outbound_proxy {
+            tracing::info!(
+                outbound_proxy = new.outbound_proxy.as_ref().map_or("none", SipUri::as_str),
+                "outbound proxy for new legs"
+            );
+        }
         let EndpointConfig {
             listen,
             trusted_peers,
             max_calls,
             rate_limit,
+            outbound_proxy,
             ..
         } = new;
         self.config = EndpointConfig {
@@ -719,6 +760,7 @@ impl Driver {
             trusted_peers,
             max_calls,
             rate_limit,
+            outbound_proxy,
             ..self.config.clone()
         };
         restart

@@ -135,6 +135,43 @@ pub(crate) fn literal(target: &str) -> Option<Result<(SocketAddr, bool), Resolve
     Some(Ok((SocketAddr::new(ip, uri.port.unwrap_or(5060)), uri.tcp)))
 }
 
+/// Whether `target` can be the Request-URI of an outbound INVITE: a SIP URI that parses, or a
+/// `tel:` URI (RFC 3966), which only goes out through the outbound proxy.
+pub(crate) fn usable_target(target: &str) -> bool {
+    message::parse_uri(target).is_ok() || tel_number(target).is_some()
+}
+
+/// The number of a `tel:` URI (`tel:+14255550100`, visual separators allowed), without
+/// parameters.
+fn tel_number(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.trim().split_once(':')?;
+    if !scheme.eq_ignore_ascii_case("tel") {
+        return None;
+    }
+    let number = rest.split(';').next().unwrap_or_default();
+    let digits = number.strip_prefix('+').unwrap_or(number);
+    (digits.bytes().any(|b| b.is_ascii_digit())
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b"*#-.()".contains(&b)))
+    .then_some(number)
+}
+
+/// Whether `target` is a telephone number: a `tel:` URI, or a SIP URI with `;user=phone`
+/// (RFC 3261 §19.1.6). Numbers leave only through `outbound_proxy`.
+pub(crate) fn is_number(target: &str) -> bool {
+    if tel_number(target).is_some() {
+        return true;
+    }
+    let uri = target.trim();
+    let uri = uri.split('?').next().unwrap_or(uri);
+    uri.split(';').skip(1).any(|p| {
+        p.split_once('=').is_some_and(|(n, v)| {
+            n.trim().eq_ignore_ascii_case("user") && v.trim().eq_ignore_ascii_case("phone")
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

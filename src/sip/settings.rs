@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 
 use super::policy::RateLimit;
-use crate::config::model::{Listen, Server};
+use crate::config::model::{Listen, Server, SipUri};
 
 /// What the endpoint needs from `[server]`.
 #[derive(Debug, Clone)]
@@ -22,6 +22,9 @@ pub struct EndpointConfig {
     pub rate_limit: Option<RateLimit>,
     /// Name servers for agent and registrar host names; empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
+    /// Next hop of every outbound INVITE (`outbound_proxy`), written as `Route: <proxy;lr>`;
+    /// `None`: the target's own address.
+    pub outbound_proxy: Option<SipUri>,
 }
 
 impl EndpointConfig {
@@ -33,6 +36,7 @@ impl EndpointConfig {
             max_calls: server.max_calls,
             rate_limit: server.sip_rate_limit.map(RateLimit::from),
             dns_servers: server.dns_servers.clone(),
+            outbound_proxy: server.outbound_proxy.clone(),
         }
     }
 }

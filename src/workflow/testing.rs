@@ -47,6 +47,7 @@ pub(crate) fn config() -> Config {
             call_context: true,
             sip_rate_limit: None,
             dns_servers: Vec::new(),
+            outbound_proxy: None,
         },
         registrations: vec![],
         agent_groups: vec![],

@@ -143,6 +143,10 @@ impl Compiler<'_> {
         };
 
         let dns_servers = self.dns_servers(s.dns_servers.as_ref());
+        let outbound_proxy = match &s.outbound_proxy {
+            None => Some(None),
+            Some(p) => self.outbound_proxy(p).map(Some),
+        };
 
         Some(Server {
             sip_listen: sip_listen?,
@@ -157,7 +161,32 @@ impl Compiler<'_> {
             call_context: s.call_context.unwrap_or(true),
             sip_rate_limit: sip_rate_limit?,
             dns_servers: dns_servers?,
+            outbound_proxy: outbound_proxy?,
         })
+    }
+
+    /// `outbound_proxy = "sip:proxy.example.com"`: a SIP URI whose `;transport=` (if any) is
+    /// one rgsd speaks.
+    fn outbound_proxy(&mut self, value: &SString) -> Option<SipUri> {
+        let key = "server.outbound_proxy";
+        let uri = self.sip_uri(value, key)?;
+        let transport = uri.as_str().split(';').skip(1).find_map(|p| {
+            let (name, v) = p.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("transport")
+                .then(|| v.trim().to_ascii_lowercase())
+        });
+        if let Some(t) = transport
+            && !matches!(t.as_str(), "udp" | "tcp" | "tls")
+        {
+            self.error(
+                &value.span(),
+                key,
+                format!("transport={t} is not a transport rgsd speaks; write udp, tcp or tls"),
+            );
+            return None;
+        }
+        Some(uri)
     }
 
     /// `dns_servers = ["192.0.2.53", "127.0.0.1:5353"]`: port 53 unless given.

@@ -351,6 +351,12 @@ impl Driver {
         let (local, remote) = (name_addr(&out.from), name_addr(&out.request_uri));
         let (call_id, target) = (out.call_id.clone(), out.request_uri.clone());
         let mut dialog = Dialog::new_uac(call_id, random_token(10), local, remote, target);
+        // Through the outbound proxy: the initial INVITE (and its CANCEL and non-2xx ACK, which
+        // copy its Route) carries the proxy's Route; the dialog's own route set is what the
+        // answer's Record-Route says (RFC 3261 §12.1.2, §8.1.2).
+        if let Some(route) = out.route.clone() {
+            dialog.route_set = vec![route];
+        }
         let (via, branch) = self.via(flow);
         let contact = self.contact(flow);
         let mut request = dialog.request(Method::Invite, &via, &contact, out.sdp.clone());
