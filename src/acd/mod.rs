@@ -33,4 +33,4 @@ pub mod runtime;
 
 pub use call_task::{Controller, Services};
 pub use observe::{CallObserver, CallSnapshot, CallStage};
-pub use router::WorkflowRouter;
+pub use router::{Routes, WorkflowRouter};

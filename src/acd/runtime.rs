@@ -34,6 +34,7 @@ use tokio::sync::Mutex;
 
 use crate::acd::agents::{AgentTable, SignInError};
 use crate::acd::queue_task::Queues;
+use crate::acd::router::Routes;
 use crate::config::model::{AgentGroup, Config, SipUri};
 use crate::media::assets::MediaAssets;
 use crate::media::tts::TextToSpeech;
@@ -46,6 +47,8 @@ pub struct Runtime {
     /// on one runtime is used as is only by a call that runs on the same one.
     pub generation: u64,
     pub config: Arc<Config>,
+    /// `config`'s workflows by the Request-URIs that reach them, built with the runtime.
+    pub routes: Arc<Routes>,
     /// The queue owners of this configuration (by `QueueId`), and those a reload retired.
     pub queues: Queues,
     /// Prompts rendered once at load, music on hold decoded once.
@@ -122,6 +125,7 @@ impl Acd {
         let runtime = Runtime {
             generation: 0,
             queues: Queues::spawn(&config, &agents),
+            routes: Arc::new(Routes::new(&config)),
             config: Arc::clone(&config),
             assets: Arc::new(assets),
             agents: Arc::clone(&agents),
@@ -167,6 +171,7 @@ impl Acd {
             Some(config) => Runtime {
                 generation: old.generation + 1,
                 queues: old.queues.reload(&old.config, &config, &self.agents).await,
+                routes: Arc::new(Routes::new(&config)),
                 config,
                 assets,
                 agents: Arc::clone(&self.agents),
@@ -174,6 +179,7 @@ impl Acd {
             None => Runtime {
                 generation: old.generation + 1,
                 queues: old.queues.clone(),
+                routes: Arc::clone(&old.routes),
                 config: Arc::clone(&old.config),
                 assets,
                 agents: Arc::clone(&self.agents),

@@ -26,6 +26,7 @@ use super::model::{
     RoutingMethod, Secret, Server, SipRateLimit, SipUri, TimeRange, Workflow, WorkflowId,
     WorkflowKind,
 };
+use super::number::{LineUri, PhoneNumber};
 use super::raw::{
     RawAction, RawAgentGroup, RawAnswer, RawCallAction, RawConfig, RawHolidaySet, RawHours,
     RawPrompt, RawQuestion, RawQueue, RawRegistration, RawServer, RawSipRateLimit, RawWorkflow,
@@ -140,6 +141,7 @@ pub(crate) fn compile(
         .map(|(i, w)| c.workflow(w, &format!("workflow[{i}]")))
         .collect();
     c.duplicate_workflow_uris(raw);
+    c.duplicate_line_uris(raw);
     // Every object was compiled above (its problems reported); only now may one `None` spoil
     // the whole list. Collecting into `Option<Vec<_>>` directly would stop at the first `None`
     // and skip the checks of every later object.
@@ -875,6 +877,13 @@ impl Compiler<'_> {
         let uri = self
             .required(&w.uri, &span, key, "uri")
             .and_then(|u| self.sip_uri(u, &join(key, "uri")));
+        let line_uri = match &w.line_uri {
+            None => Some(None),
+            Some(l) => LineUri::parse(l.get_ref().trim())
+                .map_err(|e| self.error(&l.span(), &join(key, "line_uri"), e))
+                .ok()
+                .map(Some),
+        };
         let language = self.language(w.language.as_ref(), &join(key, "language"));
         let lang = language
             .clone()
@@ -994,6 +1003,7 @@ impl Compiler<'_> {
             name: name?,
             kind: kind?,
             uri: uri?,
+            line_uri: line_uri?,
             display_number: w.display_number.clone(),
             description: w.description.clone(),
             active: w.active.unwrap_or(true),
@@ -1022,6 +1032,37 @@ impl Compiler<'_> {
                 } else {
                     seen.insert(text, self.map.position(uri.span().start).0);
                 }
+            }
+        }
+    }
+
+    /// Two workflows on one number (compared as routing compares them, so `tel:+1-425-555-0100`
+    /// and `tel:+14255550100` are the same line). Numbers that do not parse are reported by
+    /// [`Compiler::workflow`].
+    fn duplicate_line_uris(&mut self, raw: &RawConfig) {
+        let mut seen: HashMap<PhoneNumber, (String, usize)> = HashMap::new();
+        for (i, w) in raw.workflow.iter().enumerate() {
+            let w = w.get_ref();
+            let Some(line) = &w.line_uri else { continue };
+            let Ok(parsed) = LineUri::parse(line.get_ref().trim()) else {
+                continue;
+            };
+            let name = w
+                .name
+                .as_ref()
+                .map_or_else(String::new, |n| n.get_ref().trim().to_owned());
+            if let Some((first, at)) = seen.get(&parsed.number) {
+                self.error(
+                    &line.span(),
+                    &format!("workflow[{i}].line_uri"),
+                    format!(
+                        "workflow \"{name}\" and workflow \"{first}\" on line {at} both have the number {}; each number reaches one workflow",
+                        parsed.number
+                    ),
+                );
+            } else {
+                let at = self.map.position(line.span().start).0;
+                seen.insert(parsed.number, (name, at));
             }
         }
     }

@@ -17,6 +17,7 @@ mod compile;
 mod diagnostic;
 pub(crate) mod merge;
 pub mod model;
+pub mod number;
 mod raw;
 pub(crate) mod uri;
 mod values;

@@ -179,6 +179,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+pub use super::number::{LineUri, PhoneNumber};
 pub use super::uri::SipUri;
 
 /// `[[registration]]`: register a workflow URI with an upstream registrar.
@@ -320,6 +321,9 @@ pub struct Workflow {
     pub kind: WorkflowKind,
     /// The SIP URI calls arrive at (unique across workflows).
     pub uri: SipUri,
+    /// The trunk number calls for this workflow arrive at (`tel:+14255550100`; unique across
+    /// workflows): a Request-URI with this number reaches it (`docs/architecture.md`).
+    pub line_uri: Option<LineUri>,
     pub display_number: Option<String>,
     pub description: Option<String>,
     /// Inactive workflows answer 480.

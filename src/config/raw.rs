@@ -191,6 +191,7 @@ pub(crate) struct RawWorkflow {
     pub(crate) name: Option<SString>,
     pub(crate) kind: Option<SString>,
     pub(crate) uri: Option<SString>,
+    pub(crate) line_uri: Option<SString>,
     pub(crate) display_number: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) active: Option<bool>,

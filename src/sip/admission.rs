@@ -137,8 +137,12 @@ impl Admission {
         route: RouteDecision,
         inbound_calls: u32,
     ) -> Result<RouteId, Refusal> {
+        // `tel:` (RFC 3966) is how a trunk may address a number; the router looks it up.
         let scheme = request.uri.split(':').next().unwrap_or_default();
-        if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+        if !["sip", "sips", "tel"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s))
+        {
             return Err(Refusal::bare(416));
         }
         let unsupported: Vec<&str> = request
@@ -230,7 +234,19 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 2 INVI
         }
         let mut tel = invite("", "");
         tel.uri = "tel:+14255550100".into();
-        assert_eq!(a.check_invite(&tel, OK, 0).map_err(|r| r.status), Err(416));
+        assert_eq!(a.check_invite(&tel, OK, 0).map(|r| r.0).ok(), Some(7));
+        for scheme in [
+            "http:",
+            "urn:service:sos",
+            "mailto:a@b",
+            "sales@127.0.0.1",
+            "",
+        ] {
+            let mut other = invite("", "");
+            other.uri = scheme.into();
+            let got = a.check_invite(&other, OK, 0).map_err(|r| r.status);
+            assert_eq!(got, Err(416), "{scheme:?}");
+        }
         let r = a.check_invite(&invite("", ""), OK, 2).unwrap_err();
         assert_eq!(r.headers, vec![("Retry-After", RETRY_AFTER.to_owned())]);
     }

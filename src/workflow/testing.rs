@@ -134,6 +134,7 @@ pub(crate) fn add_workflow(
         name: format!("workflow {n}"),
         kind,
         uri: uri(&format!("workflow{n}")),
+        line_uri: None,
         display_number: None,
         description: None,
         active: true,
