@@ -489,6 +489,16 @@ impl Kamailio {
         true
     }
 
+    /// How many lines of Kamailio's log so far contain `needle`.
+    pub fn output_count(&self, needle: &str) -> usize {
+        self.output
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// Kamailio's log (its `xlog` lines name every request it routes), for failure messages.
     pub fn log(&self) -> String {
         format!("--- kamailio log:\n{}", self.output.lock().unwrap())
