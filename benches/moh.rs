@@ -211,7 +211,10 @@ async fn engine_phase(n: usize, rx: &mut Receivers, window: Duration) -> anyhow:
     let mut legs = Vec::with_capacity(n);
     for i in 0..n {
         let (leg, _) = engine
-            .answer(offer(rx.ports[i % rx.ports.len()]).as_bytes())
+            .answer(
+                offer(rx.ports[i % rx.ports.len()]).as_bytes(),
+                rgsd::config::model::SrtpPolicy::Off,
+            )
             .await?;
         leg.start_music(Arc::clone(&music))?;
         legs.push(leg);

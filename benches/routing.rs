@@ -54,7 +54,7 @@ use rgsd::acd::agents::{AgentId, AgentTable, CallKey};
 use rgsd::acd::queue::QueueCore;
 use rgsd::config::model::{
     AgentGroup, AgentGroupId, Config, DatabaseUrl, Participation, Queue, QueueId, RoutingMethod,
-    Server, SipUri,
+    Server, SipUri, SrtpPolicy,
 };
 
 const AGENTS: usize = 1_000;
@@ -92,6 +92,9 @@ fn config() -> Config {
             sip_rate_limit: None,
             dns_servers: Vec::new(),
             outbound_proxy: None,
+            srtp: SrtpPolicy::Off,
+            agent_srtp: SrtpPolicy::Off,
+            allow_sdes_over_plain_sip: false,
         },
         registrations: vec![],
         agent_groups,

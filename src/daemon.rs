@@ -402,8 +402,11 @@ impl Daemon {
         let rtp_ports = PortPool::new(media_address, config.server.rtp_ports.clone());
         let media = MediaEngine::new(rtp_ports.clone(), media_address, LegOptions::default());
         let rtp_counts = media.rtp_counts();
+        let srtp_counts = Arc::clone(&rtp_counts);
         live.metrics
             .attach_rtp_packets(move || (rtp_counts.received(), rtp_counts.sent()));
+        live.metrics
+            .attach_srtp_auth_failures(move || srtp_counts.srtp_auth_failures());
         let services = Arc::new(
             Services::new(
                 endpoint.clone(),

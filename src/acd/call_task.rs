@@ -186,10 +186,14 @@ pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc
         );
     };
     let late_offer = info.sdp.is_empty();
+    let srtp = ctx
+        .config
+        .workflow(workflow)
+        .caller_srtp(&ctx.config.server);
     let created = if late_offer {
-        svc.media.offer().await
+        svc.media.offer(srtp).await
     } else {
-        svc.media.answer(&info.sdp).await
+        svc.media.answer(&info.sdp, srtp).await
     };
     let (media, local_sdp) = match created {
         Ok(c) => c,
@@ -672,7 +676,9 @@ impl CallTask {
 
     /// Starts an outbound leg to `to` with rgsd's SDP offer, from the workflow's URI.
     async fn place(&self, to: &SipUri, headers: Vec<(String, String)>) -> Option<FarLeg> {
-        let (media, offer) = match self.svc.media.offer().await {
+        // Agent and forward legs: `agent_srtp` (README, "SRTP").
+        let srtp = self.ctx.config.server.agent_srtp;
+        let (media, offer) = match self.svc.media.offer(srtp).await {
             Ok(m) => m,
             Err(e) => {
                 warn!(%to, "cannot place leg: {e}");

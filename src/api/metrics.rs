@@ -85,6 +85,9 @@ pub struct Metrics {
     /// The media engine's packet counts (received, sent), read at scrape time: the only source
     /// of `rgsd_rtp_packets_total` (0 until attached).
     rtp_source: std::sync::OnceLock<CountSource>,
+    /// The media engine's count of SRTP packets refused (authentication or replay), read at
+    /// scrape time: the only source of `rgsd_srtp_auth_failures_total` (0 until attached).
+    srtp_failures_source: std::sync::OnceLock<CountSource>,
 }
 
 /// Reads another layer's counters at scrape time: (server or received, client or sent).
@@ -132,6 +135,14 @@ impl Metrics {
     /// (the daemon hands over the media engine's counts once). A second call is ignored.
     pub fn attach_rtp_packets(&self, read: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
         let _ = self.rtp_source.set(CountSource(Box::new(read)));
+    }
+
+    /// Reports `read()` as `rgsd_srtp_auth_failures_total` at each scrape (the daemon hands
+    /// over the media engine's count once). A second call is ignored.
+    pub fn attach_srtp_auth_failures(&self, read: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self
+            .srtp_failures_source
+            .set(CountSource(Box::new(move || (read(), 0))));
     }
 }
 
@@ -275,6 +286,15 @@ pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> 
     for (dir, n) in [("received", received), ("sent", sent)] {
         let _ = writeln!(out, "rgsd_rtp_packets_total{{direction=\"{dir}\"}} {n}");
     }
+
+    header(
+        &mut out,
+        "rgsd_srtp_auth_failures_total",
+        "counter",
+        "SRTP packets dropped because they failed authentication or were replayed.",
+    );
+    let failures = metrics.srtp_failures_source.get().map_or(0, |s| (s.0)().0);
+    let _ = writeln!(out, "rgsd_srtp_auth_failures_total {failures}");
 
     let stats = metrics.writer.get().map(RecordWriter::stats);
     header(
@@ -481,6 +501,26 @@ mod tests {
         assert_eq!(
             value(&doc, "rgsd_rtp_packets_total{direction=\"sent\"}"),
             150.0
+        );
+        // SRTP failures: 0 until attached, then read at each scrape.
+        assert_eq!(value(&doc, "rgsd_srtp_auth_failures_total"), 0.0);
+        let failures = Arc::new(AtomicU64::new(3));
+        let read = Arc::clone(&failures);
+        m.attach_srtp_auth_failures(move || read.load(Ordering::Relaxed));
+        assert_eq!(
+            value(
+                &render(&m, &live, "sqlite"),
+                "rgsd_srtp_auth_failures_total"
+            ),
+            3.0
+        );
+        failures.store(4, Ordering::Relaxed);
+        assert_eq!(
+            value(
+                &render(&m, &live, "sqlite"),
+                "rgsd_srtp_auth_failures_total"
+            ),
+            4.0
         );
     }
 

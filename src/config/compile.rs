@@ -23,8 +23,8 @@ use super::model::{
     ActionTarget, AgentGroup, AgentGroupId, Answer, CallAction, Config, DatabaseUrl, Holiday,
     HolidaySet, HolidaySetId, Hours, HoursId, Overflow, OverflowCandidate, Participation, Prompt,
     PromptId, PromptSource, Question, QuestionId, Queue, QueueId, QueueTimeout, Registration,
-    RoutingMethod, Secret, Server, SipRateLimit, SipUri, TimeRange, Workflow, WorkflowId,
-    WorkflowKind,
+    RoutingMethod, Secret, Server, SipRateLimit, SipUri, SrtpPolicy, TimeRange, Transport,
+    Workflow, WorkflowId, WorkflowKind,
 };
 use super::number::{LineUri, PhoneNumber};
 use super::raw::{
@@ -142,6 +142,9 @@ pub(crate) fn compile(
         .collect();
     c.duplicate_workflow_uris(raw);
     c.duplicate_line_uris(raw);
+    if let Some(server) = &server {
+        c.sdes_needs_tls(raw, server);
+    }
     // Every object was compiled above (its problems reported); only now may one `None` spoil
     // the whole list. Collecting into `Option<Vec<_>>` directly would stop at the first `None`
     // and skip the checks of every later object.
@@ -939,6 +942,10 @@ impl Compiler<'_> {
             &lang,
         );
         let managers = self.sip_uris(w.managers.as_ref(), &join(key, "managers"), "manager");
+        let srtp = match &w.srtp {
+            None => Some(None),
+            Some(p) => self.srtp_policy(p, &join(key, "srtp")).map(Some),
+        };
 
         let mut ivr = Ivr {
             questions: Vec::new(),
@@ -1018,6 +1025,7 @@ impl Compiler<'_> {
             holidays: holidays?,
             on_holiday: on_holiday.ok()?,
             managers: managers?,
+            srtp: srtp?,
             questions: questions?,
         })
     }
@@ -1264,6 +1272,70 @@ queue = "Main"
         assert_eq!(errors[0].key, "workflow[0].music_on_hold");
         assert!(
             errors[0].message.contains("not a WAV file: test"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn srtp_policies_and_sdes_needs_tls() {
+        use crate::config::model::SrtpPolicy;
+        // Defaults: off everywhere.
+        let config = load_ok(&format!("{SERVER}{WORKFLOW}"));
+        assert_eq!(config.server.srtp, SrtpPolicy::Off);
+        assert_eq!(config.server.agent_srtp, SrtpPolicy::Off);
+        assert!(!config.server.allow_sdes_over_plain_sip);
+        assert_eq!(config.workflows[0].srtp, None);
+        let allow = "allow_sdes_over_plain_sip = true\n";
+        let server = |extra: &str| SERVER.replacen("[server]\n", &format!("[server]\n{extra}"), 1);
+        // agent_srtp follows srtp unless given; a workflow overrides its callers only.
+        let config = load_ok(&format!(
+            "{}{WORKFLOW}srtp = \"required\"\n",
+            server(&format!("srtp = \"offer\"\n{allow}"))
+        ));
+        assert_eq!(config.server.agent_srtp, SrtpPolicy::Offer);
+        let w = &config.workflows[0];
+        assert_eq!(w.caller_srtp(&config.server), SrtpPolicy::Required);
+        let config = load_ok(&format!(
+            "{}{WORKFLOW}",
+            server(&format!(
+                "srtp = \"required\"\nagent_srtp = \"off\"\n{allow}"
+            ))
+        ));
+        assert_eq!(
+            (config.server.srtp, config.server.agent_srtp),
+            (SrtpPolicy::Required, SrtpPolicy::Off)
+        );
+        assert_eq!(
+            config.workflows[0].caller_srtp(&config.server),
+            SrtpPolicy::Required
+        );
+        // Offering SDES keys with only UDP/TCP listeners is refused, at each key that offers.
+        let errors = load_err(&format!(
+            "{}{WORKFLOW}srtp = \"offer\"\n",
+            server("agent_srtp = \"required\"\n")
+        ));
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["server.agent_srtp", "workflow[0].srtp"],
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].message.contains("allow_sdes_over_plain_sip"),
+            "{}",
+            errors[0].message
+        );
+        // "off" written out is no offer.
+        load_ok(&format!(
+            "{}{WORKFLOW}srtp = \"off\"\n",
+            server("srtp = \"off\"\n")
+        ));
+        // A misspelt policy.
+        let errors = load_err(&format!("{}{WORKFLOW}", server("srtp = \"on\"\n")));
+        assert_eq!(errors[0].key, "server.srtp");
+        assert!(
+            errors[0].message.contains("\"offer\""),
             "{}",
             errors[0].message
         );

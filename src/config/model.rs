@@ -106,6 +106,40 @@ pub struct Server {
     /// Where every outbound INVITE is sent (`outbound_proxy`), with `Route: <proxy;lr>` and the
     /// target as Request-URI (RFC 3261 §16.12 loose routing); `None`: straight to the target.
     pub outbound_proxy: Option<SipUri>,
+    /// SRTP policy of every leg (`srtp`, default off); a workflow's `srtp` overrides it for its
+    /// callers, `agent_srtp` for agent legs.
+    pub srtp: SrtpPolicy,
+    /// SRTP policy of agent (and forward) legs (`agent_srtp`; default: `srtp`).
+    pub agent_srtp: SrtpPolicy,
+    /// Whether SDES keys may be offered without a TLS listener (`allow_sdes_over_plain_sip`).
+    pub allow_sdes_over_plain_sip: bool,
+}
+
+/// `srtp = "off" | "offer" | "required"`: SRTP (RFC 3711) keyed by SDES (RFC 4568) on a leg.
+/// See README, "SRTP".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpPolicy {
+    /// Plain RTP only; an offer with only RTP/SAVP is refused (488).
+    #[default]
+    Off,
+    /// SRTP when the peer offers it (or accepts it); plain RTP otherwise. Outbound offers are
+    /// RTP/AVP with `a=crypto` lines (best effort).
+    Offer,
+    /// SRTP or nothing: callers without a usable `a=crypto` get 488; outbound offers are
+    /// RTP/SAVP.
+    Required,
+}
+
+impl SrtpPolicy {
+    /// The word used in the configuration.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Offer => "offer",
+            Self::Required => "required",
+        }
+    }
 }
 
 /// `sip_rate_limit = { per_second, burst }`: requests each source address may send.
@@ -348,6 +382,16 @@ pub struct Workflow {
     pub managers: Vec<SipUri>,
     /// The IVR tree, flattened; [`ActionTarget::Question`] indexes it. Empty for hunt groups.
     pub questions: Vec<Question>,
+    /// SRTP policy of this workflow's callers (`srtp`); `None`: the server's `srtp`.
+    pub srtp: Option<SrtpPolicy>,
+}
+
+impl Workflow {
+    /// The SRTP policy of this workflow's caller legs.
+    #[must_use]
+    pub fn caller_srtp(&self, server: &Server) -> SrtpPolicy {
+        self.srtp.unwrap_or(server.srtp)
+    }
 }
 
 /// An IVR question.

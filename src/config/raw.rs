@@ -74,6 +74,12 @@ pub(crate) struct RawServer {
     pub(crate) dns_servers: Option<SList>,
     /// Extra key: a SIP URI every outbound INVITE is sent through (loose routing); default none.
     pub(crate) outbound_proxy: Option<SString>,
+    /// Extra key: `"off"` (default), `"offer"` or `"required"`: SRTP with SDES keys.
+    pub(crate) srtp: Option<SString>,
+    /// Extra key: the SRTP policy of agent legs; default: `srtp`.
+    pub(crate) agent_srtp: Option<SString>,
+    /// Extra key: allow SDES keys without a TLS listener; default false.
+    pub(crate) allow_sdes_over_plain_sip: Option<bool>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`.
@@ -207,6 +213,8 @@ pub(crate) struct RawWorkflow {
     pub(crate) holidays: Option<SList>,
     pub(crate) on_holiday: Option<Spanned<RawCallAction>>,
     pub(crate) managers: Option<SList>,
+    /// Extra key: the SRTP policy of this workflow's callers; default: `[server] srtp`.
+    pub(crate) srtp: Option<SString>,
 }
 
 /// `{ prompt, action }` for `out_of_hours` and `on_holiday`.

@@ -150,7 +150,7 @@ impl MediaAssets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::{DatabaseUrl, Prompt, Server};
+    use crate::config::model::{DatabaseUrl, Prompt, Server, SrtpPolicy};
     use crate::media::codec::Codec;
     use crate::media::wav::tests::wav_bytes;
     use std::time::Duration;
@@ -172,6 +172,9 @@ mod tests {
                 sip_rate_limit: None,
                 dns_servers: Vec::new(),
                 outbound_proxy: None,
+                srtp: SrtpPolicy::Off,
+                agent_srtp: SrtpPolicy::Off,
+                allow_sdes_over_plain_sip: false,
             },
             registrations: vec![],
             agent_groups: vec![],

@@ -23,6 +23,14 @@
 //! packet. A bridge holds only a weak reference to the other leg, so closing either leg ends
 //! its half of the bridge and frees its port.
 //!
+//! SRTP (`media::srtp`): a leg whose offer/answer settled SDES keys protects every packet it
+//! sends (played, or relayed into it by the bridged peer) and authenticates and decrypts every
+//! packet it receives before anything else looks at it; a packet that fails is dropped and
+//! counted ([`RtpCounts::srtp_auth_failures`]) and does not latch the peer's address. A bridge
+//! between an SRTP leg and a plain one (or two SRTP legs, each with its own keys) therefore
+//! decrypts on one side and encrypts on the other. Plain legs skip all of it: one `Option`
+//! check per packet.
+//!
 //! Every leg counts the RTP packets it sends and receives into its engine's [`RtpCounts`]
 //! (`rgsd_rtp_packets_total`), in batches: see [`COUNT_BATCH`].
 //!
@@ -44,7 +52,9 @@ use super::dtmf::{Digit, InbandDetector, TelephoneEventReceiver};
 use super::pacer::{Paced, Pacer};
 use super::ports::{PortError, PortPool, RtpSocket};
 use super::rtp::{MAX_PACKET, Relay, RtpStream, StreamFormat};
-use super::sdp::{self, AnswerError, Direction, LocalMedia, Negotiated};
+use super::sdp::{self, AnswerError, Direction, LocalMedia, MasterKey, Negotiated};
+use super::srtp::SrtpSession;
+use crate::config::model::SrtpPolicy;
 
 /// Tuning for every leg.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +90,7 @@ pub(crate) const COUNT_BATCH: u32 = 50;
 pub struct RtpCounts {
     sent: AtomicU64,
     received: AtomicU64,
+    srtp_auth_failures: AtomicU64,
 }
 
 impl RtpCounts {
@@ -93,6 +104,13 @@ impl RtpCounts {
     #[must_use]
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// SRTP packets dropped because they failed authentication or were replayed (counted at
+    /// once: they are rare, or an attack worth seeing).
+    #[must_use]
+    pub fn srtp_auth_failures(&self) -> u64 {
+        self.srtp_auth_failures.load(Ordering::Relaxed)
     }
 }
 
@@ -184,26 +202,27 @@ impl MediaEngine {
         Arc::clone(&self.counts)
     }
 
-    /// A leg answering the peer's `offer`; returns it with rgsd's SDP answer.
+    /// A leg answering the peer's `offer` under the SRTP policy `srtp`; returns it with rgsd's
+    /// SDP answer.
     ///
     /// # Errors
-    /// [`LegError::Sdp`] (reject with its status; 488 when no codec is common) or
-    /// [`LegError::Port`] (reject with 503).
-    pub async fn answer(&self, offer: &[u8]) -> Result<(Leg, String), LegError> {
+    /// [`LegError::Sdp`] (reject with its status; 488 when no codec is common or the SRTP
+    /// policy refuses the offer) or [`LegError::Port`] (reject with 503).
+    pub async fn answer(&self, offer: &[u8], srtp: SrtpPolicy) -> Result<(Leg, String), LegError> {
         let socket = self.pool.bind().await?;
-        let local = self.local_media(socket.port());
+        let local = self.local_media(socket.port(), srtp);
         let (negotiated, answer) = sdp::answer(offer, &local)?;
         Ok((self.spawn(socket, local, Some(negotiated)), answer))
     }
 
-    /// A leg for an outbound call (an agent); returns it with rgsd's SDP offer. Nothing is sent
-    /// until [`Leg::accept_answer`].
+    /// A leg for an outbound call (an agent) under the SRTP policy `srtp`; returns it with
+    /// rgsd's SDP offer. Nothing is sent until [`Leg::accept_answer`].
     ///
     /// # Errors
     /// [`LegError::Port`] when no port is free.
-    pub async fn offer(&self) -> Result<(Leg, String), LegError> {
+    pub async fn offer(&self, srtp: SrtpPolicy) -> Result<(Leg, String), LegError> {
         let socket = self.pool.bind().await?;
-        let local = self.local_media(socket.port());
+        let local = self.local_media(socket.port(), srtp);
         let offer = sdp::offer(&local);
         let leg = self.spawn(socket, local, None);
         // A fault-injection point for the tests: one relaxed load per offered leg otherwise.
@@ -215,22 +234,30 @@ impl MediaEngine {
         Ok((leg, offer))
     }
 
-    fn local_media(&self, port: u16) -> LocalMedia {
+    fn local_media(&self, port: u16, srtp: SrtpPolicy) -> LocalMedia {
         LocalMedia {
             address: self.address,
             port,
             session_id: u64::from(fastrand::u32(..)),
             session_version: 1,
             direction: Direction::SendRecv,
+            srtp,
+            // A fresh key per leg, from the OS; drawn only when the leg may speak SRTP.
+            key: if srtp == SrtpPolicy::Off {
+                MasterKey::from_bytes([0; sdp::MASTER_LEN])
+            } else {
+                MasterKey::random()
+            },
         }
     }
 
     fn spawn(&self, socket: RtpSocket, local: LocalMedia, negotiated: Option<Negotiated>) -> Leg {
-        let out = Out {
+        let mut out = Out {
             stream: RtpStream::random(),
-            remote: negotiated.as_ref().and_then(|n| n.remote),
+            remote: None,
             latched: false,
-            negotiated,
+            negotiated: None,
+            srtp: None,
             local,
             last_sent: None,
             source: Source::Idle,
@@ -238,6 +265,9 @@ impl MediaEngine {
             paced: false,
             sent_pending: 0,
         };
+        if let Some(n) = negotiated {
+            out.apply(n);
+        }
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::channel(64);
         let shared = Arc::new(Shared {
@@ -340,8 +370,16 @@ impl Paced for Shared {
                     .stream
                     .write(format.payload_type, payload, FRAME_TICKS, buf)
                 {
+                    let sealed;
+                    let packet: &[u8] = match out.srtp.as_mut() {
+                        None => &buf[..n],
+                        Some(srtp) => {
+                            sealed = srtp.protect(&buf[..n]);
+                            sealed.as_deref().unwrap_or_default()
+                        }
+                    };
                     // UDP: a full socket buffer loses the packet, as the network would.
-                    if self.socket.send_now(&buf[..n], to).is_ok() {
+                    if !packet.is_empty() && self.socket.send_now(packet, to).is_ok() {
                         count_one(&mut out.sent_pending, &self.counts.sent);
                     }
                 }
@@ -360,6 +398,8 @@ impl Paced for Shared {
 struct Out {
     stream: RtpStream,
     negotiated: Option<Negotiated>,
+    /// The SRTP contexts, when the negotiation settled SDES keys.
+    srtp: Option<SrtpSession>,
     /// Where to send: the SDP address, then the source of the peer's packets.
     remote: Option<SocketAddr>,
     /// Whether `remote` was learnt from received packets (symmetric RTP).
@@ -395,6 +435,21 @@ impl Out {
         {
             self.remote = negotiated.remote;
             self.latched = false;
+        }
+        // New keys (or none) take effect with the new negotiation; the same keys keep their
+        // contexts, so the replay window and rollover counters carry on.
+        match negotiated.srtp {
+            None => self.srtp = None,
+            Some(keys) if self.srtp.as_ref().map(SrtpSession::keys) == Some(keys) => {}
+            Some(keys) => {
+                self.srtp = SrtpSession::new(keys);
+                if self.srtp.is_none() {
+                    // Never fall back to sending in clear what should be encrypted.
+                    tracing::error!("SRTP keys refused by the cipher; the leg stays silent");
+                    self.negotiated = None;
+                    return;
+                }
+            }
         }
         self.negotiated = Some(negotiated);
     }
@@ -632,9 +687,10 @@ impl LegTask {
                     self.command(command, &mut bridge);
                 }
                 received = shared.socket.socket().recv_from(&mut rx_buf) => {
-                    let Ok((len, from)) = received else { continue };
-                    let packet = &rx_buf[..len];
-                    let Ok(reader) = RtpReader::new(packet) else { continue };
+                    let Ok((mut len, from)) = received else { continue };
+                    if RtpReader::new(&rx_buf[..len]).is_err() {
+                        continue;
+                    }
                     let now = Instant::now();
                     let negotiated = {
                         let mut out = shared.lock();
@@ -642,13 +698,25 @@ impl LegTask {
                             // Stray packets (an old call on a reused port, a spoofer).
                             continue;
                         }
-                        if !out.latched && out.negotiated.is_some() {
+                        let Some(negotiated) = out.negotiated else { continue };
+                        if let Some(srtp) = out.srtp.as_mut() {
+                            // Authenticated before it may latch the address or be heard.
+                            match srtp.unprotect(&mut rx_buf, len) {
+                                Ok(n) => len = n,
+                                Err(_) => {
+                                    shared.counts.srtp_auth_failures.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                            }
+                        }
+                        if !out.latched {
                             out.remote = Some(from);
                             out.latched = true;
                         }
-                        out.negotiated
+                        negotiated
                     };
-                    let Some(negotiated) = negotiated else { continue };
+                    let packet = &rx_buf[..len];
+                    let Ok(reader) = RtpReader::new(packet) else { continue };
                     count_one(&mut received_pending, &shared.counts.received);
                     last_rx = now;
                     timed_out = false;
@@ -680,8 +748,16 @@ impl LegTask {
                             slot => slot.insert(Relay::new(from_format, to)),
                         };
                         if let Some(n) = relay.forward(packet, &mut peer_out.stream, &mut tx_buf) {
+                            let sealed;
+                            let wire: &[u8] = match peer_out.srtp.as_mut() {
+                                None => &tx_buf[..n],
+                                Some(srtp) => {
+                                    sealed = srtp.protect(&tx_buf[..n]);
+                                    sealed.as_deref().unwrap_or_default()
+                                }
+                            };
                             // UDP: a full socket buffer loses the packet, as the network would.
-                            if peer.socket.socket().try_send_to(&tx_buf[..n], target).is_ok() {
+                            if !wire.is_empty() && peer.socket.socket().try_send_to(wire, target).is_ok() {
                                 count_one(&mut peer_out.sent_pending, &peer.counts.sent);
                             }
                             peer_out.last_sent = Some(now);
@@ -732,6 +808,7 @@ mod tests {
     use tokio::net::UdpSocket;
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const OFF: SrtpPolicy = SrtpPolicy::Off;
 
     fn engine(first_port: u16) -> (MediaEngine, PortPool) {
         let pool = PortPool::new(LOOPBACK, first_port..=first_port + 7);
@@ -800,7 +877,7 @@ mod tests {
         phone.set_nonblocking(true).unwrap();
         let port = phone.local_addr().unwrap().port();
         let (mut leg, answer) = engine
-            .answer(offer(port, "8", "").as_bytes())
+            .answer(offer(port, "8", "").as_bytes(), OFF)
             .await
             .unwrap();
         assert!(answer.contains(&format!("m=audio {} RTP/AVP 8", leg.local_port())));
@@ -867,7 +944,7 @@ mod tests {
         phone.set_nonblocking(true).unwrap();
         let port = phone.local_addr().unwrap().port();
         let (leg, _) = engine
-            .answer(offer(port, "0", "").as_bytes())
+            .answer(offer(port, "0", "").as_bytes(), OFF)
             .await
             .unwrap();
         leg.start_music(tone_clip(50)).unwrap();
@@ -897,7 +974,7 @@ mod tests {
         let phone = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
         let port = phone.local_addr().unwrap().port();
         let (leg, _) = engine
-            .answer(offer(port, "0", "").as_bytes())
+            .answer(offer(port, "0", "").as_bytes(), OFF)
             .await
             .unwrap();
         let start = Instant::now();
@@ -925,7 +1002,7 @@ mod tests {
         let sdp_port = sdp_socket.local_addr().unwrap().port();
         let extra = "a=rtpmap:101 telephone-event/8000\r\n";
         let (mut leg, _) = engine
-            .answer(offer(sdp_port, "0 101", extra).as_bytes())
+            .answer(offer(sdp_port, "0 101", extra).as_bytes(), OFF)
             .await
             .unwrap();
         leg.start_music(tone_clip(3)).unwrap();
@@ -969,7 +1046,7 @@ mod tests {
         let phone = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
         let port = phone.local_addr().unwrap().port();
         let (mut leg, _) = engine
-            .answer(offer(port, "0", "").as_bytes())
+            .answer(offer(port, "0", "").as_bytes(), OFF)
             .await
             .unwrap();
         let to_leg = SocketAddr::new(LOOPBACK, leg.local_port());
@@ -1005,10 +1082,10 @@ mod tests {
         let agent = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
         let caller_port = caller.local_addr().unwrap().port();
         let (caller_leg, _) = engine
-            .answer(offer(caller_port, "0", "").as_bytes())
+            .answer(offer(caller_port, "0", "").as_bytes(), OFF)
             .await
             .unwrap();
-        let (agent_leg, rgsd_offer) = engine.offer().await.unwrap();
+        let (agent_leg, rgsd_offer) = engine.offer(OFF).await.unwrap();
         assert!(rgsd_offer.contains("RTP/AVP 0 8 101"));
         let agent_port = agent.local_addr().unwrap().port();
         agent_leg
@@ -1112,11 +1189,14 @@ mod tests {
         let caller = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
         let agent = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
         let (caller_leg, _) = engine
-            .answer(offer(caller.local_addr().unwrap().port(), "0", "").as_bytes())
+            .answer(
+                offer(caller.local_addr().unwrap().port(), "0", "").as_bytes(),
+                OFF,
+            )
             .await
             .unwrap();
         // A clone of the engine shares the totals.
-        let (agent_leg, _) = engine.clone().offer().await.unwrap();
+        let (agent_leg, _) = engine.clone().offer(OFF).await.unwrap();
         agent_leg
             .accept_answer(offer(agent.local_addr().unwrap().port(), "0", "").as_bytes())
             .unwrap();
@@ -1155,6 +1235,97 @@ mod tests {
         assert_eq!((counts.sent(), counts.received()), (90, 60));
     }
 
+    /// The key in the first `a=crypto` line of `sdp`.
+    fn crypto_key(sdp: &str) -> MasterKey {
+        use base64::Engine as _;
+        let line = sdp.lines().find(|l| l.starts_with("a=crypto:")).unwrap();
+        let b64 = line.split("inline:").nth(1).unwrap();
+        let b64 = b64.split(['|', ' ']).next().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        MasterKey::from_bytes(bytes.try_into().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_srtp_caller_bridged_to_a_plain_agent_is_decrypted_and_encrypted() {
+        use crate::media::sdp::{CryptoSuite, MASTER_LEN, Sdes};
+        let (engine, pool) = engine(47_340);
+        let counts = engine.rtp_counts();
+        let caller = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let agent = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let caller_key = MasterKey::from_bytes([0x42; MASTER_LEN]);
+        let crypto = format!(
+            "a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:{}\r\n",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                [0x42u8; MASTER_LEN]
+            )
+        );
+        let savp =
+            offer(caller.local_addr().unwrap().port(), "0", &crypto).replace("RTP/AVP", "RTP/SAVP");
+        // Plain RTP only refuses it; required takes it.
+        assert!(matches!(
+            engine.answer(savp.as_bytes(), OFF).await,
+            Err(LegError::Sdp(AnswerError::SrtpOff))
+        ));
+        let (caller_leg, answer) = engine
+            .answer(savp.as_bytes(), SrtpPolicy::Required)
+            .await
+            .unwrap();
+        assert!(answer.contains("RTP/SAVP 0"), "{answer}");
+        assert!(answer.contains("a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:"));
+        let rgsd_key = crypto_key(&answer);
+        assert_ne!(rgsd_key, caller_key);
+        let mut phone = SrtpSession::new(Sdes {
+            suite: CryptoSuite::AesCm128HmacSha1_32,
+            ours: caller_key,
+            theirs: rgsd_key,
+        })
+        .unwrap();
+        let (agent_leg, _) = engine.offer(OFF).await.unwrap();
+        agent_leg
+            .accept_answer(offer(agent.local_addr().unwrap().port(), "0", "").as_bytes())
+            .unwrap();
+        caller_leg.bridge(&agent_leg).unwrap();
+        tokio::task::yield_now().await;
+        let to_caller_leg = SocketAddr::new(LOOPBACK, caller_leg.local_port());
+        let to_agent_leg = SocketAddr::new(LOOPBACK, agent_leg.local_port());
+        let voice = [0x11u8; 160];
+        // Caller → agent: decrypted, relayed in clear.
+        let sealed = phone
+            .protect(&rtp(0, 0xCA11, 1, 160, true, &voice))
+            .unwrap();
+        caller.send_to(&sealed, to_caller_leg).await.unwrap();
+        let (bytes, _) = recv(&agent).await.expect("relayed to the agent");
+        assert_eq!(RtpReader::new(&bytes).unwrap().payload(), &voice[..]);
+        // A tampered packet and a replay are dropped and counted, not relayed.
+        let mut tampered = phone
+            .protect(&rtp(0, 0xCA11, 2, 320, false, &voice))
+            .unwrap()
+            .to_vec();
+        tampered[20] ^= 0x80;
+        caller.send_to(&tampered, to_caller_leg).await.unwrap();
+        caller.send_to(&sealed, to_caller_leg).await.unwrap();
+        assert!(recv(&agent).await.is_none(), "nothing relayed");
+        assert_eq!(counts.srtp_auth_failures(), 2);
+        // Agent → caller: encrypted with rgsd's key.
+        let reply = [0x22u8; 160];
+        agent
+            .send_to(&rtp(0, 0xA6E7, 5, 800, true, &reply), to_agent_leg)
+            .await
+            .unwrap();
+        let (bytes, _) = recv(&caller).await.expect("relayed to the caller");
+        assert!(!bytes.windows(32).any(|w| w == [0x22; 32]), "sent in clear");
+        let mut buf = [0u8; MAX_PACKET];
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        let n = phone.unprotect(&mut buf, bytes.len()).unwrap();
+        assert_eq!(RtpReader::new(&buf[..n]).unwrap().payload(), &reply[..]);
+        agent_leg.close().await;
+        caller_leg.close().await;
+        assert_eq!(pool.available(), pool.size());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silence_from_the_peer_raises_media_timeout() {
         let pool = PortPool::new(LOOPBACK, 47_300..=47_303);
@@ -1162,12 +1333,15 @@ mod tests {
             rtp_timeout: Some(Duration::from_secs(5)),
         };
         let engine = MediaEngine::new(pool, LOOPBACK, options);
-        let (mut leg, _) = engine.answer(offer(9, "0", "").as_bytes()).await.unwrap();
+        let (mut leg, _) = engine
+            .answer(offer(9, "0", "").as_bytes(), OFF)
+            .await
+            .unwrap();
         let start = Instant::now();
         assert_eq!(leg.next_event().await, Some(LegEvent::MediaTimeout));
         assert_eq!(Instant::now() - start, Duration::from_secs(5));
         assert!(matches!(
-            engine.answer(offer(9, "18", "").as_bytes()).await,
+            engine.answer(offer(9, "18", "").as_bytes(), OFF).await,
             Err(LegError::Sdp(e)) if e.sip_status() == 488
         ));
     }

@@ -21,6 +21,7 @@ mod pacer;
 pub(crate) mod ports;
 pub(crate) mod rtp;
 mod sdp;
+mod srtp;
 pub(crate) mod tts;
 pub(crate) mod wav;
 

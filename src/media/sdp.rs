@@ -8,6 +8,14 @@
 //!   [`AnswerError::NoCommonCodec`], which the SIP layer turns into 488.
 //! - [`offer`] and [`apply_answer`]: rgsd's own offer (outbound agent legs) and the peer's answer.
 //!
+//! SRTP (RFC 3711) keyed by SDES (RFC 4568, `a=crypto`): each leg has a [`SrtpPolicy`]
+//! (README, "SRTP"). An answer takes the offer's first `a=crypto` line with a suite rgsd speaks
+//! ([`CryptoSuite`]) and answers it with the same tag and rgsd's own key; an offer lists both
+//! suites. `off` answers plain RTP only (an offer with only RTP/SAVP gets 488), `offer` answers
+//! in kind and offers RTP/AVP with `a=crypto` (best effort), `required` refuses a stream without
+//! a usable `a=crypto` line (488) and offers RTP/SAVP. Keys never reach a log: [`MasterKey`]
+//! prints as `***` and [`redact`] hides `inline:` keys in any SDP text.
+//!
 //! Hold: `a=sendonly`/`a=inactive` from the peer, or the old-style `c=0.0.0.0`, mean rgsd must
 //! not send; [`Negotiated::direction`] says what rgsd may do, from rgsd's side.
 //!
@@ -20,7 +28,11 @@ use ::sdp::description::common::{Address, Attribute, ConnectionInformation};
 use ::sdp::description::media::{MediaDescription, MediaName, RangedPort};
 use ::sdp::description::session::{Origin, SessionDescription, TimeDescription, Timing};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
 use super::codec::Codec;
+use crate::config::model::SrtpPolicy;
 
 /// The payload type rgsd offers for telephone-event.
 pub(super) const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
@@ -81,6 +93,170 @@ impl Direction {
     }
 }
 
+/// An SRTP crypto suite rgsd speaks (RFC 4568 §6.2). Both use AES-128 in counter mode and a
+/// 30-byte master key and salt; they differ in the length of the HMAC-SHA1 tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptoSuite {
+    /// `AES_CM_128_HMAC_SHA1_80`: 80-bit authentication tag.
+    AesCm128HmacSha1_80,
+    /// `AES_CM_128_HMAC_SHA1_32`: 32-bit authentication tag.
+    AesCm128HmacSha1_32,
+}
+
+impl CryptoSuite {
+    /// In the order rgsd offers them.
+    pub(super) const ALL: [Self; 2] = [Self::AesCm128HmacSha1_80, Self::AesCm128HmacSha1_32];
+
+    /// The name in `a=crypto`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+            Self::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Length of an SDES master key and salt for the AES-128 suites: 16 + 14 bytes.
+pub(super) const MASTER_LEN: usize = 30;
+
+/// An SRTP master key and salt (16 + 14 bytes), as carried in `inline:`. Never printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MasterKey([u8; MASTER_LEN]);
+
+impl MasterKey {
+    /// A fresh key from the operating system's random number generator.
+    ///
+    /// # Panics
+    /// When the OS has no randomness to give (no key is better than a weak one).
+    #[must_use]
+    pub fn random() -> Self {
+        let mut key = [0u8; MASTER_LEN];
+        getrandom::fill(&mut key).expect("the OS random number generator failed");
+        Self(key)
+    }
+
+    /// A key from its bytes (tests, and the SRTP context).
+    #[must_use]
+    pub const fn from_bytes(bytes: [u8; MASTER_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 16-byte master key.
+    #[must_use]
+    pub fn key(&self) -> &[u8] {
+        &self.0[..16]
+    }
+
+    /// The 14-byte master salt.
+    #[must_use]
+    pub fn salt(&self) -> &[u8] {
+        &self.0[16..]
+    }
+
+    fn inline(&self) -> String {
+        BASE64.encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(***)")
+    }
+}
+
+/// The SDES keys settled for one stream: what rgsd encrypts with and what the peer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sdes {
+    pub suite: CryptoSuite,
+    /// rgsd's key: protects what rgsd sends.
+    pub ours: MasterKey,
+    /// The peer's key: authenticates and decrypts what rgsd receives.
+    pub theirs: MasterKey,
+}
+
+/// `text` with every `inline:` key replaced by `***`, for logs.
+#[must_use]
+pub(super) fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    const INLINE: &str = "inline:";
+    if !text.contains(INLINE) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(INLINE) {
+        let (head, tail) = rest.split_at(at + INLINE.len());
+        out.push_str(head);
+        out.push_str("***");
+        // The key runs to the lifetime/MKI separator, a space or the end of the line.
+        let end = tail
+            .find(|c: char| c == '|' || c == ';' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// One `a=crypto` line rgsd can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Crypto {
+    tag: u32,
+    suite: CryptoSuite,
+    key: MasterKey,
+}
+
+/// Parses `<tag> <suite> inline:<key||salt>[|lifetime] [WSH=n]` (RFC 4568 §9.1). Lines rgsd
+/// cannot honour give `None`: an unknown suite, a key of the wrong length, several keys or an
+/// MKI, or a session parameter other than the replay window (e.g. `UNENCRYPTED_SRTP`).
+fn parse_crypto(value: &str) -> Option<Crypto> {
+    let mut parts = value.split_ascii_whitespace();
+    let tag = parts.next()?;
+    if tag.is_empty() || tag.len() > 9 || !tag.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let tag = tag.parse().ok()?;
+    let suite = CryptoSuite::from_name(parts.next()?)?;
+    let key_params = parts.next()?;
+    if parts.any(|p| !p.starts_with("WSH=")) || key_params.contains(';') {
+        return None;
+    }
+    let mut fields = key_params.strip_prefix("inline:")?.split('|');
+    let key = BASE64.decode(fields.next()?).ok()?;
+    for field in fields {
+        // A lifetime (`2^31`, `1048576`) is fine; an MKI (`1:4`) is not supported.
+        if field.contains(':') {
+            return None;
+        }
+    }
+    let key: [u8; MASTER_LEN] = key.try_into().ok()?;
+    Some(Crypto {
+        tag,
+        suite,
+        key: MasterKey(key),
+    })
+}
+
+/// The first usable `a=crypto` line of `media`, in the peer's order of preference.
+fn first_crypto(media: &MediaDescription) -> Option<Crypto> {
+    media
+        .attributes
+        .iter()
+        .filter(|a| a.key == "crypto")
+        .find_map(|a| parse_crypto(a.value.as_deref()?))
+}
+
+fn crypto_attribute(tag: u32, suite: CryptoSuite, key: &MasterKey) -> Attribute {
+    attribute(
+        "crypto",
+        Some(format!("{tag} {} inline:{}", suite.name(), key.inline())),
+    )
+}
+
 /// rgsd's end of the stream, written into the SDP it sends.
 #[derive(Debug, Clone)]
 pub(super) struct LocalMedia {
@@ -94,6 +270,10 @@ pub(super) struct LocalMedia {
     pub session_version: u64,
     /// What rgsd wants (sendrecv normally; sendonly to put the peer on hold).
     pub direction: Direction,
+    /// Whether this leg speaks SRTP.
+    pub srtp: SrtpPolicy,
+    /// rgsd's SRTP key for this leg (used only when SRTP is settled).
+    pub key: MasterKey,
 }
 
 /// What offer/answer settled for the stream: everything the leg needs to send and receive.
@@ -110,13 +290,15 @@ pub struct Negotiated {
     pub direction: Direction,
     /// The peer's `a=ptime` in milliseconds, if any (rgsd always sends 20 ms).
     pub ptime: Option<u32>,
+    /// SRTP keys, when the stream is SRTP.
+    pub srtp: Option<Sdes>,
 }
 
 /// Why an offer cannot be answered, or an answer cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
     /// Not UTF-8, or not SDP.
-    #[error("malformed SDP: {0}")]
+    #[error("malformed SDP: {}", redact(&.0.to_string()))]
     Malformed(#[from] ::sdp::Error),
     /// The body is not UTF-8 text.
     #[error("SDP is not UTF-8")]
@@ -130,6 +312,14 @@ pub enum AnswerError {
     /// A `c=` line rgsd cannot send to (missing, or a host name instead of an address).
     #[error("unusable connection address {0:?}")]
     Address(Option<String>),
+    /// SRTP is required (`srtp = "required"`) and the stream has no usable `a=crypto` line.
+    #[error(
+        "SRTP required: no usable a=crypto line (rgsd speaks AES_CM_128_HMAC_SHA1_80 and _32 with inline keys)"
+    )]
+    SrtpRequired,
+    /// Only RTP/SAVP was offered and this leg's `srtp` is `off`.
+    #[error("SRTP (RTP/SAVP) offered but srtp = \"off\"")]
+    SrtpOff,
 }
 
 impl AnswerError {
@@ -138,7 +328,11 @@ impl AnswerError {
     pub const fn sip_status(&self) -> u16 {
         match self {
             Self::Malformed(_) | Self::NotUtf8 => 400,
-            Self::NoAudio | Self::NoCommonCodec | Self::Address(_) => 488,
+            Self::NoAudio
+            | Self::NoCommonCodec
+            | Self::Address(_)
+            | Self::SrtpRequired
+            | Self::SrtpOff => 488,
         }
     }
 }
@@ -334,6 +528,36 @@ fn session(local: &LocalMedia, media: Vec<MediaDescription>) -> SessionDescripti
     }
 }
 
+/// `Some(false)` for `RTP/AVP`, `Some(true)` for `RTP/SAVP`, `None` for anything else (DTLS,
+/// feedback profiles, non-RTP streams).
+fn secure_profile(protos: &[String]) -> Option<bool> {
+    match protos {
+        [rtp, avp] if rtp == "RTP" && avp == "AVP" => Some(false),
+        [rtp, savp] if rtp == "RTP" && savp == "SAVP" => Some(true),
+        _ => None,
+    }
+}
+
+/// How an offered stream is keyed under the leg's policy: `None` plain RTP, `Some` SRTP with
+/// the peer's crypto line; `Err` when the policy refuses it.
+fn keying(
+    media: &MediaDescription,
+    savp: bool,
+    policy: SrtpPolicy,
+) -> Result<Option<Crypto>, AnswerError> {
+    match (policy, savp) {
+        (SrtpPolicy::Off, false) => Ok(None),
+        (SrtpPolicy::Off, true) => Err(AnswerError::SrtpOff),
+        // Best effort: RTP/AVP with a=crypto is SRTP, without is plain.
+        (SrtpPolicy::Offer, false) => Ok(first_crypto(media)),
+        (SrtpPolicy::Offer | SrtpPolicy::Required, true) | (SrtpPolicy::Required, false) => {
+            first_crypto(media)
+                .map(Some)
+                .ok_or(AnswerError::SrtpRequired)
+        }
+    }
+}
+
 /// Answers `offer` (an SDP body): picks the stream and codec, and writes rgsd's answer.
 ///
 /// # Errors
@@ -345,6 +569,7 @@ pub(super) fn answer(
     let offer = parse(offer)?;
     let mut chosen: Option<Negotiated> = None;
     let mut saw_audio = false;
+    let mut refusal: Option<AnswerError> = None;
     let mut lines = Vec::with_capacity(offer.media_descriptions.len());
     for media in &offer.media_descriptions {
         let protos = media.media_name.protos.clone();
@@ -353,10 +578,12 @@ pub(super) fn answer(
             let formats = media.media_name.formats.iter().take(1).cloned().collect();
             media_line(&media.media_name.media, 0, formats, vec![], protos.clone())
         };
-        let is_rtp_audio = media.media_name.media == "audio"
-            && protos.first().is_some_and(|p| p == "RTP")
-            && protos.get(1).is_some_and(|p| p == "AVP");
-        if chosen.is_some() || !is_rtp_audio || media.media_name.port.value == 0 {
+        let profile = secure_profile(&protos).filter(|_| media.media_name.media == "audio");
+        let Some(savp) = profile else {
+            lines.push(rejected());
+            continue;
+        };
+        if chosen.is_some() || media.media_name.port.value == 0 {
             lines.push(rejected());
             continue;
         }
@@ -364,6 +591,14 @@ pub(super) fn answer(
         let Some(usable) = usable(media) else {
             lines.push(rejected());
             continue;
+        };
+        let crypto = match keying(media, savp, local.srtp) {
+            Ok(crypto) => crypto,
+            Err(e) => {
+                refusal.get_or_insert(e);
+                lines.push(rejected());
+                continue;
+            }
         };
         let remote = remote_of(media, &offer)?;
         let theirs = direction_of(media, &offer);
@@ -391,6 +626,10 @@ pub(super) fn answer(
             ));
             attributes.push(attribute("fmtp", Some(format!("{te} 0-15"))));
         }
+        if let Some(c) = crypto {
+            // The offer's tag and suite, rgsd's own key (RFC 4568 §7.1.2).
+            attributes.push(crypto_attribute(c.tag, c.suite, &local.key));
+        }
         attributes.push(attribute("ptime", Some("20".to_owned())));
         attributes.push(attribute(direction.attribute(), None));
         lines.push(media_line("audio", local.port, formats, attributes, protos));
@@ -401,30 +640,48 @@ pub(super) fn answer(
             telephone_event: usable.telephone_event,
             direction,
             ptime: ptime_of(media),
+            srtp: crypto.map(|c| Sdes {
+                suite: c.suite,
+                ours: local.key,
+                theirs: c.key,
+            }),
         });
     }
-    let negotiated = chosen.ok_or(if saw_audio {
-        AnswerError::NoCommonCodec
-    } else {
-        AnswerError::NoAudio
-    })?;
+    let negotiated = match (chosen, refusal) {
+        (Some(n), _) => n,
+        (None, Some(refusal)) => return Err(refusal),
+        (None, None) if saw_audio => return Err(AnswerError::NoCommonCodec),
+        (None, None) => return Err(AnswerError::NoAudio),
+    };
     Ok((negotiated, session(local, lines).marshal()))
 }
 
-/// rgsd's offer: one audio stream with PCMU, PCMA and telephone-event, in that order.
+/// rgsd's offer: one audio stream with PCMU, PCMA and telephone-event, in that order; with
+/// SRTP, both suites (tags 1 and 2) keyed with the leg's key, as RTP/SAVP when required and
+/// as RTP/AVP (best effort) otherwise.
 #[must_use]
 pub(super) fn offer(local: &LocalMedia) -> String {
     let te = TELEPHONE_EVENT_PAYLOAD_TYPE;
-    let attributes = vec![
+    let mut attributes = vec![
         attribute("rtpmap", Some("0 PCMU/8000".to_owned())),
         attribute("rtpmap", Some("8 PCMA/8000".to_owned())),
         attribute("rtpmap", Some(format!("{te} telephone-event/8000"))),
         attribute("fmtp", Some(format!("{te} 0-15"))),
-        attribute("ptime", Some("20".to_owned())),
-        attribute(local.direction.attribute(), None),
     ];
+    if local.srtp != SrtpPolicy::Off {
+        for (tag, suite) in (1..).zip(CryptoSuite::ALL) {
+            attributes.push(crypto_attribute(tag, suite, &local.key));
+        }
+    }
+    attributes.push(attribute("ptime", Some("20".to_owned())));
+    attributes.push(attribute(local.direction.attribute(), None));
     let formats = vec!["0".to_owned(), "8".to_owned(), te.to_string()];
-    let protos = vec!["RTP".to_owned(), "AVP".to_owned()];
+    let profile = if local.srtp == SrtpPolicy::Required {
+        "SAVP"
+    } else {
+        "AVP"
+    };
+    let protos = vec!["RTP".to_owned(), profile.to_owned()];
     session(
         local,
         vec![media_line("audio", local.port, formats, attributes, protos)],
@@ -432,10 +689,28 @@ pub(super) fn offer(local: &LocalMedia) -> String {
     .marshal()
 }
 
+/// The peer's answer to rgsd's crypto lines: its key for one of the tags rgsd offered, with
+/// that tag's suite.
+fn answered_crypto(media: &MediaDescription) -> Option<Crypto> {
+    media
+        .attributes
+        .iter()
+        .filter(|a| a.key == "crypto")
+        .filter_map(|a| parse_crypto(a.value.as_deref()?))
+        .find(|c| {
+            usize::try_from(c.tag)
+                .ok()
+                .and_then(|tag| tag.checked_sub(1))
+                .and_then(|i| CryptoSuite::ALL.get(i))
+                == Some(&c.suite)
+        })
+}
+
 /// Reads the peer's answer to rgsd's [`offer`] (made with `local`).
 ///
 /// # Errors
-/// [`AnswerError`] when the answer has no usable audio stream.
+/// [`AnswerError`] when the answer has no usable audio stream, or no usable key when SRTP is
+/// required (or answered with RTP/SAVP).
 pub(super) fn apply_answer(answer: &[u8], local: &LocalMedia) -> Result<Negotiated, AnswerError> {
     let answer = parse(answer)?;
     let media = answer
@@ -444,6 +719,15 @@ pub(super) fn apply_answer(answer: &[u8], local: &LocalMedia) -> Result<Negotiat
         .find(|m| m.media_name.media == "audio")
         .ok_or(AnswerError::NoAudio)?;
     let usable = usable(media).ok_or(AnswerError::NoCommonCodec)?;
+    let savp = secure_profile(&media.media_name.protos) == Some(true);
+    let crypto = match local.srtp {
+        SrtpPolicy::Off if savp => return Err(AnswerError::SrtpOff),
+        SrtpPolicy::Off => None,
+        SrtpPolicy::Offer | SrtpPolicy::Required => answered_crypto(media),
+    };
+    if crypto.is_none() && (savp || local.srtp == SrtpPolicy::Required) {
+        return Err(AnswerError::SrtpRequired);
+    }
     let remote = remote_of(media, &answer)?;
     let theirs = direction_of(media, &answer);
     let theirs = if remote.is_none() {
@@ -458,6 +742,11 @@ pub(super) fn apply_answer(answer: &[u8], local: &LocalMedia) -> Result<Negotiat
         telephone_event: usable.telephone_event,
         direction: theirs.reversed().and(local.direction),
         ptime: ptime_of(media),
+        srtp: crypto.map(|c| Sdes {
+            suite: c.suite,
+            ours: local.key,
+            theirs: c.key,
+        }),
     })
 }
 
@@ -472,6 +761,8 @@ mod tests {
             session_id: 7,
             session_version: 1,
             direction: Direction::SendRecv,
+            srtp: SrtpPolicy::Off,
+            key: MasterKey::from_bytes([7; MASTER_LEN]),
         }
     }
 
@@ -619,5 +910,192 @@ mod tests {
                 .sip_status(),
             488
         );
+    }
+
+    const KEY_B64: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIz"; // "ABC…Z0123": 30 bytes
+
+    fn with_policy(srtp: SrtpPolicy) -> LocalMedia {
+        LocalMedia { srtp, ..local() }
+    }
+
+    #[test]
+    fn crypto_lines_parse_and_unusable_ones_are_skipped() {
+        let c = parse_crypto(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64}")).unwrap();
+        assert_eq!((c.tag, c.suite), (1, CryptoSuite::AesCm128HmacSha1_80));
+        assert_eq!(c.key.key(), b"ABCDEFGHIJKLMNOP");
+        assert_eq!(c.key.salt(), b"QRSTUVWXYZ0123");
+        // A lifetime and a replay window are fine.
+        let c = parse_crypto(&format!(
+            "7 AES_CM_128_HMAC_SHA1_32 inline:{KEY_B64}|2^31 WSH=64"
+        ))
+        .unwrap();
+        assert_eq!((c.tag, c.suite), (7, CryptoSuite::AesCm128HmacSha1_32));
+        for bad in [
+            format!("1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_B64}"), // suite rgsd lacks
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64}|2^20|1:4"), // MKI
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64};inline:{KEY_B64}"), // two keys
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64} UNENCRYPTED_SRTP"),
+            "1 AES_CM_128_HMAC_SHA1_80 inline:QUJD".to_owned(), // 3 bytes
+            "1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!".to_owned(),
+            format!("x AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64}"),
+            format!("1 AES_CM_128_HMAC_SHA1_80 {KEY_B64}"),
+            "1 AES_CM_128_HMAC_SHA1_80".to_owned(),
+        ] {
+            assert!(parse_crypto(&bad).is_none(), "{bad}");
+        }
+    }
+
+    /// (policy, profile, crypto lines) → the settled suite, or the refusal's status.
+    #[test]
+    fn policy_table_for_offers() {
+        let good = format!("a=crypto:5 AES_CM_128_HMAC_SHA1_32 inline:{KEY_B64}\r\n");
+        let unknown = format!("a=crypto:1 F8_128_HMAC_SHA1_80 inline:{KEY_B64}\r\n");
+        let both = format!("{unknown}{good}");
+        type Row<'a> = (SrtpPolicy, &'a str, &'a str, Result<bool, u16>);
+        let rows: [Row<'_>; 13] = [
+            (SrtpPolicy::Off, "AVP", "", Ok(false)),
+            (SrtpPolicy::Off, "AVP", &good, Ok(false)), // crypto ignored: plain answer
+            (SrtpPolicy::Off, "SAVP", &good, Err(488)),
+            (SrtpPolicy::Offer, "AVP", "", Ok(false)),
+            (SrtpPolicy::Offer, "AVP", &good, Ok(true)),
+            (SrtpPolicy::Offer, "SAVP", &good, Ok(true)),
+            (SrtpPolicy::Offer, "SAVP", "", Err(488)),
+            (SrtpPolicy::Offer, "SAVP", &unknown, Err(488)),
+            (SrtpPolicy::Required, "AVP", "", Err(488)),
+            (SrtpPolicy::Required, "AVP", &good, Ok(true)),
+            (SrtpPolicy::Required, "SAVP", &both, Ok(true)), // first *supported* suite
+            (SrtpPolicy::Required, "SAVP", "", Err(488)),
+            (SrtpPolicy::Required, "SAVP", &unknown, Err(488)),
+        ];
+        for (policy, profile, crypto, want) in rows {
+            let offer = sdp(&format!("m=audio 5004 RTP/{profile} 0\r\n{crypto}"));
+            let local = with_policy(policy);
+            let got = answer(offer.as_bytes(), &local);
+            let case = format!("{policy:?} RTP/{profile} {}", redact(crypto));
+            match (got, want) {
+                (Ok((n, text)), Ok(true)) => {
+                    let keys = n.srtp.expect(&case);
+                    assert_eq!(keys.suite, CryptoSuite::AesCm128HmacSha1_32, "{case}");
+                    assert_eq!(keys.ours, local.key, "{case}");
+                    assert_eq!(keys.theirs.key(), b"ABCDEFGHIJKLMNOP", "{case}");
+                    assert!(
+                        text.contains(&format!("m=audio 40000 RTP/{profile} 0\r\n")),
+                        "{case}"
+                    );
+                    // Answered with the offer's tag and suite and rgsd's own key.
+                    let ours = format!(
+                        "a=crypto:5 AES_CM_128_HMAC_SHA1_32 inline:{}\r\n",
+                        local.key.inline()
+                    );
+                    assert!(text.contains(&ours), "{case}: {text}");
+                    assert!(!text.contains(KEY_B64), "{case}: the peer's key echoed");
+                }
+                (Ok((n, text)), Ok(false)) => {
+                    assert!(n.srtp.is_none(), "{case}");
+                    assert!(!text.contains("a=crypto"), "{case}");
+                    assert!(text.contains("RTP/AVP 0\r\n"), "{case}");
+                }
+                (Err(e), Err(status)) => assert_eq!(e.sip_status(), status, "{case}: {e}"),
+                (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_srtp_line_and_a_plain_line_pick_by_policy() {
+        let offer = sdp(&format!(
+            "m=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64}\r\nm=audio 5006 RTP/AVP 0\r\n"
+        ));
+        let (n, text) = answer(offer.as_bytes(), &local()).unwrap();
+        assert_eq!(n.remote, Some("198.51.100.7:5006".parse().unwrap()));
+        assert!(n.srtp.is_none());
+        assert!(text.contains("m=audio 0 RTP/SAVP 0\r\n"), "{text}");
+        let (n, text) = answer(offer.as_bytes(), &with_policy(SrtpPolicy::Offer)).unwrap();
+        assert_eq!(n.remote, Some("198.51.100.7:5004".parse().unwrap()));
+        assert!(n.srtp.is_some());
+        assert!(text.contains("m=audio 0 RTP/AVP 0\r\n"), "{text}");
+    }
+
+    #[test]
+    fn offers_both_suites_and_reads_the_answered_key() {
+        assert!(!offer(&local()).contains("a=crypto"));
+        for (policy, profile) in [(SrtpPolicy::Offer, "AVP"), (SrtpPolicy::Required, "SAVP")] {
+            let local = with_policy(policy);
+            let text = offer(&local);
+            assert!(text.contains(&format!("m=audio 40000 RTP/{profile} 0 8 101\r\n")));
+            let inline = local.key.inline();
+            assert!(text.contains(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{inline}\r\n"
+            )));
+            assert!(text.contains(&format!(
+                "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{inline}\r\n"
+            )));
+            // The peer picks tag 2.
+            let reply = sdp(&format!(
+                "m=audio 7000 RTP/{profile} 0\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_B64}\r\n"
+            ));
+            let keys = apply_answer(reply.as_bytes(), &local)
+                .unwrap()
+                .srtp
+                .unwrap();
+            assert_eq!(keys.suite, CryptoSuite::AesCm128HmacSha1_32);
+            assert_eq!(
+                (keys.ours, keys.theirs.salt()),
+                (local.key, &b"QRSTUVWXYZ0123"[..])
+            );
+            // A tag rgsd did not offer with that suite is no answer.
+            let wrong = sdp(&format!(
+                "m=audio 7000 RTP/{profile} 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_B64}\r\n"
+            ));
+            let plain = sdp("m=audio 7000 RTP/AVP 0\r\n");
+            if policy == SrtpPolicy::Required {
+                assert!(matches!(
+                    apply_answer(wrong.as_bytes(), &local),
+                    Err(AnswerError::SrtpRequired)
+                ));
+                assert!(matches!(
+                    apply_answer(plain.as_bytes(), &local),
+                    Err(AnswerError::SrtpRequired)
+                ));
+            } else {
+                // RTP/AVP with no key rgsd offered: plain; RTP/SAVP: unusable.
+                assert!(
+                    apply_answer(wrong.as_bytes(), &local)
+                        .unwrap()
+                        .srtp
+                        .is_none()
+                );
+                let wrong_savp = wrong.replace("RTP/AVP", "RTP/SAVP");
+                assert!(matches!(
+                    apply_answer(wrong_savp.as_bytes(), &local),
+                    Err(AnswerError::SrtpRequired)
+                ));
+                // Best effort: a plain answer is plain RTP.
+                assert!(
+                    apply_answer(plain.as_bytes(), &local)
+                        .unwrap()
+                        .srtp
+                        .is_none()
+                );
+            }
+        }
+        // Offered plain, answered RTP/SAVP: unusable.
+        let savp = sdp("m=audio 7000 RTP/SAVP 0\r\n");
+        assert!(matches!(
+            apply_answer(savp.as_bytes(), &local()),
+            Err(AnswerError::SrtpOff)
+        ));
+    }
+
+    #[test]
+    fn keys_are_redacted_and_fresh() {
+        let line = format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64}|2^20\r\nm=x");
+        assert_eq!(
+            redact(&line),
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:***|2^20\r\nm=x"
+        );
+        assert_eq!(redact("no keys"), "no keys");
+        assert!(!format!("{:?}", local()).contains(&local().key.inline()));
+        assert_ne!(MasterKey::random(), MasterKey::random());
     }
 }

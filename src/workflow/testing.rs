@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use crate::config::model::{
     ActionTarget, AgentGroup, AgentGroupId, CallAction, Config, DatabaseUrl, Overflow,
     OverflowCandidate, Participation, Prompt, PromptId, PromptSource, Queue, QueueId, QueueTimeout,
-    RoutingMethod, Server, SipUri, Workflow, WorkflowId, WorkflowKind,
+    RoutingMethod, Server, SipUri, SrtpPolicy, Workflow, WorkflowId, WorkflowKind,
 };
 
 /// An arbitrary base for simulated monotonic time. Nothing depends on its value; every test
@@ -48,6 +48,9 @@ pub(crate) fn config() -> Config {
             sip_rate_limit: None,
             dns_servers: Vec::new(),
             outbound_proxy: None,
+            srtp: SrtpPolicy::Off,
+            agent_srtp: SrtpPolicy::Off,
+            allow_sdes_over_plain_sip: false,
         },
         registrations: vec![],
         agent_groups: vec![],
@@ -150,6 +153,7 @@ pub(crate) fn add_workflow(
         on_holiday: None,
         managers: vec![],
         questions: vec![],
+        srtp: None,
     });
     WorkflowId(u32::try_from(n).unwrap())
 }

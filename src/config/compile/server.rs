@@ -147,6 +147,14 @@ impl Compiler<'_> {
             None => Some(None),
             Some(p) => self.outbound_proxy(p).map(Some),
         };
+        let srtp = match &s.srtp {
+            None => Some(SrtpPolicy::Off),
+            Some(p) => self.srtp_policy(p, "server.srtp"),
+        };
+        let agent_srtp = match &s.agent_srtp {
+            None => srtp,
+            Some(p) => self.srtp_policy(p, "server.agent_srtp"),
+        };
 
         Some(Server {
             sip_listen: sip_listen?,
@@ -162,7 +170,68 @@ impl Compiler<'_> {
             sip_rate_limit: sip_rate_limit?,
             dns_servers: dns_servers?,
             outbound_proxy: outbound_proxy?,
+            srtp: srtp?,
+            agent_srtp: agent_srtp?,
+            allow_sdes_over_plain_sip: s.allow_sdes_over_plain_sip.unwrap_or(false),
         })
+    }
+
+    /// `srtp = "off" | "offer" | "required"`.
+    pub(super) fn srtp_policy(&mut self, raw: &SString, key: &str) -> Option<SrtpPolicy> {
+        match raw.get_ref().trim() {
+            "off" => Some(SrtpPolicy::Off),
+            "offer" => Some(SrtpPolicy::Offer),
+            "required" => Some(SrtpPolicy::Required),
+            other => {
+                self.error(
+                    &raw.span(),
+                    key,
+                    format!(
+                        "unknown SRTP policy \"{other}\"; use \"off\", \"offer\" or \"required\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// SDES (RFC 4568) puts the SRTP keys in the SDP: over plain UDP or TCP anyone on the path
+    /// reads them. Offering SRTP needs a TLS listener unless `allow_sdes_over_plain_sip`.
+    pub(super) fn sdes_needs_tls(&mut self, raw: &RawConfig, server: &Server) {
+        if server.allow_sdes_over_plain_sip
+            || server
+                .sip_listen
+                .iter()
+                .any(|l| !matches!(l.transport, Transport::Udp | Transport::Tcp))
+        {
+            return;
+        }
+        let Some(raw_server) = &raw.server else {
+            return;
+        };
+        let s = raw_server.get_ref();
+        let mut keys: Vec<(Range<usize>, String)> = Vec::new();
+        for (word, key) in [(&s.srtp, "srtp"), (&s.agent_srtp, "agent_srtp")] {
+            if let Some(w) = word
+                && w.get_ref().trim() != "off"
+            {
+                keys.push((w.span(), format!("server.{key}")));
+            }
+        }
+        for (i, w) in raw.workflow.iter().enumerate() {
+            if let Some(p) = &w.get_ref().srtp
+                && p.get_ref().trim() != "off"
+            {
+                keys.push((p.span(), format!("workflow[{i}].srtp")));
+            }
+        }
+        for (span, key) in keys {
+            self.error(
+                &span,
+                &key,
+                "SDES puts the SRTP keys in the SIP message, readable by anyone on the path without TLS: add a tls: listener to sip_listen, or set allow_sdes_over_plain_sip = true in [server] if the SIP path is otherwise protected",
+            );
+        }
     }
 
     /// `outbound_proxy = "sip:proxy.example.com"`: a SIP URI whose `;transport=` (if any) is
