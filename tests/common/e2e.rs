@@ -279,6 +279,8 @@ pub struct Ua {
     pub seq: u16,
     /// Every SIP message received, for failure messages.
     pub log: String,
+    /// rgsd's SDP answer (the body of its 200).
+    pub answer_sdp: String,
 }
 
 pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
@@ -307,6 +309,7 @@ impl Ua {
             target: String::new(),
             seq: 0,
             log: String::new(),
+            answer_sdp: String::new(),
         }
     }
 
@@ -360,11 +363,23 @@ impl Ua {
 
     /// INVITEs `uri`; returns the final status (ACKing a 200; the endpoint ACKs failures).
     pub fn call_status(&mut self, uri: &str) -> u16 {
+        let sdp = self.sdp("RTP/AVP", "");
+        self.call_with_sdp(uri, &sdp)
+    }
+
+    /// The UA's SDP offer: PCMU and telephone-event on its RTP port, with `profile`
+    /// (`RTP/AVP`, `RTP/SAVP`) and `extra` attribute lines.
+    pub fn sdp(&self, profile: &str, extra: &str) -> String {
         let rtp_port = self.rtp.local_addr().unwrap().port();
-        let sdp = format!(
-            "v=0\r\no=ua 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
-        );
-        let invite = self.request("INVITE", uri, 1, &sdp, true);
+        format!(
+            "v=0\r\no=ua 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} {profile} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n{extra}"
+        )
+    }
+
+    /// INVITEs `uri` with `sdp`; returns the final status (ACKing a 200, whose body is kept in
+    /// [`Ua::answer_sdp`]).
+    pub fn call_with_sdp(&mut self, uri: &str, sdp: &str) -> u16 {
+        let invite = self.request("INVITE", uri, 1, sdp, true);
         self.send(&invite);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -389,6 +404,7 @@ impl Ua {
                 .map(|c| c.trim_matches(['<', '>']).to_owned())
                 .unwrap_or_else(|| uri.to_owned());
             let body = msg.split("\r\n\r\n").nth(1).unwrap_or_default();
+            body.clone_into(&mut self.answer_sdp);
             let ip = body
                 .lines()
                 .find_map(|l| l.strip_prefix("c=IN IP4 "))
