@@ -196,3 +196,53 @@ fn a_baresip_rfc4733_key_2_lands_the_call_with_the_second_queues_agent() {
         billing.log()
     );
 }
+
+/// baresip's `srtp` module with `;mediaenc=srtp-mand` as caller and as agent, rgsd with
+/// `srtp = "required"` on every leg: SDES keys both ways, and each side's recording still shows
+/// the other's tone (rgsd decrypts one leg and encrypts into the other).
+#[test]
+fn baresip_srtp_caller_and_agent_hear_each_other_with_srtp_required() {
+    let Some(bin) = require("baresip") else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let srtp_module = "module\t\t\tsrtp.so\n";
+    let mut agent = Baresip::start(
+        &bin,
+        scratch.path(),
+        "agent0",
+        "<sip:agent0@127.0.0.1>;regint=0;answermode=auto;mediaenc=srtp-mand",
+        AGENT_HZ,
+        srtp_module,
+    );
+    // Loopback only: the SDES keys may travel in plain SIP here.
+    let config = server_section(37600)
+        + "srtp = \"required\"\nallow_sdes_over_plain_sip = true\n"
+        + &group("Sales agents", "serial", &[agent.sip_port])
+        + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut caller = Baresip::start(
+        &bin,
+        scratch.path(),
+        "caller",
+        "<sip:caller@127.0.0.1>;regint=0;mediaenc=srtp-mand",
+        CALLER_HZ,
+        srtp_module,
+    );
+    call_and_check_audio(&mut caller, &mut agent, &server);
+    // Each baresip reports its audio stream secured with an SDES suite rgsd chose.
+    for side in [&mut caller, &mut agent] {
+        side.count_events("CALL_MENC");
+        assert!(
+            side.seen.iter().any(|m| m["type"] == "CALL_MENC"
+                && m["param"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("audio,AES_CM_128_HMAC_SHA1_"))),
+            "no SRTP on this leg\n{}",
+            side.log()
+        );
+    }
+    caller.hangup();
+    agent.wait_event("CALL_CLOSED", Duration::from_secs(5));
+    assert_answered_record(&scratch, &agent, &server);
+}
