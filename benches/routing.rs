@@ -95,6 +95,7 @@ fn config() -> Config {
             srtp: SrtpPolicy::Off,
             agent_srtp: SrtpPolicy::Off,
             allow_sdes_over_plain_sip: false,
+            tls: Default::default(),
         },
         registrations: vec![],
         agent_groups,

@@ -264,6 +264,14 @@ fn check(path: &std::path::Path, deny_warnings: bool, check_environment: bool) -
                 path.display(),
                 crate::config::summary(&loaded.config)
             );
+            if let Some(id) = &loaded.config.server.tls.identity {
+                println!(
+                    "TLS certificate {}: names {}; expires {}",
+                    id.certificate.display(),
+                    id.names.join(", "),
+                    id.not_after.to_rfc3339()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(diagnostics) => {

@@ -77,6 +77,7 @@ impl Bound {
             .map(|(t, a)| {
                 let t = match t {
                     Transport::Udp => "udp",
+                    Transport::Tls => "tls",
                     Transport::Tcp => "tcp",
                 };
                 format!("{t}:{a}")

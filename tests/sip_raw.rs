@@ -42,6 +42,7 @@ async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
         rate_limit: Some(rate_limit),
         dns_servers: Vec::new(),
         outbound_proxy: None,
+        tls: Default::default(),
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
@@ -582,6 +583,7 @@ async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothin
         rate_limit: None,
         dns_servers: vec![dns],
         outbound_proxy: None,
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -648,6 +650,7 @@ async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish
         rate_limit: None,
         dns_servers: Vec::new(),
         outbound_proxy: None,
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -732,6 +735,7 @@ async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_relo
         rate_limit: None,
         dns_servers: Vec::new(),
         outbound_proxy: Some(SipUri(uri_a.clone())),
+        tls: Default::default(),
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();

@@ -66,6 +66,7 @@ async fn start(trusted: &str) -> Harness {
         rate_limit: Some(RateLimit::default()),
         dns_servers: Vec::new(),
         outbound_proxy: None,
+        tls: Default::default(),
     };
     let router = Arc::new(|uri: &str, _to: &str| match user_of(uri) {
         "sales" | "hold" => RouteDecision::Accept(RouteId(0)),

@@ -95,6 +95,7 @@ pub enum Pick {
 /// #         max_calls: 1, call_context: false, sip_rate_limit: None, dns_servers: vec![],
 /// #         outbound_proxy: None,
 /// #         srtp: SrtpPolicy::Off, agent_srtp: SrtpPolicy::Off, allow_sdes_over_plain_sip: false,
+/// #         tls: Default::default(),
 /// #     },
 /// #     registrations: vec![], agent_groups: vec![], queues: vec![], hours: vec![],
 /// #     holiday_sets: vec![], workflows: vec![], prompts: vec![],

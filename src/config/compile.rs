@@ -23,14 +23,14 @@ use super::model::{
     ActionTarget, AgentGroup, AgentGroupId, Answer, CallAction, Config, DatabaseUrl, Holiday,
     HolidaySet, HolidaySetId, Hours, HoursId, Overflow, OverflowCandidate, Participation, Prompt,
     PromptId, PromptSource, Question, QuestionId, Queue, QueueId, QueueTimeout, Registration,
-    RoutingMethod, Secret, Server, SipRateLimit, SipUri, SrtpPolicy, TimeRange, Transport,
+    RoutingMethod, Secret, Server, SipRateLimit, SipUri, SrtpPolicy, TimeRange, Tls, Transport,
     Workflow, WorkflowId, WorkflowKind,
 };
 use super::number::{LineUri, PhoneNumber};
 use super::raw::{
     RawAction, RawAgentGroup, RawAnswer, RawCallAction, RawConfig, RawHolidaySet, RawHours,
-    RawPrompt, RawQuestion, RawQueue, RawRegistration, RawServer, RawSipRateLimit, RawWorkflow,
-    SList, SString,
+    RawPrompt, RawQuestion, RawQueue, RawRegistration, RawServer, RawSipRateLimit, RawTls,
+    RawWorkflow, SList, SString,
 };
 use super::values::{
     format_duration, parse_duration, parse_listen, parse_local_datetime, parse_time_range,
@@ -61,6 +61,11 @@ const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
 const ALERT_TIME_PRACTICAL_MAX: Duration = Duration::from_secs(180);
 const GRACE: RangeInclusive<Duration> = Duration::from_secs(30)..=Duration::from_secs(600);
 const GRACE_DEFAULT: Duration = Duration::from_secs(60);
+/// `[server] tls.handshake_timeout`: long enough for a slow trunk, short enough that a client
+/// stalling mid-handshake does not hold a connection for long.
+const TLS_HANDSHAKE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(120);
+const TLS_HANDSHAKE_DEFAULT: Duration = Duration::from_secs(10);
 const QUEUE_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_secs(10)..=Duration::from_secs(65_535);
 const NO_INPUT: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(60);

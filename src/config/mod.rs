@@ -19,6 +19,7 @@ pub(crate) mod merge;
 pub mod model;
 pub mod number;
 mod raw;
+mod tls;
 pub(crate) mod uri;
 mod values;
 

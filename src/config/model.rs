@@ -113,6 +113,8 @@ pub struct Server {
     pub agent_srtp: SrtpPolicy,
     /// Whether SDES keys may be offered without a TLS listener (`allow_sdes_over_plain_sip`).
     pub allow_sdes_over_plain_sip: bool,
+    /// SIP over TLS (`tls = { certificate, private_key, client_ca, ca, handshake_timeout }`).
+    pub tls: Tls,
 }
 
 /// `srtp = "off" | "offer" | "required"`: SRTP (RFC 3711) keyed by SDES (RFC 4568) on a leg.
@@ -140,6 +142,53 @@ impl SrtpPolicy {
             Self::Required => "required",
         }
     }
+}
+
+/// `[server] tls`: the certificate `tls:` listeners present (also offered as the client
+/// certificate outbound), who may connect, and whom outbound connections trust. Loaded and
+/// checked when the configuration is compiled, so a reload with a broken file is refused.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// `certificate` and `private_key`; `None` when the table does not name them.
+    pub identity: Option<TlsIdentity>,
+    /// `client_ca`: inbound TLS clients must present a certificate this CA signed.
+    pub client_ca: Option<TlsRoots>,
+    /// `ca`: the roots outbound connections trust; `None`: the system's.
+    pub ca: Option<TlsRoots>,
+    /// How long an inbound client may take to finish its handshake (`handshake_timeout`).
+    pub handshake_timeout: Duration,
+}
+
+/// Our certificate chain and private key, parsed from their PEM files.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// The chain as DER, end-entity certificate first.
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The key as DER. Never printed.
+    pub key: std::sync::Arc<rustls_pki_types::PrivateKeyDer<'static>>,
+    /// The end-entity certificate's subject alternative names (DNS names and IP addresses).
+    pub names: Vec<String>,
+    /// The end-entity certificate's expiry.
+    pub not_after: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("certificate", &self.certificate)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// CA certificates from a PEM file.
+#[derive(Debug, Clone)]
+pub struct TlsRoots {
+    pub path: PathBuf,
+    pub certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`: requests each source address may send.
@@ -191,6 +240,8 @@ pub struct Listen {
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS on TCP (RFC 3261 §26.2, RFC 5630).
+    Tls,
 }
 
 /// A secret (password, database URL with credentials). `Debug` never shows it.

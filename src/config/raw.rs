@@ -48,7 +48,7 @@ pub(crate) struct RawConfig {
 /// `[server]`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RawServer {
-    /// Required: `["udp:IP:PORT", "tcp:IP:PORT"]`.
+    /// Required: `["udp:IP:PORT", "tcp:IP:PORT", "tls:IP:PORT"]`.
     pub(crate) sip_listen: Option<SList>,
     /// Required: the host written into Via, Contact and SDP.
     pub(crate) advertised_host: Option<SString>,
@@ -80,6 +80,23 @@ pub(crate) struct RawServer {
     pub(crate) agent_srtp: Option<SString>,
     /// Extra key: allow SDES keys without a TLS listener; default false.
     pub(crate) allow_sdes_over_plain_sip: Option<bool>,
+    /// SIP over TLS: certificate and key for `tls:` listeners, CAs.
+    pub(crate) tls: Option<Spanned<RawTls>>,
+}
+
+/// `tls = { certificate, private_key, client_ca, ca, handshake_timeout }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawTls {
+    /// PEM certificate chain, end-entity first.
+    pub(crate) certificate: Option<SString>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) private_key: Option<SString>,
+    /// PEM CA certificates; when set, inbound clients must present a certificate they signed.
+    pub(crate) client_ca: Option<SString>,
+    /// PEM CA certificates outbound connections trust instead of the system's.
+    pub(crate) ca: Option<SString>,
+    /// Default `10s`.
+    pub(crate) handshake_timeout: Option<SString>,
 }
 
 /// `sip_rate_limit = { per_second, burst }`.

@@ -90,6 +90,9 @@ pub struct UriTarget {
     pub port: Option<u16>,
     /// `;transport=tcp` present.
     pub tcp: bool,
+    /// A `sips:` URI, or `;transport=tls` present: the request goes over TLS (default port
+    /// 5061, RFC 3261 §19.1.2).
+    pub tls: bool,
     /// The user part, if any.
     pub user: Option<String>,
 }
@@ -107,10 +110,16 @@ pub(crate) fn target(uri: &str) -> Option<UriTarget> {
         .params
         .iter()
         .any(|p| matches!(p, rsip::Param::Transport(t) if *t == rsip::Transport::Tcp));
+    let tls = parsed.scheme == Some(rsip::Scheme::Sips)
+        || parsed
+            .params
+            .iter()
+            .any(|p| matches!(p, rsip::Param::Transport(t) if *t == rsip::Transport::Tls));
     Some(UriTarget {
         host,
         port,
         tcp,
+        tls,
         user: parsed.user().map(str::to_owned),
     })
 }

@@ -91,16 +91,17 @@ pub(crate) fn parse_local_datetime(text: &str) -> Result<NaiveDateTime, String> 
     })
 }
 
-/// Parses a SIP listener: `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 as `udp:[::1]:5060`).
+/// Parses a SIP listener: `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT` (IPv6 as
+/// `udp:[::1]:5060`).
 pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
-    let hint =
-        "write \"udp:IP:PORT\" or \"tcp:IP:PORT\", e.g. \"udp:0.0.0.0:5060\" or \"udp:[::1]:5060\"";
+    let hint = "write \"udp:IP:PORT\", \"tcp:IP:PORT\" or \"tls:IP:PORT\", e.g. \"udp:0.0.0.0:5060\" or \"tls:[::1]:5061\"";
     let Some((transport, addr)) = text.split_once(':') else {
         return Err(format!("\"{text}\" is not a listener; {hint}"));
     };
     let transport = match transport.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
         other => {
             return Err(format!("\"{text}\": unknown transport \"{other}\"; {hint}"));
         }
@@ -204,9 +205,11 @@ mod tests {
         let l = parse_listen("tcp:[::1]:5061").unwrap();
         assert_eq!(l.transport, Transport::Tcp);
         assert_eq!(l.addr, "[::1]:5061".parse().unwrap());
+        let l = parse_listen("TLS:127.0.0.1:5061").unwrap();
+        assert_eq!(l.transport, Transport::Tls);
         for bad in [
             "127.0.0.1:5060",
-            "tls:127.0.0.1:5061",
+            "sctp:127.0.0.1:5061",
             "udp:127.0.0.1",
             "udp:::1:5060",
             "udp",

@@ -175,6 +175,7 @@ mod tests {
                 srtp: SrtpPolicy::Off,
                 agent_srtp: SrtpPolicy::Off,
                 allow_sdes_over_plain_sip: false,
+                tls: Default::default(),
             },
             registrations: vec![],
             agent_groups: vec![],

@@ -105,6 +105,8 @@ pub(crate) enum Command {
         request: Box<super::message::Request>,
         dest: SocketAddr,
         tcp: bool,
+        /// TLS, checking the peer's certificate for this name.
+        tls_name: Option<String>,
         reply: tokio::sync::oneshot::Sender<Result<super::message::Response, LegFailure>>,
     },
 }

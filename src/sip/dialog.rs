@@ -31,6 +31,14 @@ fn strip_tag(mut na: NameAddr) -> NameAddr {
 }
 
 impl Dialog {
+    /// Whether this is a SIPS dialog (a `sips:` URI on either end), whose Contact must then be a
+    /// SIPS URI too (RFC 3261 §8.1.1.8, §12.1.1).
+    pub(super) fn is_sips(&self) -> bool {
+        [&self.local_uri.uri, &self.remote_uri.uri]
+            .iter()
+            .any(|u| u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("sips:")))
+    }
+
     /// The UAS side of a dialog created by `invite` (RFC 3261 §12.1.1).
     pub(super) fn from_uas(invite: &Request, local_tag: String) -> Option<Self> {
         let from = invite.from()?;

@@ -33,7 +33,6 @@ use super::policy::Verdict;
 use super::resolve::{ResolveError, Resolver};
 use super::transaction::{Action, TransactionKey, Tx};
 use super::transport::{BindError, BoundListener, Flow, TransportEvent, Transports};
-use super::wire::uri_host;
 use crate::config::model::{SipUri, Transport};
 use crate::util::random_token;
 
@@ -132,7 +131,8 @@ impl Endpoint {
         // The sockets stop with the driver, after its drain, not at `shutdown`: the drain needs
         // the responses.
         let stopped = CancellationToken::new();
-        let transports = Transports::bind(&config.listen, transport_tx, stopped.clone())?;
+        let tls = super::tls::contexts(&config.tls)?;
+        let transports = Transports::bind(&config.listen, tls, transport_tx, stopped.clone())?;
         let bound = Arc::new(ArcSwap::from_pointee(transports.bound()));
         for b in bound.load().iter() {
             tracing::info!(transport = ?b.transport, addr = %b.addr, "SIP listening");
@@ -209,12 +209,7 @@ impl Endpoint {
     /// The Contact URI (in angle brackets) for requests sent over `transport`.
     pub fn contact(&self, transport: Transport) -> String {
         let port = self.local_addr(transport).map_or(5060, |a| a.port());
-        let tcp = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
-        format!("<sip:rgsd@{}:{port}{tcp}>", uri_host(&self.host))
+        super::wire::make_contact(&self.host, port, transport, false)
     }
 
     /// Applies new edge settings while calls run: `trusted_peers`, `max_calls` and the rate
@@ -260,6 +255,7 @@ impl Endpoint {
                 request: Box::new(request),
                 dest,
                 tcp,
+                tls_name: tls_name_for(target.as_str()),
                 reply,
             })
             .map_err(|_| EndpointGone)?;
@@ -271,7 +267,8 @@ impl Endpoint {
     }
 
     /// Starts an outbound leg: INVITE `target` from `from` with `sdp_offer`. `;transport=tcp`
-    /// in the target selects TCP. Returns at once, without waiting for DNS: a host name is
+    /// in the target selects TCP; a `sips:` target or `;transport=tls` selects TLS, the peer's
+    /// certificate checked against the target's host. Returns at once, without waiting for DNS: a host name is
     /// resolved on a task of the endpoint's (an address needs none), and every outcome arrives
     /// as an event on the returned leg ([`CallEvent::Answered`], or [`CallEvent::Failed`], with
     /// [`LegFailure::Transport`] when the host does not resolve). Cancelling the leg while its
@@ -522,8 +519,13 @@ impl Driver {
 
     fn on_transport(&mut self, event: TransportEvent) {
         match event {
-            TransportEvent::Opened { id, peer, writer } => {
-                self.transports.adopt_stream(id, peer, writer);
+            TransportEvent::Opened {
+                id,
+                peer,
+                transport,
+                writer,
+            } => {
+                self.transports.adopt_stream(id, peer, transport, writer);
             }
             TransportEvent::Closed { id, peer } => {
                 self.transports.forget_stream(id);
@@ -639,9 +641,10 @@ impl Driver {
                 request,
                 dest,
                 tcp,
+                tls_name,
                 reply,
             } => {
-                let Some(flow) = self.flow_to(dest, tcp) else {
+                let Some(flow) = self.flow_to(dest, tcp, tls_name.as_deref()) else {
                     let _ = reply.send(Err(LegFailure::Transport));
                     return;
                 };
@@ -658,9 +661,11 @@ impl Driver {
         }
     }
 
-    fn flow_to(&mut self, dest: SocketAddr, tcp: bool) -> Option<Flow> {
-        if tcp {
-            Some(self.transports.stream_flow_for(dest))
+    /// The flow a request to `dest` goes out on: TLS when `tls_name` is set (the name the
+    /// peer's certificate must carry), else TCP when `tcp`, else UDP.
+    fn flow_to(&mut self, dest: SocketAddr, tcp: bool, tls_name: Option<&str>) -> Option<Flow> {
+        if tcp || tls_name.is_some() {
+            Some(self.transports.stream_flow_for(dest, tls_name))
         } else {
             self.transports.udp_flow_for(dest)
         }
@@ -709,6 +714,14 @@ impl Driver {
         let mut restart = Vec::new();
         self.admission
             .reconfigure(new.trusted_peers.clone(), new.max_calls, new.rate_limit);
+        // Before the listeners: a tls: listener added now needs the new certificate.
+        match super::tls::contexts(&new.tls) {
+            Ok(tls) => self.transports.set_tls(tls),
+            Err(e) => {
+                tracing::error!("{e}; TLS keeps the running certificate");
+                restart.push("tls".to_owned());
+            }
+        }
         for listen in self.transports.configured() {
             if !new.listen.contains(&listen)
                 && let Some(b) = self.transports.close(&listen)
@@ -753,6 +766,7 @@ impl Driver {
             max_calls,
             rate_limit,
             outbound_proxy,
+            tls,
             ..
         } = new;
         self.config = EndpointConfig {
@@ -761,8 +775,17 @@ impl Driver {
             max_calls,
             rate_limit,
             outbound_proxy,
+            tls,
             ..self.config.clone()
         };
         restart
     }
+}
+
+/// For a `sips:` target or one with `;transport=tls`: the name the peer's certificate must
+/// carry, the target's host (RFC 3261 §26.2; a name from DNS SRV would replace it, RFC 3263).
+pub(super) fn tls_name_for(target: &str) -> Option<String> {
+    let uri = message::parse_uri(target).ok()?;
+    uri.tls
+        .then(|| uri.host.trim_matches(['[', ']']).to_owned())
 }

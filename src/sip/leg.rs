@@ -351,6 +351,9 @@ pub(crate) struct Leg {
     pub ack: Option<Bytes>,
     /// Counts toward `max_calls`.
     pub counted: bool,
+    /// Outbound over TLS: the name the peer's certificate was checked against, to connect
+    /// again the same way when the connection is gone.
+    pub tls_name: Option<std::sync::Arc<str>>,
 }
 
 impl Leg {

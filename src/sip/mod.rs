@@ -19,7 +19,8 @@
 //! dialog     tags, CSeq, route set, remote target (pure)
 //! transaction  RFC 3261 §17 client/server, INVITE/non-INVITE, timers A–M (pure, sans-IO)
 //! message    bytes <-> Request/Response (never panics; 400 when a reply can be formed)
-//! transport  UDP and TCP listeners, Content-Length framing, flows
+//! transport  UDP, TCP and TLS listeners, Content-Length framing, flows
+//! tls        rustls contexts: our certificate, client_ca, outbound roots and names
 //! registration  REGISTER with digest auth, refresh, back-off
 //! ```
 //!
@@ -99,6 +100,7 @@ pub(crate) mod registration;
 mod resolve;
 mod session_timer;
 mod settings;
+mod tls;
 mod transaction;
 pub mod transport;
 mod wire;
@@ -108,4 +110,5 @@ pub use call::{Call, CallEvent, CallInfo, EndpointGone, IncomingCall, LegFailure
 pub use endpoint::{Endpoint, EndpointConfig, InviteError, RequestError, TransactionCounts};
 pub use policy::RateLimit;
 pub use registration::{Next, Registrar, RegistrationState};
+pub use tls::TlsSetupError;
 pub use transport::{BindError, BoundListener};

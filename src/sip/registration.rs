@@ -247,10 +247,11 @@ async fn run_until(
     shutdown: CancellationToken,
     mut stop: oneshot::Receiver<Stop>,
 ) {
-    let transport = if config.registrar.as_str().contains("transport=tcp") {
-        Transport::Tcp
-    } else {
-        Transport::Udp
+    let target = super::message::parse_uri(config.registrar.as_str()).ok();
+    let transport = match target {
+        Some(t) if t.tls => Transport::Tls,
+        Some(t) if t.tcp => Transport::Tcp,
+        _ => Transport::Udp,
     };
     let endpoint_contact = endpoint.contact(transport);
     let host = endpoint_contact

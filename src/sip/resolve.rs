@@ -103,7 +103,7 @@ impl Resolver {
         }
         let uri =
             message::parse_uri(target).map_err(|_| ResolveError::BadTarget(target.to_owned()))?;
-        let port = uri.port.unwrap_or(5060);
+        let port = uri.port.unwrap_or(default_port(&uri));
         let host = uri.host.trim_matches(['[', ']']);
         let lookup_error = |reason: String| ResolveError::Lookup {
             host: host.to_owned(),
@@ -132,7 +132,15 @@ pub(crate) fn literal(target: &str) -> Option<Result<(SocketAddr, bool), Resolve
         return Some(Err(ResolveError::BadTarget(target.to_owned())));
     };
     let ip = uri.host.trim_matches(['[', ']']).parse::<IpAddr>().ok()?;
-    Some(Ok((SocketAddr::new(ip, uri.port.unwrap_or(5060)), uri.tcp)))
+    Some(Ok((
+        SocketAddr::new(ip, uri.port.unwrap_or(default_port(&uri))),
+        uri.tcp,
+    )))
+}
+
+/// 5061 for TLS targets, 5060 for the others (RFC 3261 §19.1.2).
+fn default_port(uri: &message::UriTarget) -> u16 {
+    if uri.tls { 5061 } else { 5060 }
 }
 
 /// Whether `target` can be the Request-URI of an outbound INVITE: a SIP URI that parses, or a

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 
 use super::policy::RateLimit;
-use crate::config::model::{Listen, Server, SipUri};
+use crate::config::model::{Listen, Server, SipUri, Tls};
 
 /// What the endpoint needs from `[server]`.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct EndpointConfig {
     /// Next hop of every outbound INVITE (`outbound_proxy`), written as `Route: <proxy;lr>`;
     /// `None`: the target's own address.
     pub outbound_proxy: Option<SipUri>,
+    /// Certificate, CAs and handshake limit for TLS; read again on every reload.
+    pub tls: Tls,
 }
 
 impl EndpointConfig {
@@ -37,6 +39,7 @@ impl EndpointConfig {
             rate_limit: server.sip_rate_limit.map(RateLimit::from),
             dns_servers: server.dns_servers.clone(),
             outbound_proxy: server.outbound_proxy.clone(),
+            tls: server.tls.clone(),
         }
     }
 }

@@ -1,10 +1,11 @@
-//! UDP and TCP transports: listeners, stream framing, and sending on a flow.
+//! UDP, TCP and TLS transports: listeners, stream framing, and sending on a flow.
 //!
-//! Each UDP socket and each TCP connection has a task that reads, frames and forwards
+//! Each UDP socket and each TCP or TLS connection has a task that reads, frames and forwards
 //! `TransportEvent`s to the endpoint's driver; the driver sends through `Transports` without
-//! awaiting (UDP `try_send_to`; TCP through the connection's writer queue), so one slow peer
-//! never stalls the others. TLS would be another stream kind beside TCP (same framing, same
-//! [`Flow::Stream`]), which is why framing lives apart from the socket code.
+//! awaiting (UDP `try_send_to`; streams through the connection's writer queue), so one slow peer
+//! never stalls the others. TLS is another stream kind beside TCP: the same framing, the same
+//! [`Flow::Stream`]; its handshake runs on the connection's own task, under a time limit, so a
+//! client that stalls mid-handshake holds only its own connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,13 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{MAX_MESSAGE_SIZE, ParseError, content_length, header_end};
+use super::tls::{self, TlsContexts};
 use crate::config::model::{Listen, Transport};
 
 /// Where a message came from or goes to, beyond the peer address.
@@ -26,7 +29,7 @@ use crate::config::model::{Listen, Transport};
 pub enum Flow {
     /// A UDP socket, by index into the bound listeners.
     Udp(usize),
-    /// A TCP connection (inbound or outbound), by id.
+    /// A TCP or TLS connection (inbound or outbound), by id.
     Stream(u64),
 }
 
@@ -53,10 +56,12 @@ pub(crate) enum TransportEvent {
         source: SocketAddr,
         flow: Flow,
     },
-    /// An inbound stream connection was accepted; its writer queue.
+    /// An inbound stream connection was accepted (for TLS: its handshake done); its writer
+    /// queue.
     Opened {
         id: u64,
         peer: SocketAddr,
+        transport: Transport,
         writer: mpsc::Sender<Bytes>,
     },
     /// A stream connection closed or failed to connect.
@@ -77,6 +82,26 @@ pub enum BindError {
     /// No listener was configured.
     #[error("no SIP listener configured")]
     NoListener,
+    /// The TLS contexts could not be built.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsSetupError),
+    /// A `tls:` listener without `[server] tls` certificate.
+    #[error("the TLS listener {0} has no certificate ([server] tls)")]
+    NoCertificate(SocketAddr),
+}
+
+/// Which connection a stream is, for reuse: the peer, TCP or TLS, and for outbound TLS the
+/// name its certificate was checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PeerKey {
+    peer: SocketAddr,
+    transport: Transport,
+    name: Option<Arc<str>>,
+}
+
+struct Stream {
+    writer: mpsc::Sender<Bytes>,
+    key: PeerKey,
 }
 
 /// Cuts one message off the front of a stream buffer.
@@ -119,10 +144,12 @@ pub(crate) struct Transports {
     /// indexes of the others stay valid.
     udp: Vec<Option<(Arc<UdpSocket>, SocketAddr)>>,
     /// Writer queues of open stream connections.
-    streams: HashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
-    /// Outbound connection reuse: peer address to connection id.
-    by_peer: HashMap<SocketAddr, u64>,
+    streams: HashMap<u64, Stream>,
+    /// Connection reuse: peer (address, transport, TLS name) to connection id.
+    by_peer: HashMap<PeerKey, u64>,
     next_id: Arc<AtomicU64>,
+    /// TLS contexts for new connections, replaced on reload.
+    tls: Arc<ArcSwap<TlsContexts>>,
     events: mpsc::Sender<TransportEvent>,
     /// Open listeners: as configured, as bound, and the token that closes each.
     listeners: Vec<(Listen, BoundListener, CancellationToken)>,
@@ -137,6 +164,7 @@ impl Transports {
     /// Binds every listener and starts its reader task.
     pub(crate) fn bind(
         listen: &[Listen],
+        tls: TlsContexts,
         events: mpsc::Sender<TransportEvent>,
         shutdown: CancellationToken,
     ) -> Result<Self, BindError> {
@@ -148,6 +176,7 @@ impl Transports {
             streams: HashMap::new(),
             by_peer: HashMap::new(),
             next_id: Arc::new(AtomicU64::new(1)),
+            tls: Arc::new(ArcSwap::from_pointee(tls)),
             events,
             listeners: Vec::new(),
             shutdown,
@@ -187,18 +216,26 @@ impl Transports {
                     addr,
                 }
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
+                let tls = match l.transport {
+                    Transport::Tls if self.tls.load().acceptor.is_none() => {
+                        return Err(BindError::NoCertificate(l.addr));
+                    }
+                    Transport::Tls => Some(self.tls.clone()),
+                    _ => None,
+                };
                 let listener = bind_tcp(l.addr).map_err(err)?;
                 let addr = listener.local_addr().map_err(err)?;
-                tokio::spawn(tcp_acceptor(
+                tokio::spawn(stream_acceptor(
                     listener,
+                    tls,
                     self.next_id.clone(),
                     self.events.clone(),
                     token.clone(),
                     self.shutdown.clone(),
                 ));
                 BoundListener {
-                    transport: Transport::Tcp,
+                    transport: l.transport,
                     addr,
                 }
             }
@@ -232,7 +269,24 @@ impl Transports {
         self.listeners.iter().map(|(_, b, _)| *b).collect()
     }
 
-    /// The local address a flow sends from (for Via and Contact ports).
+    /// New connections use `tls` from now on; open ones keep what they were made with.
+    pub(crate) fn set_tls(&self, tls: TlsContexts) {
+        self.tls.store(Arc::new(tls));
+    }
+
+    /// The transport a flow uses (what Via and Contact say).
+    pub(crate) fn transport_of(&self, flow: Flow) -> Transport {
+        match flow {
+            Flow::Udp(_) => Transport::Udp,
+            Flow::Stream(id) => self
+                .streams
+                .get(&id)
+                .map_or(Transport::Tcp, |s| s.key.transport),
+        }
+    }
+
+    /// The local address a flow sends from (for Via and Contact ports): for a stream, the port
+    /// of the listener of its transport.
     pub(crate) fn local_port(&self, flow: Flow) -> u16 {
         match flow {
             Flow::Udp(i) => self
@@ -240,11 +294,13 @@ impl Transports {
                 .get(i)
                 .and_then(Option::as_ref)
                 .map_or(0, |(_, a)| a.port()),
-            Flow::Stream(_) => self
-                .listeners
-                .iter()
-                .find(|(_, b, _)| b.transport == Transport::Tcp)
-                .map_or(0, |(_, b, _)| b.addr.port()),
+            Flow::Stream(_) => {
+                let transport = self.transport_of(flow);
+                self.listeners
+                    .iter()
+                    .find(|(_, b, _)| b.transport == transport)
+                    .map_or(0, |(_, b, _)| b.addr.port())
+            }
         }
     }
 
@@ -259,31 +315,76 @@ impl Transports {
             .map(Flow::Udp)
     }
 
-    /// The stream connection to `dest`, opening one if needed. Bytes queued before the
-    /// connection is up are sent once it is; a failed connect reports
-    /// [`TransportEvent::Closed`].
-    pub(crate) fn stream_flow_for(&mut self, dest: SocketAddr) -> Flow {
-        if let Some(id) = self.by_peer.get(&dest)
+    /// The stream connection to `dest`, opening one if needed: TCP, or TLS when `tls_name`
+    /// says which name the peer's certificate must carry. Connections are reused by (address,
+    /// transport, name). Bytes queued before the connection is up are sent once it is; a failed
+    /// connect or handshake reports [`TransportEvent::Closed`].
+    pub(crate) fn stream_flow_for(&mut self, dest: SocketAddr, tls_name: Option<&str>) -> Flow {
+        let key = PeerKey {
+            peer: dest,
+            transport: if tls_name.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            },
+            name: tls_name.map(Arc::from),
+        };
+        if let Some(id) = self.by_peer.get(&key)
             && self.streams.contains_key(id)
         {
             return Flow::Stream(*id);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        self.streams.insert(id, (tx, dest));
-        self.by_peer.insert(dest, id);
+        self.streams.insert(
+            id,
+            Stream {
+                writer: tx,
+                key: key.clone(),
+            },
+        );
+        let name = key.name.clone();
+        self.by_peer.insert(key, id);
         let events = self.events.clone();
         let shutdown = self.shutdown.clone();
+        let tls = name.map(|n| (n, self.tls.load_full()));
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
-                Ok(Ok(stream)) => run_stream(stream, dest, id, rx, events, shutdown).await,
+            let closed = TransportEvent::Closed { id, peer: dest };
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
+                Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%dest, error = %e, "TCP connect failed");
-                    let _ = events.send(TransportEvent::Closed { id, peer: dest }).await;
+                    let _ = events.send(closed).await;
+                    return;
                 }
                 Err(_) => {
                     tracing::debug!(%dest, "TCP connect timed out");
-                    let _ = events.send(TransportEvent::Closed { id, peer: dest }).await;
+                    let _ = events.send(closed).await;
+                    return;
+                }
+            };
+            let Some((name, tls)) = tls else {
+                run_stream(tcp, dest, id, rx, events, shutdown).await;
+                return;
+            };
+            let Some(server_name) = tls::server_name(&name) else {
+                tracing::warn!(peer = %dest, %name, "TLS connection not opened: the name is not a DNS name or IP address");
+                let _ = events.send(closed).await;
+                return;
+            };
+            let handshake = tls.connector.connect(server_name, tcp);
+            match tokio::time::timeout(tls.handshake_timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    tracing::debug!(peer = %dest, %name, "TLS connection up");
+                    run_stream(stream, dest, id, rx, events, shutdown).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %dest, %name, reason = %tls::reason(&e), "TLS connection to the peer refused");
+                    let _ = events.send(closed).await;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %dest, %name, reason = "the handshake timed out", "TLS connection to the peer refused");
+                    let _ = events.send(closed).await;
                 }
             }
         });
@@ -291,9 +392,28 @@ impl Transports {
     }
 
     /// Registers an accepted connection's writer.
-    pub(crate) fn adopt_stream(&mut self, id: u64, peer: SocketAddr, writer: mpsc::Sender<Bytes>) {
-        self.streams.insert(id, (writer, peer));
-        self.by_peer.entry(peer).or_insert(id);
+    pub(crate) fn adopt_stream(
+        &mut self,
+        id: u64,
+        peer: SocketAddr,
+        transport: Transport,
+        writer: mpsc::Sender<Bytes>,
+    ) {
+        let key = PeerKey {
+            peer,
+            transport,
+            name: None,
+        };
+        self.by_peer.entry(key.clone()).or_insert(id);
+        self.streams.insert(id, Stream { writer, key });
+    }
+
+    /// The TLS name an outbound stream was opened with (to open it again the same way).
+    pub(crate) fn tls_name(&self, flow: Flow) -> Option<Arc<str>> {
+        match flow {
+            Flow::Stream(id) => self.streams.get(&id).and_then(|s| s.key.name.clone()),
+            Flow::Udp(_) => None,
+        }
     }
 
     pub(crate) fn has_stream(&self, id: u64) -> bool {
@@ -301,10 +421,10 @@ impl Transports {
     }
 
     pub(crate) fn forget_stream(&mut self, id: u64) {
-        if let Some((_, peer)) = self.streams.remove(&id)
-            && self.by_peer.get(&peer) == Some(&id)
+        if let Some(stream) = self.streams.remove(&id)
+            && self.by_peer.get(&stream.key) == Some(&id)
         {
-            self.by_peer.remove(&peer);
+            self.by_peer.remove(&stream.key);
         }
     }
 
@@ -337,7 +457,7 @@ impl Transports {
                 }
             }
             Flow::Stream(id) => match self.streams.get(&id) {
-                Some((tx, _)) => tx.try_send(bytes).is_ok(),
+                Some(stream) => stream.writer.try_send(bytes).is_ok(),
                 None => false,
             },
         }
@@ -417,9 +537,12 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until the listener is closed (`closed`); each connection lives until
-/// it ends or the endpoint stops (`shutdown`).
-async fn tcp_acceptor(
+/// it ends or the endpoint stops (`shutdown`). With `tls`, each connection's handshake runs on
+/// its own task, limited to the contexts' `handshake_timeout`; a failed or stalled one is
+/// logged and closed without touching the others.
+async fn stream_acceptor(
     listener: TcpListener,
+    tls: Option<Arc<ArcSwap<TlsContexts>>>,
     next_id: Arc<AtomicU64>,
     events: mpsc::Sender<TransportEvent>,
     closed: CancellationToken,
@@ -433,21 +556,41 @@ async fn tcp_acceptor(
         match accepted {
             Ok((stream, peer)) => {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                 let events = events.clone();
                 let shutdown = shutdown.clone();
-                // The writer reaches the driver before any message of this connection.
+                let Some(tls) = &tls else {
+                    tokio::spawn(serve_accepted(
+                        stream,
+                        peer,
+                        Transport::Tcp,
+                        id,
+                        events,
+                        shutdown,
+                    ));
+                    continue;
+                };
+                let tls = tls.load_full();
                 tokio::spawn(async move {
-                    if events
-                        .send(TransportEvent::Opened {
-                            id,
-                            peer,
-                            writer: tx,
-                        })
-                        .await
-                        .is_ok()
-                    {
-                        run_stream(stream, peer, id, rx, events, shutdown).await;
+                    let Some(acceptor) = tls.acceptor.clone() else {
+                        tracing::warn!(%peer, reason = "no certificate configured", "TLS client refused");
+                        return;
+                    };
+                    let handshake = acceptor.accept(stream);
+                    let stream = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        r = tokio::time::timeout(tls.handshake_timeout, handshake) => r,
+                    };
+                    match stream {
+                        Ok(Ok(stream)) => {
+                            serve_accepted(stream, peer, Transport::Tls, id, events, shutdown)
+                                .await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, reason = %tls::reason(&e), "TLS handshake with a client failed; connection closed");
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, timeout = ?tls.handshake_timeout, "TLS client did not finish its handshake in time; connection closed");
+                        }
                     }
                 });
             }
@@ -459,24 +602,51 @@ async fn tcp_acceptor(
     }
 }
 
-/// Reads frames from and writes queued bytes to one stream until it closes.
-async fn run_stream(
-    stream: TcpStream,
+/// Hands an accepted connection's writer to the driver, then runs it. The writer reaches the
+/// driver before any message of this connection.
+async fn serve_accepted<S>(
+    stream: S,
+    peer: SocketAddr,
+    transport: Transport,
+    id: u64,
+    events: mpsc::Sender<TransportEvent>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let opened = TransportEvent::Opened {
+        id,
+        peer,
+        transport,
+        writer: tx,
+    };
+    if events.send(opened).await.is_ok() {
+        run_stream(stream, peer, id, rx, events, shutdown).await;
+    }
+}
+
+/// Reads frames from and writes queued bytes to one stream (TCP or TLS) until it closes.
+async fn run_stream<S>(
+    stream: S,
     peer: SocketAddr,
     id: u64,
     mut outgoing: mpsc::Receiver<Bytes>,
     events: mpsc::Sender<TransportEvent>,
     shutdown: CancellationToken,
-) {
-    let (mut reader, mut writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8192);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             out = outgoing.recv() => match out {
                 Some(bytes) => {
-                    if let Err(e) = writer.write_all(&bytes).await {
-                        tracing::debug!(%peer, error = %e, "TCP write failed");
+                    // TLS buffers records until flushed; for TCP the flush is free.
+                    if let Err(e) = async { writer.write_all(&bytes).await?; writer.flush().await }.await {
+                        tracing::debug!(%peer, error = %e, "stream write failed");
                         break;
                     }
                 }

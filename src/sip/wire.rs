@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::Bytes;
 
 use super::message::{BRANCH_COOKIE, Headers, Method, Request, Via};
-use super::transport::Flow;
+use crate::config::model::Transport;
 use crate::util::random_token;
 
 /// A host as written in a URI or Via: IPv6 literals get brackets.
@@ -19,24 +19,33 @@ pub(crate) fn uri_host(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A Via for a request we send over `flow`, and its fresh branch.
-pub(crate) fn make_via(host: &str, port: u16, flow: Flow) -> (String, String) {
+/// A Via for a request we send over `transport`, and its fresh branch.
+pub(crate) fn make_via(host: &str, port: u16, transport: Transport) -> (String, String) {
     let host = uri_host(host);
     let branch = format!("{BRANCH_COOKIE}{}", random_token(16));
-    let transport = if flow.is_reliable() { "TCP" } else { "UDP" };
+    let transport = match transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+        Transport::Tls => "TLS",
+    };
     (
         format!("SIP/2.0/{transport} {host}:{port};branch={branch};rport"),
         branch,
     )
 }
 
-/// Our Contact (in angle brackets) for messages sent over `flow`.
-pub(crate) fn make_contact(host: &str, port: u16, flow: Flow) -> String {
+/// Our Contact (in angle brackets) for messages sent over `transport`: `;transport=tcp` or
+/// `;transport=tls` for streams (RFC 3261 §19.1.1), and a `sips:` URI when the dialog is a
+/// SIPS one (`sips`: its Request-URI is one; RFC 3261 §8.1.1.8, §12.1.1).
+pub(crate) fn make_contact(host: &str, port: u16, transport: Transport, sips: bool) -> String {
     let host = uri_host(host);
-    let transport = if flow.is_reliable() {
-        ";transport=tcp"
-    } else {
-        ""
+    if sips && transport == Transport::Tls {
+        return format!("<sips:rgsd@{host}:{port}>");
+    }
+    let transport = match transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
     };
     format!("<sip:rgsd@{host}:{port}{transport}>")
 }
@@ -145,17 +154,40 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 2 INVI
 
     #[test]
     fn ipv6_hosts_are_bracketed_in_via_and_contact() {
-        let (via, branch) = make_via("2001:db8::1", 5060, Flow::Udp(0));
+        let (via, branch) = make_via("2001:db8::1", 5060, Transport::Udp);
         assert!(via.starts_with("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK"));
         assert!(branch.starts_with(BRANCH_COOKIE));
         assert!(Via::parse(&via).is_ok());
         assert_eq!(
-            make_contact("::1", 5070, Flow::Stream(3)),
+            make_contact("::1", 5070, Transport::Tcp, false),
             "<sip:rgsd@[::1]:5070;transport=tcp>"
         );
         assert_eq!(
-            make_contact("pbx.example.com", 5060, Flow::Udp(0)),
+            make_contact("pbx.example.com", 5060, Transport::Udp, false),
             "<sip:rgsd@pbx.example.com:5060>"
+        );
+    }
+
+    #[test]
+    fn tls_via_and_contact() {
+        let (via, _) = make_via("192.0.2.1", 5061, Transport::Tls);
+        assert!(
+            via.starts_with("SIP/2.0/TLS 192.0.2.1:5061;branch="),
+            "{via}"
+        );
+        assert!(Via::parse(&via).is_ok());
+        assert_eq!(
+            make_contact("192.0.2.1", 5061, Transport::Tls, false),
+            "<sip:rgsd@192.0.2.1:5061;transport=tls>"
+        );
+        assert_eq!(
+            make_contact("192.0.2.1", 5061, Transport::Tls, true),
+            "<sips:rgsd@192.0.2.1:5061>"
+        );
+        // A sips: dialog over anything but TLS has no SIPS Contact to offer.
+        assert_eq!(
+            make_contact("192.0.2.1", 5060, Transport::Tcp, true),
+            "<sip:rgsd@192.0.2.1:5060;transport=tcp>"
         );
     }
 

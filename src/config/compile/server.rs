@@ -156,6 +156,22 @@ impl Compiler<'_> {
             Some(p) => self.srtp_policy(p, "server.agent_srtp"),
         };
 
+        let tls = self.tls(s.tls.as_ref());
+        if let (Some(listen), Some(tls)) = (&sip_listen, &tls)
+            && tls.identity.is_none()
+            && let Some(l) = listen.iter().find(|l| l.transport == Transport::Tls)
+        {
+            let at = s.sip_listen.as_ref().map_or(span.clone(), Spanned::span);
+            self.error(
+                &s.tls.as_ref().map_or(at, Spanned::span),
+                "server.tls",
+                format!(
+                    "sip_listen has the TLS listener {}, which needs a certificate: add tls = {{ certificate = \"/path/cert.pem\", private_key = \"/path/key.pem\" }} to [server]",
+                    l.addr
+                ),
+            );
+        }
+
         Some(Server {
             sip_listen: sip_listen?,
             advertised_host: advertised_host?,
@@ -173,6 +189,112 @@ impl Compiler<'_> {
             srtp: srtp?,
             agent_srtp: agent_srtp?,
             allow_sdes_over_plain_sip: s.allow_sdes_over_plain_sip.unwrap_or(false),
+            tls: tls?,
+        })
+    }
+
+    /// `tls = { certificate, private_key, client_ca, ca, handshake_timeout }`: files read and
+    /// checked now (see `config::tls`), a warning when the certificate expires within 30 days.
+    fn tls(&mut self, raw: Option<&Spanned<RawTls>>) -> Option<Tls> {
+        let key = "server.tls";
+        let Some(raw) = raw else {
+            return Some(Tls {
+                handshake_timeout: TLS_HANDSHAKE_DEFAULT,
+                ..Tls::default()
+            });
+        };
+        let t = raw.get_ref();
+        let mut ok = true;
+        let handshake_timeout = self.duration(
+            t.handshake_timeout.as_ref(),
+            &join(key, "handshake_timeout"),
+            &TLS_HANDSHAKE,
+            Some(TLS_HANDSHAKE_DEFAULT),
+        );
+        let identity = match (&t.certificate, &t.private_key) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                let missing = if t.certificate.is_none() {
+                    "certificate"
+                } else {
+                    "private_key"
+                };
+                self.error(
+                    &raw.span(),
+                    &join(key, missing),
+                    "certificate and private_key go together: name both PEM files",
+                );
+                ok = false;
+                None
+            }
+            (Some(cert), Some(private_key)) => {
+                let (c, k) = (
+                    resolve_path(self.base, cert.get_ref().trim()),
+                    resolve_path(self.base, private_key.get_ref().trim()),
+                );
+                let now = crate::clock::Clock::now_utc(&crate::clock::SystemClock);
+                match super::super::tls::identity(&c, &k, now) {
+                    Ok(id) => {
+                        if id.not_after - now < super::super::tls::EXPIRY_WARNING {
+                            self.warn(
+                                &cert.span(),
+                                &join(key, "certificate"),
+                                format!(
+                                    "the certificate {} expires on {} (within 30 days); renew it and send SIGHUP",
+                                    c.display(),
+                                    id.not_after.to_rfc3339()
+                                ),
+                            );
+                        }
+                        Some(id)
+                    }
+                    Err(e) => {
+                        let (span, which) = match e {
+                            super::super::tls::TlsFileError::NoKey { .. }
+                            | super::super::tls::TlsFileError::BadKey { .. } => {
+                                (private_key.span(), "private_key")
+                            }
+                            _ => (cert.span(), "certificate"),
+                        };
+                        self.error(&span, &join(key, which), e.to_string());
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let mut roots = |this: &mut Self, value: Option<&SString>, name: &str| match value {
+            None => None,
+            Some(v) => {
+                let path = resolve_path(this.base, v.get_ref().trim());
+                match super::super::tls::roots(&path) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        this.error(&v.span(), &join(key, name), e.to_string());
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let client_ca = roots(self, t.client_ca.as_ref(), "client_ca");
+        let ca = roots(self, t.ca.as_ref(), "ca");
+        if let Some(c) = &t.client_ca
+            && t.certificate.is_none()
+        {
+            self.error(
+                &c.span(),
+                &join(key, "client_ca"),
+                "client_ca checks the clients of tls: listeners, which need certificate and private_key",
+            );
+            ok = false;
+        }
+        let handshake_timeout = handshake_timeout?;
+        ok.then_some(Tls {
+            identity,
+            client_ca,
+            ca,
+            handshake_timeout,
         })
     }
 

@@ -249,6 +249,7 @@ impl Driver {
             invite: None,
             ack: None,
             counted: true,
+            tls_name: None,
         };
         self.legs.insert(leg_id, leg);
     }

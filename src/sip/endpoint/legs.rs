@@ -57,7 +57,8 @@ impl Driver {
                         continue;
                     };
                     let tag = leg.dialog.local_tag.clone();
-                    let contact = self.contact(flow);
+                    let sips = leg.dialog.is_sips();
+                    let contact = self.contact(flow, sips);
                     let sdp = if status < 200 { ctx.sdp.take() } else { None };
                     self.reply(&key, status, Some(&tag), |r| {
                         if status < 200 {
@@ -74,8 +75,14 @@ impl Driver {
                 Out::SendCancel => self.send_cancel(leg_id),
                 Out::SendAck => {
                     let port = self.transports.local_port(leg.flow);
-                    let via = make_via(&self.config.advertised_host, port, leg.flow).0;
-                    let contact = make_contact(&self.config.advertised_host, port, leg.flow);
+                    let transport = self.transports.transport_of(leg.flow);
+                    let via = make_via(&self.config.advertised_host, port, transport).0;
+                    let contact = make_contact(
+                        &self.config.advertised_host,
+                        port,
+                        transport,
+                        leg.dialog.is_sips(),
+                    );
                     let ack = leg
                         .dialog
                         .request(Method::Ack, &via, &contact, Bytes::new());
@@ -131,8 +138,8 @@ impl Driver {
         } else {
             Bytes::new()
         };
-        let flow = leg.flow;
-        let contact = self.contact(flow);
+        let (flow, sips) = (leg.flow, leg.dialog.is_sips());
+        let contact = self.contact(flow, sips);
         let timer = session_timer::reply(&request.headers);
         let wire = self.respond(key, 200, Some(&tag), |r| {
             r.headers.push("Contact", contact);
@@ -170,7 +177,7 @@ impl Driver {
             return;
         };
         let (tag, body) = (leg.dialog.local_tag.clone(), leg.local_sdp.clone());
-        let contact = self.contact(flow);
+        let contact = self.contact(flow, leg.dialog.is_sips());
         let request = self.txs.get(&key).and_then(|e| e.request.as_ref());
         let timer = request.and_then(|r| session_timer::reply(&r.headers));
         let declined = request.is_some_and(|r| session_timer::declines(&r.headers));
@@ -256,12 +263,18 @@ impl Driver {
 
     pub(super) fn via(&self, flow: Flow) -> (String, String) {
         let port = self.transports.local_port(flow);
-        make_via(&self.config.advertised_host, port, flow)
+        make_via(
+            &self.config.advertised_host,
+            port,
+            self.transports.transport_of(flow),
+        )
     }
 
-    pub(super) fn contact(&self, flow: Flow) -> String {
+    /// Our Contact over `flow`; `sips` for a SIPS dialog (see [`Dialog::is_sips`]).
+    pub(super) fn contact(&self, flow: Flow, sips: bool) -> String {
         let port = self.transports.local_port(flow);
-        make_contact(&self.config.advertised_host, port, flow)
+        let transport = self.transports.transport_of(flow);
+        make_contact(&self.config.advertised_host, port, transport, sips)
     }
 
     /// Sends an in-dialog BYE over the leg's flow (a closed stream is reopened); the leg ends
@@ -270,15 +283,16 @@ impl Driver {
         let Some(leg) = self.legs.get(&leg_id) else {
             return;
         };
-        let (flow, peer) = (leg.flow, leg.peer);
+        let (flow, peer, sips) = (leg.flow, leg.peer, leg.dialog.is_sips());
         let flow = match flow {
             Flow::Stream(id) if !self.transports.has_stream(id) => {
-                self.transports.stream_flow_for(peer)
+                let tls_name = leg.tls_name.clone();
+                self.transports.stream_flow_for(peer, tls_name.as_deref())
             }
             other => other,
         };
         let (via, branch) = self.via(flow);
-        let contact = self.contact(flow);
+        let contact = self.contact(flow, sips);
         let Some(leg) = self.legs.get_mut(&leg_id) else {
             return;
         };
@@ -338,7 +352,8 @@ impl Driver {
     }
 
     pub(super) fn invite(&mut self, out: OutboundRequest, dest: SocketAddr, tcp: bool) {
-        let Some(flow) = self.flow_to(dest, tcp) else {
+        let tls_name = super::tls_name_for(&out.request_uri);
+        let Some(flow) = self.flow_to(dest, tcp, tls_name.as_deref()) else {
             tracing::warn!(%dest, "no listener can reach the target");
             let _ = out.events.send(CallEvent::Failed(LegFailure::Transport));
             return;
@@ -358,7 +373,7 @@ impl Driver {
             dialog.route_set = vec![route];
         }
         let (via, branch) = self.via(flow);
-        let contact = self.contact(flow);
+        let contact = self.contact(flow, dialog.is_sips());
         let mut request = dialog.request(Method::Invite, &via, &contact, out.sdp.clone());
         request.headers.push("Allow", ALLOW);
         // No `Supported: timer`: rgsd does not send session refreshes, so an agent's UA that
@@ -388,6 +403,7 @@ impl Driver {
             invite: Some(request.clone()),
             ack: None,
             counted: false,
+            tls_name: self.transports.tls_name(flow),
         };
         self.legs.insert(out.leg, leg);
         let key = self.start_client(&request, &branch, flow, dest, Some(out.leg));
