@@ -1385,6 +1385,49 @@ queue = "Main"
     }
 
     #[test]
+    fn tls_keys_are_checked_together_and_a_tls_listener_needs_a_certificate() {
+        let with = |listen: &str, tls: &str| {
+            SERVER.replace(
+                "sip_listen = [\"udp:127.0.0.1:0\"]",
+                &format!("sip_listen = [{listen}]\n{tls}"),
+            ) + WORKFLOW
+        };
+        let messages = |errors: Vec<Diagnostic>| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let config = load_ok(&with("\"udp:127.0.0.1:0\"", ""));
+        assert!(config.server.tls.identity.is_none());
+        assert_eq!(config.server.tls.handshake_timeout, Duration::from_secs(10));
+
+        let text = messages(load_err(&with("\"tls:127.0.0.1:0\"", "")));
+        assert!(
+            text.contains("server.tls") && text.contains("needs a certificate"),
+            "{text}"
+        );
+        let text = messages(load_err(&with(
+            "\"tls:127.0.0.1:0\"",
+            "tls = { certificate = \"cert.pem\" }",
+        )));
+        assert!(
+            text.contains("server.tls.private_key") && text.contains("go together"),
+            "{text}"
+        );
+        let text = messages(load_err(&with(
+            "\"udp:127.0.0.1:0\"",
+            "tls = { client_ca = \"missing-ca.pem\", handshake_timeout = \"10ms\" }",
+        )));
+        assert!(
+            text.contains("server.tls.client_ca") && text.contains("cannot read"),
+            "{text}"
+        );
+        assert!(text.contains("server.tls.handshake_timeout"), "{text}");
+    }
+
+    #[test]
     fn sip_rate_limit_burst_defaults_to_four_seconds_and_zero_turns_it_off() {
         let with = |limit: &str| {
             SERVER.replace(

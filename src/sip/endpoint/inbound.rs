@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{ALLOW, Ctx, Driver, TxEntry};
+use crate::config::model::Transport;
 use crate::sip::admission::{RETRY_AFTER, Refusal};
 use crate::sip::call::{CallInfo, Handle, IncomingCall, LegId};
 use crate::sip::dialog::Dialog;
@@ -249,7 +250,10 @@ impl Driver {
             invite: None,
             ack: None,
             counted: true,
-            tls_name: None,
+            // Should the caller's TLS connection be gone when rgsd hangs up, the BYE goes over a
+            // new TLS connection (checked against the caller's address), never in clear.
+            tls_name: (self.transports.transport_of(flow) == Transport::Tls)
+                .then(|| std::sync::Arc::from(source.ip().to_string())),
         };
         self.legs.insert(leg_id, leg);
     }
