@@ -64,13 +64,21 @@ fn call_and_check_audio(caller: &mut Baresip, agent: &mut Baresip, server: &Serv
 }
 
 fn assert_answered_record(scratch: &Scratch, agent: &Baresip, server: &Server) {
+    assert_answered_by(
+        scratch,
+        &format!("sip:agent0@127.0.0.1:{}", agent.sip_port),
+        server,
+    );
+}
+
+fn assert_answered_by(scratch: &Scratch, agent: &str, server: &Server) {
     let records = call_records(&scratch.path().join("rgsd.db"), 1);
     assert_eq!(records.len(), 1, "{records:#?}\n{}", server.stderr());
     let r = &records[0];
     assert_eq!(r.outcome, rgsd::store::CallOutcome::Answered, "{r:#?}");
     assert_eq!(
         r.agent.as_ref().map(ToString::to_string),
-        Some(format!("sip:agent0@127.0.0.1:{}", agent.sip_port)),
+        Some(agent.to_owned()),
         "{r:#?}"
     );
     assert!(r.talk.is_some(), "{r:#?}");
@@ -245,4 +253,73 @@ fn baresip_srtp_caller_and_agent_hear_each_other_with_srtp_required() {
     caller.hangup();
     agent.wait_event("CALL_CLOSED", Duration::from_secs(5));
     assert_answered_record(&scratch, &agent, &server);
+}
+
+/// SIP over TLS both ways: a baresip caller reaches rgsd's `tls:` listener
+/// (`;transport=tls`), and rgsd reaches a baresip agent at its TLS port (`;transport=tls` agent
+/// URI), each checking the other's certificate against the test CA (`sip_cafile`, `tls.ca`).
+#[test]
+fn baresip_calls_rgsd_over_tls_and_rgsd_reaches_a_baresip_agent_over_tls() {
+    let Some(bin) = require("baresip") else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let tls = common::interop::LoopbackTls::new(&scratch.path().join("tls"));
+    let baresip_tls = format!(
+        "sip_certificate\t\t{}\nsip_cafile\t\t{}\n",
+        tls.bundle.display(),
+        tls.ca.display()
+    );
+    let mut agent = Baresip::start(
+        &bin,
+        scratch.path(),
+        "agent0",
+        "<sip:agent0@127.0.0.1>;regint=0;answermode=auto",
+        AGENT_HZ,
+        &baresip_tls,
+    );
+    let config = server_section(37800).replace(
+        "sip_listen = [\"udp:127.0.0.1:0\"]",
+        &format!(
+            "sip_listen = [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = \"{}\", private_key = \"{}\", ca = \"{}\" }}",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.ca.display()
+        ),
+    ) + &format!(
+        "\n[[agent_group]]\nname = \"Sales agents\"\nrouting = \"serial\"\nalert_time = \"10s\"\nagents = [\"sip:agent0@127.0.0.1:{};transport=tls\"]\n",
+        agent.sip_port + 1
+    ) + &hunt_group("Sales");
+    let server = start(&scratch, &config);
+    let mut caller = Baresip::start(
+        &bin,
+        scratch.path(),
+        "caller",
+        "<sip:caller@127.0.0.1>;regint=0",
+        CALLER_HZ,
+        &baresip_tls,
+    );
+    let rgsd_tls = server.sip_addr("tls");
+    caller.dial(&format!(
+        "sip:sales@127.0.0.1:{};transport=tls",
+        rgsd_tls.port()
+    ));
+    caller.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    agent.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    let heard_by_agent = agent.wait_heard(CALLER_HZ, ONE_SECOND, Duration::from_secs(8));
+    let heard_by_caller = caller.wait_heard(AGENT_HZ, ONE_SECOND, Duration::from_secs(8));
+    assert!(
+        heard_by_agent >= ONE_SECOND && heard_by_caller >= ONE_SECOND,
+        "agent heard {heard_by_agent}, caller {heard_by_caller}\n{}\n{}\n--- rgsd:\n{}",
+        caller.log(),
+        agent.log(),
+        server.stderr()
+    );
+    caller.hangup();
+    agent.wait_event("CALL_CLOSED", Duration::from_secs(5));
+    assert_answered_by(
+        &scratch,
+        &format!("sip:agent0@127.0.0.1:{};transport=tls", agent.sip_port + 1),
+        &server,
+    );
 }

@@ -544,3 +544,46 @@ pub fn call_records(db: &Path, count: usize) -> Vec<rgsd::store::CallRecord> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// PEM files for TLS on loopback, made at test time: a CA (`ca`), and one certificate it
+/// signed for 127.0.0.1 (`cert`, `key`; `bundle` holds both, as baresip's `sip_certificate`
+/// wants) that rgsd and baresip both present.
+pub struct LoopbackTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub bundle: PathBuf,
+}
+
+impl LoopbackTls {
+    pub fn new(dir: &Path) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "interop test CA");
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "127.0.0.1");
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        Self {
+            ca: write("ca.pem", &issuer.pem()),
+            cert: write("cert.pem", &cert.pem()),
+            key: write("key.pem", &key.serialize_pem()),
+            bundle: write(
+                "bundle.pem",
+                &format!("{}{}", cert.pem(), key.serialize_pem()),
+            ),
+        }
+    }
+}
