@@ -9,7 +9,14 @@
 //!   (1,000 members checked) and claims it; then a new call joins at the tail. The head call is
 //!   answered and leaves outside the timed part, so the queue stays at 10,000.
 //!
-//! Besides criterion's estimates, each case prints its own p50 / p99 / max over 20,000 timed
+//! - `workflow_lookup/{uri,number}/{2,10000}_workflows`: which workflow an INVITE is for
+//!   (`acd::Routes::lookup`, the router's hash maps), by SIP URI (`sip:wfN@127.0.0.1:5060;…`)
+//!   and by trunk number (`sip:+1425…@10.0.0.1;user=phone`), for the last workflow of 2 and of
+//!   10,000. Also printed: each case's mean over 1,000,000 lookups and the 10,000 / 2 ratio.
+//!   2026-12-02, shared machine: by URI 165 / 171 ns (ratio 1.04), by number 268 / 273 ns
+//!   (1.02); run it with `-- workflow_lookup` to skip the queue cases' criterion runs.
+//!
+//! Besides criterion's estimates, each queue case prints its own p50 / p99 / max over 20,000 timed
 //! iterations. Run: `cargo bench --bench routing -- --measurement-time 2 --warm-up-time 1`.
 //!
 //! Measured 2026-11-23 on the shared 2-core build machine (other builds running):
@@ -50,11 +57,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use rgsd::acd::Routes;
 use rgsd::acd::agents::{AgentId, AgentTable, CallKey};
 use rgsd::acd::queue::QueueCore;
 use rgsd::config::model::{
-    AgentGroup, AgentGroupId, Config, DatabaseUrl, Participation, Queue, QueueId, RoutingMethod,
-    Server, SipUri, SrtpPolicy,
+    ActionTarget, AgentGroup, AgentGroupId, Config, DatabaseUrl, LineUri, Participation, Queue,
+    QueueId, RoutingMethod, Server, SipUri, SrtpPolicy, Workflow, WorkflowId, WorkflowKind,
 };
 
 const AGENTS: usize = 1_000;
@@ -240,6 +248,72 @@ fn percentiles(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// `n` hunt-group workflows into the Sales queue: `sip:wf{i}@127.0.0.1`, `tel:+1425{i:07}`.
+fn workflows(n: usize) -> Config {
+    let mut config = config();
+    config.workflows = (0..n)
+        .map(|i| Workflow {
+            name: format!("workflow {i}"),
+            kind: WorkflowKind::HuntGroup,
+            uri: SipUri(format!("sip:wf{i}@127.0.0.1")),
+            line_uri: Some(LineUri::parse(&format!("tel:+1425{i:07}")).expect("a number")),
+            display_number: None,
+            description: None,
+            active: true,
+            anonymous: false,
+            language: "en-US".into(),
+            time_zone: chrono_tz::Tz::UTC,
+            welcome: None,
+            start: ActionTarget::Queue(QueueId(0)),
+            music_on_hold: None,
+            business_hours: None,
+            out_of_hours: None,
+            holidays: vec![],
+            on_holiday: None,
+            managers: vec![],
+            questions: vec![],
+            srtp: None,
+        })
+        .collect();
+    config
+}
+
+const LOOKUPS: u32 = 1_000_000;
+
+/// Mean time of one lookup of `uri` over [`LOOKUPS`], checking it finds `want`.
+fn mean_lookup(routes: &Routes, uri: &str, want: WorkflowId) -> Duration {
+    assert_eq!(routes.lookup(uri), Some(want), "{uri}");
+    let start = clock();
+    for _ in 0..LOOKUPS {
+        black_box(routes.lookup(black_box(uri)));
+    }
+    start.elapsed() / LOOKUPS
+}
+
+fn lookup(c: &mut Criterion) {
+    for by in ["uri", "number"] {
+        let mut means = Vec::new();
+        for n in [2, 10_000] {
+            let routes = Routes::new(&workflows(n));
+            let last = n - 1;
+            let uri = match by {
+                "uri" => format!("sip:wf{last}@127.0.0.1:5060;transport=udp"),
+                _ => format!("sip:+1425{last:07}@10.0.0.1;user=phone"),
+            };
+            let want = WorkflowId(u32::try_from(last).expect("10,000 workflows"));
+            let name = format!("workflow_lookup/{by}/{n}_workflows");
+            let mean = mean_lookup(&routes, &uri, want);
+            println!("{name}: mean of {LOOKUPS} = {mean:?}");
+            means.push(mean);
+            c.bench_function(&name, |b| b.iter(|| routes.lookup(black_box(&uri))));
+        }
+        println!(
+            "workflow_lookup/{by}: 10000 / 2 workflows = {:.2}",
+            means[1].as_secs_f64() / means[0].as_secs_f64()
+        );
+    }
+}
+
 fn routing(c: &mut Criterion) {
     let mut idle = IdleCase::new();
     percentiles(
@@ -261,5 +335,5 @@ fn routing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing);
+criterion_group!(benches, lookup, routing);
 criterion_main!(benches);

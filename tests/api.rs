@@ -2015,6 +2015,43 @@ async fn objects_and_a_manager(app: &App) {
     )
     .await
     .refused(403, "forbidden");
+    // The trunk number is the administrator's: a manager may neither set, change nor remove it.
+    let night = "/api/workflows/Night%20line";
+    let body = patch_json(app, night, m, json!({ "line_uri": "tel:+14255550142" }))
+        .await
+        .refused(403, "forbidden");
+    assert!(
+        body["error"].as_str().unwrap().contains("line_uri"),
+        "{body}"
+    );
+    let body = patch_json(app, night, a, json!({ "line_uri": "tel:4255550142" }))
+        .await
+        .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["field"], "line_uri", "{body}");
+    let r = patch_json(app, night, a, json!({ "line_uri": "tel:+1 425 555 0142" })).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let line_of_night = || {
+        let config = app.shared.config.load();
+        let w = config.workflows.iter().find(|w| w.name == "Night line");
+        w.unwrap().line_uri.as_ref().map(|l| l.number.to_string())
+    };
+    assert_eq!(line_of_night().as_deref(), Some("+14255550142"));
+    for change in [
+        json!({ "line_uri": "tel:+14255550143" }),
+        json!({ "line_uri": null }),
+    ] {
+        let body = patch_json(app, night, m, change)
+            .await
+            .refused(403, "forbidden");
+        assert!(
+            body["error"].as_str().unwrap().contains("line_uri"),
+            "{body}"
+        );
+    }
+    let mut whole = get(app, night, m).await.json();
+    whole["line_uri"] = json!("tel:+14255550143");
+    put(app, night, m, whole).await.refused(403, "forbidden");
+    assert_eq!(line_of_night().as_deref(), Some("+14255550142"));
     delete(app, "/api/workflows/Night%20line", m)
         .await
         .refused(403, "forbidden");
@@ -2070,6 +2107,8 @@ async fn objects_and_a_manager(app: &App) {
             .unwrap()
             .active
     );
+    // A manager's change that leaves the number alone keeps it.
+    assert_eq!(line_of_night().as_deref(), Some("+14255550142"));
     let audit = app.shared.store.list_audit(at(0), 1000).await.unwrap();
     assert!(
         audit

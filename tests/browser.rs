@@ -721,11 +721,11 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     let list = rows(&mut page);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(
-        list[0][..5],
-        ["Sales line", "sip:sales@127.0.0.1", "", "yes", ""]
+        list[0][..6],
+        ["Sales line", "sip:sales@127.0.0.1", "", "", "yes", ""]
     );
     assert!(
-        list[0][5].starts_with("file ") && list[0][5].ends_with(":19 (read-only)"),
+        list[0][6].starts_with("file ") && list[0][6].ends_with(":19 (read-only)"),
         "{list:?}"
     );
     page.tool("#/workflows/Sales%20line", "Workflow: Sales line");
@@ -819,6 +819,7 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     page.tick("active", true);
     page.fill("kind", "hunt_group");
     page.fill("uri", "sip:help@127.0.0.1");
+    page.fill("line_uri", "tel:+1 425 555 0142");
     page.fill("display_number", "+1 425 555 0142");
     page.fill("welcome.kind", "text");
     page.fill("welcome.text", "Welcome to the help desk.");
@@ -837,17 +838,24 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     let list = rows(&mut page);
     assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(
-        list[1][..4],
-        ["Help line", "sip:help@127.0.0.1", "+1 425 555 0142", "yes"]
+        list[1][..5],
+        [
+            "Help line",
+            "sip:help@127.0.0.1",
+            "tel:+1 425 555 0142",
+            "+1 425 555 0142",
+            "yes"
+        ]
     );
-    assert_eq!(list[1][5], "database, version 1");
+    assert_eq!(list[1][6], "database, version 1");
     page.shot("scenario1-workflow-list");
 
     // The next call, same process: the welcome is heard, then an agent answers.
     let welcome = spoken_frames(&mut page, "Welcome to the help desk.");
     assert!(welcome > 25, "the welcome lasts {welcome} frames");
     let mut ua = Ua::new(server.sip_addr("udp"));
-    ua.call("sip:help@127.0.0.1");
+    // Through the trunk number the form gave it.
+    ua.call("sip:+14255550142@127.0.0.1;user=phone");
     // The welcome: speech from the first packet until the marked change of source.
     let heard = listen(&mut ua, 20 * welcome as u64 + 400);
     let change = heard
@@ -951,8 +959,8 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
     let list = rows(&mut page);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(
-        list[0][..5],
-        ["Orders line", "sip:orders@127.0.0.1", "", "yes", CAROL]
+        list[0][..6],
+        ["Orders line", "sip:orders@127.0.0.1", "", "", "yes", CAROL]
     );
     assert_eq!(
         page.eval("document.getElementById('create')"),
@@ -1012,6 +1020,14 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
     assert_eq!(
         page.eval("document.querySelector('[data-field=kind]').disabled"),
         true
+    );
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=line_uri]').readOnly"),
+        true
+    );
+    assert_eq!(
+        page.eval("document.getElementById(document.querySelector('[data-field=line_uri]').id + '-hint').textContent"),
+        "Managers may not change a workflow's line_uri (its trunk number); ask an administrator."
     );
     assert_eq!(
         page.eval("document.getElementById(document.querySelector('[data-field=uri]').id + '-hint').textContent"),

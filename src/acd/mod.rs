@@ -17,6 +17,8 @@
 //! - [`record`]: a finished call's timeline as a `store::CallRecord`.
 //! - [`router`]: Request-URI → workflow, answered once by the SIP endpoint; the call task gets
 //!   the workflow back from the route id.
+//! - [`routes`]: [`routes::Routes`], the hash maps (URI user part, `line_uri` number) the
+//!   router reads, built with each runtime.
 //!
 //! Who writes an agent's state is in [`agents`]; how a reload travels is in [`runtime`]; how
 //! queues, calls and the table fit together is in [`queue`].
@@ -28,9 +30,11 @@ pub mod queue;
 mod queue_task;
 mod record;
 pub(crate) mod router;
+mod routes;
 pub mod routing;
 pub mod runtime;
 
 pub use call_task::{Controller, Services};
 pub use observe::{CallObserver, CallSnapshot, CallStage};
-pub use router::{Routes, WorkflowRouter};
+pub use router::WorkflowRouter;
+pub use routes::Routes;

@@ -34,7 +34,7 @@ use tokio::sync::Mutex;
 
 use crate::acd::agents::{AgentTable, SignInError};
 use crate::acd::queue_task::Queues;
-use crate::acd::router::Routes;
+use crate::acd::routes::Routes;
 use crate::config::model::{AgentGroup, Config, SipUri};
 use crate::media::assets::MediaAssets;
 use crate::media::tts::TextToSpeech;

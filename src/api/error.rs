@@ -84,6 +84,11 @@ pub enum Refusal {
     /// Managers never change a workflow's URI or kind; an administrator does.
     #[error("managers may not change a workflow's URI or kind; ask an administrator")]
     ManagerMayNotChangeUriOrKind,
+    /// Managers never change a workflow's trunk number (`line_uri`); an administrator does.
+    #[error(
+        "managers may not change a workflow's line_uri (its trunk number); ask an administrator"
+    )]
+    ManagerMayNotChangeLineUri,
     /// Managers add managers to their workflows; only an administrator removes one.
     #[error("managers may add managers to a workflow but not remove one; ask an administrator")]
     ManagerMayNotRemoveManagers,

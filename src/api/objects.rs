@@ -27,7 +27,7 @@
 //! An administrator does everything. A manager sees the workflows that list them in `managers`,
 //! the queues, agent groups, hours and holiday sets those workflows use, and the objects the
 //! manager created; may create agent groups, queues, hours and holiday sets; may change what they
-//! see, in their workflows everything but `uri` and `kind`, adding managers but never removing
+//! see, in their workflows everything but `uri`, `line_uri` and `kind`, adding managers but never removing
 //! one; may delete what they see except workflows; may make an object use only objects they see.
 
 use std::collections::BTreeSet;
@@ -735,6 +735,9 @@ fn check_role(
                     let old = old.map_or(&Value::Null, |(body, _)| body);
                     if old.get("uri") != body.get("uri") || old.get("kind") != body.get("kind") {
                         return forbid(Refusal::ManagerMayNotChangeUriOrKind);
+                    }
+                    if old.get("line_uri") != body.get("line_uri") {
+                        return forbid(Refusal::ManagerMayNotChangeLineUri);
                     }
                     let managers = |v: &Value| -> BTreeSet<String> {
                         v.get("managers")

@@ -908,6 +908,44 @@ queue = "Sales"
         );
     }
 
+    /// A database workflow on a number the file's workflow has: the error names both, and the
+    /// number an export writes is the one read back.
+    #[test]
+    fn a_number_used_by_the_file_and_a_database_workflow_names_both() {
+        let file = FILE.replace(
+            "uri = \"sip:sales@127.0.0.1\"\n",
+            "uri = \"sip:sales@127.0.0.1\"\nline_uri = \"tel:+14255550100\"\n",
+        );
+        let night = json!({ "kind": "hunt_group", "uri": "sip:night@127.0.0.1",
+            "line_uri": "tel:+1-425-555-0100", "queue": "Sales" });
+        let errors = load(&file, &[db(ObjectKind::Workflow, "Night", night.clone())]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = errors[0].to_string();
+        assert!(text.starts_with("workflows/Night: error: line_uri: workflow \"Night\" and workflow \"Sales line\" on line 21 of "), "{text}");
+        assert!(
+            text.ends_with("both have the number +14255550100; each number reaches one workflow"),
+            "{text}"
+        );
+
+        let mut other = night;
+        other["line_uri"] = json!("tel:+14255550199");
+        let objects = [db(ObjectKind::Workflow, "Night", other)];
+        let merged = load(&file, &objects).unwrap();
+        let w = merged
+            .loaded
+            .config
+            .workflows
+            .iter()
+            .find(|w| w.name == "Night")
+            .unwrap();
+        assert_eq!(
+            w.line_uri.as_ref().unwrap().number.to_string(),
+            "+14255550199"
+        );
+        let back = objects_of_toml(&export_toml(&objects).unwrap()).unwrap();
+        assert_eq!(back[0].2["line_uri"], "tel:+14255550199");
+    }
+
     #[test]
     fn export_and_import_round_trip() {
         let objects = vec![

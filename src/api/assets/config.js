@@ -23,6 +23,7 @@ const ZONES = ["UTC", "America/New_York", "America/Chicago", "America/Denver", "
   "Africa/Johannesburg", "Asia/Dubai", "Asia/Kolkata", "Asia/Singapore", "Asia/Tokyo",
   "Australia/Sydney", "Pacific/Auckland"];
 const URI_REASON = "Managers may not change a workflow's URI or kind; ask an administrator.";
+const LINE_REASON = "Managers may not change a workflow's line_uri (its trunk number); ask an administrator.";
 
 class Refused extends Error {
   constructor(message, code, body) { super(message); this.code = code; this.body = body; }
@@ -340,7 +341,7 @@ async function listPage(kind) {
   const items = await api("GET", "/api/" + kind);
   const k = KINDS[kind];
   const cols = kind === "workflows"
-    ? [["Name", (o) => o.name], ["URI", (o) => o.uri || ""], ["Number", (o) => o.display_number || ""],
+    ? [["Name", (o) => o.name], ["URI", (o) => o.uri || ""], ["Line", (o) => o.line_uri || ""], ["Number", (o) => o.display_number || ""],
       ["Active", (o) => (o.active === false ? "no" : "yes")], ["Managers", (o) => (o.managers || []).join(", ")], ["Source", sourceCell]]
     : [["Name", (o) => o.name], ["Source", sourceCell]];
   const table = el("table", { id: "list", "aria-label": k.title },
@@ -481,6 +482,7 @@ const EDITORS = {
     const kind = selectC("Kind", "kind", [["hunt_group", "Hunt group: straight to a queue"], ["interactive", "Interactive: questions first"]], doc.kind || "hunt_group",
       manager ? { disabled: true, reason: URI_REASON } : {});
     const uri = textC("SIP address (URI)", "uri", doc.uri, manager ? { readonly: true, reason: URI_REASON } : { placeholder: "sip:sales@example.com" });
+    const line = textC("Trunk number (line URI)", "line_uri", doc.line_uri, manager ? { readonly: true, reason: LINE_REASON } : { placeholder: "tel:+14255550100", hint: "Calls from a trunk to this number reach the workflow." });
     const number = textC("Display number", "display_number", doc.display_number, { placeholder: "+1 425 555 0100" });
     const description = textC("Description", "description", doc.description);
     const language = textC("Language", "language", doc.language || "en-US");
@@ -510,18 +512,19 @@ const EDITORS = {
     const section = (title, ...nodes) => el("fieldset", { class: "wide" }, el("legend", { text: title }), el("div", { class: "grid" }, nodes));
     return {
       nodes: [
-        section("General", active.node, kind.node, uri.node, number.node, description.node, language.node, anonymous.node, moh.node, managers.node),
+        section("General", active.node, kind.node, uri.node, line.node, number.node, description.node, language.node, anonymous.node, moh.node, managers.node),
         section("Welcome", welcome.node),
         section("Business hours", hours.node, zone.node, oohPrompt.node, oohAction.node),
         holidays, section("On holidays", ohPrompt.node, ohAction.node),
         hunt, ivr,
         el("datalist", { id: "zones" }, ZONES.map((z) => el("option", { value: z }))),
       ],
-      active, kind, uri, number, managers, welcome, hours, zone, oohPrompt, oohAction, queue, question,
+      active, kind, uri, line, number, managers, welcome, hours, zone, oohPrompt, oohAction, queue, question,
       collect: (b) => {
         b.active = active.get();
         put(b, "kind", kind.get());
         put(b, "uri", uri.get());
+        put(b, "line_uri", line.get());
         put(b, "display_number", number.get());
         put(b, "description", description.get());
         put(b, "language", language.get());
