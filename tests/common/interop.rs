@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -403,6 +404,8 @@ impl Kamailio {
             )
             .unwrap();
             let mut child = Command::new(bin)
+                // Its own process group: dropping it ends the worker processes too.
+                .process_group(0)
                 .arg("-f")
                 .arg(&cfg)
                 .args(["-DD", "-E", "-m", "64", "-M", "8"])
@@ -508,16 +511,20 @@ impl Kamailio {
 impl Drop for Kamailio {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SIGTERM lets the main process stop its worker processes; SIGKILL after 5 s.
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
+            // SIGTERM lets the main process stop its workers; after 5 s SIGKILL to the whole
+            // process group (the workers too).
+            let group = i32::try_from(child.id())
+                .ok()
+                .map(nix::unistd::Pid::from_raw);
+            if let Some(g) = group {
+                let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGTERM);
             }
             let deadline = Instant::now() + Duration::from_secs(5);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(g) = group {
+                let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.kill();
             let _ = child.wait();
