@@ -289,6 +289,36 @@ async fn asked_to_refresh_the_session_rgsd_becomes_the_refresher() {
     );
 }
 
+/// A proxy that Record-Routes (Kamailio's `record_route()`) finds its entries in rgsd's 200,
+/// in order, so the caller's ACK and BYE come back through it (RFC 3261 §12.1.1).
+#[tokio::test]
+async fn the_answer_carries_the_invites_record_route_in_order() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    ua.send(&request(
+        "INVITE",
+        "sales",
+        "rr1",
+        1,
+        "",
+        "Record-Route: <sip:127.0.0.1:PORT;lr;ftag=c1>, <sip:p2.invalid;lr>\n\
+Record-Route: <sip:p3.invalid;lr>\nContent-Type: application/sdp\n",
+        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\n",
+    ))
+    .await;
+    let ok = ua.recv().await;
+    assert_eq!(ok.status, 200);
+    let routes: Vec<&str> = ok.headers.get_list("Record-Route").collect();
+    assert_eq!(
+        routes,
+        [
+            format!("<sip:127.0.0.1:{};lr;ftag=c1>", ua.port).as_str(),
+            "<sip:p2.invalid;lr>",
+            "<sip:p3.invalid;lr>"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn dialog_reinvite_update_info_bye() {
     let s = setup(10, RateLimit::default()).await;

@@ -253,13 +253,14 @@ async fn run_until(
         Some(t) if t.tcp => Transport::Tcp,
         _ => Transport::Udp,
     };
-    let contact = endpoint.contact(transport);
-    let host = contact
+    let endpoint_contact = endpoint.contact(transport);
+    let host = endpoint_contact
         .trim_start_matches("<sip:rgsd@")
         .split(':')
         .next()
         .unwrap_or("rgsd")
         .to_owned();
+    let contact = contact_for(&endpoint_contact, config.aor.as_str());
     let mut registrar = Registrar::new(config, &host);
     let aor = registrar.config().aor.clone();
     let mut last_state = registrar.state().clone();
@@ -322,6 +323,17 @@ async fn run_until(
         }
     }
     tracing::warn!(%aor, state = ?registrar.state(), "registration removed; the registrar refused to unregister it");
+}
+
+/// The Contact registered for `aor`: the endpoint's (`<sip:rgsd@HOST:PORT>`) with the AOR's user
+/// part in place of `rgsd`. A registrar retargets a call for the AOR to this contact
+/// (RFC 3261 §10.2, §16.5), so the Request-URI rgsd receives still names the workflow by its
+/// user (docs/architecture.md: the workflow is found by user and host, or user alone).
+fn contact_for(endpoint_contact: &str, aor: &str) -> String {
+    match crate::config::uri::user_host(aor) {
+        Some((user, _)) => endpoint_contact.replacen("rgsd@", &format!("{user}@"), 1),
+        None => endpoint_contact.to_owned(),
+    }
 }
 
 /// The running registrations: one task per `[[registration]]`, applied again on every reload.
@@ -423,6 +435,26 @@ impl Registrations {
 mod tests {
     use super::*;
     use crate::config::model::{Secret, SipUri};
+
+    #[test]
+    fn the_contact_carries_the_aors_user_so_a_retargeted_call_finds_the_workflow() {
+        assert_eq!(
+            contact_for("<sip:rgsd@192.0.2.10:5060>", "sip:sales@pbx.example.com"),
+            "<sip:sales@192.0.2.10:5060>"
+        );
+        assert_eq!(
+            contact_for(
+                "<sip:rgsd@192.0.2.10:5062;transport=tcp>",
+                "sip:+14255550100@trunk.example.net;user=phone"
+            ),
+            "<sip:+14255550100@192.0.2.10:5062;transport=tcp>"
+        );
+        // An AOR without a user part keeps rgsd's.
+        assert_eq!(
+            contact_for("<sip:rgsd@192.0.2.10:5060>", "sip:pbx.example.com"),
+            "<sip:rgsd@192.0.2.10:5060>"
+        );
+    }
 
     fn registrar() -> Registrar {
         Registrar::new(

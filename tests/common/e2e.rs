@@ -560,12 +560,17 @@ pub fn tone_wav(hz: f64, ms: u32) -> Vec<u8> {
 }
 
 /// The frequency of a PCMU frame, by zero crossings (Hz).
-#[allow(clippy::cast_precision_loss)] // sample counts of one frame
 pub fn frame_hz(payload: &[u8]) -> f64 {
     let samples: Vec<i16> = payload
         .iter()
         .map(|b| rgsd::media::ulaw_to_linear(*b))
         .collect();
+    pcm_hz(&samples)
+}
+
+/// The frequency of 8 kHz linear samples, by zero crossings (Hz).
+#[allow(clippy::cast_precision_loss)] // sample counts of one frame
+pub fn pcm_hz(samples: &[i16]) -> f64 {
     let crossings = samples
         .windows(2)
         .filter(|w| (w[0] < 0) != (w[1] < 0))

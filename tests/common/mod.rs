@@ -285,4 +285,5 @@ pub fn pg_url() -> Option<String> {
 pub mod dns;
 pub mod e2e;
 pub mod http;
+pub mod interop;
 pub mod pg;

@@ -168,6 +168,14 @@ impl Driver {
             &fresh
         };
         let mut response = Response::to_request(request, status, Some(tag));
+        if request.method == Method::Invite && (101..300).contains(&status) {
+            // RFC 3261 §12.1.1: a response that makes a dialog carries the request's
+            // Record-Route, in order, so the caller's ACK, BYE and re-INVITEs cross the proxies
+            // that asked to stay in the path.
+            for route in request.headers.get_lines("Record-Route") {
+                response.headers.push("Record-Route", route);
+            }
+        }
         response.headers.push("Server", "rgsd");
         edit(&mut response);
         let actions = entry.tx.respond(&response, now);
