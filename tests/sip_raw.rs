@@ -29,22 +29,36 @@ impl Drop for Setup {
     }
 }
 
-/// Endpoint on UDP 127.0.0.1:0; the controller answers `sales` and keeps `hold` ringing.
-async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
-    let config = EndpointConfig {
-        listen: vec![Listen {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:0".parse().expect("addr"),
-        }],
+/// An endpoint on loopback trusting 127.0.0.0/8, 10 calls, no rate limit, no proxy, session
+/// timers at their defaults; tests change the field they are about.
+fn loopback(listen: Vec<Listen>) -> EndpointConfig {
+    EndpointConfig {
+        listen,
         advertised_host: "127.0.0.1".into(),
         trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        max_calls,
-        rate_limit: Some(rate_limit),
+        max_calls: 10,
+        rate_limit: None,
         dns_servers: Vec::new(),
         outbound_proxy: None,
         session_expires: Some(1800),
         min_se: 90,
         tls: Default::default(),
+    }
+}
+
+fn udp_listener() -> Listen {
+    Listen {
+        transport: Transport::Udp,
+        addr: "127.0.0.1:0".parse().expect("addr"),
+    }
+}
+
+/// Endpoint on UDP 127.0.0.1:0; the controller answers `sales` and keeps `hold` ringing.
+async fn setup(max_calls: u32, rate_limit: RateLimit) -> Setup {
+    let config = EndpointConfig {
+        max_calls,
+        rate_limit: Some(rate_limit),
+        ..loopback(vec![udp_listener()])
     };
     let router = Arc::new(|uri: &str, _: &str| {
         if uri.contains("sales@") || uri.contains("hold@") {
@@ -578,19 +592,8 @@ async fn held_resolver() -> (
 async fn invite_returns_at_once_and_a_leg_cancelled_while_resolving_sends_nothing() {
     let (dns, queries, release) = held_resolver().await;
     let config = EndpointConfig {
-        listen: vec![Listen {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:0".parse().expect("addr"),
-        }],
-        advertised_host: "127.0.0.1".into(),
-        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        max_calls: 10,
-        rate_limit: None,
         dns_servers: vec![dns],
-        outbound_proxy: None,
-        session_expires: Some(1800),
-        min_se: 90,
-        tls: Default::default(),
+        ..loopback(vec![udp_listener()])
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -646,21 +649,10 @@ async fn a_removed_tcp_listener_refuses_new_connections_and_its_open_ones_finish
         transport,
         addr: addr.parse().expect("addr"),
     };
-    let mut config = EndpointConfig {
-        listen: vec![
-            listen(Transport::Udp, "127.0.0.1:0"),
-            listen(Transport::Tcp, "127.0.0.1:0"),
-        ],
-        advertised_host: "127.0.0.1".into(),
-        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        max_calls: 10,
-        rate_limit: None,
-        dns_servers: Vec::new(),
-        outbound_proxy: None,
-        session_expires: Some(1800),
-        min_se: 90,
-        tls: Default::default(),
-    };
+    let mut config = loopback(vec![
+        listen(Transport::Udp, "127.0.0.1:0"),
+        listen(Transport::Tcp, "127.0.0.1:0"),
+    ]);
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
     let (endpoint, _calls) = Endpoint::bind(config.clone(), router, shutdown.clone())
@@ -734,19 +726,8 @@ async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_relo
     let uri_a = format!("sip:127.0.0.1:{}", proxy_a.local_addr().expect("a").port());
     let uri_b = format!("sip:127.0.0.1:{}", proxy_b.local_addr().expect("b").port());
     let mut config = EndpointConfig {
-        listen: vec![Listen {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:0".parse().expect("addr"),
-        }],
-        advertised_host: "127.0.0.1".into(),
-        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        max_calls: 10,
-        rate_limit: None,
-        dns_servers: Vec::new(),
         outbound_proxy: Some(SipUri(uri_a.clone())),
-        session_expires: Some(1800),
-        min_se: 90,
-        tls: Default::default(),
+        ..loopback(vec![udp_listener()])
     };
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
@@ -844,21 +825,7 @@ async fn outbound_legs_go_through_the_proxy_with_a_loose_route_and_follow_a_relo
 async fn a_tls_target_nobody_listens_on_fails_the_leg_clearly() {
     use rgsd::config::model::SipUri;
     use rgsd::sip::{CallEvent, LegFailure};
-    let config = EndpointConfig {
-        listen: vec![Listen {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:0".parse().expect("addr"),
-        }],
-        advertised_host: "127.0.0.1".into(),
-        trusted_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        max_calls: 10,
-        rate_limit: None,
-        dns_servers: Vec::new(),
-        outbound_proxy: None,
-        session_expires: Some(1800),
-        min_se: 90,
-        tls: Default::default(),
-    };
+    let config = loopback(vec![udp_listener()]);
     let router = Arc::new(|_: &str, _: &str| RouteDecision::NotFound);
     let shutdown = CancellationToken::new();
     let (endpoint, _calls) = Endpoint::bind(config, router, shutdown.clone())
