@@ -16,8 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::e2e::{
-    Sipp, Ua, frame_hz, free_udp_port, group, hunt_group, server_section, start, talk_until_heard,
-    tone_wav,
+    Sipp, Ua, frame_hz, free_udp_port, group, hunt_group, scenario, server_section, start,
+    talk_until_heard, tone_wav,
 };
 use common::{Scratch, require};
 
@@ -244,18 +244,8 @@ fn a_busy_agent_is_not_offered_a_second_call() {
     agent.stop();
 }
 
-#[test]
-fn ivr_rfc4733_digit_lands_in_the_chosen_queue() {
-    let Some(sipp) = require("sipp") else { return };
-    if require("espeak-ng").is_none() {
-        return;
-    }
-    let scratch = Scratch::new();
-    let (port_a, port_b) = (free_udp_port(), free_udp_port());
-    let config = server_section(32000)
-        + &group("Billing agents", "serial", &[port_a])
-        + &group("Support agents", "serial", &[port_b])
-        + r#"
+/// Queues Billing and Support behind an interactive workflow `help`: key 1 or 2.
+const IVR_BILLING_OR_SUPPORT: &str = r#"
 [[queue]]
 name = "Billing"
 agent_groups = ["Billing agents"]
@@ -280,6 +270,19 @@ action = { queue = "Billing" }
 dtmf = "2"
 action = { queue = "Support" }
 "#;
+
+#[test]
+fn ivr_rfc4733_digit_lands_in_the_chosen_queue() {
+    let Some(sipp) = require("sipp") else { return };
+    if require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let config = server_section(32000)
+        + &group("Billing agents", "serial", &[port_a])
+        + &group("Support agents", "serial", &[port_b])
+        + IVR_BILLING_OR_SUPPORT;
     let server = start(&scratch, &config);
     let mut billing = Sipp::agent(
         &sipp,
@@ -305,6 +308,63 @@ action = { queue = "Support" }
     ua.call("sip:help@127.0.0.1");
     ua.press(2);
     ua.expect_bye(Duration::from_secs(10));
+    support.assert_success(&server);
+    assert_eq!(billing.invites_received(), 0, "{}", billing.logs());
+    billing.stop();
+}
+
+/// The same menu answered by a SIP INFO key press (`application/dtmf-relay`) from a SIPp caller:
+/// key 2 leads to the Support queue's agent, never to Billing's.
+#[test]
+fn ivr_sip_info_digit_from_sipp_lands_in_the_chosen_queue() {
+    let Some(sipp) = require("sipp") else { return };
+    if require("espeak-ng").is_none() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let config = server_section(38400)
+        + &group("Billing agents", "serial", &[port_a])
+        + &group("Support agents", "serial", &[port_b])
+        + IVR_BILLING_OR_SUPPORT;
+    let server = start(&scratch, &config);
+    let mut billing = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "billing",
+        port_a,
+        "e2e_agent_hangs_up.xml",
+        None,
+        300,
+        false,
+    );
+    let mut support = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "support",
+        port_b,
+        "e2e_agent_hangs_up.xml",
+        Some(1),
+        300,
+        false,
+    );
+    let args = vec![
+        server.sip_addr("udp").to_string(),
+        "-sf".into(),
+        scenario("e2e_caller_info_dtmf.xml").display().to_string(),
+        "-s".into(),
+        "help".into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        free_udp_port().to_string(),
+        "-mp".into(),
+        free_udp_port().to_string(),
+        "-m".into(),
+        "1".into(),
+    ];
+    let mut caller = Sipp::spawn(&sipp, scratch.path(), "caller", &args);
+    caller.assert_success(&server);
     support.assert_success(&server);
     assert_eq!(billing.invites_received(), 0, "{}", billing.logs());
     billing.stop();
