@@ -27,7 +27,7 @@ use rgsd::api::{self, Live};
 use rgsd::api::{CallPhase, LiveCall};
 use rgsd::clock::ManualClock;
 use rgsd::config::LoadOptions;
-use rgsd::config::model::{Config, SipUri};
+use rgsd::config::model::{Config, SipUri, SrtpPolicy};
 use rgsd::store::{RecordWriter, Role, Store, WriterOptions};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -53,6 +53,8 @@ rtp_ports = [30000, 30999]
 http_listen = "127.0.0.1:0"
 database = "{database}"
 trusted_peers = ["127.0.0.0/8"]
+# A workflow's srtp other than "off" is accepted without a tls: listener (the API tests speak no SIP).
+allow_sdes_over_plain_sip = true
 
 [[agent_group]]
 name = "Sales agents"
@@ -349,6 +351,7 @@ async fn suite(app: App) {
     reports(&app).await;
     objects_through_every_collection(&app).await;
     objects_and_a_manager(&app).await;
+    workflow_srtp(&app).await;
     objects_refuse_every_range(&app).await;
     each_collection_creates_reads_replaces_patches_and_deletes(&app).await;
     prompts_are_converted_once_and_used_by_file(&app).await;
@@ -2139,6 +2142,74 @@ async fn objects_and_a_manager(app: &App) {
     assert!(config.workflows.iter().all(|w| w.name != "Night line"));
     assert!(config.queues.iter().all(|q| q.name != "Night"));
     assert!(app.shared.store.list_objects().await.unwrap().is_empty());
+}
+
+/// A workflow's `srtp` through the API: an administrator sets it and the running workflow has it;
+/// a bad value is 422 naming `srtp`; a manager may neither set, change nor remove it (403).
+async fn workflow_srtp(app: &App) {
+    let (a, m) = (&app.admin, &app.manager);
+    let path = "/api/workflows/Secure";
+    let srtp_of = || {
+        let config = app.shared.config.load();
+        let w = config
+            .workflows
+            .iter()
+            .find(|w| w.name == "Secure")
+            .cloned();
+        w.map(|w| (w.srtp, w.caller_srtp(&config.server)))
+    };
+    let body = post(app, "/api/workflows", a, json!({ "name": "Secure", "kind": "hunt_group", "uri": "sip:secure@127.0.0.1", "queue": "Sales", "srtp": "sometimes", "managers": [MANAGER] }))
+        .await
+        .refused(422, "invalid_field");
+    assert_eq!(body["problems"][0]["field"], "srtp", "{body}");
+    assert_eq!(srtp_of(), None, "a refused workflow is not in force");
+    let r = post(app, "/api/workflows", a, json!({ "name": "Secure", "kind": "hunt_group", "uri": "sip:secure@127.0.0.1", "queue": "Sales", "srtp": "required", "managers": [MANAGER] })).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        srtp_of(),
+        Some((Some(SrtpPolicy::Required), SrtpPolicy::Required))
+    );
+    assert_eq!(get(app, path, a).await.json()["srtp"], "required");
+
+    // The manager sees the workflow and its srtp but may not touch it.
+    let mut whole = get(app, path, m).await.json();
+    assert_eq!(whole["srtp"], "required");
+    for change in [json!({ "srtp": "off" }), json!({ "srtp": null })] {
+        let body = patch_json(app, path, m, change)
+            .await
+            .refused(403, "forbidden");
+        assert!(body["error"].as_str().unwrap().contains("srtp"), "{body}");
+    }
+    whole["srtp"] = json!("offer");
+    put(app, path, m, whole.clone())
+        .await
+        .refused(403, "forbidden");
+    // Everything else a manager may change still goes through, srtp left alone.
+    whole["srtp"] = json!("required");
+    whole["description"] = json!("Encrypted line");
+    let r = put(app, path, m, whole).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        srtp_of(),
+        Some((Some(SrtpPolicy::Required), SrtpPolicy::Required))
+    );
+
+    // The administrator changes it, then removes the key: the server's default applies.
+    let r = patch_json(app, path, a, json!({ "srtp": "offer" })).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        srtp_of(),
+        Some((Some(SrtpPolicy::Offer), SrtpPolicy::Offer))
+    );
+    let r = patch_json(app, path, a, json!({ "srtp": null })).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(srtp_of(), Some((None, SrtpPolicy::Off)));
+    // A manager may not set it either where it was absent.
+    patch_json(app, path, m, json!({ "srtp": "off" }))
+        .await
+        .refused(403, "forbidden");
+    assert_eq!(delete(app, path, a).await.status, 204);
+    assert_eq!(srtp_of(), None);
 }
 
 /// Each published range, through the API: 422 naming the object and the field, nothing stored.

@@ -89,6 +89,10 @@ pub enum Refusal {
         "managers may not change a workflow's line_uri (its trunk number); ask an administrator"
     )]
     ManagerMayNotChangeLineUri,
+    /// Managers never change a workflow's SRTP policy (`srtp`): transport security is an
+    /// administrator's choice.
+    #[error("managers may not change a workflow's srtp (media encryption); ask an administrator")]
+    ManagerMayNotChangeSrtp,
     /// Managers add managers to their workflows; only an administrator removes one.
     #[error("managers may add managers to a workflow but not remove one; ask an administrator")]
     ManagerMayNotRemoveManagers,

@@ -27,8 +27,8 @@
 //! An administrator does everything. A manager sees the workflows that list them in `managers`,
 //! the queues, agent groups, hours and holiday sets those workflows use, and the objects the
 //! manager created; may create agent groups, queues, hours and holiday sets; may change what they
-//! see, in their workflows everything but `uri`, `line_uri` and `kind`, adding managers but never removing
-//! one; may delete what they see except workflows; may make an object use only objects they see.
+//! see, in their workflows everything but `uri`, `line_uri`, `srtp` and `kind`, adding managers but
+//! never removing one; may delete what they see except workflows; may make an object use only objects they see.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -738,6 +738,9 @@ fn check_role(
                     }
                     if old.get("line_uri") != body.get("line_uri") {
                         return forbid(Refusal::ManagerMayNotChangeLineUri);
+                    }
+                    if old.get("srtp") != body.get("srtp") {
+                        return forbid(Refusal::ManagerMayNotChangeSrtp);
                     }
                     let managers = |v: &Value| -> BTreeSet<String> {
                         v.get("managers")

@@ -24,6 +24,7 @@ const ZONES = ["UTC", "America/New_York", "America/Chicago", "America/Denver", "
   "Australia/Sydney", "Pacific/Auckland"];
 const URI_REASON = "Managers may not change a workflow's URI or kind; ask an administrator.";
 const LINE_REASON = "Managers may not change a workflow's line_uri (its trunk number); ask an administrator.";
+const SRTP_REASON = "Managers may not change a workflow's media encryption (srtp); ask an administrator.";
 
 class Refused extends Error {
   constructor(message, code, body) { super(message); this.code = code; this.body = body; }
@@ -483,6 +484,9 @@ const EDITORS = {
       manager ? { disabled: true, reason: URI_REASON } : {});
     const uri = textC("SIP address (URI)", "uri", doc.uri, manager ? { readonly: true, reason: URI_REASON } : { placeholder: "sip:sales@example.com" });
     const line = textC("Trunk number (line URI)", "line_uri", doc.line_uri, manager ? { readonly: true, reason: LINE_REASON } : { placeholder: "tel:+14255550100", hint: "Calls from a trunk to this number reach the workflow." });
+    const srtp = selectC("Media encryption of callers (SRTP)", "srtp",
+      [["", "Server default"], ["off", "Off: plain RTP"], ["offer", "Offer: SRTP when the caller offers it"], ["required", "Required: callers without SRTP are refused"]],
+      doc.srtp || "", manager ? { disabled: true, reason: SRTP_REASON } : {});
     const number = textC("Display number", "display_number", doc.display_number, { placeholder: "+1 425 555 0100" });
     const description = textC("Description", "description", doc.description);
     const language = textC("Language", "language", doc.language || "en-US");
@@ -512,19 +516,20 @@ const EDITORS = {
     const section = (title, ...nodes) => el("fieldset", { class: "wide" }, el("legend", { text: title }), el("div", { class: "grid" }, nodes));
     return {
       nodes: [
-        section("General", active.node, kind.node, uri.node, line.node, number.node, description.node, language.node, anonymous.node, moh.node, managers.node),
+        section("General", active.node, kind.node, uri.node, line.node, srtp.node, number.node, description.node, language.node, anonymous.node, moh.node, managers.node),
         section("Welcome", welcome.node),
         section("Business hours", hours.node, zone.node, oohPrompt.node, oohAction.node),
         holidays, section("On holidays", ohPrompt.node, ohAction.node),
         hunt, ivr,
         el("datalist", { id: "zones" }, ZONES.map((z) => el("option", { value: z }))),
       ],
-      active, kind, uri, line, number, managers, welcome, hours, zone, oohPrompt, oohAction, queue, question,
+      active, kind, uri, line, srtp, number, managers, welcome, hours, zone, oohPrompt, oohAction, queue, question,
       collect: (b) => {
         b.active = active.get();
         put(b, "kind", kind.get());
         put(b, "uri", uri.get());
         put(b, "line_uri", line.get());
+        put(b, "srtp", srtp.get());
         put(b, "display_number", number.get());
         put(b, "description", description.get());
         put(b, "language", language.get());
