@@ -820,6 +820,7 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     page.fill("kind", "hunt_group");
     page.fill("uri", "sip:help@127.0.0.1");
     page.fill("line_uri", "tel:+1 425 555 0142");
+    page.fill("srtp", "off");
     page.fill("display_number", "+1 425 555 0142");
     page.fill("welcome.kind", "text");
     page.fill("welcome.text", "Welcome to the help desk.");
@@ -849,6 +850,11 @@ fn scenario_1_the_administrator_builds_a_hunt_group_in_the_browser_and_it_answer
     );
     assert_eq!(list[1][6], "database, version 1");
     page.shot("scenario1-workflow-list");
+    // The media encryption chosen in the form is the workflow's srtp key.
+    assert_eq!(
+        page.eval("api('GET', '/api/workflows/Help%20line').then(w => w.srtp)"),
+        json!("off")
+    );
 
     // The next call, same process: the welcome is heard, then an agent answers.
     let welcome = spoken_frames(&mut page, "Welcome to the help desk.");
@@ -1028,6 +1034,19 @@ fn scenario_2_a_manager_configures_the_workflow_the_administrator_created() {
     assert_eq!(
         page.eval("document.getElementById(document.querySelector('[data-field=line_uri]').id + '-hint').textContent"),
         "Managers may not change a workflow's line_uri (its trunk number); ask an administrator."
+    );
+    // Media encryption is the administrator's too: shown (server default here), not changeable.
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=srtp]').disabled"),
+        true
+    );
+    assert_eq!(
+        page.eval("document.querySelector('[data-field=srtp]').value"),
+        ""
+    );
+    assert_eq!(
+        page.eval("document.getElementById(document.querySelector('[data-field=srtp]').id + '-hint').textContent"),
+        "Managers may not change a workflow's media encryption (srtp); ask an administrator."
     );
     assert_eq!(
         page.eval("document.getElementById(document.querySelector('[data-field=uri]').id + '-hint').textContent"),
