@@ -7,6 +7,8 @@
 //!   for the other, each with its own keys).
 //! - A tampered packet and a replayed one are dropped and counted in `/metrics`.
 //! - A plain caller to a workflow with `srtp = "required"` gets 488.
+//! - A workflow created through `/api/workflows` with `srtp = "required"` applies at once: a
+//!   plain caller to it gets 488.
 //! - On the wire (`tshark` on `lo`): an SRTP call's RTP carries no run of the tone's PCMU
 //!   bytes, while a plain call's does (so the check can fail).
 // Test harness: a failed unwrap is a test failure; waiting on sockets and tshark needs real
@@ -492,4 +494,38 @@ fn check_and_serve_refuse_sdes_without_tls_unless_allowed() {
     let cfg = scratch.write("allowed.toml", &allowed);
     let (status, _, err) = run_rgsd(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(status.success(), "{err}");
+}
+
+/// A workflow created through `/api/workflows` with `srtp = "required"` is in force at once in
+/// the running daemon: a plain caller to its URI gets 404 before and 488 after.
+#[test]
+fn a_workflow_created_through_the_api_with_srtp_required_refuses_a_plain_caller() {
+    let scratch = Scratch::new();
+    let agent = Agent::new();
+    let server = start(&scratch, &config(39_000, &agent));
+    let path = scratch.path().join("rgsd.toml");
+    let admin = common::create_token(path.to_str().unwrap(), "admin", "root");
+    let mut plain = Ua::new(server.sip_addr("udp"));
+    assert_eq!(
+        plain.call_status("sip:vault@127.0.0.1"),
+        404,
+        "{}",
+        plain.log
+    );
+    let body = r#"{"name": "Vault", "kind": "hunt_group", "uri": "sip:vault@127.0.0.1", "queue": "Sales", "srtp": "required"}"#;
+    let (status, reply) = http(
+        server.http,
+        "POST",
+        "/api/workflows",
+        Some(&admin),
+        Some(body),
+    );
+    assert_eq!(status, 201, "{reply}");
+    let mut plain = Ua::new(server.sip_addr("udp"));
+    assert_eq!(
+        plain.call_status("sip:vault@127.0.0.1"),
+        488,
+        "{}",
+        plain.log
+    );
 }
