@@ -291,6 +291,13 @@ fn a_tls_client_gets_options_and_an_invite_answered_over_tls() {
         assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
         let via = header(&ok, "Via").unwrap();
         assert!(via.starts_with("SIP/2.0/TLS"), "{via}");
+        // A `sips:` Request-URI is served over TLS (over UDP or TCP it gets 416, see sip_raw).
+        stream
+            .write_all(options(local, "sips:sales@127.0.0.1").as_bytes())
+            .await
+            .unwrap();
+        let ok = final_response(&mut stream, &mut buf).await;
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 
         // An INVITE for a number nobody serves: answered on the same connection.
         let invite = format!(
