@@ -445,6 +445,12 @@ impl Daemon {
             objects: crate::api::objects::Objects::new(apply, &merged, options),
         };
 
+        tasks.spawn(watch_certificate_expiry(
+            Arc::clone(&shared.config),
+            shared.clock.clone(),
+            shutdown.clone(),
+        ));
+
         // Changes other processes commit to the database reach this one (`watch`).
         let (resync_tx, resync) = tokio::sync::mpsc::channel(1);
         tasks.spawn(watch::watch_database(
@@ -683,6 +689,49 @@ fn restart_only_changes(
         keys.push("database");
     }
     keys
+}
+
+/// How often the running daemon looks at its certificate's expiry (it logs at most once a
+/// day, see [`config::ExpiryWatch`]).
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Warns once a day while `[server] tls.certificate` expires within 30 days, and logs an
+/// error once it has expired; follows reloads (a new certificate starts afresh).
+async fn watch_certificate_expiry(
+    config: Arc<arc_swap::ArcSwap<Config>>,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) {
+    // The configuration warned at start already (see `config::compile`).
+    let mut watch = match &config.load().server.tls.identity {
+        Some(id) => config::ExpiryWatch::warned_at_start(id.not_after, clock.now_utc()),
+        None => config::ExpiryWatch::default(),
+    };
+    let mut every = tokio::time::interval(EXPIRY_CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let current = config.load();
+        let Some(id) = &current.server.tls.identity else {
+            continue;
+        };
+        match watch.check(id.not_after, clock.now_utc()) {
+            None => {}
+            Some(config::ExpiryAlarm::Soon { not_after }) => warn!(
+                certificate = %id.certificate.display(),
+                not_after = %not_after.to_rfc3339(),
+                "the TLS certificate expires within 30 days; renew it and send SIGHUP"
+            ),
+            Some(config::ExpiryAlarm::Expired { not_after }) => error!(
+                certificate = %id.certificate.display(),
+                not_after = %not_after.to_rfc3339(),
+                "the TLS certificate has expired: TLS peers refuse it; renew it and send SIGHUP"
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -222,6 +222,28 @@ async fn unknown_method_gets_405_with_allow() {
 }
 
 #[tokio::test]
+async fn a_sips_request_over_udp_gets_416() {
+    let s = setup(10, RateLimit::default()).await;
+    let ua = Ua::new(s.target).await;
+    for method in ["OPTIONS", "INVITE"] {
+        let call = format!("sips-{method}");
+        let req = request(method, "sales", &call, 1, "", "", "").replacen(
+            " sip:sales@",
+            " SIPS:sales@",
+            1,
+        );
+        ua.send(&req).await;
+        let r = ua.recv().await;
+        assert_eq!(r.status, 416, "{method}");
+        assert_eq!(r.headers.get("Call-ID"), Some(call.as_str()));
+    }
+    // The same request with a `sip:` Request-URI is answered as usual.
+    ua.send(&request("OPTIONS", "sales", "sip-ok", 1, "", "", ""))
+        .await;
+    assert_eq!(ua.recv().await.status, 200);
+}
+
+#[tokio::test]
 async fn requests_outside_any_dialog() {
     let s = setup(10, RateLimit::default()).await;
     let ua = Ua::new(s.target).await;

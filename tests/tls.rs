@@ -291,6 +291,13 @@ fn a_tls_client_gets_options_and_an_invite_answered_over_tls() {
         assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
         let via = header(&ok, "Via").unwrap();
         assert!(via.starts_with("SIP/2.0/TLS"), "{via}");
+        // A `sips:` Request-URI is served over TLS (over UDP or TCP it gets 416, see sip_raw).
+        stream
+            .write_all(options(local, "sips:sales@127.0.0.1").as_bytes())
+            .await
+            .unwrap();
+        let ok = final_response(&mut stream, &mut buf).await;
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 
         // An INVITE for a number nobody serves: answered on the same connection.
         let invite = format!(
@@ -450,6 +457,46 @@ fn plain_text_and_stalled_handshakes_do_not_stop_the_tls_listener() {
     // Still serving after both.
     let status = rt.block_on(options_over_tls(addr, client_config(&ca.pem, None)));
     assert!(status.starts_with("SIP/2.0 200"), "{status}");
+}
+
+#[test]
+fn a_scanner_sending_plain_text_gets_only_a_few_warning_lines() {
+    let scratch = Scratch::new();
+    let ca = Ca::new("Test CA");
+    let (cert, key) = write_pair(
+        &scratch,
+        "rgsd",
+        &ca.leaf(&["127.0.0.1"], Validity::Current),
+    );
+    let server = common::e2e::start(&scratch, &config(&identity_table(&cert, &key), &[]));
+    let addr = server.sip_addr("tls");
+    let rt = runtime();
+    let failed = "TLS handshake with a client failed";
+    rt.block_on(async {
+        for _ in 0..20 {
+            let mut plain = TcpStream::connect(addr).await.unwrap();
+            let local = plain.local_addr().unwrap();
+            plain
+                .write_all(options(local, "sip:sales@127.0.0.1").as_bytes())
+                .await
+                .unwrap();
+            // Whatever alert comes back, the connection is closed.
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "the connection was not closed");
+        }
+    });
+    server.wait_log(failed);
+    // A served client afterwards: every failure before it has been handled by now.
+    let status = rt.block_on(options_over_tls(addr, client_config(&ca.pem, None)));
+    assert!(status.starts_with("SIP/2.0 200"), "{status}");
+    let log = server.stderr();
+    assert_eq!(
+        log.matches(failed).count(),
+        5,
+        "the first five failures of the minute are logged in full, the rest counted:\n{log}"
+    );
 }
 
 // ---- outbound -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, EXIT_CONFIG, Severity, print_diagnostics};
 pub use merge::{DbObject, Merged, ObjectKind, Origin, load_merged};
+pub(crate) use tls::{ExpiryAlarm, ExpiryWatch};
 
 use model::Config;
 

@@ -187,9 +187,110 @@ fn describe(der: &[u8]) -> Result<Described, String> {
     })
 }
 
+/// What the running daemon says about its certificate's expiry at one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExpiryAlarm {
+    /// Expires within [`EXPIRY_WARNING`]: a warning.
+    Soon { not_after: DateTime<Utc> },
+    /// Has expired: an error (TLS clients now refuse it).
+    Expired { not_after: DateTime<Utc> },
+}
+
+/// How often the running daemon repeats an expiry warning or error.
+pub(crate) const EXPIRY_REPEAT: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// Decides when the running daemon logs about its certificate's expiry: once a day while it
+/// expires within [`EXPIRY_WARNING`], and as an error as soon as (and once a day while) it has
+/// expired. A new certificate (another `not_after`, after a reload) starts afresh.
+#[derive(Debug, Default)]
+pub(crate) struct ExpiryWatch {
+    /// The certificate last looked at and when we last logged about it (and whether that was
+    /// the error).
+    last: Option<(DateTime<Utc>, DateTime<Utc>, bool)>,
+}
+
+impl ExpiryWatch {
+    /// A watch whose certificate was already warned about at `now` (the configuration's
+    /// warning at start).
+    pub(crate) fn warned_at_start(not_after: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        let soon = not_after - now < EXPIRY_WARNING;
+        Self {
+            last: soon.then_some((not_after, now, now > not_after)),
+        }
+    }
+
+    /// What to log now, if anything, for a certificate valid until `not_after`.
+    pub(crate) fn check(
+        &mut self,
+        not_after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<ExpiryAlarm> {
+        let expired = now > not_after;
+        if !expired && not_after - now >= EXPIRY_WARNING {
+            self.last = None;
+            return None;
+        }
+        if let Some((cert, at, was_expired)) = self.last
+            && cert == not_after
+            && was_expired == expired
+            && now - at < EXPIRY_REPEAT
+        {
+            return None;
+        }
+        self.last = Some((not_after, now, expired));
+        Some(if expired {
+            ExpiryAlarm::Expired { not_after }
+        } else {
+            ExpiryAlarm::Soon { not_after }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_running_daemon_warns_daily_before_expiry_and_errs_once_expired() {
+        use chrono::TimeZone;
+        let day = chrono::TimeDelta::days(1);
+        let hour = chrono::TimeDelta::hours(1);
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let not_after = start + chrono::TimeDelta::days(40);
+        let mut watch = ExpiryWatch::warned_at_start(not_after, start);
+        // Forty days left: nothing, at start or for the next ten days.
+        for h in 0..(10 * 24) {
+            assert_eq!(watch.check(not_after, start + hour * h), None, "hour {h}");
+        }
+        // Thirty days left: one warning, then quiet for a day, then the next one.
+        let soon = not_after - EXPIRY_WARNING + hour;
+        let alarm = Some(ExpiryAlarm::Soon { not_after });
+        assert_eq!(watch.check(not_after, soon), alarm);
+        for h in 1..24 {
+            assert_eq!(watch.check(not_after, soon + hour * h), None, "hour {h}");
+        }
+        assert_eq!(watch.check(not_after, soon + day), alarm);
+        // The moment it expires: the error at once, not a day after the last warning.
+        let gone = not_after + chrono::TimeDelta::minutes(1);
+        assert_eq!(watch.check(not_after, not_after - hour * 2), alarm);
+        let expired = Some(ExpiryAlarm::Expired { not_after });
+        assert_eq!(watch.check(not_after, gone), expired);
+        assert_eq!(watch.check(not_after, gone + hour), None);
+        assert_eq!(watch.check(not_after, gone + day), expired);
+        // A renewed certificate (SIGHUP) is quiet; a replacement expiring soon is warned at once.
+        let renewed = gone + chrono::TimeDelta::days(365);
+        assert_eq!(watch.check(renewed, gone + day + hour), None);
+        let short = gone + chrono::TimeDelta::days(5);
+        assert_eq!(
+            watch.check(short, gone + day + hour * 2),
+            Some(ExpiryAlarm::Soon { not_after: short })
+        );
+
+        // Started within the thirty days: the configuration warned already, the next is a day on.
+        let mut watch = ExpiryWatch::warned_at_start(not_after, soon);
+        assert_eq!(watch.check(not_after, soon + hour), None);
+        assert_eq!(watch.check(not_after, soon + day), alarm);
+    }
 
     fn pair(names: &[&str], not_after: (i32, u8, u8)) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");

@@ -71,6 +71,7 @@
 //! |---|---|
 //! | INVITE/SUBSCRIBE/REFER from outside `trusted_peers` | 403 |
 //! | INVITE whose Request-URI is not `sip:`/`sips:`/`tel:` | 416 |
+//! | any request whose Request-URI is `sips:` arriving over UDP or TCP (not TLS) | 416 |
 //! | INVITE whose Request-URI the [`CallRouter`] does not know / knows as inactive | 404 / 480 |
 //! | INVITE while `max_calls` inbound calls exist, or the controller's queue is full | 503, Retry-After |
 //! | more than the per-source token bucket allows | dropped, one log line per source a minute |

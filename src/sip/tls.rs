@@ -7,8 +7,11 @@
 //!   `ca` or the system's roots, and against the name we connect to (the URI's host); our own
 //!   certificate, when configured, is offered as the client certificate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -153,9 +156,134 @@ pub(crate) fn reason(e: &std::io::Error) -> String {
     }
 }
 
+/// How many failed inbound handshakes a listener logs in full each minute; the rest are
+/// counted and summed up in one line (a scanner must not flood the log).
+pub(crate) const FULL_FAILURES_PER_MINUTE: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The failed inbound handshakes one listener did not log in full during a minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FailureSummary {
+    pub(crate) count: u64,
+    pub(crate) last_peer: SocketAddr,
+    pub(crate) last_reason: String,
+}
+
+impl FailureSummary {
+    /// Writes the summary line.
+    pub(crate) fn log(&self) {
+        tracing::warn!(
+            count = self.count,
+            last_peer = %self.last_peer,
+            "{} more TLS handshake failures in the last minute, last from {}: {}",
+            self.count,
+            self.last_peer,
+            self.last_reason
+        );
+    }
+}
+
+/// Per-listener rate limit on handshake-failure warnings: the first
+/// [`FULL_FAILURES_PER_MINUTE`] of each minute are logged in full, the others only counted,
+/// and the count is logged once the minute is over (on the next failure or the listener's
+/// once-a-minute [`FailureLog::roll`]).
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+    last: Option<(SocketAddr, String)>,
+}
+
+/// What to log for one failed handshake.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct FailureNote {
+    /// Log this failure's own line.
+    pub(crate) full: bool,
+    /// First log the summary of the minute that just ended.
+    pub(crate) summary: Option<FailureSummary>,
+}
+
+impl FailureLog {
+    /// Records a failed handshake from `peer` at `now`.
+    pub(crate) fn note(&mut self, now: Instant, peer: SocketAddr, reason: &str) -> FailureNote {
+        let summary = self.roll(now);
+        if self.window_start.is_none() {
+            self.window_start = Some(now);
+        }
+        let full = self.logged < FULL_FAILURES_PER_MINUTE;
+        if full {
+            self.logged += 1;
+        } else {
+            self.suppressed += 1;
+            self.last = Some((peer, reason.to_owned()));
+        }
+        FailureNote { full, summary }
+    }
+
+    /// Ends the current minute if it is over, returning what it did not log in full.
+    pub(crate) fn roll(&mut self, now: Instant) -> Option<FailureSummary> {
+        let start = self.window_start?;
+        if now.duration_since(start) < FAILURE_WINDOW {
+            return None;
+        }
+        let (count, last) = (self.suppressed, self.last.take());
+        *self = Self::default();
+        let (last_peer, last_reason) = last?;
+        (count > 0).then_some(FailureSummary {
+            count,
+            last_peer,
+            last_reason,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_failed_handshakes_logs_a_few_lines_then_one_summary_a_minute() {
+        let mut log = FailureLog::default();
+        let t0 = Instant::now();
+        let peer = |n: u16| SocketAddr::from(([192, 0, 2, 1], n));
+        let mut full = 0;
+        for n in 0..1000u16 {
+            let note = log.note(
+                t0 + Duration::from_millis(u64::from(n) * 50),
+                peer(n),
+                "junk",
+            );
+            assert_eq!(note.summary, None, "no summary inside the first minute");
+            full += u32::from(note.full);
+        }
+        assert_eq!(full, FULL_FAILURES_PER_MINUTE);
+        // Still inside the minute: nothing to roll.
+        assert_eq!(log.roll(t0 + Duration::from_secs(59)), None);
+        // The next failure after the minute brings the summary and is logged in full again.
+        let note = log.note(t0 + Duration::from_secs(61), peer(7), "timed out");
+        assert!(note.full);
+        assert_eq!(
+            note.summary,
+            Some(FailureSummary {
+                count: 1000 - u64::from(FULL_FAILURES_PER_MINUTE),
+                last_peer: peer(999),
+                last_reason: "junk".to_owned(),
+            })
+        );
+        // A quiet minute with nothing suppressed rolls over with no summary.
+        assert_eq!(log.roll(t0 + Duration::from_secs(200)), None);
+        // The listener's minute tick flushes a count even when the flood stopped.
+        let t1 = t0 + Duration::from_secs(300);
+        for n in 0..8u16 {
+            log.note(t1, peer(n), "plain text");
+        }
+        assert_eq!(
+            log.roll(t1 + Duration::from_secs(60)).map(|s| s.count),
+            Some(8 - u64::from(FULL_FAILURES_PER_MINUTE))
+        );
+        assert_eq!(log.roll(t1 + Duration::from_secs(600)), None);
+    }
 
     #[test]
     fn server_names_take_dns_names_and_addresses() {

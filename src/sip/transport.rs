@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{MAX_MESSAGE_SIZE, ParseError, content_length, header_end};
@@ -548,9 +549,20 @@ async fn stream_acceptor(
     closed: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    // Failed handshakes are logged a few a minute in full, then counted (see `tls::FailureLog`).
+    let failures = Arc::new(std::sync::Mutex::new(tls::FailureLog::default()));
+    let mut minute = tokio::time::interval(Duration::from_secs(60));
+    minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             () = closed.cancelled() => return,
+            _ = minute.tick(), if tls.is_some() => {
+                let summary = failures.lock().ok().and_then(|mut f| f.roll(Instant::now()));
+                if let Some(summary) = summary {
+                    summary.log();
+                }
+                continue;
+            }
             r = listener.accept() => r,
         };
         match accepted {
@@ -570,9 +582,23 @@ async fn stream_acceptor(
                     continue;
                 };
                 let tls = tls.load_full();
+                let failures = Arc::clone(&failures);
+                let failed = move |reason: &str| {
+                    let note = failures
+                        .lock()
+                        .ok()
+                        .map(|mut f| f.note(Instant::now(), peer, reason));
+                    if let Some(summary) = note.as_ref().and_then(|n| n.summary.as_ref()) {
+                        summary.log();
+                    }
+                    note.is_none_or(|n| n.full)
+                };
                 tokio::spawn(async move {
                     let Some(acceptor) = tls.acceptor.clone() else {
-                        tracing::warn!(%peer, reason = "no certificate configured", "TLS client refused");
+                        let reason = "no certificate configured";
+                        if failed(reason) {
+                            tracing::warn!(%peer, reason, "TLS client refused");
+                        }
                         return;
                     };
                     let handshake = acceptor.accept(stream);
@@ -586,10 +612,15 @@ async fn stream_acceptor(
                                 .await;
                         }
                         Ok(Err(e)) => {
-                            tracing::warn!(%peer, reason = %tls::reason(&e), "TLS handshake with a client failed; connection closed");
+                            let reason = tls::reason(&e);
+                            if failed(&reason) {
+                                tracing::warn!(%peer, %reason, "TLS handshake with a client failed; connection closed");
+                            }
                         }
                         Err(_) => {
-                            tracing::warn!(%peer, timeout = ?tls.handshake_timeout, "TLS client did not finish its handshake in time; connection closed");
+                            if failed("the handshake timed out") {
+                                tracing::warn!(%peer, timeout = ?tls.handshake_timeout, "TLS client did not finish its handshake in time; connection closed");
+                            }
                         }
                     }
                 });

@@ -91,6 +91,13 @@ impl Driver {
         if request.method == Method::Cancel {
             return self.on_cancel(key);
         }
+        // A `sips:` Request-URI demands TLS on every hop (RFC 3261 §26.2.2); one that reached
+        // us over UDP or TCP did not get it, so its scheme is refused as unsupported on this
+        // transport (RFC 3261 §8.2.2.1: 416).
+        if is_sips(&request.uri) && self.transports.transport_of(flow) != Transport::Tls {
+            tracing::info!(%source, method = %request.method, "sips: request over a plain transport: 416");
+            return self.reply(key, 416, None, |_| {});
+        }
         if let Some(tag) = request.to().and_then(|t| t.tag().map(str::to_owned)) {
             let leg = self.dialogs.get(&(request.call_id().to_owned(), tag));
             return match leg.copied() {
@@ -364,4 +371,10 @@ impl Driver {
         };
         self.step(leg_id, Input::Request(input), ctx);
     }
+}
+
+/// Whether a Request-URI has the `sips:` scheme (case-insensitive, RFC 3261 §19.1.1).
+fn is_sips(uri: &str) -> bool {
+    uri.split_once(':')
+        .is_some_and(|(scheme, _)| scheme.trim().eq_ignore_ascii_case("sips"))
 }
