@@ -13,6 +13,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::e2e::{
@@ -271,6 +272,26 @@ dtmf = "2"
 action = { queue = "Support" }
 "#;
 
+/// SIPp agents of the two queues: Billing's answers any call (none expected), Support's one.
+fn billing_and_support(sipp: &Path, scratch: &Scratch, billing: u16, support: u16) -> (Sipp, Sipp) {
+    let agent = |name, port, calls| {
+        Sipp::agent(
+            sipp,
+            scratch.path(),
+            name,
+            port,
+            "e2e_agent_hangs_up.xml",
+            calls,
+            300,
+            false,
+        )
+    };
+    (
+        agent("billing", billing, None),
+        agent("support", support, Some(1)),
+    )
+}
+
 #[test]
 fn ivr_rfc4733_digit_lands_in_the_chosen_queue() {
     let Some(sipp) = require("sipp") else { return };
@@ -284,26 +305,7 @@ fn ivr_rfc4733_digit_lands_in_the_chosen_queue() {
         + &group("Support agents", "serial", &[port_b])
         + IVR_BILLING_OR_SUPPORT;
     let server = start(&scratch, &config);
-    let mut billing = Sipp::agent(
-        &sipp,
-        scratch.path(),
-        "billing",
-        port_a,
-        "e2e_agent_hangs_up.xml",
-        None,
-        300,
-        false,
-    );
-    let mut support = Sipp::agent(
-        &sipp,
-        scratch.path(),
-        "support",
-        port_b,
-        "e2e_agent_hangs_up.xml",
-        Some(1),
-        300,
-        false,
-    );
+    let (mut billing, mut support) = billing_and_support(&sipp, &scratch, port_a, port_b);
     let mut ua = Ua::new(server.sip_addr("udp"));
     ua.call("sip:help@127.0.0.1");
     ua.press(2);
@@ -328,26 +330,7 @@ fn ivr_sip_info_digit_from_sipp_lands_in_the_chosen_queue() {
         + &group("Support agents", "serial", &[port_b])
         + IVR_BILLING_OR_SUPPORT;
     let server = start(&scratch, &config);
-    let mut billing = Sipp::agent(
-        &sipp,
-        scratch.path(),
-        "billing",
-        port_a,
-        "e2e_agent_hangs_up.xml",
-        None,
-        300,
-        false,
-    );
-    let mut support = Sipp::agent(
-        &sipp,
-        scratch.path(),
-        "support",
-        port_b,
-        "e2e_agent_hangs_up.xml",
-        Some(1),
-        300,
-        false,
-    );
+    let (mut billing, mut support) = billing_and_support(&sipp, &scratch, port_a, port_b);
     let args = vec![
         server.sip_addr("udp").to_string(),
         "-sf".into(),

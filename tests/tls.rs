@@ -96,6 +96,11 @@ impl Ca {
 }
 
 /// Writes `name.crt` and `name.key`; returns their paths.
+/// rgsd's own certificate from `ca`, valid now for 127.0.0.1, and its key, written to `scratch`.
+fn rgsd_pair(scratch: &Scratch, ca: &Ca) -> (PathBuf, PathBuf) {
+    write_pair(scratch, "rgsd", &ca.leaf(&["127.0.0.1"], Validity::Current))
+}
+
 fn write_pair(scratch: &Scratch, name: &str, pair: &(String, String)) -> (PathBuf, PathBuf) {
     (
         scratch.write(&format!("{name}.crt"), &pair.0),
@@ -269,11 +274,7 @@ fn identity_table(cert: &Path, key: &Path) -> String {
 fn a_tls_client_gets_options_and_an_invite_answered_over_tls() {
     let scratch = Scratch::new();
     let ca = Ca::new("Test CA");
-    let (cert, key) = write_pair(
-        &scratch,
-        "rgsd",
-        &ca.leaf(&["127.0.0.1"], Validity::Current),
-    );
+    let (cert, key) = rgsd_pair(&scratch, &ca);
     let server = common::e2e::start(&scratch, &config(&identity_table(&cert, &key), &[]));
     let addr = server.sip_addr("tls");
     let rt = runtime();
@@ -361,11 +362,7 @@ fn a_tls_client_gets_options_and_an_invite_answered_over_tls() {
 fn client_ca_requires_a_client_certificate_signed_by_it() {
     let scratch = Scratch::new();
     let ca = Ca::new("Trunk CA");
-    let (cert, key) = write_pair(
-        &scratch,
-        "rgsd",
-        &ca.leaf(&["127.0.0.1"], Validity::Current),
-    );
+    let (cert, key) = rgsd_pair(&scratch, &ca);
     let ca_file = scratch.write("trunk-ca.pem", &ca.pem);
     let table = format!(
         "{}, client_ca = \"{}\"",
@@ -412,11 +409,7 @@ fn client_ca_requires_a_client_certificate_signed_by_it() {
 fn plain_text_and_stalled_handshakes_do_not_stop_the_tls_listener() {
     let scratch = Scratch::new();
     let ca = Ca::new("Test CA");
-    let (cert, key) = write_pair(
-        &scratch,
-        "rgsd",
-        &ca.leaf(&["127.0.0.1"], Validity::Current),
-    );
+    let (cert, key) = rgsd_pair(&scratch, &ca);
     let table = format!(
         "{}, handshake_timeout = \"300ms\"",
         identity_table(&cert, &key)
@@ -463,11 +456,7 @@ fn plain_text_and_stalled_handshakes_do_not_stop_the_tls_listener() {
 fn a_scanner_sending_plain_text_gets_only_a_few_warning_lines() {
     let scratch = Scratch::new();
     let ca = Ca::new("Test CA");
-    let (cert, key) = write_pair(
-        &scratch,
-        "rgsd",
-        &ca.leaf(&["127.0.0.1"], Validity::Current),
-    );
+    let (cert, key) = rgsd_pair(&scratch, &ca);
     let server = common::e2e::start(&scratch, &config(&identity_table(&cert, &key), &[]));
     let addr = server.sip_addr("tls");
     let rt = runtime();
@@ -593,11 +582,7 @@ fn next_seen(
 fn an_agent_leg_goes_out_over_tls_with_the_peer_certificate_checked() {
     let scratch = Scratch::new();
     let ca = Ca::new("Agents CA");
-    let (cert, key) = write_pair(
-        &scratch,
-        "rgsd",
-        &ca.leaf(&["127.0.0.1"], Validity::Current),
-    );
+    let (cert, key) = rgsd_pair(&scratch, &ca);
     let rt = runtime();
     let (uas, mut seen) = rt.block_on(tls_uas(ca.leaf(&["127.0.0.1"], Validity::Current)));
     let ca_file = scratch.write("agents-ca.pem", &ca.pem);
@@ -662,11 +647,7 @@ fn an_agent_leg_goes_out_over_tls_with_the_peer_certificate_checked() {
 fn an_agent_with_a_bad_certificate_is_refused_and_the_call_goes_on() {
     let scratch = Scratch::new();
     let ca = Ca::new("Agents CA");
-    let (cert, key) = write_pair(
-        &scratch,
-        "rgsd",
-        &ca.leaf(&["127.0.0.1"], Validity::Current),
-    );
+    let (cert, key) = rgsd_pair(&scratch, &ca);
     let ca_file = scratch.write("agents-ca.pem", &ca.pem);
     let table = format!(
         "{}, ca = \"{}\"",
