@@ -1281,6 +1281,8 @@ async fn live_state_and_metrics(app: &App) {
         "rgsd_rtp_packets_total",
         "rgsd_db_write_pending_records",
         "rgsd_db_records_total",
+        "rgsd_record_writer_pending",
+        "rgsd_record_write_lag_seconds",
     ] {
         assert!(r.text.contains(&format!("# TYPE {family} ")), "{family}");
     }
@@ -1304,6 +1306,8 @@ async fn live_state_and_metrics(app: &App) {
         "rgsd_db_records_total{result=\"written\"} 1",
         "rgsd_db_write_pending_records{database=\"sqlite\"} 0",
         "rgsd_db_write_failures_total 0",
+        "rgsd_record_writer_pending 0",
+        "rgsd_record_write_lag_seconds 0",
     ] {
         let line = line.replace("sqlite", app.shared.store.backend_name());
         assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");

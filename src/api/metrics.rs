@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::snapshot::LiveSnapshot;
-use crate::store::{CallOutcome, RecordWriter};
+use crate::store::{CallOutcome, RecordWriter, WriterStats};
 
 /// Every call outcome, in the order of the `calls` array.
 const OUTCOMES: [CallOutcome; 11] = [
@@ -300,8 +300,36 @@ pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> 
     let _ = writeln!(out, "rgsd_srtp_auth_failures_total {failures}");
 
     let stats = metrics.writer.get().map(RecordWriter::stats);
+    writer_series(&mut out, stats.as_ref(), database);
+    out
+}
+
+/// The call-record writer's series (all zero before the daemon attached a writer).
+fn writer_series(out: &mut String, stats: Option<&WriterStats>, database: &str) {
     header(
-        &mut out,
+        out,
+        "rgsd_record_writer_pending",
+        "gauge",
+        "Call records waiting to be written to the database.",
+    );
+    let _ = writeln!(
+        out,
+        "rgsd_record_writer_pending {}",
+        stats.map_or(0, |s| s.pending)
+    );
+    header(
+        out,
+        "rgsd_record_write_lag_seconds",
+        "gauge",
+        "How long the oldest call record waiting to be written has waited (0 when none waits).",
+    );
+    let _ = writeln!(
+        out,
+        "rgsd_record_write_lag_seconds {}",
+        stats.map_or(0.0, |s| s.oldest_wait.as_secs_f64())
+    );
+    header(
+        out,
         "rgsd_db_write_pending_records",
         "gauge",
         "Call records submitted and not yet written to the database (the write lag).",
@@ -310,23 +338,23 @@ pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> 
         out,
         "rgsd_db_write_pending_records{{database=\"{}\"}} {}",
         escape(database),
-        stats.as_ref().map_or(0, |s| s.pending)
+        stats.map_or(0, |s| s.pending)
     );
     header(
-        &mut out,
+        out,
         "rgsd_db_records_total",
         "counter",
         "Call records by fate: written, dropped (buffer full or shutdown), rejected.",
     );
     for (result, n) in [
-        ("written", stats.as_ref().map_or(0, |s| s.written)),
-        ("dropped", stats.as_ref().map_or(0, |s| s.dropped)),
-        ("rejected", stats.as_ref().map_or(0, |s| s.rejected)),
+        ("written", stats.map_or(0, |s| s.written)),
+        ("dropped", stats.map_or(0, |s| s.dropped)),
+        ("rejected", stats.map_or(0, |s| s.rejected)),
     ] {
         let _ = writeln!(out, "rgsd_db_records_total{{result=\"{result}\"}} {n}");
     }
     header(
-        &mut out,
+        out,
         "rgsd_db_write_failures_total",
         "counter",
         "Failed call-record write attempts (database outages).",
@@ -334,9 +362,8 @@ pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> 
     let _ = writeln!(
         out,
         "rgsd_db_write_failures_total {}",
-        stats.as_ref().map_or(0, |s| s.failed_attempts)
+        stats.map_or(0, |s| s.failed_attempts)
     );
-    out
 }
 
 #[cfg(test)]
@@ -525,6 +552,34 @@ mod tests {
             ),
             4.0
         );
+    }
+
+    #[test]
+    fn the_writer_series_show_pending_records_and_the_oldest_ones_wait() {
+        let mut doc = String::new();
+        writer_series(&mut doc, None, "sqlite");
+        assert_eq!(value(&doc, "rgsd_record_writer_pending"), 0.0);
+        assert_eq!(value(&doc, "rgsd_record_write_lag_seconds"), 0.0);
+        let stats = WriterStats {
+            pending: 12,
+            oldest_wait: Duration::from_millis(61_250),
+            written: 3,
+            ..WriterStats::default()
+        };
+        let mut doc = String::new();
+        writer_series(&mut doc, Some(&stats), "postgres");
+        assert_eq!(value(&doc, "rgsd_record_writer_pending"), 12.0);
+        assert_eq!(value(&doc, "rgsd_record_write_lag_seconds"), 61.25);
+        assert_eq!(
+            value(&doc, "rgsd_db_write_pending_records{database=\"postgres\"}"),
+            12.0
+        );
+        assert_eq!(
+            value(&doc, "rgsd_db_records_total{result=\"written\"}"),
+            3.0
+        );
+        assert!(doc.contains("# TYPE rgsd_record_writer_pending gauge\n"));
+        assert!(doc.contains("# TYPE rgsd_record_write_lag_seconds gauge\n"));
     }
 
     #[test]

@@ -25,6 +25,14 @@
 //! is counted ([`WriterStats::dropped`]) and logged at error level.
 //!
 //! Retries are safe: writing a record twice stores it once (see [`super::records`]).
+//!
+//! The lag is watched from outside with two figures ([`RecordWriter::stats`], served on
+//! `/metrics` as `rgsd_record_writer_pending` and `rgsd_record_write_lag_seconds`): how many
+//! records are waiting, and how long the oldest of them has waited since it was submitted. Each
+//! record travels with the time of its submission; the task publishes the submission time of
+//! the front of its buffer (the oldest record not yet written) whenever that front changes. A
+//! record still in the channel is counted in `pending` but not in the age until the task has
+//! taken it, which it does continuously, also during an outage.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -93,6 +101,9 @@ pub enum WriterStatus {
 pub struct WriterStats {
     /// Records submitted and not yet written nor dropped (the writer's lag).
     pub pending: u64,
+    /// How long the oldest record waiting has waited since it was submitted (zero when none
+    /// waits).
+    pub oldest_wait: Duration,
     /// Records written.
     pub written: u64,
     /// Records lost: buffer or channel full, or still unwritten when shutdown gave up.
@@ -117,6 +128,11 @@ pub enum SubmitError {
 /// What the submitting side and the task share.
 struct Shared {
     pending: AtomicU64,
+    /// The time everything below is measured from (tokio's clock, so paused-time tests see it).
+    epoch: Instant,
+    /// Submission time of the oldest record in the task's buffer, in nanoseconds after `epoch`
+    /// plus one; 0 when the buffer is empty. Written only by the task.
+    oldest_submitted: AtomicU64,
     written: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
@@ -130,6 +146,29 @@ struct Shared {
 }
 
 impl Shared {
+    /// `at` as stored in `oldest_submitted` (never 0).
+    fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// Publishes the submission time of the buffer's front (`None`: the buffer is empty).
+    fn set_oldest(&self, front: Option<Instant>) {
+        let v = front.map_or(0, |at| self.stamp(at));
+        self.oldest_submitted.store(v, Ordering::Relaxed);
+    }
+
+    /// How long the oldest buffered record has waited, at `now`.
+    fn oldest_wait(&self, now: Instant) -> Duration {
+        match self.oldest_submitted.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            v => now
+                .saturating_duration_since(self.epoch)
+                .saturating_sub(Duration::from_nanos(v - 1)),
+        }
+    }
+
     /// Counts `n` records as lost, logging at error level when the total crosses a power of two
     /// (1, 2, 4, …) so that a long overflow does not flood the log.
     fn drop_records(&self, n: u64, why: &str) {
@@ -148,7 +187,7 @@ impl Shared {
 /// A cheap, cloneable handle to the call-record writer task.
 #[derive(Clone)]
 pub struct RecordWriter {
-    tx: mpsc::Sender<CallRecord>,
+    tx: mpsc::Sender<Submitted>,
     shared: Arc<Shared>,
 }
 
@@ -159,6 +198,9 @@ impl std::fmt::Debug for RecordWriter {
             .finish_non_exhaustive()
     }
 }
+
+/// A record and when it was submitted (for the writer's lag).
+type Submitted = (Instant, CallRecord);
 
 /// A write in flight: how many records from the buffer's front it covers, and its result.
 type WriteFuture = Pin<Box<dyn Future<Output = (usize, Result<(), StoreError>)> + Send>>;
@@ -173,6 +215,8 @@ impl RecordWriter {
         let (stop_tx, stop_rx) = oneshot::channel();
         let shared = Arc::new(Shared {
             pending: AtomicU64::new(0),
+            epoch: Instant::now(),
+            oldest_submitted: AtomicU64::new(0),
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -202,7 +246,7 @@ impl RecordWriter {
     pub fn submit(&self, record: CallRecord) -> Result<(), SubmitError> {
         // Count first, so the task can never uncount a record before it was counted.
         self.shared.pending.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(record) {
+        match self.tx.try_send((Instant::now(), record)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared.drop_records(1, "writer channel full");
@@ -223,8 +267,16 @@ impl RecordWriter {
     /// All counters.
     pub fn stats(&self) -> WriterStats {
         let s = &self.shared;
+        let pending = s.pending.load(Ordering::Relaxed);
         WriterStats {
-            pending: s.pending.load(Ordering::Relaxed),
+            pending,
+            // A record written between the two loads may leave a stale front for a moment;
+            // with nothing pending there is no lag to report.
+            oldest_wait: if pending == 0 {
+                Duration::ZERO
+            } else {
+                s.oldest_wait(Instant::now())
+            },
             written: s.written.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
@@ -290,14 +342,14 @@ impl RecordWriter {
 struct Task {
     store: Store,
     options: WriterOptions,
-    rx: mpsc::Receiver<CallRecord>,
+    rx: mpsc::Receiver<Submitted>,
     stop: oneshot::Receiver<Instant>,
     shared: Arc<Shared>,
 }
 
 impl Task {
     async fn run(mut self) {
-        let mut buffer: VecDeque<CallRecord> = VecDeque::new();
+        let mut buffer: VecDeque<Submitted> = VecDeque::new();
         let mut in_flight: Option<WriteFuture> = None;
         let mut retry_at: Option<Instant> = None;
         let mut backoff = self.options.initial_backoff;
@@ -340,7 +392,8 @@ impl Task {
                     } else {
                         buffer.len().min(self.options.batch)
                     };
-                    let batch: Vec<CallRecord> = buffer.iter().take(n).cloned().collect();
+                    let batch: Vec<CallRecord> =
+                        buffer.iter().take(n).map(|(_, r)| r.clone()).collect();
                     let store = self.store.clone();
                     in_flight = Some(Box::pin(async move {
                         let result = if let [record] = batch.as_slice() {
@@ -371,6 +424,7 @@ impl Task {
                         tracing::error!(left, "shutdown grace period over with call records unwritten");
                         self.shared.drop_records(left, "shutdown while the database was unreachable");
                     }
+                    self.shared.set_oldest(None);
                     break;
                 }
                 (n, result) = poll_opt(&mut in_flight) => {
@@ -379,6 +433,7 @@ impl Task {
                     match result {
                         Ok(()) => {
                             buffer.drain(..n);
+                            self.shared.set_oldest(buffer.front().map(|(at, _)| *at));
                             singles = singles.saturating_sub(n);
                             self.shared.pending.fetch_sub(n as u64, Ordering::Relaxed);
                             self.shared.written.fetch_add(n as u64, Ordering::Relaxed);
@@ -410,9 +465,10 @@ impl Task {
                         Err(e) => {
                             singles = singles.saturating_sub(1);
                             let rejected = buffer.pop_front();
+                            self.shared.set_oldest(buffer.front().map(|(at, _)| *at));
                             tracing::error!(
                                 error = %e,
-                                call_id = rejected.as_ref().map(|r| r.call_id.as_str()),
+                                call_id = rejected.as_ref().map(|(_, r)| r.call_id.as_str()),
                                 "database refused a call record; dropping it"
                             );
                             self.shared.pending.fetch_sub(1, Ordering::Relaxed);
@@ -430,8 +486,11 @@ impl Task {
                 record = self.rx.recv(), if !channel_done => {
                     match record {
                         Some(record) if buffer.len() < self.options.max_buffered => {
-                            if buffer.is_empty() && in_flight.is_none() && retry_at.is_none() {
-                                gather_until = Some(Instant::now() + self.options.max_delay);
+                            if buffer.is_empty() {
+                                if in_flight.is_none() && retry_at.is_none() {
+                                    gather_until = Some(Instant::now() + self.options.max_delay);
+                                }
+                                self.shared.set_oldest(Some(record.0));
                             }
                             buffer.push_back(record);
                         }
@@ -455,7 +514,7 @@ async fn poll_opt(write: &mut Option<WriteFuture>) -> (usize, Result<(), StoreEr
 }
 
 /// Empties a closed channel, returning how many records were still in it.
-fn drain_count(rx: &mut mpsc::Receiver<CallRecord>) -> u64 {
+fn drain_count(rx: &mut mpsc::Receiver<Submitted>) -> u64 {
     let mut n = 0;
     while rx.try_recv().is_ok() {
         n += 1;
@@ -570,6 +629,47 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, sent);
+    }
+
+    #[tokio::test]
+    async fn the_lag_is_the_wait_of_the_oldest_unwritten_record_and_drains_with_the_buffer() {
+        let (_dir, store, mut locker) = store_and_locker().await;
+        sqlx::query("begin exclusive")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let writer = RecordWriter::spawn(store.clone(), fast_retries());
+        assert_eq!(writer.stats().oldest_wait, Duration::ZERO);
+        let first = Instant::now();
+        writer.submit(record(0)).unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        writer.submit(record(1)).unwrap();
+        tokio::time::timeout(LIMIT, writer.wait_until(|s| s.failed_attempts >= 2))
+            .await
+            .expect("the writer never retried");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let during = writer.stats();
+        let since_first = first.elapsed();
+        assert_eq!(during.pending, 2);
+        // The first record's wait, not the second's (about 150 ms less).
+        assert!(
+            during.oldest_wait >= Duration::from_millis(300) && during.oldest_wait <= since_first,
+            "oldest_wait {:?}, first submitted {since_first:?} ago",
+            during.oldest_wait
+        );
+        // It keeps growing while the outage lasts.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(writer.stats().oldest_wait >= during.oldest_wait + Duration::from_millis(50));
+
+        sqlx::query("commit").execute(&mut locker).await.unwrap();
+        tokio::time::timeout(LIMIT, writer.wait_until(|s| s.pending == 0))
+            .await
+            .expect("the buffer was never flushed");
+        assert_eq!(writer.stats().oldest_wait, Duration::ZERO);
+        // A record submitted later is measured from its own submission.
+        writer.submit(record(2)).unwrap();
+        assert!(writer.stats().oldest_wait < Duration::from_millis(300));
+        writer.shutdown(LIMIT).await;
     }
 
     #[tokio::test]
