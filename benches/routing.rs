@@ -79,6 +79,7 @@ fn config() -> Config {
             participation: Participation::Informal,
             routing: RoutingMethod::LongestIdle,
             alert_time: Duration::from_secs(20),
+            wrap_up: Duration::ZERO,
             agents: (0..per_group)
                 .map(|i| SipUri(format!("sip:agent{}@127.0.0.1", g * per_group + i)))
                 .collect(),

@@ -344,6 +344,7 @@ async fn suite(app: App) {
     sign_in_reaches_routing_store_and_audit(&app).await;
     manager_scope(&app).await;
     agent_self_only(&app).await;
+    wrap_up_through_the_api(&app).await;
     live_state_and_metrics(&app).await;
     call_observer_feeds_live_calls_and_metrics(&app).await;
     server_sent_events(&app).await;
@@ -750,6 +751,7 @@ async fn admin_agents_and_groups(app: &App) {
             participation: rgsd::config::model::Participation::Informal,
             routing: rgsd::config::model::RoutingMethod::Serial,
             alert_time: Duration::from_secs(20),
+            wrap_up: Duration::ZERO,
             agents: vec![SipUri("sip:erin@127.0.0.1".into())],
         })
         .await
@@ -1187,6 +1189,118 @@ async fn agent_self_only(app: &App) {
     )
     .await
     .refused(403, "forbidden");
+}
+
+/// An agent's own wrap-up time through `/api/agents`; the wrap-up state in `/api/me`, the live
+/// state and `/metrics`; ending it early, by whom.
+async fn wrap_up_through_the_api(app: &App) {
+    let alice = agent_id(app, ALICE).await;
+    let r = put(
+        app,
+        &format!("/api/agents/{alice}"),
+        &app.admin,
+        json!({ "sip_uri": ALICE, "wrap_up_seconds": 45 }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["wrap_up_seconds"], 45);
+    let table = app.shared.live.agents();
+    let a = table.id(&SipUri(ALICE.into())).unwrap();
+    assert_eq!(table.agent_wrap_up(a), Some(Duration::from_secs(45)));
+    let body = put(
+        app,
+        &format!("/api/agents/{alice}"),
+        &app.admin,
+        json!({ "sip_uri": ALICE, "wrap_up_seconds": 3601 }),
+    )
+    .await
+    .refused(422, "invalid_field");
+    assert_eq!(body["field"], "wrap_up_seconds");
+    assert_eq!(
+        table.agent_wrap_up(a),
+        Some(Duration::from_secs(45)),
+        "kept"
+    );
+    let sales = group_id(app, "Sales agents").await;
+    let g = get(app, &format!("/api/groups/{sales}"), &app.admin)
+        .await
+        .json();
+    assert_eq!(g["wrap_up_seconds"], 0);
+
+    // Alice's call ends: 45 s of wrap-up (her own, over the group's none).
+    assert!(table.claim(a, rgsd::acd::agents::CallKey(90)));
+    table.answered(a, rgsd::acd::agents::CallKey(90));
+    let wrap = table.wrap_up_for(a, table.group_id("Sales agents"));
+    assert_eq!(wrap, Duration::from_secs(45));
+    let now = tokio::time::Instant::now().into_std();
+    assert!(table.call_ended_then(a, now, wrap).is_some());
+    let me = get(app, "/api/me", &app.alice).await.json();
+    assert_eq!(me["state"]["state"], "wrap_up", "{me}");
+    assert!(me["state"]["wrap_up_until"].is_string(), "{me}");
+    assert_eq!(metric(app, "rgsd_agents{state=\"wrap_up\"}").await, 1.0);
+    let queues = get(app, "/api/live/queues", &app.admin).await.json();
+    let q = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "Sales")
+        .unwrap()
+        .clone();
+    assert_eq!(q["agents_wrap_up"], 1, "{q}");
+
+    // Only Alice, her managers and administrators end it.
+    let bob_token = app
+        .shared
+        .store
+        .create_token(Role::Agent, BOB)
+        .await
+        .unwrap()
+        .token
+        .expose()
+        .to_owned();
+    let path = format!("/api/agents/{alice}/wrap-up");
+    send(app, "DELETE", &path, Some(&bob_token), None)
+        .await
+        .refused(403, "forbidden");
+    send(
+        app,
+        "DELETE",
+        "/api/agents/999999/wrap-up",
+        Some(&app.admin),
+        None,
+    )
+    .await
+    .refused(404, "not_found");
+    let r = send(app, "DELETE", &path, Some(&app.alice), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["ended"], true);
+    assert!(table.is_free(a));
+    let r = send(app, "DELETE", &path, Some(&app.alice), None).await;
+    assert_eq!(r.json()["ended"], false, "nothing left to end");
+    assert_eq!(
+        get(app, "/api/me", &app.alice).await.json()["state"]["state"],
+        "idle"
+    );
+    let audit = get(app, "/api/audit", &app.admin).await.json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "agent.end_wrap_up"),
+        "{audit}"
+    );
+    // Back to her groups' wrap-up (none).
+    let r = put(
+        app,
+        &format!("/api/agents/{alice}"),
+        &app.admin,
+        json!({ "sip_uri": ALICE }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["wrap_up_seconds"].is_null());
+    assert_eq!(table.agent_wrap_up(a), None);
 }
 
 async fn live_state_and_metrics(app: &App) {
@@ -2603,6 +2717,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/api/groups/1/sign-ins/1",
     ),
     ("get", "/api/me", "/api/me"),
+    (
+        "delete",
+        "/api/agents/{id}/wrap-up",
+        "/api/agents/999999/wrap-up",
+    ),
     ("get", "/api/agent-groups", "/api/agent-groups"),
     ("post", "/api/agent-groups", "/api/agent-groups"),
     ("get", "/api/agent-groups/{name}", "/api/agent-groups/Sales"),

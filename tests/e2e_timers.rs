@@ -1104,3 +1104,114 @@ async fn a_refresh_answered_481_ends_the_call() {
     let record = rgsd.record(&caller.call_id).await;
     assert_eq!(record.outcome, CallOutcome::SessionExpired, "{record:?}");
 }
+
+// ---- Wrap-up ----------------------------------------------------------------------------------
+
+/// An agent in two groups answers a call from the first; its wrap-up (the group's 30 s) keeps
+/// the second group's queue from offering them a call until it ends, then the waiting call
+/// rings them at once. A second round is ended early (the agent page's button).
+#[tokio::test]
+async fn wrap_up_keeps_an_agent_in_two_groups_from_both_until_it_ends() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let agent_uri = format!("sip:a0@{a0}");
+    let rest = format!(
+        "\n[[agent_group]]\nname = \"Sales agents\"\nrouting = \"serial\"\nwrap_up = \"30s\"\nagents = [\"{agent_uri}\"]\n\
+         \n[[agent_group]]\nname = \"Support agents\"\nrouting = \"longest_idle\"\nagents = [\"{agent_uri}\"]\n\
+         \n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n\
+         \n[[queue]]\nname = \"Support\"\nagent_groups = [\"Support agents\"]\n\
+         {WORKFLOW}\
+         \n[[workflow]]\nname = \"Support line\"\nkind = \"hunt_group\"\nuri = \"sip:support@127.0.0.1\"\nqueue = \"Support\"\n"
+    );
+    let rgsd = start(23400, &rest).await;
+    let agent = rgsd.services.agents.id(&SipUri(agent_uri.clone())).unwrap();
+    tokio::time::pause();
+
+    // First call, to Sales: answered, then the caller hangs up.
+    let first = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    assert!(
+        first.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        first.final_response
+    );
+    next_of(&mut seen0, "ACK").await;
+    first.bye().await;
+    let ended = next_of(&mut seen0, "BYE").await;
+    // The BYE reached the agent once the call task ended the agent's call: in wrap-up now.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rgsd.services.agents.state(agent), Some(AgentState::WrapUp));
+    assert!(!rgsd.services.agents.is_free(agent));
+
+    // A call to Support (the agent's other group, no wrap-up of its own) waits.
+    let second = dial(rgsd.sip, "support", Some(CALLER_SDP), None).await;
+    assert!(
+        second.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        second.final_response
+    );
+    let (offered, _) = next_msg(&mut seen0, "INVITE").await;
+    let waited = offered - ended;
+    assert!(
+        waited >= Duration::from_millis(29_500) && waited < Duration::from_secs(31),
+        "offered {waited:?} after the first call ended; wrap-up is 30 s"
+    );
+    next_of(&mut seen0, "ACK").await;
+    assert_eq!(
+        rgsd.services.agents.state(agent),
+        Some(AgentState::Busy { calls: 1 })
+    );
+
+    // That call came through Support (no wrap-up): when it ends the agent is free at once.
+    second.bye().await;
+    next_of(&mut seen0, "BYE").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rgsd.services.agents.state(agent), Some(AgentState::Idle));
+
+    // Round two: a Sales call puts the agent in wrap-up again; the agent ends it after 5 s and
+    // the waiting Support call rings them at once.
+    let third = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    assert!(
+        third.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        third.final_response
+    );
+    next_msg(&mut seen0, "INVITE").await;
+    next_of(&mut seen0, "ACK").await;
+    third.bye().await;
+    next_of(&mut seen0, "BYE").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rgsd.services.agents.state(agent), Some(AgentState::WrapUp));
+    let fourth = dial(rgsd.sip, "support", Some(CALLER_SDP), None).await;
+    assert!(
+        fourth.final_response.starts_with("SIP/2.0 200"),
+        "{}",
+        fourth.final_response
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        rgsd.services.agents.state(agent),
+        Some(AgentState::WrapUp),
+        "still in wrap-up 5 s in"
+    );
+    assert!(seen0.try_recv().is_err(), "nothing offered during wrap-up");
+    let early = Instant::now();
+    assert!(rgsd.acd.end_wrap_up(&SipUri(agent_uri.clone())));
+    assert!(
+        !rgsd.acd.end_wrap_up(&SipUri(agent_uri)),
+        "nothing left to end"
+    );
+    let (offered, _) = next_msg(&mut seen0, "INVITE").await;
+    assert!(
+        offered - early < Duration::from_millis(100),
+        "offered {:?} after the early end",
+        offered - early
+    );
+    next_of(&mut seen0, "ACK").await;
+    // The 30 s timer of the period ended early fires later and must not touch the agent's
+    // next state (busy on the fourth call).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        rgsd.services.agents.state(agent),
+        Some(AgentState::Busy { calls: 1 })
+    );
+    fourth.bye().await;
+}

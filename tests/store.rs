@@ -40,6 +40,7 @@ fn group(name: &str, participation: Participation, agents: &[&str]) -> AgentGrou
         participation,
         routing: RoutingMethod::Serial,
         alert_time: Duration::from_secs(20),
+        wrap_up: Duration::ZERO,
         agents: agents.iter().map(|a| uri(a)).collect(),
     }
 }
@@ -48,6 +49,7 @@ fn agent(name: &str, display: Option<&str>) -> AgentFields {
     AgentFields {
         sip_uri: uri(name),
         display_name: display.map(str::to_owned),
+        wrap_up: None,
     }
 }
 

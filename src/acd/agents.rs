@@ -57,9 +57,12 @@ pub use crate::workflow::call::AgentId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallKey(pub u32);
 
-// The state word: bits 0..16 rgsd calls in progress, bits 16..24 unused, bits 24..64 the call the
-// agent is ringing for (CallKey + 1; 0 = not ringing). An agent is free exactly when the word is 0.
+// The state word: bits 0..16 rgsd calls in progress, bit 16 wrap-up (after the last call, until
+// its wrap-up time passes or the agent ends it), bits 17..24 unused, bits 24..64 the call the agent
+// is ringing for (CallKey + 1; 0 = not ringing). An agent is free exactly when the word is 0, so
+// every routing method skips an agent in wrap-up with the same one load.
 const CALLS_MASK: u64 = 0xFFFF;
+const WRAP_UP: u64 = 1 << 16;
 const RINGING_SHIFT: u32 = 24;
 const RINGING_MASK: u64 = !((1 << RINGING_SHIFT) - 1);
 
@@ -76,7 +79,15 @@ pub enum AgentState {
     Ringing(CallKey),
     /// On `calls` rgsd calls (more than one only through attendant groups).
     Busy { calls: u16 },
+    /// After an rgsd call, in its wrap-up time: offered nothing from any group until it passes
+    /// or the agent ends it ([`AgentTable::end_wrap_up`]).
+    WrapUp,
 }
+
+/// Identifies one wrap-up period of one agent (its deadline): the timer that started with it
+/// ends that period only, never a later one ([`AgentTable::end_wrap_up`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrapUpToken(u64);
 
 /// Why a sign-in or sign-out was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -225,6 +236,8 @@ pub struct GroupMembers {
     pub routing: RoutingMethod,
     pub participation: Participation,
     pub alert_time: Duration,
+    /// Wrap-up after a call answered through this group (zero: none).
+    pub wrap_up: Duration,
     /// In configured order (serial and round robin follow it).
     pub members: Vec<AgentId>,
     /// Index of each member's sign-in flag (same index as `members`).
@@ -297,6 +310,10 @@ pub struct AgentTable {
     words: Slots<AtomicU64>,
     /// Nanoseconds since `epoch` at which each agent's idle clock started.
     idle_since: Slots<AtomicU64>,
+    /// Per agent: nanoseconds since `epoch` at which its wrap-up ends; 0 when not in one.
+    wrap_until: Slots<AtomicU64>,
+    /// Per agent: its own wrap-up time in milliseconds + 1, overriding its groups'; 0 = unset.
+    wrap_override: Slots<AtomicU64>,
     /// Formal sign-in, by (group, agent) pair.
     flags: Slots<AtomicBool>,
     /// Per group: 0 for none, else (agent id + 1) << 32 | index in the member list then.
@@ -327,6 +344,8 @@ impl AgentTable {
             uris: Slots::new(),
             words: Slots::with_first(FIRST_AGENTS),
             idle_since: Slots::with_first(FIRST_AGENTS),
+            wrap_until: Slots::new(),
+            wrap_override: Slots::new(),
             flags: Slots::with_first(FIRST_AGENTS),
             round_robin: Slots::new(),
             group_names: Slots::new(),
@@ -403,6 +422,7 @@ impl AgentTable {
                 routing: group.routing,
                 participation: group.participation,
                 alert_time: group.alert_time,
+                wrap_up: group.wrap_up,
                 members,
                 flags: flags.into(),
             });
@@ -433,6 +453,8 @@ impl AgentTable {
         // Every slot exists before the id is handed out.
         self.words.ensure(id)?;
         self.idle_since.ensure(id)?;
+        self.wrap_until.ensure(id)?;
+        self.wrap_override.ensure(id)?;
         self.uris.ensure(id)?.get_or_init(|| uri.clone());
         reg.agents.insert(uri.clone(), AgentId(id));
         Some(AgentId(id))
@@ -513,6 +535,8 @@ impl AgentTable {
         } else if word & CALLS_MASK != 0 {
             let calls = u16::try_from(word & CALLS_MASK).unwrap_or(u16::MAX);
             AgentState::Busy { calls }
+        } else if word & WRAP_UP != 0 {
+            AgentState::WrapUp
         } else {
             AgentState::Idle
         })
@@ -652,18 +676,120 @@ impl AgentTable {
         });
     }
 
-    /// One of the agent's rgsd calls ended at `now`. When it was the last, the idle clock starts
-    /// (`docs/behaviour.md`, Agent groups).
+    /// One of the agent's rgsd calls ended at `now`, with no wrap-up. When it was the last, the
+    /// idle clock starts (`docs/behaviour.md`, Agent groups).
     pub fn call_ended(&self, agent: AgentId, now: Instant) {
+        let _ = self.call_ended_then(agent, now, Duration::ZERO);
+    }
+
+    /// One of the agent's rgsd calls ended at `now`. When it was the last: with a non-zero
+    /// `wrap_up` the agent goes into wrap-up until `now + wrap_up` and the token of that period
+    /// is returned (the caller arms a timer for [`Self::end_wrap_up`]); otherwise the idle clock
+    /// starts (`docs/behaviour.md`, Agent groups and Wrap-up).
+    pub fn call_ended_then(
+        &self,
+        agent: AgentId,
+        now: Instant,
+        wrap_up: Duration,
+    ) -> Option<WrapUpToken> {
         let mut last = false;
+        let wrap = !wrap_up.is_zero();
         self.update(agent, |w| {
             let calls = (w & CALLS_MASK).saturating_sub(1);
             last = calls == 0;
-            Some((w & !CALLS_MASK) | calls)
+            let w = (w & !CALLS_MASK) | calls;
+            Some(if last && wrap { w | WRAP_UP } else { w })
         });
-        if last {
+        if !last {
+            return None;
+        }
+        if !wrap {
+            self.start_idle_clock(agent, now);
+            return None;
+        }
+        // Never 0 (0 means "not in wrap-up"): the deadline is after the epoch by `wrap_up`.
+        let deadline = self
+            .nanos(now)
+            .saturating_add(Self::nanos_of(wrap_up))
+            .max(1);
+        if let Some(slot) = self.wrap_until.get(agent.0) {
+            slot.store(deadline, Ordering::Release);
+        }
+        Some(WrapUpToken(deadline))
+    }
+
+    /// Ends the agent's wrap-up at `now`: the period of `token` only (its timer), or whichever
+    /// is in progress for `None` (the agent ended it early). The idle clock starts. Returns
+    /// whether a wrap-up ended (the caller then wakes the agent's queues).
+    pub fn end_wrap_up(&self, agent: AgentId, now: Instant, token: Option<WrapUpToken>) -> bool {
+        let Some(slot) = self.wrap_until.get(agent.0) else {
+            return false;
+        };
+        let owned = match token {
+            Some(WrapUpToken(t)) => slot
+                .compare_exchange(t, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+            None => slot.swap(0, Ordering::AcqRel) != 0,
+        };
+        if token.is_some() && !owned {
+            return false; // a later period, or this one already ended early
+        }
+        let ended = self.update(agent, |w| (w & WRAP_UP != 0).then_some(w & !WRAP_UP));
+        if ended {
             self.start_idle_clock(agent, now);
         }
+        ended
+    }
+
+    /// When the agent's wrap-up ends, in nanoseconds since the table's creation (as
+    /// [`Self::idle_since`]); `None` when it is not in one.
+    pub fn wrap_up_until(&self, agent: AgentId) -> Option<u64> {
+        let word = self.word(agent)?.load(Ordering::Acquire);
+        if word & WRAP_UP == 0 {
+            return None;
+        }
+        let at = self.wrap_until.get(agent.0)?.load(Ordering::Acquire);
+        (at != 0).then_some(at)
+    }
+
+    /// When the wrap-up period of `token` ends (for its timer).
+    pub fn wrap_up_deadline(&self, token: WrapUpToken) -> Instant {
+        self.epoch + Duration::from_nanos(token.0)
+    }
+
+    /// Whether the agent is in wrap-up (attendant groups, which ring busy agents, skip it too).
+    #[inline]
+    pub fn in_wrap_up(&self, agent: AgentId) -> bool {
+        self.word(agent)
+            .is_some_and(|w| w.load(Ordering::Acquire) & WRAP_UP != 0)
+    }
+
+    /// Sets the agent's own wrap-up time, which overrides its groups'; `None` removes it.
+    pub fn set_agent_wrap_up(&self, agent: AgentId, wrap_up: Option<Duration>) {
+        if let Some(slot) = self.wrap_override.get(agent.0) {
+            let ms = wrap_up.map_or(0, |d| {
+                u64::try_from(d.as_millis())
+                    .unwrap_or(u64::MAX - 1)
+                    .saturating_add(1)
+            });
+            slot.store(ms, Ordering::Release);
+        }
+    }
+
+    /// The agent's own wrap-up time, if set.
+    pub fn agent_wrap_up(&self, agent: AgentId) -> Option<Duration> {
+        let ms = self.wrap_override.get(agent.0)?.load(Ordering::Acquire);
+        (ms != 0).then(|| Duration::from_millis(ms - 1))
+    }
+
+    /// The wrap-up that follows an rgsd call the agent answered through `group`: the agent's
+    /// own where set, else the group's (zero when the group is not routed any more).
+    pub fn wrap_up_for(&self, agent: AgentId, group: Option<AgentGroupId>) -> Duration {
+        self.agent_wrap_up(agent).unwrap_or_else(|| {
+            group
+                .and_then(|g| self.membership().group(g).map(|g| g.wrap_up))
+                .unwrap_or(Duration::ZERO)
+        })
     }
 
     /// Formal sign-in to `group` at `now`; the idle clock starts (`docs/behaviour.md`, Agent
@@ -744,8 +870,11 @@ impl AgentTable {
     }
 
     fn nanos(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.epoch);
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        Self::nanos_of(at.saturating_duration_since(self.epoch))
+    }
+
+    fn nanos_of(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
 
     #[inline]
@@ -864,6 +993,92 @@ mod tests {
         assert_eq!(t.state(a), Some(AgentState::Idle));
         assert!(t.is_free(a));
         assert_eq!(t.idle_since(a), secs(90));
+    }
+
+    #[test]
+    fn wrap_up_after_the_last_call_then_its_timer_or_an_early_end() {
+        let (t, start) = table();
+        let a = AgentId(0);
+        let wrap = Duration::from_secs(30);
+        assert!(t.claim(a, CallKey(1)));
+        t.answered(a, CallKey(1));
+        let end = start + Duration::from_secs(10);
+        let token = t.call_ended_then(a, end, wrap).expect("wrap-up began");
+        assert_eq!(t.state(a), Some(AgentState::WrapUp));
+        assert!(!t.is_free(a) && t.in_wrap_up(a));
+        assert!(!t.claim(a, CallKey(2)), "no offer during wrap-up");
+        assert_eq!(t.wrap_up_until(a), Some(secs(40)));
+        assert_eq!(t.wrap_up_deadline(token), start + Duration::from_secs(40));
+        // The timer ends it; the idle clock starts then, not at the call's end.
+        let due = start + Duration::from_secs(40);
+        assert!(t.end_wrap_up(a, due, Some(token)));
+        assert_eq!(t.state(a), Some(AgentState::Idle));
+        assert_eq!(t.idle_since(a), secs(40));
+        assert!(!t.end_wrap_up(a, due, Some(token)), "ends once");
+
+        // Ended early, then a second call and wrap-up: the first period's timer must not end
+        // the second.
+        assert!(t.claim(a, CallKey(3)));
+        t.answered(a, CallKey(3));
+        let first = t
+            .call_ended_then(a, start + Duration::from_secs(50), wrap)
+            .unwrap();
+        assert!(t.end_wrap_up(a, start + Duration::from_secs(55), None));
+        assert!(!t.end_wrap_up(a, start + Duration::from_secs(56), None));
+        assert!(t.claim(a, CallKey(4)));
+        t.answered(a, CallKey(4));
+        let second = t
+            .call_ended_then(a, start + Duration::from_secs(70), wrap)
+            .unwrap();
+        assert!(!t.end_wrap_up(a, start + Duration::from_secs(80), Some(first)));
+        assert_eq!(t.state(a), Some(AgentState::WrapUp));
+        assert!(t.end_wrap_up(a, start + Duration::from_secs(100), Some(second)));
+        assert!(t.is_free(a));
+    }
+
+    #[test]
+    fn no_wrap_up_while_calls_remain_nor_when_zero() {
+        let (t, start) = table();
+        let a = AgentId(0);
+        t.answered(a, CallKey(1));
+        t.answered(a, CallKey(2));
+        let wrap = Duration::from_secs(30);
+        assert_eq!(t.call_ended_then(a, start, wrap), None, "one call left");
+        assert_eq!(t.state(a), Some(AgentState::Busy { calls: 1 }));
+        assert!(t.call_ended_then(a, start, wrap).is_some());
+        assert!(t.end_wrap_up(a, start, None));
+        t.answered(a, CallKey(3));
+        assert_eq!(t.call_ended_then(a, start, Duration::ZERO), None);
+        assert!(t.is_free(a));
+    }
+
+    #[test]
+    fn an_agents_own_wrap_up_overrides_its_groups() {
+        let mut c = config();
+        add_group(
+            &mut c,
+            RoutingMethod::Serial,
+            Participation::Informal,
+            20,
+            &["a", "b"],
+        );
+        c.agent_groups[0].wrap_up = Duration::from_secs(15);
+        let t = AgentTable::from_config(&c, t0());
+        let (a, b) = (AgentId(0), AgentId(1));
+        let g = Some(AgentGroupId(0));
+        assert_eq!(t.wrap_up_for(a, g), Duration::from_secs(15));
+        assert_eq!(t.wrap_up_for(a, None), Duration::ZERO);
+        t.set_agent_wrap_up(a, Some(Duration::from_secs(60)));
+        t.set_agent_wrap_up(b, Some(Duration::ZERO));
+        assert_eq!(t.wrap_up_for(a, g), Duration::from_secs(60));
+        assert_eq!(
+            t.wrap_up_for(b, g),
+            Duration::ZERO,
+            "0 s of their own: none"
+        );
+        t.set_agent_wrap_up(a, None);
+        assert_eq!(t.wrap_up_for(a, g), Duration::from_secs(15));
+        assert_eq!(t.agent_wrap_up(a), None);
     }
 
     #[test]

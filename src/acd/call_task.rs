@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey};
+use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey, WrapUpToken};
 use crate::acd::observe::{CallObserver, CallSnapshot, CallStage, NoObserver};
 use crate::acd::queue::{Command, command_for};
 use crate::acd::queue_task::{Outbox, QueueMsg};
@@ -69,12 +69,33 @@ use crate::acd::record;
 use crate::acd::router;
 use crate::acd::runtime::Runtime;
 use crate::clock::SharedClock;
-use crate::config::model::{QueueId, SipUri, WorkflowId};
+use crate::config::model::{AgentGroupId, QueueId, SipUri, WorkflowId};
 use crate::media::dtmf::parse_info_body;
 use crate::media::leg::{Leg, LegError, LegEvent, MediaEngine};
 use crate::sip::{self, CallEvent, Endpoint, IncomingCall, LegFailure, OutboundCall};
 use crate::store::{CallOutcome, RecordWriter};
 use crate::workflow::call::{Call, Effect, Event, Now, Peer, Phase, RecordEvent, SipStatus, Timer};
+
+/// Ends the agent's wrap-up period `token` when it is due (unless the agent ended it earlier, or
+/// it is no longer the period in progress) and wakes the queues of the agent's groups. The timer
+/// outlives the call that started it; a restart forgets it (the agent starts free).
+fn arm_wrap_up(svc: &Services, agent: AgentId, token: WrapUpToken) {
+    let agents = Arc::clone(&svc.agents);
+    let runtime = Arc::clone(&svc.runtime);
+    let observer = Arc::clone(&svc.observer);
+    let at = Instant::from_std(agents.wrap_up_deadline(token));
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at).await;
+        if agents.end_wrap_up(agent, Instant::now().into_std(), Some(token)) {
+            let membership = agents.membership();
+            runtime
+                .load()
+                .queues
+                .wake_groups(membership.groups_of(agent));
+            observer.agent_changed();
+        }
+    });
+}
 
 /// What every call shares, whatever its configuration.
 #[derive(Debug)]
@@ -232,6 +253,8 @@ pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc
         session_expired: false,
         forward: None,
         bridged_agent: None,
+        offered_through: HashMap::new(),
+        bridged_group: None,
         queue: None,
         timers: HashMap::new(),
         pending: VecDeque::new(),
@@ -298,6 +321,10 @@ struct CallTask {
     forward: Option<FarLeg>,
     /// The agent this call counted as busy in the agent table (`answered`), until `call_ended`.
     bridged_agent: Option<AgentId>,
+    /// The group through which each agent was last offered this call (its wrap-up applies).
+    offered_through: HashMap<AgentId, AgentGroupId>,
+    /// The group the bridged agent answered through.
+    bridged_group: Option<AgentGroupId>,
     /// The queue the call was last added to and not yet removed from.
     queue: Option<QueueId>,
     timers: HashMap<Timer, Instant>,
@@ -471,6 +498,7 @@ impl CallTask {
     fn on_queue(&mut self, event: Event) {
         if let Event::Offered(offer) = &event {
             for &a in &offer.agents {
+                self.offered_through.insert(a, offer.group);
                 // Claimed for this call by the queue owner (attendant offers ring unclaimed):
                 // from here on only this task moves the agent out of `ringing(this call)`.
                 if self.svc.agents.state(a) == Some(AgentState::Ringing(self.key)) {
@@ -642,6 +670,7 @@ impl CallTask {
                 self.claims.remove(&agent);
                 self.svc.agents.answered(agent, self.key);
                 self.bridged_agent = Some(agent);
+                self.bridged_group = self.offered_through.get(&agent).copied();
                 match self.legs.get(&agent) {
                     Some(leg) => {
                         if self.media.bridge(&leg.media).is_err() {
@@ -775,15 +804,24 @@ impl CallTask {
         }
     }
 
-    /// The agent's rgsd call (bridged to this caller) ended: its idle clock starts.
+    /// The agent's rgsd call (bridged to this caller) ended: its wrap-up (the agent's own, else
+    /// the group's they answered through) or else its idle clock starts.
     fn end_agent_call(&mut self, agent: AgentId) {
         if self.bridged_agent != Some(agent) {
             return;
         }
         self.bridged_agent = None;
         let now = Instant::now().into_std();
-        self.svc.agents.call_ended(agent, now);
-        self.notify_available(agent);
+        let agents = &self.svc.agents;
+        let wrap_up = agents.wrap_up_for(agent, self.bridged_group.take());
+        match agents.call_ended_then(agent, now, wrap_up) {
+            Some(token) => {
+                debug!(?agent, ?wrap_up, "agent in wrap-up");
+                arm_wrap_up(&self.svc, agent, token);
+                self.svc.observer.agent_changed();
+            }
+            None => self.notify_available(agent),
+        }
     }
 
     fn uri_of(&self, agent: AgentId) -> SipUri {

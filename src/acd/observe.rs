@@ -56,6 +56,8 @@ pub trait CallObserver: Send + Sync + std::fmt::Debug {
     /// Also reported for calls refused before a task ran (`Rejected`), which never had an
     /// update.
     fn call_ended(&self, call_id: &str, outcome: CallOutcome, wait: Option<Duration>);
+    /// An agent's state changed without a call report saying so (its wrap-up ended).
+    fn agent_changed(&self) {}
 }
 
 /// An observer that ignores everything (tests, tools).

@@ -8,7 +8,7 @@
 //! Eligibility (`docs/behaviour.md`, Agent groups), for every method but attendant: in the group
 //! (signed in, for formal groups), free in the table (not on an rgsd call, not ringing for another
 //! call), not inside the ringback grace period for *this* call, and not already tried in this pass
-//! of the group. Attendant rings every signed-in member, busy ones too.
+//! of the group. Attendant rings every signed-in member, busy ones too, but none in wrap-up.
 //!
 //! | method | picks | next after the alert time |
 //! |---|---|---|
@@ -16,7 +16,7 @@
 //! | round robin | the first eligible member after the group's position (the member offered the group's last call) | the same rule again, then the next group |
 //! | longest idle | the eligible member idle longest (ties: list order) | the next longest, then the next group |
 //! | parallel | every eligible member | the next group |
-//! | attendant | every signed-in reachable member | the next group |
+//! | attendant | every signed-in reachable member not in wrap-up | the next group |
 
 use std::time::Instant;
 
@@ -106,6 +106,7 @@ pub enum Pick {
 ///     participation: Participation::Informal,
 ///     routing: RoutingMethod::Serial,
 ///     alert_time: Duration::from_secs(20),
+///     wrap_up: Duration::ZERO,
 ///     agents: vec![SipUri("sip:alice@127.0.0.1".into()), SipUri("sip:bob@127.0.0.1".into())],
 /// });
 /// # #[allow(clippy::disallowed_methods)] // a doc example needs one real instant
@@ -176,7 +177,7 @@ pub fn pick(group: &GroupMembers, table: &AgentTable, skip: &Exclusions<'_>) -> 
             members
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| table.is_member_signed_in(group, *i))
+                .filter(|(i, a)| table.is_member_signed_in(group, *i) && !table.in_wrap_up(**a))
                 .map(|(_, a)| *a)
                 .collect(),
         ),
@@ -407,6 +408,16 @@ mod tests {
             pick(g, &t, &skip),
             Pick::Many(vec![AgentId(0), AgentId(1), AgentId(2)]),
             "busy, ringing and refused agents are rung; signed-out ones are not"
+        ); // An agent in wrap-up is not rung, even by an attendant group.
+        t.answered(AgentId(2), CallKey(3));
+        assert!(
+            t.call_ended_then(AgentId(2), now, Duration::from_secs(30))
+                .is_some()
+        );
+        assert_eq!(
+            pick(g, &t, &skip),
+            Pick::Many(vec![AgentId(0), AgentId(1)]),
+            "the agent in wrap-up is left out"
         );
     }
 

@@ -117,10 +117,9 @@ impl Acd {
             .render(&config)
             .await
             .map_err(ReloadError::Prompts)?;
-        let (groups, sign_ins) = read_membership(&config, store.as_ref()).await?;
+        let read = read_membership(&config, store.as_ref()).await?;
         let agents = Arc::new(AgentTable::new(tokio::time::Instant::now().into_std()));
-        agents.set_membership(&groups);
-        agents.set_sign_ins(sign_ins.iter().map(|(a, g)| (a, g.as_str())));
+        read.apply(&agents);
         let config = Arc::new(config);
         let runtime = Runtime {
             generation: 0,
@@ -162,11 +161,9 @@ impl Acd {
             Change::Membership => (None, Arc::clone(&old.assets)),
         };
         let in_force = config.as_ref().unwrap_or(&old.config);
-        let (groups, sign_ins) = read_membership(in_force, self.store.as_ref()).await?;
+        let read = read_membership(in_force, self.store.as_ref()).await?;
         // Nothing can fail from here on.
-        self.agents.set_membership(&groups);
-        self.agents
-            .set_sign_ins(sign_ins.iter().map(|(a, g)| (a, g.as_str())));
+        read.apply(&self.agents);
         let runtime = match config {
             Some(config) => Runtime {
                 generation: old.generation + 1,
@@ -219,6 +216,24 @@ impl Acd {
         Ok(true)
     }
 
+    /// Ends the agent's wrap-up early (whichever period is in progress) and wakes the queues of
+    /// their groups. Returns whether they were in wrap-up.
+    pub fn end_wrap_up(&self, agent: &SipUri) -> bool {
+        let Some(aid) = self.agents.id(agent) else {
+            return false;
+        };
+        let now = tokio::time::Instant::now().into_std();
+        if !self.agents.end_wrap_up(aid, now, None) {
+            return false;
+        }
+        let membership = self.agents.membership();
+        self.current
+            .load()
+            .queues
+            .wake_groups(membership.groups_of(aid));
+        true
+    }
+
     /// The runtime new calls get (hand it to the call controller).
     pub fn runtime(&self) -> Arc<ArcSwap<Runtime>> {
         Arc::clone(&self.current)
@@ -240,15 +255,41 @@ impl Acd {
     }
 }
 
+/// What [`read_membership`] read, to apply to the agent table in one go.
+struct ReadMembership {
+    groups: Vec<AgentGroup>,
+    /// Formal sign-ins: (agent, group).
+    sign_ins: Vec<(SipUri, String)>,
+    /// Every stored agent's own wrap-up time (`None`: its groups' apply).
+    wrap_ups: Vec<(SipUri, Option<std::time::Duration>)>,
+}
+
+impl ReadMembership {
+    fn apply(&self, agents: &AgentTable) {
+        agents.set_membership(&self.groups);
+        agents.set_sign_ins(self.sign_ins.iter().map(|(a, g)| (a, g.as_str())));
+        for (uri, wrap_up) in &self.wrap_ups {
+            if let Some(agent) = agents.id(uri) {
+                agents.set_agent_wrap_up(agent, *wrap_up);
+            }
+        }
+    }
+}
+
 /// The groups routing uses (each configured group replaced by the database's version of it,
-/// same name, so API edits of members, alert time and routing take effect; groups only in the
-/// database are not routed: no queue refers to them) and the formal sign-ins (agent, group).
+/// same name, so API edits of members, alert time, wrap-up and routing take effect; groups only
+/// in the database are not routed: no queue refers to them), the formal sign-ins and the agents'
+/// own wrap-up times.
 async fn read_membership(
     config: &Config,
     store: Option<&Store>,
-) -> Result<(Vec<AgentGroup>, Vec<(SipUri, String)>), StoreError> {
+) -> Result<ReadMembership, StoreError> {
     let Some(store) = store else {
-        return Ok((config.agent_groups.clone(), Vec::new()));
+        return Ok(ReadMembership {
+            groups: config.agent_groups.clone(),
+            sign_ins: Vec::new(),
+            wrap_ups: Vec::new(),
+        });
     };
     let stored = store.list_groups().await?;
     let groups = config
@@ -267,7 +308,17 @@ async fn read_membership(
         .into_iter()
         .map(|s| (s.agent, s.group))
         .collect();
-    Ok((groups, sign_ins))
+    let wrap_ups = store
+        .list_agents()
+        .await?
+        .into_iter()
+        .map(|a| (a.sip_uri, a.wrap_up))
+        .collect();
+    Ok(ReadMembership {
+        groups,
+        sign_ins,
+        wrap_ups,
+    })
 }
 
 impl PromptCache {

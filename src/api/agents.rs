@@ -37,6 +37,8 @@ use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Rol
 /// Alert time bounds (`docs/behaviour.md`, Agent groups).
 const ALERT_MIN: u64 = 10;
 const ALERT_MAX: u64 = 600;
+/// Wrap-up bounds (`docs/behaviour.md`, Wrap-up).
+const WRAP_UP_MAX: u64 = 3600;
 
 // ---------------------------------------------------------------------------------------------
 // Bodies and documents
@@ -47,6 +49,9 @@ pub(super) struct AgentDoc {
     pub id: i64,
     pub sip_uri: String,
     pub display_name: Option<String>,
+    /// The agent's own wrap-up time after each call, overriding their groups'; absent: their
+    /// groups' apply.
+    pub wrap_up_seconds: Option<u64>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -57,6 +62,7 @@ impl From<Agent> for AgentDoc {
             id: a.id.0,
             sip_uri: a.sip_uri.0,
             display_name: a.display_name,
+            wrap_up_seconds: a.wrap_up.map(|d| d.as_secs()),
             created_at: a.created_at,
             updated_at: a.updated_at,
         }
@@ -71,6 +77,30 @@ pub(super) struct AgentBody {
     pub sip_uri: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// 0 to 3600: the agent's own wrap-up time, overriding their groups'; absent or null:
+    /// their groups' apply.
+    #[serde(default)]
+    pub wrap_up_seconds: Option<u64>,
+}
+
+impl AgentBody {
+    fn fields(self) -> Result<AgentFields, ApiError> {
+        Ok(AgentFields {
+            sip_uri: parse_uri("sip_uri", &self.sip_uri)?,
+            display_name: self.display_name,
+            wrap_up: self.wrap_up_seconds.map(wrap_up_secs).transpose()?,
+        })
+    }
+}
+
+fn wrap_up_secs(secs: u64) -> Result<Duration, ApiError> {
+    if secs > WRAP_UP_MAX {
+        return Err(ApiError::InvalidField {
+            field: "wrap_up_seconds",
+            reason: format!("{secs} is outside 0 to {WRAP_UP_MAX}"),
+        });
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Formal: agents sign in; informal: members are always in.
@@ -143,6 +173,8 @@ pub(super) struct GroupDoc {
     pub participation: ParticipationDoc,
     pub routing: RoutingDoc,
     pub alert_time_seconds: u64,
+    /// After each call answered through this group, its agent takes no call for this long.
+    pub wrap_up_seconds: u64,
     /// Members in order (serial and round robin follow it).
     pub agents: Vec<String>,
     /// `file` (declared in the configuration file: read-only here), `database` (created through
@@ -168,6 +200,9 @@ pub(super) struct GroupBody {
     /// 10 to 600; 20 when absent.
     #[serde(default = "default_alert")]
     pub alert_time_seconds: u64,
+    /// 0 (none, when absent) to 3600.
+    #[serde(default)]
+    pub wrap_up_seconds: u64,
     /// Member SIP URIs in order; unknown URIs become agents.
     #[serde(default)]
     pub agents: Vec<String>,
@@ -272,6 +307,7 @@ fn agent_group(body: &GroupBody) -> Result<AgentGroup, ApiError> {
         participation: body.participation.into(),
         routing: body.routing.into(),
         alert_time: Duration::from_secs(body.alert_time_seconds),
+        wrap_up: wrap_up_secs(body.wrap_up_seconds)?,
         agents: parse_members(&body.agents)?,
     })
 }
@@ -317,9 +353,37 @@ fn group_doc_with(
         participation: g.participation.into(),
         routing: g.routing.into(),
         alert_time_seconds: g.alert_time.as_secs(),
+        wrap_up_seconds: g.wrap_up.as_secs(),
         agents: g.agents.into_iter().map(|a| a.0).collect(),
         source: owner.unwrap_or(source_name(g.source)),
         signed_in,
+    }
+}
+
+/// Who may read one agent or act for them: administrators; managers of a group the agent is in;
+/// the agent themself.
+async fn check_agent_access(
+    shared: &Shared,
+    caller: &Caller,
+    agent: &Agent,
+) -> Result<(), ApiError> {
+    match caller.role() {
+        Role::Admin => Ok(()),
+        Role::Manager => {
+            let config = shared.config.load();
+            let scope = caller.scope(&config);
+            let groups = shared.store.list_groups().await?;
+            if groups
+                .iter()
+                .any(|g| scope.group(&g.name) && g.agents.contains(&agent.sip_uri))
+            {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(Refusal::NotYourGroup))
+            }
+        }
+        Role::Agent if caller.subject() == agent.sip_uri.as_str() => Ok(()),
+        Role::Agent => Err(ApiError::Forbidden(Refusal::AgentSelfOnly)),
     }
 }
 
@@ -396,17 +460,18 @@ pub(super) async fn create_agent(
     Body(body): Body<AgentBody>,
 ) -> Result<(StatusCode, Json<AgentDoc>), ApiError> {
     caller.require_admin()?;
-    let fields = AgentFields {
-        sip_uri: parse_uri("sip_uri", &body.sip_uri)?,
-        display_name: body.display_name,
-    };
+    let fields = body.fields()?;
     let agent = shared.store.create_agent(&fields).await?;
+    if agent.wrap_up.is_some() {
+        rebuild_routing(&shared).await?;
+    }
     audit(
         &shared,
         &caller,
         "agent.create",
         agent.sip_uri.as_str(),
-        json!({ "id": agent.id.0, "display_name": agent.display_name }),
+        json!({ "id": agent.id.0, "display_name": agent.display_name,
+                "wrap_up_seconds": agent.wrap_up.map(|d| d.as_secs()) }),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(agent.into())))
@@ -422,26 +487,11 @@ pub(super) async fn get_agent(
     Params(id): Params<i64>,
 ) -> Result<Json<AgentDoc>, ApiError> {
     let agent = shared.store.get_agent(AgentId(id)).await?;
-    match caller.role() {
-        Role::Admin => {}
-        Role::Manager => {
-            let config = shared.config.load();
-            let scope = caller.scope(&config);
-            let groups = shared.store.list_groups().await?;
-            if !groups
-                .iter()
-                .any(|g| scope.group(&g.name) && g.agents.contains(&agent.sip_uri))
-            {
-                return Err(ApiError::Forbidden(Refusal::NotYourGroup));
-            }
-        }
-        Role::Agent if caller.subject() == agent.sip_uri.as_str() => {}
-        Role::Agent => return Err(ApiError::Forbidden(Refusal::AgentSelfOnly)),
-    }
+    check_agent_access(&shared, &caller, &agent).await?;
     Ok(Json(agent.into()))
 }
 
-/// Replaces an agent's URI and display name (administrators).
+/// Replaces an agent's URI, display name and own wrap-up time (administrators).
 #[utoipa::path(put, path = "/api/agents/{id}", tag = "agents", request_body = AgentBody,
     params(("id" = i64, Path, description = "agent id")),
     responses((status = 200, body = AgentDoc), (status = "4XX", body = ErrorBody)))]
@@ -452,10 +502,7 @@ pub(super) async fn update_agent(
     Body(body): Body<AgentBody>,
 ) -> Result<Json<AgentDoc>, ApiError> {
     caller.require_admin()?;
-    let fields = AgentFields {
-        sip_uri: parse_uri("sip_uri", &body.sip_uri)?,
-        display_name: body.display_name,
-    };
+    let fields = body.fields()?;
     let agent = shared.store.update_agent(AgentId(id), &fields).await?;
     rebuild_routing(&shared).await?;
     audit(
@@ -463,7 +510,8 @@ pub(super) async fn update_agent(
         &caller,
         "agent.update",
         agent.sip_uri.as_str(),
-        json!({ "id": id, "display_name": agent.display_name }),
+        json!({ "id": id, "display_name": agent.display_name,
+                "wrap_up_seconds": agent.wrap_up.map(|d| d.as_secs()) }),
     )
     .await?;
     Ok(Json(agent.into()))
@@ -506,6 +554,12 @@ fn object_body(group: &AgentGroup) -> serde_json::Value {
     });
     if let (Some(d), serde_json::Value::Object(map)) = (&group.description, &mut body) {
         map.insert("description".into(), json!(d));
+    }
+    if let (false, serde_json::Value::Object(map)) = (group.wrap_up.is_zero(), &mut body) {
+        map.insert(
+            "wrap_up".into(),
+            json!(format!("{}s", group.wrap_up.as_secs())),
+        );
     }
     body
 }
@@ -674,6 +728,7 @@ pub(super) async fn set_members(
             participation: old.participation,
             routing: old.routing,
             alert_time: old.alert_time,
+            wrap_up: old.wrap_up,
             agents: members,
         };
         write_group(&shared, &caller, &group, true).await?
@@ -725,6 +780,45 @@ pub(super) async fn delete_group(
     shared.store.delete_group(GroupId(id)).await?;
     rebuild_routing(&shared).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The result of ending a wrap-up early.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct WrapUpDoc {
+    pub agent: String,
+    /// Whether the agent was in wrap-up (`false`: nothing to end; they were already free or on
+    /// a call).
+    pub ended: bool,
+}
+
+/// Ends the agent's wrap-up now, so their groups' queues offer them calls again (the button on
+/// the agent page). Administrators for anyone; managers for the agents of their groups; an
+/// agent for themself. Audited when a wrap-up ended.
+#[utoipa::path(delete, path = "/api/agents/{id}/wrap-up", tag = "agents",
+    params(("id" = i64, Path, description = "agent id")),
+    responses((status = 200, body = WrapUpDoc), (status = "4XX", body = ErrorBody)))]
+pub(super) async fn end_wrap_up(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Params(id): Params<i64>,
+) -> Result<Json<WrapUpDoc>, ApiError> {
+    let agent = shared.store.get_agent(AgentId(id)).await?;
+    check_agent_access(&shared, &caller, &agent).await?;
+    let ended = shared.live.end_wrap_up(&agent.sip_uri);
+    if ended {
+        audit(
+            &shared,
+            &caller,
+            "agent.end_wrap_up",
+            agent.sip_uri.as_str(),
+            json!({ "id": id }),
+        )
+        .await?;
+    }
+    Ok(Json(WrapUpDoc {
+        agent: agent.sip_uri.0,
+        ended,
+    }))
 }
 
 /// Signs an agent in to or out of a formal group: stored, applied to routing at once, audited.

@@ -116,6 +116,16 @@ impl Live {
         Ok(routed)
     }
 
+    /// Ends the agent's wrap-up now (they ended it on their page): the queues of their groups
+    /// offer them calls again. Returns whether they were in wrap-up.
+    pub fn end_wrap_up(&self, agent: &SipUri) -> bool {
+        let ended = self.acd.end_wrap_up(agent);
+        if ended {
+            self.announce(LiveEvent::Agents);
+        }
+        ended
+    }
+
     /// After a group or membership change in the database: the same reload SIGHUP uses, with
     /// the configuration in force ([`Change::Membership`]).
     ///
@@ -241,6 +251,10 @@ impl CallObserver for Live {
         // Inherent method (the registry); the trait method of the same name is this one.
         Live::call_ended(self, call_id);
     }
+
+    fn agent_changed(&self) {
+        self.announce(LiveEvent::Agents);
+    }
 }
 
 /// The routed groups `agent` belongs to, with their names.
@@ -257,6 +271,7 @@ fn state_name(state: AgentState) -> &'static str {
         AgentState::Idle => "idle",
         AgentState::Ringing(_) => "ringing",
         AgentState::Busy { .. } => "busy",
+        AgentState::WrapUp => "wrap_up",
     }
 }
 
@@ -282,7 +297,7 @@ fn queue_snapshot(
         .max()
         .unwrap_or(0);
     let mut seen = std::collections::BTreeSet::new();
-    let (mut signed_in, mut eligible, mut busy) = (0, 0, 0);
+    let (mut signed_in, mut eligible, mut busy, mut wrap_up) = (0, 0, 0, 0);
     // The queue's groups by name: configuration indexes are not the table's ids.
     let groups = queue
         .agent_groups
@@ -299,6 +314,7 @@ fn queue_snapshot(
             match table.state(aid) {
                 Some(AgentState::Idle) => eligible += 1,
                 Some(AgentState::Ringing(_) | AgentState::Busy { .. }) => busy += 1,
+                Some(AgentState::WrapUp) => wrap_up += 1,
                 None => {}
             }
         }
@@ -310,6 +326,7 @@ fn queue_snapshot(
         agents_signed_in: signed_in,
         agents_eligible: eligible,
         agents_busy: busy,
+        agents_wrap_up: wrap_up,
     }
 }
 
@@ -336,6 +353,9 @@ fn agent_snapshot(
     AgentSnapshot {
         sip_uri: uri.to_owned(),
         state: table.state(aid).map_or("unknown", state_name),
+        wrap_up_until: table
+            .wrap_up_until(aid)
+            .map(|ns| epoch + chrono::Duration::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))),
         current_call: calls
             .iter()
             .find(|c| c.agent.as_deref() == Some(uri))

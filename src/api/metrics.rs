@@ -263,7 +263,7 @@ pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> 
     );
 
     header(&mut out, "rgsd_agents", "gauge", "Agents by state.");
-    for state in ["idle", "ringing", "busy"] {
+    for state in ["idle", "ringing", "busy", "wrap_up"] {
         let n = live.agents.iter().filter(|a| a.state == state).count();
         let _ = writeln!(out, "rgsd_agents{{state=\"{state}\"}} {n}");
     }
@@ -400,10 +400,12 @@ mod tests {
                 agents_signed_in: 2,
                 agents_eligible: 1,
                 agents_busy: 1,
+                agents_wrap_up: 0,
             }],
             agents: vec![AgentSnapshot {
                 sip_uri: "sip:a@h".into(),
                 state: "busy",
+                wrap_up_until: None,
                 current_call: None,
                 idle_since: at,
                 signed_in: vec![],

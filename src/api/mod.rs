@@ -137,6 +137,7 @@ pub fn documented() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(agents::set_members))
         .routes(routes!(agents::set_sign_in))
+        .routes(routes!(agents::end_wrap_up))
         .routes(routes!(agents::me))
         .routes(routes!(
             objects::agent_groups::list,

@@ -86,14 +86,18 @@ pub struct QueueSnapshot {
     pub agents_eligible: usize,
     /// Of those, ringing or on a call.
     pub agents_busy: usize,
+    /// Of those, in wrap-up after a call (offered nothing until it ends).
+    pub agents_wrap_up: usize,
 }
 
 /// One agent, now.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AgentSnapshot {
     pub sip_uri: String,
-    /// `idle`, `ringing` or `busy`.
+    /// `idle`, `ringing`, `busy` or `wrap_up`.
     pub state: &'static str,
+    /// In wrap-up: when it ends (the agent may end it earlier).
+    pub wrap_up_until: Option<DateTime<Utc>>,
     /// The Call-ID of the call the agent is ringing for or talking on, when the driver reported it.
     pub current_call: Option<String>,
     /// When the agent's idle clock started (last call ended, sign-in or start-up).

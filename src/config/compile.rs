@@ -56,6 +56,8 @@ pub(crate) struct Environment<'a> {
 /// Limits from `docs/behaviour.md` ("Limits at a glance").
 const ALERT_TIME: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
 const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
+/// `docs/behaviour.md`, Wrap-up.
+pub(crate) const WRAP_UP: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
 /// Clients reject longer alert times in practice (`docs/behaviour.md`, Agent groups), and SIP proxies give up on a ringing
 /// INVITE after about three minutes (RFC 3261 timer C).
 const ALERT_TIME_PRACTICAL_MAX: Duration = Duration::from_secs(180);
@@ -665,6 +667,12 @@ impl Compiler<'_> {
                 ),
             );
         }
+        let wrap_up = self.duration(
+            g.wrap_up.as_ref(),
+            &join(key, "wrap_up"),
+            &WRAP_UP,
+            Some(Duration::ZERO),
+        );
         let agents = self.sip_uris(g.agents.as_ref(), &join(key, "agents"), "agent");
         Some(AgentGroup {
             name: name?,
@@ -672,6 +680,7 @@ impl Compiler<'_> {
             participation: participation?,
             routing: routing?,
             alert_time: alert_time?,
+            wrap_up: wrap_up?,
             agents: agents?,
         })
     }

@@ -293,6 +293,9 @@ pub struct AgentGroup {
     pub routing: RoutingMethod,
     /// 10 s to 600 s, default 20 s.
     pub alert_time: Duration,
+    /// 0 s (none, the default) to 3600 s: after a call answered through this group, its agent
+    /// is offered nothing from any group for this long, or until they end it early.
+    pub wrap_up: Duration,
     /// Ordered: serial and round robin follow this order.
     pub agents: Vec<SipUri>,
 }

@@ -136,6 +136,8 @@ pub(crate) struct RawAgentGroup {
     pub(crate) participation: Option<SString>,
     pub(crate) routing: Option<SString>,
     pub(crate) alert_time: Option<SString>,
+    /// Extra key: `"30s"`; none by default.
+    pub(crate) wrap_up: Option<SString>,
     pub(crate) agents: Option<SList>,
 }
 

@@ -3,11 +3,13 @@
 //! An agent is identified by its SIP URI (unique, compared exactly as written). Agents also come
 //! into being implicitly when a group lists a URI not seen before (see [`super::groups`]).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::error::{Entity, StoreError, on};
-use super::{Store, from_ms, on_pool};
+use super::{Store, duration_from_ms, duration_to_ms, from_ms, on_pool};
 use crate::config::model::SipUri;
 
 /// Database id of an agent.
@@ -19,6 +21,8 @@ pub struct AgentId(pub i64);
 pub struct AgentFields {
     pub sip_uri: SipUri,
     pub display_name: Option<String>,
+    /// The agent's own wrap-up time, overriding its groups'; `None`: its groups' apply.
+    pub wrap_up: Option<Duration>,
 }
 
 /// A stored agent.
@@ -27,6 +31,8 @@ pub struct Agent {
     pub id: AgentId,
     pub sip_uri: SipUri,
     pub display_name: Option<String>,
+    /// See [`AgentFields::wrap_up`].
+    pub wrap_up: Option<Duration>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -36,6 +42,7 @@ struct AgentRow {
     id: i64,
     sip_uri: String,
     display_name: Option<String>,
+    wrap_up_ms: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -47,6 +54,10 @@ impl TryFrom<AgentRow> for Agent {
             id: AgentId(row.id),
             sip_uri: SipUri(row.sip_uri),
             display_name: row.display_name,
+            wrap_up: row
+                .wrap_up_ms
+                .map(|ms| duration_from_ms(ms, "agent.wrap_up_ms"))
+                .transpose()?,
             created_at: from_ms(row.created_at, "agent.created_at")?,
             updated_at: from_ms(row.updated_at, "agent.updated_at")?,
         })
@@ -61,13 +72,14 @@ impl Store {
     pub async fn create_agent(&self, fields: &AgentFields) -> Result<Agent, StoreError> {
         let now = self.now_ms();
         let row = on_pool!(self, pool => sqlx::query_as::<_, AgentRow>(
-            "insert into agent (sip_uri, display_name, created_at, updated_at)
-             values ($1, $2, $3, $3)
-             returning id, sip_uri, display_name, created_at, updated_at",
+            "insert into agent (sip_uri, display_name, created_at, updated_at, wrap_up_ms)
+             values ($1, $2, $3, $3, $4)
+             returning id, sip_uri, display_name, wrap_up_ms, created_at, updated_at",
         )
         .bind(fields.sip_uri.as_str())
         .bind(fields.display_name.as_deref())
         .bind(now)
+        .bind(fields.wrap_up.map(duration_to_ms))
         .fetch_one(pool)
         .await)
         .map_err(on(Entity::Agent))?;
@@ -80,7 +92,7 @@ impl Store {
     /// [`StoreError::NotFound`].
     pub async fn get_agent(&self, id: AgentId) -> Result<Agent, StoreError> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, AgentRow>(
-            "select id, sip_uri, display_name, created_at, updated_at from agent where id = $1",
+            "select id, sip_uri, display_name, wrap_up_ms, created_at, updated_at from agent where id = $1",
         )
         .bind(id.0)
         .fetch_optional(pool)
@@ -95,7 +107,7 @@ impl Store {
     /// [`StoreError::NotFound`].
     pub async fn get_agent_by_uri(&self, sip_uri: &SipUri) -> Result<Agent, StoreError> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, AgentRow>(
-            "select id, sip_uri, display_name, created_at, updated_at from agent where sip_uri = $1",
+            "select id, sip_uri, display_name, wrap_up_ms, created_at, updated_at from agent where sip_uri = $1",
         )
         .bind(sip_uri.as_str())
         .fetch_optional(pool)
@@ -110,7 +122,7 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn list_agents(&self) -> Result<Vec<Agent>, StoreError> {
         let rows = on_pool!(self, pool => sqlx::query_as::<_, AgentRow>(
-            "select id, sip_uri, display_name, created_at, updated_at from agent order by sip_uri",
+            "select id, sip_uri, display_name, wrap_up_ms, created_at, updated_at from agent order by sip_uri",
         )
         .fetch_all(pool)
         .await)
@@ -130,14 +142,15 @@ impl Store {
     ) -> Result<Agent, StoreError> {
         let now = self.now_ms();
         let row = on_pool!(self, pool => sqlx::query_as::<_, AgentRow>(
-            "update agent set sip_uri = $2, display_name = $3, updated_at = $4
+            "update agent set sip_uri = $2, display_name = $3, updated_at = $4, wrap_up_ms = $5
              where id = $1
-             returning id, sip_uri, display_name, created_at, updated_at",
+             returning id, sip_uri, display_name, wrap_up_ms, created_at, updated_at",
         )
         .bind(id.0)
         .bind(fields.sip_uri.as_str())
         .bind(fields.display_name.as_deref())
         .bind(now)
+        .bind(fields.wrap_up.map(duration_to_ms))
         .fetch_optional(pool)
         .await)
         .map_err(on(Entity::Agent))?;

@@ -80,6 +80,8 @@ pub struct Group {
     pub participation: Participation,
     pub routing: RoutingMethod,
     pub alert_time: Duration,
+    /// Zero: no wrap-up.
+    pub wrap_up: Duration,
     /// In order: serial and round-robin routing follow it.
     pub agents: Vec<SipUri>,
     pub source: GroupSource,
@@ -96,6 +98,7 @@ impl Group {
             participation: self.participation,
             routing: self.routing,
             alert_time: self.alert_time,
+            wrap_up: self.wrap_up,
             agents: self.agents.clone(),
         }
     }
@@ -146,6 +149,7 @@ struct GroupRow {
     participation: String,
     routing: String,
     alert_time_ms: i64,
+    wrap_up_ms: i64,
     source: String,
     created_at: i64,
     updated_at: i64,
@@ -171,6 +175,7 @@ impl GroupRow {
             participation: participation_parse(&self.participation)?,
             routing: routing_parse(&self.routing)?,
             alert_time: duration_from_ms(self.alert_time_ms, "agent_group.alert_time_ms")?,
+            wrap_up: duration_from_ms(self.wrap_up_ms, "agent_group.wrap_up_ms")?,
             source: GroupSource::parse(&self.source)?,
             created_at: from_ms(self.created_at, "agent_group.created_at")?,
             updated_at: from_ms(self.updated_at, "agent_group.updated_at")?,
@@ -186,6 +191,7 @@ impl GroupRow {
             && self.participation == participation_str(g.participation)
             && self.routing == routing_str(g.routing)
             && self.alert_time_ms == duration_to_ms(g.alert_time)
+            && self.wrap_up_ms == duration_to_ms(g.wrap_up)
     }
 }
 
@@ -269,7 +275,7 @@ macro_rules! impl_group_statements {
         impl GroupStatements for $conn {
             async fn group_by_name(&mut self, name: &str) -> Result<Option<GroupRow>, StoreError> {
                 sqlx::query_as::<_, GroupRow>(
-                    "select id, name, description, participation, routing, alert_time_ms, source,
+                    "select id, name, description, participation, routing, alert_time_ms, wrap_up_ms, source,
                             created_at, updated_at
                      from agent_group where name = $1",
                 )
@@ -287,8 +293,9 @@ macro_rules! impl_group_statements {
             ) -> Result<i64, StoreError> {
                 sqlx::query_scalar::<_, i64>(
                     "insert into agent_group (name, description, participation, routing,
-                                              alert_time_ms, source, created_at, updated_at)
-                     values ($1, $2, $3, $4, $5, $6, $7, $7)
+                                              alert_time_ms, source, created_at, updated_at,
+                                              wrap_up_ms)
+                     values ($1, $2, $3, $4, $5, $6, $7, $7, $8)
                      returning id",
                 )
                 .bind(g.name.as_str())
@@ -298,6 +305,7 @@ macro_rules! impl_group_statements {
                 .bind(duration_to_ms(g.alert_time))
                 .bind(source.as_str())
                 .bind(now)
+                .bind(duration_to_ms(g.wrap_up))
                 .fetch_one(&mut *self)
                 .await
                 .map_err(on(Entity::AgentGroup))
@@ -313,7 +321,8 @@ macro_rules! impl_group_statements {
                 sqlx::query(
                     "update agent_group
                      set name = $2, description = $3, participation = $4, routing = $5,
-                         alert_time_ms = $6, source = coalesce($7, source), updated_at = $8
+                         alert_time_ms = $6, source = coalesce($7, source), updated_at = $8,
+                         wrap_up_ms = $9
                      where id = $1",
                 )
                 .bind(id)
@@ -324,6 +333,7 @@ macro_rules! impl_group_statements {
                 .bind(duration_to_ms(g.alert_time))
                 .bind(source.map(GroupSource::as_str))
                 .bind(now)
+                .bind(duration_to_ms(g.wrap_up))
                 .execute(&mut *self)
                 .await
                 .map(|r| r.rows_affected() > 0)
@@ -430,7 +440,7 @@ impl Store {
         on_pool!(self, pool => async {
             let mut conn = pool.acquire().await.map_err(StoreError::Database)?;
             let row = sqlx::query_as::<_, GroupRow>(
-                "select id, name, description, participation, routing, alert_time_ms, source,
+                "select id, name, description, participation, routing, alert_time_ms, wrap_up_ms, source,
                         created_at, updated_at
                  from agent_group where id = $1",
             )
@@ -468,7 +478,7 @@ impl Store {
         let (rows, members) = on_pool!(self, pool => async {
             let mut conn = pool.acquire().await.map_err(StoreError::Database)?;
             let rows = sqlx::query_as::<_, GroupRow>(
-                "select id, name, description, participation, routing, alert_time_ms, source,
+                "select id, name, description, participation, routing, alert_time_ms, wrap_up_ms, source,
                         created_at, updated_at
                  from agent_group order by name",
             )

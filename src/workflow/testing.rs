@@ -87,6 +87,7 @@ pub(crate) fn add_group(
         participation,
         routing,
         alert_time: Duration::from_secs(alert_secs),
+        wrap_up: Duration::ZERO,
         agents: agents.iter().map(|a| uri(a)).collect(),
     });
     AgentGroupId(u32::try_from(n).unwrap())

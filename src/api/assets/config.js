@@ -422,11 +422,12 @@ const EDITORS = {
     const participation = selectC("Participation", "participation", [["informal", "Informal: always in"], ["formal", "Formal: agents sign in and out"]], doc.participation || "informal");
     const routing = selectC("Routing method", "routing", [["longest_idle", "Longest idle"], ["parallel", "Parallel"], ["round_robin", "Round robin"], ["serial", "Serial"], ["attendant", "Attendant"]], doc.routing || "longest_idle");
     const alert = textC("Alert time", "alert_time", doc.alert_time || "20s", { hint: "10s to 600s" });
+    const wrapUp = textC("Wrap-up time", "wrap_up", doc.wrap_up, { hint: "after each call, 0s to 3600s; empty: none" });
     const agents = listC("Agents, in order (SIP address)", "agents", doc.agents || [], (v, p) => textC("Agent SIP address", p, v, { placeholder: "sip:alice@example.com" }), { addLabel: "Add an agent", item: "agent" });
     const description = textC("Description", "description", doc.description, { wide: true });
     return {
-      nodes: [participation.node, routing.node, alert.node, description.node, agents.node], agents,
-      collect: (b) => { put(b, "participation", participation.get()); put(b, "routing", routing.get()); put(b, "alert_time", alert.get()); put(b, "description", description.get()); put(b, "agents", agents.get()); },
+      nodes: [participation.node, routing.node, alert.node, wrapUp.node, description.node, agents.node], agents,
+      collect: (b) => { put(b, "participation", participation.get()); put(b, "routing", routing.get()); put(b, "alert_time", alert.get()); put(b, "wrap_up", wrapUp.get()); put(b, "description", description.get()); put(b, "agents", agents.get()); },
     };
   },
   "queues": (doc, ctx) => {
