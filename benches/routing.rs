@@ -118,6 +118,7 @@ fn config() -> Config {
                 .collect(),
             timeout: None,
             overflow: None,
+            announce: Default::default(),
         }],
         hours: vec![],
         holiday_sets: vec![],

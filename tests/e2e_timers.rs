@@ -91,6 +91,15 @@ impl Drop for Rgsd {
 /// the runtime the daemon builds ([`Acd::start`]), without a database behind routing: the
 /// tests pause the clock, and the database's pool would time out in virtual time.
 async fn start(rtp: u16, rest: &str) -> Rgsd {
+    start_observed(rtp, rest, None).await
+}
+
+/// [`start`] with an observer of the calls (what the live registry would see).
+async fn start_observed(
+    rtp: u16,
+    rest: &str,
+    observer: Option<Arc<dyn rgsd::acd::CallObserver>>,
+) -> Rgsd {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rgsd.toml");
     std::fs::write(&path, config_text(rtp, rest)).unwrap();
@@ -121,13 +130,17 @@ async fn start(rtp: u16, rest: &str) -> Rgsd {
         LegOptions { rtp_timeout: None },
     );
     let sip = endpoint.local_addrs()[0].addr;
-    let services = Arc::new(Services::new(
+    let mut services = Services::new(
         endpoint,
         media,
         records,
         Arc::new(SystemClock),
         acd.runtime(),
-    ));
+    );
+    if let Some(observer) = observer {
+        services = services.with_observer(observer);
+    }
+    let services = Arc::new(services);
     let controller = Controller {
         services: Arc::clone(&services),
         stopping: CancellationToken::new(),
@@ -1214,4 +1227,142 @@ async fn wrap_up_keeps_an_agent_in_two_groups_from_both_until_it_ends() {
         Some(AgentState::Busy { calls: 1 })
     );
     fourth.bye().await;
+}
+
+// ---- Announcements --------------------------------------------------------------------------
+
+/// What the test observer saw, with the virtual time it saw it.
+#[derive(Debug)]
+enum Seen {
+    /// A place announcement (position, wait) or, both `None`, the periodic prompt.
+    Announced(String, Option<u32>, Option<Duration>, Instant),
+    /// A call started talking.
+    Talking(String, Instant),
+}
+
+#[derive(Debug)]
+struct Watcher(mpsc::UnboundedSender<Seen>);
+
+impl rgsd::acd::CallObserver for Watcher {
+    fn call_updated(&self, call: &rgsd::acd::CallSnapshot) {
+        if call.stage == rgsd::acd::CallStage::Talking {
+            let _ = self
+                .0
+                .send(Seen::Talking(call.call_id.clone(), Instant::now()));
+        }
+    }
+    fn call_ended(&self, _: &str, _: CallOutcome, _: Option<Duration>) {}
+    fn announced(&self, call_id: &str, position: Option<u32>, wait: Option<Duration>) {
+        let seen = Seen::Announced(call_id.to_owned(), position, wait, Instant::now());
+        let _ = self.0.send(seen);
+    }
+}
+
+/// The next place announcement to `call_id` (periodic ones and others' skipped, but every one
+/// to `call_id` is pushed to `log`).
+async fn next_place(
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    call_id: &str,
+    log: &mut Vec<Instant>,
+) -> (u32, Option<Duration>, Instant) {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            match rx.recv().await.unwrap() {
+                Seen::Announced(id, position, wait, at) if id == call_id => {
+                    log.push(at);
+                    if let Some(p) = position {
+                        return (p, wait, at);
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no announcement within 600 s of virtual time")
+}
+
+/// One agent, busy; callers wait. The third hears position 3 and an expected wait, then fewer
+/// and a new figure as the calls ahead are answered, never two announcements within 15 s; and
+/// when the agent answers during the third caller's announcement, the caller is bridged at once.
+#[tokio::test]
+async fn waiting_callers_hear_their_position_and_expected_wait() {
+    let (a0, mut seen0) = peer(Peer::Answers).await;
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let rest = group("Sales agents", "serial", 20, &[a0])
+        + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\nannounce_every = \"20s\"\n\
+           periodic_announcement = { every = \"25s\", prompt = { text = \"Thank you for holding.\" } }\n"
+        + WORKFLOW;
+    let rgsd = start_observed(23600, &rest, Some(Arc::new(Watcher(tx)))).await;
+    tokio::time::pause();
+
+    // Two calls answered one after the other, 60 s apart: the queue's pace is known.
+    let w1 = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    next_of(&mut seen0, "ACK").await;
+    let w2 = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    w1.bye().await;
+    next_of(&mut seen0, "ACK").await; // w2 answered
+    // Three callers wait for the busy agent.
+    let c1 = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    let c2 = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    let c3 = dial(rgsd.sip, "sales", Some(CALLER_SDP), None).await;
+    let mut log = Vec::new();
+    let (position, first_wait, _) = next_place(&mut seen, &c3.call_id, &mut log).await;
+    assert_eq!(position, 3, "the third caller is told position 3");
+    let first_wait = first_wait.expect("and an expected wait");
+    assert!(first_wait >= Duration::from_secs(30), "{first_wait:?}");
+
+    // The call ahead is answered: position 2, and a new figure.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    w2.bye().await;
+    next_of(&mut seen0, "ACK").await; // c1 answered
+    let (position, wait, _) = next_place(&mut seen, &c3.call_id, &mut log).await;
+    assert_eq!(position, 2);
+    assert_ne!(wait, Some(first_wait), "the estimate moved with the queue");
+
+    // Once more: position 1. The agent frees up during that announcement and answers.
+    c1.bye().await;
+    next_of(&mut seen0, "ACK").await; // c2 answered
+    let (position, _, started) = next_place(&mut seen, &c3.call_id, &mut log).await;
+    assert_eq!(position, 1);
+    let runtime = rgsd.acd.current();
+    let sentence = runtime.config.queues[0]
+        .announce
+        .position_prompt(1)
+        .unwrap();
+    let length = runtime.assets.prompt(sentence).unwrap().duration();
+    // Half a second into the sentence, the agent's call ends.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c2.bye().await;
+    let (answered, _) = next_msg(&mut seen0, "INVITE").await; // c3 offered, answered at once
+    assert!(
+        answered > started && answered < started + length,
+        "the agent answered {:?} after the announcement started, which lasts {length:?}",
+        answered - started
+    );
+    let talking = tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            if let Seen::Talking(id, at) = seen.recv().await.unwrap()
+                && id == c3.call_id
+            {
+                return at;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        talking - answered < Duration::from_millis(100),
+        "bridged {:?} after the agent answered",
+        talking - answered
+    );
+    for pair in log.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(15),
+            "two announcements {:?} apart: {log:?}",
+            pair[1] - pair[0]
+        );
+    }
+    c3.bye().await;
 }

@@ -55,26 +55,36 @@ use std::collections::HashSet;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acd::agents::{AgentId, AgentState, AgentTable, CallKey, WrapUpToken};
+use crate::acd::announce::Announcer;
 use crate::acd::observe::{CallObserver, CallSnapshot, CallStage, NoObserver};
 use crate::acd::queue::{Command, command_for};
-use crate::acd::queue_task::{Outbox, QueueMsg};
+use crate::acd::queue_task::{Outbox, Place, QueueMsg};
 use crate::acd::record;
 use crate::acd::router;
 use crate::acd::runtime::Runtime;
 use crate::clock::SharedClock;
-use crate::config::model::{AgentGroupId, QueueId, SipUri, WorkflowId};
+use crate::config::model::{AgentGroupId, PromptId, QueueId, SipUri, WorkflowId};
 use crate::media::dtmf::parse_info_body;
 use crate::media::leg::{Leg, LegError, LegEvent, MediaEngine};
 use crate::sip::{self, CallEvent, Endpoint, IncomingCall, LegFailure, OutboundCall};
 use crate::store::{CallOutcome, RecordWriter};
 use crate::workflow::call::{Call, Effect, Event, Now, Peer, Phase, RecordEvent, SipStatus, Timer};
+
+/// The answer on `asking`, when there is a question out; never otherwise. A dropped sender
+/// (the queue owner is gone) answers `None`.
+async fn answer_of(asking: &mut Option<oneshot::Receiver<Option<Place>>>) -> Option<Place> {
+    match asking {
+        Some(rx) => rx.await.unwrap_or(None),
+        None => std::future::pending().await,
+    }
+}
 
 /// Ends the agent's wrap-up period `token` when it is due (unless the agent ended it earlier, or
 /// it is no longer the period in progress) and wakes the queues of the agent's groups. The timer
@@ -255,6 +265,10 @@ pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc
         bridged_agent: None,
         offered_through: HashMap::new(),
         bridged_group: None,
+        waiting_in: None,
+        announcer: None,
+        asking: None,
+        announcing: VecDeque::new(),
         queue: None,
         timers: HashMap::new(),
         pending: VecDeque::new(),
@@ -325,6 +339,17 @@ struct CallTask {
     offered_through: HashMap<AgentId, AgentGroupId>,
     /// The group the bridged agent answered through.
     bridged_group: Option<AgentGroupId>,
+    /// The queue the call waits in now and when it entered (the wait estimate's sample at the
+    /// answer).
+    waiting_in: Option<(QueueId, Instant)>,
+    /// Its announcements' schedule, while it waits in a queue that has some.
+    announcer: Option<Announcer>,
+    /// A place asked of the queue owner for an announcement, not answered yet.
+    asking: Option<oneshot::Receiver<Option<Place>>>,
+    /// The announcement playing now: the prompts still to come after the current one. Set
+    /// while an announcement plays (with the current prompt first), cleared by any media
+    /// change the workflow makes.
+    announcing: VecDeque<PromptId>,
     /// The queue the call was last added to and not yet removed from.
     queue: Option<QueueId>,
     timers: HashMap<Timer, Instant>,
@@ -371,7 +396,10 @@ impl CallTask {
                 return;
             }
             let deadline = self.timers.values().min().copied();
+            let announce_at = self.announcer.as_ref().and_then(Announcer::next_due);
             tokio::select! {
+                () = crate::util::sleep_until(announce_at) => self.announce_due(),
+                place = answer_of(&mut self.asking) => self.on_place(place),
                 event = self.caller.next_event(), if self.caller_open => self.on_caller(event),
                 Some(event) = self.media.next_event() => self.on_media(event),
                 Some(queued) = self.inbox.recv() => self.on_queue(queued),
@@ -496,6 +524,13 @@ impl CallTask {
     }
 
     fn on_queue(&mut self, event: Event) {
+        if let (Event::EnteredQueue(crate::workflow::call::Entry::Waiting { .. }), Some(queue)) =
+            (&event, self.queue)
+        {
+            let now = Instant::now();
+            self.waiting_in = Some((queue, now));
+            self.announcer = Announcer::start(&self.ctx.config.queue(queue).announce, now);
+        }
         if let Event::Offered(offer) = &event {
             for &a in &offer.agents {
                 self.offered_through.insert(a, offer.group);
@@ -512,6 +547,7 @@ impl CallTask {
     fn on_media(&mut self, event: LegEvent) {
         match event {
             LegEvent::Digit(d) if self.started => self.pending.push_back(Event::Digit(d.key)),
+            LegEvent::PromptFinished if !self.announcing.is_empty() => self.announce_next(),
             LegEvent::PromptFinished if self.started => self.pending.push_back(Event::PromptEnded),
             LegEvent::MediaTimeout => {
                 info!("no RTP from the caller: hanging up");
@@ -614,6 +650,18 @@ impl CallTask {
     }
 
     async fn apply(&mut self, effect: Effect) {
+        if matches!(
+            effect,
+            Effect::Play(_)
+                | Effect::StartMusicOnHold
+                | Effect::Bridge(_)
+                | Effect::Forward(_)
+                | Effect::Hangup
+        ) {
+            // The workflow's media replaces the announcement (an agent answering mid-sentence
+            // is bridged at once).
+            self.announcing.clear();
+        }
         match effect {
             Effect::Play(prompt) => match self.ctx.assets.prompt(prompt) {
                 Some(clip) => {
@@ -642,6 +690,8 @@ impl CallTask {
                 if let Some((queue, command)) = command_for(self.key, &effect) {
                     if matches!(effect, Effect::Dequeue(_)) && self.queue == Some(queue) {
                         self.queue = None;
+                        self.announcer = None;
+                        self.asking = None;
                     }
                     self.hand_to_queue(queue, QueueMsg::Core(command));
                 }
@@ -670,6 +720,9 @@ impl CallTask {
                 self.claims.remove(&agent);
                 self.svc.agents.answered(agent, self.key);
                 self.bridged_agent = Some(agent);
+                if let Some((queue, entered)) = self.waiting_in.take() {
+                    self.hand_to_queue(queue, QueueMsg::Answered { entered });
+                }
                 self.bridged_group = self.offered_through.get(&agent).copied();
                 match self.legs.get(&agent) {
                     Some(leg) => {
@@ -787,6 +840,90 @@ impl CallTask {
     /// Hands a message to a queue owner without waiting (see [`Outbox`]).
     fn hand_to_queue(&mut self, queue: QueueId, msg: QueueMsg) {
         self.outbox.send(&self.ctx.queues, queue, msg);
+    }
+
+    /// An announcement is due: ask the queue owner for the call's place, play the periodic
+    /// prompt, or both (`docs/behaviour.md`, Announcements).
+    fn announce_due(&mut self) {
+        let Some(announcer) = self.announcer.as_mut() else {
+            return;
+        };
+        let due = announcer.due(Instant::now());
+        if due.ask
+            && self.asking.is_none()
+            && let Some(queue) = self.queue
+        {
+            let (reply, answer) = oneshot::channel();
+            let msg = QueueMsg::Where {
+                call: self.key,
+                reply,
+            };
+            // A full inbox skips this round; the next comes at the interval.
+            if self.ctx.queues.try_send(queue, msg).is_ok() {
+                self.asking = Some(answer);
+            }
+        }
+        if let Some(prompt) = due.periodic {
+            self.announce(vec![prompt], "periodic");
+        }
+    }
+
+    fn on_place(&mut self, place: Option<Place>) {
+        self.asking = None;
+        let Some(announcer) = self.announcer.as_mut() else {
+            return;
+        };
+        let (says_position, says_wait) = announcer.says();
+        let prompts = announcer.on_place(place, Instant::now());
+        if let (false, Some(p)) = (prompts.is_empty(), place) {
+            debug!(position = p.position, wait = ?p.expected_wait, "announcing the place");
+            let position = Some(p.position).filter(|_| says_position);
+            let wait = p.expected_wait.filter(|_| says_wait);
+            let call_id = &self.caller.info().call_id;
+            self.svc.observer.announced(call_id, position, wait);
+            self.announce(prompts, "place");
+        }
+    }
+
+    /// Plays `prompts` over the music on hold, which comes back after them; only while the call
+    /// waits (queued or ringing agents).
+    fn announce(&mut self, prompts: Vec<PromptId>, what: &'static str) {
+        if !matches!(
+            self.machine.phase(),
+            Phase::Queued { .. } | Phase::Offering { .. }
+        ) {
+            return;
+        }
+        if what == "periodic" {
+            self.svc
+                .observer
+                .announced(&self.caller.info().call_id, None, None);
+        }
+        self.announcing = prompts.into();
+        self.play_announcement();
+    }
+
+    /// Plays the announcement's next prompt, or the music again after the last.
+    fn play_announcement(&mut self) {
+        while let Some(&prompt) = self.announcing.front() {
+            if let Some(clip) = self.ctx.assets.prompt(prompt)
+                && self.media.play(Arc::clone(clip)).is_ok()
+            {
+                return;
+            }
+            self.announcing.pop_front();
+        }
+        let music = self
+            .ctx
+            .assets
+            .music_for(self.ctx.config.workflow(self.workflow));
+        let _ = self.media.start_music(music);
+    }
+
+    /// The announcement's current prompt ended.
+    fn announce_next(&mut self) {
+        self.announcing.pop_front();
+        self.play_announcement();
     }
 
     /// Ends the call from here: `reason` is logged and the record's outcome is `failed`.

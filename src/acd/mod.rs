@@ -24,7 +24,9 @@
 //! queues, calls and the table fit together is in [`queue`].
 
 pub mod agents;
+mod announce;
 pub(crate) mod call_task;
+pub mod estimate;
 pub(crate) mod observe;
 pub mod queue;
 mod queue_task;

@@ -58,6 +58,9 @@ pub trait CallObserver: Send + Sync + std::fmt::Debug {
     fn call_ended(&self, call_id: &str, outcome: CallOutcome, wait: Option<Duration>);
     /// An agent's state changed without a call report saying so (its wrap-up ended).
     fn agent_changed(&self) {}
+    /// A waiting caller was told their place (`position` and `expected_wait`, each `None` when
+    /// not said) or, with both `None`, the queue's periodic prompt.
+    fn announced(&self, _call_id: &str, _position: Option<u32>, _expected_wait: Option<Duration>) {}
 }
 
 /// An observer that ignores everything (tests, tools).

@@ -36,12 +36,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use crate::acd::agents::{AgentState, AgentTable, CallKey};
+use crate::acd::estimate::WaitEstimator;
 use crate::acd::queue::{Command, QueueCore};
 use crate::config::model::{AgentGroupId, Config, Queue, QueueId};
 use crate::workflow::call::{Entry, Event};
@@ -61,10 +63,27 @@ pub enum QueueMsg {
     /// A reload: this queue is now queue `id` with these settings (groups in stable ids).
     /// Waiting calls keep their place and are dispatched again.
     Reconfigure { id: QueueId, queue: Box<Queue> },
+    /// Where is this call: its position and expected wait, for an announcement. `None` when it
+    /// is not waiting here.
+    Where {
+        call: CallKey,
+        reply: oneshot::Sender<Option<Place>>,
+    },
+    /// A call that entered this queue at `entered` was answered (the wait estimate's sample).
+    Answered { entered: Instant },
     /// Any other command for the queue's core: `Leave` (the owner forgets the call's inbox),
     /// `Refused`, `OfferEnded`, `AgentAvailable`. A `Join` sent this way has no inbox to answer
     /// and is treated like a call whose task is gone; send [`QueueMsg::Join`].
     Core(Command),
+}
+
+/// A waiting call's place, as [`QueueMsg::Where`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// 1 = next.
+    pub position: u32,
+    /// From the queue's recent answers ([`WaitEstimator`]); `None` without any.
+    pub expected_wait: Option<Duration>,
 }
 
 /// Handles to every queue owner of one configuration.
@@ -298,6 +317,7 @@ fn spawn_owner(id: QueueId, queue: &Queue, agents: &Arc<AgentTable>) -> mpsc::Se
         core: QueueCore::new(id, queue),
         agents: Arc::clone(agents),
         calls: HashMap::new(),
+        estimator: WaitEstimator::default(),
     };
     tokio::spawn(owner.run(rx));
     tx
@@ -309,6 +329,8 @@ struct Owner {
     agents: Arc<AgentTable>,
     /// Inbox of every waiting call.
     calls: HashMap<CallKey, mpsc::UnboundedSender<Event>>,
+    /// Recent answers, for expected waits; kept across reloads with the owner.
+    estimator: WaitEstimator,
 }
 
 impl Owner {
@@ -326,7 +348,10 @@ impl Owner {
                     None
                 }
             };
-            let command = msg.map_or(Command::AgentAvailable, |msg| self.command(msg));
+            let Some(command) = msg.map_or(Some(Command::AgentAvailable), |msg| self.command(msg))
+            else {
+                continue;
+            };
             trace!(queue = ?self.core.id(), ?command, "queue command");
             let now = Instant::now().into_std();
             if let Some(at) = self.core.handle(command, &self.agents, now, &mut out) {
@@ -340,9 +365,10 @@ impl Owner {
         debug!(queue = ?self.core.id(), "queue owner stopped");
     }
 
-    /// The core's command for a message; keeps the inbox of a joining call.
-    fn command(&mut self, msg: QueueMsg) -> Command {
-        match msg {
+    /// The core's command for a message (`None`: answered here, nothing to dispatch); keeps
+    /// the inbox of a joining call.
+    fn command(&mut self, msg: QueueMsg) -> Option<Command> {
+        Some(match msg {
             QueueMsg::Join { call, inbox } => {
                 self.calls.insert(call, inbox);
                 Command::Join(call)
@@ -359,7 +385,24 @@ impl Owner {
                 // Dispatch at once: the new groups may have someone for the waiting calls.
                 Command::AgentAvailable
             }
-        }
+            QueueMsg::Where { call, reply } => {
+                let now = Instant::now().into_std();
+                let place = self.core.position(call).map(|p| {
+                    let position = u32::try_from(p).unwrap_or(u32::MAX);
+                    Place {
+                        position,
+                        expected_wait: self.estimator.expected_wait(position, now),
+                    }
+                });
+                let _ = reply.send(place);
+                return None;
+            }
+            QueueMsg::Answered { entered } => {
+                self.estimator
+                    .answered(entered.into_std(), Instant::now().into_std());
+                return None;
+            }
+        })
     }
 
     /// Sends an event to its call task. A call that is no longer in the queue afterwards

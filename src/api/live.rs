@@ -255,6 +255,16 @@ impl CallObserver for Live {
     fn agent_changed(&self) {
         self.announce(LiveEvent::Agents);
     }
+
+    fn announced(
+        &self,
+        _call_id: &str,
+        position: Option<u32>,
+        expected_wait: Option<std::time::Duration>,
+    ) {
+        self.metrics
+            .announced(position.is_some(), expected_wait.is_some());
+    }
 }
 
 /// The routed groups `agent` belongs to, with their names.

@@ -79,6 +79,8 @@ pub struct Metrics {
     wait_buckets: [AtomicU64; 10],
     wait_count: AtomicU64,
     wait_sum_ms: AtomicU64,
+    /// Announcements to waiting callers: position, expected wait, periodic prompt.
+    announcements: [AtomicU64; 3],
     /// The call-record writer, once the daemon has started one: the database write lag
     /// (records not yet written) and its counters are read from it at scrape time.
     writer: std::sync::OnceLock<RecordWriter>,
@@ -107,6 +109,17 @@ impl Metrics {
     /// A call ended with `outcome`.
     pub fn call_ended(&self, outcome: CallOutcome) {
         self.calls[outcome_index(outcome)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A waiting caller was told their position and/or expected wait, or (neither) the
+    /// periodic prompt.
+    pub fn announced(&self, position: bool, wait: bool) {
+        let kinds = [position, wait, !position && !wait];
+        for (counter, said) in self.announcements.iter().zip(kinds) {
+            if said {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A call left a queue (answered, abandoned, moved on) after waiting `wait`.
@@ -192,6 +205,20 @@ pub(super) fn render(metrics: &Metrics, live: &LiveSnapshot, database: &str) -> 
             "rgsd_calls_total{{outcome=\"{}\"}} {}",
             outcome_label(o),
             load(&metrics.calls[outcome_index(o)])
+        );
+    }
+
+    header(
+        &mut out,
+        "rgsd_announcements_total",
+        "counter",
+        "Announcements to waiting callers, by kind (one announcement may say both position and wait).",
+    );
+    for (i, kind) in ["position", "wait", "periodic"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "rgsd_announcements_total{{kind=\"{kind}\"}} {}",
+            load(&metrics.announcements[i])
         );
     }
 

@@ -37,6 +37,7 @@ use super::values::{
 };
 use super::{AudioProbe, AudioProblem, LoadOptions, Loaded, resolve_path};
 
+mod announce;
 mod ivr;
 mod server;
 
@@ -804,12 +805,14 @@ impl Compiler<'_> {
                 }
             }
         };
+        let announce = self.announcements(q, key, &span, &language);
         Some(Queue {
             name: name?,
             description: q.description.clone(),
             agent_groups: agent_groups?,
             timeout: timeout?,
             overflow: overflow?,
+            announce: announce?,
         })
     }
 

@@ -326,6 +326,104 @@ pub struct Queue {
     pub agent_groups: Vec<AgentGroupId>,
     pub timeout: Option<QueueTimeout>,
     pub overflow: Option<Overflow>,
+    /// What waiting callers are told (none by default).
+    pub announce: Announcements,
+}
+
+/// A queue's announcements to waiting callers (`docs/behaviour.md`, Announcements).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Announcements {
+    /// Position and expected wait: on entry, then at this interval (15 s or more); `None`: off.
+    pub every: Option<Duration>,
+    /// Position sentences: index `p - 1` says "position `p`", up to the limit; the last one says
+    /// "more than the limit ahead". Empty when positions are not announced.
+    pub position: Vec<PromptId>,
+    /// Expected-wait sentences, by [`WaitBucket::index`]. Empty when waits are not announced.
+    pub wait: Vec<PromptId>,
+    /// A fixed prompt played at its own interval (15 s or more).
+    pub periodic: Option<Periodic>,
+}
+
+impl Announcements {
+    /// Whether anything is announced at all.
+    pub fn any(&self) -> bool {
+        self.every.is_some() || self.periodic.is_some()
+    }
+
+    /// The sentence for `position` (1 = next); the "more than the limit" one beyond it.
+    pub fn position_prompt(&self, position: u32) -> Option<PromptId> {
+        let index = usize::try_from(position.max(1) - 1).unwrap_or(usize::MAX);
+        self.position
+            .get(index)
+            .or_else(|| self.position.last())
+            .copied()
+    }
+
+    /// The sentence for an expected wait.
+    pub fn wait_prompt(&self, wait: WaitBucket) -> Option<PromptId> {
+        self.wait.get(wait.index()).copied()
+    }
+}
+
+/// `periodic_announcement = { every, prompt }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Periodic {
+    pub every: Duration,
+    pub prompt: PromptId,
+}
+
+/// An expected wait as callers are told it: rounded to a step they can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitBucket {
+    /// Under 45 s.
+    UnderAMinute,
+    /// About this many minutes: 1 to 10, then 15, 20, 25, 30, 40, 50, 60.
+    Minutes(u32),
+    /// Over 65 minutes.
+    OverAnHour,
+}
+
+impl WaitBucket {
+    /// The minute steps, in order.
+    pub const MINUTES: [u32; 17] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60];
+
+    /// Every bucket, in [`Self::index`] order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        std::iter::once(Self::UnderAMinute)
+            .chain(Self::MINUTES.iter().map(|&m| Self::Minutes(m)))
+            .chain(std::iter::once(Self::OverAnHour))
+    }
+
+    /// The step nearest to `wait`.
+    pub fn of(wait: Duration) -> Self {
+        let secs = wait.as_secs();
+        if secs < 45 {
+            return Self::UnderAMinute;
+        }
+        if secs > 65 * 60 {
+            return Self::OverAnHour;
+        }
+        let minutes = secs as f64 / 60.0;
+        let nearest = Self::MINUTES
+            .iter()
+            .copied()
+            .min_by(|a, b| {
+                (f64::from(*a) - minutes)
+                    .abs()
+                    .total_cmp(&(f64::from(*b) - minutes).abs())
+            })
+            .unwrap_or(1);
+        Self::Minutes(nearest)
+    }
+
+    /// Index into [`Announcements::wait`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::UnderAMinute => 0,
+            Self::Minutes(m) => 1 + Self::MINUTES.iter().position(|&x| x == m).unwrap_or(0),
+            Self::OverAnHour => 1 + Self::MINUTES.len(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -153,6 +153,23 @@ pub(crate) struct RawQueue {
     pub(crate) agent_groups: Option<SList>,
     pub(crate) timeout: Option<Spanned<RawTimeout>>,
     pub(crate) overflow: Option<Spanned<RawOverflow>>,
+    /// Extra key: position and expected wait, on entry and at this interval; off by default.
+    pub(crate) announce_every: Option<SString>,
+    /// Extra key: default `true` (with `announce_every`).
+    pub(crate) announce_position: Option<Spanned<bool>>,
+    /// Extra key: default `true` (with `announce_every`).
+    pub(crate) announce_wait: Option<Spanned<bool>>,
+    /// Extra key: positions above it are "more than N callers ahead"; default 10.
+    pub(crate) announce_position_limit: Option<Spanned<i64>>,
+    /// Extra key: `{ every = "45s", prompt = { … } }`.
+    pub(crate) periodic_announcement: Option<Spanned<RawPeriodic>>,
+}
+
+/// `periodic_announcement = { every, prompt }`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawPeriodic {
+    pub(crate) every: Option<SString>,
+    pub(crate) prompt: Option<Spanned<RawPrompt>>,
 }
 
 /// `timeout = { after, prompt, action }`.
@@ -436,6 +453,9 @@ fn type_error_message(message: &str, path: &[Segment]) -> String {
         "struct RawCallAction" => "a table: { prompt = { … }, action = … }".to_owned(),
         "struct RawTimeout" => "a table: { after = \"300s\", action = … }".to_owned(),
         "struct RawOverflow" => "a table: { max_calls = 50, action = … }".to_owned(),
+        "struct RawPeriodic" => {
+            "a table: { every = \"45s\", prompt = { text = \"…\" } }".to_owned()
+        }
         other if other.starts_with("struct Raw") => "a table".to_owned(),
         other => other.to_owned(),
     };
@@ -641,6 +661,7 @@ fn known_keys(parent: Option<&str>) -> &'static [&'static str] {
         Some("queue") => fields_of::<RawQueue>(),
         Some("timeout") => fields_of::<RawTimeout>(),
         Some("overflow") => fields_of::<RawOverflow>(),
+        Some("periodic_announcement") => fields_of::<RawPeriodic>(),
         Some("hours") => fields_of::<RawHours>(),
         Some("holiday_set") => fields_of::<RawHolidaySet>(),
         Some("holidays") => fields_of::<RawHoliday>(),
@@ -716,6 +737,7 @@ mod tests {
             Some("queue"),
             Some("timeout"),
             Some("overflow"),
+            Some("periodic_announcement"),
             Some("hours"),
             Some("holiday_set"),
             Some("holidays"),

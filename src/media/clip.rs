@@ -105,7 +105,6 @@ impl Clip {
     }
 
     /// How long the clip plays.
-    #[cfg(test)]
     #[must_use]
     pub fn duration(&self) -> std::time::Duration {
         super::codec::FRAME_DURATION * u32::try_from(self.frames()).unwrap_or(u32::MAX)

@@ -101,6 +101,7 @@ pub(crate) fn add_queue(config: &mut Config, groups: &[AgentGroupId]) -> QueueId
         agent_groups: groups.to_vec(),
         timeout: None,
         overflow: None,
+        announce: Default::default(),
     });
     QueueId(u32::try_from(n).unwrap())
 }

@@ -440,10 +440,18 @@ const EDITORS = {
     const candidate = selectC("Overflow candidate", "overflow.candidate", [["newest", "Newest call"], ["oldest", "Oldest call"]], o.candidate || "newest");
     const oAction = actionC("Overflow action", "overflow.action", o.action, ctx, 0);
     const description = textC("Description", "description", doc.description, { wide: true });
+    const every = textC("Announce position and expected wait every", "announce_every", doc.announce_every, { placeholder: "60s", hint: "On entry, then at this interval (15s or more). Leave empty for none." });
+    const sayPosition = checkC("Say the caller's position", "announce_position", doc.announce_position !== false);
+    const sayWait = checkC("Say the expected wait", "announce_wait", doc.announce_wait !== false);
+    const limit = textC("Positions said up to", "announce_position_limit", doc.announce_position_limit, { type: "number", placeholder: "10", hint: "Beyond it: \"more than N callers ahead\"." });
+    const pd = doc.periodic_announcement || {};
+    const pEvery = textC("Periodic prompt every", "periodic_announcement.every", pd.every, { placeholder: "45s", hint: "15s or more. Leave empty for none." });
+    const pPrompt = promptC("Periodic prompt", "periodic_announcement.prompt", pd.prompt, ctx.prompts || []);
+    const announce = el("fieldset", { class: "wide" }, el("legend", { text: "Announcements to waiting callers" }), every.node, sayPosition.node, sayWait.node, limit.node, pEvery.node, pPrompt.node, el("p", { class: "error", "data-err": "periodic_announcement" }));
     const timeout = el("fieldset", { class: "wide" }, el("legend", { text: "Time-out" }), after.node, tAction.node, el("p", { class: "error", "data-err": "timeout" }));
     const overflow = el("fieldset", { class: "wide" }, el("legend", { text: "Overflow" }), max.node, candidate.node, oAction.node, el("p", { class: "error", "data-err": "overflow" }));
     return {
-      nodes: [description.node, groups.node, timeout, overflow], groups, after, tAction, max, oAction,
+      nodes: [description.node, groups.node, timeout, overflow, announce], groups, after, tAction, max, oAction,
       collect: (b) => {
         put(b, "description", description.get());
         put(b, "agent_groups", groups.get());
@@ -451,6 +459,13 @@ const EDITORS = {
         put(b, "timeout", Object.keys(tt).length ? tt : undefined);
         const oo = Object.assign({}, o); put(oo, "max_calls", max.get() === "" ? undefined : Number(max.get())); put(oo, "candidate", oo.max_calls === undefined ? undefined : candidate.get()); put(oo, "action", oAction.get());
         put(b, "overflow", Object.keys(oo).length ? oo : undefined);
+        put(b, "announce_every", every.get());
+        const on = every.get() !== "";
+        put(b, "announce_position", on && !sayPosition.get() ? false : undefined);
+        put(b, "announce_wait", on && !sayWait.get() ? false : undefined);
+        put(b, "announce_position_limit", on && limit.get() !== "" ? Number(limit.get()) : undefined);
+        const pp = {}; put(pp, "every", pEvery.get()); put(pp, "prompt", pPrompt.get());
+        put(b, "periodic_announcement", Object.keys(pp).length ? pp : undefined);
       },
     };
   },
