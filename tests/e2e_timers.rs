@@ -67,6 +67,11 @@ impl Rgsd {
     /// The record of the call `call_id`, after the writer has flushed (the clock resumed: the
     /// database's pool times out in virtual time otherwise).
     async fn record(&self, call_id: &str) -> CallRecord {
+        self.records_of(&[call_id]).await.remove(0)
+    }
+
+    /// The records of these calls, in that order, once every record is written (time resumes).
+    async fn records_of(&self, call_ids: &[&str]) -> Vec<CallRecord> {
         tokio::time::resume();
         self.records.shutdown(Duration::from_secs(5)).await;
         let (from, to) = (
@@ -74,10 +79,16 @@ impl Rgsd {
             rgsd::clock::Clock::now_utc(&SystemClock) + chrono::Days::new(1),
         );
         let records = self.store.call_records_between(from, to).await.unwrap();
-        records
-            .into_iter()
-            .find(|r| r.call_id == call_id)
-            .unwrap_or_else(|| panic!("no record for {call_id}"))
+        call_ids
+            .iter()
+            .map(|id| {
+                records
+                    .iter()
+                    .find(|r| r.call_id == *id)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no record for {id}"))
+            })
+            .collect()
     }
 }
 
@@ -1227,6 +1238,11 @@ async fn wrap_up_keeps_an_agent_in_two_groups_from_both_until_it_ends() {
         Some(AgentState::Busy { calls: 1 })
     );
     fourth.bye().await;
+    next_of(&mut seen0, "BYE").await;
+    // The records say which wrap-up followed each call.
+    let records = rgsd.records_of(&[&first.call_id, &second.call_id]).await;
+    assert_eq!(records[0].wrap_up, Some(Duration::from_secs(30)));
+    assert_eq!(records[1].wrap_up, None, "the Support group has none");
 }
 
 // ---- Announcements --------------------------------------------------------------------------
@@ -1365,4 +1381,7 @@ async fn waiting_callers_hear_their_position_and_expected_wait() {
         );
     }
     c3.bye().await;
+    next_of(&mut seen0, "BYE").await;
+    let record = rgsd.record(&c3.call_id).await;
+    assert_eq!(record.announcements as usize, log.len(), "{log:?}");
 }

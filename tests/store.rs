@@ -88,6 +88,9 @@ fn call(n: i64, arrived_at: DateTime<Utc>) -> CallRecord {
                 sip_code: Some(200),
             },
         ],
+        // Round-tripped like the rest: what the caller heard, the wrap-up that followed.
+        announcements: 3,
+        wrap_up: Some(Duration::from_secs(30)),
     }
 }
 

@@ -266,6 +266,8 @@ pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc
         offered_through: HashMap::new(),
         bridged_group: None,
         waiting_in: None,
+        announcements: 0,
+        wrap_up_after: None,
         announcer: None,
         asking: None,
         announcing: VecDeque::new(),
@@ -342,6 +344,10 @@ struct CallTask {
     /// The queue the call waits in now and when it entered (the wait estimate's sample at the
     /// answer).
     waiting_in: Option<(QueueId, Instant)>,
+    /// Announcements played to the caller so far (the record keeps the count).
+    announcements: u32,
+    /// The wrap-up the bridged agent went into when this call ended (the record keeps it).
+    wrap_up_after: Option<std::time::Duration>,
     /// Its announcements' schedule, while it waits in a queue that has some.
     announcer: Option<Announcer>,
     /// A place asked of the queue owner for an announcement, not answered yet.
@@ -899,6 +905,7 @@ impl CallTask {
                 .observer
                 .announced(&self.caller.info().call_id, None, None);
         }
+        self.announcements = self.announcements.saturating_add(1);
         self.announcing = prompts.into();
         self.play_announcement();
     }
@@ -954,6 +961,7 @@ impl CallTask {
         match agents.call_ended_then(agent, now, wrap_up) {
             Some(token) => {
                 debug!(?agent, ?wrap_up, "agent in wrap-up");
+                self.wrap_up_after = Some(wrap_up);
                 arm_wrap_up(&self.svc, agent, token);
                 self.svc.observer.agent_changed();
             }
@@ -1023,6 +1031,8 @@ impl CallTask {
             self.machine.timeline(),
             self.svc.clock.now_utc(),
         );
+        record.announcements = self.announcements;
+        record.wrap_up = self.wrap_up_after;
         if self.failed.is_some() {
             record.outcome = CallOutcome::Failed;
         } else if self.session_expired {

@@ -46,6 +46,8 @@ pub(super) fn rejected(
         wait: None,
         talk: None,
         offers: Vec::new(),
+        announcements: 0,
+        wrap_up: None,
     }
 }
 

@@ -15,6 +15,10 @@
 //! - **average wait**: mean `wait` (queue entry to answer or leaving) over the bucket's calls
 //!   that have one; **average talk**: mean `talk` over answered calls that have one.
 //! - **timed out** / **overflowed**: calls the queue's time-out or overflow action moved on.
+//! - **announcements**: announcements the bucket's callers heard while waiting (for an agent:
+//!   callers of the calls they answered).
+//! - **average wrap-up**: mean wrap-up (as set) after answered calls that had one (for an agent:
+//!   after the calls they answered).
 //! - **service level**: answered within `N` seconds of queue entry / calls that entered a queue,
 //!   × 100 (for an agent: of the calls they answered / calls they were offered). `None` when the
 //!   denominator is 0.
@@ -51,6 +55,8 @@ pub struct SummaryRow {
     pub average_talk_seconds: Option<f64>,
     pub timed_out: u64,
     pub overflowed: u64,
+    pub announcements: u64,
+    pub average_wrap_up_seconds: Option<f64>,
     /// Answered within the service-level threshold.
     pub answered_within_threshold: u64,
     pub service_level_percent: Option<f64>,
@@ -70,6 +76,9 @@ struct Acc {
     overflowed: u64,
     within: u64,
     sl_base: u64,
+    announcements: u64,
+    wrap_up_ms: u128,
+    wrap_ups: u64,
 }
 
 #[allow(clippy::cast_precision_loss)] // counts and milliseconds far below 2^53
@@ -119,9 +128,21 @@ impl Acc {
             self.talk_ms += t.as_millis();
             self.talks += 1;
         }
+        self.add_waiting(r);
         if r.queue.is_some() {
             self.sl_base += 1;
             self.within += u64::from(answered_within(r, threshold));
+        }
+    }
+
+    /// What the caller heard while waiting and the wrap-up after an answered call.
+    fn add_waiting(&mut self, r: &CallRecord) {
+        self.announcements += u64::from(r.announcements);
+        if answered(r)
+            && let Some(w) = r.wrap_up
+        {
+            self.wrap_up_ms += w.as_millis();
+            self.wrap_ups += 1;
         }
     }
 
@@ -137,6 +158,9 @@ impl Acc {
             average_talk_seconds: ratio(self.talk_ms, self.talks).map(|ms| round2(ms / 1000.0)),
             timed_out: self.timed_out,
             overflowed: self.overflowed,
+            announcements: self.announcements,
+            average_wrap_up_seconds: ratio(self.wrap_up_ms, self.wrap_ups)
+                .map(|ms| round2(ms / 1000.0)),
             answered_within_threshold: self.within,
             service_level_percent: percent(self.within, self.sl_base),
         }
@@ -222,6 +246,7 @@ fn add_agent_rows(acc: &mut BTreeMap<String, Acc>, r: &CallRecord, threshold: Du
                 a.talk_ms += t.as_millis();
                 a.talks += 1;
             }
+            a.add_waiting(r);
             a.within += u64::from(answered_within(r, threshold));
         }
         // Abandoned, timed out and overflowed count against every agent the call rang.
@@ -329,6 +354,8 @@ pub fn summary_csv(rows: &[SummaryRow]) -> Result<String, CsvError> {
         "average_talk_seconds",
         "timed_out",
         "overflowed",
+        "announcements",
+        "average_wrap_up_seconds",
         "answered_within_threshold",
         "service_level_percent",
     ])?;
@@ -344,6 +371,8 @@ pub fn summary_csv(rows: &[SummaryRow]) -> Result<String, CsvError> {
             opt(r.average_talk_seconds.as_ref()),
             r.timed_out.to_string(),
             r.overflowed.to_string(),
+            r.announcements.to_string(),
+            opt(r.average_wrap_up_seconds.as_ref()),
             r.answered_within_threshold.to_string(),
             opt(r.service_level_percent.as_ref()),
         ])?;
@@ -436,6 +465,8 @@ pub mod fixture {
             wait,
             talk,
             offers,
+            announcements: 0,
+            wrap_up: None,
         }
     }
 
@@ -540,6 +571,42 @@ mod tests {
 
     fn row<'a>(rows: &'a [SummaryRow], key: &str) -> &'a SummaryRow {
         rows.iter().find(|r| r.key == key).unwrap()
+    }
+
+    #[test]
+    fn announcements_and_wrap_up_by_queue_and_agent() {
+        let mut records = fixture::records();
+        // Call 1 (alice) heard 2 announcements, wrap-up 30 s; call 2 (bob) 1 and 60 s; call 3
+        // (abandoned, rang alice) 4, and no wrap-up; call 6 (alice) none, 10 s.
+        let set = |r: &mut CallRecord, n: u32, w: Option<u64>| {
+            r.announcements = n;
+            r.wrap_up = w.map(Duration::from_secs);
+        };
+        set(&mut records[0], 2, Some(30));
+        set(&mut records[1], 1, Some(60));
+        set(&mut records[2], 4, None);
+        set(&mut records[5], 0, Some(10));
+        let threshold = Duration::from_secs(20);
+        let queues = summarize(&records, GroupBy::Queue, threshold);
+        let sales = row(&queues, "Sales");
+        assert_eq!(sales.announcements, 7);
+        assert_eq!(sales.average_wrap_up_seconds, Some(33.33)); // (30 + 60 + 10) / 3
+        assert_eq!(row(&queues, "Support").average_wrap_up_seconds, None);
+        let agents = summarize(&records, GroupBy::Agent, threshold);
+        let alice = row(&agents, "sip:alice@127.0.0.1");
+        assert_eq!(alice.announcements, 2, "only the calls she answered");
+        assert_eq!(alice.average_wrap_up_seconds, Some(20.0)); // (30 + 10) / 2
+        assert_eq!(
+            row(&agents, "sip:bob@127.0.0.1").average_wrap_up_seconds,
+            Some(60.0)
+        );
+        let csv = summary_csv(&queues).unwrap();
+        assert!(
+            csv.lines()
+                .next()
+                .unwrap()
+                .contains("announcements,average_wrap_up_seconds")
+        );
     }
 
     #[test]
@@ -664,7 +731,7 @@ mod tests {
         ))
         .unwrap();
         assert!(
-            summary.contains("\nSales,6,5,3,1,16.67,29.17,70,1,1,2,33.33\n"),
+            summary.contains("\nSales,6,5,3,1,16.67,29.17,70,1,1,0,,2,33.33\n"),
             "{summary}"
         );
     }

@@ -168,6 +168,11 @@ pub struct CallRecord {
     pub talk: Option<Duration>,
     /// Every offer, in the order made.
     pub offers: Vec<CallOffer>,
+    /// Announcements the caller heard while waiting (position and wait, periodic prompts).
+    pub announcements: u32,
+    /// The wrap-up the answering agent went into after the call (`docs/behaviour.md`,
+    /// Wrap-up), as set; the agent may have ended it earlier.
+    pub wrap_up: Option<Duration>,
 }
 
 /// One offer of a call to an agent.
@@ -208,6 +213,8 @@ struct RecordRow {
     sip_code: Option<i32>,
     wait_ms: Option<i64>,
     talk_ms: Option<i64>,
+    announcements: i64,
+    wrap_up_ms: Option<i64>,
 }
 
 #[derive(FromRow)]
@@ -242,6 +249,13 @@ impl RecordRow {
             talk: self
                 .talk_ms
                 .map(|ms| duration_from_ms(ms, "call_record.talk_ms"))
+                .transpose()?,
+            announcements: u32::try_from(self.announcements).map_err(|_| {
+                corrupt("call_record.announcements", &self.announcements.to_string())
+            })?,
+            wrap_up: self
+                .wrap_up_ms
+                .map(|ms| duration_from_ms(ms, "call_record.wrap_up_ms"))
                 .transpose()?,
             call_id: self.call_id,
             workflow: self.workflow,
@@ -283,9 +297,9 @@ impl Store {
                 "insert into call_record (call_id, workflow, workflow_uri, caller, arrived_at,
                                           welcome_ended_at, queue, queued_at, answered_at, ended_at,
                                           outcome, agent, agent_group, transferred_to, sip_code,
-                                          wait_ms, talk_ms, created_at)
+                                          wait_ms, talk_ms, created_at, announcements, wrap_up_ms)
                  values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                         $18)
+                         $18, $19, $20)
                  on conflict (call_id, arrived_at) do nothing
                  returning id",
             )
@@ -307,6 +321,8 @@ impl Store {
             .bind(r.wait.map(duration_to_ms))
             .bind(r.talk.map(duration_to_ms))
             .bind(now)
+            .bind(i64::from(r.announcements))
+            .bind(r.wrap_up.map(duration_to_ms))
             .fetch_optional(&mut *tx)
             .await
             .map_err(on(Entity::CallRecord))?;
@@ -373,7 +389,7 @@ impl Store {
                                               welcome_ended_at, queue, queued_at, answered_at,
                                               ended_at, outcome, agent, agent_group,
                                               transferred_to, sip_code, wait_ms, talk_ms,
-                                              created_at) ",
+                                              created_at, announcements, wrap_up_ms) ",
                 );
                 insert.push_values(chunk, |mut row, r| {
                     row.push_bind(r.call_id.as_str())
@@ -393,7 +409,9 @@ impl Store {
                         .push_bind(r.sip_code.map(i32::from))
                         .push_bind(r.wait.map(duration_to_ms))
                         .push_bind(r.talk.map(duration_to_ms))
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(i64::from(r.announcements))
+                        .push_bind(r.wrap_up.map(duration_to_ms));
                 });
                 insert.push(" on conflict (call_id, arrived_at) do nothing returning id, call_id, arrived_at");
                 let rows: Vec<(i64, String, i64)> = insert
@@ -484,7 +502,7 @@ impl Store {
             let records = sqlx::query_as::<_, RecordRow>(
                 "select id, call_id, workflow, workflow_uri, caller, arrived_at, welcome_ended_at,
                         queue, queued_at, answered_at, ended_at, outcome, agent, agent_group,
-                        transferred_to, sip_code, wait_ms, talk_ms
+                        transferred_to, sip_code, wait_ms, talk_ms, announcements, wrap_up_ms
                  from call_record
                  where arrived_at >= $1 and arrived_at < $2
                    and (arrived_at > $3 or (arrived_at = $3 and id > $4))

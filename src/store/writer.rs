@@ -558,6 +558,8 @@ mod tests {
             wait: Some(Duration::from_millis(490)),
             talk: None,
             offers: vec![],
+            announcements: 0,
+            wrap_up: None,
         }
     }
 
