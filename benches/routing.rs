@@ -95,6 +95,7 @@ fn config() -> Config {
             database: DatabaseUrl::Sqlite(PathBuf::from("/bench/rgsd.db")),
             default_music_on_hold: None,
             agent_ringback_grace_period: Duration::from_secs(60),
+            drain_limit: Duration::from_secs(30),
             trusted_peers: vec![],
             max_calls: 20_000,
             call_context: false,

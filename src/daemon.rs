@@ -7,9 +7,10 @@
 //! registrations, the media engine, the call controller (`acd::call_task`) that takes the
 //! endpoint's inbound calls, and the HTTP API.
 //!
-//! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused with 503, calls
-//! in progress given [`SHUTDOWN_GRACE`], then the SIP endpoint stops and the record writer
-//! flushes; exit 0), SIGINT stops at once (no grace for calls; exit 0), SIGHUP reloads (a broken file, or prompts
+//! Signals follow pingora's split: SIGTERM stops gracefully (new calls refused with 503 and
+//! Retry-After, calls in progress given `[server] drain_limit`, then each one still up is ended
+//! with BYE and recorded, the SIP endpoint stops and the record writer flushes; exit 0), SIGINT
+//! stops at once (every call ended with BYE and recorded; exit 0), SIGHUP reloads (a broken file, or prompts
 //! that cannot be rendered, are reported and the running configuration kept). The reload itself
 //! is `acd::runtime::Acd::reload`, the same one the API's changes and the tests go through: new
 //! calls get a new runtime (the prompts of the new file, the agent table's membership rebuilt
@@ -61,6 +62,8 @@ mod watch;
 
 /// How long calls in progress may go on after SIGTERM before the daemon exits anyway.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// After the drain limit, how long the call tasks get to send their BYEs and records.
+const HANG_UP_GRACE: Duration = Duration::from_secs(5);
 
 /// The addresses the daemon actually bound (ports resolved).
 #[derive(Debug, Clone)]
@@ -297,6 +300,8 @@ pub(crate) struct Daemon {
     rtp_ports: PortPool,
     /// Every call in progress.
     calls: tokio_util::task::TaskTracker,
+    /// Ends every call still in progress with BYE when the drain limit passes.
+    hang_up: CancellationToken,
     records: RecordWriter,
     /// Stops the SIP endpoint, after the calls.
     sip_shutdown: CancellationToken,
@@ -421,6 +426,7 @@ impl Daemon {
             .with_observer(live.clone()),
         );
         let calls = tokio_util::task::TaskTracker::new();
+        let hang_up = services.hang_up.clone();
         let controller = Controller {
             services,
             stopping: shutdown.clone(),
@@ -480,6 +486,7 @@ impl Daemon {
             rtp_ports,
             acd,
             calls,
+            hang_up,
             records,
             sip_shutdown,
             endpoint,
@@ -505,7 +512,11 @@ impl Daemon {
         let mut resync = self.resync.take();
         let grace = loop {
             tokio::select! {
-                _ = signals.term.recv() => { info!("SIGTERM: stopping gracefully"); break SHUTDOWN_GRACE; }
+                _ = signals.term.recv() => {
+                    let limit = self.acd.current().config.server.drain_limit;
+                    info!(?limit, "SIGTERM: draining (new calls get 503), then stopping");
+                    break limit;
+                }
                 _ = signals.int.recv() => { info!("SIGINT: stopping now"); break Duration::ZERO; }
                 _ = signals.hup.recv() => {
                     notify(&[sd_notify::NotifyState::Reloading]);
@@ -612,8 +623,19 @@ impl Daemon {
         {
             warn!(
                 calls = self.calls.len(),
-                "calls still in progress after {grace:?}; stopping anyway"
+                "drain limit ({grace:?}) passed with calls in progress: ending them with BYE"
             );
+            self.hang_up.cancel();
+            // Each call task sends its BYEs and submits its record, then ends.
+            if tokio::time::timeout(HANG_UP_GRACE, self.calls.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    calls = self.calls.len(),
+                    "calls still not ended; stopping anyway"
+                );
+            }
         }
         self.sip_shutdown.cancel();
         // The endpoint drains (a last BYE gets its answer) for at most 2 s.

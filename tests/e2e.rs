@@ -407,6 +407,86 @@ fn sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_records_it() {
     assert!(r.answered_at.is_some() && r.talk.is_some());
 }
 
+/// SIGTERM with a drain limit: new INVITEs get 503 with Retry-After (a proxy in front fails
+/// over); the calls in progress go on until the limit, then both legs get BYE and each call is
+/// recorded (answered, or disconnected while it waited); the process exits 0.
+#[test]
+fn drain_limit_ends_calls_still_up_with_bye_and_records_them() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config = server_section(32600)
+        + "drain_limit = \"2s\"\n"
+        + &group("Sales agents", "serial", &[port])
+        + &hunt_group("Sales");
+    let mut server = start(&scratch, &config);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_answers.xml",
+        Some(1),
+        0,
+        true,
+    );
+    let mut talking = Ua::new(server.sip_addr("udp"));
+    talking.call("sip:sales@127.0.0.1");
+    assert!(
+        talk_until_heard(&mut talking, 150) >= 5,
+        "{}",
+        server.stderr()
+    );
+    // A second caller waits: the only agent is busy.
+    let mut waiting = Ua::new(server.sip_addr("udp"));
+    assert_eq!(waiting.call_status("sip:sales@127.0.0.1"), 200);
+    let signalled = std::time::Instant::now();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_log("waiting for calls in progress");
+    let mut late = Ua::new(server.sip_addr("udp"));
+    assert_eq!(late.call_status("sip:sales@127.0.0.1"), 503);
+    assert!(
+        late.log.contains("Retry-After: 5"),
+        "503 without Retry-After:\n{}",
+        late.log
+    );
+    // Still bridged during the drain, then BYE to both callers (and to the agent) at the limit.
+    assert!(talking.talk(20).0 >= 10, "bridge broken during the drain");
+    talking.expect_bye(Duration::from_secs(10));
+    waiting.expect_bye(Duration::from_secs(10));
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_800),
+        "BYE after {waited:?}, before the 2 s limit"
+    );
+    agent.assert_success(&server);
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+    assert!(
+        server.stderr().contains("drain limit"),
+        "{}",
+        server.stderr()
+    );
+
+    let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = rgsd::config::model::DatabaseUrl::Sqlite(scratch.path().join("rgsd.db"));
+        let store = rgsd::store::Store::connect(&db).await.unwrap();
+        let from = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        let to = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        store.call_records_between(from, to).await.unwrap()
+    });
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let outcome = |ua: &Ua| {
+        records
+            .iter()
+            .find(|r| r.call_id == ua.call_id)
+            .map(|r| r.outcome)
+            .unwrap_or_else(|| panic!("no record for {}: {records:#?}", ua.call_id))
+    };
+    assert_eq!(outcome(&talking), rgsd::store::CallOutcome::Answered);
+    assert_eq!(outcome(&waiting), rgsd::store::CallOutcome::Disconnected);
+}
+
 #[test]
 fn reload_carries_the_busy_agent_over_and_frees_it_when_its_call_ends() {
     let Some(sipp) = require("sipp") else { return };

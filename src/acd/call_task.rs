@@ -121,6 +121,9 @@ pub struct Services {
     /// Told about calls in progress and ended calls ([`NoObserver`] unless
     /// [`Services::with_observer`]).
     pub observer: Arc<dyn CallObserver>,
+    /// Cancelled when the daemon's drain limit passes: every call still up is ended with BYE
+    /// (each leg) and recorded.
+    pub hang_up: CancellationToken,
     next_key: AtomicU32,
 }
 
@@ -140,6 +143,7 @@ impl Services {
             clock,
             runtime,
             agents,
+            hang_up: CancellationToken::new(),
             observer: Arc::new(NoObserver),
             next_key: AtomicU32::new(0),
         }
@@ -266,6 +270,7 @@ pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc
         offered_through: HashMap::new(),
         bridged_group: None,
         waiting_in: None,
+        drained: false,
         announcements: 0,
         wrap_up_after: None,
         announcer: None,
@@ -344,6 +349,8 @@ struct CallTask {
     /// The queue the call waits in now and when it entered (the wait estimate's sample at the
     /// answer).
     waiting_in: Option<(QueueId, Instant)>,
+    /// Ended by the daemon's drain limit ([`Services::hang_up`]).
+    drained: bool,
     /// Announcements played to the caller so far (the record keeps the count).
     announcements: u32,
     /// The wrap-up the bridged agent went into when this call ended (the record keeps it).
@@ -404,6 +411,7 @@ impl CallTask {
             let deadline = self.timers.values().min().copied();
             let announce_at = self.announcer.as_ref().and_then(Announcer::next_due);
             tokio::select! {
+                () = self.svc.hang_up.cancelled(), if !self.drained => self.drain_end(),
                 () = crate::util::sleep_until(announce_at) => self.announce_due(),
                 place = answer_of(&mut self.asking) => self.on_place(place),
                 event = self.caller.next_event(), if self.caller_open => self.on_caller(event),
@@ -933,6 +941,19 @@ impl CallTask {
         self.play_announcement();
     }
 
+    /// The drain limit passed: the caller gets BYE and the call ends as if they hung up (the
+    /// agent's leg gets BYE, a ringing agent CANCEL); the record says `disconnected` unless an
+    /// agent had answered.
+    fn drain_end(&mut self) {
+        self.drained = true;
+        info!("drain limit passed: ending the call");
+        if self.caller_open {
+            let _ = self.caller.bye();
+            self.caller_open = false;
+        }
+        self.pending.push_back(Event::CallerHungUp);
+    }
+
     /// Ends the call from here: `reason` is logged and the record's outcome is `failed`.
     fn fail(&mut self, reason: &'static str) {
         warn!("ending the call: {reason}");
@@ -1033,6 +1054,9 @@ impl CallTask {
         );
         record.announcements = self.announcements;
         record.wrap_up = self.wrap_up_after;
+        if self.drained && record.agent.is_none() {
+            record.outcome = CallOutcome::Disconnected;
+        }
         if self.failed.is_some() {
             record.outcome = CallOutcome::Failed;
         } else if self.session_expired {

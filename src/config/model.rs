@@ -91,6 +91,9 @@ pub struct Server {
     pub default_music_on_hold: Option<PathBuf>,
     /// An agent who declined or failed is not offered the same call again sooner (30 s to 600 s).
     pub agent_ringback_grace_period: Duration,
+    /// On SIGTERM, how long calls in progress may go on (new INVITEs get 503 with Retry-After
+    /// meanwhile); then each is ended with BYE and recorded (`drain_limit`, 0 s to 3,600 s).
+    pub drain_limit: Duration,
     /// Source networks allowed to place calls. INVITEs from anywhere else get 403.
     pub trusted_peers: Vec<IpNet>,
     /// Concurrent calls answered before new INVITEs get 503 with Retry-After (`max_calls`).

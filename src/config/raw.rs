@@ -61,6 +61,8 @@ pub(crate) struct RawServer {
     pub(crate) default_music_on_hold: Option<SString>,
     /// Default `60s`.
     pub(crate) agent_ringback_grace_period: Option<SString>,
+    /// Extra key: default `30s`.
+    pub(crate) drain_limit: Option<SString>,
     /// Required: networks (`127.0.0.0/8`) or single addresses allowed to place calls.
     pub(crate) trusted_peers: Option<SList>,
     /// Extra key: concurrent calls before new INVITEs get 503; default 1000, 1 to 100,000.

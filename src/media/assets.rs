@@ -166,6 +166,7 @@ mod tests {
                 database: DatabaseUrl::Sqlite(PathBuf::from("/tmp/x.db")),
                 default_music_on_hold: default_music,
                 agent_ringback_grace_period: Duration::from_secs(60),
+                drain_limit: Duration::from_secs(30),
                 trusted_peers: vec![],
                 max_calls: 10,
                 call_context: false,

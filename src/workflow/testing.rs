@@ -42,6 +42,7 @@ pub(crate) fn config() -> Config {
             database: DatabaseUrl::Sqlite(PathBuf::from("/test/rgsd.db")),
             default_music_on_hold: None,
             agent_ringback_grace_period: Duration::from_secs(60),
+            drain_limit: Duration::from_secs(30),
             trusted_peers: vec![],
             max_calls: 100,
             call_context: true,

@@ -99,6 +99,13 @@ impl Compiler<'_> {
             Some(GRACE_DEFAULT),
         );
 
+        let drain_limit = self.duration(
+            s.drain_limit.as_ref(),
+            "server.drain_limit",
+            &(Duration::ZERO..=Duration::from_secs(3600)),
+            Some(Duration::from_secs(30)),
+        );
+
         let trusted_peers = self
             .required(&s.trusted_peers, &span, key, "trusted_peers")
             .and_then(|list| {
@@ -212,6 +219,7 @@ impl Compiler<'_> {
             database: database?,
             default_music_on_hold: default_music_on_hold?,
             agent_ringback_grace_period: grace?,
+            drain_limit: drain_limit?,
             trusted_peers: trusted_peers?,
             max_calls: max_calls?,
             call_context: s.call_context.unwrap_or(true),

@@ -64,6 +64,12 @@ impl Driver {
                         if status < 200 {
                             r.headers.push("Contact", contact);
                         }
+                        if status == 503 {
+                            // Refused for now (draining, or out of capacity): a proxy in front
+                            // tries another node, a phone tries again later (RFC 3261 §21.5.4).
+                            r.headers
+                                .push("Retry-After", crate::sip::admission::RETRY_AFTER);
+                        }
                         if let Some(sdp) = sdp {
                             r.headers.push("Content-Type", "application/sdp");
                             r.body = sdp;
