@@ -2906,6 +2906,45 @@ impl NowForTest for Arc<ManualClock> {
     }
 }
 
+/// `/health` stays 200 while call records cannot be written, and says so: `degraded`.
+#[tokio::test]
+async fn health_says_degraded_while_call_records_cannot_be_written() {
+    let app = app("sqlite://rgsd.db").await;
+    assert_eq!(send(&app, "GET", "/health", None, None).await.text, "ok");
+    // A writer whose database has gone away: it keeps the record and retries.
+    let scratch = Scratch::new();
+    let url = rgsd::config::model::DatabaseUrl::Sqlite(scratch.path().join("gone.db"));
+    let gone = Store::connect(&url).await.unwrap();
+    gone.migrate().await.unwrap();
+    gone.close().await;
+    let options = WriterOptions {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        ..WriterOptions::default()
+    };
+    let writer = RecordWriter::spawn(gone, options);
+    app.shared.live.metrics.attach_writer(writer.clone());
+    writer.submit(fixture::records().remove(0)).unwrap();
+    let mut status = writer.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(*status.borrow(), rgsd::store::WriterStatus::Retrying { .. }) {
+            status.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the writer never saw its database fail");
+    let reply = send(&app, "GET", "/health", None, None).await;
+    assert_eq!(reply.status, 200, "degraded is not down");
+    assert!(
+        reply
+            .text
+            .starts_with("degraded: the database is unreachable; 1 call records kept"),
+        "{}",
+        reply.text
+    );
+    app.shared.store.close().await;
+}
+
 #[tokio::test]
 async fn api_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();

@@ -135,6 +135,11 @@ impl Metrics {
         self.wait_sum_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
+    /// The call-record writer's state and records waiting, once one is attached.
+    pub fn writer_health(&self) -> Option<(crate::store::WriterStatus, u64)> {
+        self.writer.get().map(|w| (w.status(), w.pending()))
+    }
+
     /// Reports the call-record writer's figures from now on (the daemon calls this once, when
     /// it spawns the writer). A second call is ignored.
     pub fn attach_writer(&self, writer: RecordWriter) {

@@ -383,11 +383,18 @@ pub(super) async fn audit_log(
 // ---------------------------------------------------------------------------------------------
 // Health, metrics, pages
 
-/// Liveness: 200 while the daemon runs.
+/// Liveness: 200 while the daemon runs (calls are taken): `ok`, or `degraded: …` while call
+/// records cannot be written (the database is unreachable; they are kept and retried), so a
+/// load balancer keeps sending calls and a monitor can alert.
 #[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses((status = 200, body = String, content_type = "text/plain")))]
-pub(super) async fn health() -> &'static str {
-    "ok"
+pub(super) async fn health(State(shared): State<Shared>) -> String {
+    match shared.live.metrics.writer_health() {
+        Some((crate::store::WriterStatus::Retrying { failures }, pending)) => format!(
+            "degraded: the database is unreachable; {pending} call records kept and retried ({failures} failed attempts)"
+        ),
+        _ => "ok".to_owned(),
+    }
 }
 
 /// Prometheus metrics (text exposition format), families `rgsd_…`. Unauthenticated, like most
