@@ -589,6 +589,10 @@ impl Driver {
                 tracing::warn!(%source, "request rate limit exceeded; dropping (logged once a minute)");
                 return;
             }
+            Verdict::DropTableFullAndLog => {
+                tracing::warn!(%source, "requests from more sources than the rate limiter tracks (10,000 active); dropping new sources until some go quiet (logged once a minute)");
+                return;
+            }
             Verdict::Drop => return,
         }
         match message::parse(bytes) {

@@ -61,6 +61,9 @@ pub(crate) enum Verdict {
     Allow,
     /// Drop it; this is the first refusal for this source in a minute, so log one line.
     DropAndLog,
+    /// Drop it: too many sources are sending at once to track another; the first in a minute,
+    /// so log one line.
+    DropTableFullAndLog,
     /// Drop it quietly.
     Drop,
 }
@@ -70,9 +73,17 @@ pub(crate) enum Verdict {
 pub(crate) struct RateLimiter {
     limit: RateLimit,
     buckets: HashMap<IpAddr, Bucket>,
+    /// When the table was last found full of active sources: until they can have gone idle, a
+    /// new source is refused without scanning the table again.
+    full_at: Option<Instant>,
+    /// The last time a refusal for a full table was logged.
+    full_logged: Option<Instant>,
 }
 
-/// Beyond this many tracked sources, idle full buckets are forgotten.
+/// At most this many sources are tracked: when the table is full, the sources idle long enough
+/// to have a full bucket again are forgotten; if none is, a new source is refused until some
+/// are (a flood from many addresses, spoofed or not, cannot grow the table or make each packet
+/// scan it).
 const MAX_TRACKED: usize = 10_000;
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -86,14 +97,28 @@ impl RateLimiter {
         Self {
             limit,
             buckets: HashMap::new(),
+            full_at: None,
+            full_logged: None,
         }
     }
 
     pub(crate) fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&source) {
             let idle = Duration::from_secs_f64(self.limit.burst / self.limit.per_second.max(0.001));
-            self.buckets
-                .retain(|_, b| now.duration_since(b.last) < idle);
+            if self.full_at.is_none_or(|at| now.duration_since(at) >= idle) {
+                self.buckets
+                    .retain(|_, b| now.duration_since(b.last) < idle);
+                self.full_at = (self.buckets.len() >= MAX_TRACKED).then_some(now);
+            }
+            if self.buckets.len() >= MAX_TRACKED {
+                return match self.full_logged {
+                    Some(at) if now.duration_since(at) < LOG_EVERY => Verdict::Drop,
+                    _ => {
+                        self.full_logged = Some(now);
+                        Verdict::DropTableFullAndLog
+                    }
+                };
+            }
         }
         let limit = self.limit;
         let bucket = self.buckets.entry(source).or_insert(Bucket {
@@ -121,6 +146,45 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 10,000 sources all sending: a new one is refused (the table does not grow), without a
+    /// scan per packet; once the others have been quiet long enough, it gets in.
+    #[test]
+    fn a_full_table_of_active_sources_refuses_new_ones_and_stays_bounded() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 20.0,
+        };
+        let mut limiter = RateLimiter::new(limit);
+        let t0 = Instant::now();
+        let addr = |i: usize| {
+            let i = u32::try_from(i).unwrap();
+            IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i))
+        };
+        for i in 0..MAX_TRACKED {
+            assert_eq!(limiter.check(addr(i), t0), Verdict::Allow);
+        }
+        let newcomer = addr(MAX_TRACKED + 1);
+        let soon = t0 + Duration::from_millis(100);
+        assert_eq!(limiter.check(newcomer, soon), Verdict::DropTableFullAndLog);
+        for k in 0..1_000 {
+            assert_eq!(
+                limiter.check(addr(MAX_TRACKED + 2 + k), soon),
+                Verdict::Drop
+            );
+        }
+        assert_eq!(
+            limiter.buckets.len(),
+            MAX_TRACKED,
+            "the table never grows past its size"
+        );
+        // A tracked source still gets its share.
+        assert_eq!(limiter.check(addr(7), soon), Verdict::Allow);
+        // Quiet for burst / rate = 2 s: the idle ones are forgotten, the newcomer gets in.
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(limiter.check(newcomer, later), Verdict::Allow);
+        assert!(limiter.buckets.len() < 10, "{}", limiter.buckets.len());
+    }
 
     #[test]
     fn trust_by_network_including_v4_mapped() {
