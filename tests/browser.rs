@@ -1344,3 +1344,91 @@ fn http(
     };
     (code, body)
 }
+
+/// Wrap-up on the agent page: after a call the page says "wrap up" with its end and shows the
+/// button; the next caller waits; the agent presses the button and that caller is offered to
+/// them at once.
+#[test]
+fn an_agent_ends_their_wrap_up_on_the_page_and_the_waiting_call_rings() {
+    let Some(bin) = chromium() else { return };
+    let Some(sipp) = common::require("sipp") else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let alice = format!("sip:alice@127.0.0.1:{port}");
+    let config = format!(
+        r#"
+[server]
+sip_listen = ["udp:127.0.0.1:0"]
+advertised_host = "127.0.0.1"
+rtp_ports = [32600, 32799]
+http_listen = "127.0.0.1:0"
+database = "sqlite://rgsd.db"
+trusted_peers = ["127.0.0.0/8"]
+
+[[agent_group]]
+name = "Sales agents"
+wrap_up = "600s"
+agents = ["{alice}"]
+
+[[queue]]
+name = "Sales"
+agent_groups = ["Sales agents"]
+
+[[workflow]]
+name = "Sales"
+kind = "hunt_group"
+uri = "sip:sales@127.0.0.1"
+queue = "Sales"
+"#
+    );
+    let config = scratch.write("rgsd.toml", config);
+    let config = config.to_str().unwrap();
+    user(config, "agent", &alice, ALICE_PASSWORD);
+    let server = common::Server::start(std::path::Path::new(config));
+    let base = format!("http://{}", server.http);
+    let mut agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "alice",
+        port,
+        "e2e_agent_answers.xml",
+        Some(2),
+        0,
+        true,
+    );
+    // A call, answered and ended: Alice is in wrap-up for 600 s.
+    let mut first = Ua::new(server.sip_addr("udp"));
+    first.call("sip:sales@127.0.0.1");
+    assert!(
+        talk_until_heard(&mut first, 150) >= 5,
+        "{}",
+        server.stderr()
+    );
+    first.bye();
+
+    let (_browser, mut page) = launch(&bin, &scratch.path().join("chrome"));
+    page.navigate(&format!("{base}/agent"));
+    sign_in_form(&mut page, &alice, ALICE_PASSWORD);
+    page.wait_for("document.getElementById('state').textContent.startsWith('wrap up until')");
+    page.wait_for("!document.getElementById('end-wrap-up').hidden");
+    page.screenshot("agent-page-wrap-up.png");
+
+    // The next caller waits: nobody else can take it and Alice is wrapping up.
+    let mut second = Ua::new(server.sip_addr("udp"));
+    second.call("sip:sales@127.0.0.1");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.invites_received(), 1, "offered a call during wrap-up");
+
+    page.eval("document.getElementById('end-wrap-up').click(); true");
+    page.wait_for("document.getElementById('status').textContent.startsWith('Wrap-up ended')");
+    assert!(
+        talk_until_heard(&mut second, 150) >= 5,
+        "the waiting call did not ring Alice\n{}",
+        server.stderr()
+    );
+    assert_eq!(agent.invites_received(), 2);
+    second.bye();
+    agent.assert_success(&server);
+}
