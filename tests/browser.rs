@@ -1362,7 +1362,7 @@ fn an_agent_ends_their_wrap_up_on_the_page_and_the_waiting_call_rings() {
 [server]
 sip_listen = ["udp:127.0.0.1:0"]
 advertised_host = "127.0.0.1"
-rtp_ports = [32600, 32799]
+rtp_ports = [34400, 34599]
 http_listen = "127.0.0.1:0"
 database = "sqlite://rgsd.db"
 trusted_peers = ["127.0.0.0/8"]

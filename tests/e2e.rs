@@ -415,7 +415,7 @@ fn drain_limit_ends_calls_still_up_with_bye_and_records_them() {
     let Some(sipp) = require("sipp") else { return };
     let scratch = Scratch::new();
     let port = free_udp_port();
-    let config = server_section(32600)
+    let config = server_section(34200)
         + "drain_limit = \"2s\"\n"
         + &group("Sales agents", "serial", &[port])
         + &hunt_group("Sales");
