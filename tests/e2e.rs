@@ -387,13 +387,7 @@ fn sigterm_refuses_new_calls_lets_the_call_in_progress_finish_and_records_it() {
 
     // One record for the answered call (the refused one never reached the controller's
     // workflow: 503 at the door).
-    let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let db = rgsd::config::model::DatabaseUrl::Sqlite(scratch.path().join("rgsd.db"));
-        let store = rgsd::store::Store::connect(&db).await.unwrap();
-        let from = chrono::DateTime::<chrono::Utc>::MIN_UTC;
-        let to = chrono::DateTime::<chrono::Utc>::MAX_UTC;
-        store.call_records_between(from, to).await.unwrap()
-    });
+    let records = common::interop::call_records(&scratch.path().join("rgsd.db"), 1);
     assert_eq!(records.len(), 1, "{records:#?}");
     let r = &records[0];
     assert_eq!(r.outcome, rgsd::store::CallOutcome::Answered);
@@ -468,13 +462,7 @@ fn drain_limit_ends_calls_still_up_with_bye_and_records_them() {
         server.stderr()
     );
 
-    let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let db = rgsd::config::model::DatabaseUrl::Sqlite(scratch.path().join("rgsd.db"));
-        let store = rgsd::store::Store::connect(&db).await.unwrap();
-        let from = chrono::DateTime::<chrono::Utc>::MIN_UTC;
-        let to = chrono::DateTime::<chrono::Utc>::MAX_UTC;
-        store.call_records_between(from, to).await.unwrap()
-    });
+    let records = common::interop::call_records(&scratch.path().join("rgsd.db"), 2);
     assert_eq!(records.len(), 2, "{records:#?}");
     let outcome = |ua: &Ua| {
         records

@@ -903,6 +903,11 @@ mod tests {
     }
 
     fn table() -> (AgentTable, Instant) {
+        table_where(|_| {})
+    }
+
+    /// [`table`] with its configuration changed by `edit` first.
+    fn table_where(edit: impl FnOnce(&mut Config)) -> (AgentTable, Instant) {
         let mut c = config();
         add_group(
             &mut c,
@@ -918,6 +923,7 @@ mod tests {
             20,
             &["b", "c"],
         );
+        edit(&mut c);
         let now = t0();
         (AgentTable::from_config(&c, now), now)
     }
@@ -1054,16 +1060,7 @@ mod tests {
 
     #[test]
     fn an_agents_own_wrap_up_overrides_its_groups() {
-        let mut c = config();
-        add_group(
-            &mut c,
-            RoutingMethod::Serial,
-            Participation::Informal,
-            20,
-            &["a", "b"],
-        );
-        c.agent_groups[0].wrap_up = Duration::from_secs(15);
-        let t = AgentTable::from_config(&c, t0());
+        let (t, _) = table_where(|c| c.agent_groups[0].wrap_up = Duration::from_secs(15));
         let (a, b) = (AgentId(0), AgentId(1));
         let g = Some(AgentGroupId(0));
         assert_eq!(t.wrap_up_for(a, g), Duration::from_secs(15));

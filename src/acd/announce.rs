@@ -1,14 +1,15 @@
 //! What a waiting caller is told, and when (`docs/behaviour.md`, Announcements): the schedule
 //! of one call's announcements, without I/O. The call task asks its queue owner for the call's
-//! place when [`Announcer::due`] says so, hands the answer to [`Announcer::on_place`], and plays
-//! the prompts it returns over the music on hold.
+//! place when [`Announcer::due`] says so, hands the answer to [`Announcer::on_place`] with the
+//! queue's settings (their sentences stay in the configuration; nothing is copied per call), and
+//! plays the prompts it returns over the music on hold.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::acd::queue_task::Place;
-use crate::config::model::{Announcements, PromptId, WaitBucket};
+use crate::config::model::{Announcements, Periodic, PromptId, WaitBucket};
 
 /// Two announcements to one caller start at least this far apart.
 pub(crate) const MIN_GAP: Duration = Duration::from_secs(15);
@@ -25,7 +26,8 @@ pub(crate) struct Due {
 /// One waiting call's announcement schedule.
 #[derive(Debug)]
 pub(crate) struct Announcer {
-    settings: Announcements,
+    every: Option<Duration>,
+    periodic: Option<Periodic>,
     next_place: Option<Instant>,
     next_periodic: Option<Instant>,
     /// When the last announcement started.
@@ -42,20 +44,13 @@ impl Announcer {
             return None;
         }
         Some(Self {
-            settings: settings.clone(),
+            every: settings.every,
+            periodic: settings.periodic,
             next_place: settings.every.map(|_| now),
             next_periodic: settings.periodic.as_ref().map(|p| now + p.every),
             last_at: None,
             last_said: None,
         })
-    }
-
-    /// Whether it says positions, and expected waits.
-    pub(crate) fn says(&self) -> (bool, bool) {
-        (
-            !self.settings.position.is_empty(),
-            !self.settings.wait.is_empty(),
-        )
     }
 
     /// When to call [`Self::due`] next.
@@ -75,13 +70,13 @@ impl Announcer {
     /// announcement waits for the gap.
     pub(crate) fn due(&mut self, now: Instant) -> Due {
         let mut due = Due::default();
-        if let (Some(at), Some(every)) = (self.next_place, self.settings.every)
+        if let (Some(at), Some(every)) = (self.next_place, self.every)
             && at <= now
         {
             due.ask = true;
             self.next_place = Some(now + every);
         }
-        if let (Some(at), Some(periodic)) = (self.next_periodic, self.settings.periodic.as_ref())
+        if let (Some(at), Some(periodic)) = (self.next_periodic, self.periodic)
             && at <= now
         {
             if let Some(earliest) = self.too_soon(now) {
@@ -95,18 +90,24 @@ impl Announcer {
         due
     }
 
-    /// The queue owner's answer: the prompts to play now, in order, or nothing when the call is
-    /// no longer waiting, when nothing changed since the last announcement, or when it would
-    /// come within [`MIN_GAP`] of the last one (it is asked again when the gap has passed).
-    pub(crate) fn on_place(&mut self, place: Option<Place>, now: Instant) -> Vec<PromptId> {
+    /// The queue owner's answer, with the settings [`Self::start`] had: the prompts to play
+    /// now, in order, or nothing when the call is no longer waiting, when nothing changed since
+    /// the last announcement, or when it would come within [`MIN_GAP`] of the last one (it is
+    /// asked again when the gap has passed).
+    pub(crate) fn on_place(
+        &mut self,
+        settings: &Announcements,
+        place: Option<Place>,
+        now: Instant,
+    ) -> Vec<PromptId> {
         let Some(place) = place else {
             self.next_place = None;
             return Vec::new();
         };
-        let position = self.settings.position_prompt(place.position);
+        let position = settings.position_prompt(place.position);
         let wait = place
             .expected_wait
-            .and_then(|w| self.settings.wait_prompt(WaitBucket::of(w)));
+            .and_then(|w| settings.wait_prompt(WaitBucket::of(w)));
         let said = (position, wait);
         if self.last_said == Some(said) || (position.is_none() && wait.is_none()) {
             return Vec::new();
@@ -124,7 +125,6 @@ impl Announcer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::Periodic;
 
     fn settings(every: u64, periodic: Option<u64>) -> Announcements {
         Announcements {
@@ -154,43 +154,51 @@ mod tests {
     #[test]
     fn on_entry_then_every_interval_and_only_when_changed() {
         let t = Instant::now();
-        let mut a = Announcer::start(&settings(30, None), t).unwrap();
+        let s = settings(30, None);
+        let mut a = Announcer::start(&s, t).unwrap();
         assert_eq!(a.next_due(), Some(t));
         assert!(a.due(t).ask);
         // Position 3, about 2 minutes: prompt 2 and the 2-minute bucket (index 2).
         assert_eq!(
-            a.on_place(place(3, Some(120)), t),
+            a.on_place(&s, place(3, Some(120)), t),
             vec![PromptId(2), PromptId(102)]
         );
         assert_eq!(a.next_due(), Some(t + Duration::from_secs(30)));
         let t30 = t + Duration::from_secs(30);
         assert!(a.due(t30).ask);
-        assert!(a.on_place(place(3, Some(125)), t30).is_empty(), "unchanged");
+        assert!(
+            a.on_place(&s, place(3, Some(125)), t30).is_empty(),
+            "unchanged"
+        );
         let t60 = t + Duration::from_secs(60);
         assert!(a.due(t60).ask);
         assert_eq!(
-            a.on_place(place(2, Some(60)), t60),
+            a.on_place(&s, place(2, Some(60)), t60),
             vec![PromptId(1), PromptId(101)]
         );
         // Beyond the limit, and no estimate yet: "more than 3", no wait sentence.
         let t90 = t + Duration::from_secs(90);
         a.due(t90);
-        assert_eq!(a.on_place(place(7, None), t90), vec![PromptId(3)]);
+        assert_eq!(a.on_place(&s, place(7, None), t90), vec![PromptId(3)]);
         // Gone from the queue: no more asking.
         a.due(t + Duration::from_secs(120));
-        assert!(a.on_place(None, t + Duration::from_secs(120)).is_empty());
+        assert!(
+            a.on_place(&s, None, t + Duration::from_secs(120))
+                .is_empty()
+        );
         assert_eq!(a.next_due(), None);
     }
 
     #[test]
     fn never_two_announcements_within_fifteen_seconds() {
         let t = Instant::now();
-        let mut a = Announcer::start(&settings(20, Some(25)), t).unwrap();
+        let s = settings(20, Some(25));
+        let mut a = Announcer::start(&s, t).unwrap();
         assert!(a.due(t).ask);
-        assert_eq!(a.on_place(place(1, None), t).len(), 1);
+        assert_eq!(a.on_place(&s, place(1, None), t).len(), 1);
         let t20 = t + Duration::from_secs(20);
         assert!(a.due(t20).ask);
-        assert_eq!(a.on_place(place(2, None), t20).len(), 1);
+        assert_eq!(a.on_place(&s, place(2, None), t20).len(), 1);
         // Periodic due at 25, 5 s after the last one: put off to 35.
         let t25 = t + Duration::from_secs(25);
         assert_eq!(a.due(t25), Due::default());
@@ -200,10 +208,10 @@ mod tests {
         // The position round at 40 changed, but is 5 s after the periodic: asked again at 50.
         let t40 = t + Duration::from_secs(40);
         assert!(a.due(t40).ask);
-        assert!(a.on_place(place(1, None), t40).is_empty());
+        assert!(a.on_place(&s, place(1, None), t40).is_empty());
         assert_eq!(a.next_due(), Some(t + Duration::from_secs(50)));
         let t50 = t + Duration::from_secs(50);
         assert!(a.due(t50).ask);
-        assert_eq!(a.on_place(place(1, None), t50), vec![PromptId(0)]);
+        assert_eq!(a.on_place(&s, place(1, None), t50), vec![PromptId(0)]);
     }
 }

@@ -877,45 +877,49 @@ impl CallTask {
                 self.asking = Some(answer);
             }
         }
-        if let Some(prompt) = due.periodic {
-            self.announce(vec![prompt], "periodic");
+        if let Some(prompt) = due.periodic
+            && self.announce(vec![prompt])
+        {
+            let call_id = &self.caller.info().call_id;
+            self.svc.observer.announced(call_id, None, None);
         }
     }
 
     fn on_place(&mut self, place: Option<Place>) {
         self.asking = None;
-        let Some(announcer) = self.announcer.as_mut() else {
+        let (Some(announcer), Some(queue)) = (self.announcer.as_mut(), self.queue) else {
             return;
         };
-        let (says_position, says_wait) = announcer.says();
-        let prompts = announcer.on_place(place, Instant::now());
-        if let (false, Some(p)) = (prompts.is_empty(), place) {
-            debug!(position = p.position, wait = ?p.expected_wait, "announcing the place");
-            let position = Some(p.position).filter(|_| says_position);
-            let wait = p.expected_wait.filter(|_| says_wait);
+        let settings = &self.ctx.config.queue(queue).announce;
+        let prompts = announcer.on_place(settings, place, Instant::now());
+        let said = (
+            place
+                .map(|p| p.position)
+                .filter(|_| settings.says_position()),
+            place
+                .and_then(|p| p.expected_wait)
+                .filter(|_| settings.says_wait()),
+        );
+        if !prompts.is_empty() && self.announce(prompts) {
+            debug!(position = ?said.0, wait = ?said.1, "announced the place");
             let call_id = &self.caller.info().call_id;
-            self.svc.observer.announced(call_id, position, wait);
-            self.announce(prompts, "place");
+            self.svc.observer.announced(call_id, said.0, said.1);
         }
     }
 
     /// Plays `prompts` over the music on hold, which comes back after them; only while the call
-    /// waits (queued or ringing agents).
-    fn announce(&mut self, prompts: Vec<PromptId>, what: &'static str) {
+    /// waits (queued or ringing agents). Returns whether it plays them.
+    fn announce(&mut self, prompts: Vec<PromptId>) -> bool {
         if !matches!(
             self.machine.phase(),
             Phase::Queued { .. } | Phase::Offering { .. }
         ) {
-            return;
-        }
-        if what == "periodic" {
-            self.svc
-                .observer
-                .announced(&self.caller.info().call_id, None, None);
+            return false;
         }
         self.announcements = self.announcements.saturating_add(1);
         self.announcing = prompts.into();
         self.play_announcement();
+        true
     }
 
     /// Plays the announcement's next prompt, or the music again after the last.

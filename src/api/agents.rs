@@ -37,8 +37,6 @@ use crate::store::{Agent, AgentFields, AgentId, Group, GroupId, GroupSource, Rol
 /// Alert time bounds (`docs/behaviour.md`, Agent groups).
 const ALERT_MIN: u64 = 10;
 const ALERT_MAX: u64 = 600;
-/// Wrap-up bounds (`docs/behaviour.md`, Wrap-up).
-const WRAP_UP_MAX: u64 = 3600;
 
 // ---------------------------------------------------------------------------------------------
 // Bodies and documents
@@ -93,14 +91,17 @@ impl AgentBody {
     }
 }
 
+/// A wrap-up time of the API, checked against the configuration's bound.
 fn wrap_up_secs(secs: u64) -> Result<Duration, ApiError> {
-    if secs > WRAP_UP_MAX {
+    let max = crate::config::model::WRAP_UP_MAX;
+    let wrap_up = Duration::from_secs(secs);
+    if wrap_up > max {
         return Err(ApiError::InvalidField {
             field: "wrap_up_seconds",
-            reason: format!("{secs} is outside 0 to {WRAP_UP_MAX}"),
+            reason: format!("{secs} is outside 0 to {}", max.as_secs()),
         });
     }
-    Ok(Duration::from_secs(secs))
+    Ok(wrap_up)
 }
 
 /// Formal: agents sign in; informal: members are always in.

@@ -58,7 +58,7 @@ pub(crate) struct Environment<'a> {
 const ALERT_TIME: RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
 const ALERT_TIME_DEFAULT: Duration = Duration::from_secs(20);
 /// `docs/behaviour.md`, Wrap-up.
-pub(crate) const WRAP_UP: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+const WRAP_UP: RangeInclusive<Duration> = Duration::ZERO..=crate::config::model::WRAP_UP_MAX;
 /// Clients reject longer alert times in practice (`docs/behaviour.md`, Agent groups), and SIP proxies give up on a ringing
 /// INVITE after about three minutes (RFC 3261 timer C).
 const ALERT_TIME_PRACTICAL_MAX: Duration = Duration::from_secs(180);

@@ -320,6 +320,9 @@ pub enum RoutingMethod {
     Attendant,
 }
 
+/// The longest wrap-up, of a group or an agent (`docs/behaviour.md`, Wrap-up).
+pub const WRAP_UP_MAX: Duration = Duration::from_secs(3600);
+
 /// `[[queue]]`.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -353,6 +356,16 @@ impl Announcements {
         self.every.is_some() || self.periodic.is_some()
     }
 
+    /// Whether positions are said.
+    pub fn says_position(&self) -> bool {
+        !self.position.is_empty()
+    }
+
+    /// Whether expected waits are said.
+    pub fn says_wait(&self) -> bool {
+        !self.wait.is_empty()
+    }
+
     /// The sentence for `position` (1 = next); the "more than the limit" one beyond it.
     pub fn position_prompt(&self, position: u32) -> Option<PromptId> {
         let index = usize::try_from(position.max(1) - 1).unwrap_or(usize::MAX);
@@ -369,7 +382,7 @@ impl Announcements {
 }
 
 /// `periodic_announcement = { every, prompt }`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Periodic {
     pub every: Duration,
     pub prompt: PromptId,
