@@ -401,6 +401,11 @@ pub(crate) struct Call {
     timeline: Vec<Stamped>,
     /// Queue entries so far (bounded by [`MAX_QUEUE_ENTRIES`]).
     queue_entries: u8,
+    /// Both clocks at arrival. The timeline's wall times are the arrival's wall time plus the
+    /// monotonic time since, so a step of the system clock during the call (an hour forward,
+    /// NTP correcting) moves no wait or talk time in the record; business hours and holidays
+    /// still read the wall clock of the moment (`now.utc`).
+    origin: Now,
 }
 
 impl Call {
@@ -415,6 +420,7 @@ impl Call {
                 event: RecordEvent::Arrived { workflow },
             }],
             queue_entries: 0,
+            origin: now,
         }
     }
 
@@ -1092,7 +1098,12 @@ impl Call {
     }
 
     fn note(&mut self, event: RecordEvent, now: Now, out: &mut Vec<Effect>) {
-        let stamped = Stamped { at: now.utc, event };
+        let since = now.instant.saturating_duration_since(self.origin.instant);
+        let at = chrono::Duration::from_std(since)
+            .ok()
+            .and_then(|d| self.origin.utc.checked_add_signed(d))
+            .unwrap_or(now.utc);
+        let stamped = Stamped { at, event };
         out.push(Effect::Record(stamped.clone()));
         self.timeline.push(stamped);
     }
@@ -1305,6 +1316,40 @@ mod tests {
             v.push(Effect::Arm(Timer::QueueTimeout, sim.at_secs(secs)));
         }
         v
+    }
+
+    /// The wall clock stepped an hour forward while the caller waits, and back while they
+    /// talk: the record's times follow the monotonic clock from the arrival on, so the wait
+    /// and talk it shows are the real ones.
+    #[test]
+    fn a_wall_clock_step_during_the_call_moves_no_time_in_its_record() {
+        let (c, _) = fixture();
+        let mut sim = Sim::queued(c);
+        let arrived = sim.call.timeline()[0].at;
+        sim.wait(4);
+        sim.now.utc += chrono::Duration::hours(1);
+        sim.offer(&[A0]);
+        sim.wait(6);
+        sim.on(Event::AgentAnswered(A0));
+        sim.now.utc -= chrono::Duration::hours(2);
+        sim.wait(30);
+        sim.on(Event::PeerHungUp);
+        let at = |want: fn(&RecordEvent) -> bool| {
+            let s = sim.call.timeline().iter().find(|s| want(&s.event)).unwrap();
+            (s.at - arrived).num_seconds()
+        };
+        assert_eq!(at(|e| matches!(e, RecordEvent::Offered { .. })), 4);
+        assert_eq!(
+            at(|e| matches!(
+                e,
+                RecordEvent::OfferEnded {
+                    result: OfferResult::Answered,
+                    ..
+                }
+            )),
+            10
+        );
+        assert_eq!(at(|e| matches!(e, RecordEvent::Ended(_))), 40);
     }
 
     #[test]
