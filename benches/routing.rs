@@ -96,6 +96,7 @@ fn config() -> Config {
             default_music_on_hold: None,
             agent_ringback_grace_period: Duration::from_secs(60),
             drain_limit: Duration::from_secs(30),
+            call_journal: "rgsd.journal".into(),
             trusted_peers: vec![],
             max_calls: 20_000,
             call_context: false,

@@ -369,7 +369,32 @@ impl Daemon {
         let http_addr = http.local_addr()?;
 
         let media_address = media_address(&config.server.advertised_host).await?;
-        let records = RecordWriter::spawn(store.clone(), WriterOptions::default());
+        // The call journal first: what the previous run left (calls a crash cut, records it
+        // had not written) is recorded before any new call.
+        let (journal, recovered) =
+            crate::store::CallJournal::open(&config.server.call_journal, clock.now_utc())
+                .context("cannot open [server] call_journal (set it to a writable file)")?;
+        let journal = Arc::new(journal);
+        let records = RecordWriter::spawn_journaled(
+            store.clone(),
+            WriterOptions::default(),
+            Arc::clone(&journal),
+        );
+        if !recovered.records.is_empty() || recovered.unreadable > 0 {
+            warn!(
+                path = %journal.path().display(),
+                cut = recovered.cut,
+                unwritten = recovered.records.len() - recovered.cut,
+                unreadable = recovered.unreadable,
+                "call journal: the previous run stopped without ending its calls; recording them (outcome restarted)"
+            );
+        }
+        let cut = recovered.cut;
+        for record in recovered.records {
+            if let Err(e) = records.submit(record) {
+                warn!("recovered call record not queued: {e}; it stays in the journal");
+            }
+        }
 
         // The runtime: the configured groups stored, prompts rendered, the agent table (with
         // the database's groups and sign-in state) and one owner task per queue.
@@ -423,8 +448,13 @@ impl Daemon {
                 acd.runtime(),
             )
             // Calls in progress, ended calls and queue waits reach the wallboard and `/metrics`.
-            .with_observer(live.clone()),
+            .with_observer(live.clone())
+            .with_journal(Arc::clone(&journal)),
         );
+        for _ in 0..cut {
+            live.metrics
+                .call_ended(crate::store::CallOutcome::Restarted);
+        }
         let calls = tokio_util::task::TaskTracker::new();
         let hang_up = services.hang_up.clone();
         let controller = Controller {
@@ -709,6 +739,9 @@ fn restart_only_changes(
     }
     if before.database != after.database {
         keys.push("database");
+    }
+    if before.call_journal != after.call_journal {
+        keys.push("call_journal");
     }
     keys
 }

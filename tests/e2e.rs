@@ -20,7 +20,7 @@ use common::e2e::{
     Sipp, Ua, frame_hz, free_udp_port, group, hunt_group, scenario, server_section, start,
     talk_until_heard, tone_wav,
 };
-use common::{Scratch, require};
+use common::{Scratch, Server, require};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -473,6 +473,97 @@ fn drain_limit_ends_calls_still_up_with_bye_and_records_them() {
     };
     assert_eq!(outcome(&talking), rgsd::store::CallOutcome::Answered);
     assert_eq!(outcome(&waiting), rgsd::store::CallOutcome::Disconnected);
+}
+
+/// `kill -9` with one call talking and one waiting (and one finished before): the next start
+/// records the two cut calls from the call journal, as `restarted`, with what they had reached
+/// (the agent who answered, the queue); the finished call keeps its own record, once.
+#[test]
+fn calls_cut_by_kill_9_are_recorded_as_restarted_at_the_next_start() {
+    let Some(sipp) = require("sipp") else { return };
+    let scratch = Scratch::new();
+    let port = free_udp_port();
+    let config =
+        server_section(35000) + &group("Sales agents", "serial", &[port]) + &hunt_group("Sales");
+    let mut server = start(&scratch, &config);
+    let _agent = Sipp::agent(
+        &sipp,
+        scratch.path(),
+        "agent",
+        port,
+        "e2e_agent_answers.xml",
+        Some(2),
+        0,
+        true,
+    );
+    let mut finished = Ua::new(server.sip_addr("udp"));
+    finished.call("sip:sales@127.0.0.1");
+    assert!(
+        talk_until_heard(&mut finished, 150) >= 5,
+        "{}",
+        server.stderr()
+    );
+    finished.bye();
+    let db = scratch.path().join("rgsd.db");
+    assert_eq!(common::interop::call_records(&db, 1).len(), 1);
+    let mut talking = Ua::new(server.sip_addr("udp"));
+    talking.call("sip:sales@127.0.0.1");
+    assert!(
+        talk_until_heard(&mut talking, 150) >= 5,
+        "{}",
+        server.stderr()
+    );
+    let mut waiting = Ua::new(server.sip_addr("udp"));
+    assert_eq!(waiting.call_status("sip:sales@127.0.0.1"), 200);
+    // Let the waiting call reach its queue (its journal line is written as it enters).
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(!status.success());
+    assert_eq!(
+        common::interop::call_records(&db, 1).len(),
+        1,
+        "no record yet for the cut calls"
+    );
+
+    let server = Server::start(&scratch.path().join("rgsd.toml"));
+    server.wait_log("previous run stopped without ending its calls");
+    let records = common::interop::call_records(&db, 3);
+    assert_eq!(records.len(), 3, "{records:#?}");
+    let record = |ua: &Ua| {
+        let mine: Vec<_> = records.iter().filter(|r| r.call_id == ua.call_id).collect();
+        assert_eq!(mine.len(), 1, "{} has {} records", ua.call_id, mine.len());
+        mine[0].clone()
+    };
+    assert_eq!(
+        record(&finished).outcome,
+        rgsd::store::CallOutcome::Answered
+    );
+    let cut = record(&talking);
+    assert_eq!(cut.outcome, rgsd::store::CallOutcome::Restarted);
+    assert_eq!(
+        cut.agent.as_ref().map(|a| a.0.contains(&port.to_string())),
+        Some(true),
+        "{cut:#?}"
+    );
+    assert!(cut.answered_at.is_some() && cut.talk.is_some(), "{cut:#?}");
+    let queued = record(&waiting);
+    assert_eq!(queued.outcome, rgsd::store::CallOutcome::Restarted);
+    assert_eq!(queued.queue.as_deref(), Some("Sales"), "{queued:#?}");
+    assert!(queued.answered_at.is_none() && queued.agent.is_none());
+    assert!(queued.ended_at >= queued.arrived_at);
+    // Recorded once: after a clean stop, the next start finds nothing left.
+    let mut server = server;
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let server = Server::start(&scratch.path().join("rgsd.toml"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(common::interop::call_records(&db, 0).len(), 3);
+    assert!(
+        !server.stderr().contains("previous run stopped"),
+        "{}",
+        server.stderr()
+    );
 }
 
 #[test]

@@ -74,6 +74,7 @@ use crate::config::model::{AgentGroupId, PromptId, QueueId, SipUri, WorkflowId};
 use crate::media::dtmf::parse_info_body;
 use crate::media::leg::{Leg, LegError, LegEvent, MediaEngine};
 use crate::sip::{self, CallEvent, Endpoint, IncomingCall, LegFailure, OutboundCall};
+use crate::store::CallJournal;
 use crate::store::{CallOutcome, RecordWriter};
 use crate::workflow::call::{Call, Effect, Event, Now, Peer, Phase, RecordEvent, SipStatus, Timer};
 
@@ -124,6 +125,9 @@ pub struct Services {
     /// Cancelled when the daemon's drain limit passes: every call still up is ended with BYE
     /// (each leg) and recorded.
     pub hang_up: CancellationToken,
+    /// Where each call's progress and end are written so that the next start can record the
+    /// calls a crash cut (`store::CallJournal`); `None`: not kept (tests without a daemon).
+    pub journal: Option<Arc<CallJournal>>,
     next_key: AtomicU32,
 }
 
@@ -145,6 +149,7 @@ impl Services {
             agents,
             hang_up: CancellationToken::new(),
             observer: Arc::new(NoObserver),
+            journal: None,
             next_key: AtomicU32::new(0),
         }
     }
@@ -153,6 +158,13 @@ impl Services {
     #[must_use]
     pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Journals every call's progress and end in `journal`.
+    #[must_use]
+    pub fn with_journal(mut self, journal: Arc<CallJournal>) -> Self {
+        self.journal = Some(journal);
         self
     }
 
@@ -293,6 +305,9 @@ pub(crate) async fn run_call(incoming: IncomingCall, ctx: Arc<Runtime>, svc: Arc
 fn submit(svc: &Services, record: crate::store::CallRecord) {
     svc.observer
         .call_ended(&record.call_id, record.outcome, record.wait);
+    if let Some(journal) = &svc.journal {
+        journal.ended(&record);
+    }
     if let Err(e) = svc.records.submit(record) {
         warn!("call record dropped: {e}");
     }
@@ -470,6 +485,25 @@ impl CallTask {
             agent: agent.map(|a| self.uri_of(a).to_string()),
         };
         self.svc.observer.call_updated(&snapshot);
+        if let Some(journal) = &self.svc.journal {
+            let leg = record::Leg {
+                call_id: &info.call_id,
+                caller: &info.from,
+                sip_code: Some(200),
+            };
+            let uri = |a: AgentId| self.uri_of(a);
+            let group = |g| self.svc.agents.group_name(g).map(str::to_owned);
+            let so_far = record::from_timeline(
+                config,
+                &uri,
+                &group,
+                self.workflow,
+                &leg,
+                self.machine.timeline(),
+                self.svc.clock.now_utc(),
+            );
+            journal.in_progress(&so_far);
+        }
     }
 
     fn fire_timers(&mut self) {

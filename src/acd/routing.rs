@@ -93,6 +93,7 @@ pub enum Pick {
 /// #         database: DatabaseUrl::Sqlite("/x.db".into()), default_music_on_hold: None,
 /// #         agent_ringback_grace_period: Duration::from_secs(60), trusted_peers: vec![],
 /// #         drain_limit: Duration::from_secs(30),
+/// #         call_journal: "rgsd.journal".into(),
 /// #         max_calls: 1, call_context: false, sip_rate_limit: None, dns_servers: vec![],
 /// #         outbound_proxy: None, tls: Default::default(),
 /// #         srtp: SrtpPolicy::Off, agent_srtp: SrtpPolicy::Off, allow_sdes_over_plain_sip: false,

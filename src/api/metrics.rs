@@ -21,7 +21,7 @@ use super::snapshot::LiveSnapshot;
 use crate::store::{CallOutcome, RecordWriter, WriterStats};
 
 /// Every call outcome, in the order of the `calls` array.
-const OUTCOMES: [CallOutcome; 11] = [
+const OUTCOMES: [CallOutcome; 12] = [
     CallOutcome::Answered,
     CallOutcome::Abandoned,
     CallOutcome::QueueTimedOut,
@@ -33,6 +33,7 @@ const OUTCOMES: [CallOutcome; 11] = [
     CallOutcome::Rejected,
     CallOutcome::Failed,
     CallOutcome::SessionExpired,
+    CallOutcome::Restarted,
 ];
 
 /// The label value of an outcome (same spelling as the call records).
@@ -49,6 +50,7 @@ pub(super) fn outcome_label(o: CallOutcome) -> &'static str {
         CallOutcome::Rejected => "rejected",
         CallOutcome::Failed => "failed",
         CallOutcome::SessionExpired => "session_expired",
+        CallOutcome::Restarted => "restarted",
     }
 }
 
@@ -65,6 +67,7 @@ fn outcome_index(o: CallOutcome) -> usize {
         CallOutcome::Rejected => 8,
         CallOutcome::Failed => 9,
         CallOutcome::SessionExpired => 10,
+        CallOutcome::Restarted => 11,
     }
 }
 

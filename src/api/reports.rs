@@ -94,11 +94,12 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// An agent answered the call (it may have ended when its session timer ran out).
+/// An agent answered the call (it may have ended when its session timer ran out, or been cut by
+/// a crash while talking).
 fn answered(r: &CallRecord) -> bool {
     match r.outcome {
         CallOutcome::Answered => true,
-        CallOutcome::SessionExpired => r.agent.is_some(),
+        CallOutcome::SessionExpired | CallOutcome::Restarted => r.agent.is_some(),
         _ => false,
     }
 }

@@ -89,6 +89,8 @@ const SIP_RATE_BURST: RangeInclusive<i64> = 1..=4_000_000;
 const SIP_RATE_BURST_FACTOR: u32 = 4;
 const RTP_PORTS_DEFAULT: RangeInclusive<u16> = 20_000..=20_999;
 const HTTP_LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// The call journal beside the configuration when `[server] call_journal` is absent.
+const CALL_JOURNAL_DEFAULT: &str = "rgsd.journal";
 const TEXT_PROMPT_MAX_CHARS: usize = 4_096;
 const MAX_QUESTION_LEVELS: u32 = 2;
 const DEFAULT_LANGUAGE: &str = "en-US";

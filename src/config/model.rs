@@ -94,6 +94,9 @@ pub struct Server {
     /// On SIGTERM, how long calls in progress may go on (new INVITEs get 503 with Retry-After
     /// meanwhile); then each is ended with BYE and recorded (`drain_limit`, 0 s to 3,600 s).
     pub drain_limit: Duration,
+    /// The file that lets the next start record calls a crash cut (`call_journal`; default
+    /// `rgsd.journal` in the configuration's folder).
+    pub call_journal: PathBuf,
     /// Source networks allowed to place calls. INVITEs from anywhere else get 403.
     pub trusted_peers: Vec<IpNet>,
     /// Concurrent calls answered before new INVITEs get 503 with Retry-After (`max_calls`).

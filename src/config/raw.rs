@@ -63,6 +63,8 @@ pub(crate) struct RawServer {
     pub(crate) agent_ringback_grace_period: Option<SString>,
     /// Extra key: default `30s`.
     pub(crate) drain_limit: Option<SString>,
+    /// Extra key: the call journal's file; default `rgsd.journal` beside the configuration.
+    pub(crate) call_journal: Option<SString>,
     /// Required: networks (`127.0.0.0/8`) or single addresses allowed to place calls.
     pub(crate) trusted_peers: Option<SList>,
     /// Extra key: concurrent calls before new INVITEs get 503; default 1000, 1 to 100,000.

@@ -167,6 +167,7 @@ mod tests {
                 default_music_on_hold: default_music,
                 agent_ringback_grace_period: Duration::from_secs(60),
                 drain_limit: Duration::from_secs(30),
+                call_journal: "rgsd.journal".into(),
                 trusted_peers: vec![],
                 max_calls: 10,
                 call_context: false,

@@ -62,10 +62,13 @@ pub enum CallOutcome {
     /// A leg's RFC 4028 session timer ran out (the peer stopped refreshing, or rgsd's refresh
     /// failed): rgsd ended the call.
     SessionExpired,
+    /// The call was in progress when rgsd stopped without ending it (a crash, `kill -9`, a
+    /// power cut): recorded at the next start from the call journal (`store::journal`).
+    Restarted,
 }
 
 impl CallOutcome {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Answered => "answered",
             Self::Abandoned => "abandoned",
@@ -78,10 +81,11 @@ impl CallOutcome {
             Self::Rejected => "rejected",
             Self::Failed => "failed",
             Self::SessionExpired => "session_expired",
+            Self::Restarted => "restarted",
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
         Ok(match s {
             "answered" => Self::Answered,
             "abandoned" => Self::Abandoned,
@@ -94,6 +98,7 @@ impl CallOutcome {
             "rejected" => Self::Rejected,
             "failed" => Self::Failed,
             "session_expired" => Self::SessionExpired,
+            "restarted" => Self::Restarted,
             _ => return Err(corrupt("call_record.outcome", s)),
         })
     }
@@ -114,7 +119,7 @@ pub enum OfferResult {
 }
 
 impl OfferResult {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Answered => "answered",
             Self::Declined => "declined",
@@ -124,7 +129,7 @@ impl OfferResult {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
         Ok(match s {
             "answered" => Self::Answered,
             "declined" => Self::Declined,

@@ -22,7 +22,10 @@
 //!
 //! A record is lost only when the buffer is full (`max_buffered`), when the channel is full, or
 //! when [`RecordWriter::shutdown`]'s grace period ends with the database still down. Every loss
-//! is counted ([`WriterStats::dropped`]) and logged at error level.
+//! is counted ([`WriterStats::dropped`]) and logged at error level. With a [`CallJournal`]
+//! ([`RecordWriter::spawn_journaled`], as the daemon runs it) even those records are only lost
+//! to this run: the journal keeps every record until the writer reports it written, and the next
+//! start writes it again.
 //!
 //! Retries are safe: writing a record twice stores it once (see [`super::records`]).
 //!
@@ -46,6 +49,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::journal::CallJournal;
 use super::records::CallRecord;
 use super::{Store, StoreError};
 
@@ -211,6 +215,23 @@ impl RecordWriter {
     /// # Panics
     /// Outside a tokio runtime (as `tokio::spawn`).
     pub fn spawn(store: Store, options: WriterOptions) -> RecordWriter {
+        Self::start(store, options, None)
+    }
+
+    /// As [`RecordWriter::spawn`], and tells `journal` of every record written (or refused by
+    /// the database for good), so that it keeps only what the database does not hold yet.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as `tokio::spawn`).
+    pub fn spawn_journaled(
+        store: Store,
+        options: WriterOptions,
+        journal: Arc<CallJournal>,
+    ) -> RecordWriter {
+        Self::start(store, options, Some(journal))
+    }
+
+    fn start(store: Store, options: WriterOptions, journal: Option<Arc<CallJournal>>) -> Self {
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let shared = Arc::new(Shared {
@@ -227,6 +248,7 @@ impl RecordWriter {
         });
         let task = Task {
             store,
+            journal,
             options,
             rx,
             stop: stop_rx,
@@ -341,6 +363,7 @@ impl RecordWriter {
 /// The writer task's state.
 struct Task {
     store: Store,
+    journal: Option<Arc<CallJournal>>,
     options: WriterOptions,
     rx: mpsc::Receiver<Submitted>,
     stop: oneshot::Receiver<Instant>,
@@ -432,6 +455,9 @@ impl Task {
                     gather_until = Some(Instant::now() + self.options.max_delay);
                     match result {
                         Ok(()) => {
+                            if let Some(journal) = &self.journal {
+                                journal.written(buffer.iter().take(n).map(|(_, r)| r));
+                            }
                             buffer.drain(..n);
                             self.shared.set_oldest(buffer.front().map(|(at, _)| *at));
                             singles = singles.saturating_sub(n);
@@ -465,6 +491,9 @@ impl Task {
                         Err(e) => {
                             singles = singles.saturating_sub(1);
                             let rejected = buffer.pop_front();
+                            if let (Some(journal), Some((_, r))) = (&self.journal, &rejected) {
+                                journal.written([r]);
+                            }
                             self.shared.set_oldest(buffer.front().map(|(at, _)| *at));
                             tracing::error!(
                                 error = %e,

@@ -43,6 +43,7 @@ pub(crate) fn config() -> Config {
             default_music_on_hold: None,
             agent_ringback_grace_period: Duration::from_secs(60),
             drain_limit: Duration::from_secs(30),
+            call_journal: "rgsd.journal".into(),
             trusted_peers: vec![],
             max_calls: 100,
             call_context: true,

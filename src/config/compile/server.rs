@@ -106,6 +106,19 @@ impl Compiler<'_> {
             Some(Duration::from_secs(30)),
         );
 
+        let call_journal = match &s.call_journal {
+            None => Some(resolve_path(self.base, CALL_JOURNAL_DEFAULT)),
+            Some(f) if f.get_ref().trim().is_empty() => {
+                self.error(
+                    &f.span(),
+                    "server.call_journal",
+                    "the call journal needs a file; write a path such as \"/var/lib/rgsd/rgsd.journal\"",
+                );
+                None
+            }
+            Some(f) => Some(resolve_path(self.base, f.get_ref().trim())),
+        };
+
         let trusted_peers = self
             .required(&s.trusted_peers, &span, key, "trusted_peers")
             .and_then(|list| {
@@ -220,6 +233,7 @@ impl Compiler<'_> {
             default_music_on_hold: default_music_on_hold?,
             agent_ringback_grace_period: grace?,
             drain_limit: drain_limit?,
+            call_journal: call_journal?,
             trusted_peers: trusted_peers?,
             max_calls: max_calls?,
             call_context: s.call_context.unwrap_or(true),
