@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -149,6 +149,8 @@ pub(crate) struct Transports {
     /// Connection reuse: peer (address, transport, TLS name) to connection id.
     by_peer: HashMap<PeerKey, u64>,
     next_id: Arc<AtomicU64>,
+    /// Inbound connections open now (bounded by [`MAX_INBOUND_STREAMS`]).
+    inbound: Arc<AtomicUsize>,
     /// TLS contexts for new connections, replaced on reload.
     tls: Arc<ArcSwap<TlsContexts>>,
     events: mpsc::Sender<TransportEvent>,
@@ -160,6 +162,18 @@ pub(crate) struct Transports {
 /// Stream writer queue depth; a peer this far behind is dropped.
 const STREAM_QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most inbound TCP and TLS connections open at once, all listeners together. Beyond it a new
+/// connection is accepted and closed at once (counted, logged once a minute), so connections
+/// opened and left idle by the thousand cannot take the descriptors calls need (each call
+/// holds up to two RTP sockets; the unit's `LimitNOFILE` is 65,536).
+pub(crate) const MAX_INBOUND_STREAMS: usize = 4096;
+/// An inbound connection that has not carried one whole SIP message this long after it was
+/// accepted (after the TLS handshake) is closed. Once it has, it lives as long as the peer
+/// keeps it: dialogs over it may be idle for hours.
+pub(crate) const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A write to a connection that cannot complete this long (the peer stopped reading and its
+/// window is full) closes that connection; nothing else waits for it.
+pub(crate) const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Transports {
     /// Binds every listener and starts its reader task.
@@ -177,6 +191,7 @@ impl Transports {
             streams: HashMap::new(),
             by_peer: HashMap::new(),
             next_id: Arc::new(AtomicU64::new(1)),
+            inbound: Arc::new(AtomicUsize::new(0)),
             tls: Arc::new(ArcSwap::from_pointee(tls)),
             events,
             listeners: Vec::new(),
@@ -231,6 +246,7 @@ impl Transports {
                     listener,
                     tls,
                     self.next_id.clone(),
+                    self.inbound.clone(),
                     self.events.clone(),
                     token.clone(),
                     self.shutdown.clone(),
@@ -365,7 +381,7 @@ impl Transports {
                 }
             };
             let Some((name, tls)) = tls else {
-                run_stream(tcp, dest, id, rx, events, shutdown).await;
+                run_stream(tcp, dest, id, rx, events, shutdown, None).await;
                 return;
             };
             let Some(server_name) = tls::server_name(&name) else {
@@ -377,7 +393,7 @@ impl Transports {
             match tokio::time::timeout(tls.handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => {
                     tracing::debug!(peer = %dest, %name, "TLS connection up");
-                    run_stream(stream, dest, id, rx, events, shutdown).await;
+                    run_stream(stream, dest, id, rx, events, shutdown, None).await;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(peer = %dest, %name, reason = %tls::reason(&e), "TLS connection to the peer refused");
@@ -545,10 +561,13 @@ async fn stream_acceptor(
     listener: TcpListener,
     tls: Option<Arc<ArcSwap<TlsContexts>>>,
     next_id: Arc<AtomicU64>,
+    inbound: Arc<AtomicUsize>,
     events: mpsc::Sender<TransportEvent>,
     closed: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    // Connections refused at the cap since the last minute's log line.
+    let mut refused: u64 = 0;
     // Failed handshakes are logged a few a minute in full, then counted (see `tls::FailureLog`).
     let failures = Arc::new(std::sync::Mutex::new(tls::FailureLog::default()));
     let mut minute = tokio::time::interval(Duration::from_secs(60));
@@ -556,7 +575,11 @@ async fn stream_acceptor(
     loop {
         let accepted = tokio::select! {
             () = closed.cancelled() => return,
-            _ = minute.tick(), if tls.is_some() => {
+            _ = minute.tick() => {
+                if refused > 0 {
+                    tracing::warn!(refused, limit = MAX_INBOUND_STREAMS, "inbound connections refused in the last minute: too many open");
+                    refused = 0;
+                }
                 let summary = failures.lock().ok().and_then(|mut f| f.roll(Instant::now()));
                 if let Some(summary) = summary {
                     summary.log();
@@ -567,18 +590,20 @@ async fn stream_acceptor(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(slot) = InboundSlot::take(&inbound) else {
+                    // Closed at once: the peer sees the connection end (or a reset).
+                    drop(stream);
+                    refused += 1;
+                    continue;
+                };
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let events = events.clone();
                 let shutdown = shutdown.clone();
                 let Some(tls) = &tls else {
-                    tokio::spawn(serve_accepted(
-                        stream,
-                        peer,
-                        Transport::Tcp,
-                        id,
-                        events,
-                        shutdown,
-                    ));
+                    tokio::spawn(async move {
+                        serve_accepted(stream, peer, Transport::Tcp, id, events, shutdown).await;
+                        drop(slot);
+                    });
                     continue;
                 };
                 let tls = tls.load_full();
@@ -594,6 +619,7 @@ async fn stream_acceptor(
                     note.is_none_or(|n| n.full)
                 };
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let Some(acceptor) = tls.acceptor.clone() else {
                         let reason = "no certificate configured";
                         if failed(reason) {
@@ -653,11 +679,41 @@ async fn serve_accepted<S>(
         writer: tx,
     };
     if events.send(opened).await.is_ok() {
-        run_stream(stream, peer, id, rx, events, shutdown).await;
+        run_stream(
+            stream,
+            peer,
+            id,
+            rx,
+            events,
+            shutdown,
+            Some(FIRST_MESSAGE_TIMEOUT),
+        )
+        .await;
+    }
+}
+
+/// One of the [`MAX_INBOUND_STREAMS`] places, given back when dropped.
+struct InboundSlot(Arc<AtomicUsize>);
+
+impl InboundSlot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_INBOUND_STREAMS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(Arc::clone(open)))
+    }
+}
+
+impl Drop for InboundSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Reads frames from and writes queued bytes to one stream (TCP or TLS) until it closes.
+/// `first_message_within`: close it unless a whole SIP message arrives that soon (inbound
+/// connections, [`FIRST_MESSAGE_TIMEOUT`]).
 async fn run_stream<S>(
     stream: S,
     peer: SocketAddr,
@@ -665,20 +721,34 @@ async fn run_stream<S>(
     mut outgoing: mpsc::Receiver<Bytes>,
     events: mpsc::Sender<TransportEvent>,
     shutdown: CancellationToken,
+    first_message_within: Option<Duration>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8192);
+    let mut silent_until = first_message_within.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            () = crate::util::sleep_until(silent_until) => {
+                tracing::debug!(%peer, "connection carried no SIP message in time; closing");
+                break;
+            }
             out = outgoing.recv() => match out {
                 Some(bytes) => {
                     // TLS buffers records until flushed; for TCP the flush is free.
-                    if let Err(e) = async { writer.write_all(&bytes).await?; writer.flush().await }.await {
-                        tracing::debug!(%peer, error = %e, "stream write failed");
-                        break;
+                    let write = async { writer.write_all(&bytes).await?; writer.flush().await };
+                    match tokio::time::timeout(STREAM_WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "stream write failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, timeout = ?STREAM_WRITE_TIMEOUT, "peer stopped reading its connection; closing it");
+                            break;
+                        }
                     }
                 }
                 None => break,
@@ -688,6 +758,7 @@ async fn run_stream<S>(
                 Ok(_) => loop {
                     match next_frame(&mut buf) {
                         Ok(Some(bytes)) => {
+                            silent_until = None;
                             let event = TransportEvent::Message { bytes, source: peer, flow: Flow::Stream(id) };
                             if events.send(event).await.is_err() {
                                 return;
@@ -710,6 +781,98 @@ async fn run_stream<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream_under_test(
+        buffer: usize,
+    ) -> (
+        tokio::io::DuplexStream,
+        mpsc::Sender<Bytes>,
+        mpsc::Receiver<TransportEvent>,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(buffer);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_QUEUE);
+        let (events_tx, events_rx) = mpsc::channel(16);
+        let peer = "127.0.0.1:5060".parse().unwrap();
+        tokio::spawn(run_stream(
+            ours,
+            peer,
+            7,
+            out_rx,
+            events_tx,
+            CancellationToken::new(),
+            Some(FIRST_MESSAGE_TIMEOUT),
+        ));
+        (theirs, out_tx, events_rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inbound_connection_silent_past_the_first_message_timeout_is_closed() {
+        let (mut theirs, _out, mut events) = stream_under_test(4096);
+        // Keep-alives are not messages.
+        theirs.write_all(b"\r\n\r\n").await.unwrap();
+        tokio::time::sleep(FIRST_MESSAGE_TIMEOUT - Duration::from_secs(1)).await;
+        assert!(events.try_recv().is_err(), "closed too early");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(matches!(
+            events.recv().await,
+            Some(TransportEvent::Closed { id: 7, .. })
+        ));
+        let mut rest = Vec::new();
+        assert_eq!(
+            theirs.read_to_end(&mut rest).await.unwrap(),
+            0,
+            "ours hung up"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_carried_a_message_may_stay_idle() {
+        let (mut theirs, _out, mut events) = stream_under_test(4096);
+        theirs
+            .write_all(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(matches!(
+            events.recv().await,
+            Some(TransportEvent::Message { .. })
+        ));
+        tokio::time::sleep(FIRST_MESSAGE_TIMEOUT * 10).await;
+        assert!(
+            events.try_recv().is_err(),
+            "an idle dialog connection was closed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_loses_its_connection_after_the_write_timeout() {
+        let (mut theirs, out, mut events) = stream_under_test(64);
+        theirs
+            .write_all(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(matches!(
+            events.recv().await,
+            Some(TransportEvent::Message { .. })
+        ));
+        // 1 KiB into a 64-byte pipe nobody reads.
+        out.send(Bytes::from(vec![b'x'; 1024])).await.unwrap();
+        tokio::time::sleep(STREAM_WRITE_TIMEOUT - Duration::from_secs(1)).await;
+        assert!(events.try_recv().is_err(), "closed too early");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(matches!(
+            events.recv().await,
+            Some(TransportEvent::Closed { id: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn inbound_places_run_out_at_the_limit_and_come_back_when_dropped() {
+        let open = Arc::new(AtomicUsize::new(MAX_INBOUND_STREAMS - 1));
+        let last = InboundSlot::take(&open).expect("one place left");
+        assert!(InboundSlot::take(&open).is_none(), "over the limit");
+        drop(last);
+        assert!(InboundSlot::take(&open).is_some());
+    }
 
     #[test]
     fn frames_by_content_length_and_skips_keepalives() {
