@@ -1385,3 +1385,40 @@ async fn waiting_callers_hear_their_position_and_expected_wait() {
     let record = rgsd.record(&c3.call_id).await;
     assert_eq!(record.announcements as usize, log.len(), "{log:?}");
 }
+
+/// Longest idle with an agent who never answers: once an offer rings out, that agent goes to
+/// the back of the order, so the next call goes straight to an agent who has been idle longer
+/// instead of ringing the same silent phone for another alert time.
+#[tokio::test]
+async fn an_agent_who_let_an_offer_ring_out_goes_to_the_back_of_longest_idle() {
+    let (a0, mut seen0) = peer(Peer::Rings).await;
+    let (a1, mut seen1) = peer(Peer::Answers).await;
+    let (a2, mut seen2) = peer(Peer::Answers).await;
+    let rgsd = start(
+        35400,
+        &(group("Sales agents", "longest_idle", 10, &[a0, a1, a2])
+            + "\n[[queue]]\nname = \"Sales\"\nagent_groups = [\"Sales agents\"]\n"
+            + WORKFLOW),
+    )
+    .await;
+    tokio::time::pause();
+    // The first call rings the silent agent (all idle since start-up; the list order breaks
+    // the tie), then the next one answers.
+    let _first = call(rgsd.sip, "sales").await;
+    next_of(&mut seen0, "INVITE").await;
+    next_of(&mut seen0, "CANCEL").await;
+    next_of(&mut seen1, "INVITE").await;
+    next_of(&mut seen1, "ACK").await;
+    // The second call: a2, idle since start-up, is offered it first; a0 is not rung again.
+    let placed = Instant::now();
+    let _second = call(rgsd.sip, "sales").await;
+    let (offered, _) = next_msg(&mut seen2, "INVITE").await;
+    assert!(
+        offered - placed < Duration::from_secs(1),
+        "the second call waited {:?} before reaching an agent who answers",
+        offered - placed
+    );
+    while let Ok((method, _, _)) = seen0.try_recv() {
+        assert_ne!(method, "INVITE", "the silent agent was rung again first");
+    }
+}

@@ -863,6 +863,13 @@ impl AgentTable {
             .ok_or(SignInError::NotAMember { agent, group })
     }
 
+    /// An offer to the agent rang out unanswered at `now`: the idle clock starts again, so
+    /// longest-idle routing tries every other free agent first. Called by the call holding the
+    /// agent's claim, before it releases it.
+    pub fn rang_out(&self, agent: AgentId, now: Instant) {
+        self.start_idle_clock(agent, now);
+    }
+
     fn start_idle_clock(&self, agent: AgentId, now: Instant) {
         if let Some(t) = self.idle_since.get(agent.0) {
             t.store(self.nanos(now), Ordering::Release);

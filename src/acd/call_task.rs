@@ -445,7 +445,21 @@ impl CallTask {
         let now = self.svc.now();
         debug!(?event, "call event");
         let mut effects = std::mem::take(&mut self.effects);
+        let rang_out = event == Event::AlertTimeout;
         self.machine.on(event, now, &mut effects);
+        if rang_out {
+            // Agents who let the offer ring out go to the back of the longest-idle order, so
+            // one who never answers does not take every next call's alert time
+            // (`docs/behaviour.md`, Agent groups). Still claimed by this call: no one else can
+            // offer them anything before the release below.
+            for effect in &effects {
+                if let Effect::CancelRing(agent) = effect
+                    && self.claims.contains(agent)
+                {
+                    self.svc.agents.rang_out(*agent, now.instant);
+                }
+            }
+        }
         for effect in effects.drain(..) {
             self.apply(effect).await;
         }
