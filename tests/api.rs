@@ -1345,6 +1345,17 @@ async fn live_state_and_metrics(app: &App) {
     assert_eq!(sales["name"], "Sales");
     assert_eq!(sales["waiting"], 2);
     assert_eq!(sales["longest_wait_seconds"], 42);
+    assert_eq!(sales["announcements"], 0);
+    // Two announcements to a waiting caller of Sales; one to a call rgsd does not know (ended
+    // meanwhile) counts for no queue.
+    use rgsd::acd::CallObserver as _;
+    app.shared.live.announced("c1", Some(1), None);
+    app.shared
+        .live
+        .announced("c1", None, Some(Duration::from_secs(60)));
+    app.shared.live.announced("gone", Some(3), None);
+    let sales = get(app, "/api/live/queues", &app.admin).await.json()[0].clone();
+    assert_eq!(sales["announcements"], 2);
     let calls = get(app, "/api/live/calls", &app.manager).await.json();
     assert_eq!(calls.as_array().unwrap().len(), 3);
     let agents = get(app, "/api/live/agents", &app.admin).await.json();

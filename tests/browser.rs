@@ -367,13 +367,13 @@ fn an_agent_signs_in_on_the_page_and_the_wallboard_shows_it() {
     );
     assert_eq!(
         row[0],
-        // Queue, waiting, longest wait, signed in, free, busy, in wrap-up.
-        json!(["Sales", "0", "0:00", "1", "1", "0", "0"]),
+        // Queue, waiting, longest wait, signed in, free, busy, in wrap-up, announced.
+        json!(["Sales", "0", "0:00", "1", "1", "0", "0", "0"]),
         "{row}"
     );
     assert_eq!(
         row[1],
-        json!(["Support", "0", "0:00", "1", "1", "0", "0"]),
+        json!(["Support", "0", "0:00", "1", "1", "0", "0", "0"]),
         "{row}"
     );
     // A sign-out through the API reaches the open wallboard without a reload.

@@ -19,7 +19,7 @@
 //! answers each announcement with a fresh snapshot, so a slow client that misses some
 //! announcements (lag) still ends up with the current state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -61,6 +61,8 @@ pub struct Live {
     /// Wall-clock time of the agent table's epoch (its `idle_since` counts from there).
     epoch_wall: DateTime<Utc>,
     calls: Mutex<BTreeMap<String, LiveCall>>,
+    /// Announcements played to each queue's waiting callers since start, by queue name.
+    announced: Mutex<HashMap<String, u64>>,
     events: broadcast::Sender<LiveEvent>,
     clock: SharedClock,
     pub metrics: Metrics,
@@ -77,6 +79,7 @@ impl Live {
             acd,
             epoch_wall,
             calls: Mutex::new(BTreeMap::new()),
+            announced: Mutex::new(HashMap::new()),
             events,
             clock,
             metrics: Metrics::default(),
@@ -157,6 +160,21 @@ impl Live {
         }
     }
 
+    /// An announcement was played to `call_id` (position, expected wait or periodic prompt):
+    /// counted for the queue it waits in.
+    pub fn count_announcement(&self, call_id: &str) {
+        let queue = self.lock_calls().get(call_id).and_then(|c| c.queue.clone());
+        if let Some(queue) = queue {
+            *self
+                .announced
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(queue)
+                .or_default() += 1;
+            self.announce(LiveEvent::Calls);
+        }
+    }
+
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LiveCall>> {
         // A std mutex: held for a map operation, never across an await.
         self.calls
@@ -176,11 +194,20 @@ impl Live {
         let table = self.acd.agents();
         let membership = table.membership_full();
         let epoch = self.epoch_wall;
+        let announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let queues = config
             .queues
             .iter()
             .filter(|q| scope.queue(&q.name))
-            .map(|q| queue_snapshot(table, &membership, config, q, &calls, at))
+            .map(|q| {
+                let mut snapshot = queue_snapshot(table, &membership, config, q, &calls, at);
+                snapshot.announcements = announced.get(&q.name).copied().unwrap_or(0);
+                snapshot
+            })
             .collect();
         let mut agents = Vec::new();
         for &aid in membership.agents() {
@@ -258,12 +285,13 @@ impl CallObserver for Live {
 
     fn announced(
         &self,
-        _call_id: &str,
+        call_id: &str,
         position: Option<u32>,
         expected_wait: Option<std::time::Duration>,
     ) {
         self.metrics
             .announced(position.is_some(), expected_wait.is_some());
+        self.count_announcement(call_id);
     }
 }
 
@@ -337,6 +365,7 @@ fn queue_snapshot(
         agents_eligible: eligible,
         agents_busy: busy,
         agents_wrap_up: wrap_up,
+        announcements: 0,
     }
 }
 

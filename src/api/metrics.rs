@@ -436,6 +436,7 @@ mod tests {
                 agents_eligible: 1,
                 agents_busy: 1,
                 agents_wrap_up: 0,
+                announcements: 0,
             }],
             agents: vec![AgentSnapshot {
                 sip_uri: "sip:a@h".into(),

@@ -88,6 +88,9 @@ pub struct QueueSnapshot {
     pub agents_busy: usize,
     /// Of those, in wrap-up after a call (offered nothing until it ends).
     pub agents_wrap_up: usize,
+    /// Announcements (position, expected wait, periodic prompt) played to this queue's waiting
+    /// callers since rgsd started.
+    pub announcements: u64,
 }
 
 /// One agent, now.
