@@ -17,7 +17,8 @@
 //!
 //! The leg's own task handles commands and reads the leg's socket: symmetric RTP (rgsd sends to
 //! where the peer's packets come from, once the first one arrived; to the SDP address until
-//! then), DTMF (RFC 4733, or in-band Goertzel when no telephone-event was negotiated), and,
+//! then; packets from the SDP address take the latch back from any other source that got in
+//! first), DTMF (RFC 4733, or in-band Goertzel when no telephone-event was negotiated), and,
 //! when bridged, the relay to the other leg. Both legs of a bridge relay in their own task, straight into the
 //! other leg's socket, under the other leg's (std) mutex: no channel hop and no allocation per
 //! packet. A bridge holds only a weak reference to the other leg, so closing either leg ends
@@ -84,7 +85,8 @@ pub(crate) const COUNT_BATCH: u32 = 50;
 ///
 /// Sent: packets handed to the socket without error (prompt and music frames, and packets a
 /// bridge relayed out of this leg). Received: RTP packets a leg accepted from its peer (not
-/// stray ones from another address once latched, nor ones before the SDP answer). See
+/// stray ones from another address once latched, unless from the SDP's address, which takes
+/// the latch back; nor ones before the SDP answer). See
 /// [`COUNT_BATCH`] for when the figures move.
 #[derive(Debug, Default)]
 pub struct RtpCounts {
@@ -694,11 +696,15 @@ impl LegTask {
                     let now = Instant::now();
                     let negotiated = {
                         let mut out = shared.lock();
-                        if out.latched && out.remote != Some(from) {
+                        let Some(negotiated) = out.negotiated else { continue };
+                        // The address the peer's SDP gave: its packets always win the latch, so
+                        // a sender who got in first (before the peer's first packet) loses the
+                        // leg as soon as the peer speaks.
+                        let from_sdp = negotiated.remote == Some(from);
+                        if out.latched && out.remote != Some(from) && !from_sdp {
                             // Stray packets (an old call on a reused port, a spoofer).
                             continue;
                         }
-                        let Some(negotiated) = out.negotiated else { continue };
                         if let Some(srtp) = out.srtp.as_mut() {
                             // Authenticated before it may latch the address or be heard.
                             match srtp.unprotect(&mut rx_buf, len) {
@@ -709,7 +715,7 @@ impl LegTask {
                                 }
                             }
                         }
-                        if !out.latched {
+                        if !out.latched || (from_sdp && out.remote != Some(from)) {
                             out.remote = Some(from);
                             out.latched = true;
                         }
@@ -1038,6 +1044,59 @@ mod tests {
         // Only one digit for the three end packets.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(leg.events.try_recv().is_err());
+    }
+
+    /// A sender that gets in before the peer latches the leg, but the first packet from the
+    /// address the peer's SDP gave takes it back; the intruder is dropped from then on.
+    #[tokio::test(start_paused = true)]
+    async fn the_sdp_address_takes_the_latch_back_from_an_earlier_intruder() {
+        let (engine, _pool) = engine(47_400);
+        let peer = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let intruder = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let port = peer.local_addr().unwrap().port();
+        let extra = "a=rtpmap:101 telephone-event/8000\r\n";
+        let (mut leg, _) = engine
+            .answer(offer(port, "0 101", extra).as_bytes(), OFF)
+            .await
+            .unwrap();
+        leg.start_music(tone_clip(3)).unwrap();
+        let to_leg = SocketAddr::new(LOOPBACK, leg.local_port());
+        let digit = |key: u8, seq: u16, end: bool| {
+            let event = TelephoneEvent {
+                event: key,
+                end,
+                volume: 10,
+                duration: 160,
+            };
+            rtp(101, 9, seq, 8_000 * u32::from(key), true, &event.to_bytes())
+        };
+        // The intruder first: it latches the leg and its key is heard.
+        intruder.send_to(&digit(1, 0, true), to_leg).await.unwrap();
+        match leg.next_event().await {
+            Some(LegEvent::Digit(d)) => assert_eq!(d.key, '1'),
+            other => panic!("expected a digit, got {other:?}"),
+        }
+        assert!(recv(&intruder).await.is_some(), "latched to the intruder");
+        // The peer speaks from its SDP address: the leg is its again.
+        peer.send_to(&digit(5, 1, true), to_leg).await.unwrap();
+        match leg.next_event().await {
+            Some(LegEvent::Digit(d)) => assert_eq!(d.key, '5'),
+            other => panic!("expected a digit, got {other:?}"),
+        }
+        while tokio::time::timeout(Duration::from_millis(1), peer.recv_from(&mut [0; 2048]))
+            .await
+            .is_ok()
+        {}
+        assert!(recv(&peer).await.is_some(), "music back to the peer");
+        // The intruder's packets are now stray.
+        intruder.send_to(&digit(7, 2, true), to_leg).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Ok(event) = leg.events.try_recv() {
+            assert!(
+                !matches!(event, LegEvent::Digit(_)),
+                "the intruder was heard after the peer: {event:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
