@@ -15,7 +15,8 @@
 //!   (`/proc/net/udp`).
 //!
 //! Run: `scripts/moh_load.sh [streams[,streams...]] [seconds]` (raises `ulimit -n`), or
-//! `cargo bench --bench moh -- 1000,10000 10`. Bounded: at most 15,000 streams, 1 to 120 s.
+//! `cargo bench --bench moh -- 1000,10000 10`. With `--ceiling` (`scripts/moh_load.sh ceiling
+//! [start] [seconds]`) it searches each sender's ceiling instead (see [`ceilings`]). Bounded: at most 15,000 streams, 1 to 120 s.
 //! Without `--bench` (`cargo test --benches`, nextest) it does nothing.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,9 +74,123 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(WORKERS)
         .enable_all()
         .build()?;
+    if args.iter().any(|a| a == "--ceiling") {
+        let start = streams.first().copied().unwrap_or(1_000);
+        return runtime.block_on(ceilings(start, Duration::from_secs(seconds)));
+    }
     for n in streams {
         runtime.block_on(compare(n, Duration::from_secs(seconds)))?;
     }
+    Ok(())
+}
+
+/// The two senders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    Engine,
+    Bare,
+}
+
+impl Sender {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Engine => "rgsd media engine",
+            Self::Bare => "bare UDP sender",
+        }
+    }
+}
+
+async fn phase(
+    sender: Sender,
+    n: usize,
+    rx: &mut Receivers,
+    window: Duration,
+) -> anyhow::Result<Phase> {
+    match sender {
+        Sender::Engine => engine_phase(n, rx, window).await,
+        Sender::Bare => bare_phase(n, rx, window).await,
+    }
+}
+
+/// Packets due from `n` streams over `window`.
+fn due(n: usize, window: Duration) -> f64 {
+    f64::from(u32::try_from(n).unwrap_or(u32::MAX)) * window.as_secs_f64()
+        / (PERIOD_MS as f64 / 1_000.0)
+}
+
+/// The ceiling's criteria: p99 pacing error under 2 ms, no loss, no receive-buffer drop, and
+/// at least 99.9 % of the packets due arrived (a pacer that falls behind skips frames rather
+/// than losing them, so "lost" alone would not show it).
+fn holds(p: &Phase, n: usize) -> bool {
+    p.rx.p99_us < 2_000
+        && p.rx.expected == p.rx.packets
+        && p.rx.drops == 0
+        && p.rx.packets as f64 >= 0.999 * due(n, p.window)
+}
+
+/// For each sender, the most streams that meet [`holds`]: doubling from `start`, then
+/// halving the interval down to 5 % (or 50 streams), each step a fresh run of `window`; then
+/// both senders again at the lower of the two ceilings, for the CPU per stream side by side.
+#[allow(clippy::cast_precision_loss)] // packet counts below 2^52
+async fn ceilings(start: usize, window: Duration) -> anyhow::Result<()> {
+    let mut rx = Receivers::spawn().await?;
+    println!(
+        "music-on-hold ceilings: p99 |gap-20ms| < 2 ms, 0 lost, 0 drops, >= 99.9 % of packets due; \
+         {:.0} s windows after {} s warm-up; load average {} at start",
+        window.as_secs_f64(),
+        WARM_UP.as_secs(),
+        load_average()
+    );
+    let mut found = Vec::new();
+    for sender in [Sender::Engine, Sender::Bare] {
+        let mut good: Option<usize> = None;
+        let mut bad: Option<usize> = None;
+        let mut n = start;
+        loop {
+            let p = phase(sender, n, &mut rx, window).await?;
+            let ok = holds(&p, n);
+            println!(
+                "  {:<18} {n:>6} streams: p99 {:.2} ms, {} of {:.0} due, lost {}, drops {}, CPU {:.2} us/stream/s -> {}  (load {})",
+                sender.name(),
+                ms(p.rx.p99_us),
+                p.rx.packets,
+                due(n, p.window),
+                p.rx.expected.saturating_sub(p.rx.packets),
+                p.rx.drops,
+                per_stream_us(&p, n),
+                if ok { "holds" } else { "fails" },
+                p.load
+            );
+            if ok {
+                good = Some(n);
+            } else {
+                bad = Some(n);
+            }
+            n = match (good, bad) {
+                (Some(g), None) if g >= 15_000 => break,
+                (Some(g), None) => (g * 2).min(15_000),
+                (None, Some(b)) if b <= 50 => break,
+                (None, Some(b)) => b / 2,
+                (Some(g), Some(b)) if b - g <= (g / 20).max(50) => break,
+                (Some(g), Some(b)) => g + (b - g) / 2,
+                (None, None) => unreachable!("a step was measured"),
+            };
+        }
+        println!("  {} ceiling: {} streams", sender.name(), good.unwrap_or(0));
+        found.push(good.unwrap_or(0));
+    }
+    let (engine, bare) = (found[0], found[1]);
+    let at = engine.min(bare).max(1);
+    let e = phase(Sender::Engine, at, &mut rx, window).await?;
+    let b = phase(Sender::Bare, at, &mut rx, window).await?;
+    rx.quit().await?;
+    println!(
+        "ceilings: rgsd {engine}, bare {bare}: ratio {:.2}; at {at} streams CPU per stream rgsd {:.2} us/s, bare {:.2} us/s: ratio {:.2}",
+        engine as f64 / bare.max(1) as f64,
+        per_stream_us(&e, at),
+        per_stream_us(&b, at),
+        per_stream_us(&e, at) / per_stream_us(&b, at)
+    );
     Ok(())
 }
 

@@ -5,7 +5,14 @@
 # the sending process's CPU time is compared per stream.
 #
 # Usage: scripts/moh_load.sh [streams=1000,10000] [seconds=10]
+#        scripts/moh_load.sh ceiling [start=1000] [seconds=5]   # each sender's ceiling, searched
 set -euo pipefail
+if [ "${1:-}" = ceiling ]; then
+    cd "$(dirname "$0")/.."
+    ulimit -n 40000 2>/dev/null || echo "warning: could not raise the open-file limit" >&2
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+    exec cargo bench --bench moh -- --ceiling "${2:-1000}" "${3:-5}"
+fi
 streams="${1:-1000,10000}"
 seconds="${2:-10}"
 cd "$(dirname "$0")/.."
