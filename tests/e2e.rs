@@ -515,8 +515,20 @@ fn calls_cut_by_kill_9_are_recorded_as_restarted_at_the_next_start() {
     );
     let mut waiting = Ua::new(server.sip_addr("udp"));
     assert_eq!(waiting.call_status("sip:sales@127.0.0.1"), 200);
-    // Let the waiting call reach its queue (its journal line is written as it enters).
-    std::thread::sleep(Duration::from_millis(300));
+    // The waiting call's journal line says it entered the queue before the kill.
+    let journal = scratch.path().join("rgsd.journal");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&journal)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(&waiting.call_id) && l.contains("\"queue\":\"Sales\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting call never reached its queue"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.signal(nix::sys::signal::Signal::SIGKILL);
     let status = server.wait_exit(Duration::from_secs(5));
     assert!(!status.success());
@@ -556,8 +568,8 @@ fn calls_cut_by_kill_9_are_recorded_as_restarted_at_the_next_start() {
     let mut server = server;
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).success());
+    // Recovery runs before the listeners open, so READY means it is done.
     let server = Server::start(&scratch.path().join("rgsd.toml"));
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(common::interop::call_records(&db, 0).len(), 3);
     assert!(
         !server.stderr().contains("previous run stopped"),

@@ -500,24 +500,32 @@ impl CallTask {
         };
         self.svc.observer.call_updated(&snapshot);
         if let Some(journal) = &self.svc.journal {
-            let leg = record::Leg {
-                call_id: &info.call_id,
-                caller: &info.from,
-                sip_code: Some(200),
-            };
-            let uri = |a: AgentId| self.uri_of(a);
-            let group = |g| self.svc.agents.group_name(g).map(str::to_owned);
-            let so_far = record::from_timeline(
-                config,
-                &uri,
-                &group,
-                self.workflow,
-                &leg,
-                self.machine.timeline(),
-                self.svc.clock.now_utc(),
-            );
-            journal.in_progress(&so_far);
+            journal.in_progress(&self.record_now());
         }
+    }
+
+    /// The call's record as its timeline stands now (ended now if it has no end yet), with the
+    /// announcements heard so far: the journal's in-progress line and, at the end, the record.
+    fn record_now(&self) -> crate::store::CallRecord {
+        let info = self.caller.info();
+        let leg = record::Leg {
+            call_id: &info.call_id,
+            caller: &info.from,
+            sip_code: Some(200),
+        };
+        let uri = |a: AgentId| self.uri_of(a);
+        let group = |g| self.svc.agents.group_name(g).map(str::to_owned);
+        let mut record = record::from_timeline(
+            &self.ctx.config,
+            &uri,
+            &group,
+            self.workflow,
+            &leg,
+            self.machine.timeline(),
+            self.svc.clock.now_utc(),
+        );
+        record.announcements = self.announcements;
+        record
     }
 
     fn fire_timers(&mut self) {
@@ -1087,24 +1095,7 @@ impl CallTask {
         if self.caller_open && !matches!(self.machine.phase(), Phase::Ended(_)) {
             let _ = self.caller.bye();
         }
-        let info = self.caller.info();
-        let leg = record::Leg {
-            call_id: &info.call_id,
-            caller: &info.from,
-            sip_code: Some(200),
-        };
-        let uri = |a: AgentId| self.uri_of(a);
-        let group = |g| self.svc.agents.group_name(g).map(str::to_owned);
-        let mut record = record::from_timeline(
-            &self.ctx.config,
-            &uri,
-            &group,
-            self.workflow,
-            &leg,
-            self.machine.timeline(),
-            self.svc.clock.now_utc(),
-        );
-        record.announcements = self.announcements;
+        let mut record = self.record_now();
         record.wrap_up = self.wrap_up_after;
         if self.drained && record.agent.is_none() {
             record.outcome = CallOutcome::Disconnected;
